@@ -1,0 +1,35 @@
+"""dsprobe: record DeepStream tensor output, replay and tune postprocessing, export it back live.
+
+The core (records, recordings, postprocess, export) needs numpy, h5py and pandas only; heavier
+parts import their dependencies when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "FrameRecord": "dsprobe.types",
+    "ObjectRecord": "dsprobe.types",
+    "ImageRecord": "dsprobe.types",
+    "UNTRACKED_OBJECT_ID": "dsprobe.types",
+    "Detections": "dsprobe.detections",
+    "Recorder": "dsprobe.recording.writer",
+    "Recording": "dsprobe.recording.reader",
+    "open_recording": "dsprobe.recording.reader",
+    "NvinferConfig": "dsprobe.nvinfer_config",
+    "load_nvinfer_config": "dsprobe.nvinfer_config",
+    "Postprocess": "dsprobe.postprocess.pipeline",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dsprobe' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,122 @@
+"""Registry of named postprocess steps, so a Postprocess spec is data (names + JSON params).
+
+Step kinds and their call signatures (all pure functions on numpy data):
+
+* ``decode``:  ``fn(layers: Mapping[str, np.ndarray], ctx: StepContext, **params) -> Detections``
+  (candidates in **network pixels**; layers may carry a leading batch axis of 1)
+* ``filter``:  ``fn(dets: Detections, ctx: StepContext, **params) -> Detections``
+* ``cluster``: ``fn(dets: Detections, ctx: StepContext, **params) -> Detections``
+* ``scale``:   ``fn(dets: Detections, ctx: StepContext, **params) -> Detections`` (usually to frame pixels)
+
+A user's own function is referenced as ``"package.module:function"`` and imported only when the
+caller passes ``allow_import=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+StepKind = Literal["decode", "filter", "cluster", "scale"]
+STEP_KINDS: tuple[str, ...] = ("decode", "filter", "cluster", "scale")
+
+_REGISTRY: dict[str, dict[str, Callable]] = {kind: {} for kind in STEP_KINDS}
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step may need besides its params, all taken from the recording/frame.
+
+    * ``network_size``: network input ``(width, height)`` in pixels.
+    * ``frame_size``: nvstreammux output ``(width, height)`` in pixels.
+    * ``crop_rect``: the rectangle nvinfer cropped, ``(left, top, width, height)`` in frame pixels,
+      unrounded floats: the full frame for a PGIE, the parent object's rect for an SGIE.
+    * ``num_classes``: ``num-detected-classes`` from the config (0 = unknown).
+    * ``labels``: class labels (may be empty).
+    * ``geometry``: preprocessing geometry (:class:`dsprobe.nvinfer_config.Preprocessing`) or None.
+    """
+
+    network_size: tuple[int, int]
+    frame_size: tuple[int, int] = (0, 0)
+    crop_rect: tuple[float, float, float, float] | None = None
+    num_classes: int = 0
+    labels: tuple[str, ...] = ()
+    geometry: object | None = None
+
+
+class UnknownStepError(KeyError):
+    """A step name that is not registered (message lists the registered ones)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def register(kind: StepKind, name: str) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` as step ``name`` of ``kind``."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown step kind {kind!r}; expected one of {STEP_KINDS}")
+
+    def deco(fn: Callable) -> Callable:
+        existing = _REGISTRY[kind].get(name)
+        if existing is not None and existing is not fn:
+            raise ValueError(f"{kind} step {name!r} is already registered ({existing.__module__})")
+        _REGISTRY[kind][name] = fn
+        return fn
+
+    return deco
+
+
+def get_step(kind: StepKind, name: str, *, allow_import: bool = False) -> Callable:
+    """The function for ``kind``/``name``; ``"module:function"`` names need ``allow_import``."""
+    _load_builtin_steps()
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown step kind {kind!r}; expected one of {STEP_KINDS}")
+    if name in _REGISTRY[kind]:
+        return _REGISTRY[kind][name]
+    if ":" in name:
+        if not allow_import:
+            raise PermissionError(
+                f"{kind} step {name!r} refers to user code; pass allow_import=True to import it")
+        return import_function(name)
+    raise UnknownStepError(
+        f"unknown {kind} step {name!r}; registered {kind} steps: {', '.join(sorted(_REGISTRY[kind])) or '(none)'}")
+
+
+def step_names(kind: StepKind) -> list[str]:
+    _load_builtin_steps()
+    return sorted(_REGISTRY[kind])
+
+
+def import_function(ref: str) -> Callable:
+    """Import ``"package.module:function"`` (dots allowed after the colon for attributes)."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{ref!r} is not of the form 'package.module:function'")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {module_name!r} for step {ref!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"module {module_name!r} has no attribute {attr!r} (step {ref!r})") from None
+    if not callable(obj):
+        raise TypeError(f"step {ref!r} is not callable")
+    return obj
+
+
+_BUILTIN_MODULES = ("dsprobe.postprocess.decoders", "dsprobe.postprocess.filters",
+                    "dsprobe.postprocess.cluster", "dsprobe.postprocess.scale")
+_loaded = False
+
+
+def _load_builtin_steps() -> None:
+    """Import the modules that register the built-in steps (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _BUILTIN_MODULES:
+        importlib.import_module(mod)
