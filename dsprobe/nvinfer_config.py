@@ -1,0 +1,428 @@
+"""Read Gst-nvinfer config files (key=value ``[property]`` / ``[class-attrs-*]`` files and the YAML form).
+
+Values are typed and carry nvinfer's defaults (see ``shared/reference/nvinfer_semantics.md`` §1, §3.1).
+Unknown keys are kept in :attr:`NvinferConfig.unknown_keys` and reported, never fatal; a malformed
+value raises :class:`NvinferConfigError` naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+# cluster-mode values
+CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = 0, 1, 2, 3, 4
+# network-type values
+NETWORK_DETECTOR, NETWORK_CLASSIFIER, NETWORK_SEGMENTATION, NETWORK_INSTANCE_SEG, NETWORK_OTHER = 0, 1, 2, 3, 100
+#: nvinfer's gie-unique-id when the config sets none (DEFAULT_UNIQUE_ID in gstnvinfer.cpp).
+DEFAULT_GIE_UNIQUE_ID = 15
+
+
+class NvinferConfigError(ValueError):
+    """A malformed nvinfer config value; the message names file, line and key."""
+
+
+@dataclass(frozen=True)
+class ClassAttrs:
+    """Per-class detection parameters (``[class-attrs-all]`` / ``[class-attrs-N]``) with nvinfer's defaults.
+
+    Thresholds are confidences in [0, 1]; ``detected-*`` and ``roi-*`` are frame pixels
+    (crop pixels for an SGIE detector).
+    """
+
+    pre_cluster_threshold: float = 0.2
+    post_cluster_threshold: float = 0.0
+    eps: float = 0.0
+    group_threshold: int = 0
+    min_boxes: int = 0
+    dbscan_min_score: float = 0.0
+    nms_iou_threshold: float = 0.3
+    topk: int = -1
+    roi_top_offset: int = 0
+    roi_bottom_offset: int = 0
+    detected_min_w: int = 0
+    detected_min_h: int = 0
+    detected_max_w: int = 0
+    detected_max_h: int = 0
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """nvinfer's input geometry and normalisation for one GIE.
+
+    ``network_width/height/channels`` are network-input pixels (0 when neither ``infer-dims`` nor
+    ``uff-input-dims`` is given: then the engine decides and the recording's tensor meta tells).
+    ``scaling_filter`` is the configured value (0 nearest, 1 bilinear, ...; 6 = Default = nearest);
+    ``offsets`` are per network channel in network colour order.
+    """
+
+    network_width: int = 0
+    network_height: int = 0
+    network_channels: int = 0
+    maintain_aspect_ratio: bool = False
+    symmetric_padding: bool = False
+    net_scale_factor: float = 1.0
+    offsets: tuple[float, ...] = ()
+    model_color_format: int = 0  # 0 RGB, 1 BGR, 2 GRAY
+    network_input_order: int = 0  # 0 NCHW, 1 NHWC
+    scaling_filter: int = 6
+    scaling_compute_hw: int = 0
+    mean_file: str | None = None
+
+    @property
+    def network_size(self) -> tuple[int, int]:
+        """(width, height) in network pixels."""
+        return (self.network_width, self.network_height)
+
+
+@dataclass(frozen=True)
+class NvinferConfig:
+    """A parsed nvinfer config. ``text`` is the file as written; ``properties`` the raw strings."""
+
+    text: str
+    path: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    gie_unique_id: int = DEFAULT_GIE_UNIQUE_ID
+    process_mode: int = 1  # 1 primary (full frame), 2 secondary (objects)
+    operate_on_gie_id: int = -1
+    operate_on_class_ids: tuple[int, ...] = ()
+    network_type: int = NETWORK_DETECTOR
+    network_mode: int = 0  # 0 FP32, 1 INT8, 2 FP16, 3 BEST
+    output_tensor_meta: bool = False
+    num_detected_classes: int = 0
+    cluster_mode: int = CLUSTER_GROUP_RECTANGLES  # absent -> 0 (which runs as NMS(0.5, top-20) without OpenCV)
+    filter_out_class_ids: tuple[int, ...] = ()
+    crop_objects_to_roi_boundary: bool = False
+    classifier_threshold: float = 0.0
+    segmentation_threshold: float = 0.0
+    input_object_min_width: int = 0
+    input_object_min_height: int = 0
+    input_object_max_width: int = 0
+    input_object_max_height: int = 0
+    batch_size: int = 1
+    interval: int = 0
+    labelfile_path: str | None = None
+    onnx_file: str | None = None
+    model_engine_file: str | None = None
+    output_blob_names: tuple[str, ...] = ()
+    parse_bbox_func_name: str | None = None
+    custom_lib_path: str | None = None
+    class_attrs_all: ClassAttrs = field(default_factory=ClassAttrs)
+    class_attrs: Mapping[int, ClassAttrs] = field(default_factory=dict)
+    unknown_keys: tuple[str, ...] = ()
+
+    def attrs_for(self, class_id: int) -> ClassAttrs:
+        """The effective attributes of ``class_id`` (``[class-attrs-N]`` over ``[class-attrs-all]``)."""
+        return self.class_attrs.get(class_id, self.class_attrs_all)
+
+    def per_class(self, name: str, num_classes: int | None = None) -> list:
+        """One value of ClassAttrs field ``name`` per class, for classes 0..num_classes-1."""
+        n = num_classes if num_classes is not None else self.num_detected_classes
+        return [getattr(self.attrs_for(c), name) for c in range(n)]
+
+    def labels(self, base_dir: str | Path | None = None) -> list[str]:
+        """Labels from ``labelfile-path`` (relative to the config's folder); [] when unavailable.
+
+        Detector label files have one class per line; a ``;``-separated line gives its first field.
+        """
+        if not self.labelfile_path:
+            return []
+        p = Path(self.labelfile_path)
+        if not p.is_absolute():
+            base = Path(base_dir) if base_dir else (Path(self.path).parent if self.path else Path("."))
+            p = base / p
+        if not p.exists():
+            return []
+        return [line.split(";")[0].strip() for line in p.read_text().splitlines() if line.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (class attrs keyed by class id as str)."""
+        d = asdict(self)
+        d["class_attrs"] = {str(k): asdict(v) for k, v in self.class_attrs.items()}
+        d["properties"] = dict(self.properties)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "NvinferConfig":
+        d = dict(d)
+        d["preprocessing"] = Preprocessing(**_tuples(d.get("preprocessing", {})))
+        d["class_attrs_all"] = ClassAttrs(**d.get("class_attrs_all", {}))
+        d["class_attrs"] = {int(k): ClassAttrs(**v) for k, v in d.get("class_attrs", {}).items()}
+        names = {f.name for f in fields(cls)}
+        return cls(**_tuples({k: v for k, v in d.items() if k in names}))
+
+
+def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- value types
+def _int(v: str) -> int:
+    return int(v.strip(), 0) if v.strip().lower().startswith("0x") else int(v.strip())
+
+
+def _float(v: str) -> float:
+    return float(v.strip())
+
+
+def _bool(v: str) -> bool:
+    s = v.strip().lower()
+    if s in ("1", "true", "yes"):
+        return True
+    if s in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected 0/1/true/false, got {v!r}")
+
+
+def _str(v: str) -> str:
+    return v.strip().strip('"').strip("'")
+
+
+def _list(conv: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(v: str) -> tuple:
+        return tuple(conv(p) for p in re.split(r"[;,]", v.strip().strip("[]")) if p.strip())
+    return parse
+
+
+# key -> (field on NvinferConfig / Preprocessing, converter). Fields prefixed "pre." go to Preprocessing.
+_PROPERTY_KEYS: dict[str, tuple[str | None, Callable[[str], Any]]] = {
+    "gie-unique-id": ("gie_unique_id", _int),
+    "process-mode": ("process_mode", _int),
+    "operate-on-gie-id": ("operate_on_gie_id", _int),
+    "operate-on-class-ids": ("operate_on_class_ids", _list(_int)),
+    "network-type": ("network_type", _int),
+    "network-mode": ("network_mode", _int),
+    "output-tensor-meta": ("output_tensor_meta", _bool),
+    "num-detected-classes": ("num_detected_classes", _int),
+    "cluster-mode": ("cluster_mode", _int),
+    "filter-out-class-ids": ("filter_out_class_ids", _list(_int)),
+    "crop-objects-to-roi-boundary": ("crop_objects_to_roi_boundary", _bool),
+    "classifier-threshold": ("classifier_threshold", _float),
+    "segmentation-threshold": ("segmentation_threshold", _float),
+    "input-object-min-width": ("input_object_min_width", _int),
+    "input-object-min-height": ("input_object_min_height", _int),
+    "input-object-max-width": ("input_object_max_width", _int),
+    "input-object-max-height": ("input_object_max_height", _int),
+    "batch-size": ("batch_size", _int),
+    "interval": ("interval", _int),
+    "labelfile-path": ("labelfile_path", _str),
+    "onnx-file": ("onnx_file", _str),
+    "model-engine-file": ("model_engine_file", _str),
+    "output-blob-names": ("output_blob_names", _list(_str)),
+    "parse-bbox-func-name": ("parse_bbox_func_name", _str),
+    "custom-lib-path": ("custom_lib_path", _str),
+    "net-scale-factor": ("pre.net_scale_factor", _float),
+    "offsets": ("pre.offsets", _list(_float)),
+    "model-color-format": ("pre.model_color_format", _int),
+    "network-input-order": ("pre.network_input_order", _int),
+    "maintain-aspect-ratio": ("pre.maintain_aspect_ratio", _bool),
+    "symmetric-padding": ("pre.symmetric_padding", _bool),
+    "scaling-filter": ("pre.scaling_filter", _int),
+    "scaling-compute-hw": ("pre.scaling_compute_hw", _int),
+    "mean-file": ("pre.mean_file", _str),
+    "infer-dims": ("infer_dims", _list(_int)),
+    "uff-input-dims": ("uff_input_dims", _list(_int)),
+    "input-dims": ("uff_input_dims", _list(_int)),
+    "enable-dbscan": ("enable_dbscan", _bool),
+    # Known keys that dsprobe reads as text only (kept in .properties).
+    **{k: (None, _str) for k in (
+        "gpu-id", "model-file", "proto-file", "int8-calib-file", "uff-file", "tlt-encoded-model",
+        "tlt-model-key", "uff-input-blob-name", "uff-input-order", "output-io-formats",
+        "layer-device-precision", "is-classifier", "classifier-async-mode", "classifier-type",
+        "secondary-reinfer-interval", "output-instance-mask", "parse-bbox-instance-mask-func-name",
+        "parse-classifier-func-name", "engine-create-func-name", "enable-dla", "use-dla-core",
+        "segmentation-output-order", "workspace-size", "force-implicit-batch-dim", "input-tensor-from-meta",
+        "disable-output-host-copy", "dump-input-tensor", "dump-output-tensor", "tensor-meta-pool-size",
+        "custom-network-config", "model-file-format", "infer-raw-output-dir", "gpu-memory-type",
+        "clip-object-outside-roi")},
+}
+
+_CLASS_KEYS: dict[str, tuple[str | None, Callable[[str], Any]]] = {
+    "pre-cluster-threshold": ("pre_cluster_threshold", _float),
+    "threshold": ("pre_cluster_threshold", _float),  # deprecated alias
+    "post-cluster-threshold": ("post_cluster_threshold", _float),
+    "eps": ("eps", _float),
+    "group-threshold": ("group_threshold", _int),
+    "minBoxes": ("min_boxes", _int),
+    "dbscan-min-score": ("dbscan_min_score", _float),
+    "nms-iou-threshold": ("nms_iou_threshold", _float),
+    "topk": ("topk", _int),
+    "roi-top-offset": ("roi_top_offset", _int),
+    "roi-bottom-offset": ("roi_bottom_offset", _int),
+    "detected-min-w": ("detected_min_w", _int),
+    "detected-min-h": ("detected_min_h", _int),
+    "detected-max-w": ("detected_max_w", _int),
+    "detected-max-h": ("detected_max_h", _int),
+    "border-color": (None, _str),
+    "bg-color": (None, _str),
+}
+
+
+# --------------------------------------------------------------------------- entry points
+def load_nvinfer_config(path: str | Path) -> NvinferConfig:
+    """Parse the nvinfer config file at ``path`` (``.yml``/``.yaml`` as YAML, else key=value)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise NvinferConfigError(f"{p}: cannot read nvinfer config: {exc.strerror or exc}") from exc
+    return parse_nvinfer_config(text, source=str(p))
+
+
+def parse_nvinfer_config(text: str, source: str = "<config>") -> NvinferConfig:
+    """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths."""
+    looks_yaml = source.endswith((".yml", ".yaml")) or (
+        "[property]" not in text and re.search(r"^property\s*:", text, re.M) is not None)
+    sections = _read_yaml(text, source) if looks_yaml else _read_keyfile(text, source)
+    return _build(text, source, sections)
+
+
+def as_nvinfer_config(value: "str | Path | NvinferConfig") -> NvinferConfig:
+    """Accept a config object, a path, or config text."""
+    if isinstance(value, NvinferConfig):
+        return value
+    if isinstance(value, Path) or ("\n" not in str(value) and Path(str(value)).exists()):
+        return load_nvinfer_config(value)
+    if "\n" not in str(value):
+        raise NvinferConfigError(f"{value}: nvinfer config file not found")
+    return parse_nvinfer_config(str(value))
+
+
+# section -> list of (key, raw value, line number)
+_Sections = dict[str, list[tuple[str, str, int]]]
+
+
+def _read_keyfile(text: str, source: str) -> _Sections:
+    sections: _Sections = {}
+    current: str | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", line)
+        if m:
+            current = m.group(1)
+            sections.setdefault(current, [])
+            continue
+        if "=" not in line:
+            raise NvinferConfigError(f"{source}:{lineno}: expected 'key=value' or '[section]', got {line!r}")
+        if current is None:
+            raise NvinferConfigError(f"{source}:{lineno}: key {line.split('=')[0].strip()!r} before any [section]")
+        key, _, value = line.partition("=")
+        value = re.split(r"\s+#", value, maxsplit=1)[0]  # trailing comment
+        sections[current].append((key.strip(), value.strip(), lineno))
+    return sections
+
+
+def _read_yaml(text: str, source: str) -> _Sections:
+    try:
+        import yaml
+    except ImportError as exc:  # pragma: no cover - depends on environment
+        raise ImportError(f"{source}: reading YAML nvinfer configs needs PyYAML (pip install pyyaml)") from exc
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise NvinferConfigError(f"{source}: not valid YAML: {exc}") from exc
+    sections: _Sections = {}
+    if root is None:
+        return sections
+    if not isinstance(root, yaml.MappingNode):
+        raise NvinferConfigError(f"{source}: expected a mapping of sections (property:, class-attrs-all:, ...)")
+    for key_node, value_node in root.value:
+        name = key_node.value
+        sections.setdefault(name, [])
+        if not isinstance(value_node, yaml.MappingNode):
+            raise NvinferConfigError(f"{source}:{key_node.start_mark.line + 1}: section {name!r} is not a mapping")
+        for k, v in value_node.value:
+            if isinstance(v, yaml.SequenceNode):
+                raw = ";".join(str(item.value) for item in v.value)
+            else:
+                raw = str(v.value)
+            sections[name].append((str(k.value), raw, k.start_mark.line + 1))
+    return sections
+
+
+def _build(text: str, source: str, sections: _Sections) -> NvinferConfig:
+    if "property" not in sections:
+        raise NvinferConfigError(f"{source}: no [property] section; is this an nvinfer config file?")
+    values: dict[str, Any] = {}
+    pre: dict[str, Any] = {}
+    properties: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, raw, lineno in sections["property"]:
+        properties[key] = raw
+        spec = _PROPERTY_KEYS.get(key)
+        if spec is None:
+            unknown.append(f"property:{key}")
+            continue
+        name, conv = spec
+        if name is None:
+            continue
+        value = _convert(conv, raw, source, lineno, key)
+        if name.startswith("pre."):
+            pre[name[4:]] = value
+        else:
+            values[name] = value
+
+    dims = values.pop("infer_dims", None) or values.pop("uff_input_dims", None)
+    values.pop("uff_input_dims", None)
+    if dims:
+        if len(dims) < 3:
+            raise NvinferConfigError(f"{source}: infer-dims must be c;h;w, got {';'.join(map(str, dims))}")
+        pre["network_channels"], pre["network_height"], pre["network_width"] = dims[:3]
+    enable_dbscan = values.pop("enable_dbscan", False)
+    if enable_dbscan and "cluster-mode" not in properties:
+        values["cluster_mode"] = CLUSTER_DBSCAN
+
+    class_all = ClassAttrs()
+    per_class_raw: dict[int, list[tuple[str, str, int]]] = {}
+    for section, items in sections.items():
+        if section == "property":
+            continue
+        if section == "class-attrs-all":
+            class_all = _class_attrs(class_all, items, source, unknown, section)
+        elif (m := re.fullmatch(r"class-attrs-(\d+)", section)):
+            per_class_raw[int(m.group(1))] = items
+        else:
+            unknown.append(f"[{section}]")
+    class_attrs = {cid: _class_attrs(class_all, items, source, unknown, f"class-attrs-{cid}")
+                   for cid, items in sorted(per_class_raw.items())}
+    n = values.get("num_detected_classes", 0)
+    bad = [cid for cid in class_attrs if n and cid >= n]
+    if bad:
+        raise NvinferConfigError(
+            f"{source}: [class-attrs-{bad[0]}] is not below num-detected-classes={n}")
+
+    return NvinferConfig(text=text, path=None if source.startswith("<") else source, properties=properties,
+                         preprocessing=Preprocessing(**pre), class_attrs_all=class_all,
+                         class_attrs=class_attrs, unknown_keys=tuple(unknown), **values)
+
+
+def _class_attrs(base: ClassAttrs, items: list[tuple[str, str, int]], source: str,
+                 unknown: list[str], section: str) -> ClassAttrs:
+    changes: dict[str, Any] = {}
+    for key, raw, lineno in items:
+        spec = _CLASS_KEYS.get(key)
+        if spec is None:
+            unknown.append(f"{section}:{key}")
+            continue
+        name, conv = spec
+        if name is None:
+            continue
+        value = _convert(conv, raw, source, lineno, key)
+        if name == "nms_iou_threshold" and not 0.0 <= value <= 1.0:
+            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be in [0, 1]")
+        if name == "topk" and value < 0:
+            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be >= 0")
+        changes[name] = value
+    return replace(base, **changes)
+
+
+def _convert(conv: Callable[[str], Any], raw: str, source: str, lineno: int, key: str) -> Any:
+    try:
+        return conv(raw)
+    except ValueError as exc:
+        raise NvinferConfigError(f"{source}:{lineno}: bad value for {key}: {raw!r} ({exc})") from None
