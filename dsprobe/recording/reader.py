@@ -1,13 +1,15 @@
 """Reading recordings: ``open_recording(path_or_dir) -> Recording``.
 
 A recording is one ``.h5`` file or several numbered segments (``run-00000.h5``, ...); segments read as
-one. Frames are indexed by a global row number (``Recording.frames`` index); tensors and images are
-read lazily, only for the rows asked for.
+one. Frames are indexed by a global row number (the ``Recording.frames`` index); tensors and images
+are read lazily, only for the rows asked for. Every problem with a file (truncated, corrupt, newer
+schema, not a recording) is a :class:`RecordingError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +20,13 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer_config import NvinferConfig
+from dsprobe.nvinfer_config import NvinferConfig, parse_nvinfer_config
 from dsprobe.recording import images as imgs
-from dsprobe.recording.schema import FORMAT_NAME, FRAME_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS, SCHEMA_VERSION
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
+                                      SCHEMA_VERSION, layer_name_of)
+from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord, Rect
+
+_LAYER_GROUPS = ("layers", "object_layers")
 
 
 class RecordingError(ValueError):
@@ -30,13 +35,18 @@ class RecordingError(ValueError):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One recorded layer: ``shape`` is per frame (per object when ``per_object``), no batch axis."""
+    """One recorded layer: ``shape`` is per frame (per object when ``per_object``), no batch axis.
+
+    ``key`` is how :attr:`Recording.layers` names it: the layer name, or ``"<unique_id>/<name>"``
+    when several GIEs recorded a layer of that name.
+    """
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
     unique_id: int
     per_object: bool = False
+    key: str = ""
 
 
 def open_recording(path: str | Path) -> "Recording":
@@ -55,57 +65,100 @@ def open_recording(path: str | Path) -> "Recording":
     return Recording(paths)
 
 
+@contextmanager
+def _guard(path: Path, what: str) -> Iterator[None]:
+    """Turn h5py/HDF5 errors while reading ``what`` into a RecordingError naming the file."""
+    try:
+        yield
+    except RecordingError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise RecordingError(f"{path}: cannot read {what}: the file is damaged or truncated "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 class _Segment:
+    """One open file: its tables' consistent lengths and its layer datasets."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
             self.f = h5py.File(path, "r")
         except OSError as exc:
-            raise RecordingError(f"{path}: cannot open as HDF5 — the file is truncated, corrupt or not HDF5 "
+            if path.stat().st_size == 0:
+                raise RecordingError(f"{path}: empty file, not a recording") from None
+            raise RecordingError(f"{path}: cannot open as HDF5: the file is truncated, corrupt or not HDF5 "
                                  f"({exc})") from None
         try:
-            fmt = self.f.attrs.get("format")
-            if fmt is None or (fmt.decode() if isinstance(fmt, bytes) else fmt) != FORMAT_NAME:
-                raise RecordingError(f"{path}: not a dsprobe recording (no format='{FORMAT_NAME}' attribute)")
-            version = int(self.f.attrs.get("schema_version", -1))
+            with _guard(path, "the file header"):
+                self.attrs = {k: _text(v) for k, v in self.f.attrs.items()}
+            if self.attrs.get("format") != FORMAT_NAME:
+                raise RecordingError(f"{path}: an HDF5 file but not a dsprobe recording "
+                                     f"(no format='{FORMAT_NAME}' attribute)")
+            version = int(self.attrs.get("schema_version", -1))
             if version > SCHEMA_VERSION:
                 raise RecordingError(f"{path}: written with recording schema {version}, this dsprobe reads up to "
                                      f"{SCHEMA_VERSION}; upgrade dsprobe")
             if version < 1:
                 raise RecordingError(f"{path}: bad schema_version attribute {version}")
-            self.frames = self._table("frames", FRAME_COLUMNS)
-            self.objects_n = self._length("objects", OBJECT_COLUMNS)
-            self.detections_n = self._length("detections", OBJECT_COLUMNS)
-        except RecordingError:
+            with _guard(path, "the tables"):
+                self._load()
+        except BaseException:
             self.f.close()
             raise
-        except (OSError, KeyError, ValueError) as exc:
-            self.f.close()
-            raise RecordingError(f"{path}: damaged recording ({type(exc).__name__}: {exc})") from None
+
+    def _load(self) -> None:
+        f = self.f
+        self.layer_ds: dict[tuple[str, int, str], h5py.Dataset] = {}
+        for group in _LAYER_GROUPS:
+            for uid, g in f.get(group, {}).items():
+                for h5name, ds in g.items():
+                    name = _text(ds.attrs.get("layer_name", layer_name_of(h5name)))
+                    self.layer_ds[(group, int(uid), name)] = ds
+        n_obj = self._length("objects", OBJECT_COLUMNS)
+        n_det = self._length("detections", OBJECT_COLUMNS)
+        n_img = min(self._length("images", IMAGE_COLUMNS), f["images/data"].shape[0])
+        n = self._length("frames", FRAME_COLUMNS)
+        if not self.attrs.get("closed_cleanly", False):
+            n = min(n, int(self.attrs.get("frames_committed", n)))
+        frames = {c: f[f"frames/{c}"][:n] for c in FRAME_COLUMNS}
+        # after a crash only frames whose objects, images and tensors all made it to disk count
+        layer_len = {uid: min((ds.shape[0] for (grp, u, _), ds in self.layer_ds.items()
+                               if grp == "layers" and u == uid), default=0) for uid in set(frames["unique_id"])}
+        ok = ((frames["object_start"] + frames["object_count"] <= n_obj)
+              & (frames["detection_start"] + frames["detection_count"] <= n_det)
+              & (frames["image_row"] < n_img)
+              & (frames["layer_row"] < np.array([layer_len[u] for u in frames["unique_id"]], dtype=np.int64)))
+        if not ok.all():
+            n = int(np.argmin(ok))
+            frames = {c: v[:n] for c, v in frames.items()}
+        self.frames = frames
+        self.closed_cleanly = bool(self.attrs.get("closed_cleanly", False))
 
     def _length(self, name: str, columns: dict) -> int:
-        lengths = {c: self.f[f"{name}/{c}"].shape[0] for c in columns}
-        if len(set(lengths.values())) != 1:
-            raise RecordingError(f"{self.path}: table /{name} has columns of different lengths {lengths}")
-        return next(iter(lengths.values()))
+        if name not in self.f:
+            raise RecordingError(f"{self.path}: table /{name} is missing")
+        return min(self.f[f"{name}/{c}"].shape[0] for c in columns)
 
-    def _table(self, name: str, columns: dict) -> dict[str, np.ndarray]:
-        self._length(name, columns)
-        return {c: self.f[f"{name}/{c}"][()] for c in columns}
-
-    def layer_datasets(self) -> dict[tuple[str, int, str], h5py.Dataset]:
-        out = {}
-        for group in ("layers", "object_layers"):
-            if group not in self.f:
-                continue
-            for uid, g in self.f[group].items():
-                for name, ds in g.items():
-                    out[(group, int(uid), name)] = ds
-        return out
+    def read(self, what: str, ds: h5py.Dataset, sel: Any) -> np.ndarray:
+        with _guard(self.path, what):
+            return ds[sel]
 
 
 class Recording:
-    """A recording (one or more segment files). Use as a context manager or call :meth:`close`."""
+    """A recording (one or more segment files). Use as a context manager or call :meth:`close`.
+
+    * ``frames``: DataFrame, one row per frame (index = global row used by ``rec[i]``).
+    * ``layers``: ``{key: LayerInfo}``; ``rec[i]`` a :class:`FrameView`; ``read_layer`` reads many rows.
+    """
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = [Path(p) for p in paths]
@@ -113,9 +166,12 @@ class Recording:
         try:
             for p in self.paths:
                 self._segs.append(_Segment(p))
-        except RecordingError:
+            self._check_one_recording()
+        except BaseException:
             self.close()
             raise
+        self._segs.sort(key=lambda s: int(s.attrs.get("segment_index", 0)))
+        self.paths = [s.path for s in self._segs]
         parts = []
         for i, seg in enumerate(self._segs):
             cols = {c: v for c, v in seg.frames.items() if v.ndim == 1}
@@ -125,18 +181,27 @@ class Recording:
             df["segment"] = i
             df["local_row"] = np.arange(len(df))
             parts.append(df)
-        frames = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        if len(frames):
-            frames["has_image"] = frames["image_row"] >= 0
-            frames["num_objects"] = frames["object_count"]
-            frames["num_detections"] = frames["detection_count"]
+        frames = pd.concat(parts, ignore_index=True)
+        frames["has_image"] = frames["image_row"] >= 0
+        frames["num_objects"] = frames["object_count"]
+        frames["num_detections"] = frames["detection_count"]
+        frames.index.name = "row"
         self.frames: pd.DataFrame = frames
-        self.frames.index.name = "row"
+        self._seg_of = frames["segment"].to_numpy()
+        self._local = frames["local_row"].to_numpy()
+
+    def _check_one_recording(self) -> None:
+        ids = {s.attrs.get("recording_id") for s in self._segs}
+        if len(ids) > 1:
+            names = ", ".join(f"{s.path.name} ({s.attrs.get('recording_id')})" for s in self._segs)
+            raise RecordingError(f"{self.paths[0].parent}: these files belong to {len(ids)} different recordings: "
+                                 f"{names}; open one file or one segment series")
 
     # ------------------------------------------------------------------ file-level
     @property
     def attrs(self) -> dict[str, Any]:
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._segs[0].f.attrs.items()}
+        """File-level attributes of the first file (schema_version, dsprobe_version, created, host, notes...)."""
+        return dict(self._segs[0].attrs)
 
     @property
     def notes(self) -> Any:
@@ -147,65 +212,87 @@ class Recording:
             return raw
 
     @property
+    def closed_cleanly(self) -> bool:
+        """False when the recorder did not close the last file (crash, kill -9): frames up to its last flush."""
+        return self._segs[-1].closed_cleanly
+
+    @property
     def stats(self) -> dict[str, Any]:
-        """Recorder stats of the last segment (counters are cumulative over the recording)."""
+        """Recorder stats as of the last flush of the last segment (counters cover the whole recording)."""
         try:
-            return json.loads(self._segs[-1].f.attrs.get("stats", "{}"))
+            return json.loads(self._segs[-1].attrs.get("stats", "{}"))
         except ValueError:
             return {}
 
     @cached_property
     def layers(self) -> dict[str, LayerInfo]:
-        """name -> LayerInfo. A name recorded by several GIEs appears as ``"<unique_id>/<name>"``."""
-        infos: dict[tuple[str, int, str], LayerInfo] = {}
+        """key -> LayerInfo. A name recorded by several GIEs is keyed ``"<unique_id>/<name>"``."""
+        infos: dict[tuple[str, int, str], tuple] = {}
         for seg in self._segs:
-            for (group, uid, name), ds in seg.layer_datasets().items():
-                infos.setdefault((group, uid, name),
-                                 LayerInfo(name, ds.dtype, tuple(ds.shape[1:]), uid, group == "object_layers"))
+            for (group, uid, name), ds in seg.layer_ds.items():
+                infos.setdefault((group, uid, name), (np.dtype(ds.dtype), tuple(ds.shape[1:])))
         counts: dict[str, int] = {}
         for _, _, name in infos:
             counts[name] = counts.get(name, 0) + 1
-        return {(name if counts[name] == 1 else f"{uid}/{name}"): info for (_, uid, name), info in infos.items()}
+        out = {}
+        for (group, uid, name), (dtype, shape) in sorted(infos.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            key = name if counts[name] == 1 else f"{uid}/{name}"
+            out[key] = LayerInfo(name, dtype, shape, uid, group == "object_layers", key)
+        return out
 
     @property
     def unique_ids(self) -> list[int]:
-        return sorted(set(int(u) for u in self.frames["unique_id"])) if len(self.frames) else sorted(self._gie_attrs())
+        """gie-unique-ids present (frames recorded or a config stored)."""
+        return sorted(set(int(u) for u in self.frames["unique_id"]) | set(self._gie_attrs()))
 
-    def _gie_attrs(self) -> dict[int, h5py.AttributeManager]:
-        out: dict[int, Any] = {}
+    def _gie_attrs(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
         for seg in self._segs:
-            for uid, g in seg.f.get("gies", {}).items():
-                out.setdefault(int(uid), g.attrs)
+            with _guard(seg.path, "/gies"):
+                for uid, g in seg.f.get("gies", {}).items():
+                    out.setdefault(int(uid), {k: _text(v) for k, v in g.attrs.items()})
         return out
 
-    def config_text(self, unique_id: int | None = None) -> str | None:
-        """The nvinfer config text stored for ``unique_id`` (default: the first GIE with one)."""
-        gies = self._gie_attrs()
+    def _config_attrs(self, unique_id: int | None) -> dict[str, Any] | None:
+        gies = {u: a for u, a in self._gie_attrs().items() if a.get("config_text")}
         if not gies:
             return None
-        uid = unique_id if unique_id is not None else min(gies)
-        return gies[uid]["config_text"] if uid in gies else None
+        if unique_id is None:
+            if len(gies) > 1:
+                raise ValueError(f"{self.paths[0]}: nvinfer configs are stored for GIEs {sorted(gies)}; "
+                                 "pass unique_id=")
+            return next(iter(gies.values()))
+        return gies.get(int(unique_id))
+
+    def config_text(self, unique_id: int | None = None) -> str | None:
+        """The nvinfer config text stored for ``unique_id`` (default: the only GIE with one)."""
+        a = self._config_attrs(unique_id)
+        return None if a is None else a["config_text"]
 
     def config(self, unique_id: int | None = None) -> NvinferConfig | None:
-        """The parsed nvinfer config stored for ``unique_id`` (default: the first GIE with one)."""
-        gies = self._gie_attrs()
-        if not gies:
+        """The nvinfer config stored for ``unique_id`` as parsed when recorded (default: the only one)."""
+        a = self._config_attrs(unique_id)
+        if a is None:
             return None
-        uid = unique_id if unique_id is not None else min(gies)
-        if uid not in gies:
-            return None
-        cfg = NvinferConfig.from_dict(json.loads(gies[uid]["config_json"]))
-        return cfg
+        try:
+            return NvinferConfig.from_dict(json.loads(a["config_json"]))
+        except (KeyError, TypeError, ValueError):  # a config dict from another dsprobe version: parse the text
+            return parse_nvinfer_config(a["config_text"], source=a.get("config_path") or "<recorded config>")
 
     @property
     def streams(self) -> pd.DataFrame:
-        """One row per (source_id, unique_id): frame count, first/last frame, time span (s), gaps."""
-        if not len(self.frames):
+        """One row per (source_id, unique_id): frames, first/last frame_num, duration (PTS), frame gaps,
+        frame size and network size."""
+        f = self.frames
+        if not len(f):
             return pd.DataFrame(columns=["source_id", "unique_id", "frames", "first_frame", "last_frame",
-                                         "duration_s", "frame_gaps"])
-        g = self.frames.groupby(["source_id", "unique_id"])
+                                         "duration_s", "frame_gaps", "frame_width", "frame_height",
+                                         "network_width", "network_height"])
+        g = f.groupby(["source_id", "unique_id"])
         out = g.agg(frames=("frame_num", "size"), first_frame=("frame_num", "min"), last_frame=("frame_num", "max"),
-                    first_pts_ns=("pts_ns", "min"), last_pts_ns=("pts_ns", "max"))
+                    first_pts_ns=("pts_ns", "min"), last_pts_ns=("pts_ns", "max"),
+                    frame_width=("frame_width", "max"), frame_height=("frame_height", "max"),
+                    network_width=("network_width", "max"), network_height=("network_height", "max"))
         out["duration_s"] = (out.pop("last_pts_ns") - out.pop("first_pts_ns")) / 1e9
         out["frame_gaps"] = g["frame_num"].apply(lambda s: int((np.diff(np.sort(s.to_numpy())) > 1).sum()))
         return out.reset_index()
@@ -214,9 +301,12 @@ class Recording:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int | slice) -> "FrameView | list[FrameView]":
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "FrameView | list[FrameView]":
+        """``rec[i]`` a FrameView; ``rec[a:b]`` / ``rec[[i, j]]`` a list of lazy FrameViews."""
         if isinstance(index, slice):
             return [FrameView(self, i) for i in range(*index.indices(len(self)))]
+        if isinstance(index, (list, tuple, np.ndarray)):
+            return [self[int(i)] for i in np.asarray(index).reshape(-1)]
         i = int(index)
         if i < 0:
             i += len(self)
@@ -236,66 +326,99 @@ class Recording:
             m &= f["unique_id"] == unique_id
         rows = np.flatnonzero(m.to_numpy())
         if not len(rows):
-            raise KeyError(f"no frame {frame_num} of source {source_id} in {self.paths[0]}")
+            raise KeyError(f"{self.paths[0]}: no frame {frame_num} of source {source_id}"
+                           f"{f' from GIE {unique_id}' if unique_id is not None else ''}")
         return FrameView(self, int(rows[0]))
 
-    def read_layer(self, name: str, rows: Sequence[int] | np.ndarray | None = None,
-                   unique_id: int | None = None) -> np.ndarray:
-        """Frame-level layer ``name`` for many frame rows at once: ``(len(rows), *shape)``.
-
-        ``rows`` defaults to every frame of the GIE that has the layer. Rows of other GIEs raise.
-        """
-        info = self._layer_info(name, unique_id, per_object=False)
-        f = self.frames
-        if rows is None:
-            rows = np.flatnonzero(((f["unique_id"] == info.unique_id) & (f["layer_row"] >= 0)).to_numpy())
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), *info.shape), dtype=info.dtype)
-        if not len(rows):
-            return out
-        seg_idx = f["segment"].to_numpy()[rows]
-        local = f["layer_row"].to_numpy()[rows]
-        uids = f["unique_id"].to_numpy()[rows]
-        bad = (local < 0) | (uids != info.unique_id)
-        if bad.any():
-            r = int(rows[np.flatnonzero(bad)[0]])
-            raise KeyError(f"frame row {r} has no layer {name!r} of GIE {info.unique_id}")
-        for s in np.unique(seg_idx):
-            sel = np.flatnonzero(seg_idx == s)
-            ds = self._segs[s].f[f"layers/{info.unique_id}/{info.name}"]
-            want = local[sel]
-            uniq, inverse = np.unique(want, return_inverse=True)
-            if len(uniq) == uniq[-1] - uniq[0] + 1:   # contiguous: one slice read
-                block = ds[int(uniq[0]):int(uniq[-1]) + 1]
-            else:
-                block = ds[uniq]
-            out[sel] = block[inverse]
-        return out
-
-    def _layer_info(self, name: str, unique_id: int | None, per_object: bool) -> LayerInfo:
-        cands = [i for i in self.layers.values() if i.name == name and i.per_object == per_object
+    def layer(self, name: str, unique_id: int | None = None, per_object: bool | None = None) -> LayerInfo:
+        """The LayerInfo of layer ``name`` (a key of :attr:`layers`, or a name plus ``unique_id``)."""
+        if unique_id is None and name in self.layers and per_object in (None, self.layers[name].per_object):
+            return self.layers[name]
+        cands = [i for i in self.layers.values() if i.name == name
+                 and (per_object is None or i.per_object == per_object)
                  and (unique_id is None or i.unique_id == unique_id)]
         if len(cands) == 1:
             return cands[0]
         have = ", ".join(f"{k} {i.dtype}{list(i.shape)} (GIE {i.unique_id}{', per object' if i.per_object else ''})"
                          for k, i in self.layers.items()) or "(none)"
         if not cands:
-            raise KeyError(f"{self.paths[0]}: no {'per-object ' if per_object else ''}layer {name!r}"
-                           f"{f' for GIE {unique_id}' if unique_id is not None else ''}; recorded layers: {have}")
-        raise KeyError(f"{self.paths[0]}: layer {name!r} was recorded by several GIEs; pass unique_id=")
+            raise KeyError(f"{self.paths[0]}: no layer {name!r}"
+                           f"{f' from GIE {unique_id}' if unique_id is not None else ''}; recorded layers: {have}")
+        raise KeyError(f"{self.paths[0]}: layer {name!r} was recorded by GIEs "
+                       f"{sorted(i.unique_id for i in cands)}; pass unique_id=")
+
+    def read_layer(self, name: str, rows: Sequence[int] | np.ndarray | None = None,
+                   unique_id: int | None = None) -> np.ndarray:
+        """Layer ``name`` for many rows in one read per segment: ``(len(rows), *shape)``.
+
+        For a frame-level layer ``rows`` are frame rows (``frames`` index; default: every frame of the
+        GIE); for a per-object (SGIE) layer they are rows of :meth:`object_table` (default: all objects
+        with tensors of that GIE).
+        """
+        info = self.layer(name, unique_id)
+        table = self.object_table("objects") if info.per_object else self.frames
+        if info.per_object:
+            uid_col = self.frames["unique_id"].to_numpy()[table["row"].to_numpy()] if len(table) else np.zeros(0, int)
+        else:
+            uid_col = table["unique_id"].to_numpy()
+        layer_rows = table["layer_row"].to_numpy()
+        if rows is None:
+            rows = np.flatnonzero((uid_col == info.unique_id) & (layer_rows >= 0))
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *info.shape), dtype=info.dtype)
+        if not len(rows):
+            return out
+        if rows.min() < 0 or rows.max() >= len(table):
+            raise IndexError(f"{self.paths[0]}: rows out of range 0..{len(table) - 1} for layer {name!r}")
+        bad = (layer_rows[rows] < 0) | (uid_col[rows] != info.unique_id)
+        if bad.any():
+            r = int(rows[np.flatnonzero(bad)[0]])
+            raise KeyError(f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
+                           f"{name!r} of GIE {info.unique_id}")
+        seg_idx = table["segment"].to_numpy()[rows]
+        local = layer_rows[rows]
+        group = "object_layers" if info.per_object else "layers"
+        for s in np.unique(seg_idx):
+            seg = self._segs[int(s)]
+            sel = np.flatnonzero(seg_idx == s)
+            ds = seg.layer_ds.get((group, info.unique_id, info.name))
+            if ds is None:
+                raise RecordingError(f"{seg.path}: layer {name!r} of GIE {info.unique_id} is missing")
+            uniq, inverse = np.unique(local[sel], return_inverse=True)
+            what = f"layer {name!r}"
+            if uniq[-1] - uniq[0] + 1 <= 2 * len(uniq):  # dense enough: one slice read
+                block = seg.read(what, ds, slice(int(uniq[0]), int(uniq[-1]) + 1))[uniq - uniq[0]]
+            else:
+                block = seg.read(what, ds, uniq)
+            out[sel] = block[inverse.reshape(-1)]
+        return out
 
     def object_table(self, kind: str = "objects") -> pd.DataFrame:
-        """All recorded objects (``"objects"``: SGIE inputs) or ``"detections"`` with their frame rows."""
-        parts = []
+        """All ``"objects"`` (SGIE inputs, with ``layer_row``) or ``"detections"`` (pipeline objects);
+        ``row`` is the frame row, ``left, top, width, height`` frame pixels."""
+        if kind not in ("objects", "detections"):
+            raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
+        return self._object_tables[kind].copy()
+
+    @cached_property
+    def _object_tables(self) -> dict[str, pd.DataFrame]:
+        out = {}
         offsets = np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
-        for i, seg in enumerate(self._segs):
-            cols = {c: seg.f[f"{kind}/{c}"][()] for c in OBJECT_COLUMNS}
-            df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
-            df[["left", "top", "width", "height"]] = cols["rect"]
-            df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
-            df["row"] = df.pop("frame_row") + offsets[i]
-            parts.append(df)
-        return pd.concat(parts, ignore_index=True)
+        for kind in ("objects", "detections"):
+            parts = []
+            prefix = "object" if kind == "objects" else "detection"
+            for i, seg in enumerate(self._segs):
+                fr = seg.frames
+                n = int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1]) if len(fr["source_id"]) else 0
+                cols = {c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n)) for c in OBJECT_COLUMNS}
+                df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
+                df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
+                df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
+                df["row"] = df.pop("frame_row") + offsets[i]
+                df["segment"] = i
+                parts.append(df)
+            out[kind] = pd.concat(parts, ignore_index=True)
+        return out
 
     def close(self) -> None:
         for s in self._segs:
@@ -311,19 +434,19 @@ class Recording:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Recording({str(self.paths[0])!r}{f' +{len(self.paths) - 1} segments' if len(self.paths) > 1 else ''}, " \
-               f"frames={len(self)}, layers={list(self.layers)})"
+        more = f" +{len(self.paths) - 1} segments" if len(self.paths) > 1 else ""
+        return f"Recording({str(self.paths[0])!r}{more}, frames={len(self)}, layers={list(self.layers)})"
 
 
 class FrameView:
-    """Lazy view of one recorded frame (row ``row`` of ``Recording.frames``)."""
+    """Lazy view of one recorded frame (row ``row`` of ``Recording.frames``); reads on first access."""
 
     def __init__(self, rec: Recording, row: int) -> None:
         self.rec = rec
         self.row = row
-        r = rec.frames.iloc[row]
-        self._r = r
-        self._seg = rec._segs[int(r["segment"])]
+        self._seg = rec._segs[int(rec._seg_of[row])]
+        self._r = {c: v[int(rec._local[row])] for c, v in self._seg.frames.items()}
+        r = self._r
         self.source_id = int(r["source_id"])
         self.frame_num = int(r["frame_num"])
         self.pts_ns = int(r["pts_ns"])
@@ -331,44 +454,51 @@ class FrameView:
         self.unique_id = int(r["unique_id"])
         self.batch_id = int(r["batch_id"])
         self.pad_index = int(r["pad_index"])
-        self.network_size = (int(r["network_width"]), int(r["network_height"]), int(r["network_channels"]))
-        self.frame_size = (int(r["frame_width"]), int(r["frame_height"]))
+        self.network_size = tuple(int(v) for v in r["network_size"])
+        self.frame_size = tuple(int(v) for v in r["frame_size"])
+
+    def _layers(self, group: str, row: int) -> dict[str, np.ndarray]:
+        if row < 0:
+            return {}
+        return {name: self._seg.read(f"layer {name!r}", ds, row)
+                for (g, uid, name), ds in self._seg.layer_ds.items() if g == group and uid == self.unique_id}
 
     @cached_property
     def tensors(self) -> dict[str, np.ndarray]:
         """Frame-level layers (PGIE) as arrays with their recorded dtype and per-frame shape."""
-        lr = int(self._r["layer_row"])
-        if lr < 0:
-            return {}
-        g = self._seg.f.get(f"layers/{self.unique_id}")
-        return {} if g is None else {name: ds[lr] for name, ds in g.items()}
+        return self._layers("layers", int(self._r["layer_row"]))
 
     @property
     def layers(self) -> dict[str, np.ndarray]:
         """Alias of :attr:`tensors` (FrameRecord naming)."""
         return self.tensors
 
-    def _image(self, image_row: int) -> ImageRecord | None:
+    def _stored_image(self, image_row: int) -> ImageRecord | None:
+        """The image as stored (encoded bytes or raw array) with its rect."""
         if image_row < 0:
             return None
-        f = self._seg.f
-        enc = IMAGE_ENCODINGS[int(f["images/encoding"][image_row])]
-        shape = tuple(int(v) for v in f["images/shape"][image_row])
-        data = imgs.decode(f["images/data"][image_row], enc, shape)
-        return ImageRecord(data, tuple(float(v) for v in f["images/rect"][image_row]), "raw")
+        seg, f = self._seg, self._seg.f
+        enc = IMAGE_ENCODINGS[int(seg.read("/images", f["images/encoding"], image_row))]
+        shape = tuple(int(v) for v in seg.read("/images", f["images/shape"], image_row))
+        rect = tuple(float(v) for v in seg.read("/images", f["images/rect"], image_row))
+        payload = seg.read("/images/data", f["images/data"], image_row)
+        if enc == "raw":
+            return ImageRecord(np.asarray(payload, np.uint8).reshape(shape), rect, "raw")
+        return ImageRecord(bytes(payload), rect, enc)
 
     @cached_property
     def image_record(self) -> ImageRecord | None:
-        return self._image(int(self._r["image_row"]))
+        """The frame's image as stored (JPEG/PNG bytes or a raw array) with the rect it covers."""
+        return self._stored_image(int(self._r["image_row"]))
 
-    @property
+    @cached_property
     def image(self) -> np.ndarray | None:
         """The recorded picture as HxWx3 uint8 RGB (decoded), or None."""
         ir = self.image_record
-        return None if ir is None else ir.data
+        return None if ir is None else imgs.decode(ir.data, ir.encoding)
 
     @property
-    def image_rect(self) -> tuple[float, float, float, float] | None:
+    def image_rect(self) -> Rect | None:
         """The frame rectangle (left, top, width, height; frame pixels) the image shows."""
         ir = self.image_record
         return None if ir is None else ir.rect
@@ -376,25 +506,23 @@ class FrameView:
     def _objects(self, table: str, start: int, count: int) -> list[ObjectRecord]:
         if count == 0:
             return []
-        f = self._seg.f
-        cols = {c: f[f"{table}/{c}"][start:start + count] for c in OBJECT_COLUMNS}
-        layer_groups = f.get(f"object_layers/{self.unique_id}") if table == "objects" else None
+        seg, f = self._seg, self._seg.f
+        cols = {c: seg.read(f"/{table}", f[f"{table}/{c}"], slice(start, start + count)) for c in OBJECT_COLUMNS}
         out = []
         for k in range(count):
-            lr = int(cols["layer_row"][k])
-            layers = {n: ds[lr] for n, ds in layer_groups.items()} if (layer_groups is not None and lr >= 0) else {}
+            layers = self._layers("object_layers", int(cols["layer_row"][k])) if table == "objects" else {}
             out.append(ObjectRecord(
                 rect=tuple(float(v) for v in cols["rect"][k]), class_id=int(cols["class_id"][k]),
                 confidence=float(cols["confidence"][k]), object_id=int(cols["object_id"][k]),
                 unique_component_id=int(cols["unique_component_id"][k]),
                 label=cols["label"][k].decode("utf-8", "replace"), parent_index=int(cols["parent_index"][k]),
                 parent_object_id=int(cols["parent_object_id"][k]), layers=layers,
-                image=self._image(int(cols["image_row"][k]))))
+                image=self._stored_image(int(cols["image_row"][k]))))
         return out
 
     @cached_property
     def objects(self) -> list[ObjectRecord]:
-        """SGIE objects with their per-object layers (and crops if recorded)."""
+        """SGIE objects with their per-object layers (and crops as stored, if recorded)."""
         return self._objects("objects", int(self._r["object_start"]), int(self._r["object_count"]))
 
     @cached_property
@@ -408,7 +536,7 @@ class FrameView:
         return Detections.from_objects(self.detection_objects, space="frame")
 
     def to_record(self) -> FrameRecord:
-        """The FrameRecord this row was written from (images decoded to raw RGB)."""
+        """The FrameRecord as written (images as stored: encoded bytes stay encoded)."""
         return FrameRecord(self.source_id, self.frame_num, self.pts_ns, self.unique_id, self.network_size,
                            self.frame_size, dict(self.tensors), self.objects, self.detection_objects,
                            self.image_record, self.ntp_timestamp, self.batch_id, self.pad_index)

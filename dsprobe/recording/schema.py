@@ -1,17 +1,20 @@
-"""The dsprobe recording layout (documented in docs/recording-format.md). Version 1.
+"""The dsprobe recording layout, version 1 (documented in docs/recording-format.md).
 
-Every table is a group of 1-D/2-D datasets of equal length, resizable along axis 0 and written in
-blocks by the writer thread; only complete blocks followed by a flush are ever on disk.
+Every table is an HDF5 group of column datasets of equal length, resizable along axis 0 and appended
+in blocks by the writer thread. Layer datasets are ``(rows, *per_frame_shape)`` with the layer's true
+dtype; their HDF5 link names are the layer names percent-encoded (``/`` is legal in ONNX names), the
+true name is the dataset's ``layer_name`` attribute.
 """
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 
 FORMAT_NAME = "dsprobe-recording"
 SCHEMA_VERSION = 1
-
-UNTRACKED = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 #: /frames: one row per FrameRecord. Columns: name -> (dtype, per-row shape)
 FRAME_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -22,9 +25,10 @@ FRAME_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "unique_id": ("int32", ()),
     "batch_id": ("int32", ()),
     "pad_index": ("int32", ()),
-    "network_size": ("int32", (3,)),   # width, height, channels
-    "frame_size": ("int32", (2,)),     # width, height (nvstreammux output)
-    "layer_row": ("int64", ()),        # row in /layers/<unique_id>/<name>, -1: no frame-level layers
+    "network_size": ("int32", (3,)),   # width, height, channels (network pixels)
+    "frame_size": ("int32", (2,)),     # width, height of the nvstreammux output (frame pixels)
+    "recv_time_ns": ("int64", ()),     # host wall clock (time.time_ns) when record() accepted the frame
+    "layer_row": ("int64", ()),        # row in /layers/<unique_id>/*, -1: no frame-level layers
     "image_row": ("int64", ()),        # row in /images, -1: no image
     "object_start": ("int64", ()),     # first row in /objects
     "object_count": ("int32", ()),
@@ -42,17 +46,72 @@ OBJECT_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "unique_component_id": ("int32", ()),
     "parent_index": ("int32", ()),      # index within the same frame's list, -1 none
     "parent_object_id": ("uint64", ()),
-    "label": ("S128", ()),              # NvDsObjectMeta.obj_label is char[128]
-    "layer_row": ("int64", ()),         # row in /object_layers/<unique_id>/<name>, -1 none
+    "label": ("S128", ()),              # UTF-8; NvDsObjectMeta.obj_label is char[128]
+    "layer_row": ("int64", ()),         # row in /object_layers/<unique_id>/*, -1 none
     "image_row": ("int64", ()),         # crop image row in /images, -1 none
 }
 
-#: /images: one row per stored picture
+#: /images: one row per stored picture; the bytes are /images/data[row] (variable-length uint8)
 IMAGE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "frame_row": ("int64", ()),
     "rect": ("float32", (4,)),          # the frame rectangle the picture shows (frame pixels)
     "shape": ("int32", (3,)),           # height, width, channels of the decoded picture
-    "encoding": ("uint8", ()),          # 0 raw RGB, 1 JPEG, 2 PNG
+    "encoding": ("uint8", ()),          # index into IMAGE_ENCODINGS
 }
 IMAGE_ENCODINGS = ("raw", "jpeg", "png")
 
+#: Layer dtypes nvinfer produces (NvDsInferDataType FLOAT, HALF, INT8, INT32, INT64, UINT8); other numeric
+#: numpy dtypes are stored as they are too.
 SUPPORTED_DTYPES = ("float32", "float16", "int8", "int32", "int64", "uint8")
+
+#: Target bytes per chunk for layer datasets; a frame bigger than this gets a chunk of its own.
+CHUNK_BYTES = 1 << 20
+
+#: Compression choices: name -> (description, needs hdf5plugin)
+COMPRESSIONS = {
+    None: "none (default): fastest, any HDF5 reader",
+    "lzf": "byte-shuffle + LZF: fast, h5py-only filter",
+    "gzip": "byte-shuffle + deflate level 1: any HDF5 reader, slow to write",
+    "blosc-lz4": "Blosc LZ4 + bit-shuffle: fast and small, readers need `import hdf5plugin`",
+    "blosc-zstd": "Blosc Zstd + bit-shuffle: smaller, readers need `import hdf5plugin`",
+}
+
+
+def hdf5_name(layer_name: str) -> str:
+    """HDF5 link name for a layer: percent-encoded so ``/`` and ``.`` names are safe; reversible."""
+    q = quote(layer_name, safe="")
+    return q.replace(".", "%2E") if q in ("", ".", "..") else (q or "%")
+
+
+def layer_name_of(h5name: str) -> str:
+    """Inverse of :func:`hdf5_name` (used only when a dataset lacks its ``layer_name`` attribute)."""
+    return "" if h5name == "%" else unquote(h5name)
+
+
+def compression_options(compression: str | None, itemsize: int = 4) -> dict[str, Any]:
+    """``create_dataset`` keyword arguments for a compression name (see :data:`COMPRESSIONS`)."""
+    if compression in (None, "none"):
+        return {}
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": itemsize > 1}
+    if compression == "gzip" or (isinstance(compression, str) and compression.startswith("gzip-")):
+        level = 1 if compression == "gzip" else int(compression.split("-", 1)[1])
+        return {"compression": "gzip", "compression_opts": level, "shuffle": itemsize > 1}
+    if compression in ("blosc-lz4", "blosc-zstd"):
+        try:
+            import hdf5plugin
+        except ImportError as exc:
+            raise ValueError(f"compression={compression!r} needs hdf5plugin: pip install hdf5plugin") from exc
+        cname = compression.split("-", 1)[1]
+        return dict(hdf5plugin.Blosc(cname=cname, clevel=5 if cname == "lz4" else 3,
+                                     shuffle=hdf5plugin.Blosc.BITSHUFFLE))
+    raise ValueError(f"compression must be one of {[c for c in COMPRESSIONS]} or 'gzip-1'..'gzip-9', "
+                     f"got {compression!r}")
+
+
+def layer_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | None:
+    """Chunk shape for a ``(rows, *shape)`` layer dataset: whole frames, about :data:`CHUNK_BYTES` per chunk."""
+    row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if row_bytes == 0:
+        return None
+    return (int(min(4096, max(1, CHUNK_BYTES // row_bytes))), *shape)
