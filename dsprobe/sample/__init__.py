@@ -1,0 +1,81 @@
+"""The bundled sample: a tiny trained detector, its nvinfer config and labels, and a generator of
+sample videos with COCO ground truth (nothing is downloaded; see docs/sample.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dsprobe.sample.scenes import CLASSES, Scene
+
+HERE = Path(__file__).resolve().parent
+MODEL_PATH = HERE / "model.onnx"
+CONFIG_PATH = HERE / "config_infer_primary.txt"
+LABELS_PATH = HERE / "labels.txt"
+LABELS = list(CLASSES)
+MUXER_SIZE = (1280, 720)
+VIDEO_SEEDS = (1, 2)      # the two sample streams
+HELDOUT_SEED = 999        # the held-out clip the model's mAP is reported on
+
+
+@dataclass
+class SampleVideos:
+    """Paths of generated videos and their COCO ground truth (boxes in source-video pixels)."""
+
+    paths: list[Path]
+    gt_json: Path
+
+
+def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15, size: tuple[int, int] = (960, 540),
+              source_id: int = 0, coco: dict | None = None) -> Path:
+    """Render scene ``seed`` to an H.264 video at ``path``; append its ground truth to ``coco``.
+
+    COCO image ids are ``source_id * 1_000_000 + frame_num``; ``file_name`` is ``"<video name>#<frame>"``.
+    """
+    import av  # lazy: pip install dsprobe[onnx]
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scene = Scene(seed, size[0], size[1])
+    n = int(round(seconds * fps))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        ann_id = len(coco["annotations"]) if coco is not None else 0
+        for i, (img, boxes, classes) in enumerate(scene.frames(n)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            if coco is not None:
+                image_id = source_id * 1_000_000 + i
+                coco["images"].append({"id": image_id, "file_name": f"{path.name}#{i}", "width": size[0],
+                                       "height": size[1], "source_id": source_id, "frame_num": i})
+                for b, c in zip(boxes.tolist(), classes.tolist()):
+                    ann_id += 1
+                    coco["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": int(c),
+                                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                                                "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def make_videos(out_dir: str | Path, seconds: float = 20.0, fps: int = 15, seeds: tuple[int, ...] = VIDEO_SEEDS,
+                gt_name: str = "gt.json") -> SampleVideos:
+    """Generate the sample streams (deterministic) and their COCO ground truth into ``out_dir``."""
+    out_dir = Path(out_dir)
+    coco: dict = {"images": [], "annotations": [],
+                  "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+    paths = [make_clip(out_dir / f"stream{k}.mp4", seed, seconds, fps, source_id=k, coco=coco)
+             for k, seed in enumerate(seeds)]
+    gt = out_dir / gt_name
+    gt.write_text(json.dumps(coco))
+    return SampleVideos(paths, gt)
+
+
+__all__ = ["MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos", "make_clip",
+           "make_videos"]
