@@ -7,72 +7,118 @@ import json
 import sys
 from typing import Any
 
-from dsprobe.recording.reader import RecordingError, open_recording
+import numpy as np
+
+from dsprobe.recording.reader import Recording, RecordingError, open_recording
+from dsprobe.recording.schema import IMAGE_ENCODINGS
+
+_GEOMETRY_KEYS = ("network_width", "network_height", "network_channels", "maintain_aspect_ratio",
+                  "symmetric_padding", "scaling_filter", "net_scale_factor", "offsets", "model_color_format",
+                  "network_input_order")
 
 
 def summarize(path: str) -> dict[str, Any]:
-    """A JSON-serialisable summary of the recording at ``path``."""
+    """A JSON-serialisable summary of the recording at ``path`` (file, segment series or folder)."""
     with open_recording(path) as rec:
-        f = rec.frames
-        attrs = rec.attrs
-        gies = {}
-        for uid in rec.unique_ids:
-            cfg = rec.config(uid)
-            gies[str(uid)] = {
-                "frames": int((f["unique_id"] == uid).sum()) if len(f) else 0,
-                "config_path": cfg.path if cfg else None,
-                "preprocessing": cfg.to_dict()["preprocessing"] if cfg else None,
-                "process_mode": cfg.process_mode if cfg else None,
-                "network_type": cfg.network_type if cfg else None,
-            }
-        streams = rec.streams
-        return {
-            "path": [str(p) for p in rec.paths],
-            "file_size_bytes": sum(p.stat().st_size for p in rec.paths),
-            "schema_version": attrs.get("schema_version"),
-            "dsprobe_version": attrs.get("dsprobe_version"),
-            "created": attrs.get("created"),
-            "host": attrs.get("host"),
-            "notes": rec.notes,
-            "frames": len(rec),
-            "time_span_s": float((f["pts_ns"].max() - f["pts_ns"].min()) / 1e9) if len(f) else 0.0,
-            "streams": streams.to_dict(orient="records"),
-            "gies": gies,
-            "layers": [{"name": i.name, "key": k, "dtype": str(i.dtype), "shape": list(i.shape),
-                        "unique_id": i.unique_id, "per_object": i.per_object} for k, i in rec.layers.items()],
-            "images": int(f["has_image"].sum()) if len(f) else 0,
-            "objects": int(f["object_count"].sum()) if len(f) else 0,
-            "detections": int(f["detection_count"].sum()) if len(f) else 0,
-            "frame_size": sorted({(int(w), int(h)) for w, h in zip(f["frame_width"], f["frame_height"])}) if len(f) else [],
-            "recorder_stats": rec.stats,
+        return _plain(_summary(rec))
+
+
+def _summary(rec: Recording) -> dict[str, Any]:
+    f = rec.frames
+    attrs = rec.attrs
+    n = len(f)
+    gies = {}
+    for uid in rec.unique_ids:
+        cfg = rec.config(uid)
+        sel = f[f["unique_id"] == uid]
+        pre = cfg.to_dict()["preprocessing"] if cfg else None
+        gies[str(uid)] = {
+            "frames": len(sel),
+            "network_size_recorded": sorted({tuple(r) for r in sel[["network_width", "network_height",
+                                                                    "network_channels"]].to_numpy()}),
+            "config_path": (cfg.path if cfg else None),
+            "process_mode": cfg.process_mode if cfg else None,
+            "network_type": cfg.network_type if cfg else None,
+            "preprocessing": {k: pre[k] for k in _GEOMETRY_KEYS} if pre else None,
         }
+    encodings: dict[str, int] = {}
+    for seg in rec._segs:
+        codes = seg.f["images/encoding"][:]
+        for code, count in zip(*np.unique(codes, return_counts=True)):
+            encodings[IMAGE_ENCODINGS[int(code)]] = encodings.get(IMAGE_ENCODINGS[int(code)], 0) + int(count)
+    pts_span = float((f["pts_ns"].max() - f["pts_ns"].min()) / 1e9) if n else 0.0
+    wall_span = float((f["recv_time_ns"].max() - f["recv_time_ns"].min()) / 1e9) if n else 0.0
+    return {
+        "path": [str(p) for p in rec.paths],
+        "segments": len(rec.paths),
+        "file_size_bytes": sum(p.stat().st_size for p in rec.paths),
+        "schema_version": attrs.get("schema_version"),
+        "dsprobe_version": attrs.get("dsprobe_version"),
+        "created": attrs.get("created"),
+        "host": attrs.get("host"),
+        "recording_id": attrs.get("recording_id"),
+        "closed_cleanly": rec.closed_cleanly,
+        "notes": rec.notes,
+        "frames": n,
+        "time_span_s": pts_span,
+        "wall_time_span_s": wall_span,
+        "streams": rec.streams.to_dict(orient="records"),
+        "gies": gies,
+        "layers": [{"key": k, "name": i.name, "dtype": str(i.dtype), "shape": list(i.shape),
+                    "unique_id": i.unique_id, "per_object": i.per_object} for k, i in rec.layers.items()],
+        "images": {"frames_with_image": int(f["has_image"].sum()) if n else 0, "stored": encodings},
+        "objects": int(f["object_count"].sum()) if n else 0,
+        "detections": int(f["detection_count"].sum()) if n else 0,
+        "frame_sizes": sorted({(int(w), int(h)) for w, h in zip(f["frame_width"], f["frame_height"])}),
+        "recorder_stats": rec.stats,
+    }
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars/tuples -> JSON types."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def format_text(s: dict[str, Any]) -> str:
-    lines = [f"recording  {', '.join(s['path'])}",
+    """The summary as aligned text for people."""
+    lines = [f"recording  {s['path'][0]}" + (f"  (+{s['segments'] - 1} segments)" if s["segments"] > 1 else ""),
              f"size       {s['file_size_bytes'] / 1e6:.1f} MB   schema {s['schema_version']}   "
              f"dsprobe {s['dsprobe_version']}   created {s['created']} on {s['host']}",
-             f"frames     {s['frames']} over {s['time_span_s']:.2f} s   images {s['images']}   "
-             f"objects {s['objects']}   detections (pipeline objects) {s['detections']}",
-             f"frame size {', '.join(f'{w}x{h}' for w, h in s['frame_size']) or '-'}", "streams"]
+             f"closed     {'cleanly' if s['closed_cleanly'] else 'NOT cleanly (crash?): frames up to the last flush'}",
+             f"frames     {s['frames']} over {s['time_span_s']:.2f} s of PTS ({s['wall_time_span_s']:.2f} s wall)",
+             f"images     {s['images']['frames_with_image']} frames with an image; stored "
+             f"{', '.join(f'{k} {v}' for k, v in s['images']['stored'].items()) or 'none'}",
+             f"objects    {s['objects']} SGIE objects   {s['detections']} detections (pipeline objects)",
+             f"frame size {', '.join(f'{w}x{h}' for w, h in s['frame_sizes']) or '-'}"]
+    if s["notes"]:
+        lines.append(f"notes      {s['notes']}")
+    lines.append("streams")
     for st in s["streams"]:
         lines.append(f"  source {st['source_id']} gie {st['unique_id']}: {st['frames']} frames "
                      f"({st['first_frame']}..{st['last_frame']}, {st['duration_s']:.2f} s, {st['frame_gaps']} gaps)")
     lines.append("layers")
     for layer in s["layers"]:
-        lines.append(f"  {layer['key']:<24} {layer['dtype']:<8} {layer['shape']}  gie {layer['unique_id']}"
+        lines.append(f"  {layer['key']:<32} {layer['dtype']:<8} {str(layer['shape']):<14} gie {layer['unique_id']}"
                      f"{'  per object' if layer['per_object'] else ''}")
     lines.append("gies")
     for uid, g in s["gies"].items():
         pre = g["preprocessing"]
-        geo = (f"network {pre['network_width']}x{pre['network_height']}x{pre['network_channels']}, "
+        geo = (f"config network {pre['network_width']}x{pre['network_height']}x{pre['network_channels']}, "
                f"maintain-aspect-ratio={int(pre['maintain_aspect_ratio'])}, "
-               f"symmetric-padding={int(pre['symmetric_padding'])}, net-scale-factor={pre['net_scale_factor']:.6g}"
+               f"symmetric-padding={int(pre['symmetric_padding'])}, scaling-filter={pre['scaling_filter']}, "
+               f"net-scale-factor={pre['net_scale_factor']:.6g}, offsets={list(pre['offsets'])}"
                if pre else "no nvinfer config stored")
-        lines.append(f"  {uid}: {g['frames']} frames; {geo}")
+        nets = ", ".join("x".join(str(v) for v in t) for t in g["network_size_recorded"]) or "-"
+        lines.append(f"  {uid}: {g['frames']} frames, recorded network size {nets}; {geo}")
     st = s["recorder_stats"]
-    keys = ("received", "written", "dropped_queue_full", "dropped_rate_limited", "dropped_invalid", "errors",
-            "flushes", "segments", "failed_reason")
+    keys = ("received", "written", "dropped_queue_full", "dropped_rate_limited", "dropped_invalid",
+            "dropped_stopped", "errors", "flushes", "segments", "bytes_written", "failed_reason")
     lines.append("recorder   " + "  ".join(f"{k}={st[k]}" for k in keys if k in st))
     for section, values in st.items():
         if isinstance(values, dict):
@@ -81,7 +127,7 @@ def format_text(s: dict[str, Any]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="recording file, first segment, series name or folder")
+    p.add_argument("path", help="recording file, segment series name (run.h5 for run-00000.h5...) or folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -91,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
     except RecordingError as exc:
         print(f"dsprobe inspect: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(s, indent=2, default=str) if args.json else format_text(s))
+    print(json.dumps(s, indent=2) if args.json else format_text(s))
     return 0

@@ -125,7 +125,10 @@ class _Segment:
                     self.layer_ds[(group, int(uid), name)] = ds
         n_obj = self._length("objects", OBJECT_COLUMNS)
         n_det = self._length("detections", OBJECT_COLUMNS)
-        n_img = min(self._length("images", IMAGE_COLUMNS), f["images/data"].shape[0])
+        n_img = self._length("images", IMAGE_COLUMNS)
+        img_end = f["images/offset"][:n_img] + f["images/nbytes"][:n_img]
+        fits = img_end <= f["images/data"].shape[0]
+        n_img = n_img if fits.all() else int(np.argmin(fits))
         n = self._length("frames", FRAME_COLUMNS)
         if not self.attrs.get("closed_cleanly", False):
             n = min(n, int(self.attrs.get("frames_committed", n)))
@@ -481,7 +484,9 @@ class FrameView:
         enc = IMAGE_ENCODINGS[int(seg.read("/images", f["images/encoding"], image_row))]
         shape = tuple(int(v) for v in seg.read("/images", f["images/shape"], image_row))
         rect = tuple(float(v) for v in seg.read("/images", f["images/rect"], image_row))
-        payload = seg.read("/images/data", f["images/data"], image_row)
+        offset = int(seg.read("/images", f["images/offset"], image_row))
+        nbytes = int(seg.read("/images", f["images/nbytes"], image_row))
+        payload = seg.read("/images/data", f["images/data"], slice(offset, offset + nbytes))
         if enc == "raw":
             return ImageRecord(np.asarray(payload, np.uint8).reshape(shape), rect, "raw")
         return ImageRecord(bytes(payload), rect, enc)

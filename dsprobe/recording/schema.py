@@ -51,9 +51,11 @@ OBJECT_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "image_row": ("int64", ()),         # crop image row in /images, -1 none
 }
 
-#: /images: one row per stored picture; the bytes are /images/data[row] (variable-length uint8)
+#: /images: one row per stored picture; its bytes are /images/data[offset:offset + nbytes] (1-D uint8)
 IMAGE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "frame_row": ("int64", ()),
+    "offset": ("int64", ()),
+    "nbytes": ("int64", ()),
     "rect": ("float32", (4,)),          # the frame rectangle the picture shows (frame pixels)
     "shape": ("int32", (3,)),           # height, width, channels of the decoded picture
     "encoding": ("uint8", ()),          # index into IMAGE_ENCODINGS
@@ -66,6 +68,9 @@ SUPPORTED_DTYPES = ("float32", "float16", "int8", "int32", "int64", "uint8")
 
 #: Target bytes per chunk for layer datasets; a frame bigger than this gets a chunk of its own.
 CHUNK_BYTES = 1 << 20
+
+#: Chunk length of the 1-D image byte store /images/data.
+IMAGE_CHUNK_BYTES = 256 << 10
 
 #: Compression choices: name -> (description, needs hdf5plugin)
 COMPRESSIONS = {

@@ -28,7 +28,8 @@ import numpy as np
 from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
-                                      SCHEMA_VERSION, compression_options, hdf5_name, layer_chunks)
+                                      IMAGE_CHUNK_BYTES, SCHEMA_VERSION, compression_options, hdf5_name,
+                                      layer_chunks)
 from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
 
 log = logging.getLogger("dsprobe.recorder")
@@ -453,8 +454,9 @@ class _Segment:
         self.tables = {name: _Table(self.f, name, cols) for name, cols in
                        (("frames", FRAME_COLUMNS), ("objects", OBJECT_COLUMNS),
                         ("detections", OBJECT_COLUMNS), ("images", IMAGE_COLUMNS))}
-        self.image_data = self.f.create_dataset("images/data", shape=(0,), maxshape=(None,), chunks=(64,),
-                                                dtype=h5py.vlen_dtype(np.uint8))
+        self.image_data = self.f.create_dataset("images/data", shape=(0,), maxshape=(None,),
+                                                chunks=(IMAGE_CHUNK_BYTES,), dtype=np.uint8)
+        self.image_bytes = 0
         self.layer_sets: dict[tuple[str, int, str], _LayerSet] = {}
         self.layer_names: dict[tuple[str, int], frozenset] = {}
         self.pending_images: list[np.ndarray] = []
@@ -519,7 +521,9 @@ class _Segment:
             return -1
         data, shape = payload
         self.pending_images.append(data)
-        return self.tables["images"].append({"frame_row": frame_row, "rect": tuple(image.rect), "shape": shape,
+        offset, self.image_bytes = self.image_bytes, self.image_bytes + data.size
+        return self.tables["images"].append({"frame_row": frame_row, "offset": offset, "nbytes": data.size,
+                                             "rect": tuple(image.rect), "shape": shape,
                                              "encoding": IMAGE_ENCODINGS.index(image.encoding)})
 
     def _add_object(self, table: str, frame_row: int, o: ObjectRecord, layer_row: int, image_row: int) -> None:
@@ -533,12 +537,11 @@ class _Segment:
         """Write every buffered row (one block per dataset); returns the number of frames written."""
         for ls in self.layer_sets.values():
             ls.write()
-        if self.pending_images:
+        if self.pending_images:  # one contiguous block of image bytes
             n0 = self.image_data.shape[0]
-            block = np.empty(len(self.pending_images), dtype=object)
-            block[:] = self.pending_images
-            self.image_data.resize((n0 + len(block),))
-            self.image_data[n0:n0 + len(block)] = block
+            block = np.concatenate(self.pending_images)
+            self.image_data.resize((n0 + block.size,))
+            self.image_data[n0:] = block
             self.pending_images = []
         for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
             self.tables[name].write()
