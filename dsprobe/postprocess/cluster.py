@@ -1,0 +1,314 @@
+"""Clustering steps: nvinfer's cluster modes (exact where the source is public) and common extras.
+
+All work on Detections in any space and return them ordered as nvinfer emits: class by class
+(0, 1, ...), within a class by descending confidence. Per-class params accept a scalar or a list
+indexed by class id (``nvinfer_semantics.md`` §3).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from dsprobe.detections import Detections
+from dsprobe.postprocess.registry import StepContext, register
+
+PerClass = float | int | Sequence[float] | Sequence[int]
+
+
+def per_class(value: PerClass, class_id: int, name: str) -> float:
+    """``value`` for ``class_id``: a scalar applies to every class, a list is indexed by class id."""
+    if np.ndim(value) == 0:
+        return value  # type: ignore[return-value]
+    seq = list(value)  # type: ignore[arg-type]
+    if class_id >= len(seq):
+        raise ValueError(f"{name} has {len(seq)} per-class values but class {class_id} occurs")
+    return seq[class_id]
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one x1y1x2y2 box with many, in float32, exactly as nvinfer's ``computeIoU``:
+    no +1 pixel, ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
+    def overlap(a0, a1, b0, b1):
+        swap = a0 > b0
+        lo0, lo1 = np.where(swap, b0, a0), np.where(swap, b1, a1)
+        hi0, hi1 = np.where(swap, a0, b0), np.where(swap, a1, b1)
+        return np.where(lo1 < hi0, np.float32(0), np.minimum(lo1, hi1) - hi0)
+
+    ox = overlap(box[0], box[2], boxes[:, 0], boxes[:, 2])
+    oy = overlap(box[1], box[3], boxes[:, 1], boxes[:, 3])
+    area1 = (box[2] - box[0]) * (box[3] - box[1])
+    area2 = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inter = ox * oy
+    union = area1 + area2 - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy NMS: stable sort by descending score (ties keep input order), a box is
+    suppressed when its IoU with a kept box is ``> iou_threshold``."""
+    order = np.argsort(-scores, kind="stable")
+    b = boxes[order].astype(np.float32, copy=False)
+    alive = np.ones(len(order), bool)
+    keep = []
+    thr = np.float32(iou_threshold)
+    for i in range(len(order)):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        if len(rest):
+            alive[rest[iou_one_to_many(b[i], b[rest]) > thr]] = False
+    return order[np.asarray(keep, dtype=np.intp)]
+
+
+def _by_class(dets: Detections):
+    for c in np.unique(dets.class_ids):
+        yield int(c), np.flatnonzero(dets.class_ids == c)
+
+
+def _top(idx: np.ndarray, scores: np.ndarray, topk: int) -> np.ndarray:
+    """Stable sort by descending score, then the first ``topk`` (-1 = all, 0 = none)."""
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    return idx if topk < 0 else idx[:topk]
+
+
+@register("cluster", "nms")
+def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerClass = 0.3,
+        post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1) -> Detections:
+    """nvinfer cluster-mode=2: per class greedy NMS (suppress IoU > thr), then ``conf > post`` (strict),
+    then the top-k per class (-1 unlimited, 0 none). Defaults are nvinfer's."""
+    kept = []
+    for c, idx in _by_class(dets):
+        k = idx[greedy_nms(dets.boxes[idx], dets.scores[idx], per_class(iou_threshold, c, "iou_threshold"))]
+        k = k[dets.scores[k] > np.float32(per_class(post_cluster_threshold, c, "post_cluster_threshold"))]
+        kept.append(_top(k, dets.scores, int(per_class(topk, c, "topk"))))
+    return dets[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+
+
+@register("cluster", "none")
+def no_clustering(dets: Detections, ctx: StepContext | None = None, *, topk: PerClass = -1) -> Detections:
+    """nvinfer cluster-mode=4: per class, top-k only; no post-cluster threshold."""
+    kept = [_top(idx, dets.scores, int(per_class(topk, c, "topk"))) for c, idx in _by_class(dets)]
+    return dets[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+
+
+@register("cluster", "group_rectangles")
+def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_threshold: PerClass = 0,
+                     eps: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, opencv_build: bool = False
+                     ) -> Detections:
+    """nvinfer cluster-mode=0. In builds without OpenCV (DeepStream >= 6.0 default) nvinfer replaces it
+    by NMS with IoU 0.5 and top-20 per class (post-cluster threshold kept). With ``opencv_build=True``:
+    ``cv::groupRectangles`` per class on int-truncated rects (only if group_threshold > 0), every
+    output confidence set to -0.1."""
+    if not opencv_build:
+        return nms(dets, ctx, iou_threshold=0.5, post_cluster_threshold=post_cluster_threshold, topk=20)
+    out_b, out_c = [], []
+    for c, idx in _by_class(dets):
+        g = int(per_class(group_threshold, c, "group_threshold"))
+        b = dets.boxes[idx]
+        rects = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1).astype(np.int64)
+        if g > 0:
+            rects = cv_group_rectangles(rects, g, float(per_class(eps, c, "eps")))
+        out_b.append(rects)
+        out_c.append(np.full(len(rects), c, np.int32))
+    if not out_b:
+        return Detections.empty(dets.space)
+    r = np.concatenate(out_b).astype(np.float32)
+    boxes = np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], 1)
+    return Detections(boxes, np.full(len(r), -0.1, np.float32), np.concatenate(out_c), dets.space)
+
+
+def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> np.ndarray:
+    """OpenCV ``groupRectangles`` semantics on (N, 4) int x, y, w, h rects (our own implementation).
+
+    Similarity: every edge within ``delta = eps * (min(w1,w2) + min(h1,h2)) / 2``; clusters are the
+    transitive closure; each becomes the rounded mean; clusters with ``n <= group_threshold`` are
+    dropped, and so are clusters inside a bigger, stronger one (OpenCV's inner-rect rule).
+    """
+    n = len(rects)
+    if group_threshold <= 0 or n == 0:
+        return rects
+    x, y, w, h = (rects[:, k].astype(np.float64) for k in range(4))
+    delta = eps * (np.minimum(w[:, None], w[None]) + np.minimum(h[:, None], h[None])) * 0.5
+    sim = ((np.abs(x[:, None] - x[None]) <= delta) & (np.abs(y[:, None] - y[None]) <= delta)
+           & (np.abs(x[:, None] + w[:, None] - x[None] - w[None]) <= delta)
+           & (np.abs(y[:, None] + h[:, None] - y[None] - h[None]) <= delta))
+    labels = -np.ones(n, np.int64)  # union-find by BFS over the similarity graph
+    nclasses = 0
+    for i in range(n):
+        if labels[i] >= 0:
+            continue
+        stack = [i]
+        labels[i] = nclasses
+        while stack:
+            j = stack.pop()
+            for k in np.flatnonzero(sim[j] & (labels < 0)):
+                labels[k] = nclasses
+                stack.append(k)
+        nclasses += 1
+    sums = np.zeros((nclasses, 4))
+    counts = np.zeros(nclasses, np.int64)
+    np.add.at(sums, labels, rects.astype(np.float64))
+    np.add.at(counts, labels, 1)
+    # saturate_cast<int>(sum * (1.f/n)): float math, round half to even as cvRound
+    means = np.rint((sums.astype(np.float32) * (np.float32(1) / counts.astype(np.float32))[:, None])).astype(np.int64)
+    out = []
+    for i in range(nclasses):
+        n1 = counts[i]
+        if n1 <= group_threshold:
+            continue
+        r1 = means[i]
+        inside = False
+        for j in range(nclasses):
+            n2 = counts[j]
+            if j == i or n2 <= group_threshold:
+                continue
+            r2 = means[j]
+            dx, dy = int(np.rint(r2[2] * eps)), int(np.rint(r2[3] * eps))
+            if (r1[0] >= r2[0] - dx and r1[1] >= r2[1] - dy and r1[0] + r1[2] <= r2[0] + r2[2] + dx
+                    and r1[1] + r1[3] <= r2[1] + r2[3] + dy and (n2 > max(3, n1) or n1 < 3)):
+                inside = True
+                break
+        if not inside:
+            out.append(r1)
+    return np.array(out, np.int64).reshape(-1, 4)
+
+
+@register("cluster", "dbscan")
+def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 0.0, min_boxes: PerClass = 0,
+           min_score: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1,
+           then_nms: bool = False, iou_threshold: PerClass = 0.3) -> Detections:
+    """APPROXIMATION of nvinfer cluster-mode=1 (and 3 with ``then_nms=True``). The real clustering is
+    closed source (libnvds_dbscan); this uses the same parameters with documented, public semantics:
+    neighbours are boxes with ``1 - IoU <= eps``; a core box has >= ``min_boxes`` neighbours; each
+    cluster whose summed confidence >= ``min_score`` becomes the confidence-weighted mean box with the
+    cluster's max confidence. Mode 1 then keeps ``conf >= post`` and top-k; mode 3 runs :func:`nms`.
+    Clustering only runs when min_boxes > 0 (as in nvinfer)."""
+    parts = []
+    for c, idx in _by_class(dets):
+        mb = int(per_class(min_boxes, c, "min_boxes"))
+        if mb <= 0:
+            parts.append(dets[idx])
+            continue
+        b, s = dets.boxes[idx], dets.scores[idx]
+        e = float(per_class(eps, c, "eps"))
+        neigh = np.stack([1 - iou_one_to_many(b[i], b) <= e for i in range(len(b))])
+        core = neigh.sum(1) >= mb
+        label = -np.ones(len(b), np.int64)
+        nl = 0
+        for i in np.argsort(-s, kind="stable"):
+            if label[i] >= 0 or not core[i]:
+                continue
+            stack = [i]
+            label[i] = nl
+            while stack:
+                j = stack.pop()
+                if not core[j]:
+                    continue
+                for k in np.flatnonzero(neigh[j] & (label < 0)):
+                    label[k] = nl
+                    stack.append(k)
+            nl += 1
+        boxes, scores = [], []
+        for lab in range(nl):
+            m = label == lab
+            if s[m].sum() < float(per_class(min_score, c, "min_score")):
+                continue
+            wgt = s[m] / s[m].sum()
+            boxes.append((b[m] * wgt[:, None]).sum(0))
+            scores.append(s[m].max())
+        parts.append(Detections(np.array(boxes, np.float32).reshape(-1, 4), scores, np.full(len(scores), c),
+                                dets.space))
+    merged = Detections.concatenate(parts) if parts else Detections.empty(dets.space)
+    if then_nms:
+        return nms(merged, ctx, iou_threshold=iou_threshold, post_cluster_threshold=post_cluster_threshold, topk=topk)
+    kept = []
+    for c, idx in _by_class(merged):
+        k = idx[merged.scores[idx] >= np.float32(per_class(post_cluster_threshold, c, "post_cluster_threshold"))]
+        kept.append(_top(k, merged.scores, int(per_class(topk, c, "topk"))))
+    return merged[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+
+
+@register("cluster", "agnostic_nms")
+def agnostic_nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.45,
+                 score_threshold: float = 0.0, max_det: int = 300) -> Detections:
+    """Class-agnostic greedy NMS (boxes of different classes suppress each other), then
+    ``score > score_threshold`` and the ``max_det`` best, in descending score order."""
+    keep = greedy_nms(dets.boxes, dets.scores, iou_threshold)
+    keep = keep[dets.scores[keep] > np.float32(score_threshold)][:max_det]
+    return dets[keep]
+
+
+@register("cluster", "soft_nms")
+def soft_nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.3, sigma: float = 0.5,
+             method: str = "gaussian", score_threshold: float = 0.001, per_class_nms: bool = True) -> Detections:
+    """Soft-NMS (Bodla et al. 2017): decay overlapping scores instead of removing boxes.
+    ``method`` "linear" (decay by 1 - IoU above ``iou_threshold``) or "gaussian" (exp(-IoU^2 / sigma))."""
+    if method not in ("linear", "gaussian"):
+        raise ValueError(f"soft_nms: method must be 'linear' or 'gaussian', got {method!r}")
+    groups = _by_class(dets) if per_class_nms else [(0, np.arange(len(dets)))]
+    out_idx, out_scores = [], []
+    for _, idx in groups:
+        s = dets.scores[idx].astype(np.float32).copy()
+        b = dets.boxes[idx]
+        alive = np.ones(len(idx), bool)
+        while alive.any():
+            i = np.flatnonzero(alive)[np.argmax(s[alive])]
+            if s[i] < score_threshold:
+                break
+            out_idx.append(idx[i])
+            out_scores.append(s[i])
+            alive[i] = False
+            rest = np.flatnonzero(alive)
+            if not len(rest):
+                break
+            iou = iou_one_to_many(b[i], b[rest])
+            decay = np.where(iou > iou_threshold, 1 - iou, 1) if method == "linear" else np.exp(-(iou ** 2) / sigma)
+            s[rest] *= decay.astype(np.float32)
+    if not out_idx:
+        return Detections.empty(dets.space)
+    sel = dets[np.array(out_idx)]
+    res = Detections(sel.boxes, out_scores, sel.class_ids, sel.space, keypoints=sel.keypoints,
+                     vectors=sel.vectors, masks=sel.masks, object_ids=sel.object_ids)
+    return _class_order(res)
+
+
+@register("cluster", "weighted_merge")
+def weighted_merge(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.55,
+                   score_threshold: float = 0.0) -> Detections:
+    """Weighted box merge (WBF-style, per class): boxes overlapping a cluster's running box by
+    IoU > thr join it; the output box is the confidence-weighted mean, the score the mean score."""
+    boxes, scores, classes = [], [], []
+    for c, idx in _by_class(dets):
+        order = idx[np.argsort(-dets.scores[idx], kind="stable")]
+        clusters: list[list[int]] = []
+        fused: list[np.ndarray] = []
+        for i in order:
+            if fused:
+                iou = iou_one_to_many(dets.boxes[i], np.array(fused, np.float32))
+                j = int(np.argmax(iou))
+                if iou[j] > iou_threshold:
+                    clusters[j].append(i)
+                    w = dets.scores[clusters[j]]
+                    fused[j] = (dets.boxes[clusters[j]] * w[:, None]).sum(0) / w.sum()
+                    continue
+            clusters.append([i])
+            fused.append(dets.boxes[i].astype(np.float64))
+        for members, box in zip(clusters, fused):
+            sc = float(dets.scores[members].mean())
+            if sc > score_threshold:
+                boxes.append(box)
+                scores.append(sc)
+                classes.append(c)
+    if not boxes:
+        return Detections.empty(dets.space)
+    return _class_order(Detections(np.array(boxes), scores, classes, dets.space))
+
+
+def _class_order(d: Detections) -> Detections:
+    """Order as nvinfer emits: class ascending, then score descending (stable)."""
+    order = np.lexsort((-d.scores, d.class_ids))
+    return d[order]
