@@ -243,14 +243,6 @@ class Postprocess:
                                     vectors=d.vectors, masks=d.masks, object_ids=np.full(len(d), k, np.uint64)))
         return Detections.concatenate(parts) if parts else Detections.empty("frame")
 
-    @property
-    def cluster_index(self) -> int:
-        """Index of the first step after decode+pre-cluster filters (where re-clustering starts)."""
-        for i, s in enumerate(self.steps):
-            if s.kind in ("cluster", "scale"):
-                return i
-        return len(self.steps)
-
     def run_recording(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
                       progress: bool = False, batch: int = 256) -> "Any":
         """Detections for many frames of a Recording as one DataFrame (one row per detection, with the
@@ -290,10 +282,10 @@ class Postprocess:
         return out
 
     def decode_recording(self, rec: Any, rows: Iterable[int] | None = None, **kw: Any) -> "DecodedRecording":
-        """Decode + pre-cluster filters once for many frames, so clustering/scaling settings can be
-        swept cheaply with :meth:`DecodedRecording.run` (PGIE frames)."""
+        """Decode once for many frames, so threshold / clustering / scaling settings can be swept
+        cheaply with :meth:`DecodedRecording.run` (PGIE frames)."""
         rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
-        cands = self.detections_by_row(rec, rows, stop=self.cluster_index, **kw)
+        cands = self.detections_by_row(rec, rows, stop=1, **kw)
         ctxs = {r: self.context(_RowContext(rec.frames, r)) for r in cands}
         return DecodedRecording(self, cands, ctxs, rec)
 
@@ -303,7 +295,7 @@ class Postprocess:
 
 @dataclass
 class DecodedRecording:
-    """Candidates after decode + pre-cluster filters, per frame row, ready for re-clustering."""
+    """Decoder output (candidates in network pixels) per frame row, ready for re-running the rest."""
 
     postprocess: Postprocess
     candidates: dict[int, Detections]
@@ -311,15 +303,12 @@ class DecodedRecording:
     recording: Any = None
 
     def run(self, postprocess: Postprocess | None = None) -> dict[int, Detections]:
-        """Apply the cluster/scale/filter steps of ``postprocess`` (default: the decoding one) to the
-        cached candidates. Its decode and pre-cluster steps must equal the cached ones."""
+        """Apply every step after the decoder of ``postprocess`` (default: the decoding one) to the
+        cached candidates; its decode step must equal the cached one."""
         pp = postprocess or self.postprocess
-        start = pp.cluster_index
-        if [s.to_dict() for s in pp.steps[:start]] != [s.to_dict() for s in self.postprocess.steps[:self.postprocess.cluster_index]]:
-            raise PostprocessError("re-clustering needs the same decode and pre-cluster steps as the cached decode; "
-                                   "decode again with the new settings")
-        return {r: pp.run({}, self.contexts[r], start=start, dets=d) for r, d in self.candidates.items()}
-
+        if pp.steps[0].to_dict() != self.postprocess.steps[0].to_dict():
+            raise PostprocessError("the cached candidates come from another decode step; decode again")
+        return {r: pp.run({}, self.contexts[r], start=1, dets=d) for r, d in self.candidates.items()}
 
 class _RowContext:
     """Frame context of one row of ``Recording.frames`` (what Postprocess.context needs)."""
