@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from dsprobe.detections import Detections
 
 SAMPLE_RECORDING = Path(__file__).resolve().parents[1] / "recordings" / "sample.h5"
 
@@ -122,10 +121,7 @@ class Demo:
         for i in range(len(live)):
             a = live[i]
             b = replay.find(a.source_id, a.frame_num, a.unique_id)
-            got = a.detections
-            want = spec(b)
-            if Detections(got.boxes, got.scores, got.class_ids, "frame").equals(
-                    Detections(want.boxes, want.scores, want.class_ids, "frame")):
+            if a.detections.same_objects(spec(b)):
                 equal += 1
         self.state["live_equal"] = (equal, len(live))
         self.log(f"live run with the exported spec (reference recorder) -> {live_path}: "

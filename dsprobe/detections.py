@@ -67,7 +67,7 @@ class Detections:
         """Detections from recorded ``NvDsObjectMeta`` records (rects are left, top, width, height)."""
         if not objects:
             return cls.empty(space)
-        rects = np.array([o.rect for o in objects], dtype=np.float64).reshape(-1, 4)
+        rects = np.array([o.rect for o in objects], dtype=np.float32).astype(np.float64).reshape(-1, 4)
         boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
         return cls(boxes, [o.confidence for o in objects], [o.class_id for o in objects], space,
                    object_ids=np.array([o.object_id for o in objects], dtype=np.uint64))
@@ -118,6 +118,17 @@ class Detections:
     @property
     def heights(self) -> np.ndarray:
         return self.boxes[:, 3] - self.boxes[:, 1]
+
+    def to_rects(self) -> np.ndarray:
+        """(N, 4) float32 ``left, top, width, height`` as a probe writes them into ``rect_params``
+        (width computed in float64 from the float32 corners, then stored as float32)."""
+        b = self.boxes.astype(np.float64)
+        return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1).astype(np.float32)
+
+    def same_objects(self, other: "Detections") -> bool:
+        """Bit-identical as DeepStream object meta: rects (float32), scores (float32) and class ids."""
+        return (len(self) == len(other) and np.array_equal(self.to_rects(), other.to_rects())
+                and np.array_equal(self.scores, other.scores) and np.array_equal(self.class_ids, other.class_ids))
 
     def to_dataframe(self, labels: Sequence[str] | None = None) -> "pd.DataFrame":
         """One row per detection: x1, y1, x2, y2, width, height, score, class_id (+ label, object_id)."""
