@@ -50,16 +50,19 @@ def _fmt(v: Any) -> str:
 
 
 def _put(exp: NvinferExport, key: str, value: Any) -> None:
-    """Scalar -> [class-attrs-all]; list -> [class-attrs-N] per class (all if equal)."""
+    """Scalar -> [class-attrs-all]; per-class list -> its most common value in [class-attrs-all] and
+    the others in [class-attrs-N]."""
     if np.ndim(value) == 0:
         exp.class_attrs.setdefault(-1, {})[key] = _fmt(value)
         return
     vals = list(value)
-    if vals and all(v == vals[0] for v in vals):
-        exp.class_attrs.setdefault(-1, {})[key] = _fmt(vals[0])
+    if not vals:
         return
+    common = max(set(vals), key=vals.count)  # the most common value goes to [class-attrs-all]
+    exp.class_attrs.setdefault(-1, {})[key] = _fmt(common)
     for cid, v in enumerate(vals):
-        exp.class_attrs.setdefault(cid, {})[key] = _fmt(v)
+        if v != common:
+            exp.class_attrs.setdefault(cid, {})[key] = _fmt(v)
 
 
 def to_nvinfer(pp: Postprocess) -> NvinferExport:
