@@ -96,7 +96,6 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
     frame_num) pairs; default: the frames present in ``detections`` plus those with no detection are
     not known, so pass the recorded frames to count misses on empty frames)."""
     try:
-        from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError as exc:  # pragma: no cover
         raise ImportError("mAP uses pycocotools: pip install 'dsprobe[notebook]'") from exc
@@ -104,21 +103,12 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
         frames = sorted({(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])})
     ids = sorted({frame_image_id(s, f) for s, f in frames})
     idset = set(ids)
-    coco_gt = COCO()
-    coco_gt.dataset = {"images": [{"id": i} for i in ids],
-                       "annotations": [a for a in gt.coco["annotations"] if a["image_id"] in idset],
-                       "categories": gt.coco["categories"]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt.createIndex()
-    d = detections
-    img = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
-    res = [{"image_id": i, "category_id": int(c), "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-            "score": float(s)} for i, x1, y1, x2, y2, s, c in
-           zip(img, d["x1"], d["y1"], d["x2"], d["y2"], d["score"], d["class_id"]) if i in idset]
-    cat_ids = [c["id"] for c in sorted(gt.coco["categories"], key=lambda c: c["id"])]
-    names = {c["id"]: c["name"] for c in gt.coco["categories"]}
+    coco_gt = coco_ground_truth(gt, ids)
+    res = coco_results(detections, idset)
     if not res:
-        return EvalResult(0.0, 0.0, {names[c]: 0.0 for c in cat_ids}, {}, len(ids), 0)
+        names = {c["id"]: c["name"] for c in gt.coco["categories"]}
+        return EvalResult(0.0, 0.0, {names[c["id"]]: 0.0 for c in sorted(gt.coco["categories"], key=lambda c: c["id"])},
+                          {}, len(ids), 0)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(res)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
@@ -127,6 +117,37 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return eval_result(ev, gt, len(ids), len(res))
+
+
+def coco_ground_truth(gt: GroundTruth, image_ids: Sequence[int]) -> Any:
+    """A pycocotools ``COCO`` holding ``gt``'s annotations of ``image_ids`` (frame pixels)."""
+    from pycocotools.coco import COCO
+
+    idset = set(image_ids)
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": [{"id": i} for i in sorted(idset)],
+                       "annotations": [a for a in gt.coco["annotations"] if a["image_id"] in idset],
+                       "categories": gt.coco["categories"]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    return coco_gt
+
+
+def coco_results(detections: pd.DataFrame, image_ids: set[int] | None = None) -> list[dict]:
+    """COCO result dicts (bbox x, y, w, h in frame pixels) of a detections DataFrame, in its row order,
+    keeping frames in ``image_ids`` (``frame_image_id`` numbers; default all)."""
+    d = detections
+    img = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
+    return [{"image_id": i, "category_id": int(c), "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+             "score": float(s)} for i, x1, y1, x2, y2, s, c in
+            zip(img, d["x1"], d["y1"], d["x2"], d["y2"], d["score"], d["class_id"])
+            if image_ids is None or i in image_ids]
+
+
+def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) -> EvalResult:
+    """EvalResult from an accumulated pycocotools ``COCOeval`` (area range 0 = all, the last maxDets)."""
+    names = {c["id"]: c["name"] for c in gt.coco["categories"]}
     prec = ev.eval["precision"]  # [T, R, K, A, M]
     rec_thr = ev.params.recThrs
     per_class, curves = {}, {}
@@ -139,7 +160,7 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
     pall = prec[:, :, :, 0, -1]
     return EvalResult(float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
                       float(pall[pall > -1].mean()) if (pall > -1).any() else 0.0,
-                      per_class, curves, len(ids), len(res))
+                      per_class, curves, num_images, num_detections)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -186,3 +207,60 @@ def match(a: Detections, b: Detections, iou_threshold: float = 0.5, same_class: 
     return Match(np.array(pairs, np.int64).reshape(-1, 2), np.array(ious),
                  np.array(sorted(set(range(len(a))) - used_a), np.int64),
                  np.array(sorted(set(range(len(b))) - used_b), np.int64))
+
+
+def ground_truth_from_detections(detections: pd.DataFrame, labels: Sequence[str],
+                                 frames: Sequence[tuple[int, int]] | None = None,
+                                 min_score: float = 0.0) -> GroundTruth:
+    """A reference set of detections (e.g. another recording's ``run_recording`` output, frame pixels)
+    used as ground truth: boxes with ``score >= min_score`` of ``frames`` ((source_id, frame_num); default
+    the frames in ``detections``) become annotations of class ``class_id`` named by ``labels``."""
+    d = detections[detections["score"] >= min_score]
+    if frames is None:
+        frames = sorted({(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])})
+    bad = sorted(set(int(c) for c in d["class_id"]) - set(range(len(labels))))
+    if bad:
+        raise ValueError(f"reference detections have class ids {bad} but only {len(labels)} labels were given")
+    ids = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
+    anns = [{"id": k + 1, "image_id": i, "category_id": int(c), "iscrowd": 0,
+             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "area": float((x2 - x1) * (y2 - y1))}
+            for k, (i, x1, y1, x2, y2, c) in enumerate(zip(ids, d["x1"], d["y1"], d["x2"], d["y2"], d["class_id"]))]
+    coco = {"images": [{"id": frame_image_id(s, f), "width": 0, "height": 0} for s, f in frames],
+            "annotations": anns, "categories": [{"id": i, "name": n} for i, n in enumerate(labels)]}
+    boxes = pd.DataFrame({"image_id": ids, "source_id": d["source_id"].to_numpy(int),
+                          "frame_num": d["frame_num"].to_numpy(int), "x1": d["x1"].to_numpy(float),
+                          "y1": d["y1"].to_numpy(float), "x2": d["x2"].to_numpy(float),
+                          "y2": d["y2"].to_numpy(float), "class_id": d["class_id"].to_numpy(int)})
+    return GroundTruth(coco, boxes, list(labels))
+
+
+def error_table(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[int, int]] | None = None,
+                iou_threshold: float = 0.5, min_score: float = 0.0) -> pd.DataFrame:
+    """False positives and misses at an operating point: per frame, detections with ``score >=
+    min_score`` are matched one-to-one to ground truth (same class, IoU >= ``iou_threshold``, see
+    :func:`match`). One row per error: ``kind`` ("false_positive" or "missed"), source_id, frame_num,
+    x1, y1, x2, y2 (frame px), class_id, score (NaN for a miss), best_iou (with any box of the other set)."""
+    d = detections[detections["score"] >= min_score]
+    if frames is None:
+        frames = sorted({(int(s), int(f)) for s, f in zip(d["source_id"], d["frame_num"])}
+                        | {(int(s), int(f)) for s, f in zip(gt.boxes["source_id"], gt.boxes["frame_num"])})
+    det_groups = dict(list(d.groupby(["source_id", "frame_num"])))
+    gt_groups = dict(list(gt.boxes.groupby(["source_id", "frame_num"])))
+    cols = ["x1", "y1", "x2", "y2"]
+    rows = []
+    for s, f in frames:
+        key = (int(s), int(f))
+        dd, gg = det_groups.get(key), gt_groups.get(key)
+        a = Detections(dd[cols].to_numpy(), dd["score"].to_numpy(), dd["class_id"].to_numpy(), "frame") \
+            if dd is not None else Detections.empty("frame")
+        b = Detections(gg[cols].to_numpy(), np.ones(len(gg)), gg["class_id"].to_numpy(), "frame") \
+            if gg is not None else Detections.empty("frame")
+        m = match(a, b, iou_threshold)
+        iou = box_iou(a.boxes, b.boxes)
+        for i in m.unmatched_a:
+            rows.append(("false_positive", *key, *a.boxes[i].tolist(), int(a.class_ids[i]), float(a.scores[i]),
+                         float(iou[i].max()) if iou.shape[1] else 0.0))
+        for j in m.unmatched_b:
+            rows.append(("missed", *key, *b.boxes[j].tolist(), int(b.class_ids[j]), float("nan"),
+                         float(iou[:, j].max()) if iou.shape[0] else 0.0))
+    return pd.DataFrame(rows, columns=["kind", "source_id", "frame_num", *cols, "class_id", "score", "best_iou"])
