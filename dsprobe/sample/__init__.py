@@ -77,5 +77,23 @@ def make_videos(out_dir: str | Path, seconds: float = 20.0, fps: int = 15, seeds
     return SampleVideos(paths, gt)
 
 
-__all__ = ["MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos", "make_clip",
+def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
+    """The sample recording at ``path`` (with ``<stem>_gt.json`` beside it), made if missing: sample
+    videos through the sample model with the reference recorder (needs ``dsprobe[onnx]``)."""
+    from dsprobe.reference.recorder import record_onnx
+
+    path = Path(path)
+    gt = path.with_name(f"{path.stem}_gt.json")
+    if path.exists() and gt.exists():
+        return path
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        v = make_videos(tmp, seconds=seconds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_onnx(v.paths, CONFIG_PATH, None, path, muxer=MUXER_SIZE, batch=2, progress=False)
+        gt.write_text(v.gt_json.read_text())
+    return path
+
+
+__all__ = ["ensure_sample_recording", "MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos", "make_clip",
            "make_videos"]
