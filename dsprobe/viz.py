@@ -1,26 +1,39 @@
-"""Drawing with matplotlib (imported lazily): boxes on recorded images in frame pixels, A/B
-differences, count plots, PR curves. The core never imports this module."""
+"""Drawing with matplotlib (imported lazily; ``pip install 'dsprobe[notebook]'``): boxes and keypoints on
+recorded images in frame pixels, A/B differences, per-frame counts, score distributions, frame gaps,
+PR curves, search heat maps and crop galleries. The core never imports this module.
+
+Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` that pyplot does not track (no
+figure piles up, nothing is shown twice in a notebook); a notebook shows it as the cell's value, and
+:func:`figure_png` renders it to PNG bytes (what the widgets put in an ``ipywidgets.Image``).
+Axes of frame pictures are frame pixels (nvstreammux output), y down.
+"""
 
 from __future__ import annotations
 
+import io
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from dsprobe.detections import Detections
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324"]
+HIGHLIGHT = "#ffe119"  # boxes on one side of an A/B comparison only
+
+_NOTEBOOK_MSG = "plotting needs matplotlib: pip install 'dsprobe[notebook]'"
 
 
 def _plt():
+    """pyplot, on the Agg backend outside a notebook (for scripts that save PNGs)."""
     try:
         import matplotlib
         if matplotlib.get_backend().lower() in ("", "agg") or not _in_notebook():
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("plotting needs matplotlib: pip install 'dsprobe[notebook]'") from exc
+        raise ImportError(_NOTEBOOK_MSG) from exc
     return plt
 
 
@@ -32,10 +45,54 @@ def _in_notebook() -> bool:
         return False
 
 
+def new_figure(figsize: tuple[float, float] = (8, 4.5), dpi: float = 80) -> Any:
+    """A Figure with an Agg canvas that pyplot does not track."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError(_NOTEBOOK_MSG) from exc
+    if _in_notebook():
+        _plt()  # registers the notebook's PNG display of figures (inline backend)
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = new_figure(figsize)
+    return fig, fig.add_subplot()
+
+
+def figure_png(fig: Any, dpi: float | None = None) -> bytes:
+    """PNG bytes of ``fig`` (Agg): for line art."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
+    return buf.getvalue()
+
+
+def figure_jpeg(fig: Any, quality: int = 90) -> bytes:
+    """JPEG bytes of ``fig`` at its dpi: for pictures (encodes ~10x faster than PNG for photos)."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def color(class_id: int) -> str:
     return PALETTE[int(class_id) % len(PALETTE)]
 
 
+def label_of(class_id: int, labels: Sequence[str] = ()) -> str:
+    return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
+
+
+# ---------------------------------------------------------------------------------------------- frames
 def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | None,
                frame_size: tuple[int, int]) -> None:
     """Draw the recorded image stretched over the frame rectangle it covers (axes in frame pixels)."""
@@ -43,6 +100,9 @@ def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | 
     if image is not None:
         left, top, w, h = image_rect if image_rect is not None else (0, 0, fw, fh)
         ax.imshow(image, extent=(left, left + w, top + h, top), interpolation="nearest")
+    else:
+        ax.set_facecolor("#303030")
+        ax.text(fw / 2, fh / 2, "no image recorded", color="white", ha="center", va="center", fontsize=9)
     ax.set_xlim(0, fw)
     ax.set_ylim(fh, 0)
     ax.set_xticks([])
@@ -51,20 +111,21 @@ def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | 
 
 def draw_detections(ax: Any, dets: Detections, labels: Sequence[str] = (), *, linestyle: str = "-",
                     linewidth: float = 1.5, edgecolor: str | None = None, show_scores: bool = True) -> list:
-    """Rectangles (and keypoints) for frame-pixel ``dets``; returns the added patches."""
+    """Rectangles (and visible keypoints) for frame-pixel ``dets``; returns the rectangles added
+    (one per detection)."""
     from matplotlib.patches import Rectangle
 
     patches = []
-    for i, ((x1, y1, x2, y2), s, c) in enumerate(zip(dets.boxes, dets.scores, dets.class_ids)):
+    for i, ((x1, y1, x2, y2), s, c) in enumerate(zip(dets.boxes.tolist(), dets.scores.tolist(),
+                                                      dets.class_ids.tolist())):
         col = edgecolor or color(c)
         p = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=col, linewidth=linewidth,
                       linestyle=linestyle)
         ax.add_patch(p)
         patches.append(p)
         if show_scores:
-            name = labels[c] if 0 <= c < len(labels) else str(c)
-            ax.text(x1, y1 - 2, f"{name} {s:.2f}", color="white", fontsize=7,
-                    bbox=dict(facecolor=col, edgecolor="none", pad=1, alpha=0.8))
+            ax.text(x1, y1 - 2, f"{label_of(c, labels)} {s:.2f}", color="black" if col == HIGHLIGHT else "white",
+                    fontsize=7, bbox=dict(facecolor=col, edgecolor="none", pad=1, alpha=0.8), clip_on=True)
         if dets.keypoints is not None:
             kp = dets.keypoints[i]
             vis = kp[:, 2] > 0.5
@@ -73,25 +134,27 @@ def draw_detections(ax: Any, dets: Detections, labels: Sequence[str] = (), *, li
 
 
 def plot_frame(frame: Any, dets: Detections | None = None, labels: Sequence[str] = (), *, ax: Any = None,
-               gt: Detections | None = None, title: str | None = None) -> Any:
-    """A recorded frame with ``dets`` (default: the pipeline's own recorded objects) and optional
-    ground truth (dashed white). Returns the figure."""
-    plt = _plt()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-    else:
-        fig = ax.figure
+               gt: Detections | None = None, title: str | None = None,
+               highlight: np.ndarray | None = None) -> Any:
+    """A recorded frame (FrameView) with ``dets`` (default: the pipeline's own recorded objects),
+    optional ground truth (dashed white) and ``highlight`` (bool mask: boxes drawn thick yellow).
+    Returns the figure; ``fig.dsprobe_patches`` holds the detection rectangles drawn."""
+    fig, ax = _axes(ax, (8, 4.5))
     show_image(ax, frame.image, frame.image_rect, frame.frame_size)
     if gt is not None:
         draw_detections(ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1)
     d = frame.detections if dets is None else dets
-    draw_detections(ax, d, labels)
+    hl = np.zeros(len(d), bool) if highlight is None else np.asarray(highlight, bool)
+    patches = draw_detections(ax, d[~hl], labels) + draw_detections(ax, d[hl], labels, edgecolor=HIGHLIGHT,
+                                                                    linewidth=3)
     ax.set_title(title or f"source {frame.source_id} frame {frame.frame_num}: {len(d)} detections", fontsize=9)
+    fig.dsprobe_patches = patches
     return fig
 
 
-def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of boxes in ``a`` with no match in ``b`` and vice versa (same class, IoU >= thr)."""
+def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of boxes in ``a`` with no counterpart in ``b`` and vice versa (same class and
+    IoU >= ``iou_threshold`` counts as the same box; 0.9 treats a box that moved as different)."""
     from dsprobe.evaluate import match
 
     m = match(a, b, iou_threshold)
@@ -103,76 +166,173 @@ def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.5) -> t
 
 
 def plot_ab(frame: Any, a: Detections, b: Detections, labels: Sequence[str] = (), names: tuple[str, str] = ("A", "B"),
-            fig: Any = None) -> Any:
-    """Side by side A / B; boxes present on one side only are drawn thick yellow."""
-    plt = _plt()
+            fig: Any = None, iou_threshold: float = 0.9) -> Any:
+    """Side by side A / B on the same frame; boxes present on one side only are drawn thick yellow.
+    ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)``."""
     if fig is None:
-        fig = plt.figure(figsize=(12, 3.6))
+        fig = new_figure((12, 3.6))
     fig.clear()
     axes = fig.subplots(1, 2)
-    only_a, only_b = ab_difference(a, b)
+    only_a, only_b = ab_difference(a, b, iou_threshold)
+    drawn = []
     for ax, d, only, name in ((axes[0], a, only_a, names[0]), (axes[1], b, only_b, names[1])):
-        show_image(ax, frame.image, frame.image_rect, frame.frame_size)
-        draw_detections(ax, d[~only], labels)
-        draw_detections(ax, d[only], labels, edgecolor="yellow", linewidth=3)
-        ax.set_title(f"{name}: {len(d)} boxes, {int(only.sum())} only here", fontsize=9)
+        plot_frame(frame, d, labels, ax=ax, highlight=only,
+                   title=f"{name}: {len(d)} boxes, {int(only.sum())} only here")
+        drawn.append(fig.dsprobe_patches)
+    fig.tight_layout()
+    fig.dsprobe_patches = tuple(drawn)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def counts_by_stream(frames: pd.DataFrame, counts: pd.Series) -> pd.DataFrame:
+    """Per-frame counts (Series indexed by frame row) as a table: index frame_num, one column per
+    stream (``source 0``, ...)."""
+    f = frames.loc[counts.index]
+    df = pd.DataFrame({"frame_num": f["frame_num"].to_numpy(), "stream": [f"source {s}" for s in f["source_id"]],
+                       "count": counts.to_numpy()})
+    return df.pivot_table(index="frame_num", columns="stream", values="count", aggfunc="sum")
+
+
+def frame_gaps(frames: pd.DataFrame) -> pd.DataFrame:
+    """Frames missing from the recording, per stream and GIE: one row per gap with ``source_id``,
+    ``unique_id``, ``after_frame`` (last frame_num before the gap), ``missing`` (frames) and
+    ``pts_gap_s`` (PTS distance across the gap)."""
+    rows = []
+    for (src, uid), g in frames.groupby(["source_id", "unique_id"]):
+        g = g.sort_values("frame_num")
+        fn, pts = g["frame_num"].to_numpy(np.int64), g["pts_ns"].to_numpy(np.int64)
+        for i in np.flatnonzero(np.diff(fn) > 1):
+            rows.append((int(src), int(uid), int(fn[i]), int(fn[i + 1] - fn[i] - 1), (pts[i + 1] - pts[i]) / 1e9))
+    return pd.DataFrame(rows, columns=["source_id", "unique_id", "after_frame", "missing", "pts_gap_s"])
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame", *, current: float | None = None,
+                other: Any = None, other_label: str = "B") -> Any:
+    """Per-frame detection counts (DataFrame indexed by frame number, one column per stream, as
+    :func:`counts_by_stream` makes). ``other``: a second table drawn dashed (A/B); ``current``: a
+    frame number marked with a vertical line."""
+    fig, ax = _axes(ax, (8, 2.5))
+    for k, col in enumerate(counts.columns):
+        ax.plot(counts.index, counts[col], linewidth=1, color=PALETTE[k % len(PALETTE)], label=str(col))
+        if other is not None and col in other:
+            ax.plot(other.index, other[col], linewidth=1, linestyle="--", color=PALETTE[k % len(PALETTE)],
+                    label=f"{col} ({other_label})")
+    if current is not None:
+        ax.axvline(current, color="black", linewidth=0.8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("frame", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if len(counts.columns):
+        ax.legend(fontsize=7, loc="upper right")
+    if ax.get_subplotspec() is not None and len(fig.axes) == 1:
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2, top=0.88)  # fixed: tight_layout costs ~100 ms
+    return fig
+
+
+def plot_score_distributions(detections: pd.DataFrame, labels: Sequence[str] = (), ax: Any = None,
+                             bins: int = 50, title: str = "scores per class") -> Any:
+    """Histogram of ``score`` per ``class_id`` (log counts) of a detections DataFrame."""
+    fig, ax = _axes(ax, (7, 3))
+    edges = np.linspace(0, 1, bins + 1)
+    for c in sorted(detections["class_id"].unique()):
+        s = detections.loc[detections["class_id"] == c, "score"].to_numpy()
+        ax.hist(np.clip(s, 0, 1), bins=edges, histtype="step", color=color(c), label=f"{label_of(int(c), labels)} "
+                f"({len(s)})")
+    ax.set_yscale("log")
+    ax.set_xlabel("score")
+    ax.set_ylabel("boxes")
+    ax.set_title(title, fontsize=9)
+    if len(detections):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame") -> Any:
-    """Per-frame detection counts (a Series/DataFrame indexed by frame number, one column per stream)."""
-    plt = _plt()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 2.5))
-    counts.plot(ax=ax, linewidth=1)
-    ax.set_title(title, fontsize=9)
+def plot_frame_gaps(frames: pd.DataFrame, ax: Any = None) -> Any:
+    """Per stream: the step from one recorded frame_num to the next (1 = no frame missing)."""
+    fig, ax = _axes(ax, (8, 2.5))
+    for k, ((src, uid), g) in enumerate(frames.groupby(["source_id", "unique_id"])):
+        fn = np.sort(g["frame_num"].to_numpy())
+        if len(fn) > 1:
+            ax.step(fn[1:], np.diff(fn), where="post", color=PALETTE[k % len(PALETTE)], linewidth=1,
+                    label=f"source {src} (GIE {uid})")
     ax.set_xlabel("frame")
-    return ax.figure
+    ax.set_ylabel("frame_num step")
+    ax.set_title("frame gaps per stream (1 = none missing)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
-def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], ax: Any = None) -> Any:
-    """Precision-recall curves per class (from ``evaluate(...).pr_curves``)."""
-    plt = _plt()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 4))
+def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], ax: Any = None,
+                   ap: dict[str, float] | None = None, title: str = "PR @ IoU 0.5") -> Any:
+    """Precision-recall curves per class (``evaluate(...).pr_curves``; ``ap``: per-class AP for the legend)."""
+    fig, ax = _axes(ax, (5, 4))
     for k, (name, (r, p)) in enumerate(curves.items()):
-        ax.plot(r, p, label=name, color=PALETTE[k % len(PALETTE)])
+        label = f"{name} (AP {ap[name]:.3f})" if ap and name in ap else name
+        ax.plot(r, p, label=label, color=PALETTE[k % len(PALETTE)])
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("PR @ IoU 0.5", fontsize=9)
-    return ax.figure
+    if curves:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
-def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5") -> Any:
-    """A 2-D search result (``SearchResult.pivot()``) as an annotated heat map."""
-    plt = _plt()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(table.columns)), [f"{c:g}" for c in table.columns])
-    ax.set_yticks(range(len(table.index)), [f"{c:g}" for c in table.index])
+def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple[Any, Any] | None = None) -> Any:
+    """A 2-D search result (``SearchResult.pivot()``) as an annotated heat map; ``best`` (index value,
+    column value) is outlined."""
+    from matplotlib.patches import Rectangle
+
+    fig, ax = _axes(ax, (6, 4.5))
+    values = table.to_numpy(dtype=float)
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(table.columns)), [f"{c:g}" for c in table.columns], fontsize=7)
+    ax.set_yticks(range(len(table.index)), [f"{c:g}" for c in table.index], fontsize=7)
     ax.set_xlabel(table.columns.name or "")
     ax.set_ylabel(table.index.name or "")
-    for (i, j), v in np.ndenumerate(table.to_numpy()):
-        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white", fontsize=7)
-    ax.figure.colorbar(im, ax=ax)
+    mid = np.nanmean(values) if np.isfinite(values).any() else 0
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < mid else "black", fontsize=6)
+    if best is not None:
+        i, j = list(table.index).index(best[0]), list(table.columns).index(best[1])
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(im, ax=ax)
     ax.set_title(title, fontsize=9)
-    return ax.figure
+    fig.tight_layout()
+    return fig
 
 
-def crop_gallery(items: Sequence[tuple[Any, np.ndarray, str]], cols: int = 6, size: float = 1.6) -> Any:
+def error_crops(rec: Any, errors: pd.DataFrame, labels: Sequence[str] = (), max_items: int = 24
+                ) -> list[tuple[Any, np.ndarray, str]]:
+    """Gallery items for :func:`crop_gallery` from :func:`dsprobe.evaluate.error_table` rows
+    (false positives by descending score first, then misses)."""
+    e = errors.sort_values(["kind", "score"], ascending=[True, False], na_position="last").head(max_items)
+    items = []
+    for r in e.itertuples():
+        frame = rec.find(int(r.source_id), int(r.frame_num))
+        what = f"FP {r.score:.2f}" if r.kind == "false_positive" else "missed"
+        items.append((frame, np.array([r.x1, r.y1, r.x2, r.y2]),
+                      f"{what} {label_of(int(r.class_id), labels)}\ns{r.source_id} f{r.frame_num}"))
+    return items
+
+
+def crop_gallery(items: Sequence[tuple[Any, np.ndarray, str]], cols: int = 6, size: float = 1.6,
+                 title: str | None = None) -> Any:
     """A grid of crops: ``items`` are (frame view, x1y1x2y2 box in frame px, caption)."""
-    plt = _plt()
     rows = max(1, -(-len(items) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size), squeeze=False)
-    for ax in axes.flat:
+    fig = new_figure((cols * size, rows * size + (0.3 if title else 0)))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes:
         ax.axis("off")
-    for ax, (frame, box, caption) in zip(axes.flat, items):
+    for ax, (frame, box, caption) in zip(axes, items):
         img = frame.image
+        ax.set_title(caption, fontsize=6)
         if img is None:
             continue
         left, top, w, h = frame.image_rect
@@ -182,6 +342,9 @@ def crop_gallery(items: Sequence[tuple[Any, np.ndarray, str]], cols: int = 6, si
         xb, yb = int(min(img.shape[1], (x2 - left) * sx + 4)), int(min(img.shape[0], (y2 - top) * sy + 4))
         if xb > xa and yb > ya:
             ax.imshow(img[ya:yb, xa:xb])
-        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    if not items:
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center", fontsize=8)
     fig.tight_layout()
     return fig
