@@ -389,6 +389,14 @@ class Recording:
                 raise RecordingError(f"{seg.path}: layer {name!r} of GIE {info.unique_id} is missing")
             uniq, inverse = np.unique(local[sel], return_inverse=True)
             what = f"layer {name!r}"
+            if len(uniq) == len(sel) and uniq[-1] - uniq[0] + 1 == len(uniq) and np.all(np.diff(local[sel]) == 1):
+                # consecutive rows in order (the usual replay): read straight into the output
+                block = seg.read(what, ds, slice(int(uniq[0]), int(uniq[-1]) + 1))
+                if sel[-1] - sel[0] + 1 == len(sel):
+                    out[sel[0]:sel[-1] + 1] = block
+                else:
+                    out[sel] = block
+                continue
             if uniq[-1] - uniq[0] + 1 <= 2 * len(uniq):  # dense enough: one slice read
                 block = seg.read(what, ds, slice(int(uniq[0]), int(uniq[-1]) + 1))[uniq - uniq[0]]
             else:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import threading
 import time
@@ -133,7 +134,7 @@ class Recorder:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {
-            "received": 0, "queued": 0, "written": 0, "dropped_queue_full": 0, "dropped_rate_limited": 0,
+            "received": 0, "queued": 0, "written": 0, "frames_flushed": 0, "dropped_queue_full": 0, "dropped_rate_limited": 0,
             "dropped_stopped": 0, "dropped_invalid": 0, "errors": 0, "flushes": 0, "segments": 0,
             "bytes_written": 0, "failed_reason": None, "last_error": None,
         }
@@ -207,7 +208,7 @@ class Recorder:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters (received, queued, written, dropped_*, errors, flushes, segments, bytes_written,
+        """Counters (received, queued, written, frames_flushed (safe on disk), dropped_*, errors, flushes, segments, bytes_written,
         failed_reason, last_error), ``queue_depth`` and the sections given to :meth:`update_stats`."""
         with self._lock:
             out = dict(self._stats)
@@ -272,16 +273,24 @@ class Recorder:
                     self._add(segment, frame, recv_ns)
                     if segment.pending_frames >= self.block_frames:
                         self._write_block(segment)
-                if segment is not None and (stop or time.monotonic() - last_flush >= self.flush_interval_s):
-                    self._flush(segment)
+                        if self._rotate_due(segment):
+                            self._flush(segment)
+                            self._close_segment(segment)
+                            segment = None
+                if stop or time.monotonic() - last_flush >= self.flush_interval_s:
                     last_flush = time.monotonic()
-                    if self._rotate_due(segment):
+                    if segment is not None and segment.dirty:
+                        self._flush(segment)
+                    if segment is not None and self._rotate_due(segment):
                         self._close_segment(segment)
                         segment = None
-                elif segment is None and time.monotonic() - last_flush >= self.flush_interval_s:
-                    last_flush = time.monotonic()
                 if stop:
                     break
+        except _NoSpace as exc:  # caught before HDF5 saw it: the file is closed cleanly, reason inside
+            self._fail(exc, None)
+            if segment is not None:
+                self._close_after_no_space(segment)
+            segment = None
         except Exception as exc:
             self._fail(exc, segment)
             segment = None
@@ -289,13 +298,13 @@ class Recorder:
             if segment is not None:
                 try:
                     self._flush(segment)
-                    self._close_segment(segment, clean=True)
+                    self._close_segment(segment)
                 except Exception as exc:
                     self._fail(exc, segment)
             if self._stats["segments"] == 0 and not self._failed:
                 # nothing was recorded: still leave a valid, empty recording behind
                 try:
-                    self._close_segment(self._open_segment(), clean=True)
+                    self._close_segment(self._open_segment())
                 except Exception as exc:
                     self._fail(exc, None)
 
@@ -313,6 +322,7 @@ class Recorder:
             self._error("invalid-frame", exc)
 
     def _write_block(self, segment: "_Segment") -> None:
+        _check_space(segment.path, segment.pending_bytes)
         written = segment.write_pending()
         with self._lock:
             self._stats["written"] += written
@@ -325,7 +335,20 @@ class Recorder:
             stats.update({k: dict(v) for k, v in self._extra_stats.items()})
         segment.flush(stats)
         with self._lock:
+            self._stats["frames_flushed"] = self._stats["written"]
             self._stats["bytes_written"] = segment.closed_bytes + segment.size()
+
+    def _close_after_no_space(self, segment: "_Segment") -> None:
+        lost = segment.pending_frames
+        segment.discard_pending()
+        with self._lock:
+            self._stats["dropped_stopped"] += lost
+        try:
+            segment.flush(self.stats)
+            self._close_segment(segment)
+        except Exception as exc:  # pragma: no cover - the margin should leave room for the metadata
+            self._error("close", exc)
+            segment.abandon(self.stats)
 
     def _rotate_due(self, segment: "_Segment") -> bool:
         if self.segment_max_bytes and segment.size() >= self.segment_max_bytes:
@@ -347,8 +370,8 @@ class Recorder:
             self._stats["segments"] += 1
         return seg
 
-    def _close_segment(self, segment: "_Segment", clean: bool = True) -> None:
-        segment.close(clean)
+    def _close_segment(self, segment: "_Segment") -> None:
+        segment.close()
         with self._lock:
             self._stats["bytes_written"] = segment.closed_bytes + segment.size()
 
@@ -424,6 +447,37 @@ class _InvalidFrame(ValueError):
     pass
 
 
+class _NoSpace(OSError):
+    pass
+
+
+#: Room kept free for HDF5 metadata and closing the file cleanly when judging "disk full".
+SPACE_MARGIN_BYTES = 4 << 20
+
+
+def _check_space(path: Path, pending: int) -> None:
+    """Raise _NoSpace when ``pending`` bytes (+ margin) do not fit on the file system or under RLIMIT_FSIZE.
+
+    Checked before every block write so HDF5 never meets ENOSPC/EFBIG mid-write: a failed HDF5 write
+    leaves a file that cannot be closed cleanly.
+    """
+    need = int(pending * 1.05) + SPACE_MARGIN_BYTES
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise _NoSpace(f"disk full: {free} bytes free on the file system of {path.parent}, "
+                       f"a block of {pending} bytes needs {need} with the margin")
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
+        return
+    if limit != resource.RLIM_INFINITY:
+        size = path.stat().st_size if path.exists() else 0
+        if size + need > limit:
+            raise _NoSpace(f"file size limit: {path} is {size} bytes, RLIMIT_FSIZE is {limit}, "
+                           f"a block of {pending} bytes needs {need} with the margin")
+
+
 class _Segment:
     """One HDF5 file being written: row buffers and block writes."""
 
@@ -465,6 +519,8 @@ class _Segment:
         self.layer_names: dict[tuple[str, int], frozenset] = {}
         self.pending_images: list[np.ndarray] = []
         self.pending_frames = 0
+        self.pending_bytes = 0
+        self.dirty = False
         self.f.flush()
 
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
@@ -492,6 +548,11 @@ class _Segment:
             "image_row": image_row, "object_start": obj_start, "object_count": len(frame.objects),
             "detection_start": det_start, "detection_count": len(frame.detections)})
         self.pending_frames += 1
+        self.pending_bytes += 256 * (1 + len(frame.objects) + len(frame.detections)) + sum(
+            a.nbytes for a in frame.layers.values()) + sum(
+            a.nbytes for o in frame.objects for a in o.layers.values()) + sum(
+            p[0].size for p in images if p is not None)
+        self.dirty = True
 
     def _check_layers(self, group: str, uid: int, layers: Mapping[str, np.ndarray], frame: FrameRecord) -> None:
         if not layers:
@@ -549,13 +610,26 @@ class _Segment:
             self.pending_images = []
         for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
             self.tables[name].write()
-        n, self.pending_frames = self.pending_frames, 0
+        n, self.pending_frames, self.pending_bytes = self.pending_frames, 0, 0
         return n
+
+    def discard_pending(self) -> None:
+        """Forget buffered rows (used when there is no room left to write them)."""
+        for t in self.tables.values():
+            t.count -= len(t.rows)
+            t.rows = []
+        for ls in self.layer_sets.values():
+            ls.count -= len(ls.pending)
+            ls.pending = []
+        self.image_bytes -= sum(p.size for p in self.pending_images)
+        self.pending_images = []
+        self.pending_frames = self.pending_bytes = 0
 
     def flush(self, stats: dict) -> None:
         self.f.attrs["stats"] = json.dumps(_jsonable(stats))
         self.f.attrs["frames_committed"] = self.tables["frames"].count
         self.f.flush()
+        self.dirty = False
 
     def size(self) -> int:
         try:
@@ -563,19 +637,32 @@ class _Segment:
         except OSError:
             return 0
 
-    def close(self, clean: bool = True) -> None:
-        if clean:
-            self.f.attrs["closed_cleanly"] = True
+    def close(self) -> None:
+        self.f.attrs["closed_cleanly"] = True
         self.f.close()
 
     def abandon(self, stats: dict) -> None:
-        """After an I/O error: try to store the stats (failed_reason) and close; ignore further errors."""
-        for step in (lambda: self.f.attrs.__setitem__("stats", json.dumps(_jsonable(stats))), self.f.flush,
-                     self.f.close):
-            try:
-                step()
-            except Exception:
-                pass
+        """After an I/O error HDF5 saw: note the reason, then detach the file and close.
+
+        HDF5 (2.0) crashes the process at exit when it retries writing a file whose write failed, so
+        the file descriptor is pointed at /dev/null first: nothing more reaches the damaged file, and
+        the process lives on. Frames in earlier, closed segments are intact.
+        """
+        try:
+            self.f.attrs["stats"] = json.dumps(_jsonable(stats))
+        except Exception:
+            pass
+        try:
+            fd = self.f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, fd)
+            os.close(null)
+        except Exception:
+            pass
+        try:
+            self.f.close()
+        except Exception:
+            pass
 
 
 class _Table:
