@@ -27,34 +27,54 @@ def per_class(value: PerClass, class_id: int, name: str) -> float:
     return seq[class_id]
 
 
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1y1x2y2 box with many, in float32, exactly as nvinfer's ``computeIoU``:
-    no +1 pixel, ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
+def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise IoU of broadcastable ``(..., 4)`` x1y1x2y2 boxes in float32, exactly as nvinfer's
+    ``computeIoU``: no +1 pixel, ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
     def overlap(a0, a1, b0, b1):
         swap = a0 > b0
         lo0, lo1 = np.where(swap, b0, a0), np.where(swap, b1, a1)
         hi0, hi1 = np.where(swap, a0, b0), np.where(swap, a1, b1)
         return np.where(lo1 < hi0, np.float32(0), np.minimum(lo1, hi1) - hi0)
 
-    ox = overlap(box[0], box[2], boxes[:, 0], boxes[:, 2])
-    oy = overlap(box[1], box[3], boxes[:, 1], boxes[:, 3])
-    area1 = (box[2] - box[0]) * (box[3] - box[1])
-    area2 = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    inter = ox * oy
-    union = area1 + area2 - inter
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    inter = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2]) * overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
 
 
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box with many (nvinfer's float32 formula)."""
+    return iou_pairs(np.asarray(box)[None, :], boxes)
+
+
+def iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """(N, N) IoU matrix (nvinfer's float32 formula)."""
+    b = np.asarray(boxes, np.float32)
+    return iou_pairs(b[:, None, :], b[None, :, :])
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matrix_limit: int = 3000) -> np.ndarray:
     """Indices kept by greedy NMS: stable sort by descending score (ties keep input order), a box is
-    suppressed when its IoU with a kept box is ``> iou_threshold``."""
+    suppressed when its IoU with a kept box is ``> iou_threshold``. Up to ``matrix_limit`` boxes the
+    IoU matrix is computed at once; above it, row by row (memory)."""
     order = np.argsort(-scores, kind="stable")
     b = boxes[order].astype(np.float32, copy=False)
-    alive = np.ones(len(order), bool)
+    n = len(order)
+    alive = np.ones(n, bool)
     keep = []
     thr = np.float32(iou_threshold)
-    for i in range(len(order)):
+    if n <= matrix_limit:
+        suppress = iou_matrix(b) > thr
+        for i in range(n):
+            if alive[i]:
+                keep.append(i)
+                alive &= ~suppress[i]
+        return order[np.asarray(keep, dtype=np.intp)]
+    for i in range(n):
         if not alive[i]:
             continue
         keep.append(i)
@@ -79,20 +99,69 @@ def _top(idx: np.ndarray, scores: np.ndarray, topk: int) -> np.ndarray:
 def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerClass = 0.3,
         post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1) -> Detections:
     """nvinfer cluster-mode=2: per class greedy NMS (suppress IoU > thr), then ``conf > post`` (strict),
-    then the top-k per class (-1 unlimited, 0 none). Defaults are nvinfer's."""
-    kept = []
-    for c, idx in _by_class(dets):
-        k = idx[greedy_nms(dets.boxes[idx], dets.scores[idx], per_class(iou_threshold, c, "iou_threshold"))]
-        k = k[dets.scores[k] > np.float32(per_class(post_cluster_threshold, c, "post_cluster_threshold"))]
-        kept.append(_top(k, dets.scores, int(per_class(topk, c, "topk"))))
-    return dets[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+    then the top-k per class (-1 unlimited, 0 none). Defaults are nvinfer's. Output class by class,
+    each by descending confidence.
+
+    All classes are done in one pass over one IoU matrix masked to same-class pairs (the values are
+    nvinfer's per-pair float32 IoU, so the result equals the per-class loop)."""
+    n = len(dets)
+    if n == 0:
+        return dets
+    if n > 3000:  # memory: fall back to per-class matrices
+        kept = []
+        for c, idx in _by_class(dets):
+            k = idx[greedy_nms(dets.boxes[idx], dets.scores[idx], per_class(iou_threshold, c, "iou_threshold"))]
+            kept.append(k)
+        keep = np.concatenate(kept)
+    else:
+        order = np.lexsort((-dets.scores, dets.class_ids))  # class, then score desc; stable
+        cls = dets.class_ids[order]
+        boxes = dets.boxes[order]
+        # same-class pairs only (block diagonal after the sort): row i against every box of its class
+        starts = np.searchsorted(cls, cls, side="left")
+        sizes = np.searchsorted(cls, cls, side="right") - starts
+        rows = np.repeat(np.arange(n), sizes)
+        cols = np.repeat(starts, sizes) + (np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+        thr = _values(iou_threshold, cls, "iou_threshold")
+        hit = iou_pairs(boxes[rows], boxes[cols]) > thr[rows]
+        suppress = np.zeros((n, n), bool)
+        suppress[rows[hit], cols[hit]] = True
+        alive = np.ones(n, bool)
+        k = []
+        for i in range(n):
+            if alive[i]:
+                k.append(i)
+                alive &= ~suppress[i]
+        keep = order[np.asarray(k, dtype=np.intp)]
+    c = dets.class_ids[keep]
+    keep = keep[dets.scores[keep] > _values(post_cluster_threshold, c, "post_cluster_threshold")]
+    return dets[_topk_per_class(keep, dets, topk)]
+
+
+def _values(value: PerClass, class_ids: np.ndarray, name: str) -> np.ndarray:
+    """float32 per-row values of a scalar-or-per-class param."""
+    if np.ndim(value) == 0:
+        return np.full(len(class_ids), value, np.float32)
+    arr = np.asarray(value, np.float32)
+    if len(class_ids) and class_ids.max() >= len(arr):
+        raise ValueError(f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs")
+    return arr[class_ids]
+
+
+def _topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass) -> np.ndarray:
+    """``idx`` ordered class by class (stable, by descending score), cut to top-k per class."""
+    idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]
+    c = dets.class_ids[idx]
+    k = np.asarray(_values(topk, c, "topk"), np.int64)
+    start = np.searchsorted(c, c, side="left")
+    rank = np.arange(len(idx)) - start
+    return idx[(k < 0) | (rank < k)]
 
 
 @register("cluster", "none")
 def no_clustering(dets: Detections, ctx: StepContext | None = None, *, topk: PerClass = -1) -> Detections:
     """nvinfer cluster-mode=4: per class, top-k only; no post-cluster threshold."""
-    kept = [_top(idx, dets.scores, int(per_class(topk, c, "topk"))) for c, idx in _by_class(dets)]
-    return dets[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+    return dets[_topk_per_class(np.arange(len(dets)), dets, topk)]
 
 
 @register("cluster", "group_rectangles")

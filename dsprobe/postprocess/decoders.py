@@ -26,15 +26,20 @@ def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
 
 
-def _best_class(scores: np.ndarray, score_threshold: float, multi_label: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, class ids, scores) of candidates from an (N, C) score matrix."""
+def _best_class(scores_cf: np.ndarray, score_threshold: float, multi_label: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(anchor indices, class ids, scores) of candidates from a channels-first (C, N) score matrix.
+
+    The max over classes is a contiguous reduction; argmax runs only on the surviving anchors."""
     if multi_label:
-        rows, cls = np.nonzero(scores >= score_threshold)
-        return rows, cls.astype(np.int32), scores[rows, cls]
-    cls = scores.argmax(axis=1)
-    best = np.take_along_axis(scores, cls[:, None], axis=1)[:, 0]
+        cls, rows = np.nonzero(scores_cf >= score_threshold)
+        order = np.lexsort((cls, rows))
+        rows, cls = rows[order], cls[order]
+        return rows, cls.astype(np.int32), scores_cf[cls, rows]
+    best = scores_cf.max(axis=0)
     rows = np.flatnonzero(best >= score_threshold)
-    return rows, cls[rows].astype(np.int32), best[rows]
+    cls = scores_cf[:, rows].argmax(axis=0)
+    return rows, cls.astype(np.int32), best[rows]
 
 
 @register("decode", "yolov8")
@@ -54,8 +59,7 @@ def decode_yolov8(layers: Layers, ctx: StepContext, *, layer: str | None = None,
     if nc < 1:
         raise ValueError(f"decode yolov8: layer {name!r} has {a.shape[0]} rows; with num_keypoints={num_keypoints} "
                          f"that leaves {nc} classes (expected 4 + nc + 3*K rows)")
-    scores = a[4:4 + nc].T
-    rows, cls, conf = _best_class(scores, score_threshold, multi_label)
+    rows, cls, conf = _best_class(a[4:4 + nc], score_threshold, multi_label)
     boxes = cxcywh_to_xyxy(a[:4, rows].T)
     kpts = a[4 + nc:, rows].T.reshape(-1, num_keypoints, 3) if num_keypoints else None
     return Detections(boxes, conf, cls, "network", keypoints=kpts)
@@ -80,7 +84,7 @@ def decode_yolov8_seg(layers: Layers, ctx: StepContext, *, layer: str | None = N
     nc = a.shape[0] - 4 - num_masks
     if nc < 1:
         raise ValueError(f"decode yolov8_seg: layer {name!r} has {a.shape[0]} rows, expected 4 + nc + {num_masks}")
-    rows, cls, conf = _best_class(a[4:4 + nc].T, score_threshold, False)
+    rows, cls, conf = _best_class(a[4:4 + nc], score_threshold, False)
     return Detections(cxcywh_to_xyxy(a[:4, rows].T), conf, cls, "network", vectors=a[4 + nc:, rows].T)
 
 
@@ -116,7 +120,7 @@ def decode_yolov5(layers: Layers, ctx: StepContext, *, layer: str | None = None,
     obj = a[:, 4]
     keep = np.flatnonzero(obj >= max(objectness_threshold, score_threshold))
     a = a[keep]
-    rows, cls, conf = _best_class(a[:, 5:] * a[:, 4:5], score_threshold, multi_label)
+    rows, cls, conf = _best_class((a[:, 5:] * a[:, 4:5]).T, score_threshold, multi_label)
     return Detections(cxcywh_to_xyxy(a[rows, :4]), conf, cls, "network")
 
 

@@ -244,7 +244,7 @@ class Postprocess:
         return Detections.concatenate(parts) if parts else Detections.empty("frame")
 
     def run_recording(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                      progress: bool = False, batch: int = 256) -> "Any":
+                      progress: bool = False, batch: int = 32) -> "Any":
         """Detections for many frames of a Recording as one DataFrame (one row per detection, with the
         frame ``row``, ``source_id``, ``frame_num``). PGIE layers are read in blocks (fast path)."""
         import pandas as pd
@@ -253,7 +253,7 @@ class Postprocess:
         return detections_frame(rec, per_frame, self.labels)
 
     def detections_by_row(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                          progress: bool = False, batch: int = 256, stop: int | None = None) -> dict[int, Detections]:
+                          progress: bool = False, batch: int = 32, stop: int | None = None) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording; ``stop`` runs only steps ``[0, stop)``."""
         rows = _frame_rows(rec, rows, unique_id)
         out: dict[int, Detections] = {}
