@@ -11,6 +11,7 @@ Axes of frame pictures are frame pixels (nvstreammux output), y down.
 from __future__ import annotations
 
 import io
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,11 +53,22 @@ def new_figure(figsize: tuple[float, float] = (8, 4.5), dpi: float = 80) -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover
         raise ImportError(_NOTEBOOK_MSG) from exc
-    if _in_notebook():
-        _plt()  # registers the notebook's PNG display of figures (inline backend)
+    _notebook_display(Figure)
     fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _notebook_display(figure_class: type) -> None:
+    """In IPython, show figures as PNG when they are a cell's value (pyplot-free figures are not
+    registered by the inline backend until pyplot draws something)."""
+    ipython = sys.modules.get("IPython")  # not imported: not running in IPython
+    ip = ipython.get_ipython() if ipython is not None else None
+    if ip is None or not hasattr(ip, "display_formatter"):
+        return
+    fmt = ip.display_formatter.formatters["image/png"]
+    if figure_class not in fmt.type_printers:
+        fmt.for_type(figure_class, lambda fig: figure_png(fig, dpi=fig.dpi))
 
 
 def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
