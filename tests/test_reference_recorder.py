@@ -64,6 +64,18 @@ def test_preprocessing_letterbox_and_normalisation_by_hand():
     assert nhwc.shape == (320, 320, 3)
 
 
+@pytest.mark.parametrize("sym, src", [(True, (540, 960)), (False, (1080, 1920)), (True, (720, 1280))])
+def test_composed_source_preprocessing_equals_two_stage(sym, src):
+    from dsprobe.reference.preprocess import muxer_scale, preprocess_source
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 255, (*src, 3), dtype=np.uint8)
+    pre = Preprocessing(320, 320, 3, maintain_aspect_ratio=True, symmetric_padding=sym, net_scale_factor=1 / 255)
+    a, ta = preprocess_source(frame, (1280, 720), pre)
+    b, tb = preprocess(muxer_scale(frame, 1280, 720), pre)
+    assert ta == tb
+    np.testing.assert_array_equal(a, b)
+
+
 def test_nearest_and_bilinear_resize():
     img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10
     assert resize(img, 2, 2, 0)[:, :, 0].tolist() == [[50, 70], [130, 150]]  # pixel centres 1 and 3

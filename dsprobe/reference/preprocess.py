@@ -108,3 +108,26 @@ def preprocess(frame: np.ndarray, pre: Preprocessing, crop_rect: tuple[float, fl
     """Frame (muxer size, RGB uint8) -> (network tensor float32 without batch axis, CropTransform)."""
     img, t = network_image(frame, pre, crop_rect, network_size)
     return normalize(img, pre), t
+
+
+def preprocess_source(source: np.ndarray, muxer: tuple[int, int], pre: Preprocessing, *, keep_aspect: bool = False,
+                      network_size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropTransform]:
+    """:func:`preprocess` of the nvstreammux-scaled ``source`` frame (PGIE, full frame).
+
+    When both scalings are nearest-neighbour (the defaults) the two index maps are composed, so the
+    muxer-size frame is never built; the result is identical to ``preprocess(muxer_scale(...))``."""
+    mw, mh = muxer
+    if keep_aspect or pre.scaling_filter not in NEAREST_FILTERS:
+        return preprocess(muxer_scale(source, mw, mh, keep_aspect=keep_aspect), pre, network_size=network_size)
+    net_w, net_h = network_size or pre.network_size
+    t = nvinfer_transform((0, 0, mw, mh), (net_w, net_h), maintain_aspect_ratio=pre.maintain_aspect_ratio,
+                          symmetric_padding=pre.symmetric_padding)
+    h, w = source.shape[:2]
+    ys = t.src_top + _nearest_index(t.src_height, t.dst_height)    # network row -> muxer row
+    xs = t.src_left + _nearest_index(t.src_width, t.dst_width)
+    if (w, h) != (mw, mh):
+        ys, xs = _nearest_index(h, mh)[ys], _nearest_index(w, mw)[xs]  # muxer -> source
+    canvas = np.zeros((net_h, net_w, source.shape[2]), np.uint8)
+    canvas[t.offset_top:t.offset_top + t.dst_height, t.offset_left:t.offset_left + t.dst_width] = \
+        source[ys[:, None], xs[None, :]]
+    return normalize(canvas, pre), t

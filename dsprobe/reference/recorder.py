@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
-from dsprobe.reference.preprocess import muxer_scale, preprocess
+from dsprobe.reference.preprocess import muxer_scale, preprocess_source
 from dsprobe.reference.runner import ModelError, OnnxModel
 from dsprobe.reference.video import VideoError, batches
 from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
@@ -87,14 +87,17 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
         for group in batches(videos, batch, max_frames):
             t1 = time.perf_counter()
             stages["decode"] += t1 - t0
-            frames = [muxer_scale(f.image, *muxer, keep_aspect=muxer_keep_aspect) for f in group]
-            tensors = np.stack([preprocess(fr, pre, network_size=(nw, nh))[0] for fr in frames])
+            tensors = np.stack([preprocess_source(f.image, muxer, pre, keep_aspect=muxer_keep_aspect,
+                                                  network_size=(nw, nh))[0] for f in group])
             t2 = time.perf_counter()
             stages["preprocess"] += t2 - t1
             outputs = net(tensors)
             t3 = time.perf_counter()
             stages["inference"] += t3 - t2
-            for b, (f, fr, layers) in enumerate(zip(group, frames, outputs)):
+            for b, (f, layers) in enumerate(zip(group, outputs)):
+                # the picture: the decoded frame, shown over the whole muxer frame (the recorder downscales;
+                # with --muxer-keep-aspect the muxer frame itself, padding included)
+                fr = muxer_scale(f.image, *muxer, keep_aspect=True) if muxer_keep_aspect else f.image
                 record = FrameRecord(source_id=f.source_id, frame_num=f.frame_num, pts_ns=f.pts_ns,
                                      unique_id=cfg.gie_unique_id, network_size=(nw, nh, nc), frame_size=muxer,
                                      layers=layers, batch_id=b, pad_index=f.source_id,

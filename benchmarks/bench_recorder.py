@@ -1,0 +1,163 @@
+"""Recorder costs, measured side by side in one run (YOLOv8-640 output 84x8400 float32 + a 640x360 image).
+
+1. ``record()`` on the caller's thread vs ``numpy.copy`` of the same bytes (the copy a probe makes anyway
+   out of DeepStream's buffers). Target: <= 1.5x.
+2. Sustained writer throughput (uncompressed, raw images: the same bytes) vs a raw sequential write of those
+   bytes to the same disk, both ending with fsync. Target: >= 0.8x.
+3. Bytes on disk and frames/s per compression choice (the default first), on detector-like outputs
+   (full float32 noise in the scores, and an FP16 engine's output) with JPEG images.
+
+Usage: python benchmarks/bench_recorder.py [--frames 200] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsprobe import FrameRecord, ImageRecord, Recorder
+from dsprobe.recording.schema import COMPRESSIONS
+from dsprobe.recording.synthetic import synthetic_image, yolov8_like_output
+
+
+def make_frames(n_distinct: int, fp16_engine: bool = False) -> list[FrameRecord]:
+    rng = np.random.default_rng(0)
+    return [FrameRecord(0, i, pts_ns=i * 33_333_333, network_size=(640, 640, 3), frame_size=(1920, 1080),
+                        layers={"output0": yolov8_like_output(rng, fp16_engine=fp16_engine)},
+                        image=ImageRecord(synthetic_image(rng), (0.0, 0.0, 1920.0, 1080.0)))
+            for i in range(n_distinct)]
+
+
+def frame_at(frames: list[FrameRecord], i: int) -> FrameRecord:
+    f = frames[i % len(frames)]
+    return FrameRecord(f.source_id, i, i * 33_333_333, f.unique_id, f.network_size, f.frame_size, f.layers,
+                       image=f.image)
+
+
+def fsync_paths(paths: list[Path]) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+
+def bench_record_cost(frames: list[FrameRecord], workdir: Path, n: int) -> tuple[float, float]:
+    """Median µs per frame: numpy.copy of the frame's bytes, and record() (writer running, 30 fps pace)."""
+    copy_t, rec_t = [], []
+    rec = Recorder(workdir / "cost.h5", queue_size=256)
+    period = 1 / 30
+    t_next = time.perf_counter()
+    for i in range(n):
+        f = frame_at(frames, i)
+        t0 = time.perf_counter()
+        np.copy(f.layers["output0"])
+        np.copy(f.image.data)
+        t1 = time.perf_counter()
+        ok = rec.record(f)
+        t2 = time.perf_counter()
+        copy_t.append(t1 - t0)
+        if ok:
+            rec_t.append(t2 - t1)
+        t_next += period
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+    rec.close()
+    assert rec.stats["dropped_queue_full"] == 0, rec.stats
+    return float(np.median(copy_t) * 1e6), float(np.median(rec_t) * 1e6)
+
+
+def bench_raw_write(frames: list[FrameRecord], path: Path, n: int) -> float:
+    """Seconds to write n frames' bytes (tensor + raw image) sequentially and fsync."""
+    t0 = time.perf_counter()
+    with open(path, "wb") as fh:
+        for i in range(n):
+            f = frames[i % len(frames)]
+            fh.write(memoryview(f.layers["output0"]).cast("B"))
+            fh.write(memoryview(np.ascontiguousarray(f.image.data)).cast("B"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return time.perf_counter() - t0
+
+
+def bench_recorder(frames: list[FrameRecord], path: Path, n: int, **opts) -> tuple[float, int]:
+    """(seconds from the first record() to the last byte fsynced, bytes on disk) for n frames, none dropped."""
+    t0 = time.perf_counter()
+    rec = Recorder(path, drop_when_full=False, queue_size=32, **opts)
+    for i in range(n):
+        rec.record(frame_at(frames, i))
+    rec.close()
+    fsync_paths(rec.paths)
+    dt = time.perf_counter() - t0
+    assert rec.stats["written"] == n and not rec.failed, rec.stats
+    return dt, sum(p.stat().st_size for p in rec.paths)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200, help="frames per throughput run")
+    ap.add_argument("--dir", default=None, help="where to write (default: a temporary folder under ./out)")
+    args = ap.parse_args(argv)
+    base = Path(args.dir or "out")
+    base.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_recorder_", dir=base))
+    try:
+        frames = make_frames(8)
+        tensor_b = frames[0].layers["output0"].nbytes
+        image_b = frames[0].image.data.nbytes
+        print(f"frame: output0 {frames[0].layers['output0'].shape} float32 = {tensor_b / 1e6:.2f} MB, "
+              f"image 640x360x3 = {image_b / 1e6:.2f} MB; writing to {workdir}")
+
+        copy_us, rec_us = bench_record_cost(frames, workdir, 150)
+        print("\n1. caller's cost per frame (median)")
+        print(f"   numpy.copy of the same bytes   {copy_us:9.1f} us")
+        print(f"   Recorder.record()              {rec_us:9.1f} us   ratio {rec_us / copy_us:.3f}x  "
+              f"(target <= 1.5x) {'OK' if rec_us <= 1.5 * copy_us else 'MISSED'}")
+
+        n = args.frames
+        raw_s, rec_s = [], []
+        for rep in range(2):  # interleaved, so page-cache and disk state favour neither
+            raw_s.append(bench_raw_write(frames, workdir / f"raw{rep}.bin", n))
+            rec_s.append(bench_recorder(frames, workdir / f"rec{rep}.h5", n, compression=None,
+                                        image_format="raw")[0])
+            (workdir / f"raw{rep}.bin").unlink()
+            (workdir / f"rec{rep}.h5").unlink()
+        raw_fps, rec_fps = n / min(raw_s), n / min(rec_s)
+        mb = (tensor_b + image_b) / 1e6
+        print(f"\n2. sustained throughput, {n} frames, uncompressed, raw images, fsync included (best of 2)")
+        print(f"   raw sequential write           {raw_fps:7.1f} frames/s  {raw_fps * mb:7.1f} MB/s")
+        print(f"   Recorder                       {rec_fps:7.1f} frames/s  {rec_fps * mb:7.1f} MB/s   "
+              f"ratio {rec_fps / raw_fps:.2f}x (target >= 0.8x) {'OK' if rec_fps >= 0.8 * raw_fps else 'MISSED'}")
+
+        print(f"\n3. compression, {n // 2} frames with JPEG images (default first); bytes per frame on disk")
+        print(f"   {'compression':<12} {'scores':<14} {'MB/frame':>9} {'ratio':>6} {'frames/s':>9}")
+        choices = [None, "lzf", "gzip", "blosc-lz4", "blosc-zstd"]
+        for fp16 in (False, True):
+            data = make_frames(8, fp16_engine=fp16)
+            for c in choices:
+                if c and c.startswith("blosc"):
+                    try:
+                        import hdf5plugin  # noqa: F401
+                    except ImportError:
+                        print(f"   {c:<12} skipped: pip install hdf5plugin")
+                        continue
+                path = workdir / f"c_{c}_{fp16}.h5"
+                dt, size = bench_recorder(data, path, n // 2, compression=c)
+                per = size / (n // 2)
+                base_per = per if c is None else base_per  # noqa: F821 - set on the first (None) row
+                print(f"   {str(c):<12} {'fp16 engine' if fp16 else 'fp32':<14} {per / 1e6:9.3f} "
+                      f"{base_per / per:6.2f} {(n // 2) / dt:9.1f}")
+                path.unlink()
+        print("\n   (" + "; ".join(f"{k}: {v}" for k, v in COMPRESSIONS.items()) + ")")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
