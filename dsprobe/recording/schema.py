@@ -70,7 +70,7 @@ SUPPORTED_DTYPES = ("float32", "float16", "int8", "int32", "int64", "uint8")
 CHUNK_BYTES = 1 << 20
 
 #: Chunk length of the 1-D image byte store /images/data.
-IMAGE_CHUNK_BYTES = 256 << 10
+IMAGE_CHUNK_BYTES = 1 << 20
 
 #: Compression choices: name -> (description, needs hdf5plugin)
 COMPRESSIONS = {

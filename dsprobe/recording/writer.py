@@ -703,6 +703,8 @@ class _LayerSet:
         self.ds.attrs["layer_name"] = name
         self.ds.attrs["unique_id"] = uid
         self.rows_per_chunk = chunks[0] if chunks else 1
+        # one row per chunk and no filters: write chunks directly (as fast as a plain file write)
+        self.direct = bool(chunks) and self.rows_per_chunk == 1 and not opts
         self.pending: list[np.ndarray] = []
         self.count = 0
 
@@ -716,7 +718,11 @@ class _LayerSet:
             return
         n0 = self.count - len(self.pending)
         self.ds.resize((self.count, *self.shape))
-        if self.rows_per_chunk == 1:  # big frames: each row is a whole chunk, write it without stacking
+        if self.direct:  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
+            zeros = (0,) * len(self.shape)
+            for i, arr in enumerate(self.pending):
+                self.ds.id.write_direct_chunk((n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype))
+        elif self.rows_per_chunk == 1:  # big compressed frames: one chunk per row, no stacking copy
             for i, arr in enumerate(self.pending):
                 self.ds[n0 + i] = arr
         else:
