@@ -28,3 +28,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
+
+# Heavy cross-checks (torchvision NMS, OpenCV groupRectangles, Ultralytics YOLOv8 postprocess) in their own venv.
+VENV_VERIFY ?= .venv-verify
+$(VENV_VERIFY)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_VERIFY)
+	$(VENV_VERIFY)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV_VERIFY)/bin/pip install -q ultralytics opencv-python-headless pytest
+	$(VENV_VERIFY)/bin/pip install -q -e '.[onnx]'
+	touch $@
+
+verify: $(VENV_VERIFY)/.installed
+	$(VENV_VERIFY)/bin/python -m pytest -q -m slow tests/verify
+	$(VENV_VERIFY)/bin/python benchmarks/bench_postprocess.py
