@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test verify lab bench clean
+.PHONY: install demo test test-numpy1 verify lab bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,16 @@ $(VENV_VERIFY)/.installed: pyproject.toml
 verify: $(VENV_VERIFY)/.installed
 	$(VENV_VERIFY)/bin/python -m pytest -q -m slow tests/verify
 	$(VENV_VERIFY)/bin/python benchmarks/bench_postprocess.py
+
+# pyds 1.2 (DeepStream 7.1/8.0) needs numpy < 2: the device-side core also runs its tests on numpy 1.26.
+VENV_NP1 ?= .venv-numpy1
+$(VENV_NP1)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_NP1)
+	$(VENV_NP1)/bin/pip install -q "numpy<2" pytest pillow pyyaml
+	$(VENV_NP1)/bin/pip install -q -e .
+	touch $@
+
+test-numpy1: $(VENV_NP1)/.installed
+	$(VENV_NP1)/bin/python -c "import numpy; assert numpy.__version__ < '2', numpy.__version__; print('numpy', numpy.__version__)"
+	$(VENV_NP1)/bin/python -m pytest -q tests/test_nvinfer_config.py tests/test_geometry.py tests/test_detections.py \
+		tests/test_registry.py tests/test_postprocess.py tests/test_deepstream_probe.py tests/test_recording_roundtrip.py
