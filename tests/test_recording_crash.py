@@ -106,7 +106,7 @@ def test_disk_full_stops_cleanly(tmp_path, caplog):
     try:
         path = mnt / "full.h5"
         caplog.set_level(logging.ERROR, logger="dsprobe.recorder")
-        rec = Recorder(path, flush_interval_s=0.02, block_frames=4, image_format="raw")
+        rec = Recorder(path, flush_interval_s=0.02, block_frames=4, image_format="raw", drop_when_full=False)
         accepted = 0
         for n in range(200):  # 40 MB into 12 MiB; the caller never sees an exception
             accepted += rec.record(big_frame(n))
@@ -133,7 +133,7 @@ LIMITED_CHILD = textwrap.dedent("""
     if sys.argv[2] == "no-guard":   # let HDF5 itself meet the I/O error (EFBIG)
         writer._check_space = lambda path, pending: None
     resource.setrlimit(resource.RLIMIT_FSIZE, (8_000_000, 8_000_000))
-    rec = Recorder(sys.argv[1], flush_interval_s=0.02, block_frames=4, images=False)
+    rec = Recorder(sys.argv[1], flush_interval_s=0.02, block_frames=4, images=False, drop_when_full=False)
     for n in range(100):
         rec.record(FrameRecord(0, n, layers={"out": np.full(50_000, n, np.float32)}))
         time.sleep(0.002)

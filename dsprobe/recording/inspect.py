@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dsprobe.recording.reader import Recording, RecordingError, open_recording
-from dsprobe.recording.schema import IMAGE_ENCODINGS
+from dsprobe.recording.schema import IMAGE_ENCODINGS, jsonable
 
 _GEOMETRY_KEYS = ("network_width", "network_height", "network_channels", "maintain_aspect_ratio",
                   "symmetric_padding", "scaling_filter", "net_scale_factor", "offsets", "model_color_format",
@@ -20,7 +20,7 @@ _GEOMETRY_KEYS = ("network_width", "network_height", "network_channels", "mainta
 def summarize(path: str) -> dict[str, Any]:
     """A JSON-serialisable summary of the recording at ``path`` (file, segment series or folder)."""
     with open_recording(path) as rec:
-        return _plain(_summary(rec))
+        return jsonable(_summary(rec))
 
 
 def _summary(rec: Recording) -> dict[str, Any]:
@@ -72,17 +72,6 @@ def _summary(rec: Recording) -> dict[str, Any]:
         "frame_sizes": sorted({(int(w), int(h)) for w, h in zip(f["frame_width"], f["frame_height"])}),
         "recorder_stats": rec.stats,
     }
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars/tuples -> JSON types."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def format_text(s: dict[str, Any]) -> str:

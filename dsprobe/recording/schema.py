@@ -8,7 +8,7 @@ true name is the dataset's ``layer_name`` attribute.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -120,3 +120,18 @@ def layer_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | N
     if row_bytes == 0:
         return None
     return (int(min(4096, max(1, CHUNK_BYTES // row_bytes))), *shape)
+
+
+def jsonable(value: Any) -> Any:
+    """JSON-ready copy of ``value``: numpy scalars/arrays to Python, tuples to lists, other objects to str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -30,7 +30,7 @@ from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
                                       IMAGE_CHUNK_BYTES, SCHEMA_VERSION, compression_options, hdf5_name,
-                                      layer_chunks)
+                                      jsonable, layer_chunks)
 from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
 
 log = logging.getLogger("dsprobe.recorder")
@@ -204,7 +204,7 @@ class Recorder:
         if section in self._stats:
             raise ValueError(f"stats section {section!r} clashes with a recorder counter")
         with self._lock:
-            self._extra_stats.setdefault(section, {}).update(_jsonable(values))
+            self._extra_stats.setdefault(section, {}).update(jsonable(values))
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -496,7 +496,7 @@ class _Segment:
         a["host"] = socket.gethostname()
         a["recording_id"] = rec.recording_id
         a["segment_index"] = index
-        a["notes"] = rec.notes if isinstance(rec.notes, str) else json.dumps(_jsonable(rec.notes or {}))
+        a["notes"] = rec.notes if isinstance(rec.notes, str) else json.dumps(jsonable(rec.notes or {}))
         a["recorder_options"] = json.dumps(rec.options)
         a["software"] = json.dumps({"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
                                     "numpy": np.__version__})
@@ -626,7 +626,7 @@ class _Segment:
         self.pending_frames = self.pending_bytes = 0
 
     def flush(self, stats: dict) -> None:
-        self.f.attrs["stats"] = json.dumps(_jsonable(stats))
+        self.f.attrs["stats"] = json.dumps(jsonable(stats))
         self.f.attrs["frames_committed"] = self.tables["frames"].count
         self.f.flush()
         self.dirty = False
@@ -649,7 +649,7 @@ class _Segment:
         the process lives on. Frames in earlier, closed segments are intact.
         """
         try:
-            self.f.attrs["stats"] = json.dumps(_jsonable(stats))
+            self.f.attrs["stats"] = json.dumps(jsonable(stats))
         except Exception:
             pass
         try:
@@ -792,17 +792,3 @@ def _configs_by_id(value: Any) -> dict[int, NvinferConfig]:
         return {int(k): as_nvinfer_config(v) for k, v in value.items()}
     cfg = as_nvinfer_config(value)
     return {cfg.gie_unique_id: cfg}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
