@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("dsprobe.recording.inspect", "print what a recording holds"),
     "compare": ("dsprobe.compare", "drift between two recordings, layer by layer and box by box"),
     "export-nvinfer": ("dsprobe.export", "print the nvinfer [class-attrs-*] keys of a postprocess spec"),
-    "record-onnx": ("dsprobe.reference.recorder", "record videos through an ONNX model as nvinfer would"),
+    "record-onnx": ("dsprobe.reference.cli", "record videos through an ONNX model as nvinfer would"),
 }
 
 

@@ -1,10 +1,16 @@
-"""Video decoding with PyAV (FFmpeg), interleaved like nvstreammux batches."""
+"""Video decoding with PyAV (FFmpeg), interleaved into batches like nvstreammux.
+
+Frames come out as RGB uint8 ``(H, W, 3)`` at the source resolution (FFmpeg's swscale does the
+YUV -> RGB conversion, BT.601 unless the stream says otherwise), or, for GRAY models, as the decoded
+luma plane ``(H, W, 1)`` untouched (what an NV12 -> GRAY8 conversion keeps). ``pts_ns`` comes from
+the container's timestamps (``frame.pts * time_base``), not from the frame index.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -15,7 +21,7 @@ class VideoError(ValueError):
 
 @dataclass
 class DecodedFrame:
-    """One decoded frame: RGB uint8 HxWx3 at the source resolution, PTS in ns."""
+    """One decoded frame: ``image`` RGB (H, W, 3) or luma (H, W, 1) uint8 at the source resolution."""
 
     source_id: int
     frame_num: int
@@ -23,7 +29,19 @@ class DecodedFrame:
     image: np.ndarray
 
 
-def _av():
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream (``frames`` 0 when unknown)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    frames: int
+    codec: str
+
+
+def _av() -> Any:
     try:
         import av
     except ImportError as exc:  # pragma: no cover - environment dependent
@@ -31,8 +49,7 @@ def _av():
     return av
 
 
-def read_frames(path: str | Path, source_id: int = 0, max_frames: int | None = None) -> Iterator[DecodedFrame]:
-    """Decode ``path`` frame by frame (RGB). Raises VideoError naming the file on any decode problem."""
+def _open(path: str | Path) -> tuple[Path, Any]:
     av = _av()
     p = Path(path)
     if not p.exists():
@@ -40,37 +57,74 @@ def read_frames(path: str | Path, source_id: int = 0, max_frames: int | None = N
     try:
         container = av.open(str(p))
     except Exception as exc:
-        raise VideoError(f"{p}: cannot open video ({exc})") from None
+        raise VideoError(f"{p}: cannot open video ({type(exc).__name__}: {exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{p}: has no video stream")
+    return p, container
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Size, frame rate, frame count and codec of ``path`` without decoding it."""
+    p, container = _open(path)
     try:
-        if not container.streams.video:
-            raise VideoError(f"{p}: has no video stream")
+        s = container.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        return VideoInfo(p, int(s.codec_context.width), int(s.codec_context.height),
+                         float(rate) if rate else 0.0, int(s.frames or 0), str(s.codec_context.name))
+    finally:
+        container.close()
+
+
+def luma_plane(frame: Any) -> np.ndarray:
+    """The decoded Y plane of a planar/semi-planar 8-bit YUV frame as ``(H, W, 1)`` uint8 (values as
+    decoded, limited range for most H.264/H.265); other formats go through swscale's gray."""
+    if frame.format.name in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
+        plane = frame.planes[0]
+        buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        return np.ascontiguousarray(buf[:, :plane.width])[..., None]
+    return frame.to_ndarray(format="gray")[..., None]
+
+
+def read_frames(path: str | Path, source_id: int = 0, max_frames: int | None = None,
+                gray: bool = False) -> Iterator[DecodedFrame]:
+    """Decode ``path`` frame by frame (RGB, or the luma plane with ``gray``).
+
+    Raises VideoError naming the file (and codec, and frame number) on any decode problem.
+    """
+    p, container = _open(path)
+    try:
         stream = container.streams.video[0]
+        codec = stream.codec_context.name
         stream.thread_type = "AUTO"
         n = 0
         try:
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
                     break
-                pts = frame.pts if frame.pts is not None else n
                 tb = frame.time_base or stream.time_base
-                pts_ns = int(round(float(pts * tb) * 1e9)) if tb is not None else n
-                yield DecodedFrame(source_id, n, pts_ns, frame.to_ndarray(format="rgb24"))
+                pts_ns = int(round(float(frame.pts * tb) * 1e9)) if frame.pts is not None and tb else n
+                image = luma_plane(frame) if gray else frame.to_ndarray(format="rgb24")
+                yield DecodedFrame(source_id, n, pts_ns, image)
                 n += 1
-        except VideoError:
-            raise
         except Exception as exc:
-            raise VideoError(f"{p}: decoding failed at frame {n} ({type(exc).__name__}: {exc})") from None
-        if n == 0:
-            raise VideoError(f"{p}: no frames could be decoded (unsupported codec?)")
+            raise VideoError(f"{p}: decoding the {codec} stream failed at frame {n} "
+                             f"({type(exc).__name__}: {exc})") from None
+        if n == 0 and max_frames != 0:
+            raise VideoError(f"{p}: no frame of its {codec} stream could be decoded (unsupported codec or "
+                             "damaged file?)")
     finally:
         container.close()
 
 
-def batches(paths: Sequence[str | Path], batch_size: int, max_frames: int | None = None
-            ) -> Iterator[list[DecodedFrame]]:
-    """Round-robin frames of several videos into batches of up to ``batch_size`` (nvstreammux-like:
-    source_id = index in ``paths``; finished streams drop out)."""
-    iters = [read_frames(p, i, max_frames) for i, p in enumerate(paths)]
+def batches(paths: Sequence[str | Path], batch_size: int, max_frames: int | None = None,
+            gray: bool = False) -> Iterator[list[DecodedFrame]]:
+    """Frames of several videos round-robin into batches of up to ``batch_size``, like nvstreammux
+    with equal-rate file sources: ``source_id`` = index in ``paths``, one frame per source in turn,
+    finished streams drop out, the last batch may be partial."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    iters = [read_frames(p, i, max_frames, gray) for i, p in enumerate(paths)]
     pending: list[DecodedFrame] = []
     active = list(range(len(iters)))
     while active:
