@@ -151,7 +151,10 @@ def plot_frame(frame: Any, dets: Detections | None = None, labels: Sequence[str]
     """A recorded frame (FrameView) with ``dets`` (default: the pipeline's own recorded objects),
     optional ground truth (dashed white) and ``highlight`` (bool mask: boxes drawn thick yellow).
     Returns the figure; ``fig.dsprobe_patches`` holds the detection rectangles drawn."""
-    fig, ax = _axes(ax, (8, 4.5))
+    own = ax is None
+    fig, ax = _axes(ax, (8, 4.8))
+    if own:
+        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.94)
     show_image(ax, frame.image, frame.image_rect, frame.frame_size)
     if gt is not None:
         draw_detections(ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1)

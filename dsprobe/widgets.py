@@ -82,7 +82,7 @@ class FrameBrowser(_Widget):
                                        continuous_update=False, layout=w.Layout(width="600px"))
         self.image = w.Image(format="jpeg", layout=w.Layout(max_width="100%"))
         self.count_text = w.HTML()
-        self.status = w.HTML()
+        self.status = w.HTML(layout=w.Layout(margin="0 0 0 24px"))
         self.stream.observe(self._on_stream, "value")
         self.frame.observe(self._on_frame, "value")
         self.render_seconds = 0.0
