@@ -40,7 +40,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_and_kill(tmp_path, segment_bytes=0):
+def run_and_kill(tmp_path, segment_bytes=0, after_s=0.3):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     path = tmp_path / "crash.h5"
@@ -49,7 +49,7 @@ def run_and_kill(tmp_path, segment_bytes=0):
                             text=True, env=env)
     try:
         assert proc.stdout.readline().strip() == "FLUSHED"
-        time.sleep(0.3)  # mid-write, between flushes, more frames in flight
+        time.sleep(after_s)  # mid-write, between flushes, more frames in flight
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -67,15 +67,17 @@ def check_frames(r):
     np.testing.assert_array_equal(r.read_layer("out")[:, 0, 0], np.arange(len(r)))
 
 
-def test_sigkill_keeps_every_flushed_frame(tmp_path):
-    path = run_and_kill(tmp_path)
+@pytest.mark.parametrize("after_s", [0.05, 0.3])
+def test_sigkill_keeps_every_flushed_frame(tmp_path, after_s):
+    path = run_and_kill(tmp_path, after_s=after_s)
     with open_recording(path) as r:
         assert not r.closed_cleanly
         check_frames(r)
 
 
-def test_sigkill_with_segments_keeps_closed_and_open_segments(tmp_path):
-    run_and_kill(tmp_path, segment_bytes=400_000)
+@pytest.mark.parametrize("after_s", [0.05, 0.3])
+def test_sigkill_with_segments_keeps_closed_and_open_segments(tmp_path, after_s):
+    run_and_kill(tmp_path, segment_bytes=400_000, after_s=after_s)
     files = sorted(tmp_path.glob("crash-*.h5"))
     assert len(files) >= 2
     with open_recording(tmp_path / "crash.h5") as r:

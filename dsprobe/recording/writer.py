@@ -486,7 +486,10 @@ class _Segment:
         self.rec = rec
         self.closed_bytes = closed_bytes
         self.opened = time.monotonic()
-        self.f = h5py.File(path, "w")
+        # built under a temporary name and renamed after its first flush: a kill -9 at any moment never
+        # leaves a half-created file under the recording's name
+        creating = path.with_name(path.name + ".creating")
+        self.f = h5py.File(creating, "w")
         a = self.f.attrs
         from dsprobe import __version__
         a["format"] = FORMAT_NAME
@@ -522,6 +525,7 @@ class _Segment:
         self.pending_bytes = 0
         self.dirty = False
         self.f.flush()
+        os.replace(creating, path)
 
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
         """Buffer one frame's rows; raises _InvalidFrame (before buffering anything) on bad input."""
