@@ -46,8 +46,7 @@ verify: $(VENV_VERIFY)/.installed
 VENV_NP1 ?= .venv-numpy1
 $(VENV_NP1)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_NP1)
-	$(VENV_NP1)/bin/pip install -q "numpy<2" pytest pillow pyyaml
-	$(VENV_NP1)/bin/pip install -q -e .
+	$(VENV_NP1)/bin/pip install -q -e . "numpy<2" pytest pillow pyyaml
 	touch $@
 
 test-numpy1: $(VENV_NP1)/.installed
