@@ -34,7 +34,7 @@ VENV_VERIFY ?= .venv-verify
 $(VENV_VERIFY)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV_VERIFY)
 	$(VENV_VERIFY)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VENV_VERIFY)/bin/pip install -q ultralytics opencv-python-headless pytest
+	$(VENV_VERIFY)/bin/pip install -q ultralytics "opencv-python<5" "opencv-python-headless<5" pytest  # OpenCV 5 dropped groupRectangles
 	$(VENV_VERIFY)/bin/pip install -q -e '.[onnx]'
 	touch $@
 

@@ -72,7 +72,10 @@ def main() -> None:
     try:
         import torch
         import torchvision
-        from ultralytics.utils import ops
+        try:
+        from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
+    except ImportError:
+        from ultralytics.utils.ops import non_max_suppression
     except ImportError as exc:
         print(f"  Ultralytics / torchvision columns: n/a ({exc.name} not installed; run with .venv-verify)")
     else:
@@ -80,7 +83,7 @@ def main() -> None:
         tens = [torch.from_numpy(o[None]) for o in outs]
 
         def ul():
-            return ops.non_max_suppression(tens[next(k) % 8], CONF, IOU, max_det=300)
+            return non_max_suppression(tens[next(k) % 8], CONF, IOU, max_det=300)
 
         def tv():
             o = tens[next(k) % 8][0]
@@ -99,7 +102,7 @@ def main() -> None:
         same = 0
         for o, t in zip(outs, tens):
             ours = pp.with_step("scale", "none").run({"output0": o}, ctx)
-            theirs = ops.non_max_suppression(t, CONF, IOU, max_det=300)[0].numpy()
+            theirs = non_max_suppression(t, CONF, IOU, max_det=300)[0].numpy()
             a = np.lexsort((ours.boxes[:, 0], ours.class_ids))
             b = np.lexsort((theirs[:, 0], theirs[:, 5]))
             same += int(np.array_equal(ours.boxes[a], theirs[b, :4]) and np.array_equal(ours.class_ids[a],
