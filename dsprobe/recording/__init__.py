@@ -1,1 +1,7 @@
-"""HDF5 recordings: the format (schema.py), the background writer (writer.py), the reader (reader.py)."""
+"""HDF5 recordings: the format (schema.py, docs/recording-format.md), the background writer (writer.py),
+the reader (reader.py), ``dsprobe inspect`` (inspect.py)."""
+
+from dsprobe.recording.reader import FrameView, LayerInfo, Recording, RecordingError, open_recording
+from dsprobe.recording.writer import RateLimiter, Recorder
+
+__all__ = ["FrameView", "LayerInfo", "RateLimiter", "Recorder", "Recording", "RecordingError", "open_recording"]
