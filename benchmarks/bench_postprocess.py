@@ -72,10 +72,11 @@ def main() -> None:
     try:
         import torch
         import torchvision
+        import ultralytics.utils as ul_utils
         try:
-        from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
-    except ImportError:
-        from ultralytics.utils.ops import non_max_suppression
+            from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
+        except ImportError:
+            non_max_suppression = ul_utils.ops.non_max_suppression
     except ImportError as exc:
         print(f"  Ultralytics / torchvision columns: n/a ({exc.name} not installed; run with .venv-verify)")
     else:
