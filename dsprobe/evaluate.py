@@ -39,32 +39,55 @@ class GroundTruth:
         return Detections(b[["x1", "y1", "x2", "y2"]].to_numpy(), np.ones(len(b)), b["class_id"].to_numpy(), "frame")
 
 
-def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = None) -> GroundTruth:
+def source_to_frame_scale(source_size: tuple[float, float], frame_size: tuple[int, int],
+                          keep_aspect: bool = False) -> tuple[float, float]:
+    """(sx, sy) mapping source-video pixels to frame (nvstreammux) pixels: stretched by default, or
+    one truncated scale with ``keep_aspect`` (``enable-padding=1``, picture at the top-left)."""
+    from dsprobe.reference.preprocess import muxer_content_size
+
+    sw, sh = source_size
+    if not keep_aspect:
+        return frame_size[0] / sw, frame_size[1] / sh
+    dw, dh = muxer_content_size((int(sw), int(sh)), frame_size)
+    return dw / sw, dh / sh
+
+
+def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = None,
+                      muxer_keep_aspect: bool = False) -> GroundTruth:
     """Load COCO JSON; with ``frame_size`` (muxer width, height) boxes are scaled from each image's
-    width/height to it (nvstreammux scaling without aspect ratio)."""
+    width/height to it (nvstreammux scaling: stretched, or letterboxed at the top-left with
+    ``muxer_keep_aspect``). Images need ``width``/``height`` for that; ``source_id``/``frame_num``
+    or ids ``source_id * 1_000_000 + frame_num`` say which frame they are."""
     p = Path(path)
     try:
         coco = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{p}: cannot read COCO ground truth: {exc}") from None
     for key in ("images", "annotations", "categories"):
-        if key not in coco:
+        if not isinstance(coco.get(key), list):
             raise ValueError(f"{p}: not COCO ground truth (no {key!r} list)")
     imgs = {}
     for im in coco["images"]:
         src = im.get("source_id", im["id"] // 1_000_000)
         fn = im.get("frame_num", im["id"] % 1_000_000)
-        sx = frame_size[0] / im["width"] if frame_size else 1.0
-        sy = frame_size[1] / im["height"] if frame_size else 1.0
+        if frame_size:
+            if not im.get("width") or not im.get("height"):
+                raise ValueError(f"{p}: image {im['id']} has no width/height; they are needed to scale its boxes "
+                                 f"to the {frame_size[0]}x{frame_size[1]} frame")
+            sx, sy = source_to_frame_scale((im["width"], im["height"]), frame_size, muxer_keep_aspect)
+        else:
+            sx = sy = 1.0
         imgs[im["id"]] = (src, fn, sx, sy)
     rows = []
     anns = []
     for a in coco["annotations"]:
+        if a["image_id"] not in imgs:
+            raise ValueError(f"{p}: annotation {a.get('id')} refers to image {a['image_id']}, which is not listed")
         src, fn, sx, sy = imgs[a["image_id"]]
         x, y, w, h = a["bbox"]
         rows.append((frame_image_id(src, fn), src, fn, x * sx, y * sy, (x + w) * sx, (y + h) * sy, a["category_id"]))
         anns.append({**a, "image_id": frame_image_id(src, fn), "bbox": [x * sx, y * sy, w * sx, h * sy],
-                     "area": w * sx * h * sy})
+                     "area": w * sx * h * sy, "iscrowd": a.get("iscrowd", 0)})
     scaled = {"images": [{"id": frame_image_id(s, f), "width": frame_size[0] if frame_size else 0,
                           "height": frame_size[1] if frame_size else 0} for s, f, _, _ in imgs.values()],
               "annotations": anns, "categories": coco["categories"]}

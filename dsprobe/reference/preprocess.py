@@ -160,6 +160,9 @@ def load_mean_file(path: str | Path, width: int, height: int) -> np.ndarray:
         data = p.read_bytes()
     except OSError as exc:
         raise ValueError(f"{p}: cannot read mean-file ({exc})") from None
+    magic = data[:2].decode("latin-1")
+    if magic not in ("P2", "P3", "P5", "P6"):
+        raise ValueError(f"{p}: mean-file must be a PPM/PGM (P2/P3/P5/P6), found magic {magic!r}")
     tokens: list[bytes] = []
     pos = 0
     while len(tokens) < 4:  # magic, width, height, maxval (comments skipped)
@@ -175,9 +178,6 @@ def load_mean_file(path: str | Path, width: int, height: int) -> np.ndarray:
             raise ValueError(f"{p}: mean-file is not a PPM/PGM (truncated header)")
         tokens.append(data[pos:end])
         pos = end
-    magic = tokens[0].decode(errors="replace")
-    if magic not in ("P2", "P3", "P5", "P6"):
-        raise ValueError(f"{p}: mean-file must be a PPM/PGM (P2/P3/P5/P6), found magic {magic!r}")
     w, h = int(tokens[1]), int(tokens[2])
     if (w, h) != (width, height):
         raise ValueError(f"{p}: mean-file is {w}x{h} but the network input is {width}x{height}")

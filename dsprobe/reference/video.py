@@ -61,6 +61,12 @@ def _open(path: str | Path) -> tuple[Path, Any]:
     if not container.streams.video:
         container.close()
         raise VideoError(f"{p}: has no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        tag = getattr(stream, "codec_tag", "") or "unknown"
+        container.close()
+        raise VideoError(f"{p}: this FFmpeg build has no decoder for its video codec ({tag}); re-encode it "
+                         "(e.g. ffmpeg -i in -c:v libx264 out.mp4)")
     return p, container
 
 
