@@ -83,6 +83,7 @@ class CompareReport:
     objects: list[ObjectPairing] = field(default_factory=list)
     detections: DetectionDrift | None = None
     config_differences: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     worst_frames: list[dict[str, Any]] = field(default_factory=list)
     per_frame: pd.DataFrame | None = None
 
@@ -118,6 +119,7 @@ class CompareReport:
             w = self.worst_frames[0]
             lines.append(f"worst frame: source {w['source_id']} frame {w['frame_num']} ({w['layer']} max|d| "
                          f"{w['max_abs']:.4g})")
+        lines += self.notes
         if self.detections is not None:
             d = self.detections
             lines.append(f"detections after the same postprocess ({d.postprocess}): {d.matched} matched (IoU mean "
@@ -310,16 +312,26 @@ def _compare_detections(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarr
     uid = _pgie_uid(a)
     if uid is None:
         return
+    explicit = postprocess is not None
     if postprocess is None:
         cfg = _config_for(a, uid) or _config_for(b, _pgie_uid(b))
         if cfg is None:
+            rep.notes.append("detections not compared: no nvinfer config stored and no postprocess given")
             return
         postprocess = Postprocess.from_nvinfer_config(cfg)
     sel = np.flatnonzero((a.frames["unique_id"].to_numpy()[ra] == uid) & (a.frames["layer_row"].to_numpy()[ra] >= 0)
                          & (b.frames["layer_row"].to_numpy()[rb] >= 0))
-    det_a = postprocess.detections_by_row(a, ra[sel], unique_id=uid)
-    det_b = postprocess.detections_by_row(b, rb[sel], unique_id=int(b.frames["unique_id"].iloc[rb[sel[0]]])) \
-        if len(sel) else {}
+    if not len(sel):
+        return
+    try:
+        det_a = postprocess.detections_by_row(a, ra[sel], unique_id=uid)
+        det_b = postprocess.detections_by_row(b, rb[sel], unique_id=int(b.frames["unique_id"].iloc[rb[sel[0]]]))
+    except PostprocessError as exc:
+        if explicit:
+            raise
+        rep.notes.append(f"detections not compared: the config's default postprocess does not fit these layers "
+                         f"({exc}); pass --postprocess spec.json")
+        return
     dd = DetectionDrift(postprocess=repr(postprocess))
     ious = []
     matched = np.full(len(ra), np.nan)
