@@ -26,8 +26,7 @@ from dsprobe.detections import Detections
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import step_names
 from dsprobe.search import (Reclusterer, SearchResult, _step_defaults, apply_params, get_param, param_owner)
-from dsprobe.viz import (ab_difference, counts_by_stream, figure_jpeg, figure_png, label_of, plot_ab, plot_counts, plot_frame,
-                         plot_heatmap)
+from dsprobe.viz import FrameCanvas, counts_by_stream, figure_png, label_of, plot_ab, plot_counts, plot_heatmap
 
 ALL_CLASSES = -1
 
@@ -86,6 +85,13 @@ class FrameBrowser(_Widget):
         self.stream.observe(self._on_stream, "value")
         self.frame.observe(self._on_frame, "value")
         self.render_seconds = 0.0
+        self._canvases: dict[int, FrameCanvas] = {}
+
+    def canvas(self, ncols: int = 1) -> FrameCanvas:
+        """The reused figure for one panel (or two, A/B)."""
+        if ncols not in self._canvases:
+            self._canvases[ncols] = FrameCanvas(ncols)
+        return self._canvases[ncols]
 
     def _frame_options(self, source_id: int) -> list[tuple[str, int]]:
         g = self._by_stream[source_id]
@@ -164,10 +170,11 @@ class Explorer(FrameBrowser):
         t0 = time.perf_counter()
         v = self.frame_view
         self.detections = v.detections
-        fig = plot_frame(v, self.detections, self.labels, gt=self._gt_for_frame(),
-                         title=f"source {v.source_id} frame {v.frame_num}: recorded detections")
-        self.num_patches = len(fig.dsprobe_patches)
-        self.image.value = figure_jpeg(fig)
+        canvas = self.canvas(1)
+        drawn = canvas.draw(v, [(self.detections, None, f"source {v.source_id} frame {v.frame_num}: recorded "
+                                                         "detections")], self.labels, gt=self._gt_for_frame())
+        self.num_patches = len(drawn[0])
+        self.image.value = canvas.jpeg()
         rec_det = int(self.rec.frames.at[v.row, "num_detections"])
         self.count_text.value = (f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> recorded '
                                  f'detections{"" if rec_det else " (none recorded on this frame)"}')
@@ -388,18 +395,20 @@ class Tuner(FrameBrowser):
             return
         self._set_status(self._describe())
         if self.detections_b is not None:
-            fig = plot_ab(v, self.detections, self.detections_b, self.labels)
+            canvas = self.canvas(2)
+            fig = plot_ab(v, self.detections, self.detections_b, self.labels, canvas=canvas)
             self.num_patches = len(fig.dsprobe_patches[0])
-            only = int(sum(m.sum() for m in ab_difference(self.detections, self.detections_b)))
+            only = int(sum(m.sum() for m in fig.dsprobe_only))
             text = (f'A: <b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes &middot; '
                     f'B: <b><span class="dsprobe-count-b">{len(self.detections_b)}</span></b> boxes &middot; '
                     f'{only} differ (yellow)')
         else:
-            fig = plot_frame(v, self.detections, self.labels, gt=self._gt_for_frame(),
-                             title=f"source {v.source_id} frame {v.frame_num}")
-            self.num_patches = len(fig.dsprobe_patches)
+            canvas = self.canvas(1)
+            drawn = canvas.draw(v, [(self.detections, None, f"source {v.source_id} frame {v.frame_num}")],
+                                self.labels, gt=self._gt_for_frame())
+            self.num_patches = len(drawn[0])
             text = f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes on this frame'
-        self.image.value = figure_jpeg(fig)
+        self.image.value = canvas.jpeg()
         self.count_text.value = text
         self.render_seconds = time.perf_counter() - t0
         if self.show_counts:

@@ -138,3 +138,23 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     with pytest.raises(ImportError, match=r"pip install 'dsprobe\[notebook\]'"):
         viz.new_figure()
+
+
+def test_frame_canvas_redraws_only_the_boxes_and_matches_a_full_draw():
+    f = fake_frame()
+    a = Detections([[10, 20, 110, 220], [500, 300, 700, 400]], [0.8, 0.5], [0, 2], "frame")
+    b = a[[0]]
+    canvas = viz.FrameCanvas()
+    first = canvas.draw(f, [(a, None, "two")], ["a", "b", "c"])
+    assert len(first[0]) == 2 and canvas.full_draws == 1
+    drawn = canvas.draw(f, [(b, np.array([True]), "one")], ["a", "b", "c"])  # same frame: picture reused
+    assert canvas.full_draws == 1 and len(drawn[0]) == 1
+    assert drawn[0][0].get_edgecolor() == matplotlib.colors.to_rgba(viz.HIGHLIGHT)
+    assert len(canvas.axes[0].patches) == 1  # the first draw's boxes are gone
+    blitted = canvas.rgb().astype(int)
+    fresh = viz.FrameCanvas()
+    fresh.draw(f, [(b, np.array([True]), "one")], ["a", "b", "c"])
+    assert np.abs(blitted - fresh.rgb().astype(int)).max() <= 2  # same picture as drawing from scratch
+    canvas.draw(fake_frame(frame_num=4), [(a, None, "next")])
+    assert canvas.full_draws == 2
+    assert canvas.jpeg()[:2] == b"\xff\xd8"
