@@ -11,14 +11,13 @@ per-object vectors (embeddings) as user meta readable with :func:`read_vector_us
 from __future__ import annotations
 
 import ctypes
-import time
 from typing import Any, Iterable
 
 import numpy as np
 
 from dsprobe.deepstream import bindings
 from dsprobe.deepstream.meta import frame_metas, network_size, object_metas, read_tensor_meta, rect_of, tensor_metas
-from dsprobe.deepstream.probe import ProbeHandle, ProbeStats, find_muxer_size, resolve_pad
+from dsprobe.deepstream.probe import PadProbe, ProbeHandle, ProbeStats, attach, find_muxer_size
 from dsprobe.detections import Detections
 from dsprobe.types import UNTRACKED_OBJECT_ID
 
@@ -68,7 +67,7 @@ def _copy_vector(pyds: Any) -> Any:
     return copy
 
 
-class PostprocessProbe:
+class PostprocessProbe(PadProbe):
     """The live postprocess pad-probe callback (testable without GStreamer)."""
 
     def __init__(self, postprocess: Any, *, unique_id: int | None = None, component_id: int | None = None,
@@ -92,17 +91,6 @@ class PostprocessProbe:
         self.objects_added = 0
         self._callbacks_set = False
         self._vector_type: Any = None
-
-    def __call__(self, pad: Any, info: Any, user_data: Any = None) -> Any:
-        Gst = bindings.gst()
-        t0 = time.perf_counter()
-        try:
-            self._batch(info)
-        except Exception as exc:
-            self.stats.error(type(exc).__name__, exc)
-        self.stats.batches += 1
-        self.stats.time(time.perf_counter() - t0)
-        return Gst.PadProbeReturn.OK
 
     def _batch(self, info: Any) -> None:
         pyds = bindings.pyds()
@@ -207,10 +195,6 @@ def attach_postprocess(target: Any, postprocess: Any, **options: Any) -> ProbeHa
     nvstreammux when possible), ``labels``, ``draw``, ``keypoints``, ``vectors``.
     Call ``pyds.unset_callback_funcs()`` before exit when ``vectors=True`` (pyds requirement).
     """
-    Gst = bindings.gst()
     if options.get("muxer_size") is None:
         options["muxer_size"] = find_muxer_size(target)
-    probe = PostprocessProbe(postprocess, **options)
-    pad = resolve_pad(target)
-    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe, None)
-    return ProbeHandle(pad, probe_id, probe.stats, probe)
+    return attach(target, PostprocessProbe(postprocess, **options))

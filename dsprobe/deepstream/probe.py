@@ -8,6 +8,7 @@ returns ``Gst.PadProbeReturn.OK``.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import os
@@ -161,8 +162,43 @@ class FrameGrabber:
         return np.array(frame_full[y0:y1, x0:x1], copy=True)
 
 
-class RecorderProbe:
-    """The probe callback (a plain callable, so it is testable without GStreamer)."""
+class PadProbe(abc.ABC):
+    """Base of dsprobe's pad-probe callbacks: times each batch, counts errors, always returns OK.
+
+    Subclasses implement ``_batch(info)``; ``_after_batch()`` runs after the timing is recorded."""
+
+    stats: ProbeStats
+
+    def __call__(self, pad: Any, info: Any, user_data: Any = None) -> Any:
+        Gst = bindings.gst()
+        t0 = time.perf_counter()
+        try:
+            self._batch(info)
+        except Exception as exc:  # never into the pipeline
+            self.stats.error(type(exc).__name__, exc)
+        self.stats.batches += 1
+        self.stats.time(time.perf_counter() - t0)
+        self._after_batch()
+        return Gst.PadProbeReturn.OK
+
+    @abc.abstractmethod
+    def _batch(self, info: Any) -> None:
+        """Handle one batch (GstBuffer in ``info``)."""
+
+    def _after_batch(self) -> None:
+        """Hook after each batch (default: nothing)."""
+
+
+def attach(target: Any, probe: PadProbe) -> ProbeHandle:
+    """Add ``probe`` as a buffer probe on ``target`` (a pad, or an element's src pad)."""
+    Gst = bindings.gst()
+    pad = resolve_pad(target)
+    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe, None)
+    return ProbeHandle(pad, probe_id, probe.stats, probe)
+
+
+class RecorderProbe(PadProbe):
+    """The recording probe callback (a plain callable, so it is testable without GStreamer)."""
 
     def __init__(self, recorder: Any, *, unique_ids: Iterable[int] | None = None, images: bool = True,
                  object_crops: bool = False, image_max_size: int | None = None, muxer_size: tuple[int, int] | None = None,
@@ -183,20 +219,11 @@ class RecorderProbe:
         self._last_stats = 0.0
         self._seen_tensor_meta = False
 
-    def __call__(self, pad: Any, info: Any, user_data: Any = None) -> Any:
-        Gst = bindings.gst()
-        t0 = time.perf_counter()
-        try:
-            self._batch(info)
-        except Exception as exc:  # never into the pipeline
-            self.stats.error(type(exc).__name__, exc)
-        dt = time.perf_counter() - t0
-        self.stats.batches += 1
-        self.stats.time(dt)
-        if t0 - self._last_stats >= self.stats_every_s:
-            self._last_stats = t0
+    def _after_batch(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_stats >= self.stats_every_s:
+            self._last_stats = now
             self._push_stats()
-        return Gst.PadProbeReturn.OK
 
     def _push_stats(self) -> None:
         try:
@@ -317,10 +344,6 @@ def attach_recorder(target: Any, recorder: Any, **options: Any) -> ProbeHandle:
     keep), ``images``, ``object_crops``, ``image_max_size``, ``muxer_size`` (found from the pipeline's
     nvstreammux when possible), ``record_detections``, ``layers``, ``jetson``.
     """
-    Gst = bindings.gst()
     if options.get("muxer_size") is None:
         options["muxer_size"] = find_muxer_size(target)
-    probe = RecorderProbe(recorder, **options)
-    pad = resolve_pad(target)
-    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe, None)
-    return ProbeHandle(pad, probe_id, probe.stats, probe)
+    return attach(target, RecorderProbe(recorder, **options))
