@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -98,7 +98,12 @@ def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = Non
 
 @dataclass
 class EvalResult:
-    """mAP@0.5, mAP@0.5:0.95, per-class AP@0.5, and precision/recall curves per class (IoU 0.5)."""
+    """COCO-style scores (pycocotools, area range all, up to 1000 detections per frame): mAP@0.5,
+    mAP@0.5:0.95, per-class AP@0.5 and AP@0.5:0.95, and precision/recall curves per class (IoU 0.5).
+
+    A class with no ground truth in the evaluated frames is not scored: its AP is NaN and it is left
+    out of the means (as pycocotools does); a class with ground truth and no detection scores 0.
+    """
 
     map50: float
     map50_95: float
@@ -106,9 +111,10 @@ class EvalResult:
     pr_curves: dict[str, tuple[np.ndarray, np.ndarray]]
     num_images: int
     num_detections: int
+    per_class_ap50_95: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        per = ", ".join(f"{k} {v:.3f}" for k, v in self.per_class_ap50.items())
+        per = ", ".join(f"{k} {v:.3f}" if v == v else f"{k} n/a" for k, v in self.per_class_ap50.items())
         return (f"mAP@0.5 {self.map50:.3f}  mAP@0.5:0.95 {self.map50_95:.3f}  "
                 f"({self.num_images} frames, {self.num_detections} detections; AP@0.5 per class: {per})")
 
@@ -128,10 +134,11 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
     idset = set(ids)
     coco_gt = coco_ground_truth(gt, ids)
     res = coco_results(detections, idset)
-    if not res:
-        names = {c["id"]: c["name"] for c in gt.coco["categories"]}
-        return EvalResult(0.0, 0.0, {names[c["id"]]: 0.0 for c in sorted(gt.coco["categories"], key=lambda c: c["id"])},
-                          {}, len(ids), 0)
+    if not res:  # nothing detected: every class with ground truth scores 0
+        present = {a["category_id"] for a in coco_gt.dataset["annotations"]}
+        cats = sorted(gt.coco["categories"], key=lambda c: c["id"])
+        per = {c["name"]: 0.0 if c["id"] in present else float("nan") for c in cats}
+        return EvalResult(0.0, 0.0, per, {}, len(ids), 0, dict(per))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(res)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
@@ -139,7 +146,6 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
         ev.params.maxDets = [1, 10, 1000]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
     return eval_result(ev, gt, len(ids), len(res))
 
 
@@ -173,17 +179,19 @@ def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) 
     names = {c["id"]: c["name"] for c in gt.coco["categories"]}
     prec = ev.eval["precision"]  # [T, R, K, A, M]
     rec_thr = ev.params.recThrs
-    per_class, curves = {}, {}
+    per_class, per_class_all, curves = {}, {}, {}
     for k, cid in enumerate(ev.params.catIds):
         p = prec[0, :, k, 0, -1]
         valid = p > -1
-        per_class[names[cid]] = float(p[valid].mean()) if valid.any() else 0.0
+        per_class[names[cid]] = float(p[valid].mean()) if valid.any() else float("nan")
+        pk = prec[:, :, k, 0, -1]
+        per_class_all[names[cid]] = float(pk[pk > -1].mean()) if (pk > -1).any() else float("nan")
         curves[names[cid]] = (rec_thr[valid], p[valid])
     p50 = prec[0, :, :, 0, -1]
     pall = prec[:, :, :, 0, -1]
     return EvalResult(float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
                       float(pall[pall > -1].mean()) if (pall > -1).any() else 0.0,
-                      per_class, curves, num_images, num_detections)
+                      per_class, curves, num_images, num_detections, per_class_all)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
