@@ -121,11 +121,16 @@ def main(argv: list[str] | None = None) -> int:
               f"(target <= 1.5x) {'OK' if rec_us <= 1.5 * copy_us else 'MISSED'}")
 
         n = args.frames
-        raw_s, rec_s = [], []
+        raw_s, rec_s, raw_cpu, rec_cpu = [], [], [], []
         for rep in range(args.reps):  # interleaved, so page-cache and disk state favour neither
+            c0 = time.process_time()
             raw_s.append(bench_raw_write(frames, workdir / f"raw{rep}.bin", n))
+            c1 = time.process_time()
             rec_s.append(bench_recorder(frames, workdir / f"rec{rep}.h5", n, compression=None,
                                         image_format="raw")[0])
+            c2 = time.process_time()
+            raw_cpu.append(c1 - c0)
+            rec_cpu.append(c2 - c1)
             (workdir / f"raw{rep}.bin").unlink()
             (workdir / f"rec{rep}.h5").unlink()
         ratios = sorted(r / w for r, w in zip(raw_s, rec_s))
@@ -139,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {ratio:.2f}x (target >= 0.8x) {'OK' if ratio >= 0.8 else 'MISSED'}")
         print(f"   per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs (other processes skew single runs)")
+        print(f"   CPU time per frame (all threads, load-independent): raw {np.median(raw_cpu) / n * 1e3:.2f} ms, "
+              f"Recorder {np.median(rec_cpu) / n * 1e3:.2f} ms, ratio raw/Recorder "
+              f"{np.median(raw_cpu) / np.median(rec_cpu):.2f}x")
 
         print(f"\n3. compression, {n // 2} frames with JPEG images (default first); bytes per frame on disk")
         print(f"   {'compression':<12} {'scores':<14} {'MB/frame':>9} {'ratio':>6} {'frames/s':>9}")
