@@ -191,6 +191,16 @@ def test_pre_encoded_image_is_stored_as_is_and_images_off(tmp_path):
         assert r[0].image is None and not r.frames["has_image"].any()
 
 
+def test_odd_layer_names_round_trip(tmp_path):
+    names = ["", ".", "..", "/model.22/Concat_5_output_0", "a%2Fb", "%", "output:0", "ünï cødé", "x" * 300]
+    path = tmp_path / "names.h5"
+    with Recorder(path, images=False) as rec:
+        rec.record(FrameRecord(0, 0, layers={n: np.full(2, i, np.int32) for i, n in enumerate(names)}))
+    with open_recording(path) as r:
+        assert set(r.layers) == set(names)
+        assert {n: int(t[0]) for n, t in r[0].tensors.items()} == {n: i for i, n in enumerate(names)}
+
+
 def test_layer_selection_applies_to_frames_and_objects(tmp_path):
     path = tmp_path / "sel.h5"
     with Recorder(path, layers=["keep", "emb"], images=False) as rec:

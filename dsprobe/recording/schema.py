@@ -85,7 +85,9 @@ COMPRESSIONS = {
 def hdf5_name(layer_name: str) -> str:
     """HDF5 link name for a layer: percent-encoded so ``/`` and ``.`` names are safe; reversible."""
     q = quote(layer_name, safe="")
-    return q.replace(".", "%2E") if q in ("", ".", "..") else (q or "%")
+    if q in (".", ".."):
+        return q.replace(".", "%2E")
+    return q or "%"  # "%" alone never comes out of quote(): it stands for the empty name
 
 
 def layer_name_of(h5name: str) -> str:
