@@ -1,8 +1,14 @@
 """Clustering steps: nvinfer's cluster modes (exact where the source is public) and common extras.
 
 All work on Detections in any space and return them ordered as nvinfer emits: class by class
-(0, 1, ...), within a class by descending confidence. Per-class params accept a scalar or a list
-indexed by class id (``nvinfer_semantics.md`` §3).
+(0, 1, ...), within a class by descending confidence (see :func:`topk_per_class` for the one
+exception). Per-class params accept a scalar or a list indexed by class id
+(``nvinfer_semantics.md`` §3).
+
+A box ``x1, y1, x2, y2`` stands for the nvinfer object a C++ parser would emit from those corners:
+``left = x1, top = y1, width = float32(x2 - x1), height = float32(y2 - y1)``; nvinfer's IoU then uses
+``left + width`` (float32) as the right edge. Every function here computes in that convention, so
+the results are bit-identical to nvinfer's loops on the same objects.
 """
 
 from __future__ import annotations
@@ -27,21 +33,34 @@ def per_class(value: PerClass, class_id: int, name: str) -> float:
     return seq[class_id]
 
 
+def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.float32) -> np.ndarray:
+    """Per-detection values of a scalar-or-per-class param (a list is indexed by class id)."""
+    if np.ndim(value) == 0:
+        return np.full(len(class_ids), value, dtype)
+    arr = np.asarray(value, dtype)
+    if len(class_ids) and class_ids.max() >= len(arr):
+        raise ValueError(f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs")
+    return arr[class_ids]
+
+
 def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise IoU of broadcastable ``(..., 4)`` x1y1x2y2 boxes in float32, exactly as nvinfer's
-    ``computeIoU``: no +1 pixel, ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
+    ``computeIoU`` on ``left, top, width, height`` objects: right edge ``left + width``, no +1 pixel,
+    ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    aw, ah = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
+    bw, bh = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+
     def overlap(a0, a1, b0, b1):
         swap = a0 > b0
         lo0, lo1 = np.where(swap, b0, a0), np.where(swap, b1, a1)
         hi0, hi1 = np.where(swap, a0, b0), np.where(swap, a1, b1)
         return np.where(lo1 < hi0, np.float32(0), np.minimum(lo1, hi1) - hi0)
 
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    inter = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2]) * overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
+    inter = overlap(a[..., 0], a[..., 0] + aw, b[..., 0], b[..., 0] + bw) * \
+        overlap(a[..., 1], a[..., 1] + ah, b[..., 1], b[..., 1] + bh)
+    union = aw * ah + bw * bh - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
 
@@ -57,6 +76,11 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     return iou_pairs(b[:, None, :], b[None, :, :])
 
 
+def _suppresses(iou: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
+    """nvinfer keeps a box while ``IoU <= thr`` (so a NaN IoU suppresses, as in its loop)."""
+    return ~(iou <= thr)
+
+
 def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matrix_limit: int = 3000) -> np.ndarray:
     """Indices kept by greedy NMS: stable sort by descending score (ties keep input order), a box is
     suppressed when its IoU with a kept box is ``> iou_threshold``. Up to ``matrix_limit`` boxes the
@@ -68,7 +92,7 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matr
     keep = []
     thr = np.float32(iou_threshold)
     if n <= matrix_limit:
-        suppress = iou_matrix(b) > thr
+        suppress = _suppresses(iou_matrix(b), thr)
         for i in range(n):
             if alive[i]:
                 keep.append(i)
@@ -80,7 +104,7 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matr
         keep.append(i)
         rest = np.flatnonzero(alive[i + 1:]) + i + 1
         if len(rest):
-            alive[rest[iou_one_to_many(b[i], b[rest]) > thr]] = False
+            alive[rest[_suppresses(iou_one_to_many(b[i], b[rest]), thr)]] = False
     return order[np.asarray(keep, dtype=np.intp)]
 
 
@@ -89,29 +113,28 @@ def _by_class(dets: Detections):
         yield int(c), np.flatnonzero(dets.class_ids == c)
 
 
-def _top(idx: np.ndarray, scores: np.ndarray, topk: int) -> np.ndarray:
-    """Stable sort by descending score, then the first ``topk`` (-1 = all, 0 = none)."""
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
-    return idx if topk < 0 else idx[:topk]
+#: above this many candidates NMS builds one IoU matrix per class instead of one for all (memory)
+ONE_PASS_LIMIT = 3000
 
 
 @register("cluster", "nms")
 def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerClass = 0.3,
         post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1) -> Detections:
-    """nvinfer cluster-mode=2: per class greedy NMS (suppress IoU > thr), then ``conf > post`` (strict),
-    then the top-k per class (-1 unlimited, 0 none). Defaults are nvinfer's. Output class by class,
-    each by descending confidence.
+    """nvinfer cluster-mode=2: per class greedy NMS (stable sort by confidence, suppress IoU > thr),
+    then ``conf > post`` (strict), then the top-k per class (-1 unlimited, 0 none). Defaults are
+    nvinfer's. Output class by class, each by descending confidence.
 
-    All classes are done in one pass over one IoU matrix masked to same-class pairs (the values are
-    nvinfer's per-pair float32 IoU, so the result equals the per-class loop)."""
+    All classes are done in one pass: the IoU of every same-class pair (nvinfer's float32 formula) in
+    one vectorised call, then one greedy sweep over the class-then-score order, so the result equals
+    nvinfer's per-class loop bit for bit."""
     n = len(dets)
     if n == 0:
         return dets
-    if n > 3000:  # memory: fall back to per-class matrices
+    if n > ONE_PASS_LIMIT:
         kept = []
         for c, idx in _by_class(dets):
-            k = idx[greedy_nms(dets.boxes[idx], dets.scores[idx], per_class(iou_threshold, c, "iou_threshold"))]
-            kept.append(k)
+            kept.append(idx[greedy_nms(dets.boxes[idx], dets.scores[idx],
+                                       per_class(iou_threshold, c, "iou_threshold"))])
         keep = np.concatenate(kept)
     else:
         order = np.lexsort((-dets.scores, dets.class_ids))  # class, then score desc; stable
@@ -122,8 +145,8 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
         sizes = np.searchsorted(cls, cls, side="right") - starts
         rows = np.repeat(np.arange(n), sizes)
         cols = np.repeat(starts, sizes) + (np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-        thr = _values(iou_threshold, cls, "iou_threshold")
-        hit = iou_pairs(boxes[rows], boxes[cols]) > thr[rows]
+        thr = per_row(iou_threshold, cls, "iou_threshold")
+        hit = _suppresses(iou_pairs(boxes[rows], boxes[cols]), thr[rows])
         suppress = np.zeros((n, n), bool)
         suppress[rows[hit], cols[hit]] = True
         alive = np.ones(n, bool)
@@ -134,44 +157,43 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
                 alive &= ~suppress[i]
         keep = order[np.asarray(k, dtype=np.intp)]
     c = dets.class_ids[keep]
-    keep = keep[dets.scores[keep] > _values(post_cluster_threshold, c, "post_cluster_threshold")]
-    return dets[_topk_per_class(keep, dets, topk)]
+    keep = keep[dets.scores[keep] > per_row(post_cluster_threshold, c, "post_cluster_threshold")]
+    return dets[topk_per_class(keep, dets, topk)]
 
 
-def _values(value: PerClass, class_ids: np.ndarray, name: str) -> np.ndarray:
-    """float32 per-row values of a scalar-or-per-class param."""
-    if np.ndim(value) == 0:
-        return np.full(len(class_ids), value, np.float32)
-    arr = np.asarray(value, np.float32)
-    if len(class_ids) and class_ids.max() >= len(arr):
-        raise ValueError(f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs")
-    return arr[class_ids]
+def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass) -> np.ndarray:
+    """nvinfer's ``filterTopKOutputs`` per class, classes in ascending order: a stable sort by
+    descending confidence, then the first ``topk`` (-1 = all, 0 = none).
 
-
-def _topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass) -> np.ndarray:
-    """``idx`` ordered class by class (stable, by descending score), cut to top-k per class."""
-    idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]
+    (With ``topk < 0`` nvinfer returns without sorting, so mode 4 / DBSCAN classes keep the parser's
+    order there; dsprobe sorts them too: the same objects, in the order NMS gives.)"""
+    idx = np.asarray(idx, np.intp)
+    idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]  # stable: ties keep the order of idx
     c = dets.class_ids[idx]
-    k = np.asarray(_values(topk, c, "topk"), np.int64)
-    start = np.searchsorted(c, c, side="left")
-    rank = np.arange(len(idx)) - start
+    k = np.asarray(per_row(topk, c, "topk"), np.int64)
+    rank = np.arange(len(idx)) - np.searchsorted(c, c, side="left")
     return idx[(k < 0) | (rank < k)]
 
 
 @register("cluster", "none")
 def no_clustering(dets: Detections, ctx: StepContext | None = None, *, topk: PerClass = -1) -> Detections:
-    """nvinfer cluster-mode=4: per class, top-k only; no post-cluster threshold."""
-    return dets[_topk_per_class(np.arange(len(dets)), dets, topk)]
+    """nvinfer cluster-mode=4 (``fillUnclusteredOutput``): split by class, top-k per class only; no
+    post-cluster threshold."""
+    return dets[topk_per_class(np.arange(len(dets)), dets, topk)]
 
 
 @register("cluster", "group_rectangles")
 def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_threshold: PerClass = 0,
                      eps: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, opencv_build: bool = False
                      ) -> Detections:
-    """nvinfer cluster-mode=0. In builds without OpenCV (DeepStream >= 6.0 default) nvinfer replaces it
-    by NMS with IoU 0.5 and top-20 per class (post-cluster threshold kept). With ``opencv_build=True``:
-    ``cv::groupRectangles`` per class on int-truncated rects (only if group_threshold > 0), every
-    output confidence set to -0.1."""
+    """nvinfer cluster-mode=0.
+
+    * ``opencv_build=False`` (nvinfer built without OpenCV, the default since DeepStream 6.0): nvinfer
+      silently runs NMS with IoU 0.5 and top-20 per class instead (post-cluster threshold kept).
+    * ``opencv_build=True``: ``cv::groupRectangles(rects, group_threshold, eps)`` per class on
+      ``cv::Rect(int(left), int(top), int(width), int(height))`` (C truncation; only when
+      group_threshold > 0; eps is the config's float32 value); every output confidence is -0.1 and
+      neither the post-cluster threshold nor top-k is applied. The output loses keypoints/vectors."""
     if not opencv_build:
         return nms(dets, ctx, iou_threshold=0.5, post_cluster_threshold=post_cluster_threshold, topk=20)
     out_b, out_c = [], []
@@ -180,7 +202,7 @@ def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_
         b = dets.boxes[idx]
         rects = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1).astype(np.int64)
         if g > 0:
-            rects = cv_group_rectangles(rects, g, float(per_class(eps, c, "eps")))
+            rects = cv_group_rectangles(rects, g, float(np.float32(per_class(eps, c, "eps"))))
         out_b.append(rects)
         out_c.append(np.full(len(rects), c, np.int32))
     if not out_b:
@@ -193,9 +215,11 @@ def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_
 def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> np.ndarray:
     """OpenCV ``groupRectangles`` semantics on (N, 4) int x, y, w, h rects (our own implementation).
 
-    Similarity: every edge within ``delta = eps * (min(w1,w2) + min(h1,h2)) / 2``; clusters are the
-    transitive closure; each becomes the rounded mean; clusters with ``n <= group_threshold`` are
-    dropped, and so are clusters inside a bigger, stronger one (OpenCV's inner-rect rule).
+    Similarity: every edge within ``delta = eps * (min(w1,w2) + min(h1,h2)) / 2`` (double); clusters
+    are the transitive closure (``cv::partition``, numbered by their first member); each becomes the
+    mean ``round(float32(sum) * (1.f / n))`` (half to even, as cvRound); clusters with
+    ``n <= group_threshold`` are dropped, and so is a cluster inside another surviving one expanded
+    by ``round(eps * w2), round(eps * h2)`` when ``n2 > max(3, n1) or n1 < 3``. Output in cluster order.
     """
     n = len(rects)
     if group_threshold <= 0 or n == 0:
@@ -250,21 +274,30 @@ def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> 
 def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 0.0, min_boxes: PerClass = 0,
            min_score: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1,
            then_nms: bool = False, iou_threshold: PerClass = 0.3) -> Detections:
-    """APPROXIMATION of nvinfer cluster-mode=1 (and 3 with ``then_nms=True``). The real clustering is
-    closed source (libnvds_dbscan); this uses the same parameters with documented, public semantics:
-    neighbours are boxes with ``1 - IoU <= eps``; a core box has >= ``min_boxes`` neighbours; each
-    cluster whose summed confidence >= ``min_score`` becomes the confidence-weighted mean box with the
-    cluster's max confidence. Mode 1 then keeps ``conf >= post`` and top-k; mode 3 runs :func:`nms`.
-    Clustering only runs when min_boxes > 0 (as in nvinfer)."""
+    """APPROXIMATION of nvinfer cluster-mode=1 (and 3 with ``then_nms=True``).
+
+    The clustering itself is closed source (``libnvds_dbscan``, ``NvDsInferDBScanCluster``), so its
+    output cannot be reproduced; only what surrounds it is exact. This uses the same parameters with
+    public DBSCAN semantics: neighbours are same-class boxes with ``1 - IoU <= eps`` (a box is its own
+    neighbour); a core box has >= ``min_boxes`` neighbours; clusters grow from core boxes visited by
+    descending confidence; a cluster whose summed confidence >= ``min_score`` becomes the
+    confidence-weighted mean box with the cluster's max confidence; boxes in no cluster are dropped.
+    nvinfer's ATHR filter (sqrt(area)/n > 60) is not modelled.
+
+    Exact parts (as nvinfer): clustering runs only for classes with ``min_boxes > 0`` (others pass
+    unchanged); mode 1 then keeps ``conf >= post_cluster_threshold`` (non-strict, unlike NMS) and
+    top-k per class; mode 3 (``then_nms``) runs :func:`nms` with ``iou_threshold``, post-cluster
+    threshold and top-k."""
     parts = []
     for c, idx in _by_class(dets):
         mb = int(per_class(min_boxes, c, "min_boxes"))
         if mb <= 0:
-            parts.append(dets[idx])
+            parts.append(Detections(dets.boxes[idx], dets.scores[idx], dets.class_ids[idx], dets.space))
             continue
         b, s = dets.boxes[idx], dets.scores[idx]
         e = float(per_class(eps, c, "eps"))
-        neigh = np.stack([1 - iou_one_to_many(b[i], b) <= e for i in range(len(b))])
+        neigh = 1 - iou_matrix(b) <= e
+        np.fill_diagonal(neigh, True)
         core = neigh.sum(1) >= mb
         label = -np.ones(len(b), np.int64)
         nl = 0
@@ -294,11 +327,8 @@ def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 
     merged = Detections.concatenate(parts) if parts else Detections.empty(dets.space)
     if then_nms:
         return nms(merged, ctx, iou_threshold=iou_threshold, post_cluster_threshold=post_cluster_threshold, topk=topk)
-    kept = []
-    for c, idx in _by_class(merged):
-        k = idx[merged.scores[idx] >= np.float32(per_class(post_cluster_threshold, c, "post_cluster_threshold"))]
-        kept.append(_top(k, merged.scores, int(per_class(topk, c, "topk"))))
-    return merged[np.concatenate(kept) if kept else np.zeros(0, np.intp)]
+    keep = np.flatnonzero(merged.scores >= per_row(post_cluster_threshold, merged.class_ids, "post_cluster_threshold"))
+    return merged[topk_per_class(keep, merged, topk)]
 
 
 @register("cluster", "agnostic_nms")

@@ -1,5 +1,11 @@
 """Filter steps: nvinfer's pre-cluster threshold (network space, before clustering) and its
-frame-space object filters (after scaling), ``nvinfer_semantics.md`` §1.6 and §3."""
+object filters (after mapping to the frame), ``nvinfer_semantics.md`` §1.6 and §3.
+
+nvinfer applies the object filters to ``left, top, width, height`` float32 rects;
+:func:`nvinfer_object_filter` does exactly that on rect arrays. A box ``x1, y1, x2, y2`` stands for
+the rect ``x1, y1, float32(x2 - x1), float32(y2 - y1)`` and a rect becomes the box
+``left, top, float32(left + width), float32(top + height)`` (:func:`rects_to_boxes`).
+"""
 
 from __future__ import annotations
 
@@ -8,32 +14,79 @@ from typing import Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.cluster import PerClass
+from dsprobe.postprocess.cluster import PerClass, per_row
 from dsprobe.postprocess.registry import StepContext, register
 
+_lookup = per_row  # older name, kept for callers (dsprobe.search)
 
-def _lookup(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.float32) -> np.ndarray:
-    """Per-detection values of a scalar-or-per-class param (a list is indexed by class id)."""
-    if np.ndim(value) == 0:
-        return np.full(len(class_ids), value, dtype)
-    arr = np.asarray(value, dtype)
-    if len(class_ids) and class_ids.max() >= len(arr):
-        raise ValueError(f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs")
-    return arr[class_ids]
+#: params of :func:`object_filters` (nvinfer's [class-attrs-*] / [property] object filter keys)
+OBJECT_FILTER_DEFAULTS: dict = {"filter_out_class_ids": (), "detected_min_w": 0, "detected_min_h": 0,
+                                "detected_max_w": 0, "detected_max_h": 0, "roi_top_offset": 0,
+                                "roi_bottom_offset": 0, "crop_objects_to_roi_boundary": False}
 
 
 @register("filter", "threshold")
 def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_threshold: PerClass = 0.2,
               num_classes: int = 0) -> Detections:
     """nvinfer's ``preClusteringThreshold``: drop ``class_id >= num-detected-classes`` (when known,
-    from the param or the context), keep ``conf >= pre-cluster-threshold[class]``."""
+    from the param or the context) and negative class ids, keep ``conf >= pre-cluster-threshold[class]``
+    (float32 comparison). Order is kept."""
     n = num_classes or (ctx.num_classes if ctx is not None else 0)
     keep = dets.class_ids >= 0
     if n:
         keep &= dets.class_ids < n
     d = dets[keep]
-    thr = _lookup(pre_cluster_threshold, d.class_ids, "pre_cluster_threshold")
+    thr = per_row(pre_cluster_threshold, d.class_ids, "pre_cluster_threshold")
     return d[d.scores >= thr]
+
+
+def rects_to_boxes(rects: np.ndarray) -> np.ndarray:
+    """(N, 4) float32 ``left, top, width, height`` -> ``x1, y1, x2, y2`` with ``x2 = float32(left + width)``."""
+    r = np.asarray(rects, np.float32).reshape(-1, 4)
+    return np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1)
+
+
+def nvinfer_object_filter(rects: np.ndarray, class_ids: np.ndarray, surface_size: tuple[int, int], *,
+                          filter_out_class_ids: Sequence[int] = (), detected_min_w: PerClass = 0,
+                          detected_min_h: PerClass = 0, detected_max_w: PerClass = 0, detected_max_h: PerClass = 0,
+                          roi_top_offset: PerClass = 0, roi_bottom_offset: PerClass = 0,
+                          crop_objects_to_roi_boundary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """nvinfer's per-object checks in ``attach_metadata_detector``, in its order, on float32 rects
+    ``left, top, width, height`` (frame scale; crop-relative for an SGIE, as nvinfer has them):
+
+    1. drop ``class_id`` in ``filter_out_class_ids``;
+    2. drop ``width < detected_min_w``, ``height < detected_min_h``; when a max is > 0, drop
+       ``width > detected_max_w`` / ``height > detected_max_h``;
+    3. ``crop_objects_to_roi_boundary``: ``top = max(top, roi_top_offset)``; if
+       ``left + width >= surface width``: ``width = surface width - left``; if
+       ``top + height > surface height - roi_bottom_offset``: ``height = that - top``. Otherwise drop
+       ``top < roi_top_offset`` and ``top + height > surface height - roi_bottom_offset``.
+
+    ``surface_size`` is the muxer frame ``(width, height)`` (also for an SGIE). Returns the indices
+    kept and their (possibly clipped) rects.
+    """
+    r = np.asarray(rects, np.float32).reshape(-1, 4)
+    c = np.asarray(class_ids)
+    idx = np.arange(len(r))
+    if len(filter_out_class_ids):
+        idx = idx[~np.isin(c, np.asarray(filter_out_class_ids))]
+    r, c = r[idx], c[idx]
+    left, top, w, h = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
+    min_w, min_h = per_row(detected_min_w, c, "detected_min_w"), per_row(detected_min_h, c, "detected_min_h")
+    max_w, max_h = per_row(detected_max_w, c, "detected_max_w"), per_row(detected_max_h, c, "detected_max_h")
+    drop = (w < min_w) | (h < min_h) | ((max_w > 0) & (w > max_w)) | ((max_h > 0) & (h > max_h))
+    idx, r, c = idx[~drop], r[~drop], c[~drop]
+    top_off = per_row(roi_top_offset, c, "roi_top_offset")
+    surf_w, surf_h = (int(v) for v in surface_size)
+    bottom = (surf_h - per_row(roi_bottom_offset, c, "roi_bottom_offset", np.int64)).astype(np.float32)
+    left, top, w, h = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
+    if crop_objects_to_roi_boundary:
+        top = np.where(top < top_off, top_off, top)
+        w = np.where(left + w >= np.float32(surf_w), np.float32(surf_w) - left, w)
+        h = np.where(top + h > bottom, bottom - top, h)
+        return idx, np.stack([left, top, w, h], axis=1).astype(np.float32)
+    drop = (top < top_off) | (top + h > bottom)
+    return idx[~drop], r[~drop]
 
 
 @register("filter", "objects")
@@ -41,33 +94,22 @@ def object_filters(dets: Detections, ctx: StepContext, *, filter_out_class_ids: 
                    detected_min_w: PerClass = 0, detected_min_h: PerClass = 0, detected_max_w: PerClass = 0,
                    detected_max_h: PerClass = 0, roi_top_offset: PerClass = 0, roi_bottom_offset: PerClass = 0,
                    crop_objects_to_roi_boundary: bool = False) -> Detections:
-    """nvinfer's frame-space filters, in its order: filter-out-class-ids; detected-min/max-w/h (drop;
-    max only when > 0); then ROI offsets against the muxer surface height: with
-    ``crop_objects_to_roi_boundary`` boxes are clipped (top to the ROI, right to the surface, bottom
-    to the ROI), otherwise boxes crossing the top/bottom ROI edge are dropped."""
-    d = dets
-    if len(filter_out_class_ids):
-        d = d[~np.isin(d.class_ids, np.asarray(filter_out_class_ids))]
-    c = d.class_ids
-    w, h = d.widths, d.heights
-    keep = (w >= _lookup(detected_min_w, c, "detected_min_w")) & (h >= _lookup(detected_min_h, c, "detected_min_h"))
-    mw, mh = _lookup(detected_max_w, c, "detected_max_w"), _lookup(detected_max_h, c, "detected_max_h")
-    keep &= ~((mw > 0) & (w > mw)) & ~((mh > 0) & (h > mh))
-    d = d[keep]
-    c = d.class_ids
-    top_off = _lookup(roi_top_offset, c, "roi_top_offset")
-    bottom_off = _lookup(roi_bottom_offset, c, "roi_bottom_offset")
-    if not (top_off.any() or bottom_off.any() or crop_objects_to_roi_boundary):
+    """nvinfer's object filters (:func:`nvinfer_object_filter`) on the boxes given, against the muxer
+    surface ``ctx.frame_size``. Sizes and offsets are frame pixels.
+
+    Directly after ``scale:nvinfer`` in a :class:`~dsprobe.postprocess.Postprocess`, both steps run
+    together as nvinfer does (:func:`dsprobe.postprocess.scale.nvinfer_attach`: on its float32 rects,
+    crop-relative for an SGIE, before the parent offset is added)."""
+    idx, rects = nvinfer_object_filter(
+        dets.to_rects(), dets.class_ids, ctx.frame_size, filter_out_class_ids=filter_out_class_ids,
+        detected_min_w=detected_min_w, detected_min_h=detected_min_h, detected_max_w=detected_max_w,
+        detected_max_h=detected_max_h, roi_top_offset=roi_top_offset, roi_bottom_offset=roi_bottom_offset,
+        crop_objects_to_roi_boundary=crop_objects_to_roi_boundary)
+    d = dets[idx]
+    if not crop_objects_to_roi_boundary:
         return d
-    surf_w, surf_h = ctx.frame_size
-    left, top = d.boxes[:, 0].copy(), d.boxes[:, 1].copy()
-    width, height = d.widths.copy(), d.heights.copy()
-    if crop_objects_to_roi_boundary:
-        top = np.maximum(top, top_off)
-        width = np.where(left + width >= surf_w, surf_w - left, width)
-        limit = surf_h - bottom_off
-        height = np.where(top + height > limit, limit - top, height)
-        boxes = np.stack([left, top, left + width, top + height], 1)
-        return Detections(boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints, vectors=d.vectors,
-                          masks=d.masks, object_ids=d.object_ids)
-    return d[~((top < top_off) | (top + height > surf_h - bottom_off))]
+    changed = np.any(rects != d.to_rects(), axis=1)  # only clipped boxes are rebuilt (no re-rounding)
+    boxes = d.boxes.copy()
+    boxes[changed] = rects_to_boxes(rects[changed])
+    return Detections(boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints, vectors=d.vectors,
+                      masks=d.masks, object_ids=d.object_ids)

@@ -3,12 +3,20 @@
 ``decode -> filter(s) -> cluster -> scale -> filter(s)``; each step is ``(kind, name, params)``.
 The same object runs in a notebook, in the reference recorder and in the live DeepStream probe:
 ``pp(frame) -> Detections`` is a pure function of (tensors, frame context, spec).
+
+Steps are chosen by registered name (:mod:`dsprobe.postprocess.registry`) or are the user's own
+functions: passed as the function object (saved as ``"module:function"``) or named
+``"module:function"`` (imported only with ``allow_import=True``). Params are checked against the
+function's signature (names, annotations, defaults) when the Postprocess is built.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -18,7 +26,9 @@ import numpy as np
 from dsprobe.detections import Detections
 from dsprobe.nvinfer_config import (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS, CLUSTER_GROUP_RECTANGLES, CLUSTER_NMS,
                                     CLUSTER_NONE, NvinferConfig, Preprocessing)
+from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.registry import STEP_KINDS, StepContext, get_step
+from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
 
 SPEC_FORMAT = "dsprobe-postprocess"
 SPEC_VERSION = 1
@@ -58,18 +68,40 @@ class Postprocess:
     def __init__(self, steps: Sequence[Step | Mapping[str, Any]], *, labels: Sequence[str] = (), num_classes: int = 0,
                  geometry: Preprocessing | None = None, allow_import: bool = False,
                  functions: Mapping[str, Callable] | None = None) -> None:
-        self.steps = [s if isinstance(s, Step) else Step(s["kind"], s["name"], dict(s.get("params", {})))
-                      for s in steps]
+        self._functions = dict(functions or {})
+        self.steps = [self._step(i, s) for i, s in enumerate(steps)]
         self.labels = list(labels)
         self.num_classes = num_classes
         self.geometry = geometry
         self.allow_import = allow_import
-        self._functions = dict(functions or {})
         if not self.steps or self.steps[0].kind != "decode":
             raise PostprocessError("a Postprocess starts with exactly one 'decode' step")
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+
+    def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
+        """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
+        ``"module:qualname"`` (what the saved spec names)."""
+        if isinstance(s, Step):
+            kind, name, params = s.kind, s.name, dict(s.params)
+        elif isinstance(s, Mapping):
+            missing = [k for k in ("kind", "name") if k not in s]
+            if missing:
+                raise PostprocessError(f"step {i}: missing {' and '.join(repr(k) for k in missing)} in {dict(s)!r}")
+            kind, name, params = s["kind"], s["name"], s.get("params") or {}
+            if not isinstance(params, Mapping):
+                raise PostprocessError(f"step {i} ({kind} {name!r}): params must be a mapping, got {params!r}")
+            params = dict(params)
+        else:
+            raise PostprocessError(f"step {i}: expected a Step or a dict with kind/name/params, got {s!r}")
+        if callable(name):
+            fn, name = name, function_ref(name)
+            self._functions[name] = fn
+        if not isinstance(name, str):
+            raise PostprocessError(f"step {i} ({kind}): name must be a registered name, 'module:function' or a "
+                                   f"function, got {name!r}")
+        return Step(kind, name, params)
 
     # ------------------------------------------------------------------ construction
     def _resolve(self, i: int, step: Step) -> Callable:
@@ -85,14 +117,25 @@ class Postprocess:
         return fn
 
     @classmethod
-    def from_nvinfer_config(cls, cfg: NvinferConfig, decoder: str = "yolov8", decoder_params: Mapping | None = None,
-                            *, deepstream_version: float = 7.1, opencv_build: bool = False,
-                            labels: Sequence[str] | None = None, **kwargs: Any) -> "Postprocess":
-        """The spec equivalent to an nvinfer config: its [class-attrs-*] thresholds, cluster-mode,
-        filters and geometry, with ``decoder`` in place of nvinfer's parser."""
+    def from_nvinfer_config(cls, cfg: NvinferConfig, decoder: str | Callable = "yolov8",
+                            decoder_params: Mapping | None = None, *, deepstream_version: float = 7.1,
+                            opencv_build: bool = False, labels: Sequence[str] | None = None,
+                            allow_import: bool = False, functions: Mapping[str, Callable] | None = None,
+                            **more_decoder_params: Any) -> "Postprocess":
+        """The spec equivalent to an nvinfer config, with ``decoder`` (registered name, function or
+        ``"module:function"``) in place of nvinfer's parser and ``decoder_params`` /
+        ``**more_decoder_params`` as its params:
+
+        ``decode -> filter:threshold`` (pre-cluster-threshold, num-detected-classes) ``-> cluster``
+        (cluster-mode 2 ``nms``; 0 ``group_rectangles`` (NMS(0.5, top-20) unless ``opencv_build``);
+        4 ``none``; 1/3 ``dbscan`` (approximation)) ``-> scale:nvinfer`` (maintain-aspect-ratio,
+        symmetric-padding, ``deepstream_version``) ``-> filter:objects`` (filter-out-class-ids,
+        detected-min/max-w/h, roi-top/bottom-offset, crop-objects-to-roi-boundary; only when set).
+        Per-class values become lists indexed by class id (a scalar when all classes agree). The
+        config's geometry and labels go into the spec."""
         n = cfg.num_detected_classes or 1
         pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
-        steps = [Step("decode", decoder, dict(decoder_params or {})),
+        steps = [Step("decode", decoder, {**dict(decoder_params or {}), **more_decoder_params}),  # type: ignore[arg-type]
                  Step("filter", "threshold", {"pre_cluster_threshold": pc("pre_cluster_threshold"),
                                               "num_classes": cfg.num_detected_classes})]
         mode = cfg.cluster_mode
@@ -119,7 +162,7 @@ class Postprocess:
         steps.append(Step("scale", "nvinfer", {"maintain_aspect_ratio": pre.maintain_aspect_ratio,
                                                "symmetric_padding": pre.symmetric_padding,
                                                "deepstream_version": deepstream_version}))
-        obj = {"filter_out_class_ids": list(cfg.filter_out_class_ids)}
+        obj: dict[str, Any] = {"filter_out_class_ids": list(cfg.filter_out_class_ids)}
         for name in ("detected_min_w", "detected_min_h", "detected_max_w", "detected_max_h", "roi_top_offset",
                      "roi_bottom_offset"):
             obj[name] = pc(name)
@@ -128,7 +171,7 @@ class Postprocess:
             obj["crop_objects_to_roi_boundary"] = cfg.crop_objects_to_roi_boundary
             steps.append(Step("filter", "objects", obj))
         return cls(steps, labels=labels if labels is not None else cfg.labels(), num_classes=cfg.num_detected_classes,
-                   geometry=pre, **kwargs)
+                   geometry=pre, allow_import=allow_import, functions=functions)
 
     # ------------------------------------------------------------------ spec
     def to_dict(self) -> dict[str, Any]:
@@ -211,82 +254,130 @@ class Postprocess:
 
     def run(self, layers: Mapping[str, np.ndarray], ctx: StepContext, *, start: int = 0,
             stop: int | None = None, dets: Detections | None = None) -> Detections:
-        """Run steps ``start:stop`` (default all) on ``layers`` (or on ``dets`` when start > 0)."""
-        for i in range(start, len(self.steps) if stop is None else stop):
+        """Run steps ``start:stop`` (default all) on ``layers`` (or on ``dets`` when start > 0).
+
+        ``scale:nvinfer`` directly followed by ``filter:objects`` runs as one
+        :func:`~dsprobe.postprocess.scale.nvinfer_attach`, nvinfer's own sequence on its float32
+        rects: the filters see nvinfer's exact widths and, for an SGIE, crop-relative positions."""
+        end = len(self.steps) if stop is None else stop
+        i = start
+        if i > 0 and dets is None:
+            raise PostprocessError(f"run(start={start}) needs the Detections of step {start - 1} as dets=")
+        while i < end:
             s, fn = self.steps[i], self._fns[i]
+            fused = (fn is scale_nvinfer and i + 1 < end and self._fns[i + 1] is object_filters)
+            where = (f"steps {i}-{i + 1} ({s.kind} {s.name!r} + filter 'objects')" if fused
+                     else f"step {i} ({s.kind} {s.name!r})")
             try:
-                dets = fn(layers, ctx, **s.params) if s.kind == "decode" else fn(dets, ctx, **s.params)
+                if s.kind == "decode":
+                    dets = fn(layers, ctx, **s.params)
+                elif fused:
+                    dets = nvinfer_attach(dets, ctx, **s.params, filters=self.steps[i + 1].params)  # type: ignore[arg-type]
+                else:
+                    dets = fn(dets, ctx, **s.params)
+            except PostprocessError:
+                raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"step {i} ({s.kind} {s.name!r}): {exc}") from exc
+                raise PostprocessError(f"{where}: {exc}") from exc
             if not isinstance(dets, Detections):
-                raise PostprocessError(f"step {i} ({s.kind} {s.name!r}) returned {type(dets).__name__}, "
-                                       "expected Detections")
+                raise PostprocessError(f"{where} returned {type(dets).__name__}, expected Detections")
+            i += 2 if fused else 1
         assert dets is not None
         return dets
 
     def __call__(self, frame: Any) -> Detections:
-        """Detections in frame pixels for a recorded frame or FrameRecord.
+        """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
 
-        PGIE frames (frame-level layers) run once on the whole frame. SGIE frames run once per object
-        with that object's rect as the crop; ``object_ids`` of the result holds the index of the
-        parent object in ``frame.objects`` (the probe attaches results under that parent).
+        PGIE frames (frame-level layers) run once on the whole frame. SGIE frames (tensors per object)
+        run once per object with ``crop_rect = object.rect`` and return one Detections for the frame;
+        its ``object_ids`` hold each detection's **parent index**: the position of the parent object
+        in ``frame.objects`` (for a recording, that object's order within the frame in
+        ``rec.object_table("objects")``). The live probe attaches each result under that parent.
         """
         layers = frame.layers if hasattr(frame, "layers") else frame.tensors
         if layers:
             return self.run(layers, self.context(frame))
-        parts = []
-        for k, obj in enumerate(frame.objects):
-            if not obj.layers:
-                continue
-            d = self.run(obj.layers, self.context(frame, tuple(obj.rect)))
-            parts.append(Detections(d.boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints,
-                                    vectors=d.vectors, masks=d.masks, object_ids=np.full(len(d), k, np.uint64)))
+        parts = [_tag_parent(self.run(obj.layers, self.context(frame, tuple(obj.rect))), k)
+                 for k, obj in enumerate(frame.objects) if obj.layers]
         return Detections.concatenate(parts) if parts else Detections.empty("frame")
 
     def run_recording(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                      progress: bool = False, batch: int = 32) -> "Any":
-        """Detections for many frames of a Recording as one DataFrame (one row per detection, with the
-        frame ``row``, ``source_id``, ``frame_num``). PGIE layers are read in blocks (fast path)."""
-        import pandas as pd
-
+                      progress: bool = False, batch: int = 32) -> Any:
+        """Detections for many frames of a Recording as one pandas DataFrame: one row per detection with
+        the frame ``row`` (index of ``rec.frames``), ``source_id``, ``frame_num``, ``x1 .. y2`` (frame
+        pixels), ``width``, ``height``, ``score``, ``class_id`` (+ ``label``; ``object_id`` = parent
+        index for SGIE frames). Default rows: every frame with tensors (of ``unique_id`` if given).
+        Per-frame Detections: :meth:`detections_by_row` (same arguments)."""
         per_frame = self.detections_by_row(rec, rows, unique_id=unique_id, progress=progress, batch=batch)
         return detections_frame(rec, per_frame, self.labels)
 
     def detections_by_row(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
                           progress: bool = False, batch: int = 32, stop: int | None = None) -> dict[int, Detections]:
-        """``{frame row: Detections}`` for a Recording; ``stop`` runs only steps ``[0, stop)``."""
+        """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
+        runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
+        (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
         rows = _frame_rows(rec, rows, unique_id)
-        out: dict[int, Detections] = {}
         f = rec.frames
-        layered = f["layer_row"].to_numpy()[rows] >= 0 if len(rows) else np.zeros(0, bool)
+        col = {c: f[c].to_numpy() for c in ("unique_id", "layer_row", "network_width", "network_height",
+                                             "frame_width", "frame_height")}
+
+        def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
+            size = _Sizes((int(col["network_width"][r]), int(col["network_height"][r])),
+                          (int(col["frame_width"][r]), int(col["frame_height"][r])))
+            return self.context(size, crop)
+
+        out: dict[int, Detections] = {}
+        layered = col["layer_row"][rows] >= 0
         frame_rows, object_rows = rows[layered], rows[~layered]
-        it = _progress(range(0, len(frame_rows), batch), progress, total=-(-len(frame_rows) // batch))
-        names = None
-        for b0 in it:
-            block = frame_rows[b0:b0 + batch]
-            uid = int(f["unique_id"].iloc[block[0]])
-            if names is None or len({int(u) for u in f["unique_id"].iloc[block]}) > 1:
-                names = [i.name for i in rec.layers.values() if i.unique_id == uid and not i.per_object]
+        blocks = [(int(u), blk) for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
+                  for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
+                  for blk in np.array_split(rs, -(-len(rs) // batch))]
+        for uid, block in _progress(blocks, progress):
+            names = [i.name for i in rec.layers.values() if i.unique_id == uid and not i.per_object]
             arrays = {n: rec.read_layer(n, block, unique_id=uid) for n in names}
             for k, r in enumerate(block):
-                view = _RowContext(f, int(r))
-                out[int(r)] = self.run({n: a[k] for n, a in arrays.items()}, self.context(view), stop=stop)
-        for r in object_rows:
-            frame = rec[int(r)]
-            if stop is None:
-                out[int(r)] = self(frame)
-            else:
-                parts = [self.run(o.layers, self.context(frame, tuple(o.rect)), stop=stop)
-                         for o in frame.objects if o.layers]
-                out[int(r)] = Detections.concatenate(parts) if parts else Detections.empty()
-        return out
+                out[int(r)] = self.run({n: a[k] for n, a in arrays.items()}, ctx(int(r)), stop=stop)
+        if len(object_rows):
+            out.update(self._object_rows(rec, object_rows, col, ctx, 8 * batch, stop, progress))
+        return {int(r): out[int(r)] for r in rows}
+
+    def _object_rows(self, rec: Any, object_rows: np.ndarray, col: Mapping[str, np.ndarray], ctx: Callable,
+                     chunk: int, stop: int | None, progress: bool) -> dict[int, Detections]:
+        """SGIE frames: every object with tensors runs with its rect as the crop; one read per layer
+        per chunk of objects."""
+        objs = rec.object_table("objects")
+        objs["parent_index"] = objs.groupby("row").cumcount().to_numpy() if len(objs) else []
+        objs = objs[np.isin(objs["row"].to_numpy(), object_rows) & (objs["layer_row"].to_numpy() >= 0)]
+        parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
+        uids = col["unique_id"][objs["row"].to_numpy()] if len(objs) else np.zeros(0, np.int64)
+        chunks = [(int(u), sel) for u in dict.fromkeys(uids.tolist())
+                  for idx in [np.flatnonzero(uids == u)]
+                  for sel in np.array_split(idx, -(-len(idx) // chunk))]
+        rect_cols = objs[["left", "top", "width", "height"]].to_numpy(np.float64)
+        frame_of, parent = objs["row"].to_numpy(), objs["parent_index"].to_numpy()
+        table_rows = objs.index.to_numpy()
+        for uid, sel in _progress(chunks, progress):
+            names = [i.name for i in rec.layers.values() if i.unique_id == uid and i.per_object]
+            arrays = {n: rec.read_layer(n, table_rows[sel], unique_id=uid) for n in names}
+            for k, j in enumerate(sel):
+                r = int(frame_of[j])
+                d = self.run({n: a[k] for n, a in arrays.items()}, ctx(r, tuple(rect_cols[j])), stop=stop)
+                parts[r].append(_tag_parent(d, int(parent[j])))
+        space = "frame" if stop is None or stop >= len(self.steps) else "network"
+        return {r: Detections.concatenate(p) if p else Detections.empty(space) for r, p in parts.items()}
 
     def decode_recording(self, rec: Any, rows: Iterable[int] | None = None, **kw: Any) -> "DecodedRecording":
-        """Decode once for many frames, so threshold / clustering / scaling settings can be swept
-        cheaply with :meth:`DecodedRecording.run` (PGIE frames)."""
+        """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
+        clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
+        steps after the decoder (:mod:`dsprobe.search` adds exact cached re-clustering on top)."""
         rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
+        sgie = rows[rec.frames["layer_row"].to_numpy()[rows] < 0] if len(rows) else rows
+        if len(sgie):
+            raise PostprocessError(f"decode_recording: frame row {int(sgie[0])} has per-object (SGIE) tensors; "
+                                   "it caches PGIE frames only: use run_recording for SGIE frames")
         cands = self.detections_by_row(rec, rows, stop=1, **kw)
-        ctxs = {r: self.context(_RowContext(rec.frames, r)) for r in cands}
+        f = rec.frames
+        ctxs = {r: self.context(_RowContext(f, r)) for r in cands}
         return DecodedRecording(self, cands, ctxs, rec)
 
     def __repr__(self) -> str:
@@ -309,6 +400,20 @@ class DecodedRecording:
         if pp.steps[0].to_dict() != self.postprocess.steps[0].to_dict():
             raise PostprocessError("the cached candidates come from another decode step; decode again")
         return {r: pp.run({}, self.contexts[r], start=1, dets=d) for r, d in self.candidates.items()}
+
+@dataclass(frozen=True)
+class _Sizes:
+    """What :meth:`Postprocess.context` reads of a frame."""
+
+    network_size: tuple[int, int]
+    frame_size: tuple[int, int]
+
+
+def _tag_parent(d: Detections, parent_index: int) -> Detections:
+    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
+    return Detections(d.boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints, vectors=d.vectors,
+                      masks=d.masks, object_ids=np.full(len(d), parent_index, np.uint64))
+
 
 class _RowContext:
     """Frame context of one row of ``Recording.frames`` (what Postprocess.context needs)."""
@@ -347,45 +452,106 @@ def detections_frame(rec: Any, per_frame: Mapping[int, Detections], labels: Sequ
     return pd.concat(parts, ignore_index=True)
 
 
-def _progress(it: Iterable, enabled: bool, total: int | None = None) -> Iterable:
-    if not enabled:
+def _progress(it: Sequence, enabled: bool) -> Iterable:
+    if not enabled or not len(it):
         return it
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return it
-    return tqdm(it, total=total, desc="postprocess", unit="batch")
+    return tqdm(it, total=len(it), desc="postprocess", unit="block")
+
+
+def function_ref(fn: Callable) -> str:
+    """``"module:qualname"`` of a function (how a spec names the user's own step)."""
+    module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qual:
+        raise PostprocessError(f"cannot name step function {fn!r}: it has no __module__/__qualname__")
+    return f"{module}:{qual}"
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
+
+
+def _fits(value: Any, t: Any) -> bool:
+    """Whether a JSON-ish ``value`` fits annotation ``t`` (unknown annotations fit)."""
+    if t is Any or t is inspect.Parameter.empty:
+        return True
+    if t is None or t is type(None):
+        return value is None
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if t is bool:
+        return isinstance(value, (bool, np.bool_))
+    if t is int:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if t is float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if t is str:
+        return isinstance(value, str)
+    seq = origin if origin is not None else t
+    if seq in (list, tuple, collections.abc.Sequence, typing.Sequence):
+        if isinstance(value, str) or not isinstance(value, (list, tuple, np.ndarray)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return not args or all(_fits(v, args[0]) for v in value)
+    if seq in (dict, collections.abc.Mapping, typing.Mapping):
+        return isinstance(value, Mapping)
+    return isinstance(value, t) if isinstance(t, type) else True
+
+
+def _fits_default(value: Any, default: Any) -> bool:
+    """Without an annotation: a value fits when it is of the default's kind (numbers for numbers,
+    lists of numbers allowed where a number is the default: per-class values)."""
+    if default is inspect.Parameter.empty or default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(default, (int, float)):
+        num = (int, float, np.number)
+        return (isinstance(value, num) and not isinstance(value, bool)) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, num) and not isinstance(v, bool) for v in value))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return True
 
 
 def _check_params(i: int, step: Step, fn: Callable) -> None:
-    """Unknown params and params whose type doesn't fit the function's default raise PostprocessError."""
+    """Unknown params and params whose type doesn't fit the function's annotation (or, without one,
+    its default) raise PostprocessError naming the step, the param and what was expected."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations (user code): fall back to the defaults
+        hints = {}
     accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    kw = {n: p for n, p in sig.parameters.items() if p.kind == p.KEYWORD_ONLY}
+    kw = {n: p for n, p in list(sig.parameters.items())[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    where = f"step {i} ({step.kind} {step.name!r})"
     for name, value in step.params.items():
         if name not in kw:
             if accepts_kwargs:
                 continue
-            raise PostprocessError(f"step {i} ({step.kind} {step.name!r}): unknown param {name!r}; "
-                                   f"expected one of {sorted(kw)}")
+            raise PostprocessError(f"{where}: unknown param {name!r}; expected one of {sorted(kw)}")
         default = kw[name].default
-        if default is inspect.Parameter.empty or default is None or value is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, (bool, np.bool_))
-        elif isinstance(default, (int, float)):
-            ok = (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)) or (
-                isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in value))
-        elif isinstance(default, str):
-            ok = isinstance(value, str)
-        elif isinstance(default, (list, tuple)):
-            ok = isinstance(value, (list, tuple))
+        if name in hints:
+            ok = _fits(value, hints[name])
+            expected = _type_name(hints[name])
         else:
-            ok = True
+            ok = _fits_default(value, default)
+            expected = f"a {type(default).__name__}"
         if not ok:
-            raise PostprocessError(f"step {i} ({step.kind} {step.name!r}): param {name!r} = {value!r} "
-                                   f"({type(value).__name__}) does not fit; expected a {type(default).__name__} "
-                                   f"like the default {default!r}")
+            raise PostprocessError(f"{where}: param {name!r} = {value!r} ({type(value).__name__}) does not fit; "
+                                   f"expected {expected} (default {default!r})")
+    missing = [n for n, p in kw.items() if p.default is inspect.Parameter.empty and n not in step.params]
+    if missing:
+        raise PostprocessError(f"{where}: missing required param(s) {', '.join(map(repr, missing))}")

@@ -1,18 +1,79 @@
-"""Scale steps: network-input pixels -> frame (nvstreammux) pixels."""
+"""Scale steps: network-input pixels -> frame (nvstreammux) pixels.
+
+``scale:nvinfer`` is nvinfer's ``attach_metadata_detector`` (``nvinfer_semantics.md`` §1.6), in its
+float32/double arithmetic: for each object ``left = float32((float32(x1 - offset_left)) / ratio_x)``,
+``width = float32(width / ratio_x)`` (double ratio), then (DeepStream >= 9) negative left/top set to 0,
+then (SGIE) the parent's float32 ``left/top`` added in float32. The geometry (even-rounded crop,
+truncated letterbox size, padding side, ratios) comes from :func:`dsprobe.geometry.nvinfer_transform`.
+Boxes are ``left, top, float32(left + width), float32(top + height)``.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.geometry import network_to_crop, nvinfer_transform
+from dsprobe.geometry import CropTransform, nvinfer_transform
+from dsprobe.postprocess.filters import nvinfer_object_filter, rects_to_boxes
 from dsprobe.postprocess.registry import StepContext, register
+
+#: first DeepStream version whose nvinfer clamps negative left/top to 0 (DS 6.2 does not; DS 9.1 does)
+CLAMP_NEGATIVE_SINCE = 9.0
 
 
 def _geometry_flag(value: bool | None, ctx: StepContext, name: str) -> bool:
     if value is not None:
         return bool(value)
     return bool(getattr(ctx.geometry, name, False))
+
+
+def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
+                   symmetric_padding: bool | None = None) -> tuple[CropTransform, tuple[float, float, float, float]]:
+    """nvinfer's transform for this context: the crop is ``ctx.crop_rect`` (SGIE parent rect) or the
+    whole frame; flags default to ``ctx.geometry`` (the recording's nvinfer config)."""
+    fw, fh = ctx.frame_size
+    crop = tuple(float(v) for v in (ctx.crop_rect or (0.0, 0.0, float(fw), float(fh))))
+    t = nvinfer_transform(crop, ctx.network_size,
+                          maintain_aspect_ratio=_geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
+                          symmetric_padding=_geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
+    return t, crop  # type: ignore[return-value]
+
+
+def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
+                   symmetric_padding: bool | None = None, deepstream_version: float = 7.1,
+                   filters: Mapping[str, Any] | None = None) -> Detections:
+    """nvinfer's ``attach_metadata_detector`` for one frame or SGIE object: map each network-pixel
+    object back (float32 as nvinfer), clamp negative left/top (DeepStream >= 9), apply the object
+    ``filters`` (params of :func:`~dsprobe.postprocess.filters.nvinfer_object_filter`; crop-relative
+    for an SGIE, as nvinfer does), then add the crop origin (the SGIE parent's unrounded float left/top;
+    0 for a PGIE) in float32. Keypoints are mapped with the same formula (nvinfer leaves them alone).
+    Returns frame pixels."""
+    if dets.space != "network":
+        raise ValueError(f"scale nvinfer: expects detections in network pixels, got {dets.space!r}")
+    t, crop = crop_transform(ctx, maintain_aspect_ratio, symmetric_padding)
+    b = dets.boxes
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]  # the parser's float32 width/height
+    left = ((b[:, 0] - np.float32(t.offset_left)).astype(np.float64) / t.ratio_x).astype(np.float32)
+    top = ((b[:, 1] - np.float32(t.offset_top)).astype(np.float64) / t.ratio_y).astype(np.float32)
+    rects = np.stack([left, top, (w.astype(np.float64) / t.ratio_x).astype(np.float32),
+                      (h.astype(np.float64) / t.ratio_y).astype(np.float32)], axis=1)
+    if deepstream_version >= CLAMP_NEGATIVE_SINCE:
+        rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
+    keep = np.arange(len(rects))
+    if filters:
+        keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
+    d = dets[keep]
+    rects = rects.copy()
+    rects[:, 0] += np.float32(crop[0])
+    rects[:, 1] += np.float32(crop[1])
+    kp = None
+    if d.keypoints is not None:
+        kp = d.keypoints.astype(np.float64)
+        kp[..., 0] = (kp[..., 0] - t.offset_left) / t.ratio_x + crop[0]
+        kp[..., 1] = (kp[..., 1] - t.offset_top) / t.ratio_y + crop[1]
+    return _with_boxes(d, rects_to_boxes(rects), kp, "frame")
 
 
 def _with_boxes(d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, space: str) -> Detections:
@@ -23,51 +84,57 @@ def _with_boxes(d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, 
 @register("scale", "nvinfer")
 def scale_nvinfer(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
                   symmetric_padding: bool | None = None, deepstream_version: float = 7.1) -> Detections:
-    """nvinfer's mapping (``attach_metadata_detector``): ``(v - offset) / ratio`` for the even-rounded
-    crop, plus the crop origin's *unrounded* left/top (SGIE parent rect; 0 for a PGIE). DeepStream >= 9
-    then clamps negative left/top to 0 keeping width/height. Keypoints are mapped the same way.
+    """nvinfer's mapping back to frame pixels (:func:`nvinfer_attach` without filters): ``(v - offset) /
+    ratio`` for the even-rounded crop, DeepStream >= 9 clamps negative left/top to 0 (width/height
+    kept; crop-relative for an SGIE), plus the crop origin's *unrounded* left/top (SGIE parent rect).
 
-    Geometry flags default to the context's (the recording's nvinfer config)."""
-    if dets.space != "network":
-        raise ValueError(f"scale nvinfer: expects detections in network pixels, got {dets.space!r}")
-    fw, fh = ctx.frame_size
-    crop = ctx.crop_rect or (0.0, 0.0, float(fw), float(fh))
-    t = nvinfer_transform(crop, ctx.network_size,
-                          maintain_aspect_ratio=_geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
-                          symmetric_padding=_geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
-    b = network_to_crop(dets.boxes, t)
-    b[:, [0, 2]] += crop[0]
-    b[:, [1, 3]] += crop[1]
-    if deepstream_version >= 9:
-        for k in (0, 1):
-            neg = b[:, k] < 0
-            b[neg, k + 2] -= b[neg, k]
-            b[neg, k] = 0
-    kp = None
-    if dets.keypoints is not None:
-        kp = dets.keypoints.astype(np.float64).copy()
-        kp[..., 0] = (kp[..., 0] - t.offset_left) / t.ratio_x + crop[0]
-        kp[..., 1] = (kp[..., 1] - t.offset_top) / t.ratio_y + crop[1]
-    return _with_boxes(dets, b.astype(np.float32), kp, "frame")
+    ``deepstream_version``: the DeepStream release whose nvinfer ran (6.2 and 7.1 do not clamp, 9.x
+    does). Geometry flags default to the context's (the recording's nvinfer config)."""
+    return nvinfer_attach(dets, ctx, maintain_aspect_ratio=maintain_aspect_ratio, symmetric_padding=symmetric_padding,
+                          deepstream_version=deepstream_version)
+
+
+def ultralytics_letterbox(network_size: tuple[int, int], frame_size: tuple[int, int], pad: str = "ultralytics"
+                          ) -> tuple[float, float, float, float]:
+    """``(gain_x, gain_y, pad_x, pad_y)`` of an Ultralytics-style centred letterbox of a frame into the
+    network input: ``gain = min(Wn/Wf, Hn/Hf)``.
+
+    * ``pad="ultralytics"``: as Ultralytics' ``LetterBox`` / ``scale_boxes``: the resized size is
+      ``round(Wf * gain)`` per side (so the per-axis gains are ``round(Wf * gain) / Wf``), the image is
+      placed at the integer ``round((Wn - w) / 2 - 0.1)``.
+    * ``pad="float"``: one gain for both axes and the float ``(Wn - Wf * gain) / 2`` (how the
+      DeepStream-Yolo-Pose app maps keypoints back).
+    """
+    (nw, nh), (fw, fh) = network_size, frame_size
+    if min(nw, nh, fw, fh) <= 0:
+        raise ValueError(f"network size {network_size} and frame size {frame_size} must be positive")
+    gain = min(nw / fw, nh / fh)
+    if pad == "float":
+        return gain, gain, (nw - fw * gain) / 2, (nh - fh * gain) / 2
+    if pad != "ultralytics":
+        raise ValueError(f"pad must be 'ultralytics' or 'float', got {pad!r}")
+    new_w, new_h = max(round(fw * gain), 1), max(round(fh * gain), 1)
+    return new_w / fw, new_h / fh, round((nw - new_w) / 2 - 0.1), round((nh - new_h) / 2 - 0.1)
 
 
 @register("scale", "ultralytics")
-def scale_ultralytics(dets: Detections, ctx: StepContext, *, clip: bool = True) -> Detections:
-    """Ultralytics' letterbox undo (for models run outside DeepStream): ``gain = min(Wn/Wf, Hn/Hf)``,
-    centred padding rounded as ``round(pad - 0.1)``, boxes ``(v - pad) / gain``, clipped to the frame."""
+def scale_ultralytics(dets: Detections, ctx: StepContext, *, clip: bool = True, pad: str = "ultralytics"
+                      ) -> Detections:
+    """Undo an Ultralytics-style letterbox (for models run outside DeepStream): boxes
+    ``(v - pad) / gain`` with :func:`ultralytics_letterbox`, then clipped to the frame (``clip``).
+    Keypoints are mapped the same way (not clipped)."""
     if dets.space != "network":
         raise ValueError(f"scale ultralytics: expects detections in network pixels, got {dets.space!r}")
-    (nw, nh), (fw, fh) = ctx.network_size, ctx.frame_size
-    gain = min(nw / fw, nh / fh)
-    px, py = round((nw - fw * gain) / 2 - 0.1), round((nh - fh * gain) / 2 - 0.1)
-    b = (dets.boxes.astype(np.float64) - [px, py, px, py]) / gain
+    gx, gy, px, py = ultralytics_letterbox(ctx.network_size, ctx.frame_size, pad)
+    fw, fh = ctx.frame_size
+    b = (dets.boxes.astype(np.float64) - [px, py, px, py]) / [gx, gy, gx, gy]
     if clip:
         b = np.clip(b, 0, [fw, fh, fw, fh])
     kp = None
     if dets.keypoints is not None:
-        kp = dets.keypoints.astype(np.float64).copy()
-        kp[..., 0] = (kp[..., 0] - px) / gain
-        kp[..., 1] = (kp[..., 1] - py) / gain
+        kp = dets.keypoints.astype(np.float64)
+        kp[..., 0] = (kp[..., 0] - px) / gx
+        kp[..., 1] = (kp[..., 1] - py) / gy
     return _with_boxes(dets, b.astype(np.float32), kp, "frame")
 
 
