@@ -177,6 +177,23 @@ def test_images_jpeg_downscaled_and_raw(tmp_path):
             assert r[2].image is None and r[2].image_rect is None
 
 
+@pytest.mark.parametrize("block_frames", [1, 5])
+def test_raw_images_across_chunk_boundaries(tmp_path, block_frames):
+    """Image bytes land in 1 MiB chunks written whole or in parts over several blocks and flushes."""
+    rng = np.random.default_rng(5)
+    sizes = [(300, 400), (700, 900), (20, 30), (1000, 600), (333, 777), (5, 5), (800, 800)] * 2
+    pics = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    path = tmp_path / "big.h5"
+    with Recorder(path, image_format="raw", image_max_size=4096, block_frames=block_frames,
+                  flush_interval_s=0.001) as rec:
+        for n, pic in enumerate(pics):
+            rec.record(FrameRecord(0, n, image=ImageRecord(pic, (0, 0, pic.shape[1], pic.shape[0]))))
+    with open_recording(path) as r:
+        assert len(r) == len(pics)
+        for v, pic in zip(r, pics):
+            np.testing.assert_array_equal(v.image, pic)
+
+
 def test_pre_encoded_image_is_stored_as_is_and_images_off(tmp_path):
     from dsprobe.recording.images import encode
     img = synthetic_image(np.random.default_rng(3), 64, 48)

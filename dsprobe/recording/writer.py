@@ -515,8 +515,7 @@ class _Segment:
         self.tables = {name: _Table(self.f, name, cols) for name, cols in
                        (("frames", FRAME_COLUMNS), ("objects", OBJECT_COLUMNS),
                         ("detections", OBJECT_COLUMNS), ("images", IMAGE_COLUMNS))}
-        self.image_data = self.f.create_dataset("images/data", shape=(0,), maxshape=(None,),
-                                                chunks=(IMAGE_CHUNK_BYTES,), dtype=np.uint8)
+        self.image_data = _ByteStore(self.f, "images/data")
         self.image_bytes = 0
         self.layer_sets: dict[tuple[str, int, str], _LayerSet] = {}
         self.layer_names: dict[tuple[str, int], frozenset] = {}
@@ -606,11 +605,8 @@ class _Segment:
         """Write every buffered row (one block per dataset); returns the number of frames written."""
         for ls in self.layer_sets.values():
             ls.write()
-        if self.pending_images:  # one contiguous block of image bytes
-            n0 = self.image_data.shape[0]
-            block = np.concatenate(self.pending_images)
-            self.image_data.resize((n0 + block.size,))
-            self.image_data[n0:] = block
+        if self.pending_images:
+            self.image_data.extend(self.pending_images)
             self.pending_images = []
         for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
             self.tables[name].write()
@@ -692,6 +688,43 @@ class _Table:
             ds.resize((self.count, *ds.shape[1:]))
             ds[n0:self.count] = np.array([r[c] for r in self.rows], dtype=ds.dtype)
         self.rows = []
+
+
+class _ByteStore:
+    """A 1-D uint8 dataset appended in whole chunks: full chunks go straight to the file
+    (``write_direct_chunk``, no cache copy); the unfinished last chunk is kept in a buffer and its new
+    bytes are written normally so that a flush puts them on disk."""
+
+    def __init__(self, f: h5py.File, name: str, chunk: int = IMAGE_CHUNK_BYTES) -> None:
+        self.ds = f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=np.uint8)
+        self.chunk = chunk
+        self.tail = np.zeros(chunk, np.uint8)  # bytes of the unfinished last chunk
+        self.tail_len = 0                      # of which this many are valid
+        self.tail_written = 0                  # and this many are already in the file
+        self.size = 0
+
+    def extend(self, payloads: list[np.ndarray]) -> None:
+        total = self.size + sum(int(p.size) for p in payloads)
+        self.ds.resize((total,))
+        for p in payloads:
+            pos, n = 0, int(p.size)
+            while pos < n:
+                if self.tail_len == 0 and n - pos >= self.chunk:  # a whole chunk straight from the payload
+                    self.ds.id.write_direct_chunk((self.size,), p[pos:pos + self.chunk])
+                    k = self.chunk
+                else:
+                    k = min(self.chunk - self.tail_len, n - pos)
+                    self.tail[self.tail_len:self.tail_len + k] = p[pos:pos + k]
+                    self.tail_len += k
+                    if self.tail_len == self.chunk:
+                        self.ds.id.write_direct_chunk((self.size + k - self.chunk,), self.tail)
+                        self.tail_len = self.tail_written = 0
+                pos += k
+                self.size += k
+        if self.tail_len > self.tail_written:  # the new bytes of the unfinished chunk
+            start = self.size - self.tail_len
+            self.ds[start + self.tail_written:self.size] = self.tail[self.tail_written:self.tail_len]
+            self.tail_written = self.tail_len
 
 
 class _LayerSet:
