@@ -1,0 +1,61 @@
+"""A short run of the demo (every step, 1 s streams) and of the sample-recording maker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsprobe import open_recording
+from dsprobe.demo import SAMPLE_RECORDING, Demo, make_sample, main
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("pycocotools")
+pytest.importorskip("matplotlib")
+
+
+def test_short_demo_writes_a_report(tmp_path):
+    out = tmp_path / "demo"
+    demo = Demo(out, seconds=1.0, search_grid={"pre_cluster_threshold": [0.1, 0.5], "iou_threshold": [0.45, 0.7]})
+    assert [s.name for s in demo.steps()] == ["videos", "record", "replay", "tune", "export", "live", "report"]
+    demo.run()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 30 and summary["live_equal_frames"] == summary["live_frames"] == 30
+    assert 0.5 < summary["map50_after"] <= 1 and summary["map50_after"] >= summary["map50_before"] - 1e-9
+    assert summary["map50_95_after"] <= summary["map50_after"]
+    per_stream = summary["per_stream"]
+    assert [s["source_id"] for s in per_stream] == [0, 1] and all(s["frames"] == 15 for s in per_stream)
+    assert all(s["hits"] + s["false_positives"] == s["detections"] and s["hits"] + s["misses"] == s["gt_boxes"]
+               for s in per_stream)
+    report = (out / "report.md").read_text()
+    assert "mAP@0.5" in report and "Per stream" in report and "identical detections on 30 of 30 frames" in report
+    overlays = sorted(out.glob("overlay_*.png"))
+    assert len(overlays) == 4 and all(f"![{p.name}]({p.name})" in report for p in overlays)
+    assert json.loads((out / "tuned.json").read_text())["format"] and (out / "tuned_nvinfer.txt").stat().st_size
+
+
+def test_make_sample(tmp_path, monkeypatch):
+    path = make_sample(tmp_path / "sample.h5", seconds=1.0)
+    gt = json.loads((tmp_path / "sample_gt.json").read_text())
+    with open_recording(path) as r:
+        assert len(r) == 30 and sorted(set(r.frames["source_id"])) == [0, 1]
+        f = r[0]
+        assert f.image.shape == (360, 640, 3) and f.image_record.encoding == "jpeg"
+        assert len(f.detections) > 0  # the config's postprocess, stored as the pipeline's objects
+        assert r.notes["recorded_by"].endswith("--make-sample")
+    assert {im["frame_num"] for im in gt["images"]} == set(range(15))
+    assert path.stat().st_size < 5e6
+    monkeypatch.setattr("dsprobe.demo.SAMPLE_RECORDING", tmp_path / "cli" / "sample.h5")
+    assert main(["--make-sample", "--sample-seconds", "0.5"]) == 0
+    assert (tmp_path / "cli" / "sample_gt.json").exists()
+
+
+@pytest.mark.skipif(not SAMPLE_RECORDING.exists(), reason="no committed sample recording")
+def test_committed_sample_recording():
+    assert SAMPLE_RECORDING.stat().st_size <= 5 * 1024 * 1024
+    gt = json.loads(SAMPLE_RECORDING.with_name("sample_gt.json").read_text())
+    with open_recording(SAMPLE_RECORDING) as r:
+        assert len(r) == 60 and r.closed_cleanly and r.layers["output0"].shape == (8, 2100)
+        assert r.config().onnx_file == "model.onnx" and r.frames["has_image"].all()
+        frames = set(zip(r.frames["source_id"].astype(int), r.frames["frame_num"].astype(int)))
+    assert frames == {(im["source_id"], im["frame_num"]) for im in gt["images"]}
