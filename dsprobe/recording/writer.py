@@ -30,7 +30,7 @@ from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
                                       IMAGE_CHUNK_BYTES, SCHEMA_VERSION, compression_options, hdf5_name,
-                                      jsonable, layer_chunks)
+                                      jsonable, layer_chunks, table_chunks)
 from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
 
 log = logging.getLogger("dsprobe.recorder")
@@ -671,7 +671,7 @@ class _Table:
     def __init__(self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
         g = f.require_group(name)
         self.ds = {c: g.create_dataset(c, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                       chunks=(1024, *shape)) for c, (dtype, shape) in columns.items()}
+                                       chunks=table_chunks(dtype, shape)) for c, (dtype, shape) in columns.items()}
         self.rows: list[dict] = []
         self.count = 0
 
