@@ -1,5 +1,14 @@
-"""Reference recorder throughput: decode + preprocess + ONNX Runtime + record, vs ONNX Runtime alone on
-the same (already preprocessed) frames — how much recording costs on top of inference."""
+"""Reference recorder throughput, side by side in one run, on the sample streams and the sample model:
+
+* the whole recorder (decode + nvstreammux scaling + nvinfer preprocessing + ONNX Runtime + Recorder
+  with 640x360 JPEG images), as ``dsprobe record-onnx`` runs it, in frames/s;
+* ONNX Runtime alone on the same already-preprocessed frames (the floor: what inference costs);
+* decoding alone, and the preprocessing of one frame both ways (composed nearest index maps vs
+  building the 1280x720 muxer frame first), so the cost of each stage is visible.
+
+The ratio recorder / inference-alone says how much recording costs on top of inference.
+Usage: python benchmarks/bench_reference.py [seconds per stream, default 6]
+"""
 
 from __future__ import annotations
 
@@ -10,31 +19,53 @@ from pathlib import Path
 
 import numpy as np
 
-from dsprobe.nvinfer_config import load_nvinfer_config
-from dsprobe.reference.preprocess import muxer_scale, preprocess
-from dsprobe.reference.recorder import record_onnx
-from dsprobe.reference.runner import OnnxModel
-from dsprobe.reference.video import read_frames
-from dsprobe.sample import CONFIG_PATH, MODEL_PATH, make_videos
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_time, row  # noqa: E402
+
+from dsprobe.nvinfer_config import load_nvinfer_config  # noqa: E402
+from dsprobe.reference.preprocess import muxer_scale, preprocess, preprocess_source  # noqa: E402
+from dsprobe.reference.recorder import record_onnx  # noqa: E402
+from dsprobe.reference.runner import OnnxModel  # noqa: E402
+from dsprobe.reference.video import read_frames  # noqa: E402
+from dsprobe.sample import CONFIG_PATH, MODEL_PATH, MUXER_SIZE, make_videos  # noqa: E402
 
 
 def main(seconds: float = 6.0) -> None:
     cfg = load_nvinfer_config(CONFIG_PATH)
+    pre = cfg.preprocessing
     with tempfile.TemporaryDirectory() as tmp:
         v = make_videos(tmp, seconds=seconds)
-        s = record_onnx(v.paths, CONFIG_PATH, None, Path(tmp) / "ref.h5", batch=2, progress=False)
-        frames = [f.image for p in v.paths for f in read_frames(p)]
-        tensors = np.stack([preprocess(muxer_scale(f, 1280, 720), cfg.preprocessing)[0] for f in frames])
-        model = OnnxModel(MODEL_PATH, cfg.preprocessing)
         t0 = time.perf_counter()
-        for x in tensors:
-            model(x[None])
+        frames = [f.image for p in v.paths for f in read_frames(p)]
+        t_decode = time.perf_counter() - t0
+        n = len(frames)
+        tensors = np.stack([preprocess_source(f, MUXER_SIZE, pre)[0] for f in frames])
+        model = OnnxModel(MODEL_PATH, cfg)
+        model(tensors[:4])  # warm-up
+        t0 = time.perf_counter()
+        model(tensors)
         t_ort = time.perf_counter() - t0
-    n = len(frames)
-    print(f"{n} frames (2 streams 960x540 H.264 -> muxer 1280x720 -> 320x320 letterbox), sample model, CPU")
-    print(f"  ONNX Runtime alone:                 {n / t_ort:7.1f} frames/s")
-    print(f"  reference recorder (all stages):    {s.fps:7.1f} frames/s   = {s.fps / (n / t_ort):.2f}x of inference alone")
-    print("  stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.stage_seconds.items()))
+        runs = {}
+        for images in (True, False):
+            s = record_onnx(v.paths, CONFIG_PATH, None, Path(tmp) / f"ref_{images}.h5", muxer=MUXER_SIZE, batch=2,
+                            images=images, progress=False)
+            runs[images] = s
+    f0 = frames[0]
+    t_composed = median_time(lambda: preprocess_source(f0, MUXER_SIZE, pre), repeat=30)
+    t_two_stage = median_time(lambda: preprocess(muxer_scale(f0, *MUXER_SIZE), pre), repeat=30)
+    print(f"{n} frames: 2 streams 960x540 H.264 -> muxer 1280x720 -> 320x320 letterbox, sample model "
+          f"(fixed batch 1), {model.providers[0]}")
+    ort_fps = n / t_ort
+    print(f"  {'ONNX Runtime alone (same frames, preprocessed)':<52} {ort_fps:7.1f} frames/s")
+    for images, s in runs.items():
+        name = f"reference recorder, all stages{' + JPEG images' if images else ', no images'}"
+        print(f"  {name:<52} {s.fps:7.1f} frames/s  = {s.fps / ort_fps:.2f}x of inference alone "
+              f"(recording costs {100 * (1 - s.fps / ort_fps):.0f}%)")
+        print("      stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.stage_seconds.items() if v))
+    print(f"  {'decode alone (PyAV, RGB)':<52} {n / t_decode:7.1f} frames/s")
+    print("preprocessing one frame (source 960x540 -> network tensor):")
+    print(row("composed nearest maps (what the recorder does)", t_composed))
+    print(row("muxer frame first, then nvinfer crop/resize", t_two_stage, t_composed, "of composed"))
 
 
 if __name__ == "__main__":
