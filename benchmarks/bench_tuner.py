@@ -5,7 +5,9 @@
 2. A 10 x 10 pre-cluster threshold x NMS IoU search with mAP on 500 frames (target <= 30 s on 2 cores),
    next to one plain postprocess run (and one run + mAP) on the same 500 frames.
 
-Run: ``.venv/bin/python benchmarks/bench_tuner.py`` (makes recordings/sample.h5 on first use).
+Run: ``.venv/bin/python benchmarks/bench_tuner.py``. The committed recordings/sample.h5 holds 2 s per
+stream (60 frames), so by default the same sample is recorded for 20 s per stream (600 frames, as
+``python -m dsprobe.demo --make-sample`` does for 2 s) into out/bench/sample_20s.h5 on first use (~1 min).
 """
 
 from __future__ import annotations
@@ -32,20 +34,24 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recording", default=str(ROOT / "recordings" / "sample.h5"))
+    ap.add_argument("--recording", help="recording with <stem>_gt.json beside it (default: the sample, 2 x 20 s)")
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--changes", type=int, default=20, help="slider changes to time")
     args = ap.parse_args()
 
     from dsprobe import Postprocess, open_recording
     from dsprobe.evaluate import evaluate, load_ground_truth
-    from dsprobe.sample import ensure_sample_recording
     from dsprobe.search import search
     from dsprobe.widgets import Tuner
 
-    path = Path(args.recording)
-    if path == ROOT / "recordings" / "sample.h5":
-        ensure_sample_recording(path)
+    if args.recording:
+        path = Path(args.recording)
+    else:
+        path = ROOT / "out" / "bench" / "sample_20s.h5"
+        if not (path.exists() and path.with_name(f"{path.stem}_gt.json").exists()):
+            from dsprobe.demo import make_sample
+            print(f"recording the sample streams for 20 s each into {path} (once)...", flush=True)
+            make_sample(path, seconds=20.0)
     rec = open_recording(path)
     pp = Postprocess.from_nvinfer_config(rec.config())
     print(f"recording {path}: {len(rec)} frames, layers {list(rec.layers)}")
