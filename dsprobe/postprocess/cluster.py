@@ -49,8 +49,6 @@ def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
-    aw, ah = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
-    bw, bh = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
 
     def overlap(a0, a1, b0, b1):
         swap = a0 > b0
@@ -58,10 +56,12 @@ def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         hi0, hi1 = np.where(swap, a0, b0), np.where(swap, a1, b1)
         return np.where(lo1 < hi0, np.float32(0), np.minimum(lo1, hi1) - hi0)
 
-    inter = overlap(a[..., 0], a[..., 0] + aw, b[..., 0], b[..., 0] + bw) * \
-        overlap(a[..., 1], a[..., 1] + ah, b[..., 1], b[..., 1] + bh)
-    union = aw * ah + bw * bh - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf/NaN boxes behave as in C++
+        aw, ah = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
+        bw, bh = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+        inter = overlap(a[..., 0], a[..., 0] + aw, b[..., 0], b[..., 0] + bw) * \
+            overlap(a[..., 1], a[..., 1] + ah, b[..., 1], b[..., 1] + bh)
+        union = aw * ah + bw * bh - inter
         return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
 
 

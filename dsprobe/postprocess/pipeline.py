@@ -162,14 +162,18 @@ class Postprocess:
         steps.append(Step("scale", "nvinfer", {"maintain_aspect_ratio": pre.maintain_aspect_ratio,
                                                "symmetric_padding": pre.symmetric_padding,
                                                "deepstream_version": deepstream_version}))
-        obj: dict[str, Any] = {"filter_out_class_ids": list(cfg.filter_out_class_ids)}
+        # nvinfer always runs its object checks: even with every key at 0 they drop boxes that cross
+        # the frame's bottom edge (and, before DeepStream 9, its top edge). Only non-default keys are listed.
+        obj: dict[str, Any] = {}
+        if cfg.filter_out_class_ids:
+            obj["filter_out_class_ids"] = list(cfg.filter_out_class_ids)
         for name in ("detected_min_w", "detected_min_h", "detected_max_w", "detected_max_h", "roi_top_offset",
                      "roi_bottom_offset"):
-            obj[name] = pc(name)
-        if cfg.crop_objects_to_roi_boundary or any(np.any(np.asarray(v) != 0) for k, v in obj.items()
-                                                   if k != "filter_out_class_ids") or obj["filter_out_class_ids"]:
-            obj["crop_objects_to_roi_boundary"] = cfg.crop_objects_to_roi_boundary
-            steps.append(Step("filter", "objects", obj))
+            if any(v != 0 for v in cfg.per_class(name, n)):
+                obj[name] = pc(name)
+        if cfg.crop_objects_to_roi_boundary:
+            obj["crop_objects_to_roi_boundary"] = True
+        steps.append(Step("filter", "objects", obj))
         return cls(steps, labels=labels if labels is not None else cfg.labels(), num_classes=cfg.num_detected_classes,
                    geometry=pre, allow_import=allow_import, functions=functions)
 
@@ -471,6 +475,16 @@ def function_ref(fn: Callable) -> str:
 
 
 def _type_name(t: Any) -> str:
+    """Readable annotation: ``float | list[float] | None``."""
+    if t is None or t is type(None):
+        return "None"
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
@@ -523,6 +537,19 @@ def _fits_default(value: Any, default: Any) -> bool:
     return True
 
 
+_HINTS: dict[Callable, dict[str, Any]] = {}
+
+
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    """Resolved annotations of ``fn`` (cached; {} when they cannot be resolved: user code)."""
+    if fn not in _HINTS:
+        try:
+            _HINTS[fn] = typing.get_type_hints(fn)
+        except Exception:
+            _HINTS[fn] = {}
+    return _HINTS[fn]
+
+
 def _check_params(i: int, step: Step, fn: Callable) -> None:
     """Unknown params and params whose type doesn't fit the function's annotation (or, without one,
     its default) raise PostprocessError naming the step, the param and what was expected."""
@@ -530,10 +557,7 @@ def _check_params(i: int, step: Step, fn: Callable) -> None:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable annotations (user code): fall back to the defaults
-        hints = {}
+    hints = _type_hints(fn)
     accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     kw = {n: p for n, p in list(sig.parameters.items())[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     where = f"step {i} ({step.kind} {step.name!r})"

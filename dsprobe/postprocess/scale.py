@@ -62,7 +62,7 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
     if deepstream_version >= CLAMP_NEGATIVE_SINCE:
         rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
     keep = np.arange(len(rects))
-    if filters:
+    if filters is not None:
         keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
     d = dets[keep]
     rects = rects.copy()
