@@ -72,7 +72,10 @@ def test_every_notebook_is_tested():
 
 def test_01_explore(workspace, monkeypatch):
     text, kinds = outputs(run_notebook("01_explore_recording.ipynb", monkeypatch, env_for(workspace)))
-    assert str(workspace["recording"]) in text and "output0" in text
+    from dsprobe import open_recording
+    with open_recording(workspace["recording"]) as rec:
+        layer = next(iter(rec.layers))
+    assert str(workspace["recording"]) in text and layer in text
     assert kinds.count("image/png") == 3  # candidate scores, recorded scores, frame gaps: each shown once
     assert WIDGET_VIEW in kinds  # the frame browser
 

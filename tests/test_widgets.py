@@ -172,7 +172,8 @@ def test_explorer_shows_the_recorded_detections(live_recording):
     assert e.row == busy
     assert e.detections.equals(live_recording[busy].detections)
     assert e.num_patches == len(e.detections) == shown_count(e) > 0
-    assert "output0 float32[8, 2100]" in e.info.value
+    name, info = next(iter(live_recording.layers.items()))
+    assert f"{name} {info.dtype}{list(info.shape)}" in e.info.value
 
 
 def test_widgets_need_ipywidgets(monkeypatch, live_recording):
