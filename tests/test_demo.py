@@ -59,3 +59,28 @@ def test_committed_sample_recording():
         assert r.config().onnx_file == "model.onnx" and r.frames["has_image"].all()
         frames = set(zip(r.frames["source_id"].astype(int), r.frames["frame_num"].astype(int)))
     assert frames == {(im["source_id"], im["frame_num"]) for im in gt["images"]}
+
+
+@pytest.mark.skipif(not SAMPLE_RECORDING.exists(), reason="no committed sample recording")
+def test_committed_sample_matches_the_current_sample_model_and_scenes(tmp_path):
+    """Fails when the sample model, config or scenes changed after recordings/sample.h5 was made:
+    regenerate it with ``python -m dsprobe.demo --make-sample``."""
+    import numpy as np
+
+    from dsprobe.reference.recorder import record_onnx
+    from dsprobe.sample import CONFIG_PATH, make_videos
+
+    with open_recording(SAMPLE_RECORDING) as r:
+        seconds = r.notes["seconds_per_stream"]
+        v = make_videos(tmp_path / "v", seconds=seconds)
+        record_onnx(v.paths, CONFIG_PATH, None, tmp_path / "now.h5", batch=2, max_frames=2, images=False,
+                    progress=False)
+        stale = "recordings/sample.h5 is stale: run python -m dsprobe.demo --make-sample"
+        assert r.config_text() == CONFIG_PATH.read_text(), stale
+        with open_recording(tmp_path / "now.h5") as now:
+            for i in range(len(now)):
+                f = now[i]
+                np.testing.assert_allclose(r.find(f.source_id, f.frame_num).tensors["output0"],
+                                           f.tensors["output0"], rtol=1e-4, atol=1e-4, err_msg=stale)
+    assert json.loads(v.gt_json.read_text()) == json.loads(SAMPLE_RECORDING.with_name("sample_gt.json").read_text()), \
+        stale
