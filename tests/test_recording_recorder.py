@@ -149,7 +149,7 @@ def test_segments_rotate_by_duration(tmp_path):
     rec.gate.set()
     for n in range(3):
         rec.record(frame(n))
-        threading.Event().wait(0.15)  # longer than a segment's life: each frame lands in a new segment
+        threading.Event().wait(0.3)  # far longer than a segment's life: each frame lands in a new segment
     rec.close()
     with open_recording(path) as r:
         assert len(r.paths) >= 2 and len(r) == 3
