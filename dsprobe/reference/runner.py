@@ -43,7 +43,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | Path, config: NvinferConfig, providers: Sequence[str] | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, spin: bool = False) -> None:
         ort = _ort()
         self.path = Path(path)
         if not self.path.exists():
@@ -51,6 +51,9 @@ class OnnxModel:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # ORT's worker threads busy-wait between runs by default; the recorder decodes and the Recorder
+        # encodes images on the same cores between runs, so waiting threads must sleep instead
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.providers = list(providers) if providers is not None else default_providers()
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
