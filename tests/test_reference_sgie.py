@@ -126,9 +126,14 @@ def test_cli_sgie_and_bad_process_mode(tmp_path, sample_videos):
     out = tmp_path / "cli.h5"
     res = subprocess.run([sys.executable, "-m", "dsprobe.cli", "record-onnx", "--config", str(CONFIG_PATH),
                           "--video", str(sample_videos.paths[0]), "--max-frames", "2", "--no-images",
-                          "--sgie-config", str(cfg), "-o", str(out)], capture_output=True, text=True)
+                          "--sgie-config", str(cfg), "--object-images", "-o", str(out)],
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert "SGIE objects" in res.stdout and open_recording(out).unique_ids == [1, 2]
+    r = open_recording(out)
+    assert "SGIE objects" in res.stdout and r.unique_ids == [1, 2]
+    assert not r.frames["has_image"].any()  # --no-images: no frame pictures, but the object crops are kept
+    sgie = r[int(r.frames.index[(r.frames["unique_id"] == 2)][0])]
+    assert sgie.objects and all(o.image is not None for o in sgie.objects)
     primary = tmp_path / "primary_as_sgie.txt"
     primary.write_text(cfg.read_text().replace("process-mode=2", "process-mode=1"))
     with pytest.raises(ValueError, match="primary_as_sgie.txt: process-mode=1; a secondary GIE needs process-mode=2"):

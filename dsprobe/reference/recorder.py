@@ -173,7 +173,7 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
                      "batch": batch, "providers": pgie.model.providers}
     recorder_kwargs.setdefault("drop_when_full", False)
     t_start = time.perf_counter()
-    rec = Recorder(output, nvinfer_config=configs if sgies else pgie.config, images=images,
+    rec = Recorder(output, nvinfer_config=configs if sgies else pgie.config, images=images or object_images,
                    image_max_size=image_max_size, notes=notes if notes is not None else default_notes,
                    **recorder_kwargs)
     try:
