@@ -96,22 +96,23 @@ def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str,
 
 
 def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, channels: int | None = None,
-           min_channels: int = 1) -> np.ndarray:
+           min_channels: int = 1, native: str = "channels_last") -> np.ndarray:
     """``a`` as ``(anchors, channels)`` (a transposed view when the layer is channels-first).
 
     ``layout``: "channels_last" keeps ``a``, "channels_first" transposes it, "auto" takes the axis of
-    length ``channels`` as the channels when that is known, else the longer axis as the anchors unless
-    that leaves fewer than ``min_channels`` channels. ValueError when the channel count does not fit."""
+    length ``channels`` as the channels when that is known, else the longer axis as the anchors (a
+    square layer: the decoder's ``native`` layout) unless that leaves fewer than ``min_channels``
+    channels. ValueError when the channel count does not fit."""
     check_choice(step, "layout", layout, ("auto", "channels_first", "channels_last"))
+    first = layout == "channels_first"
     if layout == "auto":
         if channels is not None:
             first = a.shape[1] != channels and a.shape[0] == channels
         else:
-            first = a.shape[1] > a.shape[0]
+            first = a.shape[1] > a.shape[0] if a.shape[0] != a.shape[1] else native == "channels_first"
             if (a.shape[0] if first else a.shape[1]) < min_channels:
                 first = not first
-        layout = "channels_first" if first else "channels_last"
-    v = a.T if layout == "channels_first" else a
+    v = a.T if first else a
     if v.shape[1] < min_channels or (channels is not None and v.shape[1] != channels):
         raise ValueError(f"{step}: layer {layer!r} has shape {list(a.shape)}, expected {what}"
                          + ("" if layout == "auto" else f" (layout={layout!r})"))

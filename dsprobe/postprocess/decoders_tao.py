@@ -321,8 +321,8 @@ def decode_detr(layers: Layers, ctx: StepContext, *, boxes_layer: str = "pred_bo
     * ``parser="tao_ddetr"`` = TAO ``NvDsInferParseCustomDDETRTAO`` (TAO DINO / Deformable DETR):
       sigmoid of the max logit, class 0 skipped, ``x1 = (cx - w/2) * W``, ``x2 = x1 + w * W``, corners
       clipped to ``[0, W-1]``, queries with equal confidence collapse to the last one (a std::map),
-      the best 200 kept (``activation``, ``skip_class`` and ``top_k`` are then fixed). Pass the pre-cluster thresholds as ``score_threshold`` to apply them before
-      the cut, as the parser does."""
+      the best 200 kept (``activation``, ``skip_class`` and ``top_k`` are then fixed). Pass the
+      pre-cluster thresholds as ``score_threshold`` to apply them before the cut, as the parser does."""
     step = "decode detr"
     check_choice(step, "activation", activation, ("sigmoid", "softmax", "none"))
     check_choice(step, "parser", parser, ("none", "tao_ddetr"))

@@ -33,7 +33,8 @@ def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, 
     check_choice(step, "box_format", box_format, ("cxcywh", "xyxy"))
     what = f"(4 + classes{extra_what}, anchors) or its transpose"
     name, a = layer_2d(layers, layer, step, "layer", what, exclude)
-    v = orient(a, layout, step, name, what, min_channels=5 + extra)  # (anchors, channels)
+    v = orient(a, layout, step, name, what, min_channels=5 + extra,
+               native="channels_first")  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
     rows, cls, conf = best_class(v[:, 4:4 + nc], score_threshold, multi_label)
     boxes = to_xyxy(v[rows, :4], box_format, step)

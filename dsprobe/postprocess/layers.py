@@ -59,8 +59,9 @@ def find_layer(layers: Mapping[str, np.ndarray], name: str | None = None, *, con
       ignored (check the shape with :func:`expect`).
     * otherwise the only layer (not in ``exclude``) that satisfies every criterion given:
       ``contains`` (substring, nvinfer's ``"cov"`` / ``"bbox"`` rule), ``shape`` (pattern, see the
-      module doc), ``ndim`` (dims after dropping a leading batch axis of 1); with none given, the only
-      layer.
+      module doc), ``ndim`` (dims after dropping a leading batch axis of 1; when several layers fit and
+      every layer starts with an axis of 1, the ones with exactly that batch axis win); with none
+      given, the only layer.
 
     Raises :class:`LayerNotFoundError` naming ``step``, what was looked for and every recorded layer."""
     if name is not None:
@@ -79,6 +80,9 @@ def find_layer(layers: Mapping[str, np.ndarray], name: str | None = None, *, con
             cands = [k for k in cands if matches(layers[k], shape)]
         if ndim is not None:
             cands = [k for k in cands if strip_batch(layers[k], ndim).ndim == ndim]
+            if len(cands) > 1 and all(np.ndim(v) and np.shape(v)[0] == 1 for v in layers.values()):
+                # every layer has a leading 1: the engine reports a batch axis, so (1, 116, 8400) is 2-D
+                cands = [k for k in cands if np.ndim(layers[k]) == ndim + 1] or cands
         if len(cands) == 1:
             return cands[0], layers[cands[0]]
         what = ("one" if contains is not None else "a single") + (f" {ndim}-D" if ndim is not None else "") + \
