@@ -156,10 +156,15 @@ def test_yolov8_seg_coefficients_and_masks_by_hand():
     want[1:3, 1:3] = 0.5  # box / 4 = (1, 1, 3, 3): cells 1 and 2 inside on both axes
     np.testing.assert_array_equal(m[0], want)
     assert seg_masks(seg, protos, (16, 16), threshold=0.4)[0].tolist() == (want > 0).astype(float).tolist()
-    up = seg_masks(seg, protos, (16, 16), size=(8, 8))
-    # bilinear 4 -> 8 with half-pixel centres of the 1-D profile [0, 1, 1, 0]: [0, .25, .75, 1, 1, .75, .25, 0]
-    u = np.array([0, .25, .75, 1, 1, .75, .25, 0], np.float32)
-    np.testing.assert_allclose(up[0], 0.5 * np.outer(u, u), atol=1e-6)
+    ramp = np.zeros((2, 4, 4), np.float32)
+    ramp[0] = [0, 2, 2, 0]  # logit profile along x, constant along y
+    tall = Detections([[0, 0, 16, 8]], [0.9], [0], "network", vectors=[[1.0, 0.0]])
+    up = seg_masks(tall, ramp, (16, 16), size=(8, 8))
+    # logits resized 4 -> 8 (half-pixel centres): [0, .5, 1.5, 2, 2, 1.5, .5, 0]; then sigmoid; the box is
+    # (0, 0, 8, 4) on the 8x8 grid: rows 0-3 inside
+    u = sigmoid(np.array([0, .5, 1.5, 2, 2, 1.5, .5, 0]))
+    np.testing.assert_allclose(up[0, :4], np.tile(u, (4, 1)), rtol=1e-6)
+    assert not up[0, 4:].any()
     with pytest.raises(ValueError, match=r"seg_masks: detections need 3 mask coefficients"):
         seg_masks(seg, np.zeros((3, 4, 4)), (16, 16))
     with pytest.raises(ValueError, match=r"before the scale step"):

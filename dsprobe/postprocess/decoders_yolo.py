@@ -243,29 +243,31 @@ def seg_masks(dets: Detections, protos: np.ndarray, network_size: tuple[int, int
               size: tuple[int, int] | None = None) -> np.ndarray:
     """Full-image instance masks ``(N, h, w)`` float32 for YOLOv8-seg detections in network pixels.
 
-    ``sigmoid(coefficients @ prototypes)`` on the prototype grid ``(mh, mw)``, zero outside each box
-    (grid cell ``(i, j)`` is inside when ``x1 * mw / W <= i < x2 * mw / W``, rows likewise: Ultralytics'
-    ``crop_mask``); with ``size=(w, h)`` resized bilinearly (half-pixel centres, like torch's
-    ``interpolate(..., align_corners=False)``); with ``threshold`` binarised (``mask > threshold`` as
-    0/1). Ultralytics' predicted masks are ``seg_masks(dets, protos, net, size=net, threshold=0.5)``.
+    ``logits = coefficients @ prototypes`` on the prototype grid ``(mh, mw)``; with ``size=(w, h)``
+    resized bilinearly (half-pixel centres, torch's ``interpolate(..., align_corners=False)``); then
+    ``sigmoid``, zero outside each box scaled to the mask grid (cell ``(i, j)`` is inside when
+    ``x1' <= i < x2'`` and ``y1' <= j < y2'``: Ultralytics' ``crop_mask``), and with ``threshold``
+    binarised (``mask > threshold`` as 0/1). Ultralytics' predicted masks (``process_mask(...,
+    upsample=True)``) are ``seg_masks(dets, protos, net, size=net, threshold=0.5)``.
 
     Run it after clustering on the kept boxes only (cost is N x M x mh x mw): e.g.
     ``dets = pp.with_step("scale", "none").run(layers, ctx)`` then
     ``seg_masks(dets, layers["output1"], ctx.network_size)``."""
     step = "seg_masks"
-    masks = _sigmoid(_mask_logits(dets, protos, step))
-    n, mh, mw = masks.shape
+    logits = _mask_logits(dets, protos, step)
+    n, mh, mw = logits.shape
+    oh, ow = (mh, mw) if size is None else (size[1], size[0])
+    if size is not None:
+        ry = _bilinear_weights((np.arange(oh) + 0.5) * (mh / oh) - 0.5, mh)
+        rx = _bilinear_weights((np.arange(ow) + 0.5) * (mw / ow) - 0.5, mw)
+        logits = ry @ logits @ rx.T
+    masks = _sigmoid(logits)
     w, h = network_size
-    b = dets.boxes * np.array([mw / w, mh / h, mw / w, mh / h], np.float32)
-    cols, rows = np.arange(mw, dtype=np.float32), np.arange(mh, dtype=np.float32)
+    b = dets.boxes * np.array([ow / w, oh / h, ow / w, oh / h], np.float32)
+    cols, rows = np.arange(ow, dtype=np.float32), np.arange(oh, dtype=np.float32)
     inside_x = (cols[None] >= b[:, 0:1]) & (cols[None] < b[:, 2:3])
     inside_y = (rows[None] >= b[:, 1:2]) & (rows[None] < b[:, 3:4])
     masks *= inside_y[:, :, None] & inside_x[:, None, :]
-    if size is not None:
-        ow, oh = size
-        ry = _bilinear_weights((np.arange(oh) + 0.5) * (mh / oh) - 0.5, mh)
-        rx = _bilinear_weights((np.arange(ow) + 0.5) * (mw / ow) - 0.5, mw)
-        masks = (ry @ masks @ rx.T).astype(np.float32)
     return masks if threshold is None else (masks > np.float32(threshold)).astype(np.float32)
 
 
