@@ -37,9 +37,11 @@ def assert_same_as_reference(got: Detections, want: list) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- NMS (mode 2)
-def test_nms_is_bit_identical_to_the_cpp_loop_on_thousands_of_random_cases():
-    rng = np.random.default_rng(0)
-    for case in range(2000):
+@pytest.mark.parametrize("rounds", [0, 2, cluster.NMS_ROUNDS])  # 0: all pairs; 2: rounds, then pairs
+def test_nms_is_bit_identical_to_the_cpp_loop_on_thousands_of_random_cases(rounds, monkeypatch):
+    monkeypatch.setattr(cluster, "NMS_ROUNDS", rounds)
+    rng = np.random.default_rng(rounds)
+    for case in range(2000 if rounds > 2 else 500):
         nc = int(rng.integers(1, 4))
         d = random_dets(rng, int(rng.integers(0, 30)), nc, ties=case % 2 == 0)
         iou = rng.choice([0.0, 0.1, 0.3, 0.45, 0.5, 0.9, 1.0], nc).tolist()

@@ -43,26 +43,35 @@ def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.
     return arr[class_ids]
 
 
+def _edges(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """nvinfer's view of x1y1x2y2 boxes: ``left, top, left + width, top + height, width * height``
+    (float32, width = x2 - x1)."""
+    b = np.asarray(boxes, np.float32)
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    return b[..., 0], b[..., 1], b[..., 0] + w, b[..., 1] + h, w * h
+
+
+def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """nvinfer's overlap1D: order the pair by left edge (swap when a0 > b0); 0 when the first ends
+    before the second starts, else min(rights) - the later left (negative for inverted boxes, as in C++)."""
+    swap = a0 > b0
+    lo1, hi0 = np.where(swap, b1, a1), np.where(swap, a0, b0)
+    return np.where(lo1 < hi0, np.float32(0), np.minimum(a1, b1) - hi0)
+
+
+def _iou_edges(ea: tuple[np.ndarray, ...], eb: tuple[np.ndarray, ...]) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf/NaN boxes behave as in C++
+        inter = _overlap(ea[0], ea[2], eb[0], eb[2]) * _overlap(ea[1], ea[3], eb[1], eb[3])
+        union = ea[4] + eb[4] - inter
+        return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
+
+
 def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise IoU of broadcastable ``(..., 4)`` x1y1x2y2 boxes in float32, exactly as nvinfer's
     ``computeIoU`` on ``left, top, width, height`` objects: right edge ``left + width``, no +1 pixel,
     ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-
-    def overlap(a0, a1, b0, b1):
-        swap = a0 > b0
-        lo0, lo1 = np.where(swap, b0, a0), np.where(swap, b1, a1)
-        hi0, hi1 = np.where(swap, a0, b0), np.where(swap, a1, b1)
-        return np.where(lo1 < hi0, np.float32(0), np.minimum(lo1, hi1) - hi0)
-
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf/NaN boxes behave as in C++
-        aw, ah = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
-        bw, bh = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-        inter = overlap(a[..., 0], a[..., 0] + aw, b[..., 0], b[..., 0] + bw) * \
-            overlap(a[..., 1], a[..., 1] + ah, b[..., 1], b[..., 1] + bh)
-        union = aw * ah + bw * bh - inter
-        return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _iou_edges(_edges(a), _edges(b))
 
 
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -113,8 +122,76 @@ def _by_class(dets: Detections):
         yield int(c), np.flatnonzero(dets.class_ids == c)
 
 
-#: above this many candidates NMS builds one IoU matrix per class instead of one for all (memory)
+#: above this many candidates NMS works class by class instead of in one pass (memory)
 ONE_PASS_LIMIT = 3000
+
+
+#: rounds of the all-classes-at-once greedy NMS before crowded classes switch to all pairs
+NMS_ROUNDS = 8
+
+
+def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """Greedy NMS over boxes sorted by class, then descending score: the indices kept, ascending.
+
+    All classes advance together, one kept box per class per round: in each class the first box
+    not yet decided is kept (everything before it is decided, and no kept box suppressed it), and
+    the IoU of that box with the class's undecided rest (one vectorised call for all classes)
+    suppresses those above the threshold. That is exactly nvinfer's box-by-box loop; a round costs
+    one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
+    Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`_greedy_pairs`."""
+    e = _edges_quiet(boxes)
+    block = np.concatenate([[0], np.cumsum(cls[1:] != cls[:-1])])  # dense class index, ascending
+    undecided = np.arange(len(cls))
+    kept = []
+    for _ in range(NMS_ROUNDS):
+        if not len(undecided):
+            break
+        b = block[undecided]
+        first = np.concatenate([[True], b[1:] != b[:-1]])
+        tops = undecided[first]
+        kept.append(tops)
+        rest = undecided[~first]
+        if not len(rest):
+            undecided = rest
+            break
+        top_of_rest = tops[np.searchsorted(b[first], block[rest])]
+        iou = _iou_edges(tuple(v[top_of_rest] for v in e), tuple(v[rest] for v in e))
+        undecided = rest[~_suppresses(iou, thr[rest])]
+    if len(undecided):
+        kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided], thr[undecided])])
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.intp)
+
+
+def _edges_quiet(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _edges(boxes)
+
+
+def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """Greedy NMS over boxes sorted by class, then descending score: indices kept, ascending.
+
+    The IoU of every same-class pair ``(i, j)``, ``i < j`` (the only ones that can suppress) comes
+    from one vectorised call; then only boxes that suppress something are visited, in order: a box
+    still alive when visited is kept and suppresses its partners. Boxes that suppress nothing are
+    kept exactly when nothing before them suppressed them, so this equals the box-by-box loop."""
+    n = len(cls)
+    later = np.searchsorted(cls, cls, side="right") - np.arange(n) - 1  # same-class boxes after i
+    rows = np.repeat(np.arange(n), later)
+    if not len(rows):
+        return np.arange(n)
+    first = np.cumsum(later) - later  # where row i's pairs start
+    cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, later))
+    e = _edges_quiet(boxes)
+    hit = _suppresses(_iou_edges(tuple(v[rows] for v in e), tuple(v[cols] for v in e)), thr[rows])
+    rows, cols = rows[hit], cols[hit]
+    alive = np.ones(n, bool)
+    if len(rows):
+        suppressors, at = np.unique(rows, return_index=True)
+        bounds = np.append(at, len(rows))
+        for k, i in enumerate(suppressors.tolist()):
+            if alive[i]:
+                alive[cols[bounds[k]:bounds[k + 1]]] = False
+    return np.flatnonzero(alive)
 
 
 @register("cluster", "nms")
@@ -138,24 +215,8 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
         keep = np.concatenate(kept)
     else:
         order = np.lexsort((-dets.scores, dets.class_ids))  # class, then score desc; stable
-        cls = dets.class_ids[order]
-        boxes = dets.boxes[order]
-        # same-class pairs only (block diagonal after the sort): row i against every box of its class
-        starts = np.searchsorted(cls, cls, side="left")
-        sizes = np.searchsorted(cls, cls, side="right") - starts
-        rows = np.repeat(np.arange(n), sizes)
-        cols = np.repeat(starts, sizes) + (np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes))
-        thr = per_row(iou_threshold, cls, "iou_threshold")
-        hit = _suppresses(iou_pairs(boxes[rows], boxes[cols]), thr[rows])
-        suppress = np.zeros((n, n), bool)
-        suppress[rows[hit], cols[hit]] = True
-        alive = np.ones(n, bool)
-        k = []
-        for i in range(n):
-            if alive[i]:
-                k.append(i)
-                alive &= ~suppress[i]
-        keep = order[np.asarray(k, dtype=np.intp)]
+        keep = order[_greedy_same_class(dets.boxes[order], dets.class_ids[order],
+                                        per_row(iou_threshold, dets.class_ids[order], "iou_threshold"))]
     c = dets.class_ids[keep]
     keep = keep[dets.scores[keep] > per_row(post_cluster_threshold, c, "post_cluster_threshold")]
     return dets[topk_per_class(keep, dets, topk)]

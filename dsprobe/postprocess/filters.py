@@ -32,12 +32,10 @@ def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_t
     from the param or the context) and negative class ids, keep ``conf >= pre-cluster-threshold[class]``
     (float32 comparison). Order is kept."""
     n = num_classes or (ctx.num_classes if ctx is not None else 0)
-    keep = dets.class_ids >= 0
-    if n:
-        keep &= dets.class_ids < n
-    d = dets[keep]
-    thr = per_row(pre_cluster_threshold, d.class_ids, "pre_cluster_threshold")
-    return d[d.scores >= thr]
+    c = dets.class_ids
+    known = (c >= 0) & (c < n) if n else c >= 0
+    thr = per_row(pre_cluster_threshold, np.where(known, c, 0), "pre_cluster_threshold")
+    return dets[known & (dets.scores >= thr)]
 
 
 def rects_to_boxes(rects: np.ndarray) -> np.ndarray:

@@ -61,11 +61,11 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
                       (h.astype(np.float64) / t.ratio_y).astype(np.float32)], axis=1)
     if deepstream_version >= CLAMP_NEGATIVE_SINCE:
         rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
-    keep = np.arange(len(rects))
+    d = dets
     if filters is not None:
         keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
-    d = dets[keep]
-    rects = rects.copy()
+        d = dets[keep]
+        rects = rects.copy()
     rects[:, 0] += np.float32(crop[0])
     rects[:, 1] += np.float32(crop[1])
     kp = None

@@ -1,16 +1,14 @@
-"""Heavy cross-checks against torchvision, OpenCV and Ultralytics (``make verify``; its own venv
+"""Clustering and scaling against torchvision, OpenCV and Ultralytics (``make verify``; its own venv
 ``.venv-verify``). Skipped with the reason when those packages are absent (the light ``make test``
-venv deselects them anyway: they are marked slow)."""
+venv deselects them anyway: they are marked slow). The YOLOv8 decoders + NMS against Ultralytics'
+own postprocess are in test_verify_ultralytics.py."""
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 import pytest
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess import Postprocess
 from dsprobe.postprocess.cluster import agnostic_nms, cv_group_rectangles, group_rectangles, nms
 from dsprobe.postprocess.registry import StepContext
 from dsprobe.postprocess.scale import scale_ultralytics
@@ -95,37 +93,3 @@ def test_ultralytics_letterbox_vs_scale_boxes():
         ours = scale_ultralytics(Detections(d.boxes * 2, d.scores, d.class_ids), StepContext(net, frame))
         theirs = scale_boxes((net[1], net[0]), torch.from_numpy(d.boxes * 2).double(), (frame[1], frame[0])).numpy()
         np.testing.assert_allclose(ours.boxes, theirs.astype(np.float32), rtol=0, atol=1e-3, err_msg=str(case))
-
-
-def test_yolov8_postprocess_vs_ultralytics():
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("ultralytics")
-    from ultralytics.nn.tasks import DetectionModel
-    try:
-        from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
-    except ImportError:
-        from ultralytics.utils.ops import non_max_suppression
-
-    torch.manual_seed(0)
-    model = DetectionModel("yolov8n.yaml", nc=80, verbose=False).eval()  # built from yaml, no weights downloaded
-    x = torch.rand(2, 3, 640, 640)
-    with torch.no_grad():
-        raw = model(x)
-        raw = raw[0] if isinstance(raw, (list, tuple)) else raw  # (B, 84, 8400): real YOLOv8 layout
-    # an untrained head scores ~0.5 everywhere: give it a detector-like score distribution (a few
-    # thousand anchors above the threshold) while keeping the network's real box outputs
-    raw = raw.clone()
-    raw[:, 4:] = torch.rand(raw[:, 4:].shape) ** 200
-    conf, iou = 0.25, 0.45
-    pp = Postprocess([{"kind": "decode", "name": "yolov8", "params": {"score_threshold": conf}},
-                      {"kind": "filter", "name": "threshold", "params": {"pre_cluster_threshold": conf}},
-                      {"kind": "cluster", "name": "nms", "params": {"iou_threshold": iou}}])
-    extra = {"max_time_img": 1000.0} if "max_time_img" in inspect.signature(non_max_suppression).parameters else {}
-    theirs = non_max_suppression(raw, conf, iou, max_det=100000, **extra)
-    for b in range(raw.shape[0]):
-        ours = pp.run({"output0": raw[b].numpy()}, StepContext((640, 640)))
-        t = theirs[b].numpy()
-        # Ultralytics keeps conf > thr (strict), nvinfer's pre-cluster keeps >=: no score equals 0.25 here
-        a = sorted(zip(map(tuple, ours.boxes.tolist()), ours.class_ids.tolist()))
-        w = sorted(zip(map(tuple, t[:, :4].tolist()), t[:, 5].astype(int).tolist()))
-        assert len(a) == len(w) > 0 and a == w  # identical float32 boxes and classes
