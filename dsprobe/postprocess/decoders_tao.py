@@ -182,8 +182,8 @@ def decode_ssd(layers: Layers, ctx: StepContext, *, num_layer: str | None = None
 # ---------------------------------------------------------------------------------------------- NMS plugin
 @register("decode", "nms_plugin")
 def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = None, count_layer: str | None = None,
-                      score_threshold: float = 0.0, parser: Literal["none", "tao", "ssd_sample"] = "none",
-                      tao_clip: bool = False) -> Detections:
+                      score_threshold: float = 0.0, parser: Literal["none", "tao", "ssd_sample"] = "none"
+                      ) -> Detections:
     """TensorRT NMS plugin output (Caffe/UFF SSD, TAO SSD / DSSD / RetinaNet / FasterRCNN / YOLOv3):
     records of 7 floats ``[image_id, label, confidence, xmin, ymin, xmax, ymax]`` (normalised), plus a
     keep count (``NMS_1``). Without a count layer, records with ``image_id = -1`` (padding) are skipped.
@@ -194,13 +194,11 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
       ``left = clip(xmin * W, 0, W-1)``, ``width = clip((xmax - xmin) * W, 0, W-1)`` (likewise top,
       height); "ssd_sample" = DeepStream's ``objectDetector_SSD`` parser: ``x * W`` truncated to an
       unsigned int (negative -> 0, as on Jetson; x86 wraps, which is undefined behaviour), clipped to
-      ``[0, W-1]``, then ``width = x2 - x1 + 1``. ``tao_clip=True`` is an older spelling of "tao".
+      ``[0, W-1]``, then ``width = x2 - x1 + 1``.
     * ``score_threshold``: ``confidence >= threshold`` (TAO: its ``pre-cluster-threshold[0]``)."""
     step = "decode nms_plugin"
     check_choice(step, "parser", parser, ("none", "tao", "ssd_sample"))
     check_number(step, "score_threshold", score_threshold)
-    if check_bool(step, "tao_clip", tao_clip):
-        parser = "tao"
     check_layer_name(step, "layer", layer)
     check_layer_name(step, "count_layer", count_layer)
     if layer is None and "NMS" in layers:
