@@ -16,6 +16,7 @@ from dsprobe.postprocess.decoders import (attach_masks, classify, decode_boxes_s
                                           decode_nms_plugin, decode_ssd, decode_xyxy_score_class, decode_yolov5,
                                           decode_yolov8, decode_yolov8_pose, decode_yolov8_seg, decode_yolox,
                                           seg_masks)
+from dsprobe.postprocess.filters import threshold
 from dsprobe.postprocess.layers import LayerNotFoundError, expect, find_layer, matches, strip_batch
 from dsprobe.postprocess.registry import StepContext, get_step, step_names
 from dsprobe.postprocess.scale import scale_nvinfer
@@ -390,6 +391,9 @@ def test_detectnet_v2_matches_the_loop_transcription_with_per_class_thresholds()
             assert got.class_ids.tolist() == [o[0] for o in want], case
             np.testing.assert_array_equal(got.boxes, np.array([o[1] for o in want], np.float32).reshape(-1, 4))
             np.testing.assert_array_equal(got.scores, np.array([o[2] for o in want], np.float32))
+            later = threshold(decode_detectnet_v2({"cov": cov, "bbox": bbox}, StepContext((w, h)), parser=parser,
+                                                  num_classes=n_cls), None, pre_cluster_threshold=thr.tolist())
+            assert later.equals(got), case  # thresholds left to the filter step: same boxes, same order
 
 
 def test_detectnet_v2_thresholds_as_dict_classes_and_errors():
@@ -400,6 +404,7 @@ def test_detectnet_v2_thresholds_as_dict_classes_and_errors():
     d = decode_detectnet_v2(layers, ctx, pre_cluster_threshold={"1": 0.5, "default": 0.3})
     assert d.class_ids.tolist() == [0, 2]
     assert decode_detectnet_v2(layers, ctx, pre_cluster_threshold=0.3, num_classes=2).class_ids.tolist() == [0, 1]
+    assert decode_detectnet_v2(layers, ctx).class_ids.tolist() == [0, 1, 2]  # no threshold: the filter step's job
     with pytest.raises(ValueError, match=r"param 'pre_cluster_threshold' has 2 per-class values, expected 3"):
         decode_detectnet_v2(layers, ctx, pre_cluster_threshold=[0.1, 0.2])
     with pytest.raises(LayerNotFoundError, match=r"decode detectnet_v2: could not find one layer whose name contains "

@@ -241,7 +241,7 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
 # ---------------------------------------------------------------------------------------------- DetectNet_v2
 @register("decode", "detectnet_v2")
 def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | None = None,
-                        bbox_layer: str | None = None, pre_cluster_threshold: PerClassParam = 0.2,
+                        bbox_layer: str | None = None, pre_cluster_threshold: PerClassParam | None = None,
                         num_classes: int = 0, parser: Literal["builtin", "custom_resnet"] = "builtin",
                         bbox_norm: float = DETECTNET_BBOX_NORM) -> Detections:
     """nvinfer's built-in DetectNet_v2 / resnet10 parser (network-type=0 with no parse-bbox-func-name;
@@ -252,7 +252,9 @@ def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | No
       nvinfer's "Could not find output coverage layer" becomes an error listing the recorded layers.
     * Classes parsed: ``min(C, num_classes)`` (``num_classes`` 0 = the context's
       num-detected-classes, else C). For each class, cell (j, i) with ``cov >= pre_cluster_threshold[c]``
-      (a scalar, a per-class list or ``{class: thr, "default": thr}``) gives, with
+      (a scalar, a per-class list or ``{class: thr, "default": thr}``; ``None`` = every cell, leaving
+      the thresholds to the ``filter:threshold`` step, which gives the same boxes in the same order)
+      gives, with
       ``stride = ceil(W / gw)`` and ``norm = 35``: ``x1 = i*stride + 0.5 - norm*o_x1``,
       ``x2 = i*stride + 0.5 + norm*o_x2`` (float32, as nvinfer), y likewise.
     * ``parser="builtin"``: each corner set to ``W-1`` when ``>= W`` and to 0 when negative; boxes with
@@ -276,7 +278,8 @@ def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | No
         raise ValueError(f"{step}: layer {bbox_name!r} has shape {list(bbox.shape)}, expected "
                          f"{[4 * c_n, gh, gw]} (4 planes per class of {cov_name!r} {list(cov.shape)})")
     n_cls = min(c_n, n_req or ctx.num_classes or c_n)
-    thr = per_class_values(step, "pre_cluster_threshold", pre_cluster_threshold, n_cls)
+    thr = np.full(n_cls, -np.inf, np.float32) if pre_cluster_threshold is None else \
+        per_class_values(step, "pre_cluster_threshold", pre_cluster_threshold, n_cls)
     w, h = ctx.network_size
     sx, sy = -(-w // gw), -(-h // gh)
     # grid centres as nvinfer: float(i * stride + 0.5) / norm, in float32

@@ -19,10 +19,14 @@ from dsprobe.postprocess.decoders import seg_masks
 from dsprobe.postprocess.registry import StepContext
 
 pytestmark = pytest.mark.slow
-torch = pytest.importorskip("torch")
-pytest.importorskip("ultralytics")
-
 CONF, IOU = 0.25, 0.45
+
+
+@pytest.fixture(autouse=True)
+def _needs_ultralytics():
+    """Checked here, not at collection: ``make test`` collects this file without torch."""
+    pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
 
 
 def ultralytics_nms():
@@ -37,6 +41,7 @@ def ultralytics_nms():
 def raw_outputs(model_cls, yaml: str, size: int, images: int = 2, seed: int = 0):
     """``(head (B, C, anchors), protos (B, M, mh, mw) or None)`` of a random-weight model, with
     detector-like class scores."""
+    import torch
     torch.manual_seed(seed)
     model = model_cls(yaml, verbose=False).eval()
     with torch.no_grad():
@@ -56,7 +61,8 @@ def raw_outputs(model_cls, yaml: str, size: int, images: int = 2, seed: int = 0)
     return head.clone(), protos
 
 
-def detector_like_scores(head: "torch.Tensor", nc: int, seed: int = 1) -> None:
+def detector_like_scores(head, nc: int, seed: int = 1) -> None:
+    import torch
     g = torch.Generator().manual_seed(seed)
     head[:, 4:4 + nc] = torch.rand(head[:, 4:4 + nc].shape, generator=g) ** 200
 
