@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from dsprobe.sample.scenes import CLASSES, Scene
 
@@ -23,17 +22,37 @@ HELDOUT_SEED = 999        # the held-out clip the model's mAP is reported on
 
 @dataclass
 class SampleVideos:
-    """Paths of generated videos and their COCO ground truth (boxes in source-video pixels)."""
+    """Paths of generated videos (``paths[k]`` is ``source_id`` k) and their COCO ground truth
+    (``gt_json``; boxes in source-video pixels, see :func:`make_clip`)."""
 
     paths: list[Path]
     gt_json: Path
 
+    @property
+    def gt_json_path(self) -> Path:
+        """Same as ``gt_json``."""
+        return self.gt_json
+
+
+def coco_categories() -> list[dict]:
+    """COCO ``categories``: id = class id = line of ``labels.txt`` (0-based)."""
+    return [{"id": i, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
+
+
+def _video_codec() -> str:
+    import av  # lazy: pip install dsprobe[onnx]
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
 
 def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15, size: tuple[int, int] = (960, 540),
               source_id: int = 0, coco: dict | None = None) -> Path:
-    """Render scene ``seed`` to an H.264 video at ``path``; append its ground truth to ``coco``.
+    """Render scene ``seed`` (:class:`~dsprobe.sample.scenes.Scene`) to a video at ``path`` (H.264 when
+    PyAV has libx264, else MPEG-4 Part 2; ``round(seconds * fps)`` frames of ``size`` (width, height)).
 
-    COCO image ids are ``source_id * 1_000_000 + frame_num``; ``file_name`` is ``"<video name>#<frame>"``.
+    When ``coco`` is given its ground truth is appended: image id ``source_id * 1_000_000 + frame_num``
+    (frame_num 0-based, the decode order), ``file_name`` ``"<video name>#<frame_num>"``, category id =
+    class id, ``bbox`` ``[x, y, w, h]`` in pixels of the source video (960x540 by default; scale by
+    ``muxer / size`` per axis for nvstreammux frames, e.g. 4/3 for 1280x720).
     """
     import av  # lazy: pip install dsprobe[onnx]
 
@@ -41,10 +60,14 @@ def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15,
     path.parent.mkdir(parents=True, exist_ok=True)
     scene = Scene(seed, size[0], size[1])
     n = int(round(seconds * fps))
+    codec = _video_codec()
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
+        stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        if codec == "libx264":
+            stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        else:
+            stream.bit_rate = 4_000_000
         ann_id = len(coco["annotations"]) if coco is not None else 0
         for i, (img, boxes, classes) in enumerate(scene.frames(n)):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -66,10 +89,10 @@ def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15,
 
 def make_videos(out_dir: str | Path, seconds: float = 20.0, fps: int = 15, seeds: tuple[int, ...] = VIDEO_SEEDS,
                 gt_name: str = "gt.json") -> SampleVideos:
-    """Generate the sample streams (deterministic) and their COCO ground truth into ``out_dir``."""
+    """Generate the sample streams ``stream<k>.mp4`` (scene ``seeds[k]``, ``source_id`` k; deterministic)
+    and their COCO ground truth ``gt_name`` into ``out_dir`` (see :func:`make_clip`)."""
     out_dir = Path(out_dir)
-    coco: dict = {"images": [], "annotations": [],
-                  "categories": [{"id": i, "name": n} for i, n in enumerate(CLASSES)]}
+    coco: dict = {"images": [], "annotations": [], "categories": coco_categories()}
     paths = [make_clip(out_dir / f"stream{k}.mp4", seed, seconds, fps, source_id=k, coco=coco)
              for k, seed in enumerate(seeds)]
     gt = out_dir / gt_name
@@ -95,5 +118,5 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     return path
 
 
-__all__ = ["ensure_sample_recording", "MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos", "make_clip",
-           "make_videos"]
+__all__ = ["ensure_sample_recording", "MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos",
+           "coco_categories", "make_clip", "make_videos", "VIDEO_SEEDS", "HELDOUT_SEED"]
