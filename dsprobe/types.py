@@ -34,6 +34,8 @@ class ImageRecord:
     """A picture of (part of) a frame.
 
     ``data`` is an ``(H, W, 3)`` uint8 RGB array when ``encoding == "raw"``, else the encoded bytes.
+    A probe may hand the Recorder ``(H, W, 4)`` RGBA (copied straight from the surface); the Recorder
+    drops alpha, so what a recording holds and the reader returns is always RGB.
     ``rect`` is the rectangle of the frame it shows, in frame pixels: ``(0, 0, W_mux, H_mux)`` for a
     (possibly downscaled) full frame, the object's rect for a crop. Image pixel (0, 0) is the
     rect's top-left corner; the image may be smaller than the rect (downscaled).

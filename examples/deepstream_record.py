@@ -18,6 +18,7 @@ import sys
 
 import dsprobe
 import dsprobe.deepstream
+from dsprobe.deepstream.surface import is_jetson
 
 
 def build_pipeline(Gst, args):
@@ -56,7 +57,7 @@ def build_pipeline(Gst, args):
     conv = Gst.ElementFactory.make("nvvideoconvert", "conv")
     caps = Gst.ElementFactory.make("capsfilter", "rgba")
     caps.set_property("caps", Gst.Caps.from_string("video/x-raw(memory:NVMM), format=RGBA"))
-    if not dsprobe.deepstream.probe.is_jetson():
+    if not is_jetson():
         mem = 3  # NVBUF_MEM_CUDA_UNIFIED: CPU access to frames on dGPU
         for el in (mux, conv):
             el.set_property("nvbuf-memory-type", mem)
@@ -80,12 +81,15 @@ def main() -> int:
     ap.add_argument("uris", nargs="+", help="file:// or rtsp:// URIs, one per stream")
     ap.add_argument("--pgie", required=True, help="nvinfer config of the primary GIE")
     ap.add_argument("--sgie", help="nvinfer config of a secondary GIE (its tensors are recorded per object)")
-    ap.add_argument("-o", "--output", default="recordings/run.h5")
-    ap.add_argument("--muxer", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1920, 1080))
+    ap.add_argument("-o", "--output", default="recordings/run.h5", help="the .h5 recording to write")
+    ap.add_argument("--muxer", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1920, 1080),
+                    help="nvstreammux output WIDTHxHEIGHT (the space of object rects), default 1920x1080")
     ap.add_argument("--every-n", type=int, default=1, help="record every Nth frame per stream")
     ap.add_argument("--max-fps", type=float, help="at most this many frames per second per stream")
     ap.add_argument("--image-size", type=int, default=640, help="longest side of stored frames (0: no images)")
-    ap.add_argument("--crops", action="store_true", help="also store object crops")
+    ap.add_argument("--crops", action="store_true", help="also store a crop of each object an SGIE inferred on")
+    ap.add_argument("--unique-ids", type=lambda s: [int(v) for v in s.split(",")],
+                    help="record only these gie-unique-ids, e.g. 1,2 (default: every GIE)")
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: end of stream)")
     ap.add_argument("--display", action="store_true", help="show the OSD instead of a fakesink")
     args = ap.parse_args()
@@ -102,8 +106,9 @@ def main() -> int:
     recorder = dsprobe.Recorder(args.output, nvinfer_config=configs, every_n=args.every_n, max_fps=args.max_fps,
                                 images=args.image_size > 0, image_max_size=args.image_size or 640,
                                 notes={"uris": args.uris, "app": "examples/deepstream_record.py"})
+    # probe after the RGBA converter: tensors from every GIE upstream, plus frame pixels
     handle = dsprobe.deepstream.attach_recorder(probe_after.get_static_pad("src"), recorder, muxer_size=args.muxer,
-                                                images=args.image_size > 0, object_crops=args.crops)
+                                                object_crops=args.crops, unique_ids=args.unique_ids)
     loop = GLib.MainLoop()
     bus = pipeline.get_bus()
     bus.add_signal_watch()
@@ -134,7 +139,7 @@ def main() -> int:
         loop.run()
     finally:
         pipeline.set_state(Gst.State.NULL)
-        recorder.update_stats("probe", handle.stats)
+        handle.detach()  # also stores the final probe stats in the recording
         recorder.close()
         report()
     print(f"recording: {args.output}  (dsprobe inspect {args.output})")

@@ -14,8 +14,15 @@ tested against them:
 * tensor buffers belong to a pool: :meth:`Pipeline.push` overwrites them after the probe returns, so
   a probe that kept views instead of copies records garbage;
 * ``get_nvds_buf_surface`` returns a pitched (non-contiguous) RGBA view, raises RuntimeError for
-  other formats, and on "Jetson" must be unmapped (the double counts maps/unmaps);
-* object meta comes from a pool, ``obj_label`` is limited to 128 bytes.
+  other formats, and must be unmapped on "Jetson": unmapping scribbles over the pixels (a copy made
+  after it is caught) and the double counts maps/unmaps;
+* object meta comes from a pool, ``obj_label`` is limited to 128 bytes;
+* ``Type.cast`` accepts a capsule or an int address; ``get_ptr`` gives the address of a capsule or
+  of a struct object; ``GieOutput(network=None)`` / ``infer_dims=False`` are pyds < 1.1.1 / < 1.1.4.
+
+The Gst part (``Gst.PadProbeReturn``, ``Pad.add_probe``, ``ProbeInfo.get_buffer``, ``Element``) is
+only what the probes touch. Nothing here is DeepStream: passing these tests means the adapter handles
+the API *as documented*; the real check is a run on a device (docs/jetson.md).
 """
 
 from __future__ import annotations
@@ -23,23 +30,25 @@ from __future__ import annotations
 import ctypes
 import enum
 import itertools
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 # ----------------------------------------------------------------------------- capsules and lists
-_objects: dict[int, Any] = {}
+_objects: dict[int, Any] = {}  # capsule address -> the struct it points at
 _ids = itertools.count(1)
 
 
 class Capsule:
-    """Stands for a PyCapsule wrapping a C pointer (pybind11 void*)."""
+    """Stands for a PyCapsule wrapping a C pointer (pybind11 void*); ``address`` is the pointer."""
 
     def __init__(self, obj: Any = None, address: int | None = None) -> None:
-        self.id = next(_ids)
-        self.address = address if address is not None else self.id
-        _objects[self.id] = obj
+        self.address = address if address is not None else next(_ids) * 64
+        if obj is not None:
+            _objects[self.address] = obj
 
 
 def _capsule_for(obj: Any) -> Capsule:
@@ -51,9 +60,13 @@ def _capsule_for(obj: Any) -> Capsule:
 
 
 def _cast(data: Any) -> Any:
-    if isinstance(data, Capsule):
-        return _objects[data.id]
-    raise TypeError(f"cast() expects a capsule, got {type(data).__name__}")
+    """pyds' ``Type.cast`` overloads: a capsule (void*) or an int address."""
+    address = data.address if isinstance(data, Capsule) else data
+    if isinstance(address, bool) or not isinstance(address, int):
+        raise TypeError(f"cast() expects a capsule or an int address, got {type(data).__name__}")
+    if address not in _objects:
+        raise ValueError(f"cast(): nothing at address {address:#x} (the double's stand-in for a bad pointer)")
+    return _objects[address]
 
 
 class GList:
@@ -68,12 +81,6 @@ def _glist(items: list) -> GList | None:
     for item in reversed(items):
         head = GList(_capsule_for(item), head)
     return head
-
-
-def get_ptr(obj: Any) -> int:
-    if isinstance(obj, Capsule):
-        return obj.address
-    raise TypeError("get_ptr expects a capsule")
 
 
 # ----------------------------------------------------------------------------- enums
@@ -122,11 +129,15 @@ class NvDsInferDims:
 
 
 class NvDsInferLayerInfo:
-    def __init__(self, name: str, dtype_code: int, shape: tuple[int, ...], binding: int) -> None:
+    """``infer_dims=False`` is pyds < 1.1.4, which binds only ``dims``."""
+
+    def __init__(self, name: str, dtype_code: int, shape: tuple[int, ...], binding: int,
+                 infer_dims: bool = True) -> None:
         self.layerName = name
         self.dataType = dtype_code if dtype_code > 3 else NvDsInferDataType(dtype_code)
-        self.inferDims = NvDsInferDims(shape)
-        self.dims = self.inferDims
+        if infer_dims:
+            self.inferDims = NvDsInferDims(shape)
+        self.dims = NvDsInferDims(shape)
         self.bindingIndex = binding
         self.isInput = 0
         self.buffer = None  # stale by design: only get_nvds_LayerInfo fills it
@@ -291,7 +302,17 @@ class NvDsBatchMeta(_Castable):
 
 # ----------------------------------------------------------------------------- functions
 _batch_metas: dict[int, NvDsBatchMeta] = {}
-_surfaces: dict[tuple[int, int], np.ndarray] = {}
+
+
+@dataclass
+class _Surface:
+    store: np.ndarray   # the pitched bytes
+    view: np.ndarray    # (H, W, 4) strided view of store, as pyds returns
+    pixels: np.ndarray  # what a (re)map shows
+    unmapped: bool = False
+
+
+_surfaces: dict[tuple[int, int], _Surface] = {}
 surface_format = "RGBA"
 maps = {"map": 0, "unmap": 0}
 _gbuffers: dict[int, Any] = {}
@@ -310,14 +331,23 @@ def get_nvds_LayerInfo(tensor_meta: NvDsInferTensorMeta, j: int) -> NvDsInferLay
 
 
 def get_nvds_buf_surface(buf_hash: int, batch_id: int) -> np.ndarray:
+    """The pitched view of frame ``batch_id``; like the Jetson mapping, the pixels are there only
+    between this call and ``unmap_nvds_buf_surface`` (which scribbles over them)."""
     if surface_format not in ("RGBA", "RGB"):
         raise RuntimeError(f"get_nvds_buf_surface: Currently we only support RGBA/RGB color Format, got {surface_format}")
     maps["map"] += 1
-    return _surfaces[(buf_hash, batch_id)]
+    surf = _surfaces[(buf_hash, batch_id)]
+    if surf.unmapped:  # mapped again: the pixels are back
+        surf.store[:] = surf.pixels
+        surf.unmapped = False
+    return surf.view
 
 
 def unmap_nvds_buf_surface(buf_hash: int, batch_id: int) -> None:
     maps["unmap"] += 1
+    surf = _surfaces[(buf_hash, batch_id)]
+    surf.store[:] = 0xCD
+    surf.unmapped = True
 
 
 def nvds_acquire_meta_lock(batch_meta: NvDsBatchMeta) -> None:
@@ -378,12 +408,12 @@ def _capsule_address(capsule: Any) -> int:
     return get(capsule, None)
 
 
-_real_get_ptr = get_ptr
-
-
-def get_ptr(obj: Any) -> int:  # noqa: F811 - real pyds accepts real PyCapsules too
+def get_ptr(obj: Any) -> int:
+    """The C address behind a capsule, a real PyCapsule or a pyds struct object (as pyds' get_ptr)."""
     if isinstance(obj, Capsule):
         return obj.address
+    if isinstance(obj, _Castable):
+        return _capsule_for(obj).address
     return _capsule_address(obj)
 
 
@@ -440,6 +470,20 @@ class Pad:
         return [cb(self, ProbeInfo(buf), ud) for cb, ud in list(self.probes.values())]
 
 
+class Element:
+    """A Gst.Element stand-in with one static ``src`` pad (what ``attach_*(element)`` probes)."""
+
+    def __init__(self, name: str, pad: Pad | None = None) -> None:
+        self.name = name
+        self.src = pad if pad is not None else Pad()
+
+    def get_name(self) -> str:
+        return self.name
+
+    def get_static_pad(self, name: str) -> Pad | None:
+        return self.src if name == "src" else None
+
+
 # ----------------------------------------------------------------------------- building batches
 @dataclass
 class GieOutput:
@@ -447,11 +491,13 @@ class GieOutput:
 
     unique_id: int
     layers: dict[str, tuple[int, tuple[int, ...]]]  # name -> (dtype code, per-frame shape)
-    network: NvDsInferNetworkInfo | None = None
+    network: NvDsInferNetworkInfo | None = None  # None: pyds < 1.1.1 (no network_info)
+    infer_dims: bool = True  # False: pyds < 1.1.4 (layer infos have only ``dims``)
     infos: list[NvDsInferLayerInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.infos = [NvDsInferLayerInfo(n, code, shape, i) for i, (n, (code, shape)) in enumerate(self.layers.items())]
+        self.infos = [NvDsInferLayerInfo(n, code, shape, i, self.infer_dims)
+                      for i, (n, (code, shape)) in enumerate(self.layers.items())]
 
 
 class Pipeline:
@@ -482,8 +528,9 @@ class Pipeline:
         view = np.lib.stride_tricks.as_strided(store, shape=(h, w, 4), strides=(pitch, 4, 1))
         view[:, :, :3] = rgb
         view[:, :, 3] = 255
-        _surfaces[(hash(buf), batch_id)] = view
-        self._live.append(store)
+        surf = _Surface(store, view, store.copy())
+        _surfaces[(hash(buf), batch_id)] = surf
+        self._live += [surf.store, surf.pixels]
 
     def push(self, frames: list[NvDsFrameMeta], images: dict[int, np.ndarray] | None = None) -> Buffer:
         buf = Buffer()
@@ -515,6 +562,18 @@ class Pipeline:
         return o
 
 
+@contextmanager
+def installed() -> Iterator[Any]:
+    """Reset the double and make dsprobe.deepstream use it (and this module's Gst) inside the block."""
+    from dsprobe.deepstream import bindings
+    reset()
+    bindings.use_bindings(sys.modules[__name__], Gst)
+    try:
+        yield sys.modules[__name__]
+    finally:
+        bindings.use_bindings(None, None)
+
+
 def reset() -> None:
     """Forget all batches/surfaces (between tests)."""
     global surface_format
@@ -522,3 +581,4 @@ def reset() -> None:
     _surfaces.clear()
     surface_format = "RGBA"
     maps.update(map=0, unmap=0)
+    _objects.clear()

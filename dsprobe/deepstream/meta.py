@@ -7,7 +7,7 @@ buffer's meta is released, so nothing here keeps a view past the probe.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 import numpy as np
 
@@ -31,22 +31,37 @@ def iter_list(glist: Any) -> Iterator[Any]:
 
 
 def frame_metas(pyds: Any, batch_meta: Any) -> Iterator[Any]:
+    """NvDsFrameMeta of every frame in the batch (``batch_meta.frame_meta_list``)."""
     for data in iter_list(batch_meta.frame_meta_list):
         yield pyds.NvDsFrameMeta.cast(data)
 
 
 def object_metas(pyds: Any, frame_meta: Any) -> Iterator[Any]:
+    """NvDsObjectMeta on a frame (``frame_meta.obj_meta_list``), in list order."""
     for data in iter_list(frame_meta.obj_meta_list):
         yield pyds.NvDsObjectMeta.cast(data)
 
 
-def tensor_metas(pyds: Any, user_meta_list: Any) -> Iterator[Any]:
-    """NvDsInferTensorMeta entries of a frame_user_meta_list (PGIE) or obj_user_meta_list (SGIE)."""
+def tensor_metas(pyds: Any, user_meta_list: Any, unique_ids: Collection[int] | None = None) -> Iterator[Any]:
+    """NvDsInferTensorMeta entries of a frame_user_meta_list (PGIE) or obj_user_meta_list (SGIE),
+    only those of the GIEs in ``unique_ids`` (gie-unique-id) when given."""
     tensor_type = int(pyds.NvDsMetaType.NVDSINFER_TENSOR_OUTPUT_META)
     for data in iter_list(user_meta_list):
         um = pyds.NvDsUserMeta.cast(data)
         if int(um.base_meta.meta_type) == tensor_type:
-            yield pyds.NvDsInferTensorMeta.cast(um.user_meta_data)
+            tm = pyds.NvDsInferTensorMeta.cast(um.user_meta_data)
+            if unique_ids is None or int(tm.unique_id) in unique_ids:
+                yield tm
+
+
+def parent_indices(pyds: Any, objects: list[Any]) -> list[int]:
+    """For each object of ``objects`` (one frame's NvDsObjectMeta, in list order) the index of its
+    ``parent`` in that list, -1 for none or a parent not on the list. Matched by C address."""
+    parents = [om.parent for om in objects]
+    if all(p is None for p in parents):
+        return [-1] * len(objects)
+    index = {pyds.get_ptr(om): i for i, om in enumerate(objects)}
+    return [-1 if p is None else index.get(pyds.get_ptr(p), -1) for p in parents]
 
 
 def layer_dims(info: Any) -> tuple[int, ...]:
@@ -92,5 +107,6 @@ def network_size(tensor_meta: Any) -> tuple[int, int, int]:
 
 
 def rect_of(obj_meta: Any) -> tuple[float, float, float, float]:
+    """``rect_params`` as (left, top, width, height) in frame (nvstreammux output) pixels."""
     r = obj_meta.rect_params
     return (float(r.left), float(r.top), float(r.width), float(r.height))

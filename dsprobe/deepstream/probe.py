@@ -1,38 +1,40 @@
 """``attach_recorder``: a pad probe that turns DeepStream metadata into FrameRecords for a Recorder.
 
-Runs on the streaming thread: per frame it makes the rate-limit decision first, then copies each
-output layer once (ctypes address + one numpy copy) and, if asked, a strided downscale of the frame;
-JPEG encoding and HDF5 happen on the Recorder's thread. It never raises into the pipeline and always
-returns ``Gst.PadProbeReturn.OK``.
+Runs on the streaming thread: per frame and GIE it makes the Recorder's rate-limit decision first
+(a skipped frame copies nothing), then copies each output layer once (ctypes address + one numpy
+copy) and, if asked, a strided downscale of the frame and object crops; JPEG encoding and HDF5 happen
+on the Recorder's thread. It never raises into the pipeline and always returns
+``Gst.PadProbeReturn.OK``: errors are counted per kind, logged once, and stored with the stats.
+
+Where things come from (pyds_api.md): PGIE tensors from ``frame_user_meta_list``, SGIE tensors from
+each object's ``obj_user_meta_list``; GIEs told apart by ``tensor_meta.unique_id`` (gie-unique-id);
+``network_size`` from ``tensor_meta.network_info`` (zeros on pyds < 1.1.1); ``frame_size`` (the
+space of object rects) is the nvstreammux output size: ``muxer_size=`` if given, else the
+pipeline's nvstreammux ``width``/``height`` properties, else the size of the probed RGBA surface
+(right unless an nvvideoconvert upstream of the probe scales), else the source size with a warning.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-import math
-import os
-import platform
 import time
 from collections import deque
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from dsprobe.deepstream import bindings
-from dsprobe.deepstream.meta import (frame_metas, network_size, object_metas, read_tensor_meta, rect_of,
-                                     tensor_metas)
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.deepstream.meta import (frame_metas, network_size, object_metas, parent_indices, read_tensor_meta,
+                                     rect_of, tensor_metas)
+from dsprobe.deepstream.surface import SurfaceReader, crop_copy, downscaled_copy, is_jetson
+from dsprobe.types import UNTRACKED_OBJECT_ID, FrameRecord, ImageRecord, ObjectRecord
 
 log = logging.getLogger("dsprobe.deepstream")
 
-RGBA_CAPS_FIX = ('add "nvvideoconvert ! capsfilter caps=video/x-raw(memory:NVMM),format=RGBA" before the probed '
-                 "element (and on dGPU set nvbuf-memory-type=3 (CUDA unified) on nvstreammux/nvvideoconvert)")
-
-
-def is_jetson() -> bool:
-    """Integrated GPU (Jetson): aarch64 with the Tegra release file (SBSA servers are aarch64 too)."""
-    return platform.machine() == "aarch64" and os.path.exists("/etc/nv_tegra_release")
+#: frames without any (wanted) tensor meta before the one-time "no tensor meta" warning
+NO_TENSOR_META_FRAMES = 30
 
 
 class ProbeStats:
@@ -86,10 +88,18 @@ class ProbeHandle:
 
     @property
     def stats(self) -> dict[str, Any]:
+        """Counters, errors per kind, warnings given, ``probe_ms_mean`` (all batches) and
+        ``probe_ms_p99`` / ``probe_ms_max`` (the last 2048 batches), in milliseconds per batch."""
         return self._stats.as_dict()
 
+    def flush_stats(self) -> None:
+        """Hand the current stats to the probe's Recorder now (it also does so every few seconds)."""
+        self.callback.flush_stats()
+
     def detach(self) -> None:
+        """Remove the probe from the pad, then flush its stats."""
         self.pad.remove_probe(self.probe_id)
+        self.flush_stats()
 
 
 def resolve_pad(target: Any) -> Any:
@@ -121,47 +131,6 @@ def find_muxer_size(target: Any) -> tuple[int, int] | None:
     return None
 
 
-class FrameGrabber:
-    """Copies (a downscale of) the frame surface out of the buffer as an owned HxWx3 RGB array."""
-
-    def __init__(self, max_size: int, jetson: bool, stats: ProbeStats) -> None:
-        self.max_size = max_size
-        self.jetson = jetson
-        self.stats = stats
-        self.enabled = True
-
-    def grab(self, pyds: Any, buf_hash: int, frame_meta: Any) -> np.ndarray | None:
-        if not self.enabled:
-            return None
-        bid = int(frame_meta.batch_id)
-        try:
-            surf = pyds.get_nvds_buf_surface(buf_hash, bid)
-        except RuntimeError as exc:  # not RGBA/RGB: one clear warning, then tensors only
-            self.enabled = False
-            self.stats.warn_once("surface-format", f"cannot read frame pixels ({exc}); recording tensors without "
-                                 f"images. To get images, {RGBA_CAPS_FIX}")
-            return None
-        try:
-            h, w = surf.shape[:2]
-            step = max(1, math.ceil(max(h, w) / self.max_size)) if self.max_size else 1
-            return np.array(surf[::step, ::step, :3], copy=True, order="C")
-        finally:
-            if self.jetson:
-                pyds.unmap_nvds_buf_surface(buf_hash, bid)
-
-    def crop(self, frame_full: np.ndarray, frame_size: tuple[int, int], rect: tuple[float, float, float, float]
-             ) -> np.ndarray | None:
-        """A crop of an already grabbed (possibly downscaled) frame for an object rect in frame pixels."""
-        fh, fw = frame_full.shape[:2]
-        sx, sy = fw / frame_size[0], fh / frame_size[1]
-        l, t, w, h = rect
-        x0, y0 = max(0, int(l * sx)), max(0, int(t * sy))
-        x1, y1 = min(fw, int(math.ceil((l + w) * sx))), min(fh, int(math.ceil((t + h) * sy)))
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return np.array(frame_full[y0:y1, x0:x1], copy=True)
-
-
 class PadProbe(abc.ABC):
     """Base of dsprobe's pad-probe callbacks: times each batch, counts errors, always returns OK.
 
@@ -188,49 +157,75 @@ class PadProbe(abc.ABC):
     def _after_batch(self) -> None:
         """Hook after each batch (default: nothing)."""
 
+    def flush_stats(self) -> None:
+        """Store the stats wherever the probe keeps them (default: nowhere)."""
+
 
 def attach(target: Any, probe: PadProbe) -> ProbeHandle:
-    """Add ``probe`` as a buffer probe on ``target`` (a pad, or an element's src pad)."""
+    """Add ``probe`` as a buffer probe on ``target`` (a pad, or an element's src pad).
+    Raises ImportError saying what to install when pyds or Gst is missing (never later, in the probe)."""
+    bindings.pyds()
     Gst = bindings.gst()
     pad = resolve_pad(target)
     probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe, None)
     return ProbeHandle(pad, probe_id, probe.stats, probe)
 
 
-class RecorderProbe(PadProbe):
-    """The recording probe callback (a plain callable, so it is testable without GStreamer)."""
 
-    def __init__(self, recorder: Any, *, unique_ids: Iterable[int] | None = None, images: bool = True,
-                 object_crops: bool = False, image_max_size: int | None = None, muxer_size: tuple[int, int] | None = None,
-                 record_detections: bool = True, layers: Iterable[str] | None = None, jetson: bool | None = None,
-                 stats_every_s: float = 2.0) -> None:
+
+class RecorderProbe(PadProbe):
+    """The recording probe callback (a plain callable, so it is testable without GStreamer).
+
+    Options (all keyword): ``unique_ids`` (gie-unique-ids to record; None: all), ``images`` (full
+    frame picture; default: the recorder's ``images``), ``object_crops`` (a crop per recorded SGIE
+    object), ``image_max_size`` (longest side of pictures and crops; default: the recorder's),
+    ``muxer_size`` ((width, height) of the nvstreammux output), ``record_detections`` (the
+    NvDsObjectMeta on the frame as ``FrameRecord.detections``), ``layers`` (layer names to copy;
+    default: the recorder's selection), ``jetson`` (unmap surfaces; default: detected),
+    ``stats_every_s`` (how often the stats go to ``recorder.update_stats("probe", ...)``).
+
+    ``ObjectRecord.parent_index`` indexes the frame's NvDsObjectMeta list in order, which is
+    ``FrameRecord.detections`` (also for the objects of an SGIE record).
+    """
+
+    def __init__(self, recorder: Any, *, unique_ids: Iterable[int] | None = None, images: bool | None = None,
+                 object_crops: bool = False, image_max_size: int | None = None,
+                 muxer_size: tuple[int, int] | None = None, record_detections: bool = True,
+                 layers: Iterable[str] | None = None, jetson: bool | None = None, stats_every_s: float = 2.0) -> None:
         self.recorder = recorder
-        self.unique_ids = set(unique_ids) if unique_ids is not None else None
-        self.images = images
-        self.object_crops = object_crops
-        self.muxer_size = muxer_size
+        self.unique_ids = frozenset(int(u) for u in unique_ids) if unique_ids is not None else None
+        recorder_images = bool(getattr(recorder, "images", True))
+        self.images = recorder_images if images is None else bool(images) and recorder_images
+        self.object_crops = bool(object_crops) and recorder_images
+        # copy no more than the recorder keeps
+        self.image_max_size = int(getattr(recorder, "image_max_size", 640) or 0) if image_max_size is None \
+            else int(image_max_size)
+        if layers is None:
+            layers = getattr(recorder, "layers", None)
+        self.layers = frozenset(layers) if layers is not None else None
+        self.muxer_size = (int(muxer_size[0]), int(muxer_size[1])) if muxer_size is not None else None
         self.record_detections = record_detections
-        self.layers = set(layers) if layers is not None else None
         self.stats = ProbeStats()
-        if image_max_size is None:  # the recorder's setting, so the probe copies no more than is kept
-            image_max_size = int(getattr(recorder, "image_max_size", 640) or 0)
-        self.grabber = FrameGrabber(image_max_size, is_jetson() if jetson is None else jetson, self.stats)
+        self.surfaces = SurfaceReader(is_jetson() if jetson is None else jetson,
+                                      lambda msg: self.stats.warn_once("surface-format", msg))
         self.stats_every_s = stats_every_s
         self._last_stats = 0.0
         self._seen_tensor_meta = False
 
+    # ------------------------------------------------------------------ stats
     def _after_batch(self) -> None:
         now = time.perf_counter()
         if now - self._last_stats >= self.stats_every_s:
             self._last_stats = now
-            self._push_stats()
+            self.flush_stats()
 
-    def _push_stats(self) -> None:
+    def flush_stats(self) -> None:
         try:
             self.recorder.update_stats("probe", self.stats.as_dict())
         except Exception as exc:
             self.stats.error("update_stats", exc)
 
+    # ------------------------------------------------------------------ per batch / frame
     def _batch(self, info: Any) -> None:
         pyds = bindings.pyds()
         buf = info.get_buffer()
@@ -239,7 +234,8 @@ class RecorderProbe(PadProbe):
         buf_hash = hash(buf)
         batch_meta = pyds.gst_buffer_get_nvds_batch_meta(buf_hash)
         if not batch_meta:
-            self.stats.warn_once("no-batch-meta", "buffer has no NvDsBatchMeta: probe the pad after nvstreammux/nvinfer")
+            self.stats.warn_once("no-batch-meta", "buffer has no NvDsBatchMeta: probe a pad downstream of "
+                                 "nvstreammux and nvinfer (e.g. the pgie's src pad)")
             return
         for frame_meta in frame_metas(pyds, batch_meta):
             self.stats.frames += 1
@@ -247,102 +243,119 @@ class RecorderProbe(PadProbe):
                 self._frame(pyds, buf_hash, frame_meta)
             except Exception as exc:
                 self.stats.error(f"frame:{type(exc).__name__}", exc)
-        if self.stats.frames >= 30 and not self._seen_tensor_meta:
-            self.stats.warn_once("no-tensor-meta", "no NvDsInferTensorMeta seen in 30 frames: set output-tensor-meta=1 "
-                                 "in the nvinfer config (or the element property), and probe downstream of the "
-                                 "nvinfer element (its src pad). PGIE tensors are in frame_user_meta_list, SGIE "
-                                 "tensors in each object's obj_user_meta_list.")
+        if not self._seen_tensor_meta and self.stats.frames >= NO_TENSOR_META_FRAMES:
+            self._warn_no_tensor_meta(pyds, batch_meta)
 
     def _frame(self, pyds: Any, buf_hash: int, fm: Any) -> None:
         source_id, pts = int(fm.source_id), int(fm.buf_pts)
-        frame_level = [tm for tm in tensor_metas(pyds, fm.frame_user_meta_list) if self._wanted(tm)]
-        objects = list(object_metas(pyds, fm)) if (fm.obj_meta_list is not None) else []
-        per_object = {}
+        frame_level = list(tensor_metas(pyds, fm.frame_user_meta_list, self.unique_ids))
+        objects = list(object_metas(pyds, fm))
+        per_object: dict[int, list[tuple[int, Any]]] = {}
         for k, om in enumerate(objects):
-            for tm in tensor_metas(pyds, om.obj_user_meta_list):
-                if self._wanted(tm):
-                    per_object.setdefault(int(tm.unique_id), []).append((k, tm))
-        uids = {int(tm.unique_id) for tm in frame_level} | set(per_object)
-        if uids:
-            self._seen_tensor_meta = True
-        frame_img = None
-        for uid in sorted(uids):
-            if not self.recorder.admit(source_id, pts, uid):  # decided before copying anything
+            for tm in tensor_metas(pyds, om.obj_user_meta_list, self.unique_ids):
+                per_object.setdefault(int(tm.unique_id), []).append((k, tm))
+        uids = sorted({int(tm.unique_id) for tm in frame_level} | set(per_object))
+        if not uids:
+            return
+        self._seen_tensor_meta = True
+        admitted = []
+        for uid in uids:  # the rate-limit decision comes before any copy
+            if self.recorder.admit(source_id, pts, uid):
+                admitted.append(uid)
+            else:
                 self.stats.frames_skipped += 1
-                continue
-            if frame_img is None and self.images:
-                frame_img = self.grabber.grab(pyds, buf_hash, fm)
-            frame_size = self._frame_size(pyds, buf_hash, fm)
-            layers: dict[str, np.ndarray] = {}
-            net = (0, 0, 0)
-            for tm in frame_level:
-                if int(tm.unique_id) == uid:
+        if not admitted:
+            return
+        crops = self.object_crops and any(per_object.get(uid) for uid in admitted)
+        want_surface = self.images or crops or self.muxer_size is None
+        with self.surfaces.mapped(pyds, buf_hash, int(fm.batch_id)) if want_surface else _nothing() as surface:
+            if surface is not None and self.muxer_size is None:
+                self.muxer_size = (int(surface.shape[1]), int(surface.shape[0]))
+            frame_size = self._frame_size(fm)
+            image = None
+            if self.images and surface is not None:
+                image = ImageRecord(downscaled_copy(surface, self.image_max_size),
+                                    (0.0, 0.0, float(frame_size[0]), float(frame_size[1])))
+            parents = parent_indices(pyds, objects) if objects else []
+            detections = [self._object(om, parents[k]) for k, om in enumerate(objects)] \
+                if self.record_detections else []
+            for uid in admitted:
+                layers: dict[str, np.ndarray] = {}
+                net = (0, 0, 0)
+                for tm in frame_level:
+                    if int(tm.unique_id) == uid:
+                        self.stats.tensor_metas += 1
+                        layers = read_tensor_meta(pyds, tm, self.layers)
+                        net = network_size(tm)
+                objs = []
+                for k, tm in per_object.get(uid, ()):
                     self.stats.tensor_metas += 1
-                    layers = read_tensor_meta(pyds, tm, self.layers)
                     net = network_size(tm)
-            objs = []
-            for k, tm in per_object.get(uid, []):
-                self.stats.tensor_metas += 1
-                om = objects[k]
-                net = network_size(tm)
-                crop = None
-                if self.object_crops and frame_img is not None:
-                    c = self.grabber.crop(frame_img, frame_size, rect_of(om))
-                    crop = None if c is None else ImageRecord(c, rect_of(om))
-                objs.append(self._object(om, objects, read_tensor_meta(pyds, tm, self.layers), crop))
-            dets = [self._object(om, objects, {}, None) for om in objects] if self.record_detections else []
-            image = ImageRecord(frame_img, (0.0, 0.0, float(frame_size[0]), float(frame_size[1]))) \
-                if frame_img is not None else None
-            record = FrameRecord(source_id=source_id, frame_num=int(fm.frame_num), pts_ns=pts, unique_id=uid,
-                                 network_size=net, frame_size=(int(frame_size[0]), int(frame_size[1])), layers=layers,
-                                 objects=objs, detections=dets, image=image, ntp_timestamp=int(fm.ntp_timestamp),
-                                 batch_id=int(fm.batch_id), pad_index=int(fm.pad_index))
-            if self.recorder.record(record, admitted=True):
-                self.stats.frames_recorded += 1
+                    crop = None
+                    if crops and surface is not None:
+                        got = crop_copy(surface, rect_of(objects[k]), frame_size, self.image_max_size)
+                        crop = None if got is None else ImageRecord(*got)
+                    objs.append(self._object(objects[k], parents[k], read_tensor_meta(pyds, tm, self.layers), crop))
+                record = FrameRecord(source_id=source_id, frame_num=int(fm.frame_num), pts_ns=pts, unique_id=uid,
+                                     network_size=net, frame_size=frame_size, layers=layers, objects=objs,
+                                     detections=detections, image=image, ntp_timestamp=int(fm.ntp_timestamp),
+                                     batch_id=int(fm.batch_id), pad_index=int(fm.pad_index))
+                if self.recorder.record(record, admitted=True):
+                    self.stats.frames_recorded += 1
 
-    def _frame_size(self, pyds: Any, buf_hash: int, fm: Any) -> tuple[int, int]:
-        """The nvstreammux output size: given, or read once from the surface, else the source size."""
-        if self.muxer_size is None and self.grabber.enabled:
-            try:
-                surf = pyds.get_nvds_buf_surface(buf_hash, int(fm.batch_id))
-                self.muxer_size = (int(surf.shape[1]), int(surf.shape[0]))
-                if self.grabber.jetson:
-                    pyds.unmap_nvds_buf_surface(buf_hash, int(fm.batch_id))
-            except RuntimeError:
-                pass
-        if self.muxer_size is None:
-            self.stats.warn_once("muxer-size", "nvstreammux size unknown; using the source frame size. Pass "
-                                 "attach_recorder(..., muxer_size=(width, height)) so boxes map to the right space")
-            return (int(fm.source_frame_width), int(fm.source_frame_height))
-        return self.muxer_size
+    def _frame_size(self, fm: Any) -> tuple[int, int]:
+        """The nvstreammux output size (see the module docstring), else the source size with a warning."""
+        if self.muxer_size is not None:
+            return self.muxer_size
+        self.stats.warn_once("muxer-size", "nvstreammux output size unknown (no nvstreammux found, no RGBA "
+                             "surface at the probe): using the source frame size. Pass attach_recorder(..., "
+                             "muxer_size=(width, height)) so boxes map to the right space")
+        return (int(fm.source_frame_width), int(fm.source_frame_height))
 
-    def _wanted(self, tm: Any) -> bool:
-        return self.unique_ids is None or int(tm.unique_id) in self.unique_ids
+    def _warn_no_tensor_meta(self, pyds: Any, batch_meta: Any) -> None:
+        others: set[int] = set()
+        if self.unique_ids is not None:  # tensor meta there, but only from GIEs not asked for?
+            for fm in frame_metas(pyds, batch_meta):
+                others |= {int(tm.unique_id) for tm in tensor_metas(pyds, fm.frame_user_meta_list)}
+                for om in object_metas(pyds, fm):
+                    others |= {int(tm.unique_id) for tm in tensor_metas(pyds, om.obj_user_meta_list)}
+        if others:
+            self.stats.warn_once("no-tensor-meta", f"no tensor meta from unique_ids={sorted(self.unique_ids)} in "
+                                 f"{self.stats.frames} frames, only from gie-unique-id {sorted(others)}: check "
+                                 "gie-unique-id in the configs, and probe downstream of every GIE you record "
+                                 "(an SGIE's tensors are attached only after it ran)")
+        else:
+            self.stats.warn_once("no-tensor-meta", f"no NvDsInferTensorMeta in {self.stats.frames} frames: set "
+                                 "output-tensor-meta=1 in the nvinfer config (or the element property) and probe "
+                                 "downstream of the nvinfer element (its src pad or later). PGIE tensors are in "
+                                 "frame_user_meta_list, SGIE tensors (process-mode=2) in each object's "
+                                 "obj_user_meta_list; dsprobe reads both.")
 
     @staticmethod
-    def _object(om: Any, objects: list, layers: dict, crop: ImageRecord | None) -> ObjectRecord:
+    def _object(om: Any, parent_index: int, layers: dict | None = None, crop: ImageRecord | None = None
+                ) -> ObjectRecord:
         parent = om.parent
-        parent_index = -1
-        parent_id = 0xFFFFFFFFFFFFFFFF
-        if parent is not None:
-            parent_id = int(parent.object_id)
-            for i, o in enumerate(objects):
-                if o is parent or (int(o.object_id) == parent_id and rect_of(o) == rect_of(parent)):
-                    parent_index = i
-                    break
         return ObjectRecord(rect=rect_of(om), class_id=int(om.class_id), confidence=float(om.confidence),
                             object_id=int(om.object_id), unique_component_id=int(om.unique_component_id),
-                            label=str(om.obj_label or ""), parent_index=parent_index, parent_object_id=parent_id,
-                            layers=layers, image=crop)
+                            label=str(om.obj_label or ""), parent_index=parent_index,
+                            parent_object_id=int(parent.object_id) if parent is not None else UNTRACKED_OBJECT_ID,
+                            layers=layers or {}, image=crop)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
 
 
 def attach_recorder(target: Any, recorder: Any, **options: Any) -> ProbeHandle:
     """Record the tensor output of the GIE(s) upstream of ``target`` into ``recorder``.
 
     ``target``: an nvinfer element (the probe goes on its src pad) or any Gst.Pad downstream of the
-    GIEs (put it after an RGBA ``nvvideoconvert`` to get images). Options: ``unique_ids`` (GIEs to
-    keep), ``images``, ``object_crops``, ``image_max_size``, ``muxer_size`` (found from the pipeline's
-    nvstreammux when possible), ``record_detections``, ``layers``, ``jetson``.
+    GIEs (put it after an RGBA ``nvvideoconvert`` to get images). ``options``: see
+    :class:`RecorderProbe` (``unique_ids``, ``images``, ``object_crops``, ``image_max_size``,
+    ``muxer_size``, ``record_detections``, ``layers``, ``jetson``, ``stats_every_s``); ``muxer_size``
+    is read from the pipeline's nvstreammux when not given. Returns a :class:`ProbeHandle`
+    (``.stats``, ``.flush_stats()``, ``.detach()``).
     """
     if options.get("muxer_size") is None:
         options["muxer_size"] = find_muxer_size(target)
