@@ -14,8 +14,9 @@ lighting up ~20 anchors):
   re-run (``decode_recording`` then ``DecodedRecording.run``: what a parameter sweep pays per setting).
 
 Timings are medians over 20 interleaved rounds (each round runs every contender 10 times in a row),
-so machine load hits all of them alike. torch runs with 2 threads (this machine's cores); numpy
-with one.
+so machine load hits all of them alike. Everything runs single-threaded: numpy does, and torch is
+set to 1 thread (``--torch-threads N`` to change; on this 2-core machine, shared with other jobs,
+2 torch threads were slower and erratic).
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 20, block: i
 
 
 def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--torch-threads", type=int, default=1)
+    args = ap.parse_args()
     rng = np.random.default_rng(0)
     outs = [yolov8_output(rng) for _ in range(8)]
     frame = (1280, 720)
@@ -118,7 +123,7 @@ def main() -> None:
         missing = exc.name
     else:
         missing = None
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.torch_threads)
         tens = [torch.from_numpy(o[None]) for o in outs]
         shape0 = (frame[1], frame[0])
 

@@ -42,7 +42,8 @@ def test_from_nvinfer_config_per_cluster_mode():
     assert nms.steps[2].params == {"iou_threshold": 0.45, "post_cluster_threshold": 0.0, "topk": 30}
     assert nms.steps[3].params["maintain_aspect_ratio"] is True and nms.geometry.network_size == (320, 320)
     assert nms.steps[4].params == {}  # nvinfer's object checks with every key at its default
-    mode0 = Postprocess.from_nvinfer_config(config("[class-attrs-all]\ngroup-threshold=2\neps=0.3\n"), opencv_build=True)
+    mode0 = Postprocess.from_nvinfer_config(config("[class-attrs-all]\ngroup-threshold=2\neps=0.3\n"),
+                                            opencv_build=True)
     assert mode0.step("cluster").name == "group_rectangles"
     assert mode0.step("cluster").params == {"group_threshold": 2, "eps": 0.3, "post_cluster_threshold": 0.0,
                                             "opencv_build": True}
@@ -198,7 +199,8 @@ def test_run_recording_fast_path_equals_per_frame_pgie_and_sgie(tmp_path):
             rec.record(sgie_frame(k))
     r = open_recording(tmp_path / "r.h5")
     cfg = parse_nvinfer_config("[property]\nnum-detected-classes=4\ncluster-mode=2\nmaintain-aspect-ratio=1\n"
-                               "symmetric-padding=1\ninfer-dims=3;320;320\n[class-attrs-all]\npre-cluster-threshold=0.5\n")
+                               "symmetric-padding=1\ninfer-dims=3;320;320\n[class-attrs-all]\n"
+                               "pre-cluster-threshold=0.5\n")
     pp = Postprocess.from_nvinfer_config(cfg)
     pgie_rows = np.flatnonzero(r.frames["unique_id"].to_numpy() == 1)
     df = pp.run_recording(r, unique_id=1, batch=7)

@@ -43,34 +43,36 @@ def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.
     return arr[class_ids]
 
 
-def _edges(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """nvinfer's view of x1y1x2y2 boxes: ``left, top, left + width, top + height, width * height``
-    (float32, width = x2 - x1)."""
+def _edges(boxes: np.ndarray) -> np.ndarray:
+    """nvinfer's view of x1y1x2y2 boxes, stacked on a new first axis: ``left, top, left + width,
+    top + height, width * height`` (float32, width = x2 - x1)."""
     b = np.asarray(boxes, np.float32)
-    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    return b[..., 0], b[..., 1], b[..., 0] + w, b[..., 1] + h, w * h
+    with _quiet():
+        wh = b[..., 2:4] - b[..., 0:2]
+        return np.stack([b[..., 0], b[..., 1], b[..., 0] + wh[..., 0], b[..., 1] + wh[..., 1],
+                         wh[..., 0] * wh[..., 1]])
 
 
 def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
-    """nvinfer's overlap1D: order the pair by left edge (swap when a0 > b0); 0 when the first ends
+    """nvinfer's ``overlap1D``: order the pair by left edge (swap when a0 > b0); 0 when the first ends
     before the second starts, else min(rights) - the later left (negative for inverted boxes, as in C++)."""
     swap = a0 > b0
     lo1, hi0 = np.where(swap, b1, a1), np.where(swap, a0, b0)
     return np.where(lo1 < hi0, np.float32(0), np.minimum(a1, b1) - hi0)
 
 
-def _iou_edges(ea: tuple[np.ndarray, ...], eb: tuple[np.ndarray, ...]) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf/NaN boxes behave as in C++
-        inter = _overlap(ea[0], ea[2], eb[0], eb[2]) * _overlap(ea[1], ea[3], eb[1], eb[3])
-        union = ea[4] + eb[4] - inter
-        return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
+def _iou_edges(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """IoU from :func:`_edges` arrays (broadcasting); call under :func:`_quiet` for inf/NaN boxes."""
+    inter = _overlap(ea[0], ea[2], eb[0], eb[2]) * _overlap(ea[1], ea[3], eb[1], eb[3])
+    union = ea[4] + eb[4] - inter
+    return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
 
 
 def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Elementwise IoU of broadcastable ``(..., 4)`` x1y1x2y2 boxes in float32, exactly as nvinfer's
     ``computeIoU`` on ``left, top, width, height`` objects: right edge ``left + width``, no +1 pixel,
     ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
-    with np.errstate(invalid="ignore", over="ignore"):
+    with _quiet():
         return _iou_edges(_edges(a), _edges(b))
 
 
@@ -83,6 +85,11 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
     """(N, N) IoU matrix (nvinfer's float32 formula)."""
     b = np.asarray(boxes, np.float32)
     return iou_pairs(b[:, None, :], b[None, :, :])
+
+
+def _quiet() -> np.errstate:
+    """Silence float warnings: inf/NaN boxes go through the arithmetic as in C++."""
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
 def _suppresses(iou: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
@@ -139,32 +146,29 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> n
     suppresses those above the threshold. That is exactly nvinfer's box-by-box loop; a round costs
     one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
     Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`_greedy_pairs`."""
-    e = _edges_quiet(boxes)
+    e = _edges(boxes)
     block = np.concatenate([[0], np.cumsum(cls[1:] != cls[:-1])])  # dense class index, ascending
     undecided = np.arange(len(cls))
     kept = []
-    for _ in range(NMS_ROUNDS):
-        if not len(undecided):
-            break
-        b = block[undecided]
-        first = np.concatenate([[True], b[1:] != b[:-1]])
-        tops = undecided[first]
-        kept.append(tops)
-        rest = undecided[~first]
-        if not len(rest):
-            undecided = rest
-            break
-        top_of_rest = tops[np.searchsorted(b[first], block[rest])]
-        iou = _iou_edges(tuple(v[top_of_rest] for v in e), tuple(v[rest] for v in e))
-        undecided = rest[~_suppresses(iou, thr[rest])]
+    with _quiet():
+        for _ in range(NMS_ROUNDS):
+            if not len(undecided):
+                break
+            b = block[undecided]
+            first = np.concatenate([[True], b[1:] != b[:-1]])
+            tops = undecided[first]
+            kept.append(tops)
+            rest = ~first
+            if not rest.any():
+                undecided = undecided[rest]
+                break
+            top_of_rest = tops[np.cumsum(first)[rest] - 1]  # the top of each box's class
+            rest = undecided[rest]
+            iou = _iou_edges(e.take(top_of_rest, axis=1), e.take(rest, axis=1))
+            undecided = rest[~_suppresses(iou, thr[rest])]
     if len(undecided):
         kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided], thr[undecided])])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.intp)
-
-
-def _edges_quiet(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-    with np.errstate(invalid="ignore", over="ignore"):
-        return _edges(boxes)
 
 
 def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
@@ -181,8 +185,9 @@ def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.nda
         return np.arange(n)
     first = np.cumsum(later) - later  # where row i's pairs start
     cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, later))
-    e = _edges_quiet(boxes)
-    hit = _suppresses(_iou_edges(tuple(v[rows] for v in e), tuple(v[cols] for v in e)), thr[rows])
+    e = _edges(boxes)
+    with _quiet():
+        hit = _suppresses(_iou_edges(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows])
     rows, cols = rows[hit], cols[hit]
     alive = np.ones(n, bool)
     if len(rows):

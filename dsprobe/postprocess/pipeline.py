@@ -106,7 +106,8 @@ class Postprocess:
     # ------------------------------------------------------------------ construction
     def _resolve(self, i: int, step: Step) -> Callable:
         if step.kind not in STEP_KINDS:
-            raise PostprocessError(f"step {i} ({step.name!r}): unknown kind {step.kind!r}; expected one of {STEP_KINDS}")
+            raise PostprocessError(f"step {i} ({step.name!r}): unknown kind {step.kind!r}; "
+                                   f"expected one of {STEP_KINDS}")
         fn = self._functions.get(step.name)
         if fn is None:
             try:
@@ -135,7 +136,8 @@ class Postprocess:
         config's geometry and labels go into the spec."""
         n = cfg.num_detected_classes or 1
         pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
-        steps = [Step("decode", decoder, {**dict(decoder_params or {}), **more_decoder_params}),  # type: ignore[arg-type]
+        decode_params = {**dict(decoder_params or {}), **more_decoder_params}
+        steps = [Step("decode", decoder, decode_params),  # type: ignore[arg-type]
                  Step("filter", "threshold", {"pre_cluster_threshold": pc("pre_cluster_threshold"),
                                               "num_classes": cfg.num_detected_classes})]
         mode = cfg.cluster_mode
@@ -276,7 +278,8 @@ class Postprocess:
                 if s.kind == "decode":
                     dets = fn(layers, ctx, **s.params)
                 elif fused:
-                    dets = nvinfer_attach(dets, ctx, **s.params, filters=self.steps[i + 1].params)  # type: ignore[arg-type]
+                    filters = self.steps[i + 1].params
+                    dets = nvinfer_attach(dets, ctx, **s.params, filters=filters)  # type: ignore[arg-type]
                 else:
                     dets = fn(dets, ctx, **s.params)
             except PostprocessError:

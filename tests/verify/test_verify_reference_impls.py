@@ -42,10 +42,15 @@ def test_agnostic_and_per_class_nms_vs_torchvision():
         np.testing.assert_array_equal(got_b.class_ids, d.class_ids[want_b])
 
 
-def test_group_rectangles_vs_opencv():
+def opencv_with_group_rectangles():
     cv2 = pytest.importorskip("cv2")
     if not hasattr(cv2, "groupRectangles"):
         pytest.skip(f"OpenCV {cv2.__version__} has no groupRectangles (removed in 5.0; make verify pins < 5)")
+    return cv2
+
+
+def test_group_rectangles_vs_opencv():
+    cv2 = opencv_with_group_rectangles()
     rng = np.random.default_rng(1)
     for case in range(500):
         n = int(rng.integers(1, 40))
@@ -58,9 +63,7 @@ def test_group_rectangles_vs_opencv():
 
 
 def test_mode0_opencv_build_vs_opencv_per_class():
-    cv2 = pytest.importorskip("cv2")
-    if not hasattr(cv2, "groupRectangles"):
-        pytest.skip(f"OpenCV {cv2.__version__} has no groupRectangles")
+    cv2 = opencv_with_group_rectangles()
     rng = np.random.default_rng(2)
     for case in range(200):
         n = int(rng.integers(1, 30))
