@@ -1,5 +1,7 @@
-"""Pure-numpy postprocessing: decoders, filters, clustering, scaling, and the Postprocess composition."""
+"""Pure-numpy postprocessing: decoders, filters, clustering, scaling, and the Postprocess composition
+(``docs/postprocess.md``)."""
 
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
+from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step
+from dsprobe.postprocess.registry import StepContext, register
 
-__all__ = ["Postprocess", "PostprocessError", "Step"]
+__all__ = ["DecodedRecording", "Postprocess", "PostprocessError", "Step", "StepContext", "register"]
