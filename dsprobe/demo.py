@@ -232,9 +232,9 @@ class Demo:
         return "\n".join(lines) + "\n"
 
 
-def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 2.0) -> Path:
+def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Path:
     """The small sample recording (both sample streams, ``seconds`` each, JPEG images downscaled to
-    640x360 at quality 65, gzip-9 tensors, the config's postprocess as the pipeline's objects) and its
+    640x360 at quality 60, gzip-9 tensors, the config's postprocess as the pipeline's objects) and its
     ground truth ``<stem>_gt.json`` beside it."""
     from dsprobe import Postprocess
     from dsprobe.nvinfer_config import load_nvinfer_config
@@ -247,7 +247,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 2.0) -> Pa
         v = make_videos(tmp, seconds=seconds)
         tmp_out = Path(tmp) / path.name
         record_onnx(v.paths, CONFIG_PATH, None, tmp_out, muxer=MUXER_SIZE, batch=2, progress=False,
-                    image_max_size=640, image_quality=65, compression="gzip-9",
+                    image_max_size=640, image_quality=60, compression="gzip-9",
                     postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
                     notes={"recorded_by": "python -m dsprobe.demo --make-sample", "seconds_per_stream": seconds,
                            "videos": "dsprobe.sample.make_videos (seeds 1, 2)", "muxer": list(MUXER_SIZE)})
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="length of each sample stream (default 20)")
     ap.add_argument("--make-sample", action="store_true",
                     help=f"only write the committed sample recording ({SAMPLE_RECORDING}) and its ground truth")
-    ap.add_argument("--sample-seconds", type=float, default=2.0, help="seconds per stream for --make-sample")
+    ap.add_argument("--sample-seconds", type=float, default=1.6,
+                    help="seconds per stream for --make-sample (default 1.6: 24 frames each, under 5 MB)")
     args = ap.parse_args(argv)
     if args.make_sample:
         p = make_sample(SAMPLE_RECORDING, args.sample_seconds)

@@ -41,7 +41,7 @@ def test_fp16_vs_fp32_drift(fp16_recording, sample_recording, tmp_path):
     assert 0.01 < layer.max_abs < 2 and 0 < layer.mean_abs < layer.max_abs
     assert 0 < layer.rel_error < 1e-2 and layer.cosine_min > 0.9999
     d = rep.detections
-    assert d.matched > 40 and d.missing + d.extra <= 0.05 * d.matched and 0.99 < d.mean_iou < 1
+    assert d.matched > 40 and d.missing + d.extra <= 0.05 * d.matched and 0.97 < d.mean_iou < 1
     assert rep.config_differences == {}  # same config: the drift is the model's precision
     assert rep.worst_frames[0]["layer"] == "output0" and rep.worst_frames[0]["max_abs"] == layer.max_abs
     text = rep.text()
