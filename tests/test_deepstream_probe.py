@@ -7,6 +7,9 @@ real Recorder and read back with the real reader."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,31 +406,36 @@ def test_probe_errors_are_counted_stored_and_never_raised(tmp_path, caplog):
     pipe = pyds.Pipeline(MUX)
     rec = Recorder(tmp_path / "err.h5")
     handle = attach_recorder(pipe.pad, rec, muxer_size=MUX, images=False)
-    # 1. a layer with a data type no DeepStream defines
-    fm = pipe.frame(0, 0, 0, MUX)
-    um = pipe.tensor_meta(pyds.GieOutput(1, {"x": (0, (2,))}), {"x": np.ones(2)})
-    pyds.NvDsInferTensorMeta.cast(um.user_meta_data)._infos[0].dataType = 9
-    fm._user.append(um)
-    # 2. a user meta list node pointing nowhere (cast raises inside the walk)
-    bad = pipe.frame(0, 1, 0, MUX)
+    good_gie = pyds.GieOutput(3, {"y": (0, (2,))})
+
+    def frame_with_bad_layer(k):
+        """A layer with a data type no DeepStream defines, beside a good GIE 3 on the same frame."""
+        fm = pipe.frame(0, k, 0, MUX)
+        um = pipe.tensor_meta(pyds.GieOutput(1, {"x": (0, (2,))}), {"x": np.ones(2)})
+        pyds.NvDsInferTensorMeta.cast(um.user_meta_data)._infos[0].dataType = 9
+        fm._user += [um, pipe.tensor_meta(good_gie, {"y": np.full(2, k, np.float32)})]
+        return fm
+
+    # a user meta list node pointing nowhere (cast raises inside the walk)
+    bad = pipe.frame(0, 2, 0, MUX)
     bad._user.append(pyds.NvDsUserMeta(pyds.NvDsMetaType.NVDSINFER_TENSOR_OUTPUT_META, pyds.Capsule(None, 0xdead0)))
     with caplog.at_level(logging.ERROR, logger="dsprobe.deepstream"):
         results = pipe.pad.push(pyds.Buffer())  # no batch meta at all
-        pipe.push([fm])
-        pipe.push([fm])
+        pipe.push([frame_with_bad_layer(0)])
+        pipe.push([frame_with_bad_layer(1)])
         pipe.push([bad])
-        good = pipe.frame(0, 2, 0, MUX)
-        good._user.append(pipe.tensor_meta(pyds.GieOutput(1, {"x": (0, (2,))}), {"x": np.ones(2)}))
-        pipe.push([good])
     handle.detach()
     rec.close()
     assert results == [pyds.Gst.PadProbeReturn.OK]
     errors = handle.stats["errors"]
-    assert errors["frame:MetaError"] == 2 and errors["frame:ValueError"] == 1 and handle.stats["error_count"] == 3
+    assert errors == {"frame:MetaError": 2, "frame:ValueError": 1} and handle.stats["error_count"] == 3
     assert sum("MetaError" in m for m in caplog.messages) == 1  # logged once per kind
     assert "layer 'x'" in next(m for m in caplog.messages if "MetaError" in m)
     r = open_recording(tmp_path / "err.h5")
-    assert len(r) == 1 and r.stats["probe"]["errors"] == errors
+    assert r.stats["probe"]["errors"] == errors
+    # GIE 1's bad layer cost only GIE 1's records: GIE 3's of the same frames are there
+    assert list(r.frames["unique_id"]) == [3, 3]
+    np.testing.assert_array_equal(r.find(0, 1, unique_id=3).tensors["y"], [1, 1])
     assert pipe.pad.probes == {}  # detached
 
 
@@ -453,3 +461,12 @@ def test_parent_indices_by_address():
     stray = pyds.Pipeline.obj((0, 0, 1, 1))
     objs[1].parent = stray  # parent not on this frame
     assert parent_indices(pyds, objs) == [-1, -1, 0]
+
+
+def test_example_app_cli():
+    """examples/deepstream_record.py imports and parses its flags here (its pipeline needs DeepStream)."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "deepstream_record.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--pgie", "--sgie", "--output", "--muxer", "--every-n", "--max-fps", "--image-size", "--crops",
+                 "--unique-ids", "--duration", "--display"):
+        assert flag in out, flag

@@ -113,17 +113,14 @@ class PostprocessProbe(PadProbe):
 
     def _frame(self, pyds: Any, batch_meta: Any, fm: Any) -> None:
         size = self.muxer_size or (int(fm.source_frame_width), int(fm.source_frame_height))
-        for tm in tensor_metas(pyds, fm.frame_user_meta_list):
-            if self.unique_id is not None and int(tm.unique_id) != self.unique_id:
-                continue
+        uids = None if self.unique_id is None else (self.unique_id,)
+        for tm in tensor_metas(pyds, fm.frame_user_meta_list, uids):
             self.stats.tensor_metas += 1
             ctx = self.pp.context(_Frame(network_size(tm), size))
             dets = self.pp.run(read_tensor_meta(pyds, tm), ctx)
             self._add(pyds, batch_meta, fm, dets, None, int(tm.unique_id))
         for om in list(object_metas(pyds, fm)):
-            for tm in tensor_metas(pyds, om.obj_user_meta_list):
-                if self.unique_id is not None and int(tm.unique_id) != self.unique_id:
-                    continue
+            for tm in tensor_metas(pyds, om.obj_user_meta_list, uids):
                 self.stats.tensor_metas += 1
                 ctx = self.pp.context(_Frame(network_size(tm), size), crop_rect=rect_of(om))
                 dets = self.pp.run(read_tensor_meta(pyds, tm), ctx)

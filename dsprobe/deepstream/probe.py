@@ -280,28 +280,38 @@ class RecorderProbe(PadProbe):
             detections = [self._object(om, parents[k]) for k, om in enumerate(objects)] \
                 if self.record_detections else []
             for uid in admitted:
-                layers: dict[str, np.ndarray] = {}
-                net = (0, 0, 0)
-                for tm in frame_level:
-                    if int(tm.unique_id) == uid:
-                        self.stats.tensor_metas += 1
-                        layers = read_tensor_meta(pyds, tm, self.layers)
-                        net = network_size(tm)
-                objs = []
-                for k, tm in per_object.get(uid, ()):
-                    self.stats.tensor_metas += 1
-                    net = network_size(tm)
-                    crop = None
-                    if crops and surface is not None:
-                        got = crop_copy(surface, rect_of(objects[k]), frame_size, self.image_max_size)
-                        crop = None if got is None else ImageRecord(*got)
-                    objs.append(self._object(objects[k], parents[k], read_tensor_meta(pyds, tm, self.layers), crop))
-                record = FrameRecord(source_id=source_id, frame_num=int(fm.frame_num), pts_ns=pts, unique_id=uid,
-                                     network_size=net, frame_size=frame_size, layers=layers, objects=objs,
-                                     detections=detections, image=image, ntp_timestamp=int(fm.ntp_timestamp),
-                                     batch_id=int(fm.batch_id), pad_index=int(fm.pad_index))
-                if self.recorder.record(record, admitted=True):
-                    self.stats.frames_recorded += 1
+                try:  # one GIE's bad meta does not cost the other GIEs' records of this frame
+                    self._record(pyds, fm, uid, frame_level, per_object.get(uid, ()), objects, parents,
+                                 detections, image, surface if crops else None, frame_size)
+                except Exception as exc:
+                    self.stats.error(f"frame:{type(exc).__name__}", exc)
+
+    def _record(self, pyds: Any, fm: Any, uid: int, frame_level: list, per_object: Iterable[tuple[int, Any]],
+                objects: list, parents: list[int], detections: list[ObjectRecord], image: ImageRecord | None,
+                surface: np.ndarray | None, frame_size: tuple[int, int]) -> None:
+        """Copy GIE ``uid``'s tensors of one frame (and crops from ``surface`` if given) into a record."""
+        layers: dict[str, np.ndarray] = {}
+        net = (0, 0, 0)
+        for tm in frame_level:
+            if int(tm.unique_id) == uid:
+                self.stats.tensor_metas += 1
+                layers = read_tensor_meta(pyds, tm, self.layers)
+                net = network_size(tm)
+        objs = []
+        for k, tm in per_object:
+            self.stats.tensor_metas += 1
+            net = network_size(tm)
+            crop = None
+            if surface is not None:
+                got = crop_copy(surface, rect_of(objects[k]), frame_size, self.image_max_size)
+                crop = None if got is None else ImageRecord(*got)
+            objs.append(self._object(objects[k], parents[k], read_tensor_meta(pyds, tm, self.layers), crop))
+        record = FrameRecord(source_id=int(fm.source_id), frame_num=int(fm.frame_num), pts_ns=int(fm.buf_pts),
+                             unique_id=uid, network_size=net, frame_size=frame_size, layers=layers, objects=objs,
+                             detections=detections, image=image, ntp_timestamp=int(fm.ntp_timestamp),
+                             batch_id=int(fm.batch_id), pad_index=int(fm.pad_index))
+        if self.recorder.record(record, admitted=True):
+            self.stats.frames_recorded += 1
 
     def _frame_size(self, fm: Any) -> tuple[int, int]:
         """The nvstreammux output size (see the module docstring), else the source size with a warning."""
