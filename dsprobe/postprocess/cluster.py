@@ -224,17 +224,21 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
                                         per_row(iou_threshold, dets.class_ids[order], "iou_threshold"))]
     c = dets.class_ids[keep]
     keep = keep[dets.scores[keep] > per_row(post_cluster_threshold, c, "post_cluster_threshold")]
-    return dets[topk_per_class(keep, dets, topk)]
+    return dets[topk_per_class(keep, dets, topk, presorted=True)]
 
 
-def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass) -> np.ndarray:
+def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted: bool = False) -> np.ndarray:
     """nvinfer's ``filterTopKOutputs`` per class, classes in ascending order: a stable sort by
-    descending confidence, then the first ``topk`` (-1 = all, 0 = none).
+    descending confidence, then the first ``topk`` (-1 = all, 0 = none). ``presorted``: ``idx`` is
+    already in that order (NMS output).
 
     (With ``topk < 0`` nvinfer returns without sorting, so mode 4 / DBSCAN classes keep the parser's
     order there; dsprobe sorts them too: the same objects, in the order NMS gives.)"""
     idx = np.asarray(idx, np.intp)
-    idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]  # stable: ties keep the order of idx
+    if not presorted:
+        idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]  # stable: ties keep the order of idx
+    if np.ndim(topk) == 0 and topk < 0:  # type: ignore[operator]
+        return idx
     c = dets.class_ids[idx]
     k = np.asarray(per_row(topk, c, "topk"), np.int64)
     rank = np.arange(len(idx)) - np.searchsorted(c, c, side="left")

@@ -272,8 +272,6 @@ class Postprocess:
         while i < end:
             s, fn = self.steps[i], self._fns[i]
             fused = (fn is scale_nvinfer and i + 1 < end and self._fns[i + 1] is object_filters)
-            where = (f"steps {i}-{i + 1} ({s.kind} {s.name!r} + filter 'objects')" if fused
-                     else f"step {i} ({s.kind} {s.name!r})")
             try:
                 if s.kind == "decode":
                     dets = fn(layers, ctx, **s.params)
@@ -285,12 +283,17 @@ class Postprocess:
             except PostprocessError:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"{where}: {exc}") from exc
+                raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
             if not isinstance(dets, Detections):
-                raise PostprocessError(f"{where} returned {type(dets).__name__}, expected Detections")
+                raise PostprocessError(f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections")
             i += 2 if fused else 1
         assert dets is not None
         return dets
+
+    def _where(self, i: int, fused: bool = False) -> str:
+        s = self.steps[i]
+        return (f"steps {i}-{i + 1} ({s.kind} {s.name!r} + filter 'objects')" if fused
+                else f"step {i} ({s.kind} {s.name!r})")
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
