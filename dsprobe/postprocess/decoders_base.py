@@ -86,11 +86,10 @@ def per_class_values(step: str, name: str, value: Any, num_classes: int, default
     return np.asarray(vals[:num_classes], np.float32)
 
 
-def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str,
-             exclude: Sequence[str] = ()) -> tuple[str, np.ndarray]:
+def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str) -> tuple[str, np.ndarray]:
     """The named layer (or the only 2-D one) as a 2-D float32 array, batch axis dropped."""
     check_layer_name(step, param, name)
-    lname, raw = find_layer(layers, name, ndim=None if name else 2, exclude=exclude, step=step)
+    lname, raw = find_layer(layers, name, ndim=None if name else 2, step=step)
     a = expect(raw, 2, step, lname, what)
     return lname, np.asarray(a, np.float32)
 

@@ -24,7 +24,7 @@ BoxFormat = Literal["cxcywh", "xyxy"]
 
 
 def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, extra_what: str,
-                      score_threshold: float, multi_label: bool, layout: str, box_format: str, exclude: tuple = ()
+                      score_threshold: float, multi_label: bool, layout: str, box_format: str
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, scores, class ids and the ``extra`` trailing channels of the candidates of an Ultralytics
     head ``(4 + nc + extra, anchors)`` (or transposed)."""
@@ -32,7 +32,7 @@ def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, 
     check_bool(step, "multi_label", multi_label)
     check_choice(step, "box_format", box_format, ("cxcywh", "xyxy"))
     what = f"(4 + classes{extra_what}, anchors) or its transpose"
-    name, a = layer_2d(layers, layer, step, "layer", what, exclude)
+    name, a = layer_2d(layers, layer, step, "layer", what)
     v = orient(a, layout, step, name, what, min_channels=5 + extra,
                native="channels_first")  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
