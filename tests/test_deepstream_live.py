@@ -79,8 +79,10 @@ def test_live_sgie_detections_get_parent_and_vectors(tmp_path):
     v = np.arange(16, dtype=np.float32)
     parent._user.append(pipe.tensor_meta(gie, {"emb": v}))
     fm._objects.append(parent)
-    pipe.push([fm])
+    buf = pipe.push([fm])
     assert probe.stats["error_count"] == 0
+    bm = pyds.gst_buffer_get_nvds_batch_meta(hash(buf))
+    assert bm.lock_count == 1 and bm.locked == 0  # meta lock held while adding, then released
     added = fm._objects[1]
     assert added.parent is parent and added.unique_component_id == 5
     # box = whole crop mapped back: even-rounded crop, unrounded parent offset added

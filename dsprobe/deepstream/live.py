@@ -15,8 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from dsprobe.deepstream import bindings
-from dsprobe.deepstream.meta import frame_metas, network_size, object_metas, read_tensor_meta, rect_of, tensor_metas
+from dsprobe.deepstream.meta import network_size, object_metas, read_tensor_meta, rect_of, tensor_metas
 from dsprobe.deepstream.probe import PadProbe, ProbeHandle, ProbeStats, attach, find_muxer_size
 from dsprobe.detections import Detections
 from dsprobe.types import UNTRACKED_OBJECT_ID
@@ -70,6 +69,8 @@ def _copy_vector(pyds: Any) -> Any:
 class PostprocessProbe(PadProbe):
     """The live postprocess pad-probe callback (testable without GStreamer)."""
 
+    lock_meta = True  # it adds object meta
+
     def __init__(self, postprocess: Any, *, unique_id: int | None = None, component_id: int | None = None,
                  muxer_size: tuple[int, int] | None = None, labels: Iterable[str] | None = None,
                  draw: bool = True, keypoints: bool = False, vectors: bool = False, recorder: Any = None,
@@ -92,26 +93,7 @@ class PostprocessProbe(PadProbe):
         self._callbacks_set = False
         self._vector_type: Any = None
 
-    def _batch(self, info: Any) -> None:
-        pyds = bindings.pyds()
-        buf = info.get_buffer()
-        if buf is None:
-            return
-        batch_meta = pyds.gst_buffer_get_nvds_batch_meta(hash(buf))
-        if not batch_meta:
-            return
-        pyds.nvds_acquire_meta_lock(batch_meta)
-        try:
-            for fm in frame_metas(pyds, batch_meta):
-                self.stats.frames += 1
-                try:
-                    self._frame(pyds, batch_meta, fm)
-                except Exception as exc:
-                    self.stats.error(f"frame:{type(exc).__name__}", exc)
-        finally:
-            pyds.nvds_release_meta_lock(batch_meta)
-
-    def _frame(self, pyds: Any, batch_meta: Any, fm: Any) -> None:
+    def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, fm: Any) -> None:
         size = self.muxer_size or (int(fm.source_frame_width), int(fm.source_frame_height))
         uids = None if self.unique_id is None else (self.unique_id,)
         for tm in tensor_metas(pyds, fm.frame_user_meta_list, uids):

@@ -132,11 +132,15 @@ def find_muxer_size(target: Any) -> tuple[int, int] | None:
 
 
 class PadProbe(abc.ABC):
-    """Base of dsprobe's pad-probe callbacks: times each batch, counts errors, always returns OK.
+    """Base of dsprobe's pad-probe callbacks: times each batch, walks its frames, counts errors (per
+    frame: a bad frame costs only itself), always returns OK.
 
-    Subclasses implement ``_batch(info)``; ``_after_batch()`` runs after the timing is recorded."""
+    Subclasses implement ``_frame(pyds, buf_hash, batch_meta, frame_meta)``; ``lock_meta = True``
+    holds ``nvds_acquire_meta_lock`` over the walk (for probes that add meta); ``_after_frames``
+    runs after each batch's frames, ``_after_batch()`` after the timing is recorded."""
 
     stats: ProbeStats
+    lock_meta = False
 
     def __call__(self, pad: Any, info: Any, user_data: Any = None) -> Any:
         Gst = bindings.gst()
@@ -150,9 +154,37 @@ class PadProbe(abc.ABC):
         self._after_batch()
         return Gst.PadProbeReturn.OK
 
-    @abc.abstractmethod
     def _batch(self, info: Any) -> None:
-        """Handle one batch (GstBuffer in ``info``)."""
+        pyds = bindings.pyds()
+        buf = info.get_buffer()
+        if buf is None:
+            return
+        buf_hash = hash(buf)
+        batch_meta = pyds.gst_buffer_get_nvds_batch_meta(buf_hash)
+        if not batch_meta:
+            self.stats.warn_once("no-batch-meta", "buffer has no NvDsBatchMeta: probe a pad downstream of "
+                                 "nvstreammux and nvinfer (e.g. the pgie's src pad)")
+            return
+        if self.lock_meta:
+            pyds.nvds_acquire_meta_lock(batch_meta)
+        try:
+            for frame_meta in frame_metas(pyds, batch_meta):
+                self.stats.frames += 1
+                try:
+                    self._frame(pyds, buf_hash, batch_meta, frame_meta)
+                except Exception as exc:
+                    self.stats.error(f"frame:{type(exc).__name__}", exc)
+        finally:
+            if self.lock_meta:
+                pyds.nvds_release_meta_lock(batch_meta)
+        self._after_frames(pyds, batch_meta)
+
+    @abc.abstractmethod
+    def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, frame_meta: Any) -> None:
+        """Handle one frame of the batch (``buf_hash`` = ``hash(gst_buffer)``)."""
+
+    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:
+        """Hook after the frames of each batch (default: nothing)."""
 
     def _after_batch(self) -> None:
         """Hook after each batch (default: nothing)."""
@@ -226,27 +258,11 @@ class RecorderProbe(PadProbe):
             self.stats.error("update_stats", exc)
 
     # ------------------------------------------------------------------ per batch / frame
-    def _batch(self, info: Any) -> None:
-        pyds = bindings.pyds()
-        buf = info.get_buffer()
-        if buf is None:
-            return
-        buf_hash = hash(buf)
-        batch_meta = pyds.gst_buffer_get_nvds_batch_meta(buf_hash)
-        if not batch_meta:
-            self.stats.warn_once("no-batch-meta", "buffer has no NvDsBatchMeta: probe a pad downstream of "
-                                 "nvstreammux and nvinfer (e.g. the pgie's src pad)")
-            return
-        for frame_meta in frame_metas(pyds, batch_meta):
-            self.stats.frames += 1
-            try:
-                self._frame(pyds, buf_hash, frame_meta)
-            except Exception as exc:
-                self.stats.error(f"frame:{type(exc).__name__}", exc)
+    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:
         if not self._seen_tensor_meta and self.stats.frames >= NO_TENSOR_META_FRAMES:
             self._warn_no_tensor_meta(pyds, batch_meta)
 
-    def _frame(self, pyds: Any, buf_hash: int, fm: Any) -> None:
+    def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, fm: Any) -> None:
         source_id, pts = int(fm.source_id), int(fm.buf_pts)
         frame_level = list(tensor_metas(pyds, fm.frame_user_meta_list, self.unique_ids))
         objects = list(object_metas(pyds, fm))
