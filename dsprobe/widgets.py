@@ -15,6 +15,7 @@ widgets by setting control values, without a browser.
 
 from __future__ import annotations
 
+import abc
 import html
 import time
 from typing import Any, Callable, Sequence
@@ -53,7 +54,7 @@ class _Widget:
         display(self.widget)
 
 
-class FrameBrowser(_Widget):
+class FrameBrowser(_Widget, abc.ABC):
     """Stream selector + frame slider over ``rows`` of a recording, and an image of the chosen frame.
 
     ``frame.value`` is the frame row (``rec.frames`` index); the slider shows frame numbers.
@@ -145,8 +146,9 @@ class FrameBrowser(_Widget):
         color = "#c00" if error else "#555"
         self.status.value = f'<span style="color:{color}">{html.escape(message)}</span>' if message else ""
 
-    def render(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def render(self) -> None:
+        """Draw the current frame (each browser draws its own view)."""
 
 
 class Explorer(FrameBrowser):
