@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 import numpy as np
@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover
 Space = Literal["network", "frame", "crop"]
 """``network``: network-input pixels (letterbox included); ``frame``: nvstreammux-output pixels;
 ``crop``: pixels of an SGIE's object crop before the parent offset is added."""
+
+
+#: the per-row arrays of Detections besides ``boxes``
+_ROW_FIELDS = ("scores", "class_ids", "keypoints", "vectors", "masks", "object_ids")
 
 
 @dataclass(frozen=True)
@@ -102,14 +106,18 @@ class Detections:
         """Select rows by boolean mask, integer index array, slice or single int (keeps 2-D shapes)."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
-        return replace(
-            self,
-            boxes=self.boxes[index], scores=self.scores[index], class_ids=self.class_ids[index],
-            keypoints=None if self.keypoints is None else self.keypoints[index],
-            vectors=None if self.vectors is None else self.vectors[index],
-            masks=None if self.masks is None else self.masks[index],
-            object_ids=None if self.object_ids is None else self.object_ids[index],
-        )
+        elif isinstance(index, tuple):
+            raise TypeError("Detections are indexed by rows only (mask, indices, slice or int), not a tuple")
+        rows = self.boxes[index]  # IndexError / shape errors here, before anything is built
+        if rows.ndim != 2:
+            raise IndexError(f"Detections index {index!r} does not select rows")
+        out = object.__new__(type(self))  # the arrays are already checked: no __post_init__ (hot path)
+        object.__setattr__(out, "boxes", rows)
+        object.__setattr__(out, "space", self.space)
+        for name in _ROW_FIELDS:
+            value = getattr(self, name)
+            object.__setattr__(out, name, None if value is None else value[index])
+        return out
 
     @property
     def widths(self) -> np.ndarray:

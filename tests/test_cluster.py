@@ -53,6 +53,27 @@ def test_nms_is_bit_identical_to_the_cpp_loop_on_thousands_of_random_cases(round
         assert_same_as_reference(got, want)
 
 
+def test_nms_on_boxes_with_positive_area_is_bit_identical_to_the_cpp_loop():
+    """Boxes with positive width, height and area take the shorter IoU formula (no C++ overlap1D
+    ordering, no union == 0 case): still nvinfer's result bit for bit, across NMS rounds and pairs."""
+    rng = np.random.default_rng(11)
+    for case in range(1500):
+        nc = int(rng.integers(1, 4))
+        n = int(rng.integers(1, 60))
+        xy = rng.uniform(-50, 100, (n, 2))
+        wh = rng.uniform(0.01, 40, (n, 2))
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        scores = (rng.choice([0.3, 0.5, 0.7], n) if case % 2 else rng.random(n)).astype(np.float32)
+        d = Detections(boxes, scores, rng.integers(0, nc, n), "network")
+        assert cluster._plain_boxes(cluster._edges(d.boxes))
+        iou = rng.choice([0.0, 0.1, 0.3, 0.45, 0.5, 0.9], nc).tolist()
+        got = nms(d, None, iou_threshold=iou if case % 3 else iou[0])
+        objs = ref.objects_from_boxes(d.boxes, d.scores, d.class_ids)
+        want = ref.cluster_nms(ref.split_per_class(objs, nc), iou if case % 3 else [iou[0]] * nc, [0.0] * nc,
+                               [-1] * nc)
+        assert_same_as_reference(got, want)
+
+
 def test_nms_above_the_one_pass_limit_equals_the_one_pass(monkeypatch):
     rng = np.random.default_rng(5)
     d = random_dets(rng, 400, 3, size=300, ties=True)

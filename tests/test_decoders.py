@@ -93,6 +93,29 @@ def test_yolov8_by_hand_with_and_without_batch_axis_and_transposed(variant):
     assert d.class_ids.tolist() == [1, 0] and d.scores.tolist() == pytest.approx([0.8, 0.3])
 
 
+@pytest.mark.parametrize("values", ["continuous", "ties", "nan"])
+def test_best_class_max_tree_equals_max_and_first_argmax(values):
+    """The channels-first fast path (a max tree over class pairs, then a walk down it) gives the same
+    rows, first-argmax classes and scores as max + argmax, for any class count, with ties (FP16 / INT8
+    engines) and NaN scores."""
+    from dsprobe.postprocess.decoders_base import best_class
+    rng = np.random.default_rng(len(values))
+    for nc in [*range(1, 20), 31, 32, 33, 80, 81, 127, 600]:
+        a = rng.random((nc, 257)).astype(np.float32)
+        if values == "ties":
+            a = np.round(a * 4).astype(np.float32) / 4
+        elif values == "nan":
+            a.flat[rng.integers(0, a.size, 5)] = np.nan
+        for scores in (a.T, np.ascontiguousarray(a.T)):  # transposed view (fast path) and plain
+            for thr in (0.0, 0.5, 0.75, 1.0):
+                rows, cls, conf = best_class(scores, thr, False)
+                with np.errstate(invalid="ignore"):
+                    want_rows = np.flatnonzero(scores.max(axis=1) >= np.float32(thr))
+                assert rows.tolist() == want_rows.tolist()
+                assert cls.tolist() == scores[want_rows].argmax(axis=1).tolist()
+                assert np.array_equal(conf, scores[want_rows].max(axis=1))
+
+
 def test_yolov8_threshold_multi_label_box_format_and_layout():
     a = yolov8_head()
     assert decode_yolov8({"o": a}, CTX, score_threshold=0.3).class_ids.tolist() == [1, 0]  # inclusive cut

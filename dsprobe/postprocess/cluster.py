@@ -137,8 +137,35 @@ ONE_PASS_LIMIT = 3000
 NMS_ROUNDS = 8
 
 
-def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
+def _plain_boxes(e: np.ndarray) -> bool:
+    """True when every box (:func:`_edges` array) has right > left, bottom > top and a finite area of
+    at least the smallest normal float32: then nvinfer's ``overlap1D`` is ``max(0, min(rights) -
+    max(lefts))`` and the union is never 0, so :func:`_iou_plain` gives its IoU bit for bit with
+    fewer operations."""
+    if not e.shape[1]:
+        return True
+    with _quiet():
+        return bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY and e[4].max() < np.inf)
+
+
+_TINY = np.finfo(np.float32).tiny
+
+
+def _iou_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of :func:`_edges` arrays of plain boxes (:func:`_plain_boxes`), same float32 result as
+    :func:`_iou_edges`."""
+    side = np.minimum(a[2:4], b[2:4])
+    side -= np.maximum(a[0:2], b[0:2])
+    np.maximum(side, 0, out=side)
+    inter = side[0] * side[1]
+    union = a[4] + b[4]
+    union -= inter
+    return np.divide(inter, union, out=inter)
+
+
+def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
     """Greedy NMS over boxes sorted by class, then descending score: the indices kept, ascending.
+    ``thr``: the IoU threshold, one per box or one for all.
 
     All classes advance together, one kept box per class per round: in each class the first box
     not yet decided is kept (everything before it is decided, and no kept box suppressed it), and
@@ -147,27 +174,37 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> n
     one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
     Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`_greedy_pairs`."""
     e = _edges(boxes)
-    block = np.concatenate([[0], np.cumsum(cls[1:] != cls[:-1])])  # dense class index, ascending
-    undecided = np.arange(len(cls))
+    iou_of = _iou_plain if _plain_boxes(e) else _iou_edges
+    per_box = np.ndim(thr) > 0
+    n = len(cls)
+    first = np.empty(n, bool)
+    first[:1] = True
+    np.not_equal(cls[1:], cls[:-1], out=first[1:])  # the first (best) box of each class
+    group = np.cumsum(first)  # 1-based dense class index
+    undecided = np.arange(n)
     kept = []
     with _quiet():
-        for _ in range(NMS_ROUNDS):
+        for r in range(NMS_ROUNDS):
             if not len(undecided):
                 break
-            b = block[undecided]
-            first = np.concatenate([[True], b[1:] != b[:-1]])
+            if r:
+                g = group[undecided]
+                first = np.empty(len(g), bool)
+                first[:1] = True
+                np.not_equal(g[1:], g[:-1], out=first[1:])
             tops = undecided[first]
             kept.append(tops)
-            rest = ~first
-            if not rest.any():
-                undecided = undecided[rest]
+            if len(tops) == len(undecided):
+                undecided = undecided[:0]
                 break
-            top_of_rest = tops[np.cumsum(first)[rest] - 1]  # the top of each box's class
-            rest = undecided[rest]
-            iou = _iou_edges(e.take(top_of_rest, axis=1), e.take(rest, axis=1))
-            undecided = rest[~_suppresses(iou, thr[rest])]
+            top_of = tops[np.cumsum(first) - 1]  # each box's class top (the top itself for a top)
+            iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
+            stay = iou <= (thr[undecided] if per_box else thr)
+            stay[first] = False
+            undecided = undecided[stay]
     if len(undecided):
-        kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided], thr[undecided])])
+        kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided],
+                                            thr[undecided] if per_box else thr)])
     return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.intp)
 
 
@@ -186,8 +223,9 @@ def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.nda
     first = np.cumsum(later) - later  # where row i's pairs start
     cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, later))
     e = _edges(boxes)
+    iou_of = _iou_plain if _plain_boxes(e) else _iou_edges
     with _quiet():
-        hit = _suppresses(_iou_edges(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows])
+        hit = _suppresses(iou_of(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows] if np.ndim(thr) else thr)
     rows, cols = rows[hit], cols[hit]
     alive = np.ones(n, bool)
     if len(rows):
@@ -220,10 +258,12 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
         keep = np.concatenate(kept)
     else:
         order = np.lexsort((-dets.scores, dets.class_ids))  # class, then score desc; stable
-        keep = order[_greedy_same_class(dets.boxes[order], dets.class_ids[order],
-                                        per_row(iou_threshold, dets.class_ids[order], "iou_threshold"))]
-    c = dets.class_ids[keep]
-    keep = keep[dets.scores[keep] > per_row(post_cluster_threshold, c, "post_cluster_threshold")]
+        cls = dets.class_ids[order]
+        thr = np.float32(iou_threshold) if np.ndim(iou_threshold) == 0 else per_row(iou_threshold, cls, "iou_threshold")
+        keep = order[_greedy_same_class(dets.boxes[order], cls, thr)]
+    post = np.float32(post_cluster_threshold) if np.ndim(post_cluster_threshold) == 0 else \
+        per_row(post_cluster_threshold, dets.class_ids[keep], "post_cluster_threshold")
+    keep = keep[dets.scores[keep] > post]
     return dets[topk_per_class(keep, dets, topk, presorted=True)]
 
 
