@@ -44,9 +44,11 @@ class Detections:
     object_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = self.boxes
+        if not (type(boxes) is np.ndarray and boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4):
+            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            object.__setattr__(self, "boxes", boxes)
         n = boxes.shape[0]
-        object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "scores", _column(self.scores, np.float32, n, "scores"))
         object.__setattr__(self, "class_ids", _column(self.class_ids, np.int32, n, "class_ids"))
         for name, dtype in (("keypoints", np.float32), ("vectors", np.float32),
@@ -175,7 +177,8 @@ class Detections:
 
 
 def _column(values: object, dtype: type, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=dtype).reshape(-1)
+    arr = values if type(values) is np.ndarray and values.dtype == dtype and values.ndim == 1 else \
+        np.asarray(values, dtype=dtype).reshape(-1)
     if arr.shape[0] != n:
         raise ValueError(f"Detections.{name} has {arr.shape[0]} values, expected {n} (one per box)")
     return arr

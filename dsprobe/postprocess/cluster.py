@@ -13,6 +13,7 @@ the results are bit-identical to nvinfer's loops on the same objects.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -47,10 +48,15 @@ def _edges(boxes: np.ndarray) -> np.ndarray:
     """nvinfer's view of x1y1x2y2 boxes, stacked on a new first axis: ``left, top, left + width,
     top + height, width * height`` (float32, width = x2 - x1)."""
     b = np.asarray(boxes, np.float32)
+    e = np.empty((5, *b.shape[:-1]), np.float32)
     with _quiet():
-        wh = b[..., 2:4] - b[..., 0:2]
-        return np.stack([b[..., 0], b[..., 1], b[..., 0] + wh[..., 0], b[..., 1] + wh[..., 1],
-                         wh[..., 0] * wh[..., 1]])
+        np.subtract(b[..., 2], b[..., 0], out=e[2])  # width, height first
+        np.subtract(b[..., 3], b[..., 1], out=e[3])
+        np.multiply(e[2], e[3], out=e[4])
+        e[0] = b[..., 0]
+        e[1] = b[..., 1]
+        e[2:4] += e[0:2]
+    return e
 
 
 def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
@@ -138,17 +144,18 @@ NMS_ROUNDS = 8
 
 
 def _plain_boxes(e: np.ndarray) -> bool:
-    """True when every box (:func:`_edges` array) has right > left, bottom > top and a finite area of
-    at least the smallest normal float32: then nvinfer's ``overlap1D`` is ``max(0, min(rights) -
-    max(lefts))`` and the union is never 0, so :func:`_iou_plain` gives its IoU bit for bit with
-    fewer operations."""
+    """True when every box (:func:`_edges` array) has right > left, bottom > top, an area of at least
+    the smallest normal float32 and edges within +-1e18 pixels: then nvinfer's ``overlap1D`` is
+    ``max(0, min(rights) - max(lefts))``, the union is never 0 and nothing overflows, so
+    :func:`_iou_plain` gives its IoU bit for bit with fewer operations and no float warnings."""
     if not e.shape[1]:
         return True
-    with _quiet():
-        return bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY and e[4].max() < np.inf)
+    # NaN compares False (without a warning): such boxes are not plain
+    return bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY and e[:4].min() > -_FAR and e[:4].max() < _FAR)
 
 
 _TINY = np.finfo(np.float32).tiny
+_FAR = 1e18
 
 
 def _iou_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,21 +181,19 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.
     one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
     Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`_greedy_pairs`."""
     e = _edges(boxes)
-    iou_of = _iou_plain if _plain_boxes(e) else _iou_edges
+    plain = _plain_boxes(e)
+    iou_of = _iou_plain if plain else _iou_edges
     per_box = np.ndim(thr) > 0
     n = len(cls)
     first = np.empty(n, bool)
     first[:1] = True
     np.not_equal(cls[1:], cls[:-1], out=first[1:])  # the first (best) box of each class
-    group = np.cumsum(first)  # 1-based dense class index
     undecided = np.arange(n)
     kept = []
-    with _quiet():
+    with contextlib.nullcontext() if plain else _quiet():  # plain boxes raise no float warnings
         for r in range(NMS_ROUNDS):
-            if not len(undecided):
-                break
             if r:
-                g = group[undecided]
+                g = cls[undecided]
                 first = np.empty(len(g), bool)
                 first[:1] = True
                 np.not_equal(g[1:], g[:-1], out=first[1:])
@@ -197,7 +202,7 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.
             if len(tops) == len(undecided):
                 undecided = undecided[:0]
                 break
-            top_of = tops[np.cumsum(first) - 1]  # each box's class top (the top itself for a top)
+            top_of = tops[first.cumsum(dtype=np.intp) - 1]  # each box's class top (the top itself for a top)
             iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
             stay = iou <= (thr[undecided] if per_box else thr)
             stay[first] = False
@@ -205,7 +210,11 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.
     if len(undecided):
         kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided],
                                             thr[undecided] if per_box else thr)])
-    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.intp)
+    if not kept:
+        return np.zeros(0, np.intp)
+    out = np.concatenate(kept)
+    out.sort()
+    return out
 
 
 def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:

@@ -119,10 +119,22 @@ def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, chan
 
 
 def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    """(N, 4) centre x, centre y, width, height -> x1, y1, x2, y2 (float32)."""
-    b = np.asarray(b, np.float32)
-    half = b[:, 2:4] * np.float32(0.5)
-    return np.concatenate([b[:, :2] - half, b[:, :2] + half], axis=1)
+    """(N, 4) centre x, centre y, width, height -> x1, y1, x2, y2 (float32, C order)."""
+    c = np.asarray(b, np.float32).T  # coordinate rows: contiguous when b came from a channels-first gather
+    out = np.empty((4, c.shape[1]), np.float32)
+    half = c[2:4] * np.float32(0.5)
+    np.subtract(c[:2], half, out=out[:2])
+    np.add(c[:2], half, out=out[2:])
+    return np.ascontiguousarray(out.T)
+
+
+def candidate_channels(v: np.ndarray, rows: np.ndarray, start: int, stop: int | None = None) -> np.ndarray:
+    """``v[rows, start:stop]`` of an ``(anchors, channels)`` matrix. For a transposed view of a
+    channels-first layer the gather runs channel by channel (contiguous anchors): the same values,
+    read from far fewer cache lines."""
+    if v.strides[0] == v.itemsize and v.shape[1] > 1:
+        return v.T[start:stop, rows].T
+    return v[rows, start:stop]
 
 
 def to_xyxy(b: np.ndarray, box_format: str, step: str) -> np.ndarray:
@@ -179,7 +191,7 @@ def _best_class_tree(by_class: np.ndarray, thr: np.float32) -> tuple[np.ndarray,
             node[-1] = below[-1]
         levels.append(node)
     best = levels[-1].max(axis=0)
-    rows = np.flatnonzero(best >= thr)
+    rows = (best >= thr).nonzero()[0]
     conf = best[rows]
     node_of = levels[-1][:, rows].argmax(axis=0)
     for level in reversed(levels[:-1]):

@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.decoders_base import (Layers, best_class, check_bool, check_choice, check_int,
-                                               check_layer_name, check_number, layer_2d, orient, to_xyxy)
+from dsprobe.postprocess.decoders_base import (Layers, best_class, candidate_channels, check_bool, check_choice,
+                                               check_int, check_layer_name, check_number, layer_2d, orient, to_xyxy)
 from dsprobe.postprocess.layers import expect, find_layer
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -37,8 +37,8 @@ def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, 
                native="channels_first")  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
     rows, cls, conf = best_class(v[:, 4:4 + nc], score_threshold, multi_label)
-    boxes = to_xyxy(v[rows, :4], box_format, step)
-    return boxes, conf, cls, v[rows, 4 + nc:]
+    boxes = to_xyxy(candidate_channels(v, rows, 0, 4), box_format, step)
+    return boxes, conf, cls, candidate_channels(v, rows, 4 + nc)
 
 
 @register("decode", "yolov8")

@@ -33,6 +33,11 @@ def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_t
     (float32 comparison). Order is kept."""
     n = num_classes or (ctx.num_classes if ctx is not None else 0)
     c = dets.class_ids
+    if not len(c):
+        return dets
+    if np.ndim(pre_cluster_threshold) == 0 and c.min() >= 0 and (not n or c.max() < n):  # the usual case
+        keep = dets.scores >= np.float32(pre_cluster_threshold)
+        return dets if keep.all() else dets[keep]
     known = (c >= 0) & (c < n) if n else c >= 0
     thr = per_row(pre_cluster_threshold, np.where(known, c, 0), "pre_cluster_threshold")
     return dets[known & (dets.scores >= thr)]
@@ -41,7 +46,10 @@ def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_t
 def rects_to_boxes(rects: np.ndarray) -> np.ndarray:
     """(N, 4) float32 ``left, top, width, height`` -> ``x1, y1, x2, y2`` with ``x2 = float32(left + width)``."""
     r = np.asarray(rects, np.float32).reshape(-1, 4)
-    return np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1)
+    boxes = np.empty_like(r)
+    boxes[:, :2] = r[:, :2]
+    np.add(r[:, :2], r[:, 2:], out=boxes[:, 2:])
+    return boxes
 
 
 def nvinfer_object_filter(rects: np.ndarray, class_ids: np.ndarray, surface_size: tuple[int, int], *,

@@ -10,6 +10,7 @@ Boxes are ``left, top, float32(left + width), float32(top + height)``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -35,10 +36,18 @@ def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
     whole frame; flags default to ``ctx.geometry`` (the recording's nvinfer config)."""
     fw, fh = ctx.frame_size
     crop = tuple(float(v) for v in (ctx.crop_rect or (0.0, 0.0, float(fw), float(fh))))
-    t = nvinfer_transform(crop, ctx.network_size,
-                          maintain_aspect_ratio=_geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
-                          symmetric_padding=_geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
+    t = _transform(crop, tuple(int(v) for v in ctx.network_size),
+                   _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
+                   _geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
     return t, crop  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=1024)
+def _transform(crop: tuple[float, float, float, float], network_size: tuple[int, ...], maintain_aspect_ratio: bool,
+               symmetric_padding: bool) -> CropTransform:
+    """:func:`nvinfer_transform`, remembered (a pure function of a few numbers; frames repeat them)."""
+    return nvinfer_transform(crop, network_size[:2], maintain_aspect_ratio=maintain_aspect_ratio,  # type: ignore[arg-type]
+                             symmetric_padding=symmetric_padding)
 
 
 def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
@@ -54,11 +63,12 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
         raise ValueError(f"scale nvinfer: expects detections in network pixels, got {dets.space!r}")
     t, crop = crop_transform(ctx, maintain_aspect_ratio, symmetric_padding)
     b = dets.boxes
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]  # the parser's float32 width/height
-    left = ((b[:, 0] - np.float32(t.offset_left)).astype(np.float64) / t.ratio_x).astype(np.float32)
-    top = ((b[:, 1] - np.float32(t.offset_top)).astype(np.float64) / t.ratio_y).astype(np.float32)
-    rects = np.stack([left, top, (w.astype(np.float64) / t.ratio_x).astype(np.float32),
-                      (h.astype(np.float64) / t.ratio_y).astype(np.float32)], axis=1)
+    ratio = np.array([t.ratio_x, t.ratio_y], np.float64)
+    rects = np.empty_like(b)
+    # float32 (v - offset), then / ratio in double, stored as float32; width = the parser's float32 x2 - x1
+    np.divide(b[:, :2] - np.array([t.offset_left, t.offset_top], np.float32), ratio, out=rects[:, :2],
+              casting="unsafe")
+    np.divide(b[:, 2:] - b[:, :2], ratio, out=rects[:, 2:], casting="unsafe")
     if deepstream_version >= CLAMP_NEGATIVE_SINCE:
         rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
     d = dets
@@ -66,8 +76,7 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
         keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
         d = dets[keep]
         rects = rects.copy()
-    rects[:, 0] += np.float32(crop[0])
-    rects[:, 1] += np.float32(crop[1])
+    rects[:, :2] += np.array(crop[:2], np.float32)
     kp = None
     if d.keypoints is not None:
         kp = d.keypoints.astype(np.float64)
