@@ -185,24 +185,19 @@ def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.
     iou_of = _iou_plain if plain else _iou_edges
     per_box = np.ndim(thr) > 0
     n = len(cls)
-    first = np.empty(n, bool)
-    first[:1] = True
-    np.not_equal(cls[1:], cls[:-1], out=first[1:])  # the first (best) box of each class
+    start = np.searchsorted(cls, cls)  # where each box's class starts in the sorted order
     undecided = np.arange(n)
     kept = []
     with contextlib.nullcontext() if plain else _quiet():  # plain boxes raise no float warnings
         for r in range(NMS_ROUNDS):
-            if r:
-                g = cls[undecided]
-                first = np.empty(len(g), bool)
-                first[:1] = True
-                np.not_equal(g[1:], g[:-1], out=first[1:])
+            # each undecided box's class top: the first undecided box at or after its class start
+            top_of = undecided[np.searchsorted(undecided, start[undecided])] if r else start
+            first = top_of == undecided
             tops = undecided[first]
             kept.append(tops)
             if len(tops) == len(undecided):
                 undecided = undecided[:0]
                 break
-            top_of = tops[first.cumsum(dtype=np.intp) - 1]  # each box's class top (the top itself for a top)
             iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
             stay = iou <= (thr[undecided] if per_box else thr)
             stay[first] = False
