@@ -44,6 +44,17 @@ def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.
     return arr[class_ids]
 
 
+def class_score_order(scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """Indices ordering detections by class id, then descending score; ties keep their order (the
+    stable sort nvinfer's loops see). Equals ``np.lexsort((-scores, class_ids))``; class ids that fit
+    int16 are sorted with numpy's radix sort (faster on the few hundred candidates of a frame)."""
+    by_score = np.argsort(-scores, kind="stable")
+    c = class_ids[by_score]
+    if len(c) and 0 <= c.min() and c.max() < 2 ** 15:
+        c = c.astype(np.int16)
+    return by_score[np.argsort(c, kind="stable")]
+
+
 def _edges(boxes: np.ndarray) -> np.ndarray:
     """nvinfer's view of x1y1x2y2 boxes, stacked on a new first axis: ``left, top, left + width,
     top + height, width * height`` (float32, width = x2 - x1)."""
@@ -261,7 +272,7 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
                                        per_class(iou_threshold, c, "iou_threshold"))])
         keep = np.concatenate(kept)
     else:
-        order = np.lexsort((-dets.scores, dets.class_ids))  # class, then score desc; stable
+        order = class_score_order(dets.scores, dets.class_ids)
         cls = dets.class_ids[order]
         thr = np.float32(iou_threshold) if np.ndim(iou_threshold) == 0 else per_row(iou_threshold, cls, "iou_threshold")
         keep = order[_greedy_same_class(dets.boxes[order], cls, thr)]
@@ -280,7 +291,7 @@ def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted:
     order there; dsprobe sorts them too: the same objects, in the order NMS gives.)"""
     idx = np.asarray(idx, np.intp)
     if not presorted:
-        idx = idx[np.lexsort((-dets.scores[idx], dets.class_ids[idx]))]  # stable: ties keep the order of idx
+        idx = idx[class_score_order(dets.scores[idx], dets.class_ids[idx])]
     if np.ndim(topk) == 0 and topk < 0:  # type: ignore[operator]
         return idx
     c = dets.class_ids[idx]
@@ -523,5 +534,5 @@ def weighted_merge(dets: Detections, ctx: StepContext | None = None, *, iou_thre
 
 def _class_order(d: Detections) -> Detections:
     """Order as nvinfer emits: class ascending, then score descending (stable)."""
-    order = np.lexsort((-d.scores, d.class_ids))
+    order = class_score_order(d.scores, d.class_ids)
     return d[order]
