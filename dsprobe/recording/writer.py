@@ -321,14 +321,14 @@ class Recorder:
             self._count("dropped_invalid")
             self._error("invalid-frame", exc)
 
-    def _write_block(self, segment: "_Segment") -> None:
+    def _write_block(self, segment: "_Segment", tables: bool = False) -> None:
         _check_space(segment.path, segment.pending_bytes)
-        written = segment.write_pending()
+        written = segment.write_pending(tables)
         with self._lock:
             self._stats["written"] += written
 
     def _flush(self, segment: "_Segment") -> None:
-        self._write_block(segment)
+        self._write_block(segment, tables=True)
         with self._lock:
             self._stats["flushes"] += 1
             stats = dict(self._stats)
@@ -339,7 +339,7 @@ class Recorder:
             self._stats["bytes_written"] = segment.closed_bytes + segment.size()
 
     def _close_after_no_space(self, segment: "_Segment") -> None:
-        lost = segment.pending_frames
+        lost = len(segment.tables["frames"].rows)  # frames not yet in the frames table
         segment.discard_pending()
         with self._lock:
             self._stats["dropped_stopped"] += lost
@@ -601,16 +601,23 @@ class _Segment:
             "parent_index": o.parent_index, "parent_object_id": o.parent_object_id,
             "label": _label_bytes(o.label), "layer_row": layer_row, "image_row": image_row})
 
-    def write_pending(self) -> int:
-        """Write every buffered row (one block per dataset); returns the number of frames written."""
+    def write_pending(self, tables: bool = True) -> int:
+        """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
+        :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
+        written in bigger blocks; a flush always writes them). Returns the number of frames whose rows
+        are now all in the file."""
         for ls in self.layer_sets.values():
             ls.write()
         if self.pending_images:
             self.image_data.extend(self.pending_images)
             self.pending_images = []
+        self.pending_frames, self.pending_bytes = 0, 0
+        frames = self.tables["frames"]
+        if not (tables or len(frames.rows) >= TABLE_BLOCK_FRAMES):
+            return 0
+        n = len(frames.rows)
         for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
             self.tables[name].write()
-        n, self.pending_frames, self.pending_bytes = self.pending_frames, 0, 0
         return n
 
     def discard_pending(self) -> None:
@@ -663,6 +670,10 @@ class _Segment:
             self.f.close()
         except Exception:
             pass
+
+
+#: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
+TABLE_BLOCK_FRAMES = 256
 
 
 class _Table:
