@@ -21,6 +21,7 @@ set to 1 thread (``--torch-threads N`` to change; on this 2-core machine, shared
 
 from __future__ import annotations
 
+import random
 import statistics
 import sys
 import tempfile
@@ -75,13 +76,19 @@ def yolov8_output(rng: np.random.Generator, objects: int = 30, nc: int = 80, siz
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 20, block: int = 10, warmup: int = 5
                 ) -> dict[str, float]:
     """Median seconds per call of each function, measured in interleaved rounds: each round runs every
-    function ``block`` times in a row (steady state, as in a replay loop) before the next one."""
+    function ``block`` times in a row (steady state, as in a replay loop) before the next one, in a new
+    random order each round (what ran just before leaves caches and the allocator in a different state,
+    so a fixed order would favour some functions)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order = random.Random(0)
+    names = list(fns)
     for _ in range(rounds):
-        for k, fn in fns.items():
+        order.shuffle(names)
+        for k in names:
+            fn = fns[k]
             for _ in range(block):
                 t0 = time.perf_counter()
                 fn()

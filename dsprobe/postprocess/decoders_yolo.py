@@ -15,7 +15,8 @@ import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.postprocess.decoders_base import (Layers, best_class, candidate_channels, check_bool, check_choice,
-                                               check_int, check_layer_name, check_number, layer_2d, orient, to_xyxy)
+                                               check_int, check_layer_name, check_number, cxcywh_to_xyxy, layer_2d,
+                                               orient, to_xyxy)
 from dsprobe.postprocess.layers import expect, find_layer
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -25,9 +26,9 @@ BoxFormat = Literal["cxcywh", "xyxy"]
 
 def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, extra_what: str,
                       score_threshold: float, multi_label: bool, layout: str, box_format: str
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes, scores, class ids and the ``extra`` trailing channels of the candidates of an Ultralytics
-    head ``(4 + nc + extra, anchors)`` (or transposed)."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Boxes, scores, class ids and the ``extra`` trailing channels (None when ``extra`` is 0) of the
+    candidates of an Ultralytics head ``(4 + nc + extra, anchors)`` (or transposed)."""
     check_number(step, "score_threshold", score_threshold)
     check_bool(step, "multi_label", multi_label)
     check_choice(step, "box_format", box_format, ("cxcywh", "xyxy"))
@@ -37,8 +38,9 @@ def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, 
                native="channels_first")  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
     rows, cls, conf = best_class(v[:, 4:4 + nc], score_threshold, multi_label)
-    boxes = to_xyxy(candidate_channels(v, rows, 0, 4), box_format, step)
-    return boxes, conf, cls, candidate_channels(v, rows, 4 + nc)
+    raw = candidate_channels(v, rows, 0, 4)
+    boxes = cxcywh_to_xyxy(raw) if box_format == "cxcywh" else to_xyxy(raw, box_format, step)
+    return boxes, conf, cls, candidate_channels(v, rows, 4 + nc) if extra else None
 
 
 @register("decode", "yolov8")
