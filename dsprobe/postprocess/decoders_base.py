@@ -185,7 +185,7 @@ def _best_class_tree(by_class: np.ndarray, thr: np.float32) -> tuple[np.ndarray,
     while levels[-1].shape[0] > 8:
         below = levels[-1]
         m = below.shape[0]
-        node = np.empty(((m + 1) // 2, below.shape[1]), np.float32)
+        node = np.empty(((m + 1) // 2, below.shape[1]), below.dtype)
         np.maximum(below[0:m - 1:2], below[1::2], out=node[:m // 2])
         if m % 2:
             node[-1] = below[-1]
