@@ -13,7 +13,8 @@ lighting up ~20 anchors):
 * frames/s of a whole-recording replay (``run_recording``: read + postprocess) and of a cached
   re-run (``decode_recording`` then ``DecodedRecording.run``: what a parameter sweep pays per setting).
 
-Timings are medians over 20 interleaved rounds (each round runs every contender 10 times in a row),
+Timings are medians over 20 interleaved rounds (each round runs every contender 10 times in a row, in a
+new random order per round),
 so machine load hits all of them alike. Everything runs single-threaded: numpy does, and torch is
 set to 1 thread (``--torch-threads N`` to change; on this 2-core machine, shared with other jobs,
 2 torch threads were slower and erratic).
