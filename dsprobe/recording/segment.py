@@ -11,7 +11,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import h5py
 import numpy as np
@@ -197,21 +197,17 @@ class _Segment:
             self.pending_images = []
         self.pending_frames, self.pending_bytes = 0, 0
         frames = self.tables["frames"]
-        if not (tables or len(frames.rows) >= TABLE_BLOCK_FRAMES):
+        if not (tables or len(frames.pending) >= TABLE_BLOCK_FRAMES):
             return 0
-        n = len(frames.rows)
+        n = len(frames.pending)
         for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
             self.tables[name].write()
         return n
 
     def discard_pending(self) -> None:
         """Forget buffered rows (used when there is no room left to write them)."""
-        for t in self.tables.values():
-            t.count -= len(t.rows)
-            t.rows = []
-        for ls in self.layer_sets.values():
-            ls.count -= len(ls.pending)
-            ls.pending = []
+        for buf in (*self.tables.values(), *self.layer_sets.values()):
+            buf.discard()
         self.image_bytes -= sum(p.size for p in self.pending_images)
         self.pending_images = []
         self.pending_frames = self.pending_bytes = 0
@@ -260,29 +256,44 @@ class _Segment:
 TABLE_BLOCK_FRAMES = 256
 
 
-class _Table:
+class _RowBuffer:
+    """Rows kept in memory until the next block write: ``append`` numbers them, ``discard`` forgets
+    the unwritten ones, ``take`` hands them out with the file row of the first one."""
+
+    def __init__(self) -> None:
+        self.pending: list = []
+        self.count = 0  # rows numbered so far (written + pending)
+
+    def append(self, row: Any) -> int:
+        self.pending.append(row)
+        self.count += 1
+        return self.count - 1
+
+    def discard(self) -> None:
+        self.count -= len(self.pending)
+        self.pending = []
+
+    def take(self) -> tuple[int, list]:
+        rows, self.pending = self.pending, []
+        return self.count - len(rows), rows
+
+
+class _Table(_RowBuffer):
     """A group of equal-length column datasets, appended in blocks."""
 
     def __init__(self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
         g = f.require_group(name)
         self.ds = {c: g.create_dataset(c, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                                        chunks=table_chunks(dtype, shape)) for c, (dtype, shape) in columns.items()}
-        self.rows: list[dict] = []
-        self.count = 0
-
-    def append(self, row: dict) -> int:
-        self.rows.append(row)
-        self.count += 1
-        return self.count - 1
+        super().__init__()
 
     def write(self) -> None:
-        if not self.rows:
+        n0, rows = self.take()
+        if not rows:
             return
-        n0 = self.count - len(self.rows)
         for c, ds in self.ds.items():
             ds.resize((self.count, *ds.shape[1:]))
-            ds[n0:self.count] = np.array([r[c] for r in self.rows], dtype=ds.dtype)
-        self.rows = []
+            ds[n0:self.count] = np.array([r[c] for r in rows], dtype=ds.dtype)
 
 
 class _ByteStore:
@@ -322,7 +333,7 @@ class _ByteStore:
             self.tail_written = self.tail_len
 
 
-class _LayerSet:
+class _LayerSet(_RowBuffer):
     """One layer's dataset: (rows, *shape) with its true dtype, chunks of whole frames (~1 MiB)."""
 
     def __init__(self, f: h5py.File, group: str, uid: int, name: str, first: np.ndarray,
@@ -337,29 +348,22 @@ class _LayerSet:
         self.rows_per_chunk = chunks[0] if chunks else 1
         # one row per chunk and no filters: write chunks directly (as fast as a plain file write)
         self.direct = bool(chunks) and self.rows_per_chunk == 1 and not opts
-        self.pending: list[np.ndarray] = []
-        self.count = 0
-
-    def append(self, arr: np.ndarray) -> int:
-        self.pending.append(arr)
-        self.count += 1
-        return self.count - 1
+        super().__init__()
 
     def write(self) -> None:
-        if not self.pending:
+        n0, rows = self.take()
+        if not rows:
             return
-        n0 = self.count - len(self.pending)
         self.ds.resize((self.count, *self.shape))
         if self.direct:  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
             zeros = (0,) * len(self.shape)
-            for i, arr in enumerate(self.pending):
+            for i, arr in enumerate(rows):
                 self.ds.id.write_direct_chunk((n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype))
         elif self.rows_per_chunk == 1:  # big compressed frames: one chunk per row, no stacking copy
-            for i, arr in enumerate(self.pending):
+            for i, arr in enumerate(rows):
                 self.ds[n0 + i] = arr
         else:
-            self.ds[n0:self.count] = np.stack(self.pending)
-        self.pending = []
+            self.ds[n0:self.count] = np.stack(rows)
 
 
 def _check_fields(frame: FrameRecord) -> None:

@@ -332,7 +332,7 @@ class Recorder:
             self._stats["bytes_written"] = segment.closed_bytes + segment.size()
 
     def _close_after_no_space(self, segment: "_Segment") -> None:
-        lost = len(segment.tables["frames"].rows)  # frames not yet in the frames table
+        lost = len(segment.tables["frames"].pending)  # frames not yet in the frames table
         segment.discard_pending()
         with self._lock:
             self._stats["dropped_stopped"] += lost
