@@ -73,8 +73,7 @@ class PostprocessProbe(PadProbe):
 
     def __init__(self, postprocess: Any, *, unique_id: int | None = None, component_id: int | None = None,
                  muxer_size: tuple[int, int] | None = None, labels: Iterable[str] | None = None,
-                 draw: bool = True, keypoints: bool = False, vectors: bool = False, recorder: Any = None,
-                 remove_existing: bool = False) -> None:
+                 draw: bool = True, keypoints: bool = False, vectors: bool = False) -> None:
         if not hasattr(postprocess, "run"):
             from dsprobe.postprocess import Postprocess
             postprocess = Postprocess.load(postprocess)
@@ -86,12 +85,9 @@ class PostprocessProbe(PadProbe):
         self.draw = draw
         self.keypoints = keypoints
         self.vectors = vectors
-        self.recorder = recorder
-        self.remove_existing = remove_existing
         self.stats = ProbeStats()
         self.objects_added = 0
-        self._callbacks_set = False
-        self._vector_type: Any = None
+        self._vector_meta: tuple[Any, Any, Any] | None = None  # (meta type, copy func, release func)
 
     def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, fm: Any) -> None:
         size = self.muxer_size or (int(fm.source_frame_width), int(fm.source_frame_height))
@@ -140,16 +136,18 @@ class PostprocessProbe(PadProbe):
             self._draw_circles(pyds, batch_meta, fm, circles)
 
     def _attach_vector(self, pyds: Any, batch_meta: Any, om: Any, vec: np.ndarray) -> None:
-        if not self._callbacks_set:
+        if self._vector_meta is None:  # once: the meta type and the copy/release callbacks
             pyds.user_copyfunc  # noqa: B018 - attribute check: fails early on bindings without callbacks
-            self._vector_type = pyds.nvds_get_user_meta_type(VECTOR_META_TYPE)
-            self._callbacks_set = True
+            meta_type = pyds.nvds_get_user_meta_type(VECTOR_META_TYPE)
+            if hasattr(pyds, "NvDsMetaType") and callable(pyds.NvDsMetaType):
+                meta_type = pyds.NvDsMetaType(meta_type)
+            self._vector_meta = (meta_type, _copy_vector(pyds), _release_vector(pyds))
+        meta_type, copy, release = self._vector_meta
         um = pyds.nvds_acquire_user_meta_from_pool(batch_meta)
         um.user_meta_data = _pack_vector(pyds, vec)
-        um.base_meta.meta_type = pyds.NvDsMetaType(self._vector_type) if hasattr(pyds, "NvDsMetaType") and \
-            callable(pyds.NvDsMetaType) else self._vector_type
-        pyds.user_copyfunc(um, _copy_vector(pyds))
-        pyds.user_releasefunc(um, _release_vector(pyds))
+        um.base_meta.meta_type = meta_type
+        pyds.user_copyfunc(um, copy)
+        pyds.user_releasefunc(um, release)
         pyds.nvds_add_user_meta_to_obj(om, um)
 
     def _draw_circles(self, pyds: Any, batch_meta: Any, fm: Any, points: list[tuple[float, float]]) -> None:

@@ -203,8 +203,6 @@ def attach(target: Any, probe: PadProbe) -> ProbeHandle:
     return ProbeHandle(pad, probe_id, probe.stats, probe)
 
 
-
-
 class RecorderProbe(PadProbe):
     """The recording probe callback (a plain callable, so it is testable without GStreamer).
 
