@@ -32,7 +32,7 @@ import pandas as pd
 from dsprobe.detections import Detections
 from dsprobe.evaluate import (EvalResult, GroundTruth, coco_ground_truth, coco_results, eval_result, evaluate,
                               frame_image_id)
-from dsprobe.postprocess.filters import _lookup
+from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import get_step
 
@@ -224,11 +224,11 @@ class Reclusterer:
         key = self._post_key(pp, cl)
         rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(pp, cl, key)
         cparams = pp.steps[2].params
-        mask = cl.scores >= _lookup(thr, cl.class_ids, "pre_cluster_threshold")
+        mask = cl.scores >= values_per_row(thr, cl.class_ids, "pre_cluster_threshold")
         if pp.steps[2].name == "nms":
             post = cparams.get("post_cluster_threshold", 0.0)
-            mask &= cl.scores > _lookup(post, cl.class_ids, "post_cluster_threshold")
-        topk = _lookup(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
+            mask &= cl.scores > values_per_row(post, cl.class_ids, "post_cluster_threshold")
+        topk = values_per_row(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
         if len(mask) and np.any(topk >= 0):
             csum = np.cumsum(mask)
             rank = csum - (csum[cl.group_start] - mask[cl.group_start])  # 1-based rank among kept in run

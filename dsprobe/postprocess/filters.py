@@ -17,7 +17,6 @@ from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import PerClass, per_row
 from dsprobe.postprocess.registry import StepContext, register
 
-_lookup = per_row  # older name, kept for callers (dsprobe.search)
 
 #: params of :func:`object_filters` (nvinfer's [class-attrs-*] / [property] object filter keys)
 OBJECT_FILTER_DEFAULTS: dict = {"filter_out_class_ids": (), "detected_min_w": 0, "detected_min_h": 0,
