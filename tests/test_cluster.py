@@ -9,8 +9,10 @@ import pytest
 import nvinfer_reference as ref
 from dsprobe.detections import Detections
 from dsprobe.postprocess import cluster
-from dsprobe.postprocess.cluster import (agnostic_nms, cv_group_rectangles, dbscan, group_rectangles, iou_matrix,
-                                         iou_pairs, nms, no_clustering, soft_nms, weighted_merge)
+from dsprobe.postprocess import iou as sweeps
+from dsprobe.postprocess.cluster import (agnostic_nms, cv_group_rectangles, dbscan, group_rectangles, nms,
+                                         no_clustering, soft_nms, weighted_merge)
+from dsprobe.postprocess.iou import iou_matrix, iou_pairs
 
 
 def random_dets(rng: np.random.Generator, n: int, nc: int, size: float = 100.0, ties: bool = True) -> Detections:
@@ -37,9 +39,9 @@ def assert_same_as_reference(got: Detections, want: list) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- NMS (mode 2)
-@pytest.mark.parametrize("rounds", [0, 2, cluster.NMS_ROUNDS])  # 0: all pairs; 2: rounds, then pairs
+@pytest.mark.parametrize("rounds", [0, 2, sweeps.NMS_ROUNDS])  # 0: all pairs; 2: rounds, then pairs
 def test_nms_is_bit_identical_to_the_cpp_loop_on_thousands_of_random_cases(rounds, monkeypatch):
-    monkeypatch.setattr(cluster, "NMS_ROUNDS", rounds)
+    monkeypatch.setattr(sweeps, "NMS_ROUNDS", rounds)
     rng = np.random.default_rng(rounds)
     for case in range(2000 if rounds > 2 else 500):
         nc = int(rng.integers(1, 4))
@@ -65,7 +67,7 @@ def test_nms_on_boxes_with_positive_area_is_bit_identical_to_the_cpp_loop():
         boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
         scores = (rng.choice([0.3, 0.5, 0.7], n) if case % 2 else rng.random(n)).astype(np.float32)
         d = Detections(boxes, scores, rng.integers(0, nc, n), "network")
-        assert cluster._plain_boxes(cluster._edges(d.boxes))
+        assert sweeps.plain_boxes(sweeps.edges(d.boxes))
         iou = rng.choice([0.0, 0.1, 0.3, 0.45, 0.5, 0.9], nc).tolist()
         got = nms(d, None, iou_threshold=iou if case % 3 else iou[0])
         objs = ref.objects_from_boxes(d.boxes, d.scores, d.class_ids)

@@ -144,7 +144,7 @@ def test_model_detects_the_objects_of_a_held_out_frame(session):
     """nvinfer preprocessing -> model -> numpy decode (best class, threshold, per-class NMS) -> source pixels."""
     from dsprobe.geometry import network_to_crop
     from dsprobe.nvinfer_config import load_nvinfer_config
-    from dsprobe.postprocess.cluster import greedy_nms
+    from dsprobe.postprocess.iou import greedy_nms
     from dsprobe.reference.preprocess import preprocess_source
 
     pre = load_nvinfer_config(CONFIG_PATH).preprocessing

@@ -5,20 +5,18 @@ All work on Detections in any space and return them ordered as nvinfer emits: cl
 exception). Per-class params accept a scalar or a list indexed by class id
 (``nvinfer_semantics.md`` §3).
 
-A box ``x1, y1, x2, y2`` stands for the nvinfer object a C++ parser would emit from those corners:
-``left = x1, top = y1, width = float32(x2 - x1), height = float32(y2 - y1)``; nvinfer's IoU then uses
-``left + width`` (float32) as the right edge. Every function here computes in that convention, so
-the results are bit-identical to nvinfer's loops on the same objects.
+IoU and the greedy sweeps (nvinfer's float32 box convention, bit-identical to its loops) live in
+:mod:`dsprobe.postprocess.iou`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
+from dsprobe.postprocess.iou import greedy_nms, greedy_same_class, iou_matrix, iou_one_to_many
 from dsprobe.postprocess.registry import StepContext, register
 
 PerClass = float | int | Sequence[float] | Sequence[int]
@@ -55,92 +53,6 @@ def class_score_order(scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     return by_score[np.argsort(c, kind="stable")]
 
 
-def _edges(boxes: np.ndarray) -> np.ndarray:
-    """nvinfer's view of x1y1x2y2 boxes, stacked on a new first axis: ``left, top, left + width,
-    top + height, width * height`` (float32, width = x2 - x1)."""
-    b = np.asarray(boxes, np.float32)
-    e = np.empty((5, *b.shape[:-1]), np.float32)
-    with _quiet():
-        np.subtract(b[..., 2], b[..., 0], out=e[2])  # width, height first
-        np.subtract(b[..., 3], b[..., 1], out=e[3])
-        np.multiply(e[2], e[3], out=e[4])
-        e[0] = b[..., 0]
-        e[1] = b[..., 1]
-        e[2:4] += e[0:2]
-    return e
-
-
-def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
-    """nvinfer's ``overlap1D``: order the pair by left edge (swap when a0 > b0); 0 when the first ends
-    before the second starts, else min(rights) - the later left (negative for inverted boxes, as in C++)."""
-    swap = a0 > b0
-    lo1, hi0 = np.where(swap, b1, a1), np.where(swap, a0, b0)
-    return np.where(lo1 < hi0, np.float32(0), np.minimum(a1, b1) - hi0)
-
-
-def _iou_edges(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
-    """IoU from :func:`_edges` arrays (broadcasting); call under :func:`_quiet` for inf/NaN boxes."""
-    inter = _overlap(ea[0], ea[2], eb[0], eb[2]) * _overlap(ea[1], ea[3], eb[1], eb[3])
-    union = ea[4] + eb[4] - inter
-    return np.where(union == 0, np.float32(0), inter / np.where(union == 0, np.float32(1), union))
-
-
-def iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise IoU of broadcastable ``(..., 4)`` x1y1x2y2 boxes in float32, exactly as nvinfer's
-    ``computeIoU`` on ``left, top, width, height`` objects: right edge ``left + width``, no +1 pixel,
-    ``overlap1D`` after ordering by left edge, ``union == 0 -> 0``."""
-    with _quiet():
-        return _iou_edges(_edges(a), _edges(b))
-
-
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with many (nvinfer's float32 formula)."""
-    return iou_pairs(np.asarray(box)[None, :], boxes)
-
-
-def iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """(N, N) IoU matrix (nvinfer's float32 formula)."""
-    b = np.asarray(boxes, np.float32)
-    return iou_pairs(b[:, None, :], b[None, :, :])
-
-
-def _quiet() -> np.errstate:
-    """Silence float warnings: inf/NaN boxes go through the arithmetic as in C++."""
-    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
-
-
-def _suppresses(iou: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
-    """nvinfer keeps a box while ``IoU <= thr`` (so a NaN IoU suppresses, as in its loop)."""
-    return ~(iou <= thr)
-
-
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matrix_limit: int = 3000) -> np.ndarray:
-    """Indices kept by greedy NMS: stable sort by descending score (ties keep input order), a box is
-    suppressed when its IoU with a kept box is ``> iou_threshold``. Up to ``matrix_limit`` boxes the
-    IoU matrix is computed at once; above it, row by row (memory)."""
-    order = np.argsort(-scores, kind="stable")
-    b = boxes[order].astype(np.float32, copy=False)
-    n = len(order)
-    alive = np.ones(n, bool)
-    keep = []
-    thr = np.float32(iou_threshold)
-    if n <= matrix_limit:
-        suppress = _suppresses(iou_matrix(b), thr)
-        for i in range(n):
-            if alive[i]:
-                keep.append(i)
-                alive &= ~suppress[i]
-        return order[np.asarray(keep, dtype=np.intp)]
-    for i in range(n):
-        if not alive[i]:
-            continue
-        keep.append(i)
-        rest = np.flatnonzero(alive[i + 1:]) + i + 1
-        if len(rest):
-            alive[rest[_suppresses(iou_one_to_many(b[i], b[rest]), thr)]] = False
-    return order[np.asarray(keep, dtype=np.intp)]
-
-
 def _by_class(dets: Detections):
     for c in np.unique(dets.class_ids):
         yield int(c), np.flatnonzero(dets.class_ids == c)
@@ -148,108 +60,6 @@ def _by_class(dets: Detections):
 
 #: above this many candidates NMS works class by class instead of in one pass (memory)
 ONE_PASS_LIMIT = 3000
-
-
-#: rounds of the all-classes-at-once greedy NMS before crowded classes switch to all pairs
-NMS_ROUNDS = 8
-
-
-def _plain_boxes(e: np.ndarray) -> bool:
-    """True when every box (:func:`_edges` array) has right > left, bottom > top, an area of at least
-    the smallest normal float32 and edges within +-1e18 pixels: then nvinfer's ``overlap1D`` is
-    ``max(0, min(rights) - max(lefts))``, the union is never 0 and nothing overflows, so
-    :func:`_iou_plain` gives its IoU bit for bit with fewer operations and no float warnings."""
-    if not e.shape[1]:
-        return True
-    # NaN compares False (without a warning): such boxes are not plain
-    return bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY and e[:4].min() > -_FAR and e[:4].max() < _FAR)
-
-
-_TINY = np.finfo(np.float32).tiny
-_FAR = 1e18
-
-
-def _iou_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of :func:`_edges` arrays of plain boxes (:func:`_plain_boxes`), same float32 result as
-    :func:`_iou_edges`."""
-    side = np.minimum(a[2:4], b[2:4])
-    side -= np.maximum(a[0:2], b[0:2])
-    np.maximum(side, 0, out=side)
-    inter = side[0] * side[1]
-    union = a[4] + b[4]
-    union -= inter
-    return np.divide(inter, union, out=inter)
-
-
-def _greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
-    """Greedy NMS over boxes sorted by class, then descending score: the indices kept, ascending.
-    ``thr``: the IoU threshold, one per box or one for all.
-
-    All classes advance together, one kept box per class per round: in each class the first box
-    not yet decided is kept (everything before it is decided, and no kept box suppressed it), and
-    the IoU of that box with the class's undecided rest (one vectorised call for all classes)
-    suppresses those above the threshold. That is exactly nvinfer's box-by-box loop; a round costs
-    one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
-    Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`_greedy_pairs`."""
-    e = _edges(boxes)
-    plain = _plain_boxes(e)
-    iou_of = _iou_plain if plain else _iou_edges
-    per_box = np.ndim(thr) > 0
-    n = len(cls)
-    start = np.searchsorted(cls, cls)  # where each box's class starts in the sorted order
-    undecided = np.arange(n)
-    kept = []
-    with contextlib.nullcontext() if plain else _quiet():  # plain boxes raise no float warnings
-        for r in range(NMS_ROUNDS):
-            # each undecided box's class top: the first undecided box at or after its class start
-            top_of = undecided[np.searchsorted(undecided, start[undecided])] if r else start
-            first = top_of == undecided
-            tops = undecided[first]
-            kept.append(tops)
-            if len(tops) == len(undecided):
-                undecided = undecided[:0]
-                break
-            iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
-            stay = iou <= (thr[undecided] if per_box else thr)
-            stay[first] = False
-            undecided = undecided[stay]
-    if len(undecided):
-        kept.append(undecided[_greedy_pairs(boxes[undecided], cls[undecided],
-                                            thr[undecided] if per_box else thr)])
-    if not kept:
-        return np.zeros(0, np.intp)
-    out = np.concatenate(kept)
-    out.sort()
-    return out
-
-
-def _greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """Greedy NMS over boxes sorted by class, then descending score: indices kept, ascending.
-
-    The IoU of every same-class pair ``(i, j)``, ``i < j`` (the only ones that can suppress) comes
-    from one vectorised call; then only boxes that suppress something are visited, in order: a box
-    still alive when visited is kept and suppresses its partners. Boxes that suppress nothing are
-    kept exactly when nothing before them suppressed them, so this equals the box-by-box loop."""
-    n = len(cls)
-    later = np.searchsorted(cls, cls, side="right") - np.arange(n) - 1  # same-class boxes after i
-    rows = np.repeat(np.arange(n), later)
-    if not len(rows):
-        return np.arange(n)
-    first = np.cumsum(later) - later  # where row i's pairs start
-    cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, later))
-    e = _edges(boxes)
-    iou_of = _iou_plain if _plain_boxes(e) else _iou_edges
-    with _quiet():
-        hit = _suppresses(iou_of(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows] if np.ndim(thr) else thr)
-    rows, cols = rows[hit], cols[hit]
-    alive = np.ones(n, bool)
-    if len(rows):
-        suppressors, at = np.unique(rows, return_index=True)
-        bounds = np.append(at, len(rows))
-        for k, i in enumerate(suppressors.tolist()):
-            if alive[i]:
-                alive[cols[bounds[k]:bounds[k + 1]]] = False
-    return np.flatnonzero(alive)
 
 
 @register("cluster", "nms")
@@ -275,7 +85,7 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
         order = class_score_order(dets.scores, dets.class_ids)
         cls = dets.class_ids[order]
         thr = np.float32(iou_threshold) if np.ndim(iou_threshold) == 0 else per_row(iou_threshold, cls, "iou_threshold")
-        keep = order[_greedy_same_class(dets.boxes[order], cls, thr)]
+        keep = order[greedy_same_class(dets.boxes[order], cls, thr)]
     post = np.float32(post_cluster_threshold) if np.ndim(post_cluster_threshold) == 0 else \
         per_row(post_cluster_threshold, dets.class_ids[keep], "post_cluster_threshold")
     keep = keep[dets.scores[keep] > post]
