@@ -157,47 +157,18 @@ def best_class(scores: np.ndarray, score_threshold: float, multi_label: bool
     (float32; a transposed view is fine).
 
     Single label: score = max over classes, class = the first argmax, kept when ``score >=
-    score_threshold``; the max is taken over all anchors, the argmax only over the kept ones.
+    score_threshold``. The max streams over the whole tensor once (for a channels-first layer numpy
+    reduces its contiguous class rows); the argmax reads only the kept anchors' class scores.
     ``multi_label``: every (anchor, class) pair with ``score >= score_threshold``, ordered by anchor
     then class (Ultralytics' ``multi_label=True``)."""
     thr = np.float32(score_threshold)
     if multi_label:
         rows, cls = np.nonzero(scores >= thr)
         return rows, cls.astype(np.int32), scores[rows, cls]
-    by_class = scores.T
-    if by_class.shape[0] >= 8 and by_class.strides[1] == by_class.itemsize:
-        return _best_class_tree(by_class, thr)
     best = scores.max(axis=1)
     rows = np.flatnonzero(best >= thr)
     cls = scores[rows].argmax(axis=1).astype(np.int32)
     return rows, cls, best[rows]
-
-
-def _best_class_tree(by_class: np.ndarray, thr: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`best_class` for a channels-first layer: ``by_class`` is ``(classes, anchors)`` with
-    contiguous anchors. A max tree over adjacent class pairs (node ``i`` of level ``k`` holds the max
-    of classes ``[i * 2^k, (i + 1) * 2^k)``), built until at most 8 nodes are left, gives the max in
-    one streaming pass over the tensor. Each candidate's first argmax is the first top node holding
-    its max, then a walk down that takes the left (lower classes) child whenever it holds the max.
-    Same result as max + first argmax, without gathering every class score of the candidates from
-    memory (the slow part)."""
-    levels = [by_class]
-    while levels[-1].shape[0] > 8:
-        below = levels[-1]
-        m = below.shape[0]
-        node = np.empty(((m + 1) // 2, below.shape[1]), below.dtype)
-        np.maximum(below[0:m - 1:2], below[1::2], out=node[:m // 2])
-        if m % 2:
-            node[-1] = below[-1]
-        levels.append(node)
-    best = levels[-1].max(axis=0)
-    rows = (best >= thr).nonzero()[0]
-    conf = best[rows]
-    node_of = levels[-1][:, rows].argmax(axis=0)
-    for level in reversed(levels[:-1]):
-        left = node_of * 2
-        node_of = left + (level[left, rows] != conf)
-    return rows, node_of.astype(np.int32), conf
 
 
 def whole_input(ctx_size: tuple[int, int], n: int) -> np.ndarray:
