@@ -67,7 +67,8 @@ def test_nms_on_boxes_with_positive_area_is_bit_identical_to_the_cpp_loop():
         boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
         scores = (rng.choice([0.3, 0.5, 0.7], n) if case % 2 else rng.random(n)).astype(np.float32)
         d = Detections(boxes, scores, rng.integers(0, nc, n), "network")
-        assert sweeps.plain_boxes(sweeps.edges(d.boxes))
+        e, plain = sweeps.plain_edges(d.boxes)
+        assert plain and np.array_equal(e, sweeps.edges(d.boxes))
         iou = rng.choice([0.0, 0.1, 0.3, 0.45, 0.5, 0.9], nc).tolist()
         got = nms(d, None, iou_threshold=iou if case % 3 else iou[0])
         objs = ref.objects_from_boxes(d.boxes, d.scores, d.class_ids)
@@ -244,3 +245,28 @@ def test_weighted_merge_by_hand():
                                   [0, 0, 0], "network"), iou_threshold=0.5)
     assert w.boxes.tolist() == [[0.5, 0, 10.5, 10], [50, 50, 60, 60]]
     assert w.scores.tolist() == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.parametrize("case", ["ties", "signed_zero_inf_negative", "class_ids_out_of_int16", "nan", "float64"])
+def test_class_score_order_equals_a_stable_sort_by_class_then_descending_score(case):
+    """The packed-key fast path and its fallbacks give Python's stable sort by (class, -score):
+    equal scores (and -0.0 vs 0.0) keep their input order; NaN scores or class ids beyond int16 take
+    the lexsort path."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 17, 600):
+        scores = rng.choice([0.25, 0.5, 0.75], n)
+        cls = rng.integers(0, 4, n)
+        if case == "signed_zero_inf_negative":
+            scores = rng.choice([-0.0, 0.0, np.inf, -np.inf, -3.5, 1e-40, 0.5], n)
+            cls = rng.integers(-3, 3, n)
+        elif case == "class_ids_out_of_int16":
+            cls = rng.choice([0, 40000, -40000], n)
+        elif case == "nan":
+            scores[rng.integers(0, n)] = np.nan
+        order = cluster.class_score_order(scores.astype(np.float64 if case == "float64" else np.float32),
+                                          cls.astype(np.int32))
+        want = sorted(range(n), key=lambda i: (cls[i], -np.float32(scores[i])))  # Python's sort is stable
+        if case == "nan":  # NaN last within its class (numpy's order), the rest as above
+            want = sorted(range(n), key=lambda i: (cls[i], np.isnan(scores[i]), -np.float32(scores[i])
+                                                   if not np.isnan(scores[i]) else 0))
+        assert order.tolist() == want

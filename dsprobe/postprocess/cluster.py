@@ -22,9 +22,15 @@ from dsprobe.postprocess.registry import StepContext, register
 PerClass = float | int | Sequence[float] | Sequence[int]
 
 
+def scalar(value: object) -> bool:
+    """True for one value for all classes (a number, or any 0-d value), False for a per-class list.
+    The isinstance test first: ``np.ndim`` on a float costs microseconds on the per-frame path."""
+    return isinstance(value, (int, float, np.number)) or np.ndim(value) == 0
+
+
 def per_class(value: PerClass, class_id: int, name: str) -> float:
     """``value`` for ``class_id``: a scalar applies to every class, a list is indexed by class id."""
-    if np.ndim(value) == 0:
+    if scalar(value):
         return value  # type: ignore[return-value]
     seq = list(value)  # type: ignore[arg-type]
     if class_id >= len(seq):
@@ -34,7 +40,7 @@ def per_class(value: PerClass, class_id: int, name: str) -> float:
 
 def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.float32) -> np.ndarray:
     """Per-detection values of a scalar-or-per-class param (a list is indexed by class id)."""
-    if np.ndim(value) == 0:
+    if scalar(value):
         return np.full(len(class_ids), value, dtype)
     arr = np.asarray(value, dtype)
     if len(class_ids) and class_ids.max() >= len(arr):
@@ -44,13 +50,26 @@ def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.
 
 def class_score_order(scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     """Indices ordering detections by class id, then descending score; ties keep their order (the
-    stable sort nvinfer's loops see). Equals ``np.lexsort((-scores, class_ids))``; class ids that fit
-    int16 are sorted with numpy's radix sort (faster on the few hundred candidates of a frame)."""
-    by_score = np.argsort(-scores, kind="stable")
-    c = class_ids[by_score]
-    if len(c) and 0 <= c.min() and c.max() < 2 ** 15:
-        c = c.astype(np.int16)
-    return by_score[np.argsort(c, kind="stable")]
+    stable sort nvinfer's loops see; -0.0 ties with 0.0). Equals ``np.lexsort((-scores, class_ids))``.
+
+    Fast path (float32 scores without NaN, class ids within int16, under 65536 detections): class,
+    score and index packed into one int64 key per detection, so one plain sort of distinct keys
+    does it (numpy's SIMD sort; a stable float argsort costs several times more)."""
+    n = len(scores)
+    if 0 < n < 2 ** 16 and scores.dtype == np.float32:
+        top = scores.max()
+        if top == top and class_ids.min() >= -2 ** 15 and class_ids.max() < 2 ** 15:
+            bits = (scores + np.float32(0)).view(np.int32)  # -0.0 -> 0.0
+            mono = (bits >> 31) & 0x7FFFFFFF
+            mono ^= bits  # int32 in the floats' order
+            key = class_ids.astype(np.int64) << 32
+            key -= mono  # class ascending, then score descending
+            key <<= 16
+            key += np.arange(n)  # ties: input order
+            key.sort()
+            key &= 0xFFFF
+            return key
+    return np.lexsort((-scores, class_ids))
 
 
 def _by_class(dets: Detections):
@@ -84,12 +103,12 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
     else:
         order = class_score_order(dets.scores, dets.class_ids)
         cls = dets.class_ids[order]
-        thr = np.float32(iou_threshold) if np.ndim(iou_threshold) == 0 else per_row(iou_threshold, cls, "iou_threshold")
+        thr = np.float32(iou_threshold) if scalar(iou_threshold) else per_row(iou_threshold, cls, "iou_threshold")
         keep = order[greedy_same_class(dets.boxes[order], cls, thr)]
-    post = np.float32(post_cluster_threshold) if np.ndim(post_cluster_threshold) == 0 else \
+    post = np.float32(post_cluster_threshold) if scalar(post_cluster_threshold) else \
         per_row(post_cluster_threshold, dets.class_ids[keep], "post_cluster_threshold")
     keep = keep[dets.scores[keep] > post]
-    return dets[topk_per_class(keep, dets, topk, presorted=True)]
+    return dets[keep if scalar(topk) and topk < 0 else topk_per_class(keep, dets, topk, presorted=True)]
 
 
 def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted: bool = False) -> np.ndarray:
@@ -102,7 +121,7 @@ def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted:
     idx = np.asarray(idx, np.intp)
     if not presorted:
         idx = idx[class_score_order(dets.scores[idx], dets.class_ids[idx])]
-    if np.ndim(topk) == 0 and topk < 0:  # type: ignore[operator]
+    if scalar(topk) and topk < 0:  # type: ignore[operator]
         return idx
     c = dets.class_ids[idx]
     k = np.asarray(per_row(topk, c, "topk"), np.int64)

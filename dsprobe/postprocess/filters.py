@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.cluster import PerClass, per_row
+from dsprobe.postprocess.cluster import PerClass, per_row, scalar
 from dsprobe.postprocess.registry import StepContext, register
 
 
@@ -34,7 +34,7 @@ def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_t
     c = dets.class_ids
     if not len(c):
         return dets
-    if np.ndim(pre_cluster_threshold) == 0 and c.min() >= 0 and (not n or c.max() < n):  # the usual case
+    if scalar(pre_cluster_threshold) and c.min() >= 0 and (not n or c.max() < n):  # the usual case
         keep = dets.scores >= np.float32(pre_cluster_threshold)
         return dets if keep.all() else dets[keep]
     known = (c >= 0) & (c < n) if n else c >= 0

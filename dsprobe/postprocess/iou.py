@@ -9,8 +9,6 @@ to nvinfer's loops on the same objects (tests/nvinfer_reference.py).
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 
@@ -18,14 +16,17 @@ def edges(boxes: np.ndarray) -> np.ndarray:
     """nvinfer's view of x1y1x2y2 boxes, stacked on a new first axis: ``left, top, left + width,
     top + height, width * height`` (float32, width = x2 - x1)."""
     b = np.asarray(boxes, np.float32)
-    e = np.empty((5, *b.shape[:-1]), np.float32)
     with quiet():
-        np.subtract(b[..., 2], b[..., 0], out=e[2])  # width, height first
-        np.subtract(b[..., 3], b[..., 1], out=e[3])
-        np.multiply(e[2], e[3], out=e[4])
-        e[0] = b[..., 0]
-        e[1] = b[..., 1]
-        e[2:4] += e[0:2]
+        return _edges(b)
+
+
+def _edges(b: np.ndarray) -> np.ndarray:
+    corners = b.transpose(b.ndim - 1, *range(b.ndim - 1))  # x1, y1, x2, y2 first (np.moveaxis is slow)
+    e = np.empty((5, *b.shape[:-1]), np.float32)
+    e[0:2] = corners[0:2]
+    np.subtract(corners[2:4], corners[0:2], out=e[2:4])  # width, height
+    np.multiply(e[2], e[3], out=e[4])
+    e[2:4] += e[0:2]  # right, bottom = left + width, top + height
     return e
 
 
@@ -104,23 +105,28 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matr
 NMS_ROUNDS = 8
 
 
-def plain_boxes(e: np.ndarray) -> bool:
-    """True when every box (:func:`edges` array) has right > left, bottom > top, an area of at least
-    the smallest normal float32 and edges within +-1e18 pixels: then nvinfer's ``overlap1D`` is
-    ``max(0, min(rights) - max(lefts))``, the union is never 0 and nothing overflows, so
-    :func:`iou_plain` gives its IoU bit for bit with fewer operations and no float warnings."""
-    if not e.shape[1]:
-        return True
-    # NaN compares False (without a warning): such boxes are not plain
-    return bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY and e[:4].min() > -_FAR and e[:4].max() < _FAR)
+def plain_edges(boxes: np.ndarray) -> tuple[np.ndarray, bool]:
+    """:func:`edges` of (N, 4) x1y1x2y2 boxes, and whether all of them are plain: corners within
+    +-1e18 pixels, right > left, bottom > top and an area of at least the smallest normal float32.
+    For plain boxes nvinfer's ``overlap1D`` is ``max(0, min(rights) - max(lefts))``, the union is never
+    0 and nothing overflows, so :func:`iou_plain` gives its IoU bit for bit with fewer operations and
+    no float warnings. (Corners within 1e18 are checked first: then the edges cannot overflow either,
+    and they are computed without switching numpy's error state, which costs microseconds.)"""
+    b = np.asarray(boxes, np.float32)
+    if not len(b):
+        return _edges(b), True
+    if not (b.max() < _FAR and b.min() > -_FAR):  # NaN compares False, without a warning
+        return edges(b), False
+    e = _edges(b)
+    return e, bool((e[2:4] > e[0:2]).all() and e[4].min() >= _TINY)
 
 
 _TINY = np.finfo(np.float32).tiny
-_FAR = 1e18
+_FAR = np.float32(1e18)
 
 
 def iou_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of :func:`edges` arrays of plain boxes (:func:`plain_boxes`), same float32 result as
+    """IoU of :func:`edges` arrays of plain boxes (:func:`plain_edges`), same float32 result as
     :func:`iou_edges`."""
     side = np.minimum(a[2:4], b[2:4])
     side -= np.maximum(a[0:2], b[0:2])
@@ -141,36 +147,41 @@ def greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.f
     suppresses those above the threshold. That is exactly nvinfer's box-by-box loop; a round costs
     one pass over the undecided boxes, so the usual few kept boxes per class take a few passes.
     Boxes still undecided after ``NMS_ROUNDS`` rounds (crowds) finish with :func:`greedy_pairs`."""
-    e = edges(boxes)
-    plain = plain_boxes(e)
-    iou_of = iou_plain if plain else iou_edges
-    per_box = np.ndim(thr) > 0
-    n = len(cls)
-    start = np.searchsorted(cls, cls)  # where each box's class starts in the sorted order
-    undecided = np.arange(n)
-    kept = []
-    with contextlib.nullcontext() if plain else quiet():  # plain boxes raise no float warnings
-        for r in range(NMS_ROUNDS):
-            # each undecided box's class top: the first undecided box at or after its class start
-            top_of = undecided[np.searchsorted(undecided, start[undecided])] if r else start
-            first = top_of == undecided
-            tops = undecided[first]
-            kept.append(tops)
-            if len(tops) == len(undecided):
-                undecided = undecided[:0]
-                break
-            iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
-            stay = iou <= (thr[undecided] if per_box else thr)
-            stay[first] = False
-            undecided = undecided[stay]
+    e, plain = plain_edges(boxes)
+    per_box = isinstance(thr, np.ndarray) and thr.ndim > 0
+    if plain:  # plain boxes raise no float warnings
+        kept, undecided = _rounds(e, cls, thr, per_box, iou_plain)
+    else:
+        with quiet():
+            kept, undecided = _rounds(e, cls, thr, per_box, iou_edges)
     if len(undecided):
         kept.append(undecided[greedy_pairs(boxes[undecided], cls[undecided],
                                             thr[undecided] if per_box else thr)])
-    if not kept:
-        return np.zeros(0, np.intp)
     out = np.concatenate(kept)
     out.sort()
     return out
+
+
+def _rounds(e: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32, per_box: bool, iou_of
+            ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Up to ``NMS_ROUNDS`` rounds of :func:`greedy_same_class`: the kept boxes of each round and the
+    boxes still undecided."""
+    start = np.searchsorted(cls, cls)  # where each box's class starts in the sorted order
+    undecided = np.arange(len(cls))
+    kept = [undecided[:0]]
+    for r in range(NMS_ROUNDS):
+        # each undecided box's class top: the first undecided box at or after its class start
+        top_of = undecided[np.searchsorted(undecided, start[undecided])] if r else start
+        first = top_of == undecided
+        tops = undecided[first]
+        kept.append(tops)
+        if len(tops) == len(undecided):
+            return kept, undecided[:0]
+        iou = iou_of(e.take(top_of, axis=1), e if r == 0 else e.take(undecided, axis=1))
+        stay = iou <= (thr[undecided] if per_box else thr)
+        stay[first] = False
+        undecided = undecided[stay]
+    return kept, undecided
 
 
 def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndarray:
@@ -187,8 +198,8 @@ def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndar
         return np.arange(n)
     first = np.cumsum(later) - later  # where row i's pairs start
     cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, later))
-    e = edges(boxes)
-    iou_of = iou_plain if plain_boxes(e) else iou_edges
+    e, plain = plain_edges(boxes)
+    iou_of = iou_plain if plain else iou_edges
     with quiet():
         hit = suppresses(iou_of(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows] if np.ndim(thr) else thr)
     rows, cols = rows[hit], cols[hit]
