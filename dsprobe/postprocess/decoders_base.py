@@ -7,6 +7,7 @@ fails clearly.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ def _bad(step: str, name: str, value: Any, expected: str) -> ValueError:
 def check_number(step: str, name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
     """A real number (not bool) within ``[low, high]``."""
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok and np.isfinite(value) and (low is None or value >= low) and (high is None or value <= high):
+    if ok and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high):
         return float(value)
     rng = "" if low is None and high is None else f" in [{'-inf' if low is None else low}, " \
                                                  f"{'inf' if high is None else high}]"
@@ -91,7 +92,7 @@ def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str)
     check_layer_name(step, param, name)
     lname, raw = find_layer(layers, name, ndim=None if name else 2, step=step)
     a = expect(raw, 2, step, lname, what)
-    return lname, np.asarray(a, np.float32)
+    return lname, a if a.dtype == np.float32 else a.astype(np.float32)
 
 
 def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, channels: int | None = None,
@@ -120,12 +121,12 @@ def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, chan
 
 def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     """(N, 4) centre x, centre y, width, height -> x1, y1, x2, y2 (float32, C order)."""
-    c = np.asarray(b, np.float32).T  # coordinate rows: contiguous when b came from a channels-first gather
-    out = np.empty((4, c.shape[1]), np.float32)
+    c = (b if b.dtype == np.float32 else b.astype(np.float32)).T  # coordinate rows: contiguous after a
+    out = np.empty((c.shape[1], 4), np.float32)                   # channels-first gather
     half = c[2:4] * np.float32(0.5)
-    np.subtract(c[:2], half, out=out[:2])
-    np.add(c[:2], half, out=out[2:])
-    return np.ascontiguousarray(out.T)
+    np.subtract(c[:2], half, out=out.T[:2])
+    np.add(c[:2], half, out=out.T[2:])
+    return out
 
 
 def candidate_channels(v: np.ndarray, rows: np.ndarray, start: int, stop: int | None = None) -> np.ndarray:

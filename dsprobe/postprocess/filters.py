@@ -42,12 +42,16 @@ def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_t
     return dets[known & (dets.scores >= thr)]
 
 
-def rects_to_boxes(rects: np.ndarray) -> np.ndarray:
-    """(N, 4) float32 ``left, top, width, height`` -> ``x1, y1, x2, y2`` with ``x2 = float32(left + width)``."""
+def rects_to_boxes(rects: np.ndarray, origin: np.ndarray | None = None) -> np.ndarray:
+    """(N, 4) float32 ``left, top, width, height`` -> ``x1, y1, x2, y2`` with ``x2 = float32(left + width)``.
+    ``origin``: float32 ``(x, y)`` added to left/top first (an SGIE's parent rect origin, as nvinfer)."""
     r = np.asarray(rects, np.float32).reshape(-1, 4)
     boxes = np.empty_like(r)
-    boxes[:, :2] = r[:, :2]
-    np.add(r[:, :2], r[:, 2:], out=boxes[:, 2:])
+    if origin is None:
+        boxes[:, :2] = r[:, :2]
+    else:
+        np.add(r[:, :2], origin, out=boxes[:, :2])
+    np.add(boxes[:, :2], r[:, 2:], out=boxes[:, 2:])
     return boxes
 
 

@@ -11,7 +11,7 @@ Boxes are ``left, top, float32(left + width), float32(top + height)``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -30,24 +30,36 @@ def _geometry_flag(value: bool | None, ctx: StepContext, name: str) -> bool:
     return bool(getattr(ctx.geometry, name, False))
 
 
+class _Mapping(NamedTuple):
+    """nvinfer's back-mapping for one crop, as arrays ready for the per-frame arithmetic."""
+
+    transform: CropTransform
+    offset: np.ndarray  # (2,) float32 left/top padding offset, network pixels
+    ratio: np.ndarray  # (2,) float64 network pixels per frame pixel (x, y)
+    origin: np.ndarray  # (2,) float32 crop left/top (SGIE parent rect, unrounded), frame pixels
+    rect: tuple[float, float, float, float]  # the crop rect as given, frame pixels
+
+
 def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
-                   symmetric_padding: bool | None = None) -> tuple[CropTransform, tuple[float, float, float, float]]:
+                   symmetric_padding: bool | None = None) -> _Mapping:
     """nvinfer's transform for this context: the crop is ``ctx.crop_rect`` (SGIE parent rect) or the
     whole frame; flags default to ``ctx.geometry`` (the recording's nvinfer config)."""
-    fw, fh = ctx.frame_size
-    crop = tuple(float(v) for v in (ctx.crop_rect or (0.0, 0.0, float(fw), float(fh))))
-    t = _transform(crop, tuple(int(v) for v in ctx.network_size),
-                   _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
-                   _geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
-    return t, crop  # type: ignore[return-value]
+    crop, net = ctx.crop_rect or ctx.frame_size, ctx.network_size
+    return _mapping(crop if type(crop) is tuple else tuple(crop), net if type(net) is tuple else tuple(net),
+                    _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
+                    _geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
 
 
 @functools.lru_cache(maxsize=1024)
-def _transform(crop: tuple[float, float, float, float], network_size: tuple[int, ...], maintain_aspect_ratio: bool,
-               symmetric_padding: bool) -> CropTransform:
-    """:func:`nvinfer_transform`, remembered (a pure function of a few numbers; frames repeat them)."""
-    return nvinfer_transform(crop, network_size[:2], maintain_aspect_ratio=maintain_aspect_ratio,  # type: ignore[arg-type]
-                             symmetric_padding=symmetric_padding)
+def _mapping(crop: tuple[float, ...], network_size: tuple[int, ...], maintain_aspect_ratio: bool,
+             symmetric_padding: bool) -> _Mapping:
+    """:func:`nvinfer_transform` and its arrays, remembered (a pure function of a few numbers that
+    frames repeat). ``crop``: ``(left, top, width, height)``, or the frame ``(width, height)``."""
+    rect = tuple(float(v) for v in crop) if len(crop) == 4 else (0.0, 0.0, float(crop[0]), float(crop[1]))
+    t = nvinfer_transform(rect, tuple(int(v) for v in network_size[:2]),  # type: ignore[arg-type]
+                          maintain_aspect_ratio=maintain_aspect_ratio, symmetric_padding=symmetric_padding)
+    return _Mapping(t, np.array([t.offset_left, t.offset_top], np.float32), np.array([t.ratio_x, t.ratio_y]),
+                    np.array(rect[:2], np.float32), rect)  # type: ignore[arg-type]
 
 
 def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
@@ -61,28 +73,25 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
     Returns frame pixels."""
     if dets.space != "network":
         raise ValueError(f"scale nvinfer: expects detections in network pixels, got {dets.space!r}")
-    t, crop = crop_transform(ctx, maintain_aspect_ratio, symmetric_padding)
+    m = crop_transform(ctx, maintain_aspect_ratio, symmetric_padding)
     b = dets.boxes
-    ratio = np.array([t.ratio_x, t.ratio_y], np.float64)
     rects = np.empty_like(b)
     # float32 (v - offset), then / ratio in double, stored as float32; width = the parser's float32 x2 - x1
-    np.divide(b[:, :2] - np.array([t.offset_left, t.offset_top], np.float32), ratio, out=rects[:, :2],
-              casting="unsafe")
-    np.divide(b[:, 2:] - b[:, :2], ratio, out=rects[:, 2:], casting="unsafe")
+    np.divide(b[:, :2] - m.offset, m.ratio, out=rects[:, :2], casting="unsafe")
+    np.divide(b[:, 2:] - b[:, :2], m.ratio, out=rects[:, 2:], casting="unsafe")
     if deepstream_version >= CLAMP_NEGATIVE_SINCE:
         rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
     d = dets
     if filters is not None:
         keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
         d = dets[keep]
-        rects = rects.copy()
-    rects[:, :2] += np.array(crop[:2], np.float32)
     kp = None
     if d.keypoints is not None:
+        t, (ox, oy) = m.transform, m.rect[:2]
         kp = d.keypoints.astype(np.float64)
-        kp[..., 0] = (kp[..., 0] - t.offset_left) / t.ratio_x + crop[0]
-        kp[..., 1] = (kp[..., 1] - t.offset_top) / t.ratio_y + crop[1]
-    return _with_boxes(d, rects_to_boxes(rects), kp, "frame")
+        kp[..., 0] = (kp[..., 0] - t.offset_left) / t.ratio_x + ox
+        kp[..., 1] = (kp[..., 1] - t.offset_top) / t.ratio_y + oy
+    return _with_boxes(d, rects_to_boxes(rects, m.origin), kp, "frame")
 
 
 def _with_boxes(d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, space: str) -> Detections:
