@@ -194,3 +194,18 @@ def test_object_filters_drop_and_clip_by_hand():
     # the right edge at the frame width; boxes are clipped, not dropped
     assert clipped.boxes.tolist() == [[0, 10, 50, 55], [0, 700, 50, 710], [1250, 100, 1280, 150]]
     assert object_filters(d, ctx).equals(d)  # defaults filter nothing
+
+
+def test_cached_crop_mapping_is_shared_read_only_and_takes_list_geometry():
+    """The per-geometry mapping is cached across frames, so its arrays cannot be changed in place; a
+    context whose sizes are lists (as loaded from JSON) maps the same as one with tuples."""
+    from dsprobe.postprocess.scale import crop_transform
+    ctx = StepContext(network_size=(640, 640), frame_size=(1280, 720), crop_rect=(10.5, 20.25, 300.0, 200.0))
+    m = crop_transform(ctx, True, True)
+    assert m is crop_transform(ctx, True, True)
+    for a in (m.offset, m.ratio, m.origin):
+        with pytest.raises(ValueError):
+            a[0] = 0
+    assert m.origin.tolist() == [10.5, 20.25] and m.rect == (10.5, 20.25, 300.0, 200.0)
+    lists = StepContext(network_size=[640, 640], frame_size=[1280, 720], crop_rect=[10.5, 20.25, 300.0, 200.0])
+    assert crop_transform(lists, True, True) is m

@@ -30,8 +30,9 @@ def _geometry_flag(value: bool | None, ctx: StepContext, name: str) -> bool:
     return bool(getattr(ctx.geometry, name, False))
 
 
-class _Mapping(NamedTuple):
-    """nvinfer's back-mapping for one crop, as arrays ready for the per-frame arithmetic."""
+class CropMapping(NamedTuple):
+    """nvinfer's back-mapping for one crop, as arrays ready for the per-frame arithmetic (read-only:
+    one instance is cached and shared by every frame with the same geometry)."""
 
     transform: CropTransform
     offset: np.ndarray  # (2,) float32 left/top padding offset, network pixels
@@ -41,7 +42,7 @@ class _Mapping(NamedTuple):
 
 
 def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
-                   symmetric_padding: bool | None = None) -> _Mapping:
+                   symmetric_padding: bool | None = None) -> CropMapping:
     """nvinfer's transform for this context: the crop is ``ctx.crop_rect`` (SGIE parent rect) or the
     whole frame; flags default to ``ctx.geometry`` (the recording's nvinfer config)."""
     crop, net = ctx.crop_rect or ctx.frame_size, ctx.network_size
@@ -52,14 +53,17 @@ def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
 
 @functools.lru_cache(maxsize=1024)
 def _mapping(crop: tuple[float, ...], network_size: tuple[int, ...], maintain_aspect_ratio: bool,
-             symmetric_padding: bool) -> _Mapping:
+             symmetric_padding: bool) -> CropMapping:
     """:func:`nvinfer_transform` and its arrays, remembered (a pure function of a few numbers that
     frames repeat). ``crop``: ``(left, top, width, height)``, or the frame ``(width, height)``."""
     rect = tuple(float(v) for v in crop) if len(crop) == 4 else (0.0, 0.0, float(crop[0]), float(crop[1]))
     t = nvinfer_transform(rect, tuple(int(v) for v in network_size[:2]),  # type: ignore[arg-type]
                           maintain_aspect_ratio=maintain_aspect_ratio, symmetric_padding=symmetric_padding)
-    return _Mapping(t, np.array([t.offset_left, t.offset_top], np.float32), np.array([t.ratio_x, t.ratio_y]),
-                    np.array(rect[:2], np.float32), rect)  # type: ignore[arg-type]
+    arrays = (np.array([t.offset_left, t.offset_top], np.float32), np.array([t.ratio_x, t.ratio_y]),
+              np.array(rect[:2], np.float32))
+    for a in arrays:
+        a.setflags(write=False)
+    return CropMapping(t, *arrays, rect)  # type: ignore[arg-type]
 
 
 def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
