@@ -2,7 +2,8 @@
 the Recorder and its thread; segment.py: one file's datasets and block writes), the reader (reader.py),
 ``dsprobe inspect`` (inspect.py)."""
 
-from dsprobe.recording.reader import FrameView, LayerInfo, Recording, RecordingError, open_recording
+from dsprobe.recording.frame_view import FrameView
+from dsprobe.recording.reader import LayerInfo, Recording, RecordingError, open_recording
 from dsprobe.recording.writer import RateLimiter, Recorder
 
 __all__ = ["FrameView", "LayerInfo", "RateLimiter", "Recorder", "Recording", "RecordingError", "open_recording"]

@@ -9,28 +9,20 @@ schema, not a recording) is a :class:`RecordingError` naming the file.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from dsprobe.detections import Detections
 from dsprobe.nvinfer_config import NvinferConfig, parse_nvinfer_config
-from dsprobe.recording import images as imgs
-from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
-                                      SCHEMA_VERSION, layer_name_of)
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord, Rect
+from dsprobe.recording.frame_view import FrameView
+from dsprobe.recording.schema import OBJECT_COLUMNS
+from dsprobe.recording.segment_reader import RecordingError, SegmentReader, attr_text, read_guard
 
-_LAYER_GROUPS = ("layers", "object_layers")
-
-
-class RecordingError(ValueError):
-    """A file that is not a readable dsprobe recording; the message names the file and the problem."""
+__all__ = ["LayerInfo", "Recording", "RecordingError", "open_recording"]
 
 
 @dataclass(frozen=True)
@@ -65,97 +57,6 @@ def open_recording(path: str | Path) -> "Recording":
     return Recording(paths)
 
 
-@contextmanager
-def _guard(path: Path, what: str) -> Iterator[None]:
-    """Turn h5py/HDF5 errors while reading ``what`` into a RecordingError naming the file."""
-    try:
-        yield
-    except RecordingError:
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise RecordingError(f"{path}: cannot read {what}: the file is damaged or truncated "
-                             f"({type(exc).__name__}: {exc})") from None
-
-
-def _text(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-class _Segment:
-    """One open file: its tables' consistent lengths and its layer datasets."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.f = h5py.File(path, "r")
-        except OSError as exc:
-            if path.stat().st_size == 0:
-                raise RecordingError(f"{path}: empty file, not a recording") from None
-            raise RecordingError(f"{path}: cannot open as HDF5: the file is truncated, corrupt or not HDF5 "
-                                 f"({exc})") from None
-        try:
-            with _guard(path, "the file header"):
-                self.attrs = {k: _text(v) for k, v in self.f.attrs.items()}
-            if self.attrs.get("format") != FORMAT_NAME:
-                raise RecordingError(f"{path}: an HDF5 file but not a dsprobe recording "
-                                     f"(no format='{FORMAT_NAME}' attribute)")
-            version = int(self.attrs.get("schema_version", -1))
-            if version > SCHEMA_VERSION:
-                raise RecordingError(f"{path}: written with recording schema {version}, this dsprobe reads up to "
-                                     f"{SCHEMA_VERSION}; upgrade dsprobe")
-            if version < 1:
-                raise RecordingError(f"{path}: bad schema_version attribute {version}")
-            with _guard(path, "the tables"):
-                self._load()
-        except BaseException:
-            self.f.close()
-            raise
-
-    def _load(self) -> None:
-        f = self.f
-        self.layer_ds: dict[tuple[str, int, str], h5py.Dataset] = {}
-        for group in _LAYER_GROUPS:
-            for uid, g in f.get(group, {}).items():
-                for h5name, ds in g.items():
-                    name = _text(ds.attrs.get("layer_name", layer_name_of(h5name)))
-                    self.layer_ds[(group, int(uid), name)] = ds
-        n_obj = self._length("objects", OBJECT_COLUMNS)
-        n_det = self._length("detections", OBJECT_COLUMNS)
-        n_img = self._length("images", IMAGE_COLUMNS)
-        img_end = f["images/offset"][:n_img] + f["images/nbytes"][:n_img]
-        fits = img_end <= f["images/data"].shape[0]
-        n_img = n_img if fits.all() else int(np.argmin(fits))
-        n = self._length("frames", FRAME_COLUMNS)
-        if not self.attrs.get("closed_cleanly", False):
-            n = min(n, int(self.attrs.get("frames_committed", n)))
-        frames = {c: f[f"frames/{c}"][:n] for c in FRAME_COLUMNS}
-        # after a crash only frames whose objects, images and tensors all made it to disk count
-        layer_len = {uid: min((ds.shape[0] for (grp, u, _), ds in self.layer_ds.items()
-                               if grp == "layers" and u == uid), default=0) for uid in set(frames["unique_id"])}
-        ok = ((frames["object_start"] + frames["object_count"] <= n_obj)
-              & (frames["detection_start"] + frames["detection_count"] <= n_det)
-              & (frames["image_row"] < n_img)
-              & (frames["layer_row"] < np.array([layer_len[u] for u in frames["unique_id"]], dtype=np.int64)))
-        if not ok.all():
-            n = int(np.argmin(ok))
-            frames = {c: v[:n] for c, v in frames.items()}
-        self.frames = frames
-        self.closed_cleanly = bool(self.attrs.get("closed_cleanly", False))
-
-    def _length(self, name: str, columns: dict) -> int:
-        if name not in self.f:
-            raise RecordingError(f"{self.path}: table /{name} is missing")
-        return min(self.f[f"{name}/{c}"].shape[0] for c in columns)
-
-    def read(self, what: str, ds: h5py.Dataset, sel: Any) -> np.ndarray:
-        with _guard(self.path, what):
-            return ds[sel]
-
-
 class Recording:
     """A recording (one or more segment files). Use as a context manager or call :meth:`close`.
 
@@ -165,10 +66,10 @@ class Recording:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.paths = [Path(p) for p in paths]
-        self._segs: list[_Segment] = []
+        self._segs: list[SegmentReader] = []
         try:
             for p in self.paths:
-                self._segs.append(_Segment(p))
+                self._segs.append(SegmentReader(p))
             self._check_one_recording()
         except BaseException:
             self.close()
@@ -251,9 +152,9 @@ class Recording:
     def _gie_attrs(self) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
         for seg in self._segs:
-            with _guard(seg.path, "/gies"):
+            with read_guard(seg.path, "/gies"):
                 for uid, g in seg.f.get("gies", {}).items():
-                    out.setdefault(int(uid), {k: _text(v) for k, v in g.attrs.items()})
+                    out.setdefault(int(uid), {k: attr_text(v) for k, v in g.attrs.items()})
         return out
 
     def _config_attrs(self, unique_id: int | None) -> dict[str, Any] | None:
@@ -447,113 +348,3 @@ class Recording:
     def __repr__(self) -> str:
         more = f" +{len(self.paths) - 1} segments" if len(self.paths) > 1 else ""
         return f"Recording({str(self.paths[0])!r}{more}, frames={len(self)}, layers={list(self.layers)})"
-
-
-class FrameView:
-    """Lazy view of one recorded frame (row ``row`` of ``Recording.frames``); reads on first access."""
-
-    def __init__(self, rec: Recording, row: int) -> None:
-        self.rec = rec
-        self.row = row
-        self._seg = rec._segs[int(rec._seg_of[row])]
-        self._r = {c: v[int(rec._local[row])] for c, v in self._seg.frames.items()}
-        r = self._r
-        self.source_id = int(r["source_id"])
-        self.frame_num = int(r["frame_num"])
-        self.pts_ns = int(r["pts_ns"])
-        self.ntp_timestamp = int(r["ntp_timestamp"])
-        self.unique_id = int(r["unique_id"])
-        self.batch_id = int(r["batch_id"])
-        self.pad_index = int(r["pad_index"])
-        self.network_size = tuple(int(v) for v in r["network_size"])
-        self.frame_size = tuple(int(v) for v in r["frame_size"])
-
-    def _layers(self, group: str, row: int) -> dict[str, np.ndarray]:
-        if row < 0:
-            return {}
-        return {name: self._seg.read(f"layer {name!r}", ds, row)
-                for (g, uid, name), ds in self._seg.layer_ds.items() if g == group and uid == self.unique_id}
-
-    @cached_property
-    def tensors(self) -> dict[str, np.ndarray]:
-        """Frame-level layers (PGIE) as arrays with their recorded dtype and per-frame shape."""
-        return self._layers("layers", int(self._r["layer_row"]))
-
-    @property
-    def layers(self) -> dict[str, np.ndarray]:
-        """Alias of :attr:`tensors` (FrameRecord naming)."""
-        return self.tensors
-
-    def _stored_image(self, image_row: int) -> ImageRecord | None:
-        """The image as stored (encoded bytes or raw array) with its rect."""
-        if image_row < 0:
-            return None
-        seg, f = self._seg, self._seg.f
-        enc = IMAGE_ENCODINGS[int(seg.read("/images", f["images/encoding"], image_row))]
-        shape = tuple(int(v) for v in seg.read("/images", f["images/shape"], image_row))
-        rect = tuple(float(v) for v in seg.read("/images", f["images/rect"], image_row))
-        offset = int(seg.read("/images", f["images/offset"], image_row))
-        nbytes = int(seg.read("/images", f["images/nbytes"], image_row))
-        payload = seg.read("/images/data", f["images/data"], slice(offset, offset + nbytes))
-        if enc == "raw":
-            return ImageRecord(np.asarray(payload, np.uint8).reshape(shape), rect, "raw")
-        return ImageRecord(bytes(payload), rect, enc)
-
-    @cached_property
-    def image_record(self) -> ImageRecord | None:
-        """The frame's image as stored (JPEG/PNG bytes or a raw array) with the rect it covers."""
-        return self._stored_image(int(self._r["image_row"]))
-
-    @cached_property
-    def image(self) -> np.ndarray | None:
-        """The recorded picture as HxWx3 uint8 RGB (decoded), or None."""
-        ir = self.image_record
-        return None if ir is None else imgs.decode(ir.data, ir.encoding)
-
-    @property
-    def image_rect(self) -> Rect | None:
-        """The frame rectangle (left, top, width, height; frame pixels) the image shows."""
-        ir = self.image_record
-        return None if ir is None else ir.rect
-
-    def _objects(self, table: str, start: int, count: int) -> list[ObjectRecord]:
-        if count == 0:
-            return []
-        seg, f = self._seg, self._seg.f
-        cols = {c: seg.read(f"/{table}", f[f"{table}/{c}"], slice(start, start + count)) for c in OBJECT_COLUMNS}
-        out = []
-        for k in range(count):
-            layers = self._layers("object_layers", int(cols["layer_row"][k])) if table == "objects" else {}
-            out.append(ObjectRecord(
-                rect=tuple(float(v) for v in cols["rect"][k]), class_id=int(cols["class_id"][k]),
-                confidence=float(cols["confidence"][k]), object_id=int(cols["object_id"][k]),
-                unique_component_id=int(cols["unique_component_id"][k]),
-                label=cols["label"][k].decode("utf-8", "replace"), parent_index=int(cols["parent_index"][k]),
-                parent_object_id=int(cols["parent_object_id"][k]), layers=layers,
-                image=self._stored_image(int(cols["image_row"][k]))))
-        return out
-
-    @cached_property
-    def objects(self) -> list[ObjectRecord]:
-        """SGIE objects with their per-object layers (and crops as stored, if recorded)."""
-        return self._objects("objects", int(self._r["object_start"]), int(self._r["object_count"]))
-
-    @cached_property
-    def detection_objects(self) -> list[ObjectRecord]:
-        """The NvDsObjectMeta that were on the frame when it was recorded."""
-        return self._objects("detections", int(self._r["detection_start"]), int(self._r["detection_count"]))
-
-    @property
-    def detections(self) -> Detections:
-        """The pipeline's own objects (e.g. nvinfer's output) as Detections in frame pixels."""
-        return Detections.from_objects(self.detection_objects, space="frame")
-
-    def to_record(self) -> FrameRecord:
-        """The FrameRecord as written (images as stored: encoded bytes stay encoded)."""
-        return FrameRecord(self.source_id, self.frame_num, self.pts_ns, self.unique_id, self.network_size,
-                           self.frame_size, dict(self.tensors), self.objects, self.detection_objects,
-                           self.image_record, self.ntp_timestamp, self.batch_id, self.pad_index)
-
-    def __repr__(self) -> str:
-        return (f"FrameView(row={self.row}, source_id={self.source_id}, frame_num={self.frame_num}, "
-                f"unique_id={self.unique_id})")
