@@ -19,7 +19,6 @@ in descending score order; when a cut is not a pure low-score suffix it scores t
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import itertools
 import json
@@ -33,105 +32,15 @@ from dsprobe.detections import Detections
 from dsprobe.evaluate import (EvalResult, GroundTruth, coco_ground_truth, coco_results, eval_result, evaluate,
                               frame_image_id)
 from dsprobe.postprocess.cluster import per_row as values_per_row
-from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step
-from dsprobe.postprocess.registry import get_step
+from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError
+from dsprobe.settings import apply_params, get_param, param_owner, plain, step_defaults
 
-#: params of nvinfer's frame-space object filter (``filter:objects``; added after the scale step when absent)
-OBJECT_FILTER_PARAMS = ("detected_min_w", "detected_min_h", "detected_max_w", "detected_max_h",
-                        "roi_top_offset", "roi_bottom_offset")
 #: params the fast path gets by masking instead of re-clustering
 MASKED_PARAMS = ("pre_cluster_threshold", "post_cluster_threshold", "topk")
 #: steps after clustering that act box by box (so they commute with masking)
 _PER_BOX_STEPS = {("scale", "nvinfer"), ("scale", "ultralytics"), ("scale", "none"), ("filter", "objects"),
                   ("filter", "threshold")}
 _MASKABLE_CLUSTERS = ("nms", "none")
-
-
-# ---------------------------------------------------------------------------------------------- params
-def _plain(value: Any) -> Any:
-    """JSON-friendly python value (numpy scalars and arrays to python)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _step_index(pp: Postprocess, kind: str, name: str | None = None) -> int | None:
-    return next((i for i, s in enumerate(pp.steps) if s.kind == kind and (name is None or s.name == name)), None)
-
-
-def _step_defaults(step: Step, allow_import: bool) -> dict[str, Any]:
-    """Keyword-only params of a step's function with their defaults."""
-    fn = get_step(step.kind, step.name, allow_import=allow_import)  # type: ignore[arg-type]
-    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
-
-
-def param_owner(pp: Postprocess, name: str) -> int | None:
-    """Index of the step that holds param ``name`` (None for an object-filter param whose
-    ``filter:objects`` step does not exist yet). Raises ValueError for a param no step takes."""
-    if name == "pre_cluster_threshold":
-        i = _step_index(pp, "filter", "threshold")
-        if i is None:
-            raise ValueError("pre_cluster_threshold: this postprocess has no 'filter:threshold' step")
-        return i
-    if name in OBJECT_FILTER_PARAMS:
-        return _step_index(pp, "filter", "objects")
-    for i, s in enumerate(pp.steps):
-        if s.kind in ("cluster", "decode") and name in _step_defaults(s, pp.allow_import):
-            return i
-    settable = ["pre_cluster_threshold", *OBJECT_FILTER_PARAMS]
-    settable += [n for s in pp.steps if s.kind in ("cluster", "decode") for n in _step_defaults(s, pp.allow_import)]
-    raise ValueError(f"no step of {pp} takes a param {name!r}; settable: {', '.join(dict.fromkeys(settable))}")
-
-
-def get_param(pp: Postprocess, name: str, class_id: int | None = None) -> Any:
-    """Current value of param ``name`` (the step function's default when the spec leaves it out);
-    with ``class_id`` the value for that class (per-class lists are indexed by class id)."""
-    i = param_owner(pp, name)
-    if i is None:
-        value: Any = 0
-    else:
-        s = pp.steps[i]
-        value = s.params.get(name, _step_defaults(s, pp.allow_import).get(name))
-    if class_id is not None and np.ndim(value) > 0:
-        seq = list(value)
-        if not 0 <= class_id < len(seq):
-            raise ValueError(f"{name} has {len(seq)} per-class values; no value for class {class_id}")
-        return seq[class_id]
-    return value
-
-
-def _num_classes(pp: Postprocess) -> int:
-    return int(pp.num_classes or len(pp.labels))
-
-
-def apply_params(pp: Postprocess, params: Mapping[str, Any], class_id: int | None = None) -> Postprocess:
-    """``pp`` with ``params`` set in the steps that own them (threshold filter, cluster step, decoder,
-    object filter — added after the scale step when missing). With ``class_id`` each value is set for
-    that class only (a scalar becomes a per-class list of ``num_classes`` values; a list whose values are
-    all equal collapses back to a scalar)."""
-    out = pp
-    for name, value in params.items():
-        value = _plain(value)
-        i = param_owner(out, name)
-        if i is None:  # object filter params: add nvinfer's frame-space filter after scaling
-            steps = [Step(s.kind, s.name, dict(s.params)) for s in out.steps]
-            at = next((k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"), len(steps))
-            steps.insert(at, Step("filter", "objects", {}))
-            out = Postprocess(steps, labels=out.labels, num_classes=out.num_classes, geometry=out.geometry,
-                              allow_import=out.allow_import)
-            i = at
-        if class_id is not None:
-            n = _num_classes(out)
-            if not 0 <= class_id < max(n, 1):
-                raise ValueError(f"class {class_id} out of range: the postprocess has {n} classes")
-            current = get_param(out, name)
-            seq = list(current) if np.ndim(current) > 0 else [current] * n
-            seq[class_id] = value
-            value = seq[0] if all(v == seq[0] for v in seq) else seq
-        out = out.with_params(i, **{name: value})
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- re-running
@@ -167,7 +76,7 @@ class Selection:
 
 
 def _key(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=_plain)
+    return json.dumps(obj, sort_keys=True, default=plain)
 
 
 class Reclusterer:
@@ -218,7 +127,7 @@ class Reclusterer:
         if not self.fast_path(pp):
             raise PostprocessError(f"{pp}: no fast path (needs decode -> filter:threshold -> cluster:nms|none "
                                    "-> scale/filter steps)")
-        thr = pp.steps[1].params.get("pre_cluster_threshold", _step_defaults(pp.steps[1], False)
+        thr = pp.steps[1].params.get("pre_cluster_threshold", step_defaults(pp.steps[1], False)
                                      ["pre_cluster_threshold"])
         cl = self._clustering(pp, float(np.min(thr)))
         key = self._post_key(pp, cl)
@@ -454,7 +363,7 @@ def search(decoded: DecodedRecording, gt: GroundTruth, grid: Mapping[str, Sequen
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
         floors.append(float(np.min(get_param(base, "pre_cluster_threshold"))))
         reclusterer = Reclusterer(decoded, floor=min(floors))
-    settings = [dict(zip(names, (_plain(v) for v in combo))) for combo in combos]
+    settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
     pps = [apply_params(base, p) for p in settings]
     # settings that share a clustering run back to back, so each clustering is evaluated once
     group = [reclusterer._cluster_key(pp) if reclusterer.fast_path(pp) else "" for pp in pps]
@@ -484,5 +393,5 @@ def search(decoded: DecodedRecording, gt: GroundTruth, grid: Mapping[str, Sequen
     rows = [{**settings[i], "map50": results[i].map50, "map50_95": results[i].map50_95,
              "detections": results[i].num_detections} for i in range(len(settings))]
     table = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
-    best_params = {n: _plain(table.iloc[0][n]) for n in names}
+    best_params = {n: plain(table.iloc[0][n]) for n in names}
     return SearchResult(table, best_params, apply_params(base, best_params), metric)

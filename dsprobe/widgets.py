@@ -26,7 +26,8 @@ import pandas as pd
 from dsprobe.detections import Detections
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import step_names
-from dsprobe.search import (Reclusterer, SearchResult, _step_defaults, apply_params, get_param, param_owner)
+from dsprobe.search import Reclusterer, SearchResult
+from dsprobe.settings import apply_params, get_param, param_owner, step_defaults
 from dsprobe.viz import FrameCanvas, counts_by_stream, figure_png, label_of, plot_ab, plot_counts, plot_heatmap
 
 ALL_CLASSES = -1
@@ -371,7 +372,7 @@ class Tuner(FrameBrowser):
             return
         name = change["new"]
         cur = self.postprocess.step("cluster").params
-        accepted = _step_defaults(Step("cluster", name), self.postprocess.allow_import)
+        accepted = step_defaults(Step("cluster", name), self.postprocess.allow_import)
         params = {k: v for k, v in cur.items() if k in accepted}
         self.postprocess = self.postprocess.with_step("cluster", name, **params)
         self._sync_controls()

@@ -108,7 +108,7 @@ def expected_counts(recording: Path) -> tuple[int, float, int]:
     """Boxes on the tuner's first frame with the config's settings, a threshold that removes some,
     and the boxes left at that threshold, from the library."""
     from dsprobe import Postprocess, open_recording
-    from dsprobe.search import apply_params
+    from dsprobe.settings import apply_params
 
     with open_recording(recording) as rec:
         pp = Postprocess.from_nvinfer_config(rec.config())

@@ -11,7 +11,8 @@ from dsprobe.detections import Detections
 from dsprobe.evaluate import GroundTruth, evaluate, ground_truth_from_detections
 from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step, detections_frame
 from dsprobe.postprocess.registry import StepContext
-from dsprobe.search import Reclusterer, apply_params, get_param, search
+from dsprobe.search import Reclusterer, search
+from dsprobe.settings import apply_params, get_param
 
 NET = (320, 320)
 FRAME = (640, 640)  # scale 2: nvinfer scaling from network to frame pixels is exercised

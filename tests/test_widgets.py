@@ -13,7 +13,7 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 from dsprobe import Postprocess, open_recording  # noqa: E402
-from dsprobe.search import apply_params  # noqa: E402
+from dsprobe.settings import apply_params  # noqa: E402
 from dsprobe.widgets import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
