@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = workdir / f"c_{c}_{fp16}.h5"
                 dt, size = bench_recorder(data, path, n // 2, compression=c)
                 per = size / (n // 2)
-                base_per = per if c is None else base_per  # noqa: F821 - set on the first (None) row
+                if c is None:  # the first row: the ratio's base
+                    base_per = per
                 print(f"   {str(c):<12} {'fp16 engine' if fp16 else 'fp32':<14} {per / 1e6:9.3f} "
                       f"{base_per / per:6.2f} {(n // 2) / dt:9.1f}")
                 path.unlink()

@@ -32,7 +32,8 @@ from dsprobe.detections import Detections
 from dsprobe.evaluate import (EvalResult, GroundTruth, coco_ground_truth, coco_results, eval_result, evaluate,
                               frame_image_id)
 from dsprobe.postprocess.cluster import per_row as values_per_row
-from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
+from dsprobe.postprocess.replay import DecodedRecording
 from dsprobe.settings import apply_params, get_param, param_owner, plain, step_defaults
 
 #: params the fast path gets by masking instead of re-clustering
@@ -148,7 +149,7 @@ class Reclusterer:
         """Like ``Postprocess.run_recording``: one row per detection (row, source_id, frame_num, x1..y2,
         width, height, score, class_id[, label])."""
         if not self.fast_path(pp):
-            from dsprobe.postprocess.pipeline import detections_frame
+            from dsprobe.postprocess.replay import detections_frame
             return detections_frame(self.decoded.recording, self.run(pp), labels)
         sel = self.select(pp)
         return _selection_frame(self.decoded.recording, sel, sel.keep, labels)

@@ -68,7 +68,7 @@ def test_identical_recordings_and_pts_alignment(sample_recording):
 
 
 def test_preprocessing_difference_is_reported(sample_videos, tmp_path):
-    model = tiny_conv(tmp_path / "m.onnx", 64, 64)
+    tiny_conv(tmp_path / "m.onnx", 64, 64)  # writes m.onnx, the model both configs name
     recs = {}
     for sym in (0, 1):
         cfg = tmp_path / f"c{sym}.txt"

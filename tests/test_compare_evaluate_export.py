@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-import numpy as np
-import pandas as pd
-import pytest
-
 from dsprobe import Postprocess, open_recording
-from dsprobe.compare import compare
-from dsprobe.detections import Detections
-from dsprobe.evaluate import GroundTruth, evaluate, load_ground_truth, match
+from dsprobe.evaluate import load_ground_truth
 from dsprobe.export import to_nvinfer
 from dsprobe.nvinfer_config import load_nvinfer_config
-from dsprobe.reference.recorder import record_onnx
-from dsprobe.sample import CONFIG_PATH
 from dsprobe.search import search
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from dsprobe.detections import Detections
 from dsprobe.evaluate import GroundTruth, evaluate, ground_truth_from_detections
-from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step, detections_frame
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
+from dsprobe.postprocess.replay import DecodedRecording, detections_frame
 from dsprobe.postprocess.registry import StepContext
 from dsprobe.search import Reclusterer, search
 from dsprobe.settings import apply_params, get_param

@@ -1,7 +1,8 @@
 """Pure-numpy postprocessing: decoders, filters, clustering, scaling, and the Postprocess composition
 (``docs/postprocess.md``)."""
 
-from dsprobe.postprocess.pipeline import DecodedRecording, Postprocess, PostprocessError, Step
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
+from dsprobe.postprocess.replay import DecodedRecording
 from dsprobe.postprocess.registry import StepContext, register
 
 __all__ = ["DecodedRecording", "Postprocess", "PostprocessError", "Step", "StepContext", "register"]

@@ -1,0 +1,156 @@
+"""Running a Postprocess over a whole Recording: layers read in blocks of frames (SGIE: of objects),
+never frame by frame, with the same result as ``pp(rec[row])`` per row; and the decoded-once cache
+(:class:`DecodedRecording`) that threshold / clustering sweeps re-run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from dsprobe.detections import Detections
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, tag_parent
+from dsprobe.postprocess.registry import StepContext
+
+
+def detections_by_row(pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
+                      progress: bool = False, batch: int = 32, stop: int | None = None) -> dict[int, Detections]:
+    """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
+    runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
+    (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
+    rows = _frame_rows(rec, rows, unique_id)
+    f = rec.frames
+    col = {c: f[c].to_numpy() for c in ("unique_id", "layer_row", "network_width", "network_height",
+                                         "frame_width", "frame_height")}
+
+    def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
+        size = _Sizes((int(col["network_width"][r]), int(col["network_height"][r])),
+                      (int(col["frame_width"][r]), int(col["frame_height"][r])))
+        return pp.context(size, crop)
+
+    out: dict[int, Detections] = {}
+    layered = col["layer_row"][rows] >= 0
+    frame_rows, object_rows = rows[layered], rows[~layered]
+    blocks = [(int(u), blk) for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
+              for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
+              for blk in np.array_split(rs, -(-len(rs) // batch))]
+    for uid, block in _progress(blocks, progress):
+        names = [i.name for i in rec.layers.values() if i.unique_id == uid and not i.per_object]
+        arrays = {n: rec.read_layer(n, block, unique_id=uid) for n in names}
+        for k, r in enumerate(block):
+            out[int(r)] = pp.run({n: a[k] for n, a in arrays.items()}, ctx(int(r)), stop=stop)
+    if len(object_rows):
+        out.update(_object_rows(pp, rec, object_rows, col, ctx, 8 * batch, stop, progress))
+    return {int(r): out[int(r)] for r in rows}
+
+def _object_rows(pp: Postprocess, rec: Any, object_rows: np.ndarray, col: Mapping[str, np.ndarray], ctx: Callable,
+                 chunk: int, stop: int | None, progress: bool) -> dict[int, Detections]:
+    """SGIE frames: every object with tensors runs with its rect as the crop; one read per layer
+    per chunk of objects."""
+    objs = rec.object_table("objects")
+    objs["parent_index"] = objs.groupby("row").cumcount().to_numpy() if len(objs) else []
+    objs = objs[np.isin(objs["row"].to_numpy(), object_rows) & (objs["layer_row"].to_numpy() >= 0)]
+    parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
+    uids = col["unique_id"][objs["row"].to_numpy()] if len(objs) else np.zeros(0, np.int64)
+    chunks = [(int(u), sel) for u in dict.fromkeys(uids.tolist())
+              for idx in [np.flatnonzero(uids == u)]
+              for sel in np.array_split(idx, -(-len(idx) // chunk))]
+    rect_cols = objs[["left", "top", "width", "height"]].to_numpy(np.float64)
+    frame_of, parent = objs["row"].to_numpy(), objs["parent_index"].to_numpy()
+    table_rows = objs.index.to_numpy()
+    for uid, sel in _progress(chunks, progress):
+        names = [i.name for i in rec.layers.values() if i.unique_id == uid and i.per_object]
+        arrays = {n: rec.read_layer(n, table_rows[sel], unique_id=uid) for n in names}
+        for k, j in enumerate(sel):
+            r = int(frame_of[j])
+            d = pp.run({n: a[k] for n, a in arrays.items()}, ctx(r, tuple(rect_cols[j])), stop=stop)
+            parts[r].append(tag_parent(d, int(parent[j])))
+    space = "frame" if stop is None or stop >= len(pp.steps) else "network"
+    return {r: Detections.concatenate(p) if p else Detections.empty(space) for r, p in parts.items()}
+
+def decode_recording(pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any) -> "DecodedRecording":
+    """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
+    clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
+    steps after the decoder (:mod:`dsprobe.search` adds exact cached re-clustering on top)."""
+    rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
+    sgie = rows[rec.frames["layer_row"].to_numpy()[rows] < 0] if len(rows) else rows
+    if len(sgie):
+        raise PostprocessError(f"decode_recording: frame row {int(sgie[0])} has per-object (SGIE) tensors; "
+                               "it caches PGIE frames only: use run_recording for SGIE frames")
+    cands = pp.detections_by_row(rec, rows, stop=1, **kw)
+    f = rec.frames
+    ctxs = {r: pp.context(_RowContext(f, r)) for r in cands}
+    return DecodedRecording(pp, cands, ctxs, rec)
+
+
+@dataclass
+class DecodedRecording:
+    """Decoder output (candidates in network pixels) per frame row, ready for re-running the rest."""
+
+    postprocess: Postprocess
+    candidates: dict[int, Detections]
+    contexts: dict[int, StepContext]
+    recording: Any = None
+
+    def run(self, postprocess: Postprocess | None = None) -> dict[int, Detections]:
+        """Apply every step after the decoder of ``postprocess`` (default: the decoding one) to the
+        cached candidates; its decode step must equal the cached one."""
+        pp = postprocess or self.postprocess
+        if pp.steps[0].to_dict() != self.postprocess.steps[0].to_dict():
+            raise PostprocessError("the cached candidates come from another decode step; decode again")
+        return {r: pp.run({}, self.contexts[r], start=1, dets=d) for r, d in self.candidates.items()}
+
+@dataclass(frozen=True)
+class _Sizes:
+    """What :meth:`Postprocess.context` reads of a frame."""
+
+    network_size: tuple[int, int]
+    frame_size: tuple[int, int]
+
+
+class _RowContext:
+    """Frame context of one row of ``Recording.frames`` (what Postprocess.context needs)."""
+
+    def __init__(self, frames: Any, row: int) -> None:
+        r = frames.iloc[row]
+        self.network_size = (int(r["network_width"]), int(r["network_height"]))
+        self.frame_size = (int(r["frame_width"]), int(r["frame_height"]))
+
+
+def _frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> np.ndarray:
+    f = rec.frames
+    if rows is None:
+        mask = (f["layer_row"] >= 0) | (f["object_count"] > 0)
+        if unique_id is not None:
+            mask &= f["unique_id"] == unique_id
+        return np.flatnonzero(mask.to_numpy())
+    return np.asarray(list(rows), dtype=np.int64)
+
+
+def detections_frame(rec: Any, per_frame: Mapping[int, Detections], labels: Sequence[str] = ()) -> Any:
+    """One DataFrame row per detection with the frame ``row``, ``source_id``, ``frame_num``."""
+    import pandas as pd
+
+    parts = []
+    f = rec.frames
+    for r, d in per_frame.items():
+        df = d.to_dataframe(labels or None)
+        df.insert(0, "row", r)
+        df.insert(1, "source_id", int(f["source_id"].iloc[r]))
+        df.insert(2, "frame_num", int(f["frame_num"].iloc[r]))
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame(columns=["row", "source_id", "frame_num", "x1", "y1", "x2", "y2", "width", "height",
+                                     "score", "class_id"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _progress(it: Sequence, enabled: bool) -> Iterable:
+    if not enabled or not len(it):
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, total=len(it), desc="postprocess", unit="block")
