@@ -1,6 +1,7 @@
 """Notebook widgets (ipywidgets 8, matplotlib; imported lazily: ``pip install 'dsprobe[notebook]'``).
 
-* :class:`Explorer`: a frame browser for a recording: the recorded image with the pipeline's own
+* :class:`Explorer` (from :mod:`dsprobe.frame_browser`, with the shared :class:`FrameBrowser`): a frame
+  browser for a recording: the recorded image with the pipeline's own
   detections (nvinfer's output, if recorded) and optional ground truth.
 * :class:`Tuner`: postprocess settings on recorded frames: decoder, per-class pre-cluster threshold,
   NMS IoU, top-k, cluster mode, min/max box size; boxes drawn in frame pixels; A/B of two settings
@@ -15,7 +16,6 @@ widgets by setting control values, without a browser.
 
 from __future__ import annotations
 
-import abc
 import html
 import time
 from typing import Any, Callable, Sequence
@@ -28,173 +28,12 @@ from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import step_names
 from dsprobe.search import Reclusterer, SearchResult
 from dsprobe.settings import apply_params, get_param, param_owner, step_defaults
-from dsprobe.viz import FrameCanvas, counts_by_stream, figure_png, label_of, plot_ab, plot_counts, plot_heatmap
+from dsprobe.frame_browser import Explorer, FrameBrowser, _config, _ipywidgets
+from dsprobe.viz import counts_by_stream, figure_png, label_of, plot_ab, plot_counts, plot_heatmap
 
 ALL_CLASSES = -1
 
-
-def _ipywidgets() -> Any:
-    try:
-        import ipywidgets
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("the notebook widgets need ipywidgets and matplotlib: pip install 'dsprobe[notebook]'") \
-            from exc
-    return ipywidgets
-
-
-class _Widget:
-    """Shows ``self.widget`` when the object is a cell's value."""
-
-    widget: Any
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def show(self) -> None:
-        from IPython.display import display
-        display(self.widget)
-
-
-class FrameBrowser(_Widget, abc.ABC):
-    """Stream selector + frame slider over ``rows`` of a recording, and an image of the chosen frame.
-
-    ``frame.value`` is the frame row (``rec.frames`` index); the slider shows frame numbers.
-    """
-
-    def __init__(self, rec: Any, rows: Sequence[int] | None = None, *, labels: Sequence[str] = (),
-                 gt: Any = None, figsize: tuple[float, float] = (8, 4.5)) -> None:
-        w = _ipywidgets()
-        self.rec = rec
-        self.labels = list(labels)
-        self.gt = gt
-        self.figsize = figsize
-        f = rec.frames
-        self.rows = np.asarray(sorted(f.index if rows is None else rows), np.int64)
-        if not len(self.rows):
-            raise ValueError(f"{getattr(rec, 'paths', ['recording'])[0]}: no frames to browse")
-        sub = f.loc[self.rows]
-        self._by_stream = {int(s): g.sort_values("frame_num") for s, g in sub.groupby("source_id")}
-        self._syncing = False
-        self._view: Any = None
-        first = next(iter(self._by_stream))
-        self.stream = w.Dropdown(options=[(f"source {s}", s) for s in self._by_stream], value=first,
-                                 description="stream", layout=w.Layout(width="200px"))
-        self.frame = w.SelectionSlider(options=self._frame_options(first), description="frame",
-                                       continuous_update=False, layout=w.Layout(width="600px"))
-        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="100%"))
-        self.count_text = w.HTML()
-        self.status = w.HTML(layout=w.Layout(margin="0 0 0 24px"))
-        self.stream.observe(self._on_stream, "value")
-        self.frame.observe(self._on_frame, "value")
-        self.render_seconds = 0.0
-        self._canvases: dict[int, FrameCanvas] = {}
-
-    def canvas(self, ncols: int = 1) -> FrameCanvas:
-        """The reused figure for one panel (or two, A/B)."""
-        if ncols not in self._canvases:
-            self._canvases[ncols] = FrameCanvas(ncols)
-        return self._canvases[ncols]
-
-    def _frame_options(self, source_id: int) -> list[tuple[str, int]]:
-        g = self._by_stream[source_id]
-        return [(str(int(n)), int(r)) for n, r in zip(g["frame_num"], g.index)]
-
-    # ---------------------------------------------------------------- state
-    @property
-    def row(self) -> int:
-        return int(self.frame.value)
-
-    @property
-    def frame_view(self) -> Any:
-        """The recording's FrameView of the current row (read once per row)."""
-        if self._view is None or self._view.row != self.row:
-            self._view = self.rec[self.row]
-        return self._view
-
-    def goto(self, source_id: int, frame_num: int | None = None) -> None:
-        """Show ``frame_num`` of stream ``source_id`` (default: its first frame)."""
-        self._syncing = True
-        try:
-            self.stream.value = int(source_id)
-            self.frame.options = self._frame_options(int(source_id))
-        finally:
-            self._syncing = False
-        opts = dict(self.frame.options)
-        self.frame.value = opts[str(frame_num)] if frame_num is not None else self.frame.options[0][1]
-        self.render()
-
-    def _on_stream(self, change: dict) -> None:
-        if self._syncing:
-            return
-        self._syncing = True
-        try:
-            self.frame.options = self._frame_options(int(change["new"]))
-        finally:
-            self._syncing = False
-        self.render()
-
-    def _on_frame(self, change: dict) -> None:
-        if not self._syncing:
-            self.render()
-
-    def _gt_for_frame(self) -> Detections | None:
-        if self.gt is None:
-            return None
-        v = self.frame_view
-        return self.gt.for_frame(v.source_id, v.frame_num)
-
-    def _set_status(self, message: str = "", error: bool = False) -> None:
-        color = "#c00" if error else "#555"
-        self.status.value = f'<span style="color:{color}">{html.escape(message)}</span>' if message else ""
-
-    @abc.abstractmethod
-    def render(self) -> None:
-        """Draw the current frame (each browser draws its own view)."""
-
-
-class Explorer(FrameBrowser):
-    """Browse a recording: the recorded image with the pipeline's own detections (nvinfer's output,
-    if it was recorded), ground truth (dashed white) if given, and what else the frame holds."""
-
-    def __init__(self, rec: Any, rows: Sequence[int] | None = None, *, labels: Sequence[str] | None = None,
-                 gt: Any = None) -> None:
-        if labels is None:
-            cfg = _config(rec)
-            labels = cfg.labels() if cfg is not None else ()
-        super().__init__(rec, rows, labels=labels, gt=gt)
-        w = _ipywidgets()
-        self.info = w.HTML()
-        self.detections = Detections.empty("frame")
-        self.num_patches = 0
-        self.widget = w.VBox([w.HBox([self.stream, self.frame]), self.count_text, self.image, self.info])
-        self.render()
-
-    def render(self) -> None:
-        t0 = time.perf_counter()
-        v = self.frame_view
-        self.detections = v.detections
-        canvas = self.canvas(1)
-        drawn = canvas.draw(v, [(self.detections, None, f"source {v.source_id} frame {v.frame_num}: recorded "
-                                                         "detections")], self.labels, gt=self._gt_for_frame())
-        self.num_patches = len(drawn[0])
-        self.image.value = canvas.jpeg()
-        rec_det = int(self.rec.frames.at[v.row, "num_detections"])
-        self.count_text.value = (f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> recorded '
-                                 f'detections{"" if rec_det else " (none recorded on this frame)"}')
-        layers = ", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in v.tensors.items()) or "none"
-        self.info.value = (f"<small>row {v.row} &middot; PTS {v.pts_ns / 1e9:.3f} s &middot; GIE {v.unique_id} "
-                           f"&middot; batch_id {v.batch_id} &middot; frame {v.frame_size[0]}x{v.frame_size[1]} "
-                           f"&middot; network {v.network_size[0]}x{v.network_size[1]} &middot; "
-                           f"image rect {v.image_rect} &middot; layers: {html.escape(layers)} &middot; "
-                           f"SGIE objects: {len(v.objects)}</small>")
-        self.render_seconds = time.perf_counter() - t0
-
-
-def _config(rec: Any) -> Any:
-    try:
-        return rec.config()
-    except ValueError:  # several GIEs: the caller names labels / a postprocess
-        return None
+__all__ = ["ALL_CLASSES", "Explorer", "FrameBrowser", "Tuner", "search_panel"]
 
 
 #: tuner control -> postprocess param
