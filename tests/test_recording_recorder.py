@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dsprobe import FrameRecord, ObjectRecord, Recorder, open_recording
-from dsprobe.recording.writer import RateLimiter
+from dsprobe.recording.rate_limiter import RateLimiter
 
 
 class GatedRecorder(Recorder):

@@ -1,9 +1,11 @@
-"""HDF5 recordings: the format (schema.py, docs/recording-format.md), the background writer (writer.py:
-the Recorder and its thread; segment.py: one file's datasets and block writes), the reader (reader.py),
-``dsprobe inspect`` (inspect.py)."""
+"""HDF5 recordings: the format (schema.py, docs/recording-format.md); writing: the Recorder and its
+background thread (writer.py), one file's datasets and block writes (segment.py), which frames to keep
+(rate_limiter.py); reading: Recording (reader.py), one file opened and checked (segment_reader.py), one
+frame read lazily (frame_view.py); ``dsprobe inspect`` (inspect.py)."""
 
 from dsprobe.recording.frame_view import FrameView
 from dsprobe.recording.reader import LayerInfo, Recording, RecordingError, open_recording
-from dsprobe.recording.writer import RateLimiter, Recorder
+from dsprobe.recording.rate_limiter import RateLimiter
+from dsprobe.recording.writer import Recorder
 
 __all__ = ["FrameView", "LayerInfo", "RateLimiter", "Recorder", "Recording", "RecordingError", "open_recording"]
