@@ -355,8 +355,8 @@ def _compare_detections(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarr
 def plot(rep: CompareReport, path: str) -> None:
     """PNG of the per-frame drift: max |A - B| per frame-level layer and stream, and the fraction of
     B's boxes matched in A (matplotlib, imported here)."""
-    from dsprobe.viz import _plt
-    plt = _plt()
+    from dsprobe.figures import pyplot
+    plt = pyplot()
     pf = rep.per_frame if rep.per_frame is not None else pd.DataFrame()
     cols = [c for c in pf.columns if c.startswith("max_abs:")]
     has_det = "matched_fraction" in pf

@@ -188,8 +188,9 @@ class Demo:
         return pd.DataFrame(rows)
 
     def _overlays(self) -> list[str]:
-        from dsprobe.viz import _plt, plot_frame
-        plt = _plt()
+        from dsprobe.figures import pyplot
+        from dsprobe.viz import plot_frame
+        plt = pyplot()
         rec, tuned, gt = self.state["rec"], self.state["tuned"], self.state["gt"]
         shots = []
         for src in sorted(set(rec.frames["source_id"])):

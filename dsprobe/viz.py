@@ -2,7 +2,8 @@
 recorded images in frame pixels, A/B differences, per-frame counts, score distributions, frame gaps,
 PR curves, search heat maps and crop galleries. The core never imports this module.
 
-Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` that pyplot does not track (no
+Figure plumbing (Agg figures, PNG/JPEG bytes, palette, labels) is :mod:`dsprobe.figures`; its names
+are importable from here too. Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` that pyplot does not track (no
 figure piles up, nothing is shown twice in a notebook); a notebook shows it as the cell's value, and
 :func:`figure_png` renders it to PNG bytes (what the widgets put in an ``ipywidgets.Image``).
 Axes of frame pictures are frame pixels (nvstreammux output), y down.
@@ -10,94 +11,14 @@ Axes of frame pictures are frame pixels (nvstreammux output), y down.
 
 from __future__ import annotations
 
-import io
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from dsprobe.detections import Detections
-
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324"]
-HIGHLIGHT = "#ffe119"  # boxes on one side of an A/B comparison only
-
-_NOTEBOOK_MSG = "plotting needs matplotlib: pip install 'dsprobe[notebook]'"
-
-
-def _plt():
-    """pyplot, on the Agg backend outside a notebook (for scripts that save PNGs)."""
-    try:
-        import matplotlib
-        if matplotlib.get_backend().lower() in ("", "agg") or not _in_notebook():
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError(_NOTEBOOK_MSG) from exc
-    return plt
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-        return get_ipython() is not None
-    except ImportError:
-        return False
-
-
-def new_figure(figsize: tuple[float, float] = (8, 4.5), dpi: float = 80) -> Any:
-    """A Figure with an Agg canvas that pyplot does not track."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError(_NOTEBOOK_MSG) from exc
-    _notebook_display(Figure)
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _notebook_display(figure_class: type) -> None:
-    """In IPython, show figures as PNG when they are a cell's value (pyplot-free figures are not
-    registered by the inline backend until pyplot draws something)."""
-    ipython = sys.modules.get("IPython")  # not imported: not running in IPython
-    ip = ipython.get_ipython() if ipython is not None else None
-    if ip is None or not hasattr(ip, "display_formatter"):
-        return
-    fmt = ip.display_formatter.formatters["image/png"]
-    if figure_class not in fmt.type_printers:
-        fmt.for_type(figure_class, lambda fig: figure_png(fig, dpi=fig.dpi))
-
-
-def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    if ax is not None:
-        return ax.figure, ax
-    fig = new_figure(figsize)
-    return fig, fig.add_subplot()
-
-
-def figure_png(fig: Any, dpi: float | None = None) -> bytes:
-    """PNG bytes of ``fig`` (Agg): for line art."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
-    return buf.getvalue()
-
-
-def figure_jpeg(fig: Any, quality: int = 90) -> bytes:
-    """JPEG bytes of ``fig`` at its dpi: for pictures (encodes ~10x faster than PNG for photos)."""
-    fig.canvas.draw()
-    return _jpeg(np.asarray(fig.canvas.buffer_rgba())[..., :3], quality)
-
-
-def color(class_id: int) -> str:
-    return PALETTE[int(class_id) % len(PALETTE)]
-
-
-def label_of(class_id: int, labels: Sequence[str] = ()) -> str:
-    return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
-
+from dsprobe.figures import (HIGHLIGHT, PALETTE, axes_for, color, figure_jpeg, figure_png, jpeg_bytes, label_of,  # noqa: F401
+                             new_figure, pyplot)
 
 # ---------------------------------------------------------------------------------------------- frames
 def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | None,
@@ -147,7 +68,7 @@ def plot_frame(frame: Any, dets: Detections | None = None, labels: Sequence[str]
     optional ground truth (dashed white) and ``highlight`` (bool mask: boxes drawn thick yellow).
     Returns the figure; ``fig.dsprobe_patches`` holds the detection rectangles drawn."""
     own = ax is None
-    fig, ax = _axes(ax, (8, 4.8))
+    fig, ax = axes_for(ax, (8, 4.8))
     if own:
         fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.94)
     show_image(ax, frame.image, frame.image_rect, frame.frame_size)
@@ -219,15 +140,7 @@ class FrameCanvas:
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
 
     def jpeg(self, quality: int = 90) -> bytes:
-        return _jpeg(self.rgb(), quality)
-
-
-def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+        return jpeg_bytes(self.rgb(), quality)
 
 
 def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +200,7 @@ def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame"
     """Per-frame detection counts (DataFrame indexed by frame number, one column per stream, as
     :func:`counts_by_stream` makes). ``other``: a second table drawn dashed (A/B); ``current``: a
     frame number marked with a vertical line."""
-    fig, ax = _axes(ax, (8, 2.5))
+    fig, ax = axes_for(ax, (8, 2.5))
     for k, col in enumerate(counts.columns):
         ax.plot(counts.index, counts[col], linewidth=1, color=PALETTE[k % len(PALETTE)], label=str(col))
         if other is not None and col in other:
@@ -308,7 +221,7 @@ def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame"
 def plot_score_distributions(detections: pd.DataFrame, labels: Sequence[str] = (), ax: Any = None,
                              bins: int = 50, title: str = "scores per class") -> Any:
     """Histogram of ``score`` per ``class_id`` (log counts) of a detections DataFrame."""
-    fig, ax = _axes(ax, (7, 3))
+    fig, ax = axes_for(ax, (7, 3))
     edges = np.linspace(0, 1, bins + 1)
     for c in sorted(detections["class_id"].unique()):
         s = detections.loc[detections["class_id"] == c, "score"].to_numpy()
@@ -326,7 +239,7 @@ def plot_score_distributions(detections: pd.DataFrame, labels: Sequence[str] = (
 
 def plot_frame_gaps(frames: pd.DataFrame, ax: Any = None) -> Any:
     """Per stream: the step from one recorded frame_num to the next (1 = no frame missing)."""
-    fig, ax = _axes(ax, (8, 2.5))
+    fig, ax = axes_for(ax, (8, 2.5))
     for k, ((src, uid), g) in enumerate(frames.groupby(["source_id", "unique_id"])):
         fn = np.sort(g["frame_num"].to_numpy())
         if len(fn) > 1:
@@ -343,7 +256,7 @@ def plot_frame_gaps(frames: pd.DataFrame, ax: Any = None) -> Any:
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], ax: Any = None,
                    ap: dict[str, float] | None = None, title: str = "PR @ IoU 0.5") -> Any:
     """Precision-recall curves per class (``evaluate(...).pr_curves``; ``ap``: per-class AP for the legend)."""
-    fig, ax = _axes(ax, (5, 4))
+    fig, ax = axes_for(ax, (5, 4))
     for k, (name, (r, p)) in enumerate(curves.items()):
         label = f"{name} (AP {ap[name]:.3f})" if ap and name in ap else name
         ax.plot(r, p, label=label, color=PALETTE[k % len(PALETTE)])
@@ -363,7 +276,7 @@ def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple
     column value) is outlined."""
     from matplotlib.patches import Rectangle
 
-    fig, ax = _axes(ax, (6, 4.5))
+    fig, ax = axes_for(ax, (6, 4.5))
     values = table.to_numpy(dtype=float)
     im = ax.imshow(values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(table.columns)), [f"{c:g}" for c in table.columns], fontsize=7)

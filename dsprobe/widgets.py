@@ -29,7 +29,8 @@ from dsprobe.postprocess.registry import step_names
 from dsprobe.search import Reclusterer, SearchResult
 from dsprobe.settings import apply_params, get_param, param_owner, step_defaults
 from dsprobe.frame_browser import Explorer, FrameBrowser, _config, _ipywidgets
-from dsprobe.viz import counts_by_stream, figure_png, label_of, plot_ab, plot_counts, plot_heatmap
+from dsprobe.figures import figure_png, label_of
+from dsprobe.viz import counts_by_stream, plot_ab, plot_counts, plot_heatmap
 
 ALL_CLASSES = -1
 
