@@ -10,7 +10,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("dsprobe.recording.inspect", "print what a recording holds"),
-    "compare": ("dsprobe.compare", "drift between two recordings, layer by layer and box by box"),
+    "compare": ("dsprobe.compare_cli", "drift between two recordings, layer by layer and box by box"),
     "export-nvinfer": ("dsprobe.export", "print the nvinfer [class-attrs-*] keys of a postprocess spec"),
     "record-onnx": ("dsprobe.reference.cli", "record videos through an ONNX model as nvinfer would"),
 }

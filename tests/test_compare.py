@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from dsprobe import Postprocess, open_recording
-from dsprobe.compare import align, compare, plot
+from dsprobe.compare import align, compare
+from dsprobe.compare_cli import plot
 from dsprobe.nvinfer_config import load_nvinfer_config
 from dsprobe.postprocess.pipeline import PostprocessError
 from dsprobe.reference.recorder import record_onnx
