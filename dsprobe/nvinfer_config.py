@@ -195,6 +195,16 @@ def as_nvinfer_config(value: "str | Path | NvinferConfig") -> NvinferConfig:
 _Sections = dict[str, list[tuple[str, str, int]]]
 
 
+def configs_by_unique_id(value: Any) -> dict[int, NvinferConfig]:
+    """``{gie-unique-id: config}`` from one config (path, text or NvinferConfig), a mapping of them, or None."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {int(k): as_nvinfer_config(v) for k, v in value.items()}
+    cfg = as_nvinfer_config(value)
+    return {cfg.gie_unique_id: cfg}
+
+
 def _read_keyfile(text: str, source: str) -> _Sections:
     sections: _Sections = {}
     current: str | None = None

@@ -1,5 +1,5 @@
 """HDF5 recordings: the format (schema.py, docs/recording-format.md); writing: the Recorder and its
-background thread (writer.py), one file's datasets and block writes (segment.py), which frames to keep
+background thread (writer.py), one file being written (segment.py) and its block-written datasets (datasets.py), which frames to keep
 (rate_limiter.py); reading: Recording (reader.py), one file opened and checked (segment_reader.py), one
 frame read lazily (frame_view.py); ``dsprobe inspect`` (inspect.py)."""
 

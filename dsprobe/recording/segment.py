@@ -11,20 +11,22 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import h5py
 import numpy as np
 
-from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_CHUNK_BYTES, IMAGE_COLUMNS, IMAGE_ENCODINGS,
-                                      OBJECT_COLUMNS, SCHEMA_VERSION, compression_options, hdf5_name, jsonable,
-                                      layer_chunks, table_chunks)
+from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
+                                      SCHEMA_VERSION, jsonable)
+from dsprobe.recording.datasets import ByteStore, LayerSet, Table
 from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsprobe.recording.writer import Recorder
 
 _INT64_MAX = (1 << 63) - 1
+#: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
+TABLE_BLOCK_FRAMES = 256
 
 
 class _InvalidFrame(ValueError):
@@ -96,12 +98,12 @@ class _Segment:
             g.attrs["config_text"] = cfg.text
             g.attrs["config_path"] = cfg.path or ""
             g.attrs["config_json"] = json.dumps(cfg.to_dict())
-        self.tables = {name: _Table(self.f, name, cols) for name, cols in
+        self.tables = {name: Table(self.f, name, cols) for name, cols in
                        (("frames", FRAME_COLUMNS), ("objects", OBJECT_COLUMNS),
                         ("detections", OBJECT_COLUMNS), ("images", IMAGE_COLUMNS))}
-        self.image_data = _ByteStore(self.f, "images/data")
+        self.image_data = ByteStore(self.f, "images/data")
         self.image_bytes = 0
-        self.layer_sets: dict[tuple[str, int, str], _LayerSet] = {}
+        self.layer_sets: dict[tuple[str, int, str], LayerSet] = {}
         self.layer_names: dict[tuple[str, int], frozenset] = {}
         self.pending_images: list[np.ndarray] = []
         self.pending_frames = 0
@@ -164,7 +166,7 @@ class _Segment:
             key = (group, uid, name)
             ls = self.layer_sets.get(key)
             if ls is None:
-                ls = self.layer_sets[key] = _LayerSet(self.f, group, uid, name, arr, self.rec.compression)
+                ls = self.layer_sets[key] = LayerSet(self.f, group, uid, name, arr, self.rec.compression)
             row = ls.append(arr)
         return row
 
@@ -250,120 +252,6 @@ class _Segment:
             self.f.close()
         except Exception:
             pass
-
-
-#: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
-TABLE_BLOCK_FRAMES = 256
-
-
-class _RowBuffer:
-    """Rows kept in memory until the next block write: ``append`` numbers them, ``discard`` forgets
-    the unwritten ones, ``take`` hands them out with the file row of the first one."""
-
-    def __init__(self) -> None:
-        self.pending: list = []
-        self.count = 0  # rows numbered so far (written + pending)
-
-    def append(self, row: Any) -> int:
-        self.pending.append(row)
-        self.count += 1
-        return self.count - 1
-
-    def discard(self) -> None:
-        self.count -= len(self.pending)
-        self.pending = []
-
-    def take(self) -> tuple[int, list]:
-        rows, self.pending = self.pending, []
-        return self.count - len(rows), rows
-
-
-class _Table(_RowBuffer):
-    """A group of equal-length column datasets, appended in blocks."""
-
-    def __init__(self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
-        g = f.require_group(name)
-        self.ds = {c: g.create_dataset(c, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                       chunks=table_chunks(dtype, shape)) for c, (dtype, shape) in columns.items()}
-        super().__init__()
-
-    def write(self) -> None:
-        n0, rows = self.take()
-        if not rows:
-            return
-        for c, ds in self.ds.items():
-            ds.resize((self.count, *ds.shape[1:]))
-            ds[n0:self.count] = np.array([r[c] for r in rows], dtype=ds.dtype)
-
-
-class _ByteStore:
-    """A 1-D uint8 dataset appended in whole chunks: full chunks go straight to the file
-    (``write_direct_chunk``, no cache copy); the unfinished last chunk is kept in a buffer and its new
-    bytes are written normally so that a flush puts them on disk."""
-
-    def __init__(self, f: h5py.File, name: str, chunk: int = IMAGE_CHUNK_BYTES) -> None:
-        self.ds = f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=np.uint8)
-        self.chunk = chunk
-        self.tail = np.zeros(chunk, np.uint8)  # bytes of the unfinished last chunk
-        self.tail_len = 0                      # of which this many are valid
-        self.tail_written = 0                  # and this many are already in the file
-        self.size = 0
-
-    def extend(self, payloads: list[np.ndarray]) -> None:
-        total = self.size + sum(int(p.size) for p in payloads)
-        self.ds.resize((total,))
-        for p in payloads:
-            pos, n = 0, int(p.size)
-            while pos < n:
-                if self.tail_len == 0 and n - pos >= self.chunk:  # a whole chunk straight from the payload
-                    self.ds.id.write_direct_chunk((self.size,), p[pos:pos + self.chunk])
-                    k = self.chunk
-                else:
-                    k = min(self.chunk - self.tail_len, n - pos)
-                    self.tail[self.tail_len:self.tail_len + k] = p[pos:pos + k]
-                    self.tail_len += k
-                    if self.tail_len == self.chunk:
-                        self.ds.id.write_direct_chunk((self.size + k - self.chunk,), self.tail)
-                        self.tail_len = self.tail_written = 0
-                pos += k
-                self.size += k
-        if self.tail_len > self.tail_written:  # the new bytes of the unfinished chunk
-            start = self.size - self.tail_len
-            self.ds[start + self.tail_written:self.size] = self.tail[self.tail_written:self.tail_len]
-            self.tail_written = self.tail_len
-
-
-class _LayerSet(_RowBuffer):
-    """One layer's dataset: (rows, *shape) with its true dtype, chunks of whole frames (~1 MiB)."""
-
-    def __init__(self, f: h5py.File, group: str, uid: int, name: str, first: np.ndarray,
-                 compression: str | None) -> None:
-        self.shape, self.dtype = first.shape, first.dtype.newbyteorder("=")
-        chunks = layer_chunks(first.shape, first.dtype)
-        opts = compression_options(compression, first.dtype.itemsize) if chunks else {}
-        self.ds = f.create_dataset(f"{group}/{uid}/{hdf5_name(name)}", shape=(0, *first.shape),
-                                   maxshape=(None, *first.shape), dtype=self.dtype, chunks=chunks, **opts)
-        self.ds.attrs["layer_name"] = name
-        self.ds.attrs["unique_id"] = uid
-        self.rows_per_chunk = chunks[0] if chunks else 1
-        # one row per chunk and no filters: write chunks directly (as fast as a plain file write)
-        self.direct = bool(chunks) and self.rows_per_chunk == 1 and not opts
-        super().__init__()
-
-    def write(self) -> None:
-        n0, rows = self.take()
-        if not rows:
-            return
-        self.ds.resize((self.count, *self.shape))
-        if self.direct:  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
-            zeros = (0,) * len(self.shape)
-            for i, arr in enumerate(rows):
-                self.ds.id.write_direct_chunk((n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype))
-        elif self.rows_per_chunk == 1:  # big compressed frames: one chunk per row, no stacking copy
-            for i, arr in enumerate(rows):
-                self.ds[n0 + i] = arr
-        else:
-            self.ds[n0:self.count] = np.stack(rows)
 
 
 def _check_fields(frame: FrameRecord) -> None:

@@ -16,17 +16,18 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
+from dsprobe.nvinfer_config import configs_by_unique_id
 from dsprobe.recording import images as imgs
 from dsprobe.recording.rate_limiter import RateLimiter
 from dsprobe.recording.schema import IMAGE_ENCODINGS, compression_options, jsonable
 from dsprobe.recording.segment import _check_space, _InvalidFrame, _NoSpace, _Segment
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.types import FrameRecord, ImageRecord
 
 log = logging.getLogger("dsprobe.recorder")
 _STOP = object()
@@ -67,7 +68,7 @@ class Recorder:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.configs = _configs_by_id(nvinfer_config)
+        self.configs = configs_by_unique_id(nvinfer_config)
         self.layers = set(layers) if layers is not None else None
         self.limiter = RateLimiter(every_n, max_fps)
         self.images = images
@@ -344,10 +345,8 @@ class Recorder:
                 return None
             return self._encode_image(image)
 
-        objects = [_replace_obj(o, sel(o.layers), img(o.image)) for o in frame.objects]
-        return FrameRecord(frame.source_id, frame.frame_num, frame.pts_ns, frame.unique_id, frame.network_size,
-                           frame.frame_size, sel(frame.layers), objects, frame.detections, img(frame.image),
-                           frame.ntp_timestamp, frame.batch_id, frame.pad_index)
+        objects = [replace(o, layers=sel(o.layers), image=img(o.image)) for o in frame.objects]
+        return replace(frame, layers=sel(frame.layers), objects=objects, image=img(frame.image))
 
     def _encode_image(self, image: ImageRecord) -> ImageRecord:
         if image.encoding != "raw":
@@ -398,17 +397,3 @@ class Recorder:
                     self._count("dropped_stopped")
             except queue.Empty:
                 break
-
-
-def _replace_obj(o: ObjectRecord, layers: dict, image: ImageRecord | None) -> ObjectRecord:
-    return ObjectRecord(o.rect, o.class_id, o.confidence, o.object_id, o.unique_component_id, o.label,
-                        o.parent_index, o.parent_object_id, layers, image)
-
-
-def _configs_by_id(value: Any) -> dict[int, NvinferConfig]:
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        return {int(k): as_nvinfer_config(v) for k, v in value.items()}
-    cfg = as_nvinfer_config(value)
-    return {cfg.gie_unique_id: cfg}
