@@ -125,7 +125,8 @@ def test_error_crops_gallery():
 
 def test_core_never_imports_matplotlib_or_ipywidgets():
     code = ("import sys, dsprobe, dsprobe.search, dsprobe.evaluate, dsprobe.export, dsprobe.postprocess, "
-            "dsprobe.recording, dsprobe.viz, dsprobe.widgets\n"
+            "dsprobe.recording, dsprobe.viz, dsprobe.widgets, dsprobe.settings, dsprobe.figures, dsprobe.frame_browser, "
+            "dsprobe.postprocess.replay, dsprobe.compare_cli, dsprobe.nvinfer_keys\n"
             "from dsprobe import Postprocess, open_recording\n"
             "bad = [m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules]\n"
             "assert not bad, bad\n")
