@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-numpy1 verify lab bench clean
+.PHONY: install demo test lint test-numpy1 verify lab bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dsprobe.demo --out out/demo
+	$(PY) -m dsprobe.cli.demo --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff: pyflakes, pycodestyle, import order, bugbear, complexity (pyproject.toml), and the format check
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --allow-root notebooks/  # --allow-root: dev containers and Jetsons often run as root

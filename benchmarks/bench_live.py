@@ -55,10 +55,21 @@ def main(batches: int = 50) -> None:
         t_plain.append((time.perf_counter() - t0) / BATCH)
     p, q = statistics.median(t_probe), statistics.median(t_plain)
     budget = 1 / (30 * 4)
-    print(f"per frame, YOLOv8-640 (84x8400), {n_obj / (batches * BATCH):.0f} objects added per frame")
+    print(
+        f"per frame, YOLOv8-640 (84x8400), {n_obj / (batches * BATCH):.0f} objects added per frame"
+    )
     print(row("same Postprocess outside the probe", q))
-    print(row("attach_postprocess probe (walk, copy, postprocess, meta)", p, q, "of outside (adapter overhead)"))
-    print(f"  30 fps x 4 streams budget {budget * 1e3:.2f} ms per frame: the probe uses {p / budget:.0%} of it")
+    print(
+        row(
+            "attach_postprocess probe (walk, copy, postprocess, meta)",
+            p,
+            q,
+            "of outside (adapter overhead)",
+        )
+    )
+    print(
+        f"  30 fps x 4 streams budget {budget * 1e3:.2f} ms per frame: the probe uses {p / budget:.0%} of it"
+    )
 
 
 if __name__ == "__main__":

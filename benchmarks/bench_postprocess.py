@@ -37,26 +37,40 @@ from _timing import row  # noqa: E402
 
 from dsprobe import Postprocess, Recorder, open_recording  # noqa: E402
 from dsprobe.postprocess.registry import StepContext  # noqa: E402
-from dsprobe.types import FrameRecord  # noqa: E402
+from dsprobe.records import FrameRecord  # noqa: E402
 
 CONF, IOU = 0.25, 0.45
 
 
 def spec() -> Postprocess:
     """Class-aware NMS like Ultralytics' default: conf > 0.25, IoU 0.45, 300 boxes max."""
-    return Postprocess([
-        {"kind": "decode", "name": "yolov8", "params": {"score_threshold": CONF}},
-        {"kind": "filter", "name": "threshold", "params": {"pre_cluster_threshold": CONF}},
-        {"kind": "cluster", "name": "nms", "params": {"iou_threshold": IOU}},
-        {"kind": "scale", "name": "nvinfer", "params": {"maintain_aspect_ratio": True, "symmetric_padding": True}},
-    ])
+    return Postprocess(
+        [
+            {"kind": "decode", "name": "yolov8", "params": {"score_threshold": CONF}},
+            {"kind": "filter", "name": "threshold", "params": {"pre_cluster_threshold": CONF}},
+            {"kind": "cluster", "name": "nms", "params": {"iou_threshold": IOU}},
+            {
+                "kind": "scale",
+                "name": "nvinfer",
+                "params": {"maintain_aspect_ratio": True, "symmetric_padding": True},
+            },
+        ]
+    )
 
 
-def yolov8_output(rng: np.random.Generator, objects: int = 30, nc: int = 80, size: int = 640) -> np.ndarray:
+def yolov8_output(
+    rng: np.random.Generator, objects: int = 30, nc: int = 80, size: int = 640
+) -> np.ndarray:
     """A realistic raw YOLOv8 head (4+nc, 8400): sigmoid scores mostly ~0.001-0.02; each object lights
     up ~20 neighbouring anchors (scores 0.3-0.95, jittered boxes), like a trained detector's output."""
-    grid = np.concatenate([np.stack(np.meshgrid((np.arange(size // s) + .5) * s, (np.arange(size // s) + .5) * s),
-                                    -1).reshape(-1, 2) for s in (8, 16, 32)])
+    grid = np.concatenate(
+        [
+            np.stack(
+                np.meshgrid((np.arange(size // s) + 0.5) * s, (np.arange(size // s) + 0.5) * s), -1
+            ).reshape(-1, 2)
+            for s in (8, 16, 32)
+        ]
+    )
     out = np.empty((4 + nc, len(grid)), np.float32)
     out[:2] = grid.T
     out[2:4] = rng.uniform(8, 40, (2, len(grid)))
@@ -74,8 +88,9 @@ def yolov8_output(rng: np.random.Generator, objects: int = 30, nc: int = 80, siz
     return out
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 20, block: int = 10, warmup: int = 5
-                ) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int = 20, block: int = 10, warmup: int = 5
+) -> dict[str, float]:
     """Median seconds per call of each function, measured in interleaved rounds: each round runs every
     function ``block`` times in a row (steady state, as in a replay loop) before the next one, in a new
     random order each round (what ran just before leaves caches and the allocator in a different state,
@@ -99,6 +114,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 20, block: i
 
 def main() -> None:
     import argparse
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--torch-threads", type=int, default=1)
     args = ap.parse_args()
@@ -107,7 +123,7 @@ def main() -> None:
     frame = (1280, 720)
     ctx = StepContext(network_size=(640, 640), frame_size=frame)
     pp = spec()
-    k = iter(range(10 ** 9))
+    k = iter(range(10**9))
     nxt = lambda: outs[next(k) % 8]  # noqa: E731
     decoded = [pp.run({"output0": o}, ctx, stop=1) for o in outs]
     clustered = [pp.run({}, ctx, start=1, stop=3, dets=d) for d in decoded]
@@ -122,6 +138,7 @@ def main() -> None:
     try:
         import torch
         import torchvision
+
         try:
             from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
         except ImportError:
@@ -161,8 +178,10 @@ def main() -> None:
                 theirs = non_max_suppression(t, CONF, IOU, max_det=300)[0].numpy()
                 a = np.lexsort((ours.boxes[:, 1], ours.boxes[:, 0], ours.class_ids))
                 b = np.lexsort((theirs[:, 1], theirs[:, 0], theirs[:, 5]))
-                same += int(np.array_equal(ours.boxes[a], theirs[b, :4])
-                            and np.array_equal(ours.class_ids[a], theirs[b, 5].astype(int)))
+                same += int(
+                    np.array_equal(ours.boxes[a], theirs[b, :4])
+                    and np.array_equal(ours.class_ids[a], theirs[b, 5].astype(int))
+                )
                 mine = ul_scaled.run({"output0": o}, ctx).boxes[a]
                 sb = scale_boxes((640, 640), torch.from_numpy(theirs[b, :4].copy()), shape0).numpy()
                 worst = max(worst, float(np.abs(mine - sb).max()) if len(sb) else 0.0)
@@ -171,50 +190,101 @@ def main() -> None:
     t = interleaved(fns)
     n_kept = len(pp.run({"output0": outs[0]}, ctx))
     n_cand = len(decoded[0])
-    print(f"YOLOv8-640 output {outs[0].shape} float32 ({outs[0].nbytes / 1e6:.1f} MB), {n_cand} candidates "
-          f"above {CONF}, {n_kept} boxes kept per frame; medians of 200 calls in 20 interleaved rounds")
+    print(
+        f"YOLOv8-640 output {outs[0].shape} float32 ({outs[0].nbytes / 1e6:.1f} MB), {n_cand} candidates "
+        f"above {CONF}, {n_kept} boxes kept per frame; medians of 200 calls in 20 interleaved rounds"
+    )
     print(row("read the tensor bytes once (memory copy)", t["read"]))
-    print(row("dsprobe decode + threshold + NMS + scale", t["dsprobe"], t["read"], "the read (target <= 4x)"))
+    print(
+        row(
+            "dsprobe decode + threshold + NMS + scale",
+            t["dsprobe"],
+            t["read"],
+            "the read (target <= 4x)",
+        )
+    )
     print(row("  of which decode (max/argmax, boxes)", t["decode"]))
     print(row("  of which threshold + nvinfer NMS", t["nms"]))
     print(row("  of which nvinfer scale", t["scale"]))
     if missing:
-        print(f"  Ultralytics non_max_suppression + scale_boxes: n/a (install torch torchvision ultralytics: "
-              f"{missing} is missing; run .venv-verify/bin/python {Path(__file__).name} after make verify)")
+        print(
+            f"  Ultralytics non_max_suppression + scale_boxes: n/a (install torch torchvision ultralytics: "
+            f"{missing} is missing; run .venv-verify/bin/python {Path(__file__).name} after make verify)"
+        )
         print("  torchvision batched_nms: n/a (install torch torchvision)")
     else:
-        print(row("Ultralytics non_max_suppression + scale_boxes", t["ultralytics"], t["dsprobe"], "dsprobe"))
-        print(row("torchvision batched_nms (decode+scale in torch)", t["torchvision"], t["dsprobe"], "dsprobe"))
-        print(f"  dsprobe is {t['ultralytics'] / t['dsprobe']:.2f}x faster than Ultralytics' path (target >= 2x), "
-              f"{t['torchvision'] / t['dsprobe']:.2f}x faster than the torchvision path")
+        print(
+            row(
+                "Ultralytics non_max_suppression + scale_boxes",
+                t["ultralytics"],
+                t["dsprobe"],
+                "dsprobe",
+            )
+        )
+        print(
+            row(
+                "torchvision batched_nms (decode+scale in torch)",
+                t["torchvision"],
+                t["dsprobe"],
+                "dsprobe",
+            )
+        )
+        print(
+            f"  dsprobe is {t['ultralytics'] / t['dsprobe']:.2f}x faster than Ultralytics' path (target >= 2x), "
+            f"{t['torchvision'] / t['dsprobe']:.2f}x faster than the torchvision path"
+        )
         same, worst = ul_check()
-        print(f"  identical kept boxes (network px, float32) and classes to Ultralytics on {same}/{len(outs)} frames; "
-              f"after scaling (dsprobe scale:ultralytics vs scale_boxes) max |diff| {worst:.2e} px")
+        print(
+            f"  identical kept boxes (network px, float32) and classes to Ultralytics on {same}/{len(outs)} frames; "
+            f"after scaling (dsprobe scale:ultralytics vs scale_boxes) max |diff| {worst:.2e} px"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "replay.h5"
         with Recorder(path, images=False, drop_when_full=False) as rec:
             for i in range(300):
-                rec.record(FrameRecord(i % 2, i // 2, network_size=(640, 640, 3), frame_size=frame,
-                                       layers={"output0": outs[i % 8]}))
+                rec.record(
+                    FrameRecord(
+                        i % 2,
+                        i // 2,
+                        network_size=(640, 640, 3),
+                        frame_size=frame,
+                        layers={"output0": outs[i % 8]},
+                    )
+                )
         r = open_recording(path)
-        j = iter(range(10 ** 9))
-        th = interleaved({"h5": lambda: r.read_layer("output0", [next(j) % len(r)]),
-                          "dsprobe": lambda: pp.run({"output0": outs[next(j) % 8]}, ctx)})
+        j = iter(range(10**9))
+        th = interleaved(
+            {
+                "h5": lambda: r.read_layer("output0", [next(j) % len(r)]),
+                "dsprobe": lambda: pp.run({"output0": outs[next(j) % 8]}, ctx),
+            }
+        )
         print(row("read one frame's tensor from a recording (HDF5)", th["h5"]))
-        print(row("dsprobe decode + threshold + NMS + scale", th["dsprobe"], th["h5"], "the HDF5 read (target <= 4x)"))
+        print(
+            row(
+                "dsprobe decode + threshold + NMS + scale",
+                th["dsprobe"],
+                th["h5"],
+                "the HDF5 read (target <= 4x)",
+            )
+        )
         t0 = time.perf_counter()
         df = pp.run_recording(r)
         dt = time.perf_counter() - t0
-        print(f"  whole-recording replay (run_recording: read + postprocess): {len(r)} frames in {dt:.2f} s "
-              f"= {len(r) / dt:.0f} frames/s ({len(df)} detections)")
+        print(
+            f"  whole-recording replay (run_recording: read + postprocess): {len(r)} frames in {dt:.2f} s "
+            f"= {len(r) / dt:.0f} frames/s ({len(df)} detections)"
+        )
         t0 = time.perf_counter()
         dec = pp.decode_recording(r)
         t1 = time.perf_counter()
         dec.run(pp.with_params("cluster", iou_threshold=0.5))
         t2 = time.perf_counter()
-        print(f"  parameter sweep: decode_recording once {t1 - t0:.2f} s, then each setting "
-              f"(DecodedRecording.run) {t2 - t1:.2f} s = {len(r) / (t2 - t1):.0f} frames/s")
+        print(
+            f"  parameter sweep: decode_recording once {t1 - t0:.2f} s, then each setting "
+            f"(DecodedRecording.run) {t2 - t1:.2f} s = {len(r) / (t2 - t1):.0f} frames/s"
+        )
 
 
 if __name__ == "__main__":

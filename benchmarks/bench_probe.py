@@ -37,8 +37,9 @@ from dsprobe.deepstream.probe import RecorderProbe  # noqa: E402
 BATCH, MUX, LAYER = 4, (640, 360), (84, 8400)
 
 
-def make_batch(pipe: pyds.Pipeline, gie: pyds.GieOutput, out: np.ndarray, img: np.ndarray, k: int
-               ) -> tuple[pyds.ProbeInfo, list[np.ndarray], list[np.ndarray]]:
+def make_batch(
+    pipe: pyds.Pipeline, gie: pyds.GieOutput, out: np.ndarray, img: np.ndarray, k: int
+) -> tuple[pyds.ProbeInfo, list[np.ndarray], list[np.ndarray]]:
     """One batch in the double: tensor meta + surface per frame; also numpy views of the same bytes."""
     buf = pyds.Buffer()
     frames, tensor_views, surfaces = [], [], []
@@ -69,7 +70,7 @@ class KeepingRecorder:
         return True
 
     def record(self, frame: object, *, admitted: bool = False) -> bool:
-        self.kept = self.kept[-2 * BATCH:] + [frame]
+        self.kept = self.kept[-2 * BATCH :] + [frame]
         return True
 
     def update_stats(self, section: str, values: dict) -> None:
@@ -107,17 +108,23 @@ def run(batches: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recorder(Path(tmp) / "bench.h5", image_max_size=640, queue_size=256)
         probe = RecorderProbe(rec, muxer_size=MUX, jetson=False)
-        skipping = RecorderProbe(Recorder(Path(tmp) / "skip.h5", every_n=10 ** 9), muxer_size=MUX, jetson=False)
+        skipping = RecorderProbe(
+            Recorder(Path(tmp) / "skip.h5", every_n=10**9), muxer_size=MUX, jetson=False
+        )
         keeping = RecorderProbe(KeepingRecorder(), muxer_size=MUX, jetson=False)
         fixed = RecorderProbe(KeepingRecorder(), muxer_size=MUX, jetson=False, images=False)
         for k in range(batches + 5):
             info, views, surfaces = make_batch(pipe, gie, out, img, k)
-            runs = {"probe": (lambda: probe(pipe.pad, info), probe_t),
-                    "copy": (lambda: copies.append(plain_copy(views, surfaces)), copy_t),
-                    "skip": (lambda: skipping(pipe.pad, info), skip_t),
-                    "keep": (lambda: keeping(pipe.pad, info), keep_t)}  # keeps each stream's first frame only
+            runs = {
+                "probe": (lambda info=info: probe(pipe.pad, info), probe_t),
+                "copy": (lambda v=views, s=surfaces: copies.append(plain_copy(v, s)), copy_t),
+                "skip": (lambda info=info: skipping(pipe.pad, info), skip_t),
+                "keep": (lambda info=info: keeping(pipe.pad, info), keep_t),
+            }  # keeps each stream's first frame only
             names = list(runs)
-            for what in names[k % 4:] + names[:k % 4]:  # each goes first in turn (cache, writer thread)
+            for what in (
+                names[k % 4 :] + names[: k % 4]
+            ):  # each goes first in turn (cache, writer thread)
                 fn, times = runs[what]
                 f0 = minor_faults()
                 t0 = time.perf_counter()
@@ -139,19 +146,27 @@ def run(batches: int) -> None:
     s, kp, tiny = (statistics.median(t[warm]) for t in (skip_t, keep_t, tiny_t))
     ratios = np.array(probe_t[warm]) / np.array(copy_t[warm])  # same batch, same buffers
     mb = BATCH * (out.nbytes + MUX[0] * MUX[1] * 4) / 1e6
-    print(f"batch of {BATCH} frames: {BATCH} x ({LAYER[0]}x{LAYER[1]} float32 + {MUX[0]}x{MUX[1]} pitched RGBA "
-          f"surface) = {mb:.1f} MB copied; {batches} batches, median")
+    print(
+        f"batch of {BATCH} frames: {BATCH} x ({LAYER[0]}x{LAYER[1]} float32 + {MUX[0]}x{MUX[1]} pitched RGBA "
+        f"surface) = {mb:.1f} MB copied; {batches} batches, median"
+    )
     print(row("plain numpy copy of the same bytes (RGBA)", c))
-    print(row("attach_recorder probe (walk, copies, record())", p, c, "of the copy (target <= 1.5x)"))
+    print(
+        row("attach_recorder probe (walk, copies, record())", p, c, "of the copy (target <= 1.5x)")
+    )
     print(row("probe on a rate-limited batch (nothing copied)", s, c, "of the copy"))
     print(row("probe, no writer thread, memory reused", kp, c, "of the copy"))
     print(row("probe, 1-element layers, no image (fixed cost)", tiny, c, "of the copy"))
-    print(f"  per-batch ratio probe/copy: median {np.median(ratios):.2f}, p90 {np.percentile(ratios, 90):.2f}; "
-          f"page faults per batch (fresh memory for the copies): copy {np.median(faults['copy'][warm]):.0f}, "
-          f"probe {np.median(faults['probe'][warm]):.0f}, without writer {np.median(faults['keep'][warm]):.0f}")
-    print(f"  probe stats (as stored in the recording): mean {pstats['probe_ms_mean']:.2f} ms, "
-          f"p99 {pstats['probe_ms_p99']:.2f} ms per batch; recorder wrote {rstats['written']} frames, "
-          f"dropped {rstats['dropped_queue_full']} (queue full)")
+    print(
+        f"  per-batch ratio probe/copy: median {np.median(ratios):.2f}, p90 {np.percentile(ratios, 90):.2f}; "
+        f"page faults per batch (fresh memory for the copies): copy {np.median(faults['copy'][warm]):.0f}, "
+        f"probe {np.median(faults['probe'][warm]):.0f}, without writer {np.median(faults['keep'][warm]):.0f}"
+    )
+    print(
+        f"  probe stats (as stored in the recording): mean {pstats['probe_ms_mean']:.2f} ms, "
+        f"p99 {pstats['probe_ms_p99']:.2f} ms per batch; recorder wrote {rstats['written']} frames, "
+        f"dropped {rstats['dropped_queue_full']} (queue full)"
+    )
 
 
 if __name__ == "__main__":

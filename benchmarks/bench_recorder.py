@@ -34,16 +34,32 @@ from dsprobe.recording.synthetic import synthetic_image, yolov8_like_output
 
 def make_frames(n_distinct: int, fp16_engine: bool = False) -> list[FrameRecord]:
     rng = np.random.default_rng(0)
-    return [FrameRecord(0, i, pts_ns=i * 33_333_333, network_size=(640, 640, 3), frame_size=(1920, 1080),
-                        layers={"output0": yolov8_like_output(rng, fp16_engine=fp16_engine)},
-                        image=ImageRecord(synthetic_image(rng), (0.0, 0.0, 1920.0, 1080.0)))
-            for i in range(n_distinct)]
+    return [
+        FrameRecord(
+            0,
+            i,
+            pts_ns=i * 33_333_333,
+            network_size=(640, 640, 3),
+            frame_size=(1920, 1080),
+            layers={"output0": yolov8_like_output(rng, fp16_engine=fp16_engine)},
+            image=ImageRecord(synthetic_image(rng), (0.0, 0.0, 1920.0, 1080.0)),
+        )
+        for i in range(n_distinct)
+    ]
 
 
 def frame_at(frames: list[FrameRecord], i: int) -> FrameRecord:
     f = frames[i % len(frames)]
-    return FrameRecord(f.source_id, i, i * 33_333_333, f.unique_id, f.network_size, f.frame_size, f.layers,
-                       image=f.image)
+    return FrameRecord(
+        f.source_id,
+        i,
+        i * 33_333_333,
+        f.unique_id,
+        f.network_size,
+        f.frame_size,
+        f.layers,
+        image=f.image,
+    )
 
 
 def fsync_paths(paths: list[Path]) -> None:
@@ -106,8 +122,12 @@ def bench_recorder(frames: list[FrameRecord], path: Path, n: int, **opts) -> tup
 Timing = tuple[float, float]  # (wall seconds, CPU seconds of the whole process)
 
 
-def interleaved_pairs(first: Callable[[Path], float], second: Callable[[Path], float],
-                      paths: tuple[Path, Path], reps: int) -> list[tuple[Timing, Timing]]:
+def interleaved_pairs(
+    first: Callable[[Path], float],
+    second: Callable[[Path], float],
+    paths: tuple[Path, Path],
+    reps: int,
+) -> list[tuple[Timing, Timing]]:
     """Time two writers (each writes its path and returns its wall seconds) in ``reps`` pairs.
 
     One warm-up pair first (not counted): the first GB written by a fresh process is slow for both (page
@@ -117,7 +137,7 @@ def interleaved_pairs(first: Callable[[Path], float], second: Callable[[Path], f
     pairs = []
     for rep in range(-1, reps):
         got: dict[int, Timing] = {}
-        for i in ((0, 1) if rep % 2 else (1, 0)):
+        for i in (0, 1) if rep % 2 else (1, 0):
             c0 = time.process_time()
             wall = (first, second)[i](paths[i])
             got[i] = (wall, time.process_time() - c0)
@@ -131,10 +151,17 @@ def interleaved_pairs(first: Callable[[Path], float], second: Callable[[Path], f
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200, help="frames per throughput run")
-    ap.add_argument("--reps", type=int, default=7, help="interleaved raw/Recorder runs for the throughput ratio")
-    ap.add_argument("--dir", default=None, help="where to write (default: a temporary folder under ./out)")
-    ap.add_argument("--noise-floor", action="store_true",
-                    help="also time the raw write against itself the same way: the spread this machine gives")
+    ap.add_argument(
+        "--reps", type=int, default=7, help="interleaved raw/Recorder runs for the throughput ratio"
+    )
+    ap.add_argument(
+        "--dir", default=None, help="where to write (default: a temporary folder under ./out)"
+    )
+    ap.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also time the raw write against itself the same way: the spread this machine gives",
+    )
     args = ap.parse_args(argv)
     base = Path(args.dir or "out")
     base.mkdir(parents=True, exist_ok=True)
@@ -143,14 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         frames = make_frames(8)
         tensor_b = frames[0].layers["output0"].nbytes
         image_b = frames[0].image.data.nbytes
-        print(f"frame: output0 {frames[0].layers['output0'].shape} float32 = {tensor_b / 1e6:.2f} MB, "
-              f"image 640x360x3 = {image_b / 1e6:.2f} MB; writing to {workdir}")
+        print(
+            f"frame: output0 {frames[0].layers['output0'].shape} float32 = {tensor_b / 1e6:.2f} MB, "
+            f"image 640x360x3 = {image_b / 1e6:.2f} MB; writing to {workdir}"
+        )
 
         copy_us, rec_us = bench_record_cost(frames, workdir, 150)
         print("\n1. caller's cost per frame (median)")
         print(f"   numpy.copy of the same bytes   {copy_us:9.1f} us")
-        print(f"   Recorder.record()              {rec_us:9.1f} us   ratio {rec_us / copy_us:.3f}x  "
-              f"(target <= 1.5x) {'OK' if rec_us <= 1.5 * copy_us else 'MISSED'}")
+        print(
+            f"   Recorder.record()              {rec_us:9.1f} us   ratio {rec_us / copy_us:.3f}x  "
+            f"(target <= 1.5x) {'OK' if rec_us <= 1.5 * copy_us else 'MISSED'}"
+        )
 
         n = args.frames
 
@@ -160,30 +191,48 @@ def main(argv: list[str] | None = None) -> int:
         def recorder_write(path: Path) -> float:
             return bench_recorder(frames, path, n, compression=None, image_format="raw")[0]
 
-        pairs = interleaved_pairs(raw_write, recorder_write, (workdir / "raw.bin", workdir / "rec.h5"), args.reps)
+        pairs = interleaved_pairs(
+            raw_write, recorder_write, (workdir / "raw.bin", workdir / "rec.h5"), args.reps
+        )
         raw_s, raw_cpu = [p[0][0] for p in pairs], [p[0][1] for p in pairs]
         rec_s, rec_cpu = [p[1][0] for p in pairs], [p[1][1] for p in pairs]
         ratios = sorted(r / w for r, w in zip(raw_s, rec_s))
         ratio = float(np.median(ratios))
         raw_fps, rec_fps = n / float(np.median(raw_s)), n / float(np.median(rec_s))
         mb = (tensor_b + image_b) / 1e6
-        print(f"\n2. sustained throughput, {n} frames, uncompressed, raw images, fsync included "
-              f"(median of {args.reps} interleaved runs after one warm-up pair)")
-        print(f"   raw sequential write           {raw_fps:7.1f} frames/s  {raw_fps * mb:7.1f} MB/s")
-        print(f"   Recorder                       {rec_fps:7.1f} frames/s  {rec_fps * mb:7.1f} MB/s   "
-              f"ratio {ratio:.2f}x (target >= 0.8x) {'OK' if ratio >= 0.8 else 'MISSED'}")
-        print(f"   per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs (other processes skew single runs)")
-        print(f"   CPU time per frame (all threads; inflated too when other jobs compete): raw {np.median(raw_cpu) / n * 1e3:.2f} ms, "
-              f"Recorder {np.median(rec_cpu) / n * 1e3:.2f} ms, ratio raw/Recorder "
-              f"{np.median(raw_cpu) / np.median(rec_cpu):.2f}x")
+        print(
+            f"\n2. sustained throughput, {n} frames, uncompressed, raw images, fsync included "
+            f"(median of {args.reps} interleaved runs after one warm-up pair)"
+        )
+        print(
+            f"   raw sequential write           {raw_fps:7.1f} frames/s  {raw_fps * mb:7.1f} MB/s"
+        )
+        print(
+            f"   Recorder                       {rec_fps:7.1f} frames/s  {rec_fps * mb:7.1f} MB/s   "
+            f"ratio {ratio:.2f}x (target >= 0.8x) {'OK' if ratio >= 0.8 else 'MISSED'}"
+        )
+        print(
+            f"   per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs (other processes skew single runs)"
+        )
+        print(
+            f"   CPU time per frame (all threads; inflated too when other jobs compete): raw {np.median(raw_cpu) / n * 1e3:.2f} ms, "
+            f"Recorder {np.median(rec_cpu) / n * 1e3:.2f} ms, ratio raw/Recorder "
+            f"{np.median(raw_cpu) / np.median(rec_cpu):.2f}x"
+        )
         if args.noise_floor:
-            same = interleaved_pairs(raw_write, raw_write, (workdir / "raw_a.bin", workdir / "raw_b.bin"), args.reps)
+            same = interleaved_pairs(
+                raw_write, raw_write, (workdir / "raw_a.bin", workdir / "raw_b.bin"), args.reps
+            )
             floor = sorted(a[0] / b[0] for a, b in same)
-            print(f"   noise floor: the raw write against itself, same pairing: median {np.median(floor):.2f}x, "
-                  f"per-run {', '.join(f'{r:.2f}' for r in floor)} (1.00x on a quiet machine)")
+            print(
+                f"   noise floor: the raw write against itself, same pairing: median {np.median(floor):.2f}x, "
+                f"per-run {', '.join(f'{r:.2f}' for r in floor)} (1.00x on a quiet machine)"
+            )
 
-        print(f"\n3. compression, {n // 2} frames with JPEG images (default first); bytes per frame on disk")
+        print(
+            f"\n3. compression, {n // 2} frames with JPEG images (default first); bytes per frame on disk"
+        )
         print(f"   {'compression':<12} {'scores':<14} {'MB/frame':>9} {'ratio':>6} {'frames/s':>9}")
         choices = [None, "lzf", "gzip", "blosc-lz4", "blosc-zstd"]
         for fp16 in (False, True):
@@ -200,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 per = size / (n // 2)
                 if c is None:  # the first row: the ratio's base
                     base_per = per
-                print(f"   {str(c):<12} {'fp16 engine' if fp16 else 'fp32':<14} {per / 1e6:9.3f} "
-                      f"{base_per / per:6.2f} {(n // 2) / dt:9.1f}")
+                print(
+                    f"   {str(c):<12} {'fp16 engine' if fp16 else 'fp32':<14} {per / 1e6:9.3f} "
+                    f"{base_per / per:6.2f} {(n // 2) / dt:9.1f}"
+                )
                 path.unlink()
         print("\n   (" + "; ".join(f"{k}: {v}" for k, v in COMPRESSIONS.items()) + ")")
     finally:

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_time, row  # noqa: E402
 
-from dsprobe.nvinfer_config import load_nvinfer_config  # noqa: E402
+from dsprobe.nvinfer.config import load_nvinfer_config  # noqa: E402
 from dsprobe.reference.preprocess import muxer_scale, preprocess, preprocess_source  # noqa: E402
 from dsprobe.reference.recorder import record_onnx  # noqa: E402
 from dsprobe.reference.runner import OnnxModel  # noqa: E402
@@ -60,27 +60,47 @@ def main(seconds: float = 6.0, reps: int = 3) -> None:
             model(tensors)
             keep("ort", n / (time.perf_counter() - t0))
             for images in (True, False):
-                s = record_onnx(v.paths, CONFIG_PATH, None, Path(tmp) / f"ref_{images}.h5", muxer=MUXER_SIZE,
-                                batch=2, images=images, progress=False)
+                s = record_onnx(
+                    v.paths,
+                    CONFIG_PATH,
+                    None,
+                    Path(tmp) / f"ref_{images}.h5",
+                    muxer=MUXER_SIZE,
+                    batch=2,
+                    images=images,
+                    progress=False,
+                )
                 keep(f"recorder_{images}", s.fps, s.stage_seconds)
     f0 = frames[0]
     t_composed = median_time(lambda: preprocess_source(f0, MUXER_SIZE, pre), repeat=30)
     t_two_stage = median_time(lambda: preprocess(muxer_scale(f0, *MUXER_SIZE), pre), repeat=30)
-    print(f"{n} frames: 2 streams 960x540 H.264 -> muxer 1280x720 -> 320x320 letterbox, sample model "
-          f"(fixed batch 1), {model.providers[0]}; best of {reps} interleaved runs")
+    print(
+        f"{n} frames: 2 streams 960x540 H.264 -> muxer 1280x720 -> 320x320 letterbox, sample model "
+        f"(fixed batch 1), {model.providers[0]}; best of {reps} interleaved runs"
+    )
     ort_fps = best["ort"]
     print(f"  {'ONNX Runtime alone (same frames, preprocessed)':<52} {ort_fps:7.1f} frames/s")
     for images in (True, False):
         fps = best[f"recorder_{images}"]
         name = f"reference recorder, all stages{' + JPEG images' if images else ', no images'}"
-        print(f"  {name:<52} {fps:7.1f} frames/s  = {fps / ort_fps:.2f}x of inference alone "
-              f"(recording costs {100 * (1 - fps / ort_fps):.0f}%)")
-        print("      stage seconds: " + ", ".join(f"{k} {t:.2f}" for k, t in stages[f"recorder_{images}"].items() if t))
+        print(
+            f"  {name:<52} {fps:7.1f} frames/s  = {fps / ort_fps:.2f}x of inference alone "
+            f"(recording costs {100 * (1 - fps / ort_fps):.0f}%)"
+        )
+        print(
+            "      stage seconds: "
+            + ", ".join(f"{k} {t:.2f}" for k, t in stages[f"recorder_{images}"].items() if t)
+        )
     print(f"  {'decode alone (PyAV, RGB)':<52} {best['decode']:7.1f} frames/s")
     print("preprocessing one frame (source 960x540 -> network tensor):")
     print(row("composed nearest maps (what the recorder does)", t_composed))
-    print(row("muxer frame first, then nvinfer crop/resize", t_two_stage, t_composed, "of composed"))
+    print(
+        row("muxer frame first, then nvinfer crop/resize", t_two_stage, t_composed, "of composed")
+    )
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 6.0, int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(
+        float(sys.argv[1]) if len(sys.argv) > 1 else 6.0,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+    )

@@ -7,7 +7,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_tuner.py``. The committed recordings/sample.h5 holds 2 s per
 stream (60 frames), so by default the same sample is recorded for 20 s per stream (600 frames, as
-``python -m dsprobe.demo --make-sample`` does for 2 s) into out/bench/sample_20s.h5 on first use (~1 min).
+``python -m dsprobe.cli.demo --make-sample`` does for 2 s) into out/bench/sample_20s.h5 on first use (~1 min).
 """
 
 from __future__ import annotations
@@ -34,22 +34,26 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recording", help="recording with <stem>_gt.json beside it (default: the sample, 2 x 20 s)")
+    ap.add_argument(
+        "--recording",
+        help="recording with <stem>_gt.json beside it (default: the sample, 2 x 20 s)",
+    )
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--changes", type=int, default=20, help="slider changes to time")
     args = ap.parse_args()
 
     from dsprobe import Postprocess, open_recording
-    from dsprobe.evaluate import evaluate, load_ground_truth
-    from dsprobe.search import search
-    from dsprobe.widgets import Tuner
+    from dsprobe.analysis.evaluate import evaluate, load_ground_truth
+    from dsprobe.analysis.search import search
+    from dsprobe.notebook.tuner import Tuner
 
     if args.recording:
         path = Path(args.recording)
     else:
         path = ROOT / "out" / "bench" / "sample_20s.h5"
         if not (path.exists() and path.with_name(f"{path.stem}_gt.json").exists()):
-            from dsprobe.demo import make_sample
+            from dsprobe.cli.demo import make_sample
+
             print(f"recording the sample streams for 20 s each into {path} (once)...", flush=True)
             make_sample(path, seconds=20.0)
     rec = open_recording(path)
@@ -72,18 +76,29 @@ def main() -> int:
     frame = rec[tuner.row]
     t_plain, _ = timed(lambda: pp(frame), repeat=20)
     print("\n== slider change -> redrawn figure (one frame), median of", args.changes)
-    print(f"   tuner, frame figure only           {results[False] * 1e3:7.1f} ms   (target <= 150 ms)")
+    print(
+        f"   tuner, frame figure only           {results[False] * 1e3:7.1f} ms   (target <= 150 ms)"
+    )
     print(f"   tuner, frame + counts ({len(tuner.rows)} frames) {results[True] * 1e3:7.1f} ms")
-    print(f"   plain postprocess of that frame    {t_plain * 1e3:7.1f} ms   "
-          f"(figure / plain = {results[False] / t_plain:.1f}x)")
+    print(
+        f"   plain postprocess of that frame    {t_plain * 1e3:7.1f} ms   "
+        f"(figure / plain = {results[False] / t_plain:.1f}x)"
+    )
 
     # 2. 10 x 10 search with mAP on N frames
     gt_path = path.with_name(f"{path.stem}_gt.json")
     gt = load_ground_truth(gt_path, frame_size=rec[0].frame_size)
-    rows = np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)[:args.frames]
-    frames = list(zip(rec.frames["source_id"].iloc[rows].astype(int), rec.frames["frame_num"].iloc[rows].astype(int)))
-    grid = {"pre_cluster_threshold": [round(float(x), 2) for x in np.linspace(0.05, 0.6, 10)],
-            "iou_threshold": [round(float(x), 2) for x in np.linspace(0.3, 0.75, 10)]}
+    rows = np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)[: args.frames]
+    frames = list(
+        zip(
+            rec.frames["source_id"].iloc[rows].astype(int),
+            rec.frames["frame_num"].iloc[rows].astype(int),
+        )
+    )
+    grid = {
+        "pre_cluster_threshold": [round(float(x), 2) for x in np.linspace(0.05, 0.6, 10)],
+        "iou_threshold": [round(float(x), 2) for x in np.linspace(0.3, 0.75, 10)],
+    }
     t_run, df = timed(lambda: pp.run_recording(rec, rows), repeat=3)
     t_eval, _ = timed(lambda: evaluate(df, gt, frames), repeat=3)
 
@@ -93,14 +108,24 @@ def main() -> int:
 
     t_search, res = timed(run_search)
     n = len(res.table)
-    print(f"\n== {len(grid['pre_cluster_threshold'])} x {len(grid['iou_threshold'])} threshold x IoU search with mAP, "
-          f"{len(rows)} frames")
-    print(f"   search (decode once + {n} settings)  {t_search:7.2f} s   (target <= 30 s on 2 cores)")
-    print(f"   one plain postprocess run          {t_run:7.2f} s   (search / plain run = {t_search / t_run:.1f}x)")
-    print(f"   one plain run + mAP                {t_run + t_eval:7.2f} s   "
-          f"({n} of them: ~{n * (t_run + t_eval):.0f} s, {n * (t_run + t_eval) / t_search:.0f}x the search)")
-    print(f"   best {res.best_params}: mAP@0.5 {res.table.iloc[0]['map50']:.4f}, "
-          f"mAP@0.5:0.95 {res.table.iloc[0]['map50_95']:.4f}")
+    print(
+        f"\n== {len(grid['pre_cluster_threshold'])} x {len(grid['iou_threshold'])} threshold x IoU search with mAP, "
+        f"{len(rows)} frames"
+    )
+    print(
+        f"   search (decode once + {n} settings)  {t_search:7.2f} s   (target <= 30 s on 2 cores)"
+    )
+    print(
+        f"   one plain postprocess run          {t_run:7.2f} s   (search / plain run = {t_search / t_run:.1f}x)"
+    )
+    print(
+        f"   one plain run + mAP                {t_run + t_eval:7.2f} s   "
+        f"({n} of them: ~{n * (t_run + t_eval):.0f} s, {n * (t_run + t_eval) / t_search:.0f}x the search)"
+    )
+    print(
+        f"   best {res.best_params}: mAP@0.5 {res.table.iloc[0]['map50']:.4f}, "
+        f"mAP@0.5:0.95 {res.table.iloc[0]['map50_95']:.4f}"
+    )
     rec.close()
     return 0
 

@@ -12,16 +12,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "FrameRecord": "dsprobe.types",
-    "ObjectRecord": "dsprobe.types",
-    "ImageRecord": "dsprobe.types",
-    "UNTRACKED_OBJECT_ID": "dsprobe.types",
+    "FrameRecord": "dsprobe.records",
+    "ObjectRecord": "dsprobe.records",
+    "ImageRecord": "dsprobe.records",
+    "UNTRACKED_OBJECT_ID": "dsprobe.records",
     "Detections": "dsprobe.detections",
     "Recorder": "dsprobe.recording.writer",
     "Recording": "dsprobe.recording.reader",
     "open_recording": "dsprobe.recording.reader",
-    "NvinferConfig": "dsprobe.nvinfer_config",
-    "load_nvinfer_config": "dsprobe.nvinfer_config",
+    "NvinferConfig": "dsprobe.nvinfer.config",
+    "load_nvinfer_config": "dsprobe.nvinfer.config",
     "Postprocess": "dsprobe.postprocess.pipeline",
 }
 

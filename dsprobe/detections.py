@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from dsprobe.types import ObjectRecord
+    from dsprobe.records import ObjectRecord
 
 Space = Literal["network", "frame", "crop"]
 """``network``: network-input pixels (letterbox included); ``frame``: nvstreammux-output pixels;
@@ -45,38 +45,62 @@ class Detections:
 
     def __post_init__(self) -> None:
         boxes = self.boxes
-        if not (type(boxes) is np.ndarray and boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4):
+        if not (
+            type(boxes) is np.ndarray
+            and boxes.dtype == np.float32
+            and boxes.ndim == 2
+            and boxes.shape[1] == 4
+        ):
             boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             object.__setattr__(self, "boxes", boxes)
         n = boxes.shape[0]
         object.__setattr__(self, "scores", _column(self.scores, np.float32, n, "scores"))
         object.__setattr__(self, "class_ids", _column(self.class_ids, np.int32, n, "class_ids"))
-        for name, dtype in (("keypoints", np.float32), ("vectors", np.float32),
-                            ("masks", np.float32), ("object_ids", np.uint64)):
+        for name, dtype in (
+            ("keypoints", np.float32),
+            ("vectors", np.float32),
+            ("masks", np.float32),
+            ("object_ids", np.uint64),
+        ):
             value = getattr(self, name)
             if value is not None:
                 value = np.asarray(value, dtype=dtype)
                 if value.shape[:1] != (n,):
-                    raise ValueError(f"Detections.{name} has {value.shape[0] if value.ndim else 0} rows, "
-                                     f"expected {n} (one per box)")
+                    raise ValueError(
+                        f"Detections.{name} has {value.shape[0] if value.ndim else 0} rows, "
+                        f"expected {n} (one per box)"
+                    )
                 object.__setattr__(self, name, value)
         if self.space not in ("network", "frame", "crop"):
-            raise ValueError(f"Detections.space must be 'network', 'frame' or 'crop', got {self.space!r}")
+            raise ValueError(
+                f"Detections.space must be 'network', 'frame' or 'crop', got {self.space!r}"
+            )
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def empty(cls, space: Space = "network") -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), space)
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), space
+        )
 
     @classmethod
-    def from_objects(cls, objects: Sequence["ObjectRecord"], space: Space = "frame") -> "Detections":
+    def from_objects(
+        cls, objects: Sequence["ObjectRecord"], space: Space = "frame"
+    ) -> "Detections":
         """Detections from recorded ``NvDsObjectMeta`` records (rects are left, top, width, height)."""
         if not objects:
             return cls.empty(space)
-        rects = np.array([o.rect for o in objects], dtype=np.float32).astype(np.float64).reshape(-1, 4)
+        rects = (
+            np.array([o.rect for o in objects], dtype=np.float32).astype(np.float64).reshape(-1, 4)
+        )
         boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
-        return cls(boxes, [o.confidence for o in objects], [o.class_id for o in objects], space,
-                   object_ids=np.array([o.object_id for o in objects], dtype=np.uint64))
+        return cls(
+            boxes,
+            [o.confidence for o in objects],
+            [o.class_id for o in objects],
+            space,
+            object_ids=np.array([o.object_id for o in objects], dtype=np.uint64),
+        )
 
     @classmethod
     def concatenate(cls, parts: Iterable["Detections"]) -> "Detections":
@@ -95,10 +119,16 @@ class Detections:
                 raise ValueError(f"cannot concatenate Detections where only some have {name}")
             return np.concatenate(values)
 
-        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-                   np.concatenate([p.class_ids for p in parts]), parts[0].space,
-                   keypoints=cat("keypoints"), vectors=cat("vectors"), masks=cat("masks"),
-                   object_ids=cat("object_ids"))
+        return cls(
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.class_ids for p in parts]),
+            parts[0].space,
+            keypoints=cat("keypoints"),
+            vectors=cat("vectors"),
+            masks=cat("masks"),
+            object_ids=cat("object_ids"),
+        )
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -109,11 +139,15 @@ class Detections:
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         elif isinstance(index, tuple):
-            raise TypeError("Detections are indexed by rows only (mask, indices, slice or int), not a tuple")
+            raise TypeError(
+                "Detections are indexed by rows only (mask, indices, slice or int), not a tuple"
+            )
         rows = self.boxes[index]  # IndexError / shape errors here, before anything is built
         if rows.ndim != 2:
             raise IndexError(f"Detections index {index!r} does not select rows")
-        out = object.__new__(type(self))  # the arrays are already checked: no __post_init__ (hot path)
+        out = object.__new__(
+            type(self)
+        )  # the arrays are already checked: no __post_init__ (hot path)
         object.__setattr__(out, "boxes", rows)
         object.__setattr__(out, "space", self.space)
         for name in _ROW_FIELDS:
@@ -133,22 +167,35 @@ class Detections:
         """(N, 4) float32 ``left, top, width, height`` as a probe writes them into ``rect_params``
         (width computed in float64 from the float32 corners, then stored as float32)."""
         b = self.boxes.astype(np.float64)
-        return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1).astype(np.float32)
+        return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1).astype(
+            np.float32
+        )
 
     def same_objects(self, other: "Detections") -> bool:
         """Bit-identical as DeepStream object meta: rects (float32), scores (float32) and class ids."""
-        return (len(self) == len(other) and np.array_equal(self.to_rects(), other.to_rects())
-                and np.array_equal(self.scores, other.scores) and np.array_equal(self.class_ids, other.class_ids))
+        return (
+            len(self) == len(other)
+            and np.array_equal(self.to_rects(), other.to_rects())
+            and np.array_equal(self.scores, other.scores)
+            and np.array_equal(self.class_ids, other.class_ids)
+        )
 
     def to_dataframe(self, labels: Sequence[str] | None = None) -> "pd.DataFrame":
         """One row per detection: x1, y1, x2, y2, width, height, score, class_id (+ label, object_id)."""
         import pandas as pd
 
-        df = pd.DataFrame({
-            "x1": self.boxes[:, 0], "y1": self.boxes[:, 1], "x2": self.boxes[:, 2], "y2": self.boxes[:, 3],
-            "width": self.widths, "height": self.heights,
-            "score": self.scores, "class_id": self.class_ids,
-        })
+        df = pd.DataFrame(
+            {
+                "x1": self.boxes[:, 0],
+                "y1": self.boxes[:, 1],
+                "x2": self.boxes[:, 2],
+                "y2": self.boxes[:, 3],
+                "width": self.widths,
+                "height": self.heights,
+                "score": self.scores,
+                "class_id": self.class_ids,
+            }
+        )
         if labels is not None:
             df["label"] = [labels[c] if 0 <= c < len(labels) else str(c) for c in self.class_ids]
         if self.object_ids is not None:
@@ -171,14 +218,20 @@ class Detections:
         return True
 
     def __repr__(self) -> str:
-        extra = "".join(f", {n}={getattr(self, n).shape}" for n in ("keypoints", "vectors", "masks")
-                        if getattr(self, n) is not None)
+        extra = "".join(
+            f", {n}={getattr(self, n).shape}"
+            for n in ("keypoints", "vectors", "masks")
+            if getattr(self, n) is not None
+        )
         return f"Detections(n={len(self)}, space={self.space!r}{extra})"
 
 
 def _column(values: object, dtype: type, n: int, name: str) -> np.ndarray:
-    arr = values if type(values) is np.ndarray and values.dtype == dtype and values.ndim == 1 else \
-        np.asarray(values, dtype=dtype).reshape(-1)
+    arr = (
+        values
+        if type(values) is np.ndarray and values.dtype == dtype and values.ndim == 1
+        else np.asarray(values, dtype=dtype).reshape(-1)
+    )
     if arr.shape[0] != n:
         raise ValueError(f"Detections.{name} has {arr.shape[0]} values, expected {n} (one per box)")
     return arr

@@ -21,20 +21,29 @@ import dsprobe.deepstream
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("uris", nargs="+")
-    ap.add_argument("--pgie", required=True, help="PGIE config: network-type=100, output-tensor-meta=1")
-    ap.add_argument("--spec", required=True, help="postprocess spec saved by Postprocess.save / notebook 04")
-    ap.add_argument("--sgie", help="SGIE config consuming the objects (operate-on-gie-id = PGIE's gie-unique-id)")
+    ap.add_argument(
+        "--pgie", required=True, help="PGIE config: network-type=100, output-tensor-meta=1"
+    )
+    ap.add_argument(
+        "--spec", required=True, help="postprocess spec saved by Postprocess.save / notebook 04"
+    )
+    ap.add_argument(
+        "--sgie",
+        help="SGIE config consuming the objects (operate-on-gie-id = PGIE's gie-unique-id)",
+    )
     ap.add_argument("--tracker", help="nvtracker ll-config-file (enables the tracker)")
-    ap.add_argument("--muxer", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1920, 1080))
+    ap.add_argument(
+        "--muxer", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1920, 1080)
+    )
     ap.add_argument("--record", help="also record tensors + the added objects to this .h5")
     ap.add_argument("--display", action="store_true")
     args = ap.parse_args()
 
     import gi
-    gi.require_version("Gst", "1.0")
-    from gi.repository import GLib, Gst
 
+    gi.require_version("Gst", "1.0")
     from deepstream_record import build_pipeline  # same source/muxer/convert chain
+    from gi.repository import GLib, Gst
 
     Gst.init(None)
     args.sgie_first = args.sgie
@@ -43,34 +52,49 @@ def main() -> int:
     pgie = pipeline.get_by_name("pgie")
     cfg = dsprobe.load_nvinfer_config(args.pgie)
     if cfg.network_type != 100:
-        print("note: network-type is not 100, so nvinfer also runs its own parser; its objects stay too",
-              file=sys.stderr)
+        print(
+            "note: network-type is not 100, so nvinfer also runs its own parser; its objects stay too",
+            file=sys.stderr,
+        )
     # insert tracker / SGIE right after the PGIE (the probe on the PGIE's src pad runs before them)
     after = pgie
     nxt = pgie.get_static_pad("src").get_peer().get_parent_element()
     pgie.unlink(nxt)
-    for name, factory, prop in (("tracker", "nvtracker", args.tracker), ("sgie", "nvinfer", args.sgie_first)):
+    for name, factory, prop in (
+        ("tracker", "nvtracker", args.tracker),
+        ("sgie", "nvinfer", args.sgie_first),
+    ):
         if not prop:
             continue
         el = Gst.ElementFactory.make(factory, name)
         el.set_property("ll-config-file" if factory == "nvtracker" else "config-file-path", prop)
         if factory == "nvtracker":
-            el.set_property("ll-lib-file", "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so")
+            el.set_property(
+                "ll-lib-file",
+                "/opt/nvidia/deepstream/deepstream/lib/libnvds_nvmultiobjecttracker.so",
+            )
         pipeline.add(el)
         after.link(el)
         after = el
     after.link(nxt)
-    live = dsprobe.deepstream.attach_postprocess(pgie, args.spec, unique_id=cfg.gie_unique_id,
-                                                 muxer_size=args.muxer, keypoints=True)
+    live = dsprobe.deepstream.attach_postprocess(
+        pgie, args.spec, unique_id=cfg.gie_unique_id, muxer_size=args.muxer, keypoints=True
+    )
     recorder = None
     if args.record:
         recorder = dsprobe.Recorder(args.record, nvinfer_config=args.pgie)
-        dsprobe.deepstream.attach_recorder(rgba.get_static_pad("src"), recorder, muxer_size=args.muxer)
+        dsprobe.deepstream.attach_recorder(
+            rgba.get_static_pad("src"), recorder, muxer_size=args.muxer
+        )
     loop = GLib.MainLoop()
     bus = pipeline.get_bus()
     bus.add_signal_watch()
-    bus.connect("message", lambda _b, m: loop.quit() if m.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR)
-                else None)
+    bus.connect(
+        "message",
+        lambda _b, m: (
+            loop.quit() if m.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR) else None
+        ),
+    )
     pipeline.set_state(Gst.State.PLAYING)
     try:
         loop.run()

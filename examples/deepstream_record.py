@@ -34,8 +34,11 @@ def build_pipeline(Gst, args):
     for i, uri in enumerate(args.uris):
         src = Gst.ElementFactory.make("uridecodebin", f"src{i}")
         src.set_property("uri", uri)
-        sinkpad = mux.request_pad_simple(f"sink_{i}") if hasattr(mux, "request_pad_simple") else \
-            mux.get_request_pad(f"sink_{i}")
+        sinkpad = (
+            mux.request_pad_simple(f"sink_{i}")
+            if hasattr(mux, "request_pad_simple")
+            else mux.get_request_pad(f"sink_{i}")
+        )
 
         def on_pad(_src, pad, target=sinkpad):
             caps = pad.get_current_caps() or pad.query_caps(None)
@@ -63,7 +66,10 @@ def build_pipeline(Gst, args):
             el.set_property("nvbuf-memory-type", mem)
     chain += [conv, caps]
     if args.display:
-        chain += [Gst.ElementFactory.make("nvdsosd", "osd"), Gst.ElementFactory.make("nveglglessink", "sink")]
+        chain += [
+            Gst.ElementFactory.make("nvdsosd", "osd"),
+            Gst.ElementFactory.make("nveglglessink", "sink"),
+        ]
     else:
         sink = Gst.ElementFactory.make("fakesink", "sink")
         sink.set_property("sync", False)
@@ -80,21 +86,39 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("uris", nargs="+", help="file:// or rtsp:// URIs, one per stream")
     ap.add_argument("--pgie", required=True, help="nvinfer config of the primary GIE")
-    ap.add_argument("--sgie", help="nvinfer config of a secondary GIE (its tensors are recorded per object)")
-    ap.add_argument("-o", "--output", default="recordings/run.h5", help="the .h5 recording to write")
-    ap.add_argument("--muxer", type=lambda s: tuple(int(v) for v in s.split("x")), default=(1920, 1080),
-                    help="nvstreammux output WIDTHxHEIGHT (the space of object rects), default 1920x1080")
+    ap.add_argument(
+        "--sgie", help="nvinfer config of a secondary GIE (its tensors are recorded per object)"
+    )
+    ap.add_argument(
+        "-o", "--output", default="recordings/run.h5", help="the .h5 recording to write"
+    )
+    ap.add_argument(
+        "--muxer",
+        type=lambda s: tuple(int(v) for v in s.split("x")),
+        default=(1920, 1080),
+        help="nvstreammux output WIDTHxHEIGHT (the space of object rects), default 1920x1080",
+    )
     ap.add_argument("--every-n", type=int, default=1, help="record every Nth frame per stream")
     ap.add_argument("--max-fps", type=float, help="at most this many frames per second per stream")
-    ap.add_argument("--image-size", type=int, default=640, help="longest side of stored frames (0: no images)")
-    ap.add_argument("--crops", action="store_true", help="also store a crop of each object an SGIE inferred on")
-    ap.add_argument("--unique-ids", type=lambda s: [int(v) for v in s.split(",")],
-                    help="record only these gie-unique-ids, e.g. 1,2 (default: every GIE)")
-    ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: end of stream)")
+    ap.add_argument(
+        "--image-size", type=int, default=640, help="longest side of stored frames (0: no images)"
+    )
+    ap.add_argument(
+        "--crops", action="store_true", help="also store a crop of each object an SGIE inferred on"
+    )
+    ap.add_argument(
+        "--unique-ids",
+        type=lambda s: [int(v) for v in s.split(",")],
+        help="record only these gie-unique-ids, e.g. 1,2 (default: every GIE)",
+    )
+    ap.add_argument(
+        "--duration", type=float, default=0, help="stop after this many seconds (0: end of stream)"
+    )
     ap.add_argument("--display", action="store_true", help="show the OSD instead of a fakesink")
     args = ap.parse_args()
 
     import gi
+
     gi.require_version("Gst", "1.0")
     from gi.repository import GLib, Gst
 
@@ -103,12 +127,23 @@ def main() -> int:
     configs = {dsprobe.load_nvinfer_config(args.pgie).gie_unique_id: args.pgie}
     if args.sgie:
         configs[dsprobe.load_nvinfer_config(args.sgie).gie_unique_id] = args.sgie
-    recorder = dsprobe.Recorder(args.output, nvinfer_config=configs, every_n=args.every_n, max_fps=args.max_fps,
-                                images=args.image_size > 0, image_max_size=args.image_size or 640,
-                                notes={"uris": args.uris, "app": "examples/deepstream_record.py"})
+    recorder = dsprobe.Recorder(
+        args.output,
+        nvinfer_config=configs,
+        every_n=args.every_n,
+        max_fps=args.max_fps,
+        images=args.image_size > 0,
+        image_max_size=args.image_size or 640,
+        notes={"uris": args.uris, "app": "examples/deepstream_record.py"},
+    )
     # probe after the RGBA converter: tensors from every GIE upstream, plus frame pixels
-    handle = dsprobe.deepstream.attach_recorder(probe_after.get_static_pad("src"), recorder, muxer_size=args.muxer,
-                                                object_crops=args.crops, unique_ids=args.unique_ids)
+    handle = dsprobe.deepstream.attach_recorder(
+        probe_after.get_static_pad("src"),
+        recorder,
+        muxer_size=args.muxer,
+        object_crops=args.crops,
+        unique_ids=args.unique_ids,
+    )
     loop = GLib.MainLoop()
     bus = pipeline.get_bus()
     bus.add_signal_watch()
@@ -123,14 +158,19 @@ def main() -> int:
 
     bus.connect("message", on_message)
     if args.duration:
-        GLib.timeout_add(int(args.duration * 1000), lambda: (pipeline.send_event(Gst.Event.new_eos()), False)[1])
+        GLib.timeout_add(
+            int(args.duration * 1000), lambda: (pipeline.send_event(Gst.Event.new_eos()), False)[1]
+        )
     signal.signal(signal.SIGINT, lambda *a: pipeline.send_event(Gst.Event.new_eos()))
 
     def report():
         s = handle.stats
-        print(f"frames {s['frames']} recorded {s['frames_recorded']} probe {s['probe_ms_mean']:.2f} ms "
-              f"(p99 {s['probe_ms_p99']:.2f}) errors {s['error_count']} | recorder {recorder.stats['written']} written, "
-              f"{recorder.stats['dropped_queue_full']} dropped", flush=True)
+        print(
+            f"frames {s['frames']} recorded {s['frames_recorded']} probe {s['probe_ms_mean']:.2f} ms "
+            f"(p99 {s['probe_ms_p99']:.2f}) errors {s['error_count']} | recorder {recorder.stats['written']} written, "
+            f"{recorder.stats['dropped_queue_full']} dropped",
+            flush=True,
+        )
         return True
 
     GLib.timeout_add_seconds(5, report)

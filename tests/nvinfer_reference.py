@@ -127,7 +127,9 @@ def round_down_2(v: int) -> int:
     return v & ~1
 
 
-def converted_buffer_geometry(crop_rect, network_w, network_h, maintain_aspect_ratio, symmetric_padding):
+def converted_buffer_geometry(
+    crop_rect, network_w, network_h, maintain_aspect_ratio, symmetric_padding
+):
     """get_converted_buffer: (ratio_x, ratio_y, offset_left, offset_top)."""
     src_width = round_down_2(int(crop_rect[2]))
     src_height = round_down_2(int(crop_rect[3]))
@@ -160,9 +162,18 @@ class FilterParams:
     detection_max_height: int = 0
 
 
-def attach_metadata_detector(objects, geometry, surface_w, surface_h, filter_params, filter_out_class_ids=(),
-                             crop_objects_to_roi_boundary=False, clamp_negative=False, parent_rect=None,
-                             apply_filters=True):
+def attach_metadata_detector(  # noqa: C901 (a line-by-line transcription of the C function)
+    objects,
+    geometry,
+    surface_w,
+    surface_h,
+    filter_params,
+    filter_out_class_ids=(),
+    crop_objects_to_roi_boundary=False,
+    clamp_negative=False,
+    parent_rect=None,
+    apply_filters=True,
+):
     """attach_metadata_detector: the rects (float32 left, top, width, height) nvinfer attaches.
 
     ``geometry`` = (ratio_x, ratio_y, offset_left, offset_top); ``filter_params[c]`` a FilterParams;

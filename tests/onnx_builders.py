@@ -13,13 +13,17 @@ def _save(graph, path: str | Path, opset: int = 17) -> Path:
     import onnx
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION
+    )
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return Path(path)
 
 
-def tiny_classifier(path: str | Path, size: int = 32, classes: int = 4, batch: int | str = "N", seed: int = 0) -> Path:
+def tiny_classifier(
+    path: str | Path, size: int = 32, classes: int = 4, batch: int | str = "N", seed: int = 0
+) -> Path:
     """``input`` (batch, 3, size, size) -> mean colour -> linear -> softmax ``probs`` (batch, classes):
     a classifier whose output depends on the crop it is given."""
     from onnx import TensorProto, helper, numpy_helper
@@ -27,18 +31,31 @@ def tiny_classifier(path: str | Path, size: int = 32, classes: int = 4, batch: i
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.normal(0, 4, (3, classes)).astype(np.float32), "W")
     b = numpy_helper.from_array(rng.normal(0, 1, (classes,)).astype(np.float32), "B")
-    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
-    g = helper.make_graph(nodes, "tiny_classifier",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])], [w, b])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "tiny_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])],
+        [w, b],
+    )
     return _save(g, path)
 
 
-def tiny_conv(path: str | Path, width: int, height: int, channels: int = 3, nhwc: bool = False,
-              batch: int | str = 1, seed: int = 0) -> Path:
+def tiny_conv(
+    path: str | Path,
+    width: int,
+    height: int,
+    channels: int = 3,
+    nhwc: bool = False,
+    batch: int | str = 1,
+    seed: int = 0,
+) -> Path:
     """``images`` (NCHW or NHWC) -> 1x1 conv to 2 channels -> ``feat`` (batch, 2, H, W) and the mean
     ``pooled`` (batch, 2): outputs that show every input pixel."""
     from onnx import TensorProto, helper, numpy_helper
@@ -51,12 +68,21 @@ def tiny_conv(path: str | Path, width: int, height: int, channels: int = 3, nhwc
     if nhwc:
         nodes.append(helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]))
         x = "nchw"
-    nodes += [helper.make_node("Conv", [x, "W"], ["feat"]),
-              helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
-              helper.make_node("Flatten", ["gap"], ["pooled"])]
-    g = helper.make_graph(nodes, "tiny_conv", [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
-                          [helper.make_tensor_value_info("feat", TensorProto.FLOAT, [batch, 2, height, width]),
-                           helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [batch, 2])], [w])
+    nodes += [
+        helper.make_node("Conv", [x, "W"], ["feat"]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "tiny_conv",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info("feat", TensorProto.FLOAT, [batch, 2, height, width]),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [batch, 2]),
+        ],
+        [w],
+    )
     return _save(g, path)
 
 
@@ -68,7 +94,13 @@ def float16_model(src: str | Path, dst: str | Path) -> Path:
 
     m = onnx.load(str(src))
     g = m.graph
-    keep = {n.input[i] for n in g.node if n.op_type == "Resize" for i in (1, 2) if len(n.input) > i and n.input[i]}
+    keep = {
+        n.input[i]
+        for n in g.node
+        if n.op_type == "Resize"
+        for i in (1, 2)
+        if len(n.input) > i and n.input[i]
+    }
 
     def half(t) -> None:
         if t.data_type == TensorProto.FLOAT and t.name not in keep:

@@ -65,7 +65,9 @@ def _cast(data: Any) -> Any:
     if isinstance(address, bool) or not isinstance(address, int):
         raise TypeError(f"cast() expects a capsule or an int address, got {type(data).__name__}")
     if address not in _objects:
-        raise ValueError(f"cast(): nothing at address {address:#x} (the double's stand-in for a bad pointer)")
+        raise ValueError(
+            f"cast(): nothing at address {address:#x} (the double's stand-in for a bad pointer)"
+        )
     return _objects[address]
 
 
@@ -91,7 +93,9 @@ class NvDsMetaType(enum.IntEnum):
     NVDS_START_USER_META = 4096
 
     @classmethod
-    def _missing_(cls, value: object) -> "NvDsMetaType":  # pybind11 enums accept any int (custom meta types)
+    def _missing_(
+        cls, value: object
+    ) -> "NvDsMetaType":  # pybind11 enums accept any int (custom meta types)
         obj = int.__new__(cls, value)
         obj._name_, obj._value_ = f"USER_META_{value}", value
         return obj
@@ -125,14 +129,20 @@ class NvDsInferDims:
         self.numDims = len(shape)
         self.numElements = int(np.prod(shape)) if shape else 1
         self.d = np.zeros(8, np.uint32)
-        self.d[:len(shape)] = shape
+        self.d[: len(shape)] = shape
 
 
 class NvDsInferLayerInfo:
     """``infer_dims=False`` is pyds < 1.1.4, which binds only ``dims``."""
 
-    def __init__(self, name: str, dtype_code: int, shape: tuple[int, ...], binding: int,
-                 infer_dims: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        dtype_code: int,
+        shape: tuple[int, ...],
+        binding: int,
+        infer_dims: bool = True,
+    ) -> None:
         self.layerName = name
         self.dataType = dtype_code if dtype_code > 3 else NvDsInferDataType(dtype_code)
         if infer_dims:
@@ -151,8 +161,13 @@ class NvDsInferNetworkInfo:
 
 
 class NvDsInferTensorMeta(_Castable):
-    def __init__(self, unique_id: int, layer_infos: list[NvDsInferLayerInfo], buffers: list[Any],
-                 network: NvDsInferNetworkInfo | None) -> None:
+    def __init__(
+        self,
+        unique_id: int,
+        layer_infos: list[NvDsInferLayerInfo],
+        buffers: list[Any],
+        network: NvDsInferNetworkInfo | None,
+    ) -> None:
         self.unique_id = unique_id
         self.num_output_layers = len(layer_infos)
         self._infos = layer_infos  # shared across frames of one GIE
@@ -260,7 +275,9 @@ class NvDsDisplayMeta(_Castable):
 
 
 class NvDsFrameMeta(_Castable):
-    def __init__(self, source_id: int, frame_num: int, batch_id: int, pts: int, width: int, height: int) -> None:
+    def __init__(
+        self, source_id: int, frame_num: int, batch_id: int, pts: int, width: int, height: int
+    ) -> None:
         self.source_id = source_id
         self.pad_index = source_id
         self.batch_id = batch_id
@@ -306,8 +323,8 @@ _batch_metas: dict[int, NvDsBatchMeta] = {}
 
 @dataclass
 class _Surface:
-    store: np.ndarray   # the pitched bytes
-    view: np.ndarray    # (H, W, 4) strided view of store, as pyds returns
+    store: np.ndarray  # the pitched bytes
+    view: np.ndarray  # (H, W, 4) strided view of store, as pyds returns
     pixels: np.ndarray  # what a (re)map shows
     unmapped: bool = False
 
@@ -334,7 +351,9 @@ def get_nvds_buf_surface(buf_hash: int, batch_id: int) -> np.ndarray:
     """The pitched view of frame ``batch_id``; like the Jetson mapping, the pixels are there only
     between this call and ``unmap_nvds_buf_surface`` (which scribbles over them)."""
     if surface_format not in ("RGBA", "RGB"):
-        raise RuntimeError(f"get_nvds_buf_surface: Currently we only support RGBA/RGB color Format, got {surface_format}")
+        raise RuntimeError(
+            f"get_nvds_buf_surface: Currently we only support RGBA/RGB color Format, got {surface_format}"
+        )
     maps["map"] += 1
     surf = _surfaces[(buf_hash, batch_id)]
     if surf.unmapped:  # mapped again: the pixels are back
@@ -363,7 +382,9 @@ def nvds_acquire_obj_meta_from_pool(batch_meta: NvDsBatchMeta) -> NvDsObjectMeta
     return NvDsObjectMeta()
 
 
-def nvds_add_obj_meta_to_frame(frame_meta: NvDsFrameMeta, obj: NvDsObjectMeta, parent: NvDsObjectMeta | None) -> None:
+def nvds_add_obj_meta_to_frame(
+    frame_meta: NvDsFrameMeta, obj: NvDsObjectMeta, parent: NvDsObjectMeta | None
+) -> None:
     obj.parent = parent
     frame_meta._objects.append(obj)
 
@@ -496,8 +517,10 @@ class GieOutput:
     infos: list[NvDsInferLayerInfo] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.infos = [NvDsInferLayerInfo(n, code, shape, i, self.infer_dims)
-                      for i, (n, (code, shape)) in enumerate(self.layers.items())]
+        self.infos = [
+            NvDsInferLayerInfo(n, code, shape, i, self.infer_dims)
+            for i, (n, (code, shape)) in enumerate(self.layers.items())
+        ]
 
 
 class Pipeline:
@@ -532,7 +555,9 @@ class Pipeline:
         _surfaces[(hash(buf), batch_id)] = surf
         self._live += [surf.store, surf.pixels]
 
-    def push(self, frames: list[NvDsFrameMeta], images: dict[int, np.ndarray] | None = None) -> Buffer:
+    def push(
+        self, frames: list[NvDsFrameMeta], images: dict[int, np.ndarray] | None = None
+    ) -> Buffer:
         buf = Buffer()
         _batch_metas[hash(buf)] = NvDsBatchMeta(frames)
         for bid, img in (images or {}).items():
@@ -548,16 +573,30 @@ class Pipeline:
         return buf
 
     @staticmethod
-    def frame(source_id: int, frame_num: int, batch_id: int, size: tuple[int, int], pts: int | None = None
-              ) -> NvDsFrameMeta:
-        return NvDsFrameMeta(source_id, frame_num, batch_id, frame_num * 33_333_333 if pts is None else pts, *size)
+    def frame(
+        source_id: int, frame_num: int, batch_id: int, size: tuple[int, int], pts: int | None = None
+    ) -> NvDsFrameMeta:
+        return NvDsFrameMeta(
+            source_id, frame_num, batch_id, frame_num * 33_333_333 if pts is None else pts, *size
+        )
 
     @staticmethod
-    def obj(rect: tuple[float, float, float, float], class_id: int = 0, conf: float = 0.9, object_id: int = 7,
-            component: int = 1, label: str = "car") -> NvDsObjectMeta:
+    def obj(
+        rect: tuple[float, float, float, float],
+        class_id: int = 0,
+        conf: float = 0.9,
+        object_id: int = 7,
+        component: int = 1,
+        label: str = "car",
+    ) -> NvDsObjectMeta:
         o = NvDsObjectMeta()
         o.rect_params = NvOSD_RectParams(*rect)
-        o.class_id, o.confidence, o.object_id, o.unique_component_id = class_id, conf, object_id, component
+        o.class_id, o.confidence, o.object_id, o.unique_component_id = (
+            class_id,
+            conf,
+            object_id,
+            component,
+        )
         o.obj_label = label
         return o
 
@@ -566,6 +605,7 @@ class Pipeline:
 def installed() -> Iterator[Any]:
     """Reset the double and make dsprobe.deepstream use it (and this module's Gst) inside the block."""
     from dsprobe.deepstream import bindings
+
     reset()
     bindings.use_bindings(sys.modules[__name__], Gst)
     try:

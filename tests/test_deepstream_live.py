@@ -5,12 +5,12 @@ equal the notebook's replay of the same tensors with the same spec."""
 from __future__ import annotations
 
 import numpy as np
+import pyds_double as pyds
 import pytest
 
-import pyds_double as pyds
 from dsprobe import Postprocess, Recorder, open_recording
 from dsprobe.deepstream import attach_postprocess, attach_recorder, read_vector_user_meta
-from dsprobe.types import UNTRACKED_OBJECT_ID
+from dsprobe.records import UNTRACKED_OBJECT_ID
 
 MUX = (1280, 720)
 
@@ -33,8 +33,9 @@ def yolo_like(rng, nc=4, n=2100, net=320):
 
 
 def test_live_postprocess_adds_object_meta_identical_to_replay(tmp_path):
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.sample import CONFIG_PATH
+
     cfg = load_nvinfer_config(CONFIG_PATH)
     nc, (nw, nh) = cfg.num_detected_classes, cfg.preprocessing.network_size
     rng = np.random.default_rng(5)
@@ -44,7 +45,9 @@ def test_live_postprocess_adds_object_meta_identical_to_replay(tmp_path):
     spec = pp.save(tmp_path / "spec.json")
     rec = Recorder(tmp_path / "live.h5", images=False)
     live = attach_postprocess(pipe.pad, str(spec), muxer_size=MUX, component_id=1)
-    attach_recorder(pipe.pad, rec, muxer_size=MUX, images=False)   # records tensors + the objects just added
+    attach_recorder(
+        pipe.pad, rec, muxer_size=MUX, images=False
+    )  # records tensors + the objects just added
     frames = []
     for k in range(4):
         fm = pipe.frame(0, k, 0, MUX)
@@ -59,8 +62,10 @@ def test_live_postprocess_adds_object_meta_identical_to_replay(tmp_path):
         replay = pp(f)
         got = f.detections
         assert len(got) == len(replay) > 0
-        np.testing.assert_array_equal(f.detection_objects and np.array([o.rect for o in f.detection_objects],
-                                                                       np.float32), replay.to_rects())
+        np.testing.assert_array_equal(
+            f.detection_objects and np.array([o.rect for o in f.detection_objects], np.float32),
+            replay.to_rects(),
+        )
         assert got.same_objects(replay)
     om = frames[0]._objects[0]
     assert om.object_id == UNTRACKED_OBJECT_ID and om.unique_component_id == 1
@@ -71,8 +76,12 @@ def test_live_postprocess_adds_object_meta_identical_to_replay(tmp_path):
 def test_live_sgie_detections_get_parent_and_vectors(tmp_path):
     pipe = pyds.Pipeline(MUX)
     gie = pyds.GieOutput(2, {"emb": (0, (16,))}, pyds.NvDsInferNetworkInfo(64, 64, 3))
-    pp = Postprocess([{"kind": "decode", "name": "embedding", "params": {}},
-                      {"kind": "scale", "name": "nvinfer", "params": {}}])
+    pp = Postprocess(
+        [
+            {"kind": "decode", "name": "embedding", "params": {}},
+            {"kind": "scale", "name": "nvinfer", "params": {}},
+        ]
+    )
     probe = attach_postprocess(pipe.pad, pp, muxer_size=MUX, vectors=True, component_id=5)
     fm = pipe.frame(0, 0, 0, MUX)
     parent = pipe.obj((100.5, 50.5, 64, 64))

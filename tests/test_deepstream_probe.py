@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyds_double as pyds
 import pytest
 
-import pyds_double as pyds
 from dsprobe import Recorder, open_recording
 from dsprobe.deepstream import attach_recorder
 from dsprobe.deepstream.meta import DATA_TYPES, parent_indices, read_tensor_meta
 from dsprobe.deepstream.surface import crop_copy, downscaled_copy, pixels_copy, subsample_step
-from dsprobe.types import UNTRACKED_OBJECT_ID
+from dsprobe.records import UNTRACKED_OBJECT_ID
 
 MUX = (1280, 720)
 CODES = {code: dt.type for code, dt in DATA_TYPES.items()}
@@ -32,7 +32,10 @@ def double():
 
 
 def random_layers(rng, gie):
-    return {name: (rng.standard_normal(shape) * 10).astype(CODES[code]) for name, (code, shape) in gie.layers.items()}
+    return {
+        name: (rng.standard_normal(shape) * 10).astype(CODES[code])
+        for name, (code, shape) in gie.layers.items()
+    }
 
 
 def pgie_frame(pipe, gie, rng, source_id, frame_num, batch_id, size=(1920, 1080)):
@@ -48,8 +51,18 @@ def pgie_frame(pipe, gie, rng, source_id, frame_num, batch_id, size=(1920, 1080)
 def test_pgie_every_dtype_multistream_copied_before_pool_reuse(tmp_path):
     rng = np.random.default_rng(0)
     pipe = pyds.Pipeline(MUX)
-    gie = pyds.GieOutput(1, {"f32": (0, (8, 21)), "f16": (1, (3, 5)), "i8": (2, (7,)), "i32": (3, (2, 2)),
-                             "i64": (4, (3,)), "u8": (5, (4, 4))}, pyds.NvDsInferNetworkInfo(320, 320, 3))
+    gie = pyds.GieOutput(
+        1,
+        {
+            "f32": (0, (8, 21)),
+            "f16": (1, (3, 5)),
+            "i8": (2, (7,)),
+            "i32": (3, (2, 2)),
+            "i64": (4, (3,)),
+            "u8": (5, (4, 4)),
+        },
+        pyds.NvDsInferNetworkInfo(320, 320, 3),
+    )
     rec = Recorder(tmp_path / "pgie.h5", images=True, image_max_size=320, image_format="png")
     handle = attach_recorder(pipe.pad, rec, muxer_size=MUX)
     sent = []
@@ -61,7 +74,9 @@ def test_pgie_every_dtype_multistream_copied_before_pool_reuse(tmp_path):
             frames.append(fm)
             arrays.append(arr)
             imgs[b] = rng.integers(0, 255, (MUX[1], MUX[0], 3), dtype=np.uint8)
-        pipe.push(frames, imgs)  # tensors and surfaces are overwritten with 0xAB right after the probe
+        pipe.push(
+            frames, imgs
+        )  # tensors and surfaces are overwritten with 0xAB right after the probe
         sent.append((arrays, imgs))
     handle.detach()
     rec.close()
@@ -71,17 +86,32 @@ def test_pgie_every_dtype_multistream_copied_before_pool_reuse(tmp_path):
     for k, (arrays, imgs) in enumerate(sent):
         for b in range(2):
             f = r.find(b, k)
-            assert f.network_size == (320, 320, 3) and f.frame_size == MUX and f.batch_id == b and f.unique_id == 1
+            assert (
+                f.network_size == (320, 320, 3)
+                and f.frame_size == MUX
+                and f.batch_id == b
+                and f.unique_id == 1
+            )
             assert f.pts_ns == k * 33_333_333
             for name, arr in arrays[b].items():
-                assert f.tensors[name].dtype == arr.dtype and f.tensors[name].shape == arr.shape, name
+                assert f.tensors[name].dtype == arr.dtype and f.tensors[name].shape == arr.shape, (
+                    name
+                )
                 np.testing.assert_array_equal(f.tensors[name], arr)
             # the strided downscale of the pitched RGBA surface: every 4th pixel, alpha dropped
             np.testing.assert_array_equal(f.image, imgs[b][::4, ::4])
             assert f.image_rect == (0.0, 0.0, 1280.0, 720.0)
             (det,) = f.detection_objects
-            assert det.rect == (10.5, 20.25, 100.0, 50.0) and det.label == "person" and det.class_id == 2
-            assert det.layers == {} and det.parent_index == -1 and det.parent_object_id == UNTRACKED_OBJECT_ID
+            assert (
+                det.rect == (10.5, 20.25, 100.0, 50.0)
+                and det.label == "person"
+                and det.class_id == 2
+            )
+            assert (
+                det.layers == {}
+                and det.parent_index == -1
+                and det.parent_object_id == UNTRACKED_OBJECT_ID
+            )
     probe = r.stats["probe"]  # stored through recorder.update_stats("probe", ...)
     assert probe["frames_recorded"] == 6 and probe["batches"] == 3 and probe["error_count"] == 0
     assert probe["probe_ms_mean"] > 0 and probe["probe_ms_max"] >= probe["probe_ms_p99"] > 0
@@ -90,7 +120,9 @@ def test_pgie_every_dtype_multistream_copied_before_pool_reuse(tmp_path):
 def test_half_layer_is_float16_bits_not_converted(tmp_path):
     pipe = pyds.Pipeline(MUX)
     gie = pyds.GieOutput(1, {"h": (1, (6,))})
-    vals = np.array([0.1, -2.5, 65504.0, np.inf, 6e-8, np.nan], np.float16)  # max, inf, subnormal, NaN
+    vals = np.array(
+        [0.1, -2.5, 65504.0, np.inf, 6e-8, np.nan], np.float16
+    )  # max, inf, subnormal, NaN
     fm = pipe.frame(0, 0, 0, MUX)
     fm._user.append(pipe.tensor_meta(gie, {"h": vals}))
     tm = pyds.NvDsInferTensorMeta.cast(fm._user[0].user_meta_data)
@@ -105,18 +137,25 @@ def test_reading_does_not_touch_shared_layer_info():
     gie = pyds.GieOutput(1, {"out": (0, (4, 6))})
     a, b = rng.random((4, 6), np.float32), rng.random((4, 6), np.float32)
     um_a, um_b = pipe.tensor_meta(gie, {"out": a}), pipe.tensor_meta(gie, {"out": b})
-    tm_a, tm_b = pyds.NvDsInferTensorMeta.cast(um_a.user_meta_data), pyds.NvDsInferTensorMeta.cast(um_b.user_meta_data)
+    tm_a, tm_b = (
+        pyds.NvDsInferTensorMeta.cast(um_a.user_meta_data),
+        pyds.NvDsInferTensorMeta.cast(um_b.user_meta_data),
+    )
     pyds.get_nvds_LayerInfo(tm_b, 0)  # another frame's call points the SHARED info at b's buffer
     assert tm_a.output_layers_info(0) is tm_b.output_layers_info(0)
     np.testing.assert_array_equal(read_tensor_meta(pyds, tm_a)["out"], a)
     np.testing.assert_array_equal(read_tensor_meta(pyds, tm_b)["out"], b)
-    assert tm_a.output_layers_info(0).buffer.address == tm_b._ptr_array[0]  # read_tensor_meta wrote nothing
+    assert (
+        tm_a.output_layers_info(0).buffer.address == tm_b._ptr_array[0]
+    )  # read_tensor_meta wrote nothing
 
 
 def test_old_pyds_without_infer_dims_or_network_info(tmp_path):
     rng = np.random.default_rng(7)
     pipe = pyds.Pipeline(MUX)
-    gie = pyds.GieOutput(4, {"cls": (0, (10,)), "grid": (3, (2, 3, 4))}, network=None, infer_dims=False)
+    gie = pyds.GieOutput(
+        4, {"cls": (0, (10,)), "grid": (3, (2, 3, 4))}, network=None, infer_dims=False
+    )
     assert not hasattr(gie.infos[0], "inferDims")
     rec = Recorder(tmp_path / "old.h5", images=False)
     attach_recorder(pipe.pad, rec, muxer_size=MUX)
@@ -151,11 +190,15 @@ def test_sgie_per_object_tensors_crops_and_parents(tmp_path):
     rng = np.random.default_rng(2)
     pipe = pyds.Pipeline(MUX)
     pgie = pyds.GieOutput(1, {"det": (0, (6, 5))}, pyds.NvDsInferNetworkInfo(640, 640, 3))
-    sgie = pyds.GieOutput(2, {"emb": (1, (128,)), "attr": (3, (3,))}, pyds.NvDsInferNetworkInfo(112, 112, 3))
+    sgie = pyds.GieOutput(
+        2, {"emb": (1, (128,)), "attr": (3, (3,))}, pyds.NvDsInferNetworkInfo(112, 112, 3)
+    )
     fm, pgie_arrays = pgie_frame(pipe, pgie, rng, 0, 5, 0)
     car = pipe.obj((100, 100, 200, 100), class_id=0, object_id=11, label="car")
     face = pipe.obj((130.5, 110.25, 40, 40), class_id=1, object_id=12, label="face")
-    plate = pipe.obj((1250, 700, 60, 40), class_id=2, object_id=13, label="plate")  # crosses the frame edge
+    plate = pipe.obj(
+        (1250, 700, 60, 40), class_id=2, object_id=13, label="plate"
+    )  # crosses the frame edge
     face.parent = car
     plate.parent = car
     per_obj = {}
@@ -176,7 +219,9 @@ def test_sgie_per_object_tensors_crops_and_parents(tmp_path):
     assert s.tensors == {} and s.network_size == (112, 112, 3)
     assert [o.object_id for o in s.objects] == [12, 13]  # only the objects the SGIE inferred on
     for o in s.objects:
-        assert o.parent_index == 0 and o.parent_object_id == 11  # the car, index in the frame's object list
+        assert (
+            o.parent_index == 0 and o.parent_object_id == 11
+        )  # the car, index in the frame's object list
         for name, arr in per_obj[o.object_id].items():
             assert o.layers[name].dtype == arr.dtype
             np.testing.assert_array_equal(o.layers[name], arr)
@@ -201,7 +246,9 @@ def test_crop_pixels_match_the_frame(tmp_path):
     fm._objects.append(o)
     img = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     rec = Recorder(tmp_path / "crop.h5", image_format="raw")
-    attach_recorder(pipe.pad, rec, muxer_size=MUX, images=False, object_crops=True, image_max_size=0)
+    attach_recorder(
+        pipe.pad, rec, muxer_size=MUX, images=False, object_crops=True, image_max_size=0
+    )
     pipe.push([fm], {0: img})
     rec.close()
     f = open_recording(tmp_path / "crop.h5")[0]
@@ -222,7 +269,10 @@ def test_unique_id_filter_and_every_n(tmp_path):
     handle = attach_recorder(pipe.pad, rec, muxer_size=MUX, unique_ids=[3], images=False)
     for k in range(6):
         fm = pipe.frame(0, k, 0, MUX)
-        fm._user += [pipe.tensor_meta(g1, {"a": rng.random(3)}), pipe.tensor_meta(g2, {"b": rng.random(2)})]
+        fm._user += [
+            pipe.tensor_meta(g1, {"a": rng.random(3)}),
+            pipe.tensor_meta(g2, {"b": rng.random(2)}),
+        ]
         pipe.push([fm])
     rec.close()
     r = open_recording(tmp_path / "rate.h5")
@@ -312,7 +362,9 @@ def test_jetson_copies_before_unmap_and_unmaps_every_surface(tmp_path):
     gie = pyds.GieOutput(1, {"x": (0, (2,))})
     sgie = pyds.GieOutput(2, {"y": (0, (2,))})
     rec = Recorder(tmp_path / "j.h5", image_format="raw", image_max_size=640)
-    attach_recorder(pipe.pad, rec, jetson=True, object_crops=True)  # muxer size read from the surface
+    attach_recorder(
+        pipe.pad, rec, jetson=True, object_crops=True
+    )  # muxer size read from the surface
     imgs = []
     for k in range(2):
         fm = pipe.frame(0, k, 0, (1920, 1080))
@@ -323,7 +375,9 @@ def test_jetson_copies_before_unmap_and_unmaps_every_surface(tmp_path):
         imgs.append(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8))
         pipe.push([fm], {0: imgs[-1]})
     rec.close()
-    assert pyds.maps["map"] == pyds.maps["unmap"] == 2  # one map per frame, shared by both GIEs' records
+    assert (
+        pyds.maps["map"] == pyds.maps["unmap"] == 2
+    )  # one map per frame, shared by both GIEs' records
     r = open_recording(tmp_path / "j.h5")
     for k in range(2):
         p, s = r.find(0, k, unique_id=1), r.find(0, k, unique_id=2)
@@ -392,7 +446,9 @@ def test_tensor_meta_only_from_other_gies_names_them(tmp_path, caplog):
     gie = pyds.GieOutput(1, {"x": (0, (2,))})
     rec = Recorder(tmp_path / "other.h5", images=False)
     with caplog.at_level(logging.WARNING, logger="dsprobe.deepstream"):
-        attach_recorder(pipe.pad, rec, muxer_size=MUX, unique_ids=[2])  # e.g. the SGIE, probed before it ran
+        attach_recorder(
+            pipe.pad, rec, muxer_size=MUX, unique_ids=[2]
+        )  # e.g. the SGIE, probed before it ran
         for k in range(30):
             fm = pipe.frame(0, k, 0, MUX)
             fm._user.append(pipe.tensor_meta(gie, {"x": np.ones(2)}))
@@ -418,7 +474,11 @@ def test_probe_errors_are_counted_stored_and_never_raised(tmp_path, caplog):
 
     # a user meta list node pointing nowhere (cast raises inside the walk)
     bad = pipe.frame(0, 2, 0, MUX)
-    bad._user.append(pyds.NvDsUserMeta(pyds.NvDsMetaType.NVDSINFER_TENSOR_OUTPUT_META, pyds.Capsule(None, 0xdead0)))
+    bad._user.append(
+        pyds.NvDsUserMeta(
+            pyds.NvDsMetaType.NVDSINFER_TENSOR_OUTPUT_META, pyds.Capsule(None, 0xDEAD0)
+        )
+    )
     with caplog.at_level(logging.ERROR, logger="dsprobe.deepstream"):
         results = pipe.pad.push(pyds.Buffer())  # no batch meta at all
         pipe.push([frame_with_bad_layer(0)])
@@ -428,7 +488,9 @@ def test_probe_errors_are_counted_stored_and_never_raised(tmp_path, caplog):
     rec.close()
     assert results == [pyds.Gst.PadProbeReturn.OK]
     errors = handle.stats["errors"]
-    assert errors == {"frame:MetaError": 2, "frame:ValueError": 1} and handle.stats["error_count"] == 3
+    assert (
+        errors == {"frame:MetaError": 2, "frame:ValueError": 1} and handle.stats["error_count"] == 3
+    )
     assert sum("MetaError" in m for m in caplog.messages) == 1  # logged once per kind
     assert "layer 'x'" in next(m for m in caplog.messages if "MetaError" in m)
     r = open_recording(tmp_path / "err.h5")
@@ -452,7 +514,10 @@ def test_attach_to_an_element_probes_its_src_pad(tmp_path):
     rec.close()
     np.testing.assert_array_equal(open_recording(tmp_path / "el.h5")[0].tensors["x"], [0.0, 1.0])
     with pytest.raises(ValueError, match="no static 'src' pad"):
-        attach_recorder(type("Sink", (), {"get_static_pad": lambda s, n: None, "get_name": lambda s: "sink"})(), rec)
+        attach_recorder(
+            type("Sink", (), {"get_static_pad": lambda s, n: None, "get_name": lambda s: "sink"})(),
+            rec,
+        )
 
 
 def test_parent_indices_by_address():
@@ -466,7 +531,20 @@ def test_parent_indices_by_address():
 def test_example_app_cli():
     """examples/deepstream_record.py imports and parses its flags here (its pipeline needs DeepStream)."""
     script = Path(__file__).resolve().parents[1] / "examples" / "deepstream_record.py"
-    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--pgie", "--sgie", "--output", "--muxer", "--every-n", "--max-fps", "--image-size", "--crops",
-                 "--unique-ids", "--duration", "--display"):
+    out = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--pgie",
+        "--sgie",
+        "--output",
+        "--muxer",
+        "--every-n",
+        "--max-fps",
+        "--image-size",
+        "--crops",
+        "--unique-ids",
+        "--duration",
+        "--display",
+    ):
         assert flag in out, flag

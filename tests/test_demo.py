@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dsprobe import open_recording
-from dsprobe.demo import SAMPLE_RECORDING, Demo, make_sample, main
+from dsprobe.cli.demo import SAMPLE_RECORDING, Demo, main, make_sample
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("pycocotools")
@@ -16,22 +16,49 @@ pytest.importorskip("matplotlib")
 
 def test_short_demo_writes_a_report(tmp_path):
     out = tmp_path / "demo"
-    demo = Demo(out, seconds=1.0, search_grid={"pre_cluster_threshold": [0.1, 0.5], "iou_threshold": [0.45, 0.7]})
-    assert [s.name for s in demo.steps()] == ["videos", "record", "replay", "tune", "export", "live", "report"]
+    demo = Demo(
+        out,
+        seconds=1.0,
+        search_grid={"pre_cluster_threshold": [0.1, 0.5], "iou_threshold": [0.45, 0.7]},
+    )
+    assert [s.name for s in demo.steps()] == [
+        "videos",
+        "record",
+        "replay",
+        "tune",
+        "export",
+        "live",
+        "report",
+    ]
     demo.run()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 30 and summary["live_equal_frames"] == summary["live_frames"] == 30
-    assert 0.5 < summary["map50_after"] <= 1 and summary["map50_after"] >= summary["map50_before"] - 1e-9
+    assert (
+        0.5 < summary["map50_after"] <= 1
+        and summary["map50_after"] >= summary["map50_before"] - 1e-9
+    )
     assert summary["map50_95_after"] <= summary["map50_after"]
     per_stream = summary["per_stream"]
-    assert [s["source_id"] for s in per_stream] == [0, 1] and all(s["frames"] == 15 for s in per_stream)
-    assert all(s["hits"] + s["false_positives"] == s["detections"] and s["hits"] + s["misses"] == s["gt_boxes"]
-               for s in per_stream)
+    assert [s["source_id"] for s in per_stream] == [0, 1] and all(
+        s["frames"] == 15 for s in per_stream
+    )
+    assert all(
+        s["hits"] + s["false_positives"] == s["detections"]
+        and s["hits"] + s["misses"] == s["gt_boxes"]
+        for s in per_stream
+    )
     report = (out / "report.md").read_text()
-    assert "mAP@0.5" in report and "Per stream" in report and "identical detections on 30 of 30 frames" in report
+    assert (
+        "mAP@0.5" in report
+        and "Per stream" in report
+        and "identical detections on 30 of 30 frames" in report
+    )
     overlays = sorted(out.glob("overlay_*.png"))
     assert len(overlays) == 4 and all(f"![{p.name}]({p.name})" in report for p in overlays)
-    assert json.loads((out / "tuned.json").read_text())["format"] and (out / "tuned_nvinfer.txt").stat().st_size
+    assert (
+        json.loads((out / "tuned.json").read_text())["format"]
+        and (out / "tuned_nvinfer.txt").stat().st_size
+    )
 
 
 def test_make_sample(tmp_path, monkeypatch):
@@ -45,7 +72,7 @@ def test_make_sample(tmp_path, monkeypatch):
         assert r.notes["recorded_by"].endswith("--make-sample")
     assert {im["frame_num"] for im in gt["images"]} == set(range(15))
     assert path.stat().st_size < 5e6
-    monkeypatch.setattr("dsprobe.demo.SAMPLE_RECORDING", tmp_path / "cli" / "sample.h5")
+    monkeypatch.setattr("dsprobe.cli.demo.SAMPLE_RECORDING", tmp_path / "cli" / "sample.h5")
     assert main(["--make-sample", "--sample-seconds", "0.5"]) == 0
     assert (tmp_path / "cli" / "sample_gt.json").exists()
 
@@ -65,7 +92,7 @@ def test_committed_sample_recording():
 @pytest.mark.skipif(not SAMPLE_RECORDING.exists(), reason="no committed sample recording")
 def test_committed_sample_matches_the_current_sample_model_and_scenes(tmp_path):
     """Fails when the sample model, config or scenes changed after recordings/sample.h5 was made:
-    regenerate it with ``python -m dsprobe.demo --make-sample``."""
+    regenerate it with ``python -m dsprobe.cli.demo --make-sample``."""
     import numpy as np
 
     from dsprobe.reference.recorder import record_onnx
@@ -74,14 +101,28 @@ def test_committed_sample_matches_the_current_sample_model_and_scenes(tmp_path):
     with open_recording(SAMPLE_RECORDING) as r:
         seconds = r.notes["seconds_per_stream"]
         v = make_videos(tmp_path / "v", seconds=seconds)
-        record_onnx(v.paths, CONFIG_PATH, None, tmp_path / "now.h5", batch=2, max_frames=2, images=False,
-                    progress=False)
-        stale = "recordings/sample.h5 is stale: run python -m dsprobe.demo --make-sample"
+        record_onnx(
+            v.paths,
+            CONFIG_PATH,
+            None,
+            tmp_path / "now.h5",
+            batch=2,
+            max_frames=2,
+            images=False,
+            progress=False,
+        )
+        stale = "recordings/sample.h5 is stale: run python -m dsprobe.cli.demo --make-sample"
         assert r.config_text() == CONFIG_PATH.read_text(), stale
         with open_recording(tmp_path / "now.h5") as now:
             for i in range(len(now)):
                 f = now[i]
-                np.testing.assert_allclose(r.find(f.source_id, f.frame_num).tensors["output0"],
-                                           f.tensors["output0"], rtol=1e-4, atol=1e-4, err_msg=stale)
-    assert json.loads(v.gt_json.read_text()) == json.loads(SAMPLE_RECORDING.with_name("sample_gt.json").read_text()), \
-        stale
+                np.testing.assert_allclose(
+                    r.find(f.source_id, f.frame_num).tensors["output0"],
+                    f.tensors["output0"],
+                    rtol=1e-4,
+                    atol=1e-4,
+                    err_msg=stale,
+                )
+    assert json.loads(v.gt_json.read_text()) == json.loads(
+        SAMPLE_RECORDING.with_name("sample_gt.json").read_text()
+    ), stale

@@ -4,14 +4,20 @@ import numpy as np
 import pytest
 
 from dsprobe.detections import Detections
-from dsprobe.types import ObjectRecord
+from dsprobe.records import ObjectRecord
 
 
 def make(n=3, space="network"):
     x = np.arange(n, dtype=np.float64)[:, None]
     boxes = np.hstack([x, 2 * x, x + 10, 2 * x + 10])  # every box 10x10
-    return Detections(boxes, np.linspace(0.9, 0.5, n), np.arange(n), space,
-                      keypoints=np.ones((n, 2, 3)), vectors=np.zeros((n, 8)))
+    return Detections(
+        boxes,
+        np.linspace(0.9, 0.5, n),
+        np.arange(n),
+        space,
+        keypoints=np.ones((n, 2, 3)),
+        vectors=np.zeros((n, 8)),
+    )
 
 
 def test_dtypes_and_shapes_are_normalised():
@@ -67,5 +73,12 @@ def test_dataframe_has_labels_and_space():
 def test_equals_is_exact():
     a, b = make(), make()
     assert a.equals(b)
-    c = Detections(a.boxes + np.float32(1e-3), a.scores, a.class_ids, a.space, keypoints=a.keypoints, vectors=a.vectors)
+    c = Detections(
+        a.boxes + np.float32(1e-3),
+        a.scores,
+        a.class_ids,
+        a.space,
+        keypoints=a.keypoints,
+        vectors=a.vectors,
+    )
     assert not a.equals(c)

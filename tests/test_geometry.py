@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
-from dsprobe.geometry import crop_to_network, network_to_crop, nvinfer_transform
+from dsprobe.nvinfer.geometry import crop_to_network, network_to_crop, nvinfer_transform
 
 
 def test_pgie_letterbox_symmetric_1280x720_into_640():
-    t = nvinfer_transform((0, 0, 1280, 720), (640, 640), maintain_aspect_ratio=True, symmetric_padding=True)
+    t = nvinfer_transform(
+        (0, 0, 1280, 720), (640, 640), maintain_aspect_ratio=True, symmetric_padding=True
+    )
     # hdest = 640*720/1280 = 360 <= 640 -> dw=640, dh=360; offsets (0, 140)
     assert (t.dst_width, t.dst_height, t.offset_left, t.offset_top) == (640, 360, 0, 140)
     assert t.ratio_x == 0.5 and t.ratio_y == 0.5
@@ -20,14 +22,18 @@ def test_right_bottom_padding_has_no_offset():
 
 def test_truncated_size_and_odd_padding_goes_right_bottom():
     # 1000x563: even-rounded to 1000x562; hdest = 320*562/1000 = 179.84 -> dh = 179 (truncated)
-    t = nvinfer_transform((0, 0, 1000, 563), (320, 320), maintain_aspect_ratio=True, symmetric_padding=True)
+    t = nvinfer_transform(
+        (0, 0, 1000, 563), (320, 320), maintain_aspect_ratio=True, symmetric_padding=True
+    )
     assert (t.src_width, t.src_height, t.dst_height) == (1000, 562, 179)
     assert t.offset_top == (320 - 179) // 2 == 70
 
 
 def test_tall_crop_limits_width():
     # 100x300 into 320x320: hdest = 960 > 320 -> dw = int(320*100/300) = 106
-    t = nvinfer_transform((0, 0, 100, 300), (320, 320), maintain_aspect_ratio=True, symmetric_padding=True)
+    t = nvinfer_transform(
+        (0, 0, 100, 300), (320, 320), maintain_aspect_ratio=True, symmetric_padding=True
+    )
     assert (t.dst_width, t.dst_height, t.offset_left) == (106, 320, 107)
 
 
@@ -45,7 +51,9 @@ def test_stretch_without_aspect_ratio():
 
 
 def test_box_mapping_round_trip_and_values():
-    t = nvinfer_transform((0, 0, 1280, 720), (640, 640), maintain_aspect_ratio=True, symmetric_padding=True)
+    t = nvinfer_transform(
+        (0, 0, 1280, 720), (640, 640), maintain_aspect_ratio=True, symmetric_padding=True
+    )
     net = np.array([[100, 150, 200, 250]], np.float32)
     frame = network_to_crop(net, t)
     np.testing.assert_allclose(frame, [[200, 20, 400, 220]])

@@ -5,8 +5,8 @@ same exported spec. The DeepStream path runs through tests/pyds_double.py, a TES
 from __future__ import annotations
 
 import numpy as np
-
 import pyds_double as pyds
+
 from dsprobe import Postprocess, open_recording
 from dsprobe.deepstream import bindings
 from dsprobe.deepstream.live import PostprocessProbe
@@ -16,7 +16,9 @@ from dsprobe.sample import CONFIG_PATH
 
 def tuned_spec(rec, tmp_path):
     pp = Postprocess.from_nvinfer_config(rec.config())
-    pp = pp.with_params("filter", pre_cluster_threshold=0.1).with_params("cluster", iou_threshold=0.5, topk=50)
+    pp = pp.with_params("filter", pre_cluster_threshold=0.1).with_params(
+        "cluster", iou_threshold=0.5, topk=50
+    )
     return Postprocess.load(pp.save(tmp_path / "tuned.json"))  # what the notebook exports
 
 
@@ -38,12 +40,25 @@ def test_deepstream_adapter_equals_replay_on_every_frame(sample_recording, tmp_p
             pipe.push([fm])
             o = fm._objects
             replay = spec(f)
-            rects = np.array([[m.rect_params.left, m.rect_params.top, m.rect_params.width, m.rect_params.height]
-                              for m in o], np.float32).reshape(-1, 4)
+            rects = np.array(
+                [
+                    [
+                        m.rect_params.left,
+                        m.rect_params.top,
+                        m.rect_params.width,
+                        m.rect_params.height,
+                    ]
+                    for m in o
+                ],
+                np.float32,
+            ).reshape(-1, 4)
             scores = np.array([m.confidence for m in o], np.float32)
             classes = np.array([m.class_id for m in o], np.int32)
-            if (np.array_equal(rects, replay.to_rects()) and np.array_equal(scores, replay.scores)
-                    and np.array_equal(classes, replay.class_ids)):
+            if (
+                np.array_equal(rects, replay.to_rects())
+                and np.array_equal(scores, replay.scores)
+                and np.array_equal(classes, replay.class_ids)
+            ):
                 equal += 1
         assert equal == len(rec) == 60
         assert not probe.stats.errors and probe.objects_added > 100
@@ -51,13 +66,26 @@ def test_deepstream_adapter_equals_replay_on_every_frame(sample_recording, tmp_p
         bindings.use_bindings(None, None)
 
 
-def test_reference_recorder_live_equals_replay_on_every_frame(sample_recording, sample_videos, tmp_path):
+def test_reference_recorder_live_equals_replay_on_every_frame(
+    sample_recording, sample_videos, tmp_path
+):
     rec = open_recording(sample_recording)
     spec = tuned_spec(rec, tmp_path)
     out = tmp_path / "live.h5"
-    record_onnx(sample_videos.paths, CONFIG_PATH, None, out, batch=2, postprocess=spec, images=False, progress=False)
+    record_onnx(
+        sample_videos.paths,
+        CONFIG_PATH,
+        None,
+        out,
+        batch=2,
+        postprocess=spec,
+        images=False,
+        progress=False,
+    )
     live = open_recording(out)
     assert len(live) == len(rec) == 60
-    same = sum(live[i].detections.same_objects(spec(rec.find(live[i].source_id, live[i].frame_num)))
-               for i in range(len(live)))
+    same = sum(
+        live[i].detections.same_objects(spec(rec.find(live[i].source_id, live[i].frame_num)))
+        for i in range(len(live))
+    )
     assert same == 60

@@ -22,13 +22,21 @@ def workspace(sample_videos, tmp_path_factory):
     """A temp copy of a sample recording that carries the pipeline's own detections, its ground truth,
     and where the notebooks keep the tuned spec."""
     from dsprobe import Postprocess
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.reference.recorder import record_onnx
     from dsprobe.sample import CONFIG_PATH
+
     d = tmp_path_factory.mktemp("notebooks")
     rec = d / "live.h5"
-    record_onnx(sample_videos.paths, CONFIG_PATH, None, rec, batch=2, progress=False,
-                postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)))
+    record_onnx(
+        sample_videos.paths,
+        CONFIG_PATH,
+        None,
+        rec,
+        batch=2,
+        progress=False,
+        postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
+    )
     gt = shutil.copy(sample_videos.gt_json, d / "live_gt.json")
     return {"recording": rec, "gt": Path(gt), "spec": d / "tuned.json"}
 
@@ -37,8 +45,9 @@ def run_notebook(name: str, monkeypatch, env: dict[str, str]) -> dict:
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()  # raises CellExecutionError naming the cell on any error
     return nb
 
@@ -57,12 +66,20 @@ def outputs(nb: dict) -> tuple[str, list[str]]:
 
 
 def env_for(ws: dict) -> dict:
-    return {"DSPROBE_RECORDING": ws["recording"], "DSPROBE_GROUND_TRUTH": ws["gt"], "DSPROBE_SPEC": ws["spec"]}
+    return {
+        "DSPROBE_RECORDING": ws["recording"],
+        "DSPROBE_GROUND_TRUTH": ws["gt"],
+        "DSPROBE_SPEC": ws["spec"],
+    }
 
 
 def test_every_notebook_is_tested():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == [
-        "01_explore_recording.ipynb", "02_tune_postprocess.ipynb", "03_evaluate_and_search.ipynb", "04_export.ipynb"]
+        "01_explore_recording.ipynb",
+        "02_tune_postprocess.ipynb",
+        "03_evaluate_and_search.ipynb",
+        "04_export.ipynb",
+    ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -71,31 +88,45 @@ def test_every_notebook_is_tested():
 
 
 def test_01_explore(workspace, monkeypatch):
-    text, kinds = outputs(run_notebook("01_explore_recording.ipynb", monkeypatch, env_for(workspace)))
+    text, kinds = outputs(
+        run_notebook("01_explore_recording.ipynb", monkeypatch, env_for(workspace))
+    )
     from dsprobe import open_recording
+
     with open_recording(workspace["recording"]) as rec:
         layer = next(iter(rec.layers))
     assert str(workspace["recording"]) in text and layer in text
-    assert kinds.count("image/png") == 3  # candidate scores, recorded scores, frame gaps: each shown once
+    assert (
+        kinds.count("image/png") == 3
+    )  # candidate scores, recorded scores, frame gaps: each shown once
     assert WIDGET_VIEW in kinds  # the frame browser
 
 
 def test_02_tune(workspace, monkeypatch):
-    text, kinds = outputs(run_notebook("02_tune_postprocess.ipynb", monkeypatch, env_for(workspace)))
+    text, kinds = outputs(
+        run_notebook("02_tune_postprocess.ipynb", monkeypatch, env_for(workspace))
+    )
     assert WIDGET_VIEW in kinds and "decode:yolov8" in text
     assert workspace["spec"].exists()
 
 
 def test_03_evaluate_and_search(workspace, monkeypatch):
-    text, kinds = outputs(run_notebook("03_evaluate_and_search.ipynb", monkeypatch, env_for(workspace)))
+    text, kinds = outputs(
+        run_notebook("03_evaluate_and_search.ipynb", monkeypatch, env_for(workspace))
+    )
     assert "mAP@0.5 " in text and f"saved {workspace['spec']}" in text
     assert kinds.count("image/png") == 3  # PR curves, two crop galleries
     assert kinds.count(WIDGET_VIEW) >= 2  # search panel, tuner
 
 
 def test_03_with_a_reference_recording_instead_of_ground_truth(workspace, monkeypatch, tmp_path):
-    env = {**env_for(workspace), "DSPROBE_GROUND_TRUTH": tmp_path / "none.json", "DSPROBE_SPEC": tmp_path / "s.json",
-           "DSPROBE_REFERENCE": workspace["recording"], "DSPROBE_MAX_FRAMES": "20"}
+    env = {
+        **env_for(workspace),
+        "DSPROBE_GROUND_TRUTH": tmp_path / "none.json",
+        "DSPROBE_SPEC": tmp_path / "s.json",
+        "DSPROBE_REFERENCE": workspace["recording"],
+        "DSPROBE_MAX_FRAMES": "20",
+    }
     text, _ = outputs(run_notebook("03_evaluate_and_search.ipynb", monkeypatch, env))
     assert f"reference detections from {workspace['recording']}" in text and "(20 frames," in text
 

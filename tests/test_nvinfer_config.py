@@ -4,8 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from dsprobe.nvinfer_config import (CLUSTER_DBSCAN, CLUSTER_GROUP_RECTANGLES, CLUSTER_NMS, DEFAULT_GIE_UNIQUE_ID,
-                                    NvinferConfig, NvinferConfigError, load_nvinfer_config, parse_nvinfer_config)
+from dsprobe.nvinfer.config import (
+    CLUSTER_DBSCAN,
+    CLUSTER_GROUP_RECTANGLES,
+    CLUSTER_NMS,
+    DEFAULT_GIE_UNIQUE_ID,
+    NvinferConfig,
+    NvinferConfigError,
+    load_nvinfer_config,
+    parse_nvinfer_config,
+)
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 
@@ -23,7 +31,9 @@ def test_pgie_yolo_keyfile():
     # [class-attrs-all] applies to every class, [class-attrs-2] overrides only what it lists
     assert cfg.attrs_for(0).pre_cluster_threshold == pytest.approx(0.25)
     assert cfg.attrs_for(2).pre_cluster_threshold == pytest.approx(0.6)
-    assert cfg.attrs_for(2).nms_iou_threshold == pytest.approx(0.45) and cfg.attrs_for(2).topk == 300
+    assert (
+        cfg.attrs_for(2).nms_iou_threshold == pytest.approx(0.45) and cfg.attrs_for(2).topk == 300
+    )
     assert cfg.per_class("pre_cluster_threshold", 3) == pytest.approx([0.25, 0.25, 0.6])
     assert cfg.unknown_keys == ("property:my-own-key",)
     assert cfg.properties["my-own-key"] == "42"
@@ -46,7 +56,9 @@ def test_sgie_classifier_defaults_and_lists():
 def test_detectnet_without_cluster_mode_defaults_to_group_rectangles():
     cfg = load_nvinfer_config(CONFIGS / "detectnet.txt")
     assert cfg.cluster_mode == CLUSTER_GROUP_RECTANGLES
-    assert cfg.class_attrs_all.group_threshold == 1 and cfg.class_attrs_all.eps == pytest.approx(0.2)
+    assert cfg.class_attrs_all.group_threshold == 1 and cfg.class_attrs_all.eps == pytest.approx(
+        0.2
+    )
     assert cfg.class_attrs_all.nms_iou_threshold == pytest.approx(0.3)  # default
     assert cfg.class_attrs_all.topk == -1
     assert cfg.output_blob_names == ("conv2d_bbox", "conv2d_cov/Sigmoid")
@@ -77,19 +89,31 @@ def test_defaults_when_keys_absent():
 
 def test_enable_dbscan_maps_to_mode_1_unless_cluster_mode_set():
     assert parse_nvinfer_config("[property]\nenable-dbscan=1\n").cluster_mode == CLUSTER_DBSCAN
-    assert parse_nvinfer_config("[property]\nenable-dbscan=1\ncluster-mode=2\n").cluster_mode == CLUSTER_NMS
+    assert (
+        parse_nvinfer_config("[property]\nenable-dbscan=1\ncluster-mode=2\n").cluster_mode
+        == CLUSTER_NMS
+    )
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("[property]\nbatch-size=four\n", ":2: bad value for batch-size: 'four'"),
-    ("[property]\nmaintain-aspect-ratio=maybe\n", ":2: bad value for maintain-aspect-ratio"),
-    ("[property]\n[class-attrs-all]\nnms-iou-threshold=1.5\n", ":3: nms-iou-threshold=1.5 must be in [0, 1]"),
-    ("[property]\n[class-attrs-all]\ntopk=-2\n", ":3: topk=-2 must be >= 0"),
-    ("[property]\nthis line has no equals sign\n", ":2: expected 'key=value'"),
-    ("gpu-id=0\n", ":1: key 'gpu-id' before any [section]"),
-    ("[class-attrs-all]\ntopk=2\n", "no [property] section"),
-    ("[property]\nnum-detected-classes=2\n[class-attrs-5]\ntopk=1\n", "[class-attrs-5] is not below"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[property]\nbatch-size=four\n", ":2: bad value for batch-size: 'four'"),
+        ("[property]\nmaintain-aspect-ratio=maybe\n", ":2: bad value for maintain-aspect-ratio"),
+        (
+            "[property]\n[class-attrs-all]\nnms-iou-threshold=1.5\n",
+            ":3: nms-iou-threshold=1.5 must be in [0, 1]",
+        ),
+        ("[property]\n[class-attrs-all]\ntopk=-2\n", ":3: topk=-2 must be >= 0"),
+        ("[property]\nthis line has no equals sign\n", ":2: expected 'key=value'"),
+        ("gpu-id=0\n", ":1: key 'gpu-id' before any [section]"),
+        ("[class-attrs-all]\ntopk=2\n", "no [property] section"),
+        (
+            "[property]\nnum-detected-classes=2\n[class-attrs-5]\ntopk=1\n",
+            "[class-attrs-5] is not below",
+        ),
+    ],
+)
 def test_malformed_values_name_file_line_and_key(tmp_path, text, fragment):
     p = tmp_path / "bad_config.txt"
     p.write_text(text)

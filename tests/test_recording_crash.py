@@ -44,8 +44,12 @@ def run_and_kill(tmp_path, segment_bytes=0, after_s=0.3):
     script.write_text(CHILD)
     path = tmp_path / "crash.h5"
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, str(script), str(path), str(segment_bytes)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), str(segment_bytes)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout.readline().strip() == "FLUSHED"
         time.sleep(after_s)  # mid-write, between flushes, more frames in flight
@@ -90,31 +94,43 @@ def make_small_fs(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0:
         return None
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True
+    )
     return mnt if res.returncode == 0 else None
 
 
 def big_frame(n):
-    return FrameRecord(0, n, layers={"out": np.full(50_000, n, np.float32)},  # 200 kB a frame
-                       image=ImageRecord(np.zeros((8, 8, 3), np.uint8), (0, 0, 8, 8)))
+    return FrameRecord(
+        0,
+        n,
+        layers={"out": np.full(50_000, n, np.float32)},  # 200 kB a frame
+        image=ImageRecord(np.zeros((8, 8, 3), np.uint8), (0, 0, 8, 8)),
+    )
 
 
 def test_disk_full_stops_cleanly(tmp_path, caplog):
     mnt = make_small_fs(tmp_path)
     if mnt is None:
-        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN); "
-                    "test_file_size_limit_stops_cleanly covers the same path")
+        pytest.skip(
+            "cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN); "
+            "test_file_size_limit_stops_cleanly covers the same path"
+        )
     try:
         path = mnt / "full.h5"
         caplog.set_level(logging.ERROR, logger="dsprobe.recorder")
-        rec = Recorder(path, flush_interval_s=0.02, block_frames=4, image_format="raw", drop_when_full=False)
+        rec = Recorder(
+            path, flush_interval_s=0.02, block_frames=4, image_format="raw", drop_when_full=False
+        )
         accepted = 0
         for n in range(200):  # 40 MB into 12 MiB; the caller never sees an exception
             accepted += rec.record(big_frame(n))
             time.sleep(0.002)
         rec.close()
         st = rec.stats
-        assert rec.failed and st["failed_reason"].startswith("_NoSpace: disk full"), st["failed_reason"]
+        assert rec.failed and st["failed_reason"].startswith("_NoSpace: disk full"), st[
+            "failed_reason"
+        ]
         assert rec.record(big_frame(999)) is False  # stopped: counted, not raised
         assert "dsprobe recorder stopped" in caplog.text and "disk full" in caplog.text
         with open_recording(path) as r:  # closed cleanly before the disk was full, reason inside
@@ -156,8 +172,13 @@ def test_file_size_limit_stops_cleanly(tmp_path, guard):
     script.write_text(LIMITED_CHILD)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     path = tmp_path / "limited.h5"
-    out = subprocess.run([sys.executable, str(script), str(path), guard], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), str(path), guard],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "FAILED True AFTER False" in out.stdout and "CALLER STILL RUNNING" in out.stdout
     assert "dsprobe recorder stopped" in out.stderr

@@ -22,8 +22,13 @@ class GatedRecorder(Recorder):
 
 
 def frame(n, source_id=0, pts_ns=None, **kw):
-    return FrameRecord(source_id, n, pts_ns=n * 40_000_000 if pts_ns is None else pts_ns,
-                       layers={"x": np.full(3, n, np.float32)}, **kw)
+    return FrameRecord(
+        source_id,
+        n,
+        pts_ns=n * 40_000_000 if pts_ns is None else pts_ns,
+        layers={"x": np.full(3, n, np.float32)},
+        **kw,
+    )
 
 
 def test_full_queue_drops_and_counts_without_blocking(tmp_path):
@@ -79,7 +84,12 @@ def test_rate_limiter_without_pts_uses_the_clock():
     lim = RateLimiter(every_n=3)
     assert [lim.admit(0, n) for n in range(7)] == [True, False, False, True, False, False, True]
     lim = RateLimiter(max_fps=10)  # PTS jumping back (a looping file source) starts over
-    assert [lim.admit(0, t) for t in (0, 50_000_000, 100_000_000, 10_000_000)] == [True, False, True, True]
+    assert [lim.admit(0, t) for t in (0, 50_000_000, 100_000_000, 10_000_000)] == [
+        True,
+        False,
+        True,
+        True,
+    ]
     with pytest.raises(ValueError, match="every_n"):
         RateLimiter(every_n=0)
 
@@ -88,12 +98,12 @@ def test_invalid_frames_are_counted_not_raised(tmp_path, caplog):
     path = tmp_path / "bad.h5"
     with Recorder(path, images=False) as rec:
         assert rec.record(frame(0))
-        rec.record(FrameRecord(0, 1, layers={"x": np.zeros(4, np.float32)}))        # shape changed
-        rec.record(FrameRecord(0, 2, layers={"x": np.zeros(3, np.float64)}))        # dtype changed
-        rec.record(FrameRecord(0, 3, layers={"x": "not an array"}))                 # type
-        rec.record(FrameRecord(0, 4, layers={"y": np.zeros(3, np.float32)}))        # layer set changed
-        rec.record(FrameRecord(0, 5, detections=[ObjectRecord((1, 2, 3))]))         # rect of 3 values
-        rec.record(None)                                                              # not a frame at all
+        rec.record(FrameRecord(0, 1, layers={"x": np.zeros(4, np.float32)}))  # shape changed
+        rec.record(FrameRecord(0, 2, layers={"x": np.zeros(3, np.float64)}))  # dtype changed
+        rec.record(FrameRecord(0, 3, layers={"x": "not an array"}))  # type
+        rec.record(FrameRecord(0, 4, layers={"y": np.zeros(3, np.float32)}))  # layer set changed
+        rec.record(FrameRecord(0, 5, detections=[ObjectRecord((1, 2, 3))]))  # rect of 3 values
+        rec.record(None)  # not a frame at all
         assert rec.record(frame(6))
     st = rec.stats
     assert st["dropped_invalid"] == 5 and st["errors"] == 6 and st["written"] == 2
@@ -126,9 +136,13 @@ def test_update_stats_are_stored(tmp_path):
 
 def test_segments_rotate_by_size_and_read_as_one(tmp_path):
     path = tmp_path / "run.h5"
-    with Recorder(path, segment_max_bytes=300_000, flush_interval_s=0.01, block_frames=1, images=False) as rec:
+    with Recorder(
+        path, segment_max_bytes=300_000, flush_interval_s=0.01, block_frames=1, images=False
+    ) as rec:
         for n in range(30):
-            rec.record(FrameRecord(n % 2, n, layers={"big": np.full(20_000, n, np.float32)}))  # 80 kB a frame
+            rec.record(
+                FrameRecord(n % 2, n, layers={"big": np.full(20_000, n, np.float32)})
+            )  # 80 kB a frame
     files = sorted(tmp_path.glob("run-*.h5"))
     assert len(files) >= 3 and not path.exists()
     assert rec.paths == files
@@ -149,7 +163,9 @@ def test_segments_rotate_by_duration(tmp_path):
     rec.gate.set()
     for n in range(3):
         rec.record(frame(n))
-        threading.Event().wait(0.3)  # far longer than a segment's life: each frame lands in a new segment
+        threading.Event().wait(
+            0.3
+        )  # far longer than a segment's life: each frame lands in a new segment
     rec.close()
     with open_recording(path) as r:
         assert len(r.paths) >= 2 and len(r) == 3
@@ -158,8 +174,12 @@ def test_segments_rotate_by_duration(tmp_path):
 def test_concurrent_callers(tmp_path):
     path = tmp_path / "threads.h5"
     with Recorder(path, queue_size=10_000, images=False) as rec:
-        threads = [threading.Thread(target=lambda s=s: [rec.record(frame(n, source_id=s)) for n in range(50)])
-                   for s in range(4)]
+        threads = [
+            threading.Thread(
+                target=lambda s=s: [rec.record(frame(n, source_id=s)) for n in range(50)]
+            )
+            for s in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -27,9 +27,19 @@ def test_every_dtype_and_shape_round_trips(tmp_path):
     shapes = {d: (3 + i, 2) if i % 2 else (5 + i,) for i, d in enumerate(DTYPES)}
     with Recorder(path, images=False) as rec:
         for n in range(7):
-            layers = {f"out_{d}": layer_values(d, shapes[d], n * 10 + i) for i, d in enumerate(DTYPES)}
-            assert rec.record(FrameRecord(0, n, pts_ns=n * 1000, network_size=(64, 48, 3), frame_size=(320, 240),
-                                          layers=layers))
+            layers = {
+                f"out_{d}": layer_values(d, shapes[d], n * 10 + i) for i, d in enumerate(DTYPES)
+            }
+            assert rec.record(
+                FrameRecord(
+                    0,
+                    n,
+                    pts_ns=n * 1000,
+                    network_size=(64, 48, 3),
+                    frame_size=(320, 240),
+                    layers=layers,
+                )
+            )
     with open_recording(path) as r:
         assert len(r) == 7
         for i, d in enumerate(DTYPES):
@@ -42,7 +52,12 @@ def test_every_dtype_and_shape_round_trips(tmp_path):
                 np.testing.assert_array_equal(r[n].tensors[f"out_{d}"], expect)
                 np.testing.assert_array_equal(stacked[n], expect)
         v = r[3]
-        assert (v.frame_num, v.pts_ns, v.network_size, v.frame_size) == (3, 3000, (64, 48, 3), (320, 240))
+        assert (v.frame_num, v.pts_ns, v.network_size, v.frame_size) == (
+            3,
+            3000,
+            (64, 48, 3),
+            (320, 240),
+        )
         assert r.stats["written"] == 7 and r.stats["dropped_queue_full"] == 0
 
 
@@ -51,10 +66,20 @@ def test_frame_context_fields_and_slicing(tmp_path):
     big = 0xFFFFFFFFFFFFFFFF  # GST_CLOCK_TIME_NONE does not fit int64: stored as -1
     with Recorder(path, images=False) as rec:
         for n in range(5):
-            rec.record(FrameRecord(source_id=7, frame_num=100 + n, pts_ns=big if n == 4 else 10**12 + n,
-                                   unique_id=3, ntp_timestamp=1_700_000_000_000_000_000 + n, batch_id=n % 2,
-                                   pad_index=2, network_size=(640, 640, 3), frame_size=(1280, 720),
-                                   layers={"x": np.full(4, n, np.float32)}))
+            rec.record(
+                FrameRecord(
+                    source_id=7,
+                    frame_num=100 + n,
+                    pts_ns=big if n == 4 else 10**12 + n,
+                    unique_id=3,
+                    ntp_timestamp=1_700_000_000_000_000_000 + n,
+                    batch_id=n % 2,
+                    pad_index=2,
+                    network_size=(640, 640, 3),
+                    frame_size=(1280, 720),
+                    layers={"x": np.full(4, n, np.float32)},
+                )
+            )
     with open_recording(path) as r:
         df = r.frames
         assert list(df["frame_num"]) == [100, 101, 102, 103, 104]
@@ -78,14 +103,32 @@ def test_multi_stream_multi_gie_with_repeated_layer_names(tmp_path):
     cfg1 = (CONFIGS / "pgie_yolo.txt").read_text()
     cfg2 = (CONFIGS / "detectnet.txt").read_text()
     uid2 = 2
-    with Recorder(path, nvinfer_config={1: CONFIGS / "pgie_yolo.txt", uid2: cfg2}, images=False) as rec:
+    with Recorder(
+        path, nvinfer_config={1: CONFIGS / "pgie_yolo.txt", uid2: cfg2}, images=False
+    ) as rec:
         for n in range(6):
             for src in (0, 1):
-                rec.record(FrameRecord(src, n, pts_ns=n * 33_000_000, unique_id=1,
-                                       layers={"output": np.full((2, 3), 10 * src + n, np.float32)}))
-                rec.record(FrameRecord(src, n, pts_ns=n * 33_000_000, unique_id=uid2,
-                                       layers={"output": np.full(5, 100 + n, np.int32),
-                                               "/bbox/out.0": np.full(1, src, np.float16)}))
+                rec.record(
+                    FrameRecord(
+                        src,
+                        n,
+                        pts_ns=n * 33_000_000,
+                        unique_id=1,
+                        layers={"output": np.full((2, 3), 10 * src + n, np.float32)},
+                    )
+                )
+                rec.record(
+                    FrameRecord(
+                        src,
+                        n,
+                        pts_ns=n * 33_000_000,
+                        unique_id=uid2,
+                        layers={
+                            "output": np.full(5, 100 + n, np.int32),
+                            "/bbox/out.0": np.full(1, src, np.float16),
+                        },
+                    )
+                )
     with open_recording(path) as r:
         assert len(r) == 24
         assert set(r.layers) == {"1/output", "2/output", "/bbox/out.0"}
@@ -117,14 +160,33 @@ def test_objects_with_sgie_layers_crops_and_detections(tmp_path):
             for k in range(n):  # a variable number of objects per frame, frame 0 has none
                 crop = rng.integers(0, 255, (20 + k, 30, 3), dtype=np.uint8)
                 crops[(n, k)] = crop
-                objs.append(ObjectRecord((10.0 * k, 5.0, 40.5, 30.25), class_id=k, confidence=0.5 + k / 10,
-                                         object_id=1000 + k, unique_component_id=1, label="véhicule",
-                                         parent_index=k - 1, parent_object_id=999,
-                                         layers={"embedding": np.full(16, n + k / 10, np.float32),
-                                                 "logits": np.arange(4, dtype=np.float16) + k},
-                                         image=ImageRecord(crop, (10.0 * k, 5.0, 40.5, 30.25))))
-            dets = [ObjectRecord((1.0, 2.0, 3.0, 4.0), class_id=2, confidence=0.75, object_id=5, label="car")] * (n % 2)
-            rec.record(FrameRecord(0, n, unique_id=2, objects=objs, detections=dets, frame_size=(1920, 1080)))
+                objs.append(
+                    ObjectRecord(
+                        (10.0 * k, 5.0, 40.5, 30.25),
+                        class_id=k,
+                        confidence=0.5 + k / 10,
+                        object_id=1000 + k,
+                        unique_component_id=1,
+                        label="véhicule",
+                        parent_index=k - 1,
+                        parent_object_id=999,
+                        layers={
+                            "embedding": np.full(16, n + k / 10, np.float32),
+                            "logits": np.arange(4, dtype=np.float16) + k,
+                        },
+                        image=ImageRecord(crop, (10.0 * k, 5.0, 40.5, 30.25)),
+                    )
+                )
+            dets = [
+                ObjectRecord(
+                    (1.0, 2.0, 3.0, 4.0), class_id=2, confidence=0.75, object_id=5, label="car"
+                )
+            ] * (n % 2)
+            rec.record(
+                FrameRecord(
+                    0, n, unique_id=2, objects=objs, detections=dets, frame_size=(1920, 1080)
+                )
+            )
     with open_recording(path) as r:
         assert list(r.frames["num_objects"]) == [0, 1, 2, 3]
         assert list(r.frames["num_detections"]) == [0, 1, 0, 1]
@@ -140,6 +202,7 @@ def test_objects_with_sgie_layers_crops_and_detections(tmp_path):
         assert o.layers["logits"].dtype == np.float16
         assert o.image.encoding == "png"
         from dsprobe.recording.images import decode
+
         np.testing.assert_array_equal(decode(o.image.data, "png"), crops[(3, 2)])  # PNG is lossless
         d = r[1].detections
         assert isinstance(d, Detections) and d.space == "frame"
@@ -161,8 +224,14 @@ def test_images_jpeg_downscaled_and_raw(tmp_path):
     for fmt in ("jpeg", "raw"):
         path = tmp_path / f"{fmt}.h5"
         with Recorder(path, image_format=fmt, image_max_size=320) as rec:
-            rec.record(FrameRecord(0, 0, frame_size=(1280, 720), image=ImageRecord(img, (0, 0, 1280, 720))))
-            rec.record(FrameRecord(0, 1, frame_size=(1280, 720), image=ImageRecord(rgba, (0, 0, 1280, 720))))
+            rec.record(
+                FrameRecord(0, 0, frame_size=(1280, 720), image=ImageRecord(img, (0, 0, 1280, 720)))
+            )
+            rec.record(
+                FrameRecord(
+                    0, 1, frame_size=(1280, 720), image=ImageRecord(rgba, (0, 0, 1280, 720))
+                )
+            )
             rec.record(FrameRecord(0, 2, frame_size=(1280, 720)))
         with open_recording(path) as r:
             assert list(r.frames["has_image"]) == [True, True, False]
@@ -184,10 +253,17 @@ def test_raw_images_across_chunk_boundaries(tmp_path, block_frames):
     sizes = [(300, 400), (700, 900), (20, 30), (1000, 600), (333, 777), (5, 5), (800, 800)] * 2
     pics = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
     path = tmp_path / "big.h5"
-    with Recorder(path, image_format="raw", image_max_size=4096, block_frames=block_frames,
-                  flush_interval_s=0.001) as rec:
+    with Recorder(
+        path,
+        image_format="raw",
+        image_max_size=4096,
+        block_frames=block_frames,
+        flush_interval_s=0.001,
+    ) as rec:
         for n, pic in enumerate(pics):
-            rec.record(FrameRecord(0, n, image=ImageRecord(pic, (0, 0, pic.shape[1], pic.shape[0]))))
+            rec.record(
+                FrameRecord(0, n, image=ImageRecord(pic, (0, 0, pic.shape[1], pic.shape[0])))
+            )
     with open_recording(path) as r:
         assert len(r) == len(pics)
         for v, pic in zip(r, pics):
@@ -196,6 +272,7 @@ def test_raw_images_across_chunk_boundaries(tmp_path, block_frames):
 
 def test_pre_encoded_image_is_stored_as_is_and_images_off(tmp_path):
     from dsprobe.recording.images import encode
+
     img = synthetic_image(np.random.default_rng(3), 64, 48)
     jpeg = encode(img, "jpeg")
     with Recorder(tmp_path / "a.h5") as rec:
@@ -209,20 +286,42 @@ def test_pre_encoded_image_is_stored_as_is_and_images_off(tmp_path):
 
 
 def test_odd_layer_names_round_trip(tmp_path):
-    names = ["", ".", "..", "/model.22/Concat_5_output_0", "a%2Fb", "%", "output:0", "ünï cødé", "x" * 300]
+    names = [
+        "",
+        ".",
+        "..",
+        "/model.22/Concat_5_output_0",
+        "a%2Fb",
+        "%",
+        "output:0",
+        "ünï cødé",
+        "x" * 300,
+    ]
     path = tmp_path / "names.h5"
     with Recorder(path, images=False) as rec:
-        rec.record(FrameRecord(0, 0, layers={n: np.full(2, i, np.int32) for i, n in enumerate(names)}))
+        rec.record(
+            FrameRecord(0, 0, layers={n: np.full(2, i, np.int32) for i, n in enumerate(names)})
+        )
     with open_recording(path) as r:
         assert set(r.layers) == set(names)
-        assert {n: int(t[0]) for n, t in r[0].tensors.items()} == {n: i for i, n in enumerate(names)}
+        assert {n: int(t[0]) for n, t in r[0].tensors.items()} == {
+            n: i for i, n in enumerate(names)
+        }
 
 
 def test_layer_selection_applies_to_frames_and_objects(tmp_path):
     path = tmp_path / "sel.h5"
     with Recorder(path, layers=["keep", "emb"], images=False) as rec:
-        rec.record(FrameRecord(0, 0, layers={"keep": np.ones(2), "drop": np.ones(3)},
-                               objects=[ObjectRecord((0, 0, 1, 1), layers={"emb": np.ones(4), "other": np.ones(1)})]))
+        rec.record(
+            FrameRecord(
+                0,
+                0,
+                layers={"keep": np.ones(2), "drop": np.ones(3)},
+                objects=[
+                    ObjectRecord((0, 0, 1, 1), layers={"emb": np.ones(4), "other": np.ones(1)})
+                ],
+            )
+        )
     with open_recording(path) as r:
         assert set(r.layers) == {"keep", "emb"}
         assert set(r[0].objects[0].layers) == {"emb"}
@@ -240,7 +339,10 @@ def test_compression_choices_read_back(tmp_path, compression):
         np.testing.assert_array_equal(r[0].tensors["output0"], out)
     with h5py.File(path) as f:
         ds = f["layers/1/output0"]
-        assert ds.compression == {None: None, "lzf": "lzf", "gzip": "gzip", "blosc-lz4": "unknown"}[compression]
+        assert (
+            ds.compression
+            == {None: None, "lzf": "lzf", "gzip": "gzip", "blosc-lz4": "unknown"}[compression]
+        )
         if compression in ("lzf", "gzip"):
             assert ds.shuffle
 
@@ -255,8 +357,15 @@ def test_plain_h5py_can_read_the_documented_layout(tmp_path):
     path = tmp_path / "plain.h5"
     with Recorder(path, notes="hello", image_format="raw") as rec:
         for n in range(3):
-            rec.record(FrameRecord(4, n, unique_id=1, layers={"/model.22/Concat_5": np.full((2, 2), n, np.float32)},
-                                   image=ImageRecord(np.full((4, 6, 3), n, np.uint8), (0, 0, 12, 8))))
+            rec.record(
+                FrameRecord(
+                    4,
+                    n,
+                    unique_id=1,
+                    layers={"/model.22/Concat_5": np.full((2, 2), n, np.float32)},
+                    image=ImageRecord(np.full((4, 6, 3), n, np.uint8), (0, 0, 12, 8)),
+                )
+            )
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == "dsprobe-recording" and f.attrs["schema_version"] == 1
         assert f.attrs["notes"] == "hello"
@@ -268,7 +377,7 @@ def test_plain_h5py_can_read_the_documented_layout(tmp_path):
         img_row = f["frames/image_row"][1]
         shape = f["images/shape"][img_row]
         off, nbytes = f["images/offset"][img_row], f["images/nbytes"][img_row]
-        pixels = f["images/data"][off:off + nbytes].reshape(shape)
+        pixels = f["images/data"][off : off + nbytes].reshape(shape)
         assert pixels.shape == (4, 6, 3) and pixels[0, 0, 0] == 1
         assert json.loads(f.attrs["stats"])["written"] == 3
 

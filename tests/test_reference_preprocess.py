@@ -5,16 +5,34 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsprobe.nvinfer_config import Preprocessing, parse_nvinfer_config
-from dsprobe.reference.preprocess import (clip_rect, load_mean_file, muxer_content_size, muxer_scale, nearest_index,
-                                          network_image, normalize, preprocess, preprocess_source, resize)
+from dsprobe.nvinfer.config import Preprocessing, parse_nvinfer_config
+from dsprobe.reference.preprocess import (
+    clip_rect,
+    load_mean_file,
+    muxer_content_size,
+    muxer_scale,
+    nearest_index,
+    network_image,
+    normalize,
+    preprocess,
+    preprocess_source,
+    resize,
+)
 
 
 def test_letterbox_symmetric_and_normalisation_by_hand():
     frame = np.zeros((720, 1280, 3), np.uint8)
     frame[:, :, 0] = 255
-    pre = Preprocessing(320, 320, 3, maintain_aspect_ratio=True, symmetric_padding=True, net_scale_factor=0.5,
-                        offsets=(10, 20, 30), model_color_format=1)
+    pre = Preprocessing(
+        320,
+        320,
+        3,
+        maintain_aspect_ratio=True,
+        symmetric_padding=True,
+        net_scale_factor=0.5,
+        offsets=(10, 20, 30),
+        model_color_format=1,
+    )
     img, t = network_image(frame, pre)
     # 1280x720 -> 320x180 (hdest = 320*720/1280 = 180), offset_top = (320-180)//2 = 70
     assert (t.offset_left, t.offset_top, t.dst_width, t.dst_height) == (0, 70, 320, 180)
@@ -22,16 +40,28 @@ def test_letterbox_symmetric_and_normalisation_by_hand():
     x = normalize(img, pre)
     # BGR: network channel 0 is the blue (0) channel; the pad is s*(0 - offset), not 0
     assert x.shape == (3, 320, 320) and x.dtype == np.float32
-    assert x[0, 100, 100] == 0.5 * (0 - 10) and x[2, 100, 100] == 0.5 * (255 - 30) and x[2, 0, 0] == 0.5 * (0 - 30)
+    assert (
+        x[0, 100, 100] == 0.5 * (0 - 10)
+        and x[2, 100, 100] == 0.5 * (255 - 30)
+        and x[2, 0, 0] == 0.5 * (0 - 30)
+    )
 
 
 def test_letterbox_right_bottom_and_truncated_size():
     frame = np.full((700, 1001, 3), 9, np.uint8)
     img, t = network_image(frame, Preprocessing(320, 320, 3, maintain_aspect_ratio=True))
     # crop rounded down to even: 1000x700; hdest = 320*700/1000 = 224.0; no offsets without symmetric-padding
-    assert (t.src_width, t.src_height, t.dst_width, t.dst_height, t.offset_top) == (1000, 700, 320, 224, 0)
+    assert (t.src_width, t.src_height, t.dst_width, t.dst_height, t.offset_top) == (
+        1000,
+        700,
+        320,
+        224,
+        0,
+    )
     assert img[:224].min() == 9 and img[224:].max() == 0
-    img2, t2 = network_image(np.full((333, 1000, 3), 9, np.uint8), Preprocessing(320, 320, 3, True, True))
+    img2, t2 = network_image(
+        np.full((333, 1000, 3), 9, np.uint8), Preprocessing(320, 320, 3, True, True)
+    )
     # hdest = 320*332/1000 = 106.24 -> 106 (truncated); offset (320-106)//2 = 107, odd pixel at the bottom
     assert (t2.dst_height, t2.offset_top) == (106, 107)
     assert img2[:107].max() == 0 and img2[107:213].min() == 9 and img2[213:].max() == 0
@@ -57,9 +87,9 @@ def test_sgie_crop_is_even_rounded():
 
 
 def test_nearest_index_uses_pixel_centres():
-    assert nearest_index(4, 2).tolist() == [1, 3]               # floor((d + .5) * 2)
-    assert nearest_index(3, 2).tolist() == [0, 2]               # floor(.75), floor(2.25)
-    assert nearest_index(2, 5).tolist() == [0, 0, 1, 1, 1]      # upscaling: floor((d + .5) * .4)
+    assert nearest_index(4, 2).tolist() == [1, 3]  # floor((d + .5) * 2)
+    assert nearest_index(3, 2).tolist() == [0, 2]  # floor(.75), floor(2.25)
+    assert nearest_index(2, 5).tolist() == [0, 0, 1, 1, 1]  # upscaling: floor((d + .5) * .4)
     img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10
     assert resize(img, 2, 2, 0)[:, :, 0].tolist() == [[50, 70], [130, 150]]
     assert resize(img, 2, 2, 6)[:, :, 0].tolist() == [[50, 70], [130, 150]]  # 6 = Default = nearest
@@ -102,7 +132,9 @@ def test_mean_file_binary_and_text(tmp_path):
     m = load_mean_file(p3, 3, 2)
     np.testing.assert_array_equal(m, mean)
     img = np.full((2, 3, 3), 50, np.uint8)
-    x = normalize(img, Preprocessing(3, 2, 3, net_scale_factor=0.5, offsets=(1000, 1000, 1000)), mean=m)
+    x = normalize(
+        img, Preprocessing(3, 2, 3, net_scale_factor=0.5, offsets=(1000, 1000, 1000)), mean=m
+    )
     # mean-file wins over offsets; byte position = network channel
     assert x[:, 1, 2].tolist() == [0.5 * (50 - v) for v in mean[1, 2]]
     with pytest.raises(ValueError, match="mean-file is 3x2 but the network input is 4x4"):
@@ -113,20 +145,25 @@ def test_mean_file_binary_and_text(tmp_path):
         load_mean_file(bad, 3, 2)
 
 
-@pytest.mark.parametrize("sym, src", [(True, (540, 960)), (False, (1080, 1920)), (True, (720, 1280)),
-                                      (False, (481, 853))])
+@pytest.mark.parametrize(
+    "sym, src",
+    [(True, (540, 960)), (False, (1080, 1920)), (True, (720, 1280)), (False, (481, 853))],
+)
 def test_composed_source_preprocessing_equals_two_stage(sym, src):
     frame = np.random.default_rng(7).integers(0, 255, (*src, 3), dtype=np.uint8)
-    pre = Preprocessing(320, 320, 3, maintain_aspect_ratio=True, symmetric_padding=sym, net_scale_factor=1 / 255)
+    pre = Preprocessing(
+        320, 320, 3, maintain_aspect_ratio=True, symmetric_padding=sym, net_scale_factor=1 / 255
+    )
     a, ta = preprocess_source(frame, (1280, 720), pre)
     b, tb = preprocess(muxer_scale(frame, 1280, 720), pre)
     assert ta == tb
     np.testing.assert_array_equal(a, b)
     # bilinear stages and a padded muxer take the two-stage path and agree with it too
     pre_bl = Preprocessing(320, 320, 3, True, sym, scaling_filter=1)
-    np.testing.assert_array_equal(preprocess_source(frame, (1280, 720), pre_bl, keep_aspect=True, muxer_filter=1)[0],
-                                  preprocess(muxer_scale(frame, 1280, 720, keep_aspect=True, scaling_filter=1),
-                                             pre_bl)[0])
+    np.testing.assert_array_equal(
+        preprocess_source(frame, (1280, 720), pre_bl, keep_aspect=True, muxer_filter=1)[0],
+        preprocess(muxer_scale(frame, 1280, 720, keep_aspect=True, scaling_filter=1), pre_bl)[0],
+    )
 
 
 def test_muxer_keep_aspect_pads_right_and_bottom():
@@ -142,8 +179,10 @@ def test_clip_rect():
 
 
 def test_config_values_reach_preprocessing():
-    cfg = parse_nvinfer_config("[property]\ninfer-dims=3;64;96\nnet-scale-factor=0.5\noffsets=1;2;3\n"
-                               "model-color-format=1\nmaintain-aspect-ratio=1\nsymmetric-padding=1\nscaling-filter=1\n")
+    cfg = parse_nvinfer_config(
+        "[property]\ninfer-dims=3;64;96\nnet-scale-factor=0.5\noffsets=1;2;3\n"
+        "model-color-format=1\nmaintain-aspect-ratio=1\nsymmetric-padding=1\nscaling-filter=1\n"
+    )
     pre = cfg.preprocessing
     frame = np.random.default_rng(1).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     x, t = preprocess(frame, pre)

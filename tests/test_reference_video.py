@@ -14,8 +14,13 @@ from dsprobe.reference.video import VideoError, batches, probe_video, read_frame
 av = pytest.importorskip("av")
 
 
-def write_video(path: Path, values: list[int], times_ms: list[int] | None = None, size: tuple[int, int] = (64, 48),
-                container: str | None = None) -> Path:
+def write_video(
+    path: Path,
+    values: list[int],
+    times_ms: list[int] | None = None,
+    size: tuple[int, int] = (64, 48),
+    container: str | None = None,
+) -> Path:
     """Flat grey frames of ``values`` at ``times_ms`` (default 10 fps), H.264, no B-frames."""
     times_ms = times_ms if times_ms is not None else [100 * i for i in range(len(values))]
     with av.open(str(path), "w", format=container) as out:
@@ -24,7 +29,9 @@ def write_video(path: Path, values: list[int], times_ms: list[int] | None = None
         s.options = {"bf": "0", "threads": "1"}
         s.codec_context.time_base = Fraction(1, 1000)
         for v, t in zip(values, times_ms):
-            f = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), v, np.uint8), format="rgb24")
+            f = av.VideoFrame.from_ndarray(
+                np.full((size[1], size[0], 3), v, np.uint8), format="rgb24"
+            )
             f.pts, f.time_base = t, Fraction(1, 1000)
             for p in s.encode(f):
                 out.mux(p)
@@ -34,7 +41,9 @@ def write_video(path: Path, values: list[int], times_ms: list[int] | None = None
 
 
 def test_pts_come_from_the_container(tmp_path):
-    p = write_video(tmp_path / "vfr.mkv", [0, 255, 0, 255], [0, 100, 300, 350])  # variable frame rate
+    p = write_video(
+        tmp_path / "vfr.mkv", [0, 255, 0, 255], [0, 100, 300, 350]
+    )  # variable frame rate
     frames = list(read_frames(p, source_id=3))
     assert [f.pts_ns for f in frames] == [0, 100_000_000, 300_000_000, 350_000_000]
     assert [f.frame_num for f in frames] == [0, 1, 2, 3] and {f.source_id for f in frames} == {3}
@@ -47,7 +56,9 @@ def test_gray_frames_are_the_decoded_luma_plane(tmp_path):
     p = write_video(tmp_path / "bw.mkv", [0, 255])
     black, white = (f.image for f in read_frames(p, gray=True))
     # H.264 stores limited-range luma: black 16, white 235 — passed on untouched (NV12 -> GRAY8 keeps Y)
-    assert black.shape == (48, 64, 1) and int(np.median(black)) == 16 and int(np.median(white)) == 235
+    assert (
+        black.shape == (48, 64, 1) and int(np.median(black)) == 16 and int(np.median(white)) == 235
+    )
 
 
 def test_batches_interleave_streams_like_nvstreammux(tmp_path):
@@ -56,7 +67,9 @@ def test_batches_interleave_streams_like_nvstreammux(tmp_path):
     # one frame per stream in turn; finished streams drop out; batches of 2
     assert got == [[(0, 0), (1, 0)], [(2, 0), (0, 1)], [(2, 1), (0, 2)]]
     assert [[(f.source_id, f.frame_num) for f in b] for b in batches(paths, 4)] == [
-        [(0, 0), (1, 0), (2, 0), (0, 1)], [(2, 1), (0, 2)]]
+        [(0, 0), (1, 0), (2, 0), (0, 1)],
+        [(2, 1), (0, 2)],
+    ]
     with pytest.raises(ValueError, match="batch size must be >= 1"):
         next(batches(paths, 0))
 
@@ -77,7 +90,9 @@ def test_errors_name_the_file(tmp_path):
     audio = tmp_path / "audio.m4a"
     with av.open(str(audio), "w") as out:
         s = out.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         frame.sample_rate = 8000
         for pkt in list(s.encode(frame)) + list(s.encode()):
             out.mux(pkt)

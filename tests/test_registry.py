@@ -15,7 +15,9 @@ def test_register_and_get(monkeypatch):
         return dets
 
     assert get_step("cluster", "mine") is mine
-    with pytest.raises(UnknownStepError, match="unknown cluster step 'nope'; registered cluster steps: mine"):
+    with pytest.raises(
+        UnknownStepError, match="unknown cluster step 'nope'; registered cluster steps: mine"
+    ):
         get_step("cluster", "nope")
     with pytest.raises(ValueError, match="already registered"):
         register("cluster", "mine")(lambda d, c: d)

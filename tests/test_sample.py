@@ -7,8 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from dsprobe.sample import (CONFIG_PATH, HELDOUT_SEED, LABELS, LABELS_PATH, MODEL_PATH, MUXER_SIZE, VIDEO_SEEDS,
-                            make_clip, make_videos)
+from dsprobe.sample import (
+    CONFIG_PATH,
+    HELDOUT_SEED,
+    LABELS,
+    LABELS_PATH,
+    MODEL_PATH,
+    MUXER_SIZE,
+    VIDEO_SEEDS,
+    make_clip,
+    make_videos,
+)
 from dsprobe.sample.scenes import BACKGROUNDS, CLASSES, MIN_VISIBLE, Scene, Shape, render
 
 
@@ -45,15 +54,20 @@ def test_box_is_the_tight_extent_of_the_drawn_pixels(class_id):
 
 def test_boxes_are_clipped_at_frame_edges_and_hidden_objects_left_out():
     bg = np.zeros((100, 200, 3), np.uint8)
-    shapes = [_shape(1, 5.0, 50.0, 20.0, angle=0.0),                         # half outside on the left
-              _shape(0, 150.0, 50.0, 10.0), _shape(1, 150.0, 50.0, 30.0, 0.0, (10, 200, 10)),  # covered
-              _shape(0, 100.0, -9.0, 10.0, color=(20, 20, 250))]            # mostly above the frame
+    shapes = [
+        _shape(1, 5.0, 50.0, 20.0, angle=0.0),  # half outside on the left
+        _shape(0, 150.0, 50.0, 10.0),
+        _shape(1, 150.0, 50.0, 30.0, 0.0, (10, 200, 10)),  # covered
+        _shape(0, 100.0, -9.0, 10.0, color=(20, 20, 250)),
+    ]  # mostly above the frame
     img, boxes, classes = render(bg, shapes)
     assert classes.tolist() == [1, 1]  # the edge square and the covering square
     assert boxes[1].tolist() == pytest.approx([150 - 25.5, 50 - 25.5, 150 + 25.5, 50 + 25.5], abs=1)
     x1, y1, x2, y2 = boxes[0]
     assert x1 == 0 and x2 == pytest.approx(5 + 17, abs=1) and y2 - y1 == pytest.approx(34, abs=1)
-    assert 0 < (img[:, :, 2] == 250).sum() < MIN_VISIBLE * np.pi * 10 ** 2  # the top circle: drawn, not in GT
+    assert (
+        0 < (img[:, :, 2] == 250).sum() < MIN_VISIBLE * np.pi * 10**2
+    )  # the top circle: drawn, not in GT
 
 
 def test_scene_boxes_are_tight_on_rendered_pixels():
@@ -66,7 +80,9 @@ def test_scene_boxes_are_tight_on_rendered_pixels():
             # every side of the box touches a drawn pixel; nothing of the object lies outside (pixels of
             # other objects may): the object's colour covers at least MIN_VISIBLE of its box area * 0.3
             region = changed[y1:y2, x1:x2]
-            assert region[0].any() and region[-1].any() and region[:, 0].any() and region[:, -1].any()
+            assert (
+                region[0].any() and region[-1].any() and region[:, 0].any() and region[:, -1].any()
+            )
             n += 1
         assert set(classes.tolist()) <= set(range(len(CLASSES)))
     assert n > 60
@@ -75,22 +91,37 @@ def test_scene_boxes_are_tight_on_rendered_pixels():
 def test_sample_videos_decode_to_the_rendered_frames_with_matching_ground_truth(tmp_path):
     av = pytest.importorskip("av")
     v = make_videos(tmp_path, seconds=1.0, fps=15)
-    assert [p.name for p in v.paths] == ["stream0.mp4", "stream1.mp4"] and v.gt_json_path == v.gt_json
+    assert [p.name for p in v.paths] == [
+        "stream0.mp4",
+        "stream1.mp4",
+    ] and v.gt_json_path == v.gt_json
     coco = json.loads(v.gt_json.read_text())
-    assert [c["name"] for c in coco["categories"]] == LABELS and [c["id"] for c in coco["categories"]] == [0, 1, 2, 3]
-    assert [im["id"] for im in coco["images"]] == [k * 1_000_000 + i for k in range(2) for i in range(15)]
+    assert [c["name"] for c in coco["categories"]] == LABELS and [
+        c["id"] for c in coco["categories"]
+    ] == [0, 1, 2, 3]
+    assert [im["id"] for im in coco["images"]] == [
+        k * 1_000_000 + i for k in range(2) for i in range(15)
+    ]
     for source_id, (path, seed) in enumerate(zip(v.paths, VIDEO_SEEDS)):
         with av.open(str(path)) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         assert len(frames) == 15 and frames[0].shape == (540, 960, 3)
         rendered = [img for img, _, _ in Scene(seed).frames(15)]
-        for i in (0, 7, 14):  # frame i of the video is frame i of the scene (lossy, but much closer than i+1)
+        for i in (
+            0,
+            7,
+            14,
+        ):  # frame i of the video is frame i of the scene (lossy, but much closer than i+1)
             err = np.abs(frames[i].astype(int) - rendered[i]).mean()
-            assert err < 6 and err < np.abs(frames[i].astype(int) - rendered[i - 1 if i else 1]).mean()
+            assert (
+                err < 6 and err < np.abs(frames[i].astype(int) - rendered[i - 1 if i else 1]).mean()
+            )
         _, boxes, classes = list(Scene(seed).frames(15))[14]
         anns = [a for a in coco["annotations"] if a["image_id"] == source_id * 1_000_000 + 14]
         assert [a["category_id"] for a in anns] == classes.tolist()
-        np.testing.assert_allclose([a["bbox"] for a in anns], np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+        np.testing.assert_allclose(
+            [a["bbox"] for a in anns], np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
+        )
 
 
 def test_make_clip_is_deterministic(tmp_path):
@@ -103,7 +134,7 @@ def test_make_clip_is_deterministic(tmp_path):
 
 
 def test_config_and_labels_describe_the_shipped_model():
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
 
     cfg = load_nvinfer_config(CONFIG_PATH)
     assert LABELS_PATH.read_text().split() == LABELS == list(CLASSES)
@@ -115,7 +146,10 @@ def test_config_and_labels_describe_the_shipped_model():
     assert pre.net_scale_factor == pytest.approx(1 / 255)
     assert cfg.num_detected_classes == 4 and cfg.network_type == 100 and cfg.output_tensor_meta
     assert cfg.gie_unique_id == 1 and cfg.cluster_mode == 2
-    assert 0 < cfg.class_attrs_all.pre_cluster_threshold < 1 and 0 < cfg.class_attrs_all.nms_iou_threshold < 1
+    assert (
+        0 < cfg.class_attrs_all.pre_cluster_threshold < 1
+        and 0 < cfg.class_attrs_all.nms_iou_threshold < 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +176,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_model_detects_the_objects_of_a_held_out_frame(session):
     """nvinfer preprocessing -> model -> numpy decode (best class, threshold, per-class NMS) -> source pixels."""
-    from dsprobe.geometry import network_to_crop
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
+    from dsprobe.nvinfer.geometry import network_to_crop
     from dsprobe.postprocess.iou import greedy_nms
     from dsprobe.reference.preprocess import preprocess_source
 
@@ -159,8 +193,12 @@ def test_model_detects_the_objects_of_a_held_out_frame(session):
         cx, cy, w, h = out[:4, keep]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
         cls, score = cls[keep], score[keep]
-        kept = np.concatenate([np.flatnonzero(cls == c)[greedy_nms(boxes[cls == c], score[cls == c], 0.45)]
-                               for c in np.unique(cls)])
+        kept = np.concatenate(
+            [
+                np.flatnonzero(cls == c)[greedy_nms(boxes[cls == c], score[cls == c], 0.45)]
+                for c in np.unique(cls)
+            ]
+        )
         det, det_cls = network_to_crop(boxes[kept], t) * scale, cls[kept]
         assert len(det) < 3 * len(gt) + 3
         for g, c in zip(gt, gt_cls):

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dsprobe.analysis.evaluate import GroundTruth, evaluate, ground_truth_from_detections
+from dsprobe.analysis.search import Reclusterer, search
+from dsprobe.analysis.settings import apply_params, get_param
 from dsprobe.detections import Detections
-from dsprobe.evaluate import GroundTruth, evaluate, ground_truth_from_detections
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
-from dsprobe.postprocess.replay import DecodedRecording, detections_frame
 from dsprobe.postprocess.registry import StepContext
-from dsprobe.search import Reclusterer, search
-from dsprobe.settings import apply_params, get_param
+from dsprobe.postprocess.replay import DecodedRecording, detections_frame
 
 NET = (320, 320)
 FRAME = (640, 640)  # scale 2: nvinfer scaling from network to frame pixels is exercised
@@ -23,23 +23,40 @@ class FakeRecording:
     """What DecodedRecording / detections_frame read of a Recording: the frames table."""
 
     def __init__(self, n: int) -> None:
-        self.frames = pd.DataFrame({"source_id": np.arange(n) % 2, "frame_num": np.arange(n) // 2,
-                                    "frame_width": FRAME[0], "frame_height": FRAME[1],
-                                    "network_width": NET[0], "network_height": NET[1]})
+        self.frames = pd.DataFrame(
+            {
+                "source_id": np.arange(n) % 2,
+                "frame_num": np.arange(n) // 2,
+                "frame_width": FRAME[0],
+                "frame_height": FRAME[1],
+                "network_width": NET[0],
+                "network_height": NET[1],
+            }
+        )
 
 
 def base_postprocess(cluster: str = "nms", **cluster_params) -> Postprocess:
-    steps = [Step("decode", "yolov8"), Step("filter", "threshold", {"pre_cluster_threshold": 0.25, "num_classes": 3}),
-             Step("cluster", cluster, cluster_params), Step("scale", "nvinfer", {"maintain_aspect_ratio": True})]
+    steps = [
+        Step("decode", "yolov8"),
+        Step("filter", "threshold", {"pre_cluster_threshold": 0.25, "num_classes": 3}),
+        Step("cluster", cluster, cluster_params),
+        Step("scale", "nvinfer", {"maintain_aspect_ratio": True}),
+    ]
     return Postprocess(steps, labels=["a", "b", "c"], num_classes=3)
 
 
 def decoded_from(cands: list[Detections], pp: Postprocess) -> DecodedRecording:
-    ctx = StepContext(network_size=NET, frame_size=FRAME, crop_rect=(0.0, 0.0, *map(float, FRAME)), num_classes=3)
-    return DecodedRecording(pp, dict(enumerate(cands)), {i: ctx for i in range(len(cands))}, FakeRecording(len(cands)))
+    ctx = StepContext(
+        network_size=NET, frame_size=FRAME, crop_rect=(0.0, 0.0, *map(float, FRAME)), num_classes=3
+    )
+    return DecodedRecording(
+        pp, dict(enumerate(cands)), {i: ctx for i in range(len(cands))}, FakeRecording(len(cands))
+    )
 
 
-def random_candidates(rng: np.random.Generator, n_frames: int, tie_step: float = 0.05) -> list[Detections]:
+def random_candidates(
+    rng: np.random.Generator, n_frames: int, tie_step: float = 0.05
+) -> list[Detections]:
     """Clumps of overlapping boxes (so NMS has work), scores quantised to make ties common."""
     out = []
     for _ in range(n_frames):
@@ -52,8 +69,12 @@ def random_candidates(rng: np.random.Generator, n_frames: int, tie_step: float =
                 s = wh * rng.uniform(0.8, 1.2, 2)
                 boxes.append([*(j - s / 2), *(j + s / 2)])
                 scores.append(np.round(rng.uniform(0.0, 1.0) / tie_step) * tie_step)
-                classes.append(rng.integers(0, 4))  # class 3 >= num_classes: the threshold step drops it
-        out.append(Detections(np.array(boxes, np.float32).reshape(-1, 4), scores, classes, "network"))
+                classes.append(
+                    rng.integers(0, 4)
+                )  # class 3 >= num_classes: the threshold step drops it
+        out.append(
+            Detections(np.array(boxes, np.float32).reshape(-1, 4), scores, classes, "network")
+        )
     return out
 
 
@@ -61,8 +82,13 @@ def random_setting(rng: np.random.Generator) -> dict:
     def per_class(lo, hi, integer=False):
         vals = rng.integers(lo, hi, 3) if integer else np.round(rng.uniform(lo, hi, 3), 2)
         return vals.tolist() if rng.random() < 0.4 else vals[0].item()
-    p = {"pre_cluster_threshold": per_class(0.0, 0.9), "iou_threshold": per_class(0.1, 0.9),
-         "topk": per_class(-1, 6, integer=True), "post_cluster_threshold": per_class(0.0, 0.6)}
+
+    p = {
+        "pre_cluster_threshold": per_class(0.0, 0.9),
+        "iou_threshold": per_class(0.1, 0.9),
+        "topk": per_class(-1, 6, integer=True),
+        "post_cluster_threshold": per_class(0.0, 0.6),
+    }
     if rng.random() < 0.5:
         p.update(detected_min_w=int(rng.integers(0, 60)), detected_max_h=int(rng.integers(0, 200)))
     if rng.random() < 0.3:
@@ -103,8 +129,11 @@ def test_reclusterer_reuses_one_clustering_for_thresholds_and_topk():
 def test_reclusterer_cluster_mode_none_and_fallback_for_other_chains():
     rng = np.random.default_rng(11)
     cands = random_candidates(rng, 12)
-    for pp in (base_postprocess("none", topk=2), base_postprocess("soft_nms", iou_threshold=0.3),
-               base_postprocess("dbscan", eps=0.3, min_boxes=2)):
+    for pp in (
+        base_postprocess("none", topk=2),
+        base_postprocess("soft_nms", iou_threshold=0.3),
+        base_postprocess("dbscan", eps=0.3, min_boxes=2),
+    ):
         dec = decoded_from(cands, pp)
         rc = Reclusterer(dec)
         assert rc.fast_path(pp) == (pp.steps[2].name == "none")
@@ -128,7 +157,9 @@ def test_apply_params_per_class_and_object_filter():
     assert q.step("filter").params["pre_cluster_threshold"] == [0.25, 0.6, 0.25]
     assert get_param(q, "pre_cluster_threshold", class_id=1) == 0.6
     back = apply_params(q, {"pre_cluster_threshold": 0.25}, class_id=1)
-    assert back.step("filter").params["pre_cluster_threshold"] == 0.25  # equal values collapse to a scalar
+    assert (
+        back.step("filter").params["pre_cluster_threshold"] == 0.25
+    )  # equal values collapse to a scalar
     assert get_param(pp, "topk") == -1  # the nms step's default when the spec leaves it out
     f = apply_params(pp, {"detected_min_w": 12})
     assert [s.kind + ":" + s.name for s in f.steps][-2:] == ["scale:nvinfer", "filter:objects"]
@@ -150,15 +181,24 @@ def _known_case(rng: np.random.Generator, n_frames: int = 30):
             x, y = 20 + 95 * k + rng.uniform(0, 10), rng.uniform(20, 200)
             w, h = rng.uniform(40, 60), rng.uniform(40, 60)
             s = rng.uniform(0.56, 0.95)
-            boxes += [[x, y, x + w, y + h], [x + 0.21 * w, y, x + 1.21 * w, y + h]]  # duplicate: IoU 0.79/1.21
+            boxes += [
+                [x, y, x + w, y + h],
+                [x + 0.21 * w, y, x + 1.21 * w, y + h],
+            ]  # duplicate: IoU 0.79/1.21
             scores += [s, s - 0.005]
-            gt_rows.append((f % 2, f // 2, 2 * x, 2 * y, 2 * (x + w), 2 * (y + h), 0))  # frame px = 2x network px
+            gt_rows.append(
+                (f % 2, f // 2, 2 * x, 2 * y, 2 * (x + w), 2 * (y + h), 0)
+            )  # frame px = 2x network px
         for _ in range(5):  # clutter far from the objects (bottom band)
             x, y = rng.uniform(0, 280), rng.uniform(270, 300)
             boxes.append([x, y, x + 15, y + 15])
             scores.append(rng.uniform(0.05, 0.3))
-        cands.append(Detections(np.array(boxes, np.float32), scores, np.zeros(len(scores)), "network"))
-    gt_df = pd.DataFrame(gt_rows, columns=["source_id", "frame_num", "x1", "y1", "x2", "y2", "class_id"])
+        cands.append(
+            Detections(np.array(boxes, np.float32), scores, np.zeros(len(scores)), "network")
+        )
+    gt_df = pd.DataFrame(
+        gt_rows, columns=["source_id", "frame_num", "x1", "y1", "x2", "y2", "class_id"]
+    )
     gt_df["score"] = 1.0
     frames = [(f % 2, f // 2) for f in range(n_frames)]
     return cands, ground_truth_from_detections(gt_df, ["a", "b", "c"], frames), frames
@@ -169,13 +209,19 @@ def test_search_finds_the_known_best_setting_and_scores_exactly():
     cands, gt, frames = _known_case(rng)
     pp = base_postprocess("nms", iou_threshold=0.45, topk=100)
     dec = decoded_from(cands, pp)
-    grid = {"pre_cluster_threshold": [0.1, 0.5, 0.7, 0.9], "iou_threshold": [0.5, 0.7, 0.9], "topk": [2, 3, 50]}
+    grid = {
+        "pre_cluster_threshold": [0.1, 0.5, 0.7, 0.9],
+        "iou_threshold": [0.5, 0.7, 0.9],
+        "topk": [2, 3, 50],
+    }
     res = search(dec, gt, grid, frames=frames)
     assert len(res.table) == 36
     best = res.table.iloc[0]
     assert best["map50"] == pytest.approx(1.0)
     perfect = res.table[res.table["map50"] > 1 - 1e-9]
-    assert set(perfect["pre_cluster_threshold"]) <= {0.1, 0.5} and set(perfect["iou_threshold"]) == {0.5}
+    assert set(perfect["pre_cluster_threshold"]) <= {0.1, 0.5} and set(
+        perfect["iou_threshold"]
+    ) == {0.5}
     assert set(perfect["topk"]) <= {3, 50}
     assert res.best_params["iou_threshold"] == 0.5 and res.best_params["topk"] in (3, 50)
     assert res.best.step("cluster").params["iou_threshold"] == 0.5
@@ -192,13 +238,21 @@ def test_search_finds_the_known_best_setting_and_scores_exactly():
 def test_incremental_scorer_with_ties_matches_evaluate():
     rng = np.random.default_rng(9)
     cands = random_candidates(rng, 30, tie_step=0.1)  # many equal scores: top-k cuts inside ties
-    ref = pd.concat([d.to_dataframe().assign(source_id=i % 2, frame_num=i // 2) for i, d in enumerate(cands)])
+    ref = pd.concat(
+        [d.to_dataframe().assign(source_id=i % 2, frame_num=i // 2) for i, d in enumerate(cands)]
+    )
     ref = ref[ref["class_id"] < 3]
     ref[["x1", "y1", "x2", "y2"]] *= 2
-    gt = ground_truth_from_detections(ref[ref["score"] > 0.6], ["a", "b", "c"], [(i % 2, i // 2) for i in range(30)])
+    gt = ground_truth_from_detections(
+        ref[ref["score"] > 0.6], ["a", "b", "c"], [(i % 2, i // 2) for i in range(30)]
+    )
     pp = base_postprocess("nms", iou_threshold=0.5)
     dec = decoded_from(cands, pp)
-    grid = {"pre_cluster_threshold": [0.0, 0.3, 0.7], "topk": [1, 2, -1], "post_cluster_threshold": [0.0, 0.45]}
+    grid = {
+        "pre_cluster_threshold": [0.0, 0.3, 0.7],
+        "topk": [1, 2, -1],
+        "post_cluster_threshold": [0.0, 0.45],
+    }
     res = search(dec, gt, grid, method="random", n_random=10, seed=1)
     assert len(res.table) == 10
     for _, row in res.table.iterrows():
@@ -210,8 +264,11 @@ def test_incremental_scorer_with_ties_matches_evaluate():
 def test_search_rejects_bad_arguments():
     pp = base_postprocess()
     dec = decoded_from(random_candidates(np.random.default_rng(1), 2), pp)
-    gt = GroundTruth({"images": [], "annotations": [], "categories": [{"id": 0, "name": "a"}]},
-                     pd.DataFrame(), ["a"])
+    gt = GroundTruth(
+        {"images": [], "annotations": [], "categories": [{"id": 0, "name": "a"}]},
+        pd.DataFrame(),
+        ["a"],
+    )
     with pytest.raises(ValueError, match="metric"):
         search(dec, gt, {"iou_threshold": [0.5]}, metric="f1")
     with pytest.raises(ValueError, match="method"):
@@ -222,7 +279,7 @@ def test_search_rejects_bad_arguments():
 
 def test_search_on_the_sample_recording_matches_plain_runs(sample_recording, sample_videos):
     from dsprobe import open_recording
-    from dsprobe.evaluate import load_ground_truth
+    from dsprobe.analysis.evaluate import load_ground_truth
 
     rec = open_recording(sample_recording)
     pp = Postprocess.from_nvinfer_config(rec.config())
@@ -234,13 +291,14 @@ def test_search_on_the_sample_recording_matches_plain_runs(sample_recording, sam
     for _, row in res.table.iterrows():
         q = apply_params(pp, {k: row[k].item() for k in grid})
         r = evaluate(q.run_recording(rec), gt, frames)
-        assert (row["map50"], row["map50_95"], row["detections"]) == pytest.approx((r.map50, r.map50_95,
-                                                                                    r.num_detections), abs=1e-12)
+        assert (row["map50"], row["map50_95"], row["detections"]) == pytest.approx(
+            (r.map50, r.map50_95, r.num_detections), abs=1e-12
+        )
     rec.close()
 
 
 def test_incremental_scorer_declines_a_cut_that_is_not_a_low_score_suffix():
-    from dsprobe.search import _CocoScorer
+    from dsprobe.analysis.search import _CocoScorer
 
     rng = np.random.default_rng(2)
     cands, gt, frames = _known_case(rng, n_frames=4)

@@ -11,33 +11,61 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dsprobe.analysis.evaluate import error_table, ground_truth_from_detections
 from dsprobe.detections import Detections
-from dsprobe.evaluate import error_table, ground_truth_from_detections
 
 matplotlib = pytest.importorskip("matplotlib")
 
-from dsprobe import viz  # noqa: E402
+from dsprobe import notebook as viz  # noqa: E402
 
 
-def fake_frame(image_rect=(0.0, 0.0, 1280.0, 720.0), with_image: bool = True, source_id: int = 0, frame_num: int = 3):
+def fake_frame(
+    image_rect=(0.0, 0.0, 1280.0, 720.0),
+    with_image: bool = True,
+    source_id: int = 0,
+    frame_num: int = 3,
+):
     img = np.zeros((360, 640, 3), np.uint8)
-    img[90:180, 160:320] = (255, 0, 0)  # a red block at frame px x 320..640, y 180..360 (2x downscaled)
-    return SimpleNamespace(image=img if with_image else None, image_rect=image_rect if with_image else None,
-                           frame_size=(1280, 720), source_id=source_id, frame_num=frame_num,
-                           detections=Detections([[320, 180, 640, 360]], [0.9], [1], "frame"))
+    img[90:180, 160:320] = (
+        255,
+        0,
+        0,
+    )  # a red block at frame px x 320..640, y 180..360 (2x downscaled)
+    return SimpleNamespace(
+        image=img if with_image else None,
+        image_rect=image_rect if with_image else None,
+        frame_size=(1280, 720),
+        source_id=source_id,
+        frame_num=frame_num,
+        detections=Detections([[320, 180, 640, 360]], [0.9], [1], "frame"),
+    )
 
 
 def test_plot_frame_draws_boxes_in_frame_pixels_over_the_image():
     f = fake_frame()
-    dets = Detections([[10, 20, 110, 220], [500, 300, 700, 400]], [0.8, 0.5], [0, 2], "frame",
-                      keypoints=np.array([[[50, 60, 1.0], [0, 0, 0.0]], [[600, 350, 0.9], [610, 360, 0.9]]]))
+    dets = Detections(
+        [[10, 20, 110, 220], [500, 300, 700, 400]],
+        [0.8, 0.5],
+        [0, 2],
+        "frame",
+        keypoints=np.array([[[50, 60, 1.0], [0, 0, 0.0]], [[600, 350, 0.9], [610, 360, 0.9]]]),
+    )
     fig = viz.plot_frame(f, dets, ["a", "b", "c"])
     ax = fig.axes[0]
     patches = fig.dsprobe_patches
     assert len(patches) == 2 and ax.patches[:] == patches
-    assert patches[0].get_xy() == (10, 20) and patches[0].get_width() == 100 and patches[0].get_height() == 200
+    assert (
+        patches[0].get_xy() == (10, 20)
+        and patches[0].get_width() == 100
+        and patches[0].get_height() == 200
+    )
     assert ax.get_xlim() == (0, 1280) and ax.get_ylim() == (720, 0)  # frame px, y down
-    assert ax.images[0].get_extent() == [0.0, 1280.0, 720.0, 0.0]  # 640x360 image stretched over the frame
+    assert ax.images[0].get_extent() == [
+        0.0,
+        1280.0,
+        720.0,
+        0.0,
+    ]  # 640x360 image stretched over the frame
     texts = [t.get_text() for t in ax.texts]
     assert "a 0.80" in texts and "c 0.50" in texts
     assert sum(len(c.get_offsets()) for c in ax.collections) == 3  # visible keypoints only
@@ -50,7 +78,9 @@ def test_plot_frame_defaults_to_recorded_detections_and_handles_missing_image():
     f = fake_frame(with_image=False)
     fig = viz.plot_frame(f)
     assert len(fig.dsprobe_patches) == 1
-    assert not fig.axes[0].images and "no image recorded" in [t.get_text() for t in fig.axes[0].texts]
+    assert not fig.axes[0].images and "no image recorded" in [
+        t.get_text() for t in fig.axes[0].texts
+    ]
 
 
 def test_image_covering_part_of_the_frame_is_placed_on_its_rect():
@@ -61,8 +91,18 @@ def test_image_covering_part_of_the_frame_is_placed_on_its_rect():
 
 def test_ab_highlights_boxes_on_one_side_only():
     f = fake_frame()
-    a = Detections([[0, 0, 100, 100], [200, 200, 300, 300], [400, 400, 500, 500]], [0.9, 0.8, 0.3], [0, 0, 1], "frame")
-    b = Detections([[0, 0, 100, 100], [205, 200, 305, 300], [400, 400, 500, 500]], [0.9, 0.8, 0.3], [0, 0, 0], "frame")
+    a = Detections(
+        [[0, 0, 100, 100], [200, 200, 300, 300], [400, 400, 500, 500]],
+        [0.9, 0.8, 0.3],
+        [0, 0, 1],
+        "frame",
+    )
+    b = Detections(
+        [[0, 0, 100, 100], [205, 200, 305, 300], [400, 400, 500, 500]],
+        [0.9, 0.8, 0.3],
+        [0, 0, 0],
+        "frame",
+    )
     only_a, only_b = viz.ab_difference(a, b)
     # box 1 moved by 5 px (IoU 0.9 -> different at the default 0.9? 95*100/(105*100)=0.905: same); box 2 changed class
     assert only_a.tolist() == [False, False, True] and only_b.tolist() == [False, False, True]
@@ -76,11 +116,19 @@ def test_ab_highlights_boxes_on_one_side_only():
 
 
 def test_counts_by_stream_and_frame_gaps():
-    frames = pd.DataFrame({"source_id": [0, 0, 0, 1, 1, 0], "unique_id": 1, "frame_num": [0, 1, 2, 0, 4, 5],
-                           "pts_ns": [0, 40, 80, 0, 160, 200]})
+    frames = pd.DataFrame(
+        {
+            "source_id": [0, 0, 0, 1, 1, 0],
+            "unique_id": 1,
+            "frame_num": [0, 1, 2, 0, 4, 5],
+            "pts_ns": [0, 40, 80, 0, 160, 200],
+        }
+    )
     counts = pd.Series([1, 2, 3, 4, 5, 6], index=frames.index)
     t = viz.counts_by_stream(frames, counts)
-    assert t.loc[2, "source 0"] == 3 and t.loc[4, "source 1"] == 5 and np.isnan(t.loc[1, "source 1"])
+    assert (
+        t.loc[2, "source 0"] == 3 and t.loc[4, "source 1"] == 5 and np.isnan(t.loc[1, "source 1"])
+    )
     gaps = viz.frame_gaps(frames)
     assert gaps[["source_id", "after_frame", "missing"]].values.tolist() == [[0, 2, 2], [1, 0, 3]]
     assert gaps["pts_gap_s"].tolist() == pytest.approx([120e-9, 160e-9])
@@ -95,8 +143,11 @@ def test_score_hist_pr_curves_and_heatmap():
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a (2)", "b (2)"]
     fig = viz.plot_pr_curves({"a": (np.array([0, 0.5, 1]), np.array([1, 1, 0.5]))}, ap={"a": 0.8})
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "a (AP 0.800)"
-    table = pd.DataFrame([[0.1, 0.2], [0.3, 0.4]], index=pd.Index([0.1, 0.5], name="pre_cluster_threshold"),
-                         columns=pd.Index([0.3, 0.6], name="iou_threshold"))
+    table = pd.DataFrame(
+        [[0.1, 0.2], [0.3, 0.4]],
+        index=pd.Index([0.1, 0.5], name="pre_cluster_threshold"),
+        columns=pd.Index([0.3, 0.6], name="iou_threshold"),
+    )
     fig = viz.plot_heatmap(table, best=(0.5, 0.6))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["0.100", "0.200", "0.300", "0.400"]
@@ -107,29 +158,60 @@ def test_score_hist_pr_curves_and_heatmap():
 def test_error_crops_gallery():
     frames = {(0, 3): fake_frame()}
     rec = SimpleNamespace(find=lambda s, f: frames[(s, f)])
-    gt = ground_truth_from_detections(pd.DataFrame({"source_id": [0, 0], "frame_num": [3, 3], "x1": [320, 900],
-                                                    "y1": [180, 100], "x2": [640, 1000], "y2": [360, 200],
-                                                    "class_id": [1, 0], "score": [1.0, 1.0]}), ["a", "b"], [(0, 3)])
-    dets = pd.DataFrame({"source_id": [0, 0], "frame_num": [3, 3], "x1": [322, 10], "y1": [180, 10],
-                         "x2": [640, 60], "y2": [360, 60], "score": [0.9, 0.7], "class_id": [1, 1]})
+    gt = ground_truth_from_detections(
+        pd.DataFrame(
+            {
+                "source_id": [0, 0],
+                "frame_num": [3, 3],
+                "x1": [320, 900],
+                "y1": [180, 100],
+                "x2": [640, 1000],
+                "y2": [360, 200],
+                "class_id": [1, 0],
+                "score": [1.0, 1.0],
+            }
+        ),
+        ["a", "b"],
+        [(0, 3)],
+    )
+    dets = pd.DataFrame(
+        {
+            "source_id": [0, 0],
+            "frame_num": [3, 3],
+            "x1": [322, 10],
+            "y1": [180, 10],
+            "x2": [640, 60],
+            "y2": [360, 60],
+            "score": [0.9, 0.7],
+            "class_id": [1, 1],
+        }
+    )
     err = error_table(dets, gt, [(0, 3)])
     assert err["kind"].tolist() == ["false_positive", "missed"]
-    assert err.iloc[0][["x1", "class_id"]].tolist() == [10, 1] and err.iloc[1][["x1", "class_id"]].tolist() == [900, 0]
+    assert err.iloc[0][["x1", "class_id"]].tolist() == [10, 1] and err.iloc[1][
+        ["x1", "class_id"]
+    ].tolist() == [900, 0]
     items = viz.error_crops(rec, err, ["a", "b"])
     assert [c.split("\n")[0] for _, _, c in items] == ["FP 0.70 b", "missed a"]
     fig = viz.crop_gallery(items, cols=4)
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 2
-    assert shown[0].images[0].get_array().shape == (33, 33, 3)  # frame px 10..60 -> image px 5..30, 4 px margin
+    assert shown[0].images[0].get_array().shape == (
+        33,
+        33,
+        3,
+    )  # frame px 10..60 -> image px 5..30, 4 px margin
 
 
 def test_core_never_imports_matplotlib_or_ipywidgets():
-    code = ("import sys, dsprobe, dsprobe.search, dsprobe.evaluate, dsprobe.export, dsprobe.postprocess, "
-            "dsprobe.recording, dsprobe.viz, dsprobe.widgets, dsprobe.settings, dsprobe.figures, dsprobe.frame_browser, "
-            "dsprobe.postprocess.replay, dsprobe.compare_cli, dsprobe.nvinfer_keys\n"
-            "from dsprobe import Postprocess, open_recording\n"
-            "bad = [m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, dsprobe, dsprobe.analysis.search, dsprobe.analysis.evaluate, dsprobe.analysis.export, dsprobe.postprocess, "
+        "dsprobe.recording, dsprobe.notebook.plots, dsprobe.notebook.tuner, dsprobe.analysis.settings, dsprobe.notebook.figures, dsprobe.notebook.browser, "
+        "dsprobe.postprocess.replay, dsprobe.cli.compare, dsprobe.nvinfer.keys\n"
+        "from dsprobe import Postprocess, open_recording\n"
+        "bad = [m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -148,14 +230,18 @@ def test_frame_canvas_redraws_only_the_boxes_and_matches_a_full_draw():
     canvas = viz.FrameCanvas()
     first = canvas.draw(f, [(a, None, "two")], ["a", "b", "c"])
     assert len(first[0]) == 2 and canvas.full_draws == 1
-    drawn = canvas.draw(f, [(b, np.array([True]), "one")], ["a", "b", "c"])  # same frame: picture reused
+    drawn = canvas.draw(
+        f, [(b, np.array([True]), "one")], ["a", "b", "c"]
+    )  # same frame: picture reused
     assert canvas.full_draws == 1 and len(drawn[0]) == 1
     assert drawn[0][0].get_edgecolor() == matplotlib.colors.to_rgba(viz.HIGHLIGHT)
     assert len(canvas.axes[0].patches) == 1  # the first draw's boxes are gone
     blitted = canvas.rgb().astype(int)
     fresh = viz.FrameCanvas()
     fresh.draw(f, [(b, np.array([True]), "one")], ["a", "b", "c"])
-    assert np.abs(blitted - fresh.rgb().astype(int)).max() <= 2  # same picture as drawing from scratch
+    assert (
+        np.abs(blitted - fresh.rgb().astype(int)).max() <= 2
+    )  # same picture as drawing from scratch
     canvas.draw(fake_frame(frame_num=4), [(a, None, "next")])
     assert canvas.full_draws == 2
     assert canvas.jpeg()[:2] == b"\xff\xd8"

@@ -13,19 +13,22 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 from dsprobe import Postprocess, open_recording  # noqa: E402
-from dsprobe.settings import apply_params  # noqa: E402
-from dsprobe.widgets import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
+from dsprobe.analysis.settings import apply_params  # noqa: E402
+from dsprobe.notebook.tuner import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def live_recording(sample_videos, tmp_path_factory):
     """The sample streams recorded with a live postprocess, so frames carry the pipeline's own objects."""
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.reference.recorder import record_onnx
     from dsprobe.sample import CONFIG_PATH
+
     out = tmp_path_factory.mktemp("live") / "live.h5"
     pp = Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH))
-    record_onnx(sample_videos.paths, CONFIG_PATH, None, out, batch=2, progress=False, postprocess=pp)
+    record_onnx(
+        sample_videos.paths, CONFIG_PATH, None, out, batch=2, progress=False, postprocess=pp
+    )
     rec = open_recording(out)
     yield rec
     rec.close()
@@ -54,7 +57,9 @@ def test_tuner_starts_with_the_config_postprocess(tuner, live_recording):
     expected = Postprocess.from_nvinfer_config(live_recording.config())
     assert tuner.postprocess.to_dict() == expected.to_dict()
     assert tuner.threshold.value == pytest.approx(0.25) and tuner.iou.value == pytest.approx(0.45)
-    assert tuner.topk.value == 100 and tuner.cluster.value == "nms" and tuner.decoder.value == "yolov8"
+    assert (
+        tuner.topk.value == 100 and tuner.cluster.value == "nms" and tuner.decoder.value == "yolov8"
+    )
     frame = live_recording[tuner.row]
     assert tuner.detections.equals(expected(frame))
     assert tuner.num_patches == len(tuner.detections) == shown_count(tuner)
@@ -65,9 +70,13 @@ def test_threshold_slider_changes_boxes_and_counts_as_the_postprocess_says(tuner
     busy_frame(tuner)
     before = len(tuner.detections)
     scores = np.sort(tuner.detections.scores)
-    thr = round(float(scores[len(scores) // 2]) + 0.005, 2)  # between two scores: drops the lower half
+    thr = round(
+        float(scores[len(scores) // 2]) + 0.005, 2
+    )  # between two scores: drops the lower half
     tuner.threshold.value = thr
-    pp = apply_params(Postprocess.from_nvinfer_config(live_recording.config()), {"pre_cluster_threshold": thr})
+    pp = apply_params(
+        Postprocess.from_nvinfer_config(live_recording.config()), {"pre_cluster_threshold": thr}
+    )
     assert tuner.postprocess.to_dict() == pp.to_dict()
     expected = pp(live_recording[tuner.row])
     assert tuner.detections.equals(expected) and len(expected) < before
@@ -104,12 +113,17 @@ def test_iou_topk_size_and_cluster_controls(tuner, live_recording):
     widths = tuner.detections.widths
     tuner.min_w.value = int(np.median(widths)) + 1
     assert tuner.postprocess.steps[-1].name == "objects"
-    assert (tuner.detections.widths >= tuner.min_w.value).all() and len(tuner.detections) < len(widths)
+    assert (tuner.detections.widths >= tuner.min_w.value).all() and len(tuner.detections) < len(
+        widths
+    )
     assert tuner.num_patches == len(tuner.detections)
     tuner.min_w.value = 0
     tuner.cluster.value = "none"
     assert tuner.iou.disabled and tuner.postprocess.step("cluster").to_dict() == {
-        "kind": "cluster", "name": "none", "params": {"topk": 100}}
+        "kind": "cluster",
+        "name": "none",
+        "params": {"topk": 100},
+    }
     assert tuner.detections.equals(tuner.postprocess(frame))
     tuner.cluster.value = "nms"
     assert not tuner.iou.disabled
@@ -152,10 +166,13 @@ def test_stream_and_frame_navigation(tuner, live_recording):
 
 
 def test_search_best_goes_into_the_tuner(tuner, sample_videos, live_recording):
-    from dsprobe.evaluate import load_ground_truth
-    from dsprobe.search import search
+    from dsprobe.analysis.evaluate import load_ground_truth
+    from dsprobe.analysis.search import search
+
     gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
-    res = search(tuner.decoded, gt, {"pre_cluster_threshold": [0.3, 0.6], "iou_threshold": [0.35, 0.7]})
+    res = search(
+        tuner.decoded, gt, {"pre_cluster_threshold": [0.3, 0.6], "iou_threshold": [0.35, 0.7]}
+    )
     panel = search_panel(res, tuner)
     button = panel.children[-1]
     button.click()

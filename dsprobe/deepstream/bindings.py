@@ -19,8 +19,10 @@ def pyds() -> Any:
     try:
         import pyds as mod
     except ImportError as exc:
-        raise ImportError("dsprobe.deepstream needs DeepStream's Python bindings (pyds): install the pyds wheel "
-                          "for your DeepStream version on the device; see docs/jetson.md") from exc
+        raise ImportError(
+            "dsprobe.deepstream needs DeepStream's Python bindings (pyds): install the pyds wheel "
+            "for your DeepStream version on the device; see docs/jetson.md"
+        ) from exc
     return mod
 
 
@@ -29,8 +31,11 @@ def gst() -> Any:
         return _override[1]
     try:
         import gi
+
         gi.require_version("Gst", "1.0")
         from gi.repository import Gst
     except (ImportError, ValueError) as exc:
-        raise ImportError("dsprobe.deepstream needs GStreamer's Python bindings (python3-gi, gir1.2-gst-1.0)") from exc
+        raise ImportError(
+            "dsprobe.deepstream needs GStreamer's Python bindings (python3-gi, gir1.2-gst-1.0)"
+        ) from exc
     return Gst

@@ -15,10 +15,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from dsprobe.deepstream.meta import network_size, object_metas, read_tensor_meta, rect_of, tensor_metas
+from dsprobe.deepstream.meta import (
+    network_size,
+    object_metas,
+    read_tensor_meta,
+    rect_of,
+    tensor_metas,
+)
 from dsprobe.deepstream.probe import PadProbe, ProbeHandle, ProbeStats, attach, find_muxer_size
 from dsprobe.detections import Detections
-from dsprobe.types import UNTRACKED_OBJECT_ID
+from dsprobe.records import UNTRACKED_OBJECT_ID
 
 VECTOR_META_TYPE = "DSPROBE.VECTOR.USER_META"
 LABEL_BYTES = 127  # obj_label is char[128]; pyds copies without a terminator or bounds check
@@ -56,6 +62,7 @@ def _release_vector(pyds: Any) -> Any:
     def release(data: Any, user_data: Any) -> None:
         um = pyds.NvDsUserMeta.cast(data)
         pyds.free_gbuffer(um.user_meta_data)
+
     return release
 
 
@@ -63,6 +70,7 @@ def _copy_vector(pyds: Any) -> Any:
     def copy(data: Any, user_data: Any) -> Any:
         um = pyds.NvDsUserMeta.cast(data)
         return _pack_vector(pyds, read_vector_user_meta(pyds, um))
+
     return copy
 
 
@@ -71,11 +79,21 @@ class PostprocessProbe(PadProbe):
 
     lock_meta = True  # it adds object meta
 
-    def __init__(self, postprocess: Any, *, unique_id: int | None = None, component_id: int | None = None,
-                 muxer_size: tuple[int, int] | None = None, labels: Iterable[str] | None = None,
-                 draw: bool = True, keypoints: bool = False, vectors: bool = False) -> None:
+    def __init__(
+        self,
+        postprocess: Any,
+        *,
+        unique_id: int | None = None,
+        component_id: int | None = None,
+        muxer_size: tuple[int, int] | None = None,
+        labels: Iterable[str] | None = None,
+        draw: bool = True,
+        keypoints: bool = False,
+        vectors: bool = False,
+    ) -> None:
         if not hasattr(postprocess, "run"):
             from dsprobe.postprocess import Postprocess
+
             postprocess = Postprocess.load(postprocess)
         self.pp = postprocess
         self.unique_id = unique_id
@@ -87,7 +105,9 @@ class PostprocessProbe(PadProbe):
         self.vectors = vectors
         self.stats = ProbeStats()
         self.objects_added = 0
-        self._vector_meta: tuple[Any, Any, Any] | None = None  # (meta type, copy func, release func)
+        self._vector_meta: tuple[Any, Any, Any] | None = (
+            None  # (meta type, copy func, release func)
+        )
 
     def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, fm: Any) -> None:
         size = self.muxer_size or (int(fm.source_frame_width), int(fm.source_frame_height))
@@ -104,7 +124,9 @@ class PostprocessProbe(PadProbe):
                 dets = self.pp.run(read_tensor_meta(pyds, tm), ctx)
                 self._add(pyds, batch_meta, fm, dets, om, int(tm.unique_id))
 
-    def _add(self, pyds: Any, batch_meta: Any, fm: Any, dets: Detections, parent: Any, gie_id: int) -> None:
+    def _add(
+        self, pyds: Any, batch_meta: Any, fm: Any, dets: Detections, parent: Any, gie_id: int
+    ) -> None:
         comp = self.component_id if self.component_id is not None else gie_id
         circles = []
         for i in range(len(dets)):
@@ -150,10 +172,12 @@ class PostprocessProbe(PadProbe):
         pyds.user_releasefunc(um, release)
         pyds.nvds_add_user_meta_to_obj(om, um)
 
-    def _draw_circles(self, pyds: Any, batch_meta: Any, fm: Any, points: list[tuple[float, float]]) -> None:
+    def _draw_circles(
+        self, pyds: Any, batch_meta: Any, fm: Any, points: list[tuple[float, float]]
+    ) -> None:
         for start in range(0, len(points), MAX_DISPLAY_ELEMENTS):
             dm = pyds.nvds_acquire_display_meta_from_pool(batch_meta)
-            chunk = points[start:start + MAX_DISPLAY_ELEMENTS]
+            chunk = points[start : start + MAX_DISPLAY_ELEMENTS]
             for k, (x, y) in enumerate(chunk):
                 cp = dm.circle_params[k]
                 cp.xc, cp.yc, cp.radius = int(x), int(y), 3

@@ -13,8 +13,14 @@ import numpy as np
 
 #: NvDsInferDataType integer -> numpy dtype (INT64=4 and UINT8=5 exist only in newer C headers;
 #: pyds 1.2 has no enum members for them, so map on the integer value)
-DATA_TYPES = {0: np.dtype(np.float32), 1: np.dtype(np.float16), 2: np.dtype(np.int8), 3: np.dtype(np.int32),
-              4: np.dtype(np.int64), 5: np.dtype(np.uint8)}
+DATA_TYPES = {
+    0: np.dtype(np.float32),
+    1: np.dtype(np.float16),
+    2: np.dtype(np.int8),
+    3: np.dtype(np.int32),
+    4: np.dtype(np.int64),
+    5: np.dtype(np.uint8),
+}
 
 
 class MetaError(ValueError):
@@ -42,7 +48,9 @@ def object_metas(pyds: Any, frame_meta: Any) -> Iterator[Any]:
         yield pyds.NvDsObjectMeta.cast(data)
 
 
-def tensor_metas(pyds: Any, user_meta_list: Any, unique_ids: Collection[int] | None = None) -> Iterator[Any]:
+def tensor_metas(
+    pyds: Any, user_meta_list: Any, unique_ids: Collection[int] | None = None
+) -> Iterator[Any]:
     """NvDsInferTensorMeta entries of a frame_user_meta_list (PGIE) or obj_user_meta_list (SGIE),
     only those of the GIEs in ``unique_ids`` (gie-unique-id) when given."""
     tensor_type = int(pyds.NvDsMetaType.NVDSINFER_TENSOR_OUTPUT_META)
@@ -67,10 +75,12 @@ def parent_indices(pyds: Any, objects: list[Any]) -> list[int]:
 def layer_dims(info: Any) -> tuple[int, ...]:
     """Per-frame dims of an NvDsInferLayerInfo (``inferDims``, or ``dims`` before pyds 1.1.4)."""
     dims = info.inferDims if hasattr(info, "inferDims") else info.dims
-    return tuple(int(v) for v in np.asarray(dims.d)[:int(dims.numDims)])
+    return tuple(int(v) for v in np.asarray(dims.d)[: int(dims.numDims)])
 
 
-def read_tensor_meta(pyds: Any, tensor_meta: Any, names: set[str] | None = None) -> dict[str, np.ndarray]:
+def read_tensor_meta(
+    pyds: Any, tensor_meta: Any, names: set[str] | None = None
+) -> dict[str, np.ndarray]:
     """Copies of every output layer (name -> array with its true dtype and per-frame shape).
 
     Reads the host pointer array ``out_buf_ptrs_host`` (one capsule holding a ``void*[]``) directly,

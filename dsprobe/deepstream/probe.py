@@ -26,10 +26,17 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from dsprobe.deepstream import bindings
-from dsprobe.deepstream.meta import (frame_metas, network_size, object_metas, parent_indices, read_tensor_meta,
-                                     rect_of, tensor_metas)
+from dsprobe.deepstream.meta import (
+    frame_metas,
+    network_size,
+    object_metas,
+    parent_indices,
+    read_tensor_meta,
+    rect_of,
+    tensor_metas,
+)
 from dsprobe.deepstream.surface import SurfaceReader, crop_copy, downscaled_copy, is_jetson
-from dsprobe.types import UNTRACKED_OBJECT_ID, FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.records import UNTRACKED_OBJECT_ID, FrameRecord, ImageRecord, ObjectRecord
 
 log = logging.getLogger("dsprobe.deepstream")
 
@@ -68,13 +75,19 @@ class ProbeStats:
 
     def as_dict(self) -> dict[str, Any]:
         t = np.asarray(self._times, dtype=np.float64) * 1e3
-        return {"batches": self.batches, "frames": self.frames, "frames_recorded": self.frames_recorded,
-                "frames_skipped": self.frames_skipped, "tensor_metas": self.tensor_metas,
-                "errors": dict(self.errors), "error_count": sum(self.errors.values()),
-                "warnings": sorted(self.warnings),
-                "probe_ms_mean": float(self._total / self.batches * 1e3) if self.batches else 0.0,
-                "probe_ms_p99": float(np.percentile(t, 99)) if len(t) else 0.0,
-                "probe_ms_max": float(t.max()) if len(t) else 0.0}
+        return {
+            "batches": self.batches,
+            "frames": self.frames,
+            "frames_recorded": self.frames_recorded,
+            "frames_skipped": self.frames_skipped,
+            "tensor_metas": self.tensor_metas,
+            "errors": dict(self.errors),
+            "error_count": sum(self.errors.values()),
+            "warnings": sorted(self.warnings),
+            "probe_ms_mean": float(self._total / self.batches * 1e3) if self.batches else 0.0,
+            "probe_ms_p99": float(np.percentile(t, 99)) if len(t) else 0.0,
+            "probe_ms_max": float(t.max()) if len(t) else 0.0,
+        }
 
 
 class ProbeHandle:
@@ -92,7 +105,7 @@ class ProbeHandle:
         ``probe_ms_p99`` / ``probe_ms_max`` (the last 2048 batches), in milliseconds per batch."""
         return self._stats.as_dict()
 
-    def flush_stats(self) -> None:
+    def flush_stats(self) -> None:  # noqa: B027 (optional hook)
         """Hand the current stats to the probe's Recorder now (it also does so every few seconds)."""
         self.callback.flush_stats()
 
@@ -108,7 +121,9 @@ def resolve_pad(target: Any) -> Any:
         return target
     pad = target.get_static_pad("src")
     if pad is None:
-        raise ValueError(f"element {target.get_name()} has no static 'src' pad; pass the pad to probe")
+        raise ValueError(
+            f"element {target.get_name()} has no static 'src' pad; pass the pad to probe"
+        )
     return pad
 
 
@@ -162,8 +177,11 @@ class PadProbe(abc.ABC):
         buf_hash = hash(buf)
         batch_meta = pyds.gst_buffer_get_nvds_batch_meta(buf_hash)
         if not batch_meta:
-            self.stats.warn_once("no-batch-meta", "buffer has no NvDsBatchMeta: probe a pad downstream of "
-                                 "nvstreammux and nvinfer (e.g. the pgie's src pad)")
+            self.stats.warn_once(
+                "no-batch-meta",
+                "buffer has no NvDsBatchMeta: probe a pad downstream of "
+                "nvstreammux and nvinfer (e.g. the pgie's src pad)",
+            )
             return
         if self.lock_meta:
             pyds.nvds_acquire_meta_lock(batch_meta)
@@ -183,13 +201,13 @@ class PadProbe(abc.ABC):
     def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, frame_meta: Any) -> None:
         """Handle one frame of the batch (``buf_hash`` = ``hash(gst_buffer)``)."""
 
-    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:
+    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:  # noqa: B027 (optional hook)
         """Hook after the frames of each batch (default: nothing)."""
 
-    def _after_batch(self) -> None:
+    def _after_batch(self) -> None:  # noqa: B027 (optional hook)
         """Hook after each batch (default: nothing)."""
 
-    def flush_stats(self) -> None:
+    def flush_stats(self) -> None:  # noqa: B027 (optional hook)
         """Store the stats wherever the probe keeps them (default: nowhere)."""
 
 
@@ -218,45 +236,62 @@ class RecorderProbe(PadProbe):
     ``FrameRecord.detections`` (also for the objects of an SGIE record).
     """
 
-    def __init__(self, recorder: Any, *, unique_ids: Iterable[int] | None = None, images: bool | None = None,
-                 object_crops: bool = False, image_max_size: int | None = None,
-                 muxer_size: tuple[int, int] | None = None, record_detections: bool = True,
-                 layers: Iterable[str] | None = None, jetson: bool | None = None, stats_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        recorder: Any,
+        *,
+        unique_ids: Iterable[int] | None = None,
+        images: bool | None = None,
+        object_crops: bool = False,
+        image_max_size: int | None = None,
+        muxer_size: tuple[int, int] | None = None,
+        record_detections: bool = True,
+        layers: Iterable[str] | None = None,
+        jetson: bool | None = None,
+        stats_every_s: float = 2.0,
+    ) -> None:
         self.recorder = recorder
         self.unique_ids = frozenset(int(u) for u in unique_ids) if unique_ids is not None else None
         recorder_images = bool(getattr(recorder, "images", True))
         self.images = recorder_images if images is None else bool(images) and recorder_images
         self.object_crops = bool(object_crops) and recorder_images
         # copy no more than the recorder keeps
-        self.image_max_size = int(getattr(recorder, "image_max_size", 640) or 0) if image_max_size is None \
+        self.image_max_size = (
+            int(getattr(recorder, "image_max_size", 640) or 0)
+            if image_max_size is None
             else int(image_max_size)
+        )
         if layers is None:
             layers = getattr(recorder, "layers", None)
         self.layers = frozenset(layers) if layers is not None else None
-        self.muxer_size = (int(muxer_size[0]), int(muxer_size[1])) if muxer_size is not None else None
+        self.muxer_size = (
+            (int(muxer_size[0]), int(muxer_size[1])) if muxer_size is not None else None
+        )
         self.record_detections = record_detections
         self.stats = ProbeStats()
-        self.surfaces = SurfaceReader(is_jetson() if jetson is None else jetson,
-                                      lambda msg: self.stats.warn_once("surface-format", msg))
+        self.surfaces = SurfaceReader(
+            is_jetson() if jetson is None else jetson,
+            lambda msg: self.stats.warn_once("surface-format", msg),
+        )
         self.stats_every_s = stats_every_s
         self._last_stats = 0.0
         self._seen_tensor_meta = False
 
     # ------------------------------------------------------------------ stats
-    def _after_batch(self) -> None:
+    def _after_batch(self) -> None:  # noqa: B027 (optional hook)
         now = time.perf_counter()
         if now - self._last_stats >= self.stats_every_s:
             self._last_stats = now
             self.flush_stats()
 
-    def flush_stats(self) -> None:
+    def flush_stats(self) -> None:  # noqa: B027 (optional hook)
         try:
             self.recorder.update_stats("probe", self.stats.as_dict())
         except Exception as exc:
             self.stats.error("update_stats", exc)
 
     # ------------------------------------------------------------------ per batch / frame
-    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:
+    def _after_frames(self, pyds: Any, batch_meta: Any) -> None:  # noqa: B027 (optional hook)
         if not self._seen_tensor_meta and self.stats.frames >= NO_TENSOR_META_FRAMES:
             self._warn_no_tensor_meta(pyds, batch_meta)
 
@@ -282,27 +317,58 @@ class RecorderProbe(PadProbe):
             return
         crops = self.object_crops and any(per_object.get(uid) for uid in admitted)
         want_surface = self.images or crops or self.muxer_size is None
-        with self.surfaces.mapped(pyds, buf_hash, int(fm.batch_id)) if want_surface else _nothing() as surface:
+        with (
+            self.surfaces.mapped(pyds, buf_hash, int(fm.batch_id))
+            if want_surface
+            else _nothing() as surface
+        ):
             if surface is not None and self.muxer_size is None:
                 self.muxer_size = (int(surface.shape[1]), int(surface.shape[0]))
             frame_size = self._frame_size(fm)
             image = None
             if self.images and surface is not None:
-                image = ImageRecord(downscaled_copy(surface, self.image_max_size),
-                                    (0.0, 0.0, float(frame_size[0]), float(frame_size[1])))
+                image = ImageRecord(
+                    downscaled_copy(surface, self.image_max_size),
+                    (0.0, 0.0, float(frame_size[0]), float(frame_size[1])),
+                )
             parents = parent_indices(pyds, objects) if objects else []
-            detections = [self._object(om, parents[k]) for k, om in enumerate(objects)] \
-                if self.record_detections else []
+            detections = (
+                [self._object(om, parents[k]) for k, om in enumerate(objects)]
+                if self.record_detections
+                else []
+            )
             for uid in admitted:
                 try:  # one GIE's bad meta does not cost the other GIEs' records of this frame
-                    self._record(pyds, fm, uid, frame_level, per_object.get(uid, ()), objects, parents,
-                                 detections, image, surface if crops else None, frame_size)
+                    self._record(
+                        pyds,
+                        fm,
+                        uid,
+                        frame_level,
+                        per_object.get(uid, ()),
+                        objects,
+                        parents,
+                        detections,
+                        image,
+                        surface if crops else None,
+                        frame_size,
+                    )
                 except Exception as exc:
                     self.stats.error(f"frame:{type(exc).__name__}", exc)
 
-    def _record(self, pyds: Any, fm: Any, uid: int, frame_level: list, per_object: Iterable[tuple[int, Any]],
-                objects: list, parents: list[int], detections: list[ObjectRecord], image: ImageRecord | None,
-                surface: np.ndarray | None, frame_size: tuple[int, int]) -> None:
+    def _record(
+        self,
+        pyds: Any,
+        fm: Any,
+        uid: int,
+        frame_level: list,
+        per_object: Iterable[tuple[int, Any]],
+        objects: list,
+        parents: list[int],
+        detections: list[ObjectRecord],
+        image: ImageRecord | None,
+        surface: np.ndarray | None,
+        frame_size: tuple[int, int],
+    ) -> None:
         """Copy GIE ``uid``'s tensors of one frame (and crops from ``surface`` if given) into a record."""
         layers: dict[str, np.ndarray] = {}
         net = (0, 0, 0)
@@ -319,11 +385,24 @@ class RecorderProbe(PadProbe):
             if surface is not None:
                 got = crop_copy(surface, rect_of(objects[k]), frame_size, self.image_max_size)
                 crop = None if got is None else ImageRecord(*got)
-            objs.append(self._object(objects[k], parents[k], read_tensor_meta(pyds, tm, self.layers), crop))
-        record = FrameRecord(source_id=int(fm.source_id), frame_num=int(fm.frame_num), pts_ns=int(fm.buf_pts),
-                             unique_id=uid, network_size=net, frame_size=frame_size, layers=layers, objects=objs,
-                             detections=detections, image=image, ntp_timestamp=int(fm.ntp_timestamp),
-                             batch_id=int(fm.batch_id), pad_index=int(fm.pad_index))
+            objs.append(
+                self._object(objects[k], parents[k], read_tensor_meta(pyds, tm, self.layers), crop)
+            )
+        record = FrameRecord(
+            source_id=int(fm.source_id),
+            frame_num=int(fm.frame_num),
+            pts_ns=int(fm.buf_pts),
+            unique_id=uid,
+            network_size=net,
+            frame_size=frame_size,
+            layers=layers,
+            objects=objs,
+            detections=detections,
+            image=image,
+            ntp_timestamp=int(fm.ntp_timestamp),
+            batch_id=int(fm.batch_id),
+            pad_index=int(fm.pad_index),
+        )
         if self.recorder.record(record, admitted=True):
             self.stats.frames_recorded += 1
 
@@ -331,9 +410,12 @@ class RecorderProbe(PadProbe):
         """The nvstreammux output size (see the module docstring), else the source size with a warning."""
         if self.muxer_size is not None:
             return self.muxer_size
-        self.stats.warn_once("muxer-size", "nvstreammux output size unknown (no nvstreammux found, no RGBA "
-                             "surface at the probe): using the source frame size. Pass attach_recorder(..., "
-                             "muxer_size=(width, height)) so boxes map to the right space")
+        self.stats.warn_once(
+            "muxer-size",
+            "nvstreammux output size unknown (no nvstreammux found, no RGBA "
+            "surface at the probe): using the source frame size. Pass attach_recorder(..., "
+            "muxer_size=(width, height)) so boxes map to the right space",
+        )
         return (int(fm.source_frame_width), int(fm.source_frame_height))
 
     def _warn_no_tensor_meta(self, pyds: Any, batch_meta: Any) -> None:
@@ -342,28 +424,44 @@ class RecorderProbe(PadProbe):
             for fm in frame_metas(pyds, batch_meta):
                 others |= {int(tm.unique_id) for tm in tensor_metas(pyds, fm.frame_user_meta_list)}
                 for om in object_metas(pyds, fm):
-                    others |= {int(tm.unique_id) for tm in tensor_metas(pyds, om.obj_user_meta_list)}
+                    others |= {
+                        int(tm.unique_id) for tm in tensor_metas(pyds, om.obj_user_meta_list)
+                    }
         if others:
-            self.stats.warn_once("no-tensor-meta", f"no tensor meta from unique_ids={sorted(self.unique_ids)} in "
-                                 f"{self.stats.frames} frames, only from gie-unique-id {sorted(others)}: check "
-                                 "gie-unique-id in the configs, and probe downstream of every GIE you record "
-                                 "(an SGIE's tensors are attached only after it ran)")
+            self.stats.warn_once(
+                "no-tensor-meta",
+                f"no tensor meta from unique_ids={sorted(self.unique_ids)} in "
+                f"{self.stats.frames} frames, only from gie-unique-id {sorted(others)}: check "
+                "gie-unique-id in the configs, and probe downstream of every GIE you record "
+                "(an SGIE's tensors are attached only after it ran)",
+            )
         else:
-            self.stats.warn_once("no-tensor-meta", f"no NvDsInferTensorMeta in {self.stats.frames} frames: set "
-                                 "output-tensor-meta=1 in the nvinfer config (or the element property) and probe "
-                                 "downstream of the nvinfer element (its src pad or later). PGIE tensors are in "
-                                 "frame_user_meta_list, SGIE tensors (process-mode=2) in each object's "
-                                 "obj_user_meta_list; dsprobe reads both.")
+            self.stats.warn_once(
+                "no-tensor-meta",
+                f"no NvDsInferTensorMeta in {self.stats.frames} frames: set "
+                "output-tensor-meta=1 in the nvinfer config (or the element property) and probe "
+                "downstream of the nvinfer element (its src pad or later). PGIE tensors are in "
+                "frame_user_meta_list, SGIE tensors (process-mode=2) in each object's "
+                "obj_user_meta_list; dsprobe reads both.",
+            )
 
     @staticmethod
-    def _object(om: Any, parent_index: int, layers: dict | None = None, crop: ImageRecord | None = None
-                ) -> ObjectRecord:
+    def _object(
+        om: Any, parent_index: int, layers: dict | None = None, crop: ImageRecord | None = None
+    ) -> ObjectRecord:
         parent = om.parent
-        return ObjectRecord(rect=rect_of(om), class_id=int(om.class_id), confidence=float(om.confidence),
-                            object_id=int(om.object_id), unique_component_id=int(om.unique_component_id),
-                            label=str(om.obj_label or ""), parent_index=parent_index,
-                            parent_object_id=int(parent.object_id) if parent is not None else UNTRACKED_OBJECT_ID,
-                            layers=layers or {}, image=crop)
+        return ObjectRecord(
+            rect=rect_of(om),
+            class_id=int(om.class_id),
+            confidence=float(om.confidence),
+            object_id=int(om.object_id),
+            unique_component_id=int(om.unique_component_id),
+            label=str(om.obj_label or ""),
+            parent_index=parent_index,
+            parent_object_id=int(parent.object_id) if parent is not None else UNTRACKED_OBJECT_ID,
+            layers=layers or {},
+            image=crop,
+        )
 
 
 @contextmanager

@@ -17,11 +17,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from dsprobe.types import Rect
+from dsprobe.records import Rect
 
 #: The fix to print when the probed surface is not RGBA/RGB.
-RGBA_CAPS_FIX = ('add "nvvideoconvert ! capsfilter caps=video/x-raw(memory:NVMM),format=RGBA" before the probed '
-                 "pad (and on dGPU set nvbuf-memory-type=3 (CUDA unified) on nvstreammux/nvvideoconvert)")
+RGBA_CAPS_FIX = (
+    'add "nvvideoconvert ! capsfilter caps=video/x-raw(memory:NVMM),format=RGBA" before the probed '
+    "pad (and on dGPU set nvbuf-memory-type=3 (CUDA unified) on nvstreammux/nvvideoconvert)"
+)
 
 
 def is_jetson() -> bool:
@@ -58,8 +60,9 @@ def downscaled_copy(surface: np.ndarray, max_size: int) -> np.ndarray:
     return pixels_copy(surface[::step, ::step])
 
 
-def crop_copy(surface: np.ndarray, rect: Rect, frame_size: tuple[int, int], max_size: int
-              ) -> tuple[np.ndarray, Rect] | None:
+def crop_copy(
+    surface: np.ndarray, rect: Rect, frame_size: tuple[int, int], max_size: int
+) -> tuple[np.ndarray, Rect] | None:
     """Owned copy (RGBA or RGB) of the part of ``surface`` under ``rect`` and the rect it really covers.
 
     ``rect`` is (left, top, width, height) in frame pixels (the nvstreammux output, ``frame_size`` =
@@ -103,8 +106,10 @@ class SurfaceReader:
             view = pyds.get_nvds_buf_surface(buf_hash, batch_id)
         except RuntimeError as exc:  # pyds refuses anything but RGBA (and RGB from pyds 1.1.11)
             self.enabled = False
-            self._on_unsupported(f"cannot read frame pixels ({exc}); recording tensors without images. "
-                                 f"To get images, {RGBA_CAPS_FIX}")
+            self._on_unsupported(
+                f"cannot read frame pixels ({exc}); recording tensors without images. "
+                f"To get images, {RGBA_CAPS_FIX}"
+            )
             view = None
         if view is None:
             yield None

@@ -2,7 +2,7 @@
 (``docs/postprocess.md``)."""
 
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
-from dsprobe.postprocess.replay import DecodedRecording
 from dsprobe.postprocess.registry import StepContext, register
+from dsprobe.postprocess.replay import DecodedRecording
 
 __all__ = ["DecodedRecording", "Postprocess", "PostprocessError", "Step", "StepContext", "register"]

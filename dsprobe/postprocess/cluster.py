@@ -38,13 +38,17 @@ def per_class(value: PerClass, class_id: int, name: str) -> float:
     return seq[class_id]
 
 
-def per_row(value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.float32) -> np.ndarray:
+def per_row(
+    value: PerClass, class_ids: np.ndarray, name: str, dtype: type = np.float32
+) -> np.ndarray:
     """Per-detection values of a scalar-or-per-class param (a list is indexed by class id)."""
     if scalar(value):
         return np.full(len(class_ids), value, dtype)
     arr = np.asarray(value, dtype)
     if len(class_ids) and class_ids.max() >= len(arr):
-        raise ValueError(f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs")
+        raise ValueError(
+            f"{name} has {len(arr)} per-class values but class {int(class_ids.max())} occurs"
+        )
     return arr[class_ids]
 
 
@@ -56,9 +60,9 @@ def class_score_order(scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     score and index packed into one int64 key per detection, so one plain sort of distinct keys
     does it (numpy's SIMD sort; a stable float argsort costs several times more)."""
     n = len(scores)
-    if 0 < n < 2 ** 16 and scores.dtype == np.float32:
+    if 0 < n < 2**16 and scores.dtype == np.float32:
         top = scores.max()
-        if top == top and class_ids.min() >= -2 ** 15 and class_ids.max() < 2 ** 15:
+        if top == top and class_ids.min() >= -(2**15) and class_ids.max() < 2**15:
             bits = (scores + np.float32(0)).view(np.int32)  # -0.0 -> 0.0
             mono = (bits >> 31) & 0x7FFFFFFF
             mono ^= bits  # int32 in the floats' order
@@ -82,8 +86,14 @@ ONE_PASS_LIMIT = 3000
 
 
 @register("cluster", "nms")
-def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerClass = 0.3,
-        post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1) -> Detections:
+def nms(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    iou_threshold: PerClass = 0.3,
+    post_cluster_threshold: PerClass = 0.0,
+    topk: PerClass = -1,
+) -> Detections:
     """nvinfer cluster-mode=2: per class greedy NMS (stable sort by confidence, suppress IoU > thr),
     then ``conf > post`` (strict), then the top-k per class (-1 unlimited, 0 none). Defaults are
     nvinfer's. Output class by class, each by descending confidence.
@@ -97,21 +107,39 @@ def nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: PerC
     if n > ONE_PASS_LIMIT:
         kept = []
         for c, idx in _by_class(dets):
-            kept.append(idx[greedy_nms(dets.boxes[idx], dets.scores[idx],
-                                       per_class(iou_threshold, c, "iou_threshold"))])
+            kept.append(
+                idx[
+                    greedy_nms(
+                        dets.boxes[idx],
+                        dets.scores[idx],
+                        per_class(iou_threshold, c, "iou_threshold"),
+                    )
+                ]
+            )
         keep = np.concatenate(kept)
     else:
         order = class_score_order(dets.scores, dets.class_ids)
         cls = dets.class_ids[order]
-        thr = np.float32(iou_threshold) if scalar(iou_threshold) else per_row(iou_threshold, cls, "iou_threshold")
+        thr = (
+            np.float32(iou_threshold)
+            if scalar(iou_threshold)
+            else per_row(iou_threshold, cls, "iou_threshold")
+        )
         keep = order[greedy_same_class(dets.boxes[order], cls, thr)]
-    post = np.float32(post_cluster_threshold) if scalar(post_cluster_threshold) else \
-        per_row(post_cluster_threshold, dets.class_ids[keep], "post_cluster_threshold")
+    post = (
+        np.float32(post_cluster_threshold)
+        if scalar(post_cluster_threshold)
+        else per_row(post_cluster_threshold, dets.class_ids[keep], "post_cluster_threshold")
+    )
     keep = keep[dets.scores[keep] > post]
-    return dets[keep if scalar(topk) and topk < 0 else topk_per_class(keep, dets, topk, presorted=True)]
+    return dets[
+        keep if scalar(topk) and topk < 0 else topk_per_class(keep, dets, topk, presorted=True)
+    ]
 
 
-def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted: bool = False) -> np.ndarray:
+def topk_per_class(
+    idx: np.ndarray, dets: Detections, topk: PerClass, presorted: bool = False
+) -> np.ndarray:
     """nvinfer's ``filterTopKOutputs`` per class, classes in ascending order: a stable sort by
     descending confidence, then the first ``topk`` (-1 = all, 0 = none). ``presorted``: ``idx`` is
     already in that order (NMS output).
@@ -130,16 +158,24 @@ def topk_per_class(idx: np.ndarray, dets: Detections, topk: PerClass, presorted:
 
 
 @register("cluster", "none")
-def no_clustering(dets: Detections, ctx: StepContext | None = None, *, topk: PerClass = -1) -> Detections:
+def no_clustering(
+    dets: Detections, ctx: StepContext | None = None, *, topk: PerClass = -1
+) -> Detections:
     """nvinfer cluster-mode=4 (``fillUnclusteredOutput``): split by class, top-k per class only; no
     post-cluster threshold."""
     return dets[topk_per_class(np.arange(len(dets)), dets, topk)]
 
 
 @register("cluster", "group_rectangles")
-def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_threshold: PerClass = 0,
-                     eps: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, opencv_build: bool = False
-                     ) -> Detections:
+def group_rectangles(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    group_threshold: PerClass = 0,
+    eps: PerClass = 0.0,
+    post_cluster_threshold: PerClass = 0.0,
+    opencv_build: bool = False,
+) -> Detections:
     """nvinfer cluster-mode=0.
 
     * ``opencv_build=False`` (nvinfer built without OpenCV, the default since DeepStream 6.0): nvinfer
@@ -149,12 +185,16 @@ def group_rectangles(dets: Detections, ctx: StepContext | None = None, *, group_
       group_threshold > 0; eps is the config's float32 value); every output confidence is -0.1 and
       neither the post-cluster threshold nor top-k is applied. The output loses keypoints/vectors."""
     if not opencv_build:
-        return nms(dets, ctx, iou_threshold=0.5, post_cluster_threshold=post_cluster_threshold, topk=20)
+        return nms(
+            dets, ctx, iou_threshold=0.5, post_cluster_threshold=post_cluster_threshold, topk=20
+        )
     out_b, out_c = [], []
     for c, idx in _by_class(dets):
         g = int(per_class(group_threshold, c, "group_threshold"))
         b = dets.boxes[idx]
-        rects = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1).astype(np.int64)
+        rects = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1).astype(
+            np.int64
+        )
         if g > 0:
             rects = cv_group_rectangles(rects, g, float(np.float32(per_class(eps, c, "eps"))))
         out_b.append(rects)
@@ -180,9 +220,12 @@ def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> 
         return rects
     x, y, w, h = (rects[:, k].astype(np.float64) for k in range(4))
     delta = eps * (np.minimum(w[:, None], w[None]) + np.minimum(h[:, None], h[None])) * 0.5
-    sim = ((np.abs(x[:, None] - x[None]) <= delta) & (np.abs(y[:, None] - y[None]) <= delta)
-           & (np.abs(x[:, None] + w[:, None] - x[None] - w[None]) <= delta)
-           & (np.abs(y[:, None] + h[:, None] - y[None] - h[None]) <= delta))
+    sim = (
+        (np.abs(x[:, None] - x[None]) <= delta)
+        & (np.abs(y[:, None] - y[None]) <= delta)
+        & (np.abs(x[:, None] + w[:, None] - x[None] - w[None]) <= delta)
+        & (np.abs(y[:, None] + h[:, None] - y[None] - h[None]) <= delta)
+    )
     labels = -np.ones(n, np.int64)  # union-find by BFS over the similarity graph
     nclasses = 0
     for i in range(n):
@@ -201,7 +244,9 @@ def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> 
     np.add.at(sums, labels, rects.astype(np.float64))
     np.add.at(counts, labels, 1)
     # saturate_cast<int>(sum * (1.f/n)): float math, round half to even as cvRound
-    means = np.rint((sums.astype(np.float32) * (np.float32(1) / counts.astype(np.float32))[:, None])).astype(np.int64)
+    means = np.rint(
+        (sums.astype(np.float32) * (np.float32(1) / counts.astype(np.float32))[:, None])
+    ).astype(np.int64)
     out = []
     for i in range(nclasses):
         n1 = counts[i]
@@ -215,8 +260,13 @@ def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> 
                 continue
             r2 = means[j]
             dx, dy = int(np.rint(r2[2] * eps)), int(np.rint(r2[3] * eps))
-            if (r1[0] >= r2[0] - dx and r1[1] >= r2[1] - dy and r1[0] + r1[2] <= r2[0] + r2[2] + dx
-                    and r1[1] + r1[3] <= r2[1] + r2[3] + dy and (n2 > max(3, n1) or n1 < 3)):
+            if (
+                r1[0] >= r2[0] - dx
+                and r1[1] >= r2[1] - dy
+                and r1[0] + r1[2] <= r2[0] + r2[2] + dx
+                and r1[1] + r1[3] <= r2[1] + r2[3] + dy
+                and (n2 > max(3, n1) or n1 < 3)
+            ):
                 inside = True
                 break
         if not inside:
@@ -225,9 +275,18 @@ def cv_group_rectangles(rects: np.ndarray, group_threshold: int, eps: float) -> 
 
 
 @register("cluster", "dbscan")
-def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 0.0, min_boxes: PerClass = 0,
-           min_score: PerClass = 0.0, post_cluster_threshold: PerClass = 0.0, topk: PerClass = -1,
-           then_nms: bool = False, iou_threshold: PerClass = 0.3) -> Detections:
+def dbscan(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    eps: PerClass = 0.0,
+    min_boxes: PerClass = 0,
+    min_score: PerClass = 0.0,
+    post_cluster_threshold: PerClass = 0.0,
+    topk: PerClass = -1,
+    then_nms: bool = False,
+    iou_threshold: PerClass = 0.3,
+) -> Detections:
     """APPROXIMATION of nvinfer cluster-mode=1 (and 3 with ``then_nms=True``).
 
     The clustering itself is closed source (``libnvds_dbscan``, ``NvDsInferDBScanCluster``), so its
@@ -246,7 +305,9 @@ def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 
     for c, idx in _by_class(dets):
         mb = int(per_class(min_boxes, c, "min_boxes"))
         if mb <= 0:
-            parts.append(Detections(dets.boxes[idx], dets.scores[idx], dets.class_ids[idx], dets.space))
+            parts.append(
+                Detections(dets.boxes[idx], dets.scores[idx], dets.class_ids[idx], dets.space)
+            )
             continue
         b, s = dets.boxes[idx], dets.scores[idx]
         e = float(per_class(eps, c, "eps"))
@@ -276,18 +337,38 @@ def dbscan(dets: Detections, ctx: StepContext | None = None, *, eps: PerClass = 
             wgt = s[m] / s[m].sum()
             boxes.append((b[m] * wgt[:, None]).sum(0))
             scores.append(s[m].max())
-        parts.append(Detections(np.array(boxes, np.float32).reshape(-1, 4), scores, np.full(len(scores), c),
-                                dets.space))
+        parts.append(
+            Detections(
+                np.array(boxes, np.float32).reshape(-1, 4),
+                scores,
+                np.full(len(scores), c),
+                dets.space,
+            )
+        )
     merged = Detections.concatenate(parts) if parts else Detections.empty(dets.space)
     if then_nms:
-        return nms(merged, ctx, iou_threshold=iou_threshold, post_cluster_threshold=post_cluster_threshold, topk=topk)
-    keep = np.flatnonzero(merged.scores >= per_row(post_cluster_threshold, merged.class_ids, "post_cluster_threshold"))
+        return nms(
+            merged,
+            ctx,
+            iou_threshold=iou_threshold,
+            post_cluster_threshold=post_cluster_threshold,
+            topk=topk,
+        )
+    keep = np.flatnonzero(
+        merged.scores >= per_row(post_cluster_threshold, merged.class_ids, "post_cluster_threshold")
+    )
     return merged[topk_per_class(keep, merged, topk)]
 
 
 @register("cluster", "agnostic_nms")
-def agnostic_nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.45,
-                 score_threshold: float = 0.0, max_det: int = 300) -> Detections:
+def agnostic_nms(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    iou_threshold: float = 0.45,
+    score_threshold: float = 0.0,
+    max_det: int = 300,
+) -> Detections:
     """Class-agnostic greedy NMS (boxes of different classes suppress each other), then
     ``score > score_threshold`` and the ``max_det`` best, in descending score order."""
     keep = greedy_nms(dets.boxes, dets.scores, iou_threshold)
@@ -296,8 +377,16 @@ def agnostic_nms(dets: Detections, ctx: StepContext | None = None, *, iou_thresh
 
 
 @register("cluster", "soft_nms")
-def soft_nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.3, sigma: float = 0.5,
-             method: str = "gaussian", score_threshold: float = 0.001, per_class_nms: bool = True) -> Detections:
+def soft_nms(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    method: str = "gaussian",
+    score_threshold: float = 0.001,
+    per_class_nms: bool = True,
+) -> Detections:
     """Soft-NMS (Bodla et al. 2017): decay overlapping scores instead of removing boxes.
     ``method`` "linear" (decay by 1 - IoU above ``iou_threshold``) or "gaussian" (exp(-IoU^2 / sigma))."""
     if method not in ("linear", "gaussian"):
@@ -319,19 +408,36 @@ def soft_nms(dets: Detections, ctx: StepContext | None = None, *, iou_threshold:
             if not len(rest):
                 break
             iou = iou_one_to_many(b[i], b[rest])
-            decay = np.where(iou > iou_threshold, 1 - iou, 1) if method == "linear" else np.exp(-(iou ** 2) / sigma)
+            decay = (
+                np.where(iou > iou_threshold, 1 - iou, 1)
+                if method == "linear"
+                else np.exp(-(iou**2) / sigma)
+            )
             s[rest] *= decay.astype(np.float32)
     if not out_idx:
         return Detections.empty(dets.space)
     sel = dets[np.array(out_idx)]
-    res = Detections(sel.boxes, out_scores, sel.class_ids, sel.space, keypoints=sel.keypoints,
-                     vectors=sel.vectors, masks=sel.masks, object_ids=sel.object_ids)
+    res = Detections(
+        sel.boxes,
+        out_scores,
+        sel.class_ids,
+        sel.space,
+        keypoints=sel.keypoints,
+        vectors=sel.vectors,
+        masks=sel.masks,
+        object_ids=sel.object_ids,
+    )
     return _class_order(res)
 
 
 @register("cluster", "weighted_merge")
-def weighted_merge(dets: Detections, ctx: StepContext | None = None, *, iou_threshold: float = 0.55,
-                   score_threshold: float = 0.0) -> Detections:
+def weighted_merge(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    iou_threshold: float = 0.55,
+    score_threshold: float = 0.0,
+) -> Detections:
     """Weighted box merge (WBF-style, per class): boxes overlapping a cluster's running box by
     IoU > thr join it; the output box is the confidence-weighted mean, the score the mean score."""
     boxes, scores, classes = [], [], []

@@ -17,16 +17,27 @@ from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import PerClass, per_row, scalar
 from dsprobe.postprocess.registry import StepContext, register
 
-
 #: params of :func:`object_filters` (nvinfer's [class-attrs-*] / [property] object filter keys)
-OBJECT_FILTER_DEFAULTS: dict = {"filter_out_class_ids": (), "detected_min_w": 0, "detected_min_h": 0,
-                                "detected_max_w": 0, "detected_max_h": 0, "roi_top_offset": 0,
-                                "roi_bottom_offset": 0, "crop_objects_to_roi_boundary": False}
+OBJECT_FILTER_DEFAULTS: dict = {
+    "filter_out_class_ids": (),
+    "detected_min_w": 0,
+    "detected_min_h": 0,
+    "detected_max_w": 0,
+    "detected_max_h": 0,
+    "roi_top_offset": 0,
+    "roi_bottom_offset": 0,
+    "crop_objects_to_roi_boundary": False,
+}
 
 
 @register("filter", "threshold")
-def threshold(dets: Detections, ctx: StepContext | None = None, *, pre_cluster_threshold: PerClass = 0.2,
-              num_classes: int = 0) -> Detections:
+def threshold(
+    dets: Detections,
+    ctx: StepContext | None = None,
+    *,
+    pre_cluster_threshold: PerClass = 0.2,
+    num_classes: int = 0,
+) -> Detections:
     """nvinfer's ``preClusteringThreshold``: drop ``class_id >= num-detected-classes`` (when known,
     from the param or the context) and negative class ids, keep ``conf >= pre-cluster-threshold[class]``
     (float32 comparison). Order is kept."""
@@ -55,11 +66,20 @@ def rects_to_boxes(rects: np.ndarray, origin: np.ndarray | None = None) -> np.nd
     return boxes
 
 
-def nvinfer_object_filter(rects: np.ndarray, class_ids: np.ndarray, surface_size: tuple[int, int], *,
-                          filter_out_class_ids: Sequence[int] = (), detected_min_w: PerClass = 0,
-                          detected_min_h: PerClass = 0, detected_max_w: PerClass = 0, detected_max_h: PerClass = 0,
-                          roi_top_offset: PerClass = 0, roi_bottom_offset: PerClass = 0,
-                          crop_objects_to_roi_boundary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nvinfer_object_filter(
+    rects: np.ndarray,
+    class_ids: np.ndarray,
+    surface_size: tuple[int, int],
+    *,
+    filter_out_class_ids: Sequence[int] = (),
+    detected_min_w: PerClass = 0,
+    detected_min_h: PerClass = 0,
+    detected_max_w: PerClass = 0,
+    detected_max_h: PerClass = 0,
+    roi_top_offset: PerClass = 0,
+    roi_bottom_offset: PerClass = 0,
+    crop_objects_to_roi_boundary: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """nvinfer's per-object checks in ``attach_metadata_detector``, in its order, on float32 rects
     ``left, top, width, height`` (frame scale; crop-relative for an SGIE, as nvinfer has them):
 
@@ -81,13 +101,21 @@ def nvinfer_object_filter(rects: np.ndarray, class_ids: np.ndarray, surface_size
         idx = idx[~np.isin(c, np.asarray(filter_out_class_ids))]
     r, c = r[idx], c[idx]
     left, top, w, h = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
-    min_w, min_h = per_row(detected_min_w, c, "detected_min_w"), per_row(detected_min_h, c, "detected_min_h")
-    max_w, max_h = per_row(detected_max_w, c, "detected_max_w"), per_row(detected_max_h, c, "detected_max_h")
+    min_w, min_h = (
+        per_row(detected_min_w, c, "detected_min_w"),
+        per_row(detected_min_h, c, "detected_min_h"),
+    )
+    max_w, max_h = (
+        per_row(detected_max_w, c, "detected_max_w"),
+        per_row(detected_max_h, c, "detected_max_h"),
+    )
     drop = (w < min_w) | (h < min_h) | ((max_w > 0) & (w > max_w)) | ((max_h > 0) & (h > max_h))
     idx, r, c = idx[~drop], r[~drop], c[~drop]
     top_off = per_row(roi_top_offset, c, "roi_top_offset")
     surf_w, surf_h = (int(v) for v in surface_size)
-    bottom = (surf_h - per_row(roi_bottom_offset, c, "roi_bottom_offset", np.int64)).astype(np.float32)
+    bottom = (surf_h - per_row(roi_bottom_offset, c, "roi_bottom_offset", np.int64)).astype(
+        np.float32
+    )
     left, top, w, h = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
     if crop_objects_to_roi_boundary:
         top = np.where(top < top_off, top_off, top)
@@ -99,10 +127,19 @@ def nvinfer_object_filter(rects: np.ndarray, class_ids: np.ndarray, surface_size
 
 
 @register("filter", "objects")
-def object_filters(dets: Detections, ctx: StepContext, *, filter_out_class_ids: Sequence[int] = (),
-                   detected_min_w: PerClass = 0, detected_min_h: PerClass = 0, detected_max_w: PerClass = 0,
-                   detected_max_h: PerClass = 0, roi_top_offset: PerClass = 0, roi_bottom_offset: PerClass = 0,
-                   crop_objects_to_roi_boundary: bool = False) -> Detections:
+def object_filters(
+    dets: Detections,
+    ctx: StepContext,
+    *,
+    filter_out_class_ids: Sequence[int] = (),
+    detected_min_w: PerClass = 0,
+    detected_min_h: PerClass = 0,
+    detected_max_w: PerClass = 0,
+    detected_max_h: PerClass = 0,
+    roi_top_offset: PerClass = 0,
+    roi_bottom_offset: PerClass = 0,
+    crop_objects_to_roi_boundary: bool = False,
+) -> Detections:
     """nvinfer's object filters (:func:`nvinfer_object_filter`) on the boxes given, against the muxer
     surface ``ctx.frame_size``. Sizes and offsets are frame pixels.
 
@@ -110,15 +147,33 @@ def object_filters(dets: Detections, ctx: StepContext, *, filter_out_class_ids: 
     together as nvinfer does (:func:`dsprobe.postprocess.scale.nvinfer_attach`: on its float32 rects,
     crop-relative for an SGIE, before the parent offset is added)."""
     idx, rects = nvinfer_object_filter(
-        dets.to_rects(), dets.class_ids, ctx.frame_size, filter_out_class_ids=filter_out_class_ids,
-        detected_min_w=detected_min_w, detected_min_h=detected_min_h, detected_max_w=detected_max_w,
-        detected_max_h=detected_max_h, roi_top_offset=roi_top_offset, roi_bottom_offset=roi_bottom_offset,
-        crop_objects_to_roi_boundary=crop_objects_to_roi_boundary)
+        dets.to_rects(),
+        dets.class_ids,
+        ctx.frame_size,
+        filter_out_class_ids=filter_out_class_ids,
+        detected_min_w=detected_min_w,
+        detected_min_h=detected_min_h,
+        detected_max_w=detected_max_w,
+        detected_max_h=detected_max_h,
+        roi_top_offset=roi_top_offset,
+        roi_bottom_offset=roi_bottom_offset,
+        crop_objects_to_roi_boundary=crop_objects_to_roi_boundary,
+    )
     d = dets[idx]
     if not crop_objects_to_roi_boundary:
         return d
-    changed = np.any(rects != d.to_rects(), axis=1)  # only clipped boxes are rebuilt (no re-rounding)
+    changed = np.any(
+        rects != d.to_rects(), axis=1
+    )  # only clipped boxes are rebuilt (no re-rounding)
     boxes = d.boxes.copy()
     boxes[changed] = rects_to_boxes(rects[changed])
-    return Detections(boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints, vectors=d.vectors,
-                      masks=d.masks, object_ids=d.object_ids)
+    return Detections(
+        boxes,
+        d.scores,
+        d.class_ids,
+        d.space,
+        keypoints=d.keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=d.object_ids,
+    )

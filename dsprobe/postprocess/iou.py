@@ -21,7 +21,9 @@ def edges(boxes: np.ndarray) -> np.ndarray:
 
 
 def _edges(b: np.ndarray) -> np.ndarray:
-    corners = b.transpose(b.ndim - 1, *range(b.ndim - 1))  # x1, y1, x2, y2 first (np.moveaxis is slow)
+    corners = b.transpose(
+        b.ndim - 1, *range(b.ndim - 1)
+    )  # x1, y1, x2, y2 first (np.moveaxis is slow)
     e = np.empty((5, *b.shape[:-1]), np.float32)
     e[0:2] = corners[0:2]
     np.subtract(corners[2:4], corners[0:2], out=e[2:4])  # width, height
@@ -74,7 +76,9 @@ def suppresses(iou: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
     return ~(iou <= thr)
 
 
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matrix_limit: int = 3000) -> np.ndarray:
+def greedy_nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matrix_limit: int = 3000
+) -> np.ndarray:
     """Indices kept by greedy NMS: stable sort by descending score (ties keep input order), a box is
     suppressed when its IoU with a kept box is ``> iou_threshold``. Up to ``matrix_limit`` boxes the
     IoU matrix is computed at once; above it, row by row (memory)."""
@@ -95,7 +99,7 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, matr
         if not alive[i]:
             continue
         keep.append(i)
-        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        rest = np.flatnonzero(alive[i + 1 :]) + i + 1
         if len(rest):
             alive[rest[suppresses(iou_one_to_many(b[i], b[rest]), thr)]] = False
     return order[np.asarray(keep, dtype=np.intp)]
@@ -137,7 +141,9 @@ def iou_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=inter)
 
 
-def greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32) -> np.ndarray:
+def greedy_same_class(
+    boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32
+) -> np.ndarray:
     """Greedy NMS over boxes sorted by class, then descending score: the indices kept, ascending.
     ``thr``: the IoU threshold, one per box or one for all.
 
@@ -155,15 +161,19 @@ def greedy_same_class(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.f
         with quiet():
             kept, undecided = _rounds(e, cls, thr, per_box, iou_edges)
     if len(undecided):
-        kept.append(undecided[greedy_pairs(boxes[undecided], cls[undecided],
-                                            thr[undecided] if per_box else thr)])
+        kept.append(
+            undecided[
+                greedy_pairs(boxes[undecided], cls[undecided], thr[undecided] if per_box else thr)
+            ]
+        )
     out = np.concatenate(kept)
     out.sort()
     return out
 
 
-def _rounds(e: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32, per_box: bool, iou_of
-            ) -> tuple[list[np.ndarray], np.ndarray]:
+def _rounds(
+    e: np.ndarray, cls: np.ndarray, thr: np.ndarray | np.float32, per_box: bool, iou_of
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Up to ``NMS_ROUNDS`` rounds of :func:`greedy_same_class`: the kept boxes of each round and the
     boxes still undecided."""
     start = np.searchsorted(cls, cls)  # where each box's class starts in the sorted order
@@ -201,7 +211,9 @@ def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndar
     e, plain = plain_edges(boxes)
     iou_of = iou_plain if plain else iou_edges
     with quiet():
-        hit = suppresses(iou_of(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows] if np.ndim(thr) else thr)
+        hit = suppresses(
+            iou_of(e.take(rows, axis=1), e.take(cols, axis=1)), thr[rows] if np.ndim(thr) else thr
+        )
     rows, cols = rows[hit], cols[hit]
     alive = np.ones(n, bool)
     if len(rows):
@@ -209,5 +221,5 @@ def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndar
         bounds = np.append(at, len(rows))
         for k, i in enumerate(suppressors.tolist()):
             if alive[i]:
-                alive[cols[bounds[k]:bounds[k + 1]]] = False
+                alive[cols[bounds[k] : bounds[k + 1]]] = False
     return np.flatnonzero(alive)

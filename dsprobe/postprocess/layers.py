@@ -28,7 +28,10 @@ class LayerNotFoundError(KeyError, ValueError):
 
 def describe(layers: Mapping[str, np.ndarray]) -> str:
     """``'name' dtype[dims], ...`` for every layer (what an error message lists)."""
-    return ", ".join(f"{k!r} {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in layers.items()) or "(no layers)"
+    return (
+        ", ".join(f"{k!r} {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in layers.items())
+        or "(no layers)"
+    )
 
 
 def strip_batch(arr: np.ndarray, ndim: int) -> np.ndarray:
@@ -46,12 +49,23 @@ def matches(arr: np.ndarray, shape: ShapePattern) -> bool:
 
 
 def _pattern(shape: ShapePattern) -> str:
-    return "(" + ", ".join("*" if p is None else str(p) for p in shape) + (",)" if len(shape) == 1 else ")")
+    return (
+        "("
+        + ", ".join("*" if p is None else str(p) for p in shape)
+        + (",)" if len(shape) == 1 else ")")
+    )
 
 
-def find_layer(layers: Mapping[str, np.ndarray], name: str | None = None, *, contains: str | None = None,
-               shape: ShapePattern | None = None, ndim: int | None = None, exclude: Sequence[str] = (),
-               step: str = "decode") -> tuple[str, np.ndarray]:
+def find_layer(
+    layers: Mapping[str, np.ndarray],
+    name: str | None = None,
+    *,
+    contains: str | None = None,
+    shape: ShapePattern | None = None,
+    ndim: int | None = None,
+    exclude: Sequence[str] = (),
+    step: str = "decode",
+) -> tuple[str, np.ndarray]:
     """``(name, array)`` of one output layer.
 
     * ``name``: that exact layer, else the only one named ``name:<n>`` (TensorFlow's
@@ -71,7 +85,9 @@ def find_layer(layers: Mapping[str, np.ndarray], name: str | None = None, *, con
         hits = hits or [k for k in layers if name in k]
         if len(hits) == 1:
             return hits[0], layers[hits[0]]
-        what = f"layer {name!r}" + (f" (found {len(hits)} layers whose name contains it)" if hits else "")
+        what = f"layer {name!r}" + (
+            f" (found {len(hits)} layers whose name contains it)" if hits else ""
+        )
     else:
         cands = [k for k in layers if k not in exclude]
         if contains is not None:
@@ -85,18 +101,29 @@ def find_layer(layers: Mapping[str, np.ndarray], name: str | None = None, *, con
                 cands = [k for k in cands if np.ndim(layers[k]) == ndim + 1] or cands
         if len(cands) == 1:
             return cands[0], layers[cands[0]]
-        what = ("one" if contains is not None else "a single") + (f" {ndim}-D" if ndim is not None else "") + \
-            " layer" + (f" whose name contains {contains!r}" if contains is not None else "") + \
-            (f" of shape {_pattern(shape)}" if shape is not None else "") + f" (found {len(cands)})"
-    raise LayerNotFoundError(f"{step}: could not find {what}; the recorded layers are {describe(layers)}")
+        what = (
+            ("one" if contains is not None else "a single")
+            + (f" {ndim}-D" if ndim is not None else "")
+            + " layer"
+            + (f" whose name contains {contains!r}" if contains is not None else "")
+            + (f" of shape {_pattern(shape)}" if shape is not None else "")
+            + f" (found {len(cands)})"
+        )
+    raise LayerNotFoundError(
+        f"{step}: could not find {what}; the recorded layers are {describe(layers)}"
+    )
 
 
-def expect(arr: np.ndarray, shape: int | ShapePattern, step: str, layer: str, what: str) -> np.ndarray:
+def expect(
+    arr: np.ndarray, shape: int | ShapePattern, step: str, layer: str, what: str
+) -> np.ndarray:
     """:func:`strip_batch` then check the dims (an int: their number; a tuple: a shape pattern).
 
     Raises ValueError naming ``step``, the layer, its shape and ``what`` was expected."""
     pattern = (None,) * shape if isinstance(shape, int) else tuple(shape)
     a = strip_batch(arr, len(pattern))
     if not matches(a, pattern):
-        raise ValueError(f"{step}: layer {layer!r} has shape {list(np.shape(arr))}, expected {what}")
+        raise ValueError(
+            f"{step}: layer {layer!r} has shape {list(np.shape(arr))}, expected {what}"
+        )
     return a

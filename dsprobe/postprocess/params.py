@@ -23,7 +23,9 @@ def _type_name(t: Any) -> str:
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin is not None and args:
-        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+        return (
+            f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+        )
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
@@ -43,7 +45,9 @@ def _fits(value: Any, t: Any) -> bool:
     if t is int:
         return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if t is float:
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        )
     if t is str:
         return isinstance(value, str)
     seq = origin if origin is not None else t
@@ -68,7 +72,9 @@ def _fits_default(value: Any, default: Any) -> bool:
     if isinstance(default, (int, float)):
         num = (int, float, np.number)
         return (isinstance(value, num) and not isinstance(value, bool)) or (
-            isinstance(value, (list, tuple)) and all(isinstance(v, num) and not isinstance(v, bool) for v in value))
+            isinstance(value, (list, tuple))
+            and all(isinstance(v, num) and not isinstance(v, bool) for v in value)
+        )
     if isinstance(default, str):
         return isinstance(value, str)
     if isinstance(default, (list, tuple)):
@@ -99,7 +105,11 @@ def check_params(where: str, params: Mapping[str, Any], fn: Callable) -> None:
         return
     hints = _type_hints(fn)
     accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    kw = {n: p for n, p in list(sig.parameters.items())[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    kw = {
+        n: p
+        for n, p in list(sig.parameters.items())[2:]
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
     for name, value in params.items():
         if name not in kw:
             if accepts_kwargs:
@@ -113,8 +123,10 @@ def check_params(where: str, params: Mapping[str, Any], fn: Callable) -> None:
             ok = _fits_default(value, default)
             expected = f"a {type(default).__name__}"
         if not ok:
-            raise ValueError(f"{where}: param {name!r} = {value!r} ({type(value).__name__}) does not fit; "
-                                   f"expected {expected} (default {default!r})")
+            raise ValueError(
+                f"{where}: param {name!r} = {value!r} ({type(value).__name__}) does not fit; "
+                f"expected {expected} (default {default!r})"
+            )
     missing = [n for n, p in kw.items() if p.default is inspect.Parameter.empty and n not in params]
     if missing:
         raise ValueError(f"{where}: missing required param(s) {', '.join(map(repr, missing))}")

@@ -20,8 +20,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer_config import (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS, CLUSTER_GROUP_RECTANGLES, CLUSTER_NMS,
-                                    CLUSTER_NONE, NvinferConfig, Preprocessing)
+from dsprobe.nvinfer.config import (
+    CLUSTER_DBSCAN,
+    CLUSTER_DBSCAN_NMS,
+    CLUSTER_GROUP_RECTANGLES,
+    CLUSTER_NMS,
+    CLUSTER_NONE,
+    NvinferConfig,
+    Preprocessing,
+)
 from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.params import check_params
 from dsprobe.postprocess.registry import STEP_KINDS, StepContext, get_step
@@ -65,9 +72,16 @@ class Postprocess:
     * ``allow_import``: permit ``"module:function"`` steps (user code) to be imported.
     """
 
-    def __init__(self, steps: Sequence[Step | Mapping[str, Any]], *, labels: Sequence[str] = (), num_classes: int = 0,
-                 geometry: Preprocessing | None = None, allow_import: bool = False,
-                 functions: Mapping[str, Callable] | None = None) -> None:
+    def __init__(
+        self,
+        steps: Sequence[Step | Mapping[str, Any]],
+        *,
+        labels: Sequence[str] = (),
+        num_classes: int = 0,
+        geometry: Preprocessing | None = None,
+        allow_import: bool = False,
+        functions: Mapping[str, Callable] | None = None,
+    ) -> None:
         self._functions = dict(functions or {})
         self.steps = [self._step(i, s) for i, s in enumerate(steps)]
         self.labels = list(labels)
@@ -88,31 +102,48 @@ class Postprocess:
         elif isinstance(s, Mapping):
             missing = [k for k in ("kind", "name") if k not in s]
             if missing:
-                raise PostprocessError(f"step {i}: missing {' and '.join(repr(k) for k in missing)} in {dict(s)!r}")
+                raise PostprocessError(
+                    f"step {i}: missing {' and '.join(repr(k) for k in missing)} in {dict(s)!r}"
+                )
             kind, name, params = s["kind"], s["name"], s.get("params") or {}
             if not isinstance(params, Mapping):
-                raise PostprocessError(f"step {i} ({kind} {name!r}): params must be a mapping, got {params!r}")
+                raise PostprocessError(
+                    f"step {i} ({kind} {name!r}): params must be a mapping, got {params!r}"
+                )
             params = dict(params)
         else:
-            raise PostprocessError(f"step {i}: expected a Step or a dict with kind/name/params, got {s!r}")
+            raise PostprocessError(
+                f"step {i}: expected a Step or a dict with kind/name/params, got {s!r}"
+            )
         if callable(name):
             fn, name = name, function_ref(name)
             self._functions[name] = fn
         if not isinstance(name, str):
-            raise PostprocessError(f"step {i} ({kind}): name must be a registered name, 'module:function' or a "
-                                   f"function, got {name!r}")
+            raise PostprocessError(
+                f"step {i} ({kind}): name must be a registered name, 'module:function' or a "
+                f"function, got {name!r}"
+            )
         return Step(kind, name, params)
 
     # ------------------------------------------------------------------ construction
     def _resolve(self, i: int, step: Step) -> Callable:
         if step.kind not in STEP_KINDS:
-            raise PostprocessError(f"step {i} ({step.name!r}): unknown kind {step.kind!r}; "
-                                   f"expected one of {STEP_KINDS}")
+            raise PostprocessError(
+                f"step {i} ({step.name!r}): unknown kind {step.kind!r}; "
+                f"expected one of {STEP_KINDS}"
+            )
         fn = self._functions.get(step.name)
         if fn is None:
             try:
                 fn = get_step(step.kind, step.name, allow_import=self.allow_import)  # type: ignore[arg-type]
-            except (KeyError, PermissionError, ImportError, AttributeError, TypeError, ValueError) as exc:
+            except (
+                KeyError,
+                PermissionError,
+                ImportError,
+                AttributeError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 raise PostprocessError(f"step {i} ({step.kind} {step.name!r}): {exc}") from None
         try:
             check_params(f"step {i} ({step.kind} {step.name!r})", step.params, fn)
@@ -121,11 +152,19 @@ class Postprocess:
         return fn
 
     @classmethod
-    def from_nvinfer_config(cls, cfg: NvinferConfig, decoder: str | Callable = "yolov8",
-                            decoder_params: Mapping | None = None, *, deepstream_version: float = 7.1,
-                            opencv_build: bool = False, labels: Sequence[str] | None = None,
-                            allow_import: bool = False, functions: Mapping[str, Callable] | None = None,
-                            **more_decoder_params: Any) -> "Postprocess":
+    def from_nvinfer_config(
+        cls,
+        cfg: NvinferConfig,
+        decoder: str | Callable = "yolov8",
+        decoder_params: Mapping | None = None,
+        *,
+        deepstream_version: float = 7.1,
+        opencv_build: bool = False,
+        labels: Sequence[str] | None = None,
+        allow_import: bool = False,
+        functions: Mapping[str, Callable] | None = None,
+        **more_decoder_params: Any,
+    ) -> "Postprocess":
         """The spec equivalent to an nvinfer config, with ``decoder`` (registered name, function or
         ``"module:function"``) in place of nvinfer's parser and ``decoder_params`` /
         ``**more_decoder_params`` as its params:
@@ -140,70 +179,145 @@ class Postprocess:
         n = cfg.num_detected_classes or 1
         pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
         decode_params = {**dict(decoder_params or {}), **more_decoder_params}
-        steps = [Step("decode", decoder, decode_params),  # type: ignore[arg-type]
-                 Step("filter", "threshold", {"pre_cluster_threshold": pc("pre_cluster_threshold"),
-                                              "num_classes": cfg.num_detected_classes})]
+        steps = [
+            Step("decode", decoder, decode_params),  # type: ignore[arg-type]
+            Step(
+                "filter",
+                "threshold",
+                {
+                    "pre_cluster_threshold": pc("pre_cluster_threshold"),
+                    "num_classes": cfg.num_detected_classes,
+                },
+            ),
+        ]
         mode = cfg.cluster_mode
         if mode == CLUSTER_NMS:
-            steps.append(Step("cluster", "nms", {"iou_threshold": pc("nms_iou_threshold"),
-                                                 "post_cluster_threshold": pc("post_cluster_threshold"),
-                                                 "topk": pc("topk")}))
+            steps.append(
+                Step(
+                    "cluster",
+                    "nms",
+                    {
+                        "iou_threshold": pc("nms_iou_threshold"),
+                        "post_cluster_threshold": pc("post_cluster_threshold"),
+                        "topk": pc("topk"),
+                    },
+                )
+            )
         elif mode == CLUSTER_GROUP_RECTANGLES:
-            steps.append(Step("cluster", "group_rectangles", {"group_threshold": pc("group_threshold"),
-                                                              "eps": pc("eps"),
-                                                              "post_cluster_threshold": pc("post_cluster_threshold"),
-                                                              "opencv_build": opencv_build}))
+            steps.append(
+                Step(
+                    "cluster",
+                    "group_rectangles",
+                    {
+                        "group_threshold": pc("group_threshold"),
+                        "eps": pc("eps"),
+                        "post_cluster_threshold": pc("post_cluster_threshold"),
+                        "opencv_build": opencv_build,
+                    },
+                )
+            )
         elif mode == CLUSTER_NONE:
             steps.append(Step("cluster", "none", {"topk": pc("topk")}))
         elif mode in (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS):
-            steps.append(Step("cluster", "dbscan", {"eps": pc("eps"), "min_boxes": pc("min_boxes"),
-                                                    "min_score": pc("dbscan_min_score"),
-                                                    "post_cluster_threshold": pc("post_cluster_threshold"),
-                                                    "topk": pc("topk"), "then_nms": mode == CLUSTER_DBSCAN_NMS,
-                                                    "iou_threshold": pc("nms_iou_threshold")}))
+            steps.append(
+                Step(
+                    "cluster",
+                    "dbscan",
+                    {
+                        "eps": pc("eps"),
+                        "min_boxes": pc("min_boxes"),
+                        "min_score": pc("dbscan_min_score"),
+                        "post_cluster_threshold": pc("post_cluster_threshold"),
+                        "topk": pc("topk"),
+                        "then_nms": mode == CLUSTER_DBSCAN_NMS,
+                        "iou_threshold": pc("nms_iou_threshold"),
+                    },
+                )
+            )
         else:
             raise PostprocessError(f"{cfg.path or 'config'}: unknown cluster-mode {mode}")
         pre = cfg.preprocessing
-        steps.append(Step("scale", "nvinfer", {"maintain_aspect_ratio": pre.maintain_aspect_ratio,
-                                               "symmetric_padding": pre.symmetric_padding,
-                                               "deepstream_version": deepstream_version}))
+        steps.append(
+            Step(
+                "scale",
+                "nvinfer",
+                {
+                    "maintain_aspect_ratio": pre.maintain_aspect_ratio,
+                    "symmetric_padding": pre.symmetric_padding,
+                    "deepstream_version": deepstream_version,
+                },
+            )
+        )
         # nvinfer always runs its object checks: even with every key at 0 they drop boxes that cross
         # the frame's bottom edge (and, before DeepStream 9, its top edge). Only non-default keys are listed.
         obj: dict[str, Any] = {}
         if cfg.filter_out_class_ids:
             obj["filter_out_class_ids"] = list(cfg.filter_out_class_ids)
-        for name in ("detected_min_w", "detected_min_h", "detected_max_w", "detected_max_h", "roi_top_offset",
-                     "roi_bottom_offset"):
+        for name in (
+            "detected_min_w",
+            "detected_min_h",
+            "detected_max_w",
+            "detected_max_h",
+            "roi_top_offset",
+            "roi_bottom_offset",
+        ):
             if any(v != 0 for v in cfg.per_class(name, n)):
                 obj[name] = pc(name)
         if cfg.crop_objects_to_roi_boundary:
             obj["crop_objects_to_roi_boundary"] = True
         steps.append(Step("filter", "objects", obj))
-        return cls(steps, labels=labels if labels is not None else cfg.labels(), num_classes=cfg.num_detected_classes,
-                   geometry=pre, allow_import=allow_import, functions=functions)
+        return cls(
+            steps,
+            labels=labels if labels is not None else cfg.labels(),
+            num_classes=cfg.num_detected_classes,
+            geometry=pre,
+            allow_import=allow_import,
+            functions=functions,
+        )
 
     # ------------------------------------------------------------------ spec
     def to_dict(self) -> dict[str, Any]:
-        return {"format": SPEC_FORMAT, "version": SPEC_VERSION, "labels": self.labels,
-                "num_classes": self.num_classes,
-                "geometry": None if self.geometry is None else {
-                    "network_width": self.geometry.network_width, "network_height": self.geometry.network_height,
-                    "network_channels": self.geometry.network_channels,
-                    "maintain_aspect_ratio": self.geometry.maintain_aspect_ratio,
-                    "symmetric_padding": self.geometry.symmetric_padding},
-                "steps": [s.to_dict() for s in self.steps]}
+        return {
+            "format": SPEC_FORMAT,
+            "version": SPEC_VERSION,
+            "labels": self.labels,
+            "num_classes": self.num_classes,
+            "geometry": None
+            if self.geometry is None
+            else {
+                "network_width": self.geometry.network_width,
+                "network_height": self.geometry.network_height,
+                "network_channels": self.geometry.network_channels,
+                "maintain_aspect_ratio": self.geometry.maintain_aspect_ratio,
+                "symmetric_padding": self.geometry.symmetric_padding,
+            },
+            "steps": [s.to_dict() for s in self.steps],
+        }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, allow_import: bool = False,
-                  functions: Mapping[str, Callable] | None = None) -> "Postprocess":
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        *,
+        allow_import: bool = False,
+        functions: Mapping[str, Callable] | None = None,
+    ) -> "Postprocess":
         if d.get("format") != SPEC_FORMAT:
             raise PostprocessError(f"not a dsprobe postprocess spec (format={d.get('format')!r})")
         if int(d.get("version", 0)) > SPEC_VERSION:
-            raise PostprocessError(f"postprocess spec version {d['version']} is newer than this dsprobe "
-                                   f"({SPEC_VERSION}); upgrade dsprobe")
+            raise PostprocessError(
+                f"postprocess spec version {d['version']} is newer than this dsprobe "
+                f"({SPEC_VERSION}); upgrade dsprobe"
+            )
         g = d.get("geometry")
-        return cls(d["steps"], labels=d.get("labels", ()), num_classes=int(d.get("num_classes", 0)),
-                   geometry=Preprocessing(**g) if g else None, allow_import=allow_import, functions=functions)
+        return cls(
+            d["steps"],
+            labels=d.get("labels", ()),
+            num_classes=int(d.get("num_classes", 0)),
+            geometry=Preprocessing(**g) if g else None,
+            allow_import=allow_import,
+            functions=functions,
+        )
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -211,8 +325,13 @@ class Postprocess:
         return p
 
     @classmethod
-    def load(cls, path: str | Path, *, allow_import: bool = False,
-             functions: Mapping[str, Callable] | None = None) -> "Postprocess":
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        allow_import: bool = False,
+        functions: Mapping[str, Callable] | None = None,
+    ) -> "Postprocess":
         p = Path(path)
         try:
             d = json.loads(p.read_text())
@@ -225,14 +344,23 @@ class Postprocess:
 
     def with_params(self, kind_or_index: str | int, **params: Any) -> "Postprocess":
         """A copy with ``params`` updated in the first step of ``kind`` (or step number ``index``)."""
-        idx = kind_or_index if isinstance(kind_or_index, int) else \
-            next((i for i, s in enumerate(self.steps) if s.kind == kind_or_index), None)
+        idx = (
+            kind_or_index
+            if isinstance(kind_or_index, int)
+            else next((i for i, s in enumerate(self.steps) if s.kind == kind_or_index), None)
+        )
         if idx is None:
             raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
         steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
         steps[idx].params.update(params)
-        return Postprocess(steps, labels=self.labels, num_classes=self.num_classes, geometry=self.geometry,
-                           allow_import=self.allow_import, functions=self._functions)
+        return Postprocess(
+            steps,
+            labels=self.labels,
+            num_classes=self.num_classes,
+            geometry=self.geometry,
+            allow_import=self.allow_import,
+            functions=self._functions,
+        )
 
     def with_step(self, kind: str, name: str, **params: Any) -> "Postprocess":
         """A copy whose first ``kind`` step is replaced by ``name`` with ``params``."""
@@ -241,8 +369,14 @@ class Postprocess:
         if idx is None:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
         steps[idx] = Step(kind, name, dict(params))
-        return Postprocess(steps, labels=self.labels, num_classes=self.num_classes, geometry=self.geometry,
-                           allow_import=self.allow_import, functions=self._functions)
+        return Postprocess(
+            steps,
+            labels=self.labels,
+            num_classes=self.num_classes,
+            geometry=self.geometry,
+            allow_import=self.allow_import,
+            functions=self._functions,
+        )
 
     def step(self, kind: str) -> Step:
         for s in self.steps:
@@ -251,18 +385,32 @@ class Postprocess:
         raise PostprocessError(f"no {kind!r} step in this postprocess")
 
     # ------------------------------------------------------------------ running
-    def context(self, frame: Any, crop_rect: tuple[float, float, float, float] | None = None) -> StepContext:
+    def context(
+        self, frame: Any, crop_rect: tuple[float, float, float, float] | None = None
+    ) -> StepContext:
         """StepContext for a FrameRecord / recording FrameView (network size from the frame)."""
         nw, nh = frame.network_size[:2]
         if (not nw or not nh) and self.geometry is not None:
             nw, nh = self.geometry.network_size
         fw, fh = frame.frame_size
-        return StepContext(network_size=(int(nw), int(nh)), frame_size=(int(fw), int(fh)),
-                           crop_rect=crop_rect or (0.0, 0.0, float(fw), float(fh)), num_classes=self.num_classes,
-                           labels=tuple(self.labels), geometry=self.geometry)
+        return StepContext(
+            network_size=(int(nw), int(nh)),
+            frame_size=(int(fw), int(fh)),
+            crop_rect=crop_rect or (0.0, 0.0, float(fw), float(fh)),
+            num_classes=self.num_classes,
+            labels=tuple(self.labels),
+            geometry=self.geometry,
+        )
 
-    def run(self, layers: Mapping[str, np.ndarray], ctx: StepContext, *, start: int = 0,
-            stop: int | None = None, dets: Detections | None = None) -> Detections:
+    def run(
+        self,
+        layers: Mapping[str, np.ndarray],
+        ctx: StepContext,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        dets: Detections | None = None,
+    ) -> Detections:
         """Run steps ``start:stop`` (default all) on ``layers`` (or on ``dets`` when start > 0).
 
         ``scale:nvinfer`` directly followed by ``filter:objects`` runs as one
@@ -271,10 +419,12 @@ class Postprocess:
         end = len(self.steps) if stop is None else stop
         i = start
         if i > 0 and dets is None:
-            raise PostprocessError(f"run(start={start}) needs the Detections of step {start - 1} as dets=")
+            raise PostprocessError(
+                f"run(start={start}) needs the Detections of step {start - 1} as dets="
+            )
         while i < end:
             s, fn = self.steps[i], self._fns[i]
-            fused = (fn is scale_nvinfer and i + 1 < end and self._fns[i + 1] is object_filters)
+            fused = fn is scale_nvinfer and i + 1 < end and self._fns[i + 1] is object_filters
             try:
                 if s.kind == "decode":
                     dets = fn(layers, ctx, **s.params)
@@ -288,15 +438,20 @@ class Postprocess:
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
             if not isinstance(dets, Detections):
-                raise PostprocessError(f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections")
+                raise PostprocessError(
+                    f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections"
+                )
             i += 2 if fused else 1
         assert dets is not None
         return dets
 
     def _where(self, i: int, fused: bool = False) -> str:
         s = self.steps[i]
-        return (f"steps {i}-{i + 1} ({s.kind} {s.name!r} + filter 'objects')" if fused
-                else f"step {i} ({s.kind} {s.name!r})")
+        return (
+            f"steps {i}-{i + 1} ({s.kind} {s.name!r} + filter 'objects')"
+            if fused
+            else f"step {i} ({s.kind} {s.name!r})"
+        )
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
@@ -310,33 +465,60 @@ class Postprocess:
         layers = frame.layers if hasattr(frame, "layers") else frame.tensors
         if layers:
             return self.run(layers, self.context(frame))
-        parts = [tag_parent(self.run(obj.layers, self.context(frame, tuple(obj.rect))), k)
-                 for k, obj in enumerate(frame.objects) if obj.layers]
+        parts = [
+            tag_parent(self.run(obj.layers, self.context(frame, tuple(obj.rect))), k)
+            for k, obj in enumerate(frame.objects)
+            if obj.layers
+        ]
         return Detections.concatenate(parts) if parts else Detections.empty("frame")
 
-    def run_recording(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                      progress: bool = False, batch: int = 32) -> Any:
+    def run_recording(
+        self,
+        rec: Any,
+        rows: Iterable[int] | None = None,
+        *,
+        unique_id: int | None = None,
+        progress: bool = False,
+        batch: int = 32,
+    ) -> Any:
         """Detections for many frames of a Recording as one pandas DataFrame: one row per detection with
         the frame ``row`` (index of ``rec.frames``), ``source_id``, ``frame_num``, ``x1 .. y2`` (frame
         pixels), ``width``, ``height``, ``score``, ``class_id`` (+ ``label``; ``object_id`` = parent
         index for SGIE frames). Default rows: every frame with tensors (of ``unique_id`` if given).
         Per-frame Detections: :meth:`detections_by_row` (same arguments)."""
-        per_frame = self.detections_by_row(rec, rows, unique_id=unique_id, progress=progress, batch=batch)
+        per_frame = self.detections_by_row(
+            rec, rows, unique_id=unique_id, progress=progress, batch=batch
+        )
         from dsprobe.postprocess.replay import detections_frame
+
         return detections_frame(rec, per_frame, self.labels)
 
-    def detections_by_row(self, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                          progress: bool = False, batch: int = 32, stop: int | None = None) -> dict[int, Detections]:
+    def detections_by_row(
+        self,
+        rec: Any,
+        rows: Iterable[int] | None = None,
+        *,
+        unique_id: int | None = None,
+        progress: bool = False,
+        batch: int = 32,
+        stop: int | None = None,
+    ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
         runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
         from dsprobe.postprocess.replay import detections_by_row
-        return detections_by_row(self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop)
 
-    def decode_recording(self, rec: Any, rows: Iterable[int] | None = None, **kw: Any) -> "DecodedRecording":
+        return detections_by_row(
+            self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
+        )
+
+    def decode_recording(
+        self, rec: Any, rows: Iterable[int] | None = None, **kw: Any
+    ) -> "DecodedRecording":
         """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
         clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
-        steps after the decoder (:mod:`dsprobe.search` adds exact cached re-clustering on top)."""
+        steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
         from dsprobe.postprocess.replay import decode_recording
+
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
@@ -345,13 +527,23 @@ class Postprocess:
 
 def tag_parent(d: Detections, parent_index: int) -> Detections:
     """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
-    return Detections(d.boxes, d.scores, d.class_ids, d.space, keypoints=d.keypoints, vectors=d.vectors,
-                      masks=d.masks, object_ids=np.full(len(d), parent_index, np.uint64))
+    return Detections(
+        d.boxes,
+        d.scores,
+        d.class_ids,
+        d.space,
+        keypoints=d.keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=np.full(len(d), parent_index, np.uint64),
+    )
 
 
 def function_ref(fn: Callable) -> str:
     """``"module:qualname"`` of a function (how a spec names the user's own step)."""
     module, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
     if not module or not qual:
-        raise PostprocessError(f"cannot name step function {fn!r}: it has no __module__/__qualname__")
+        raise PostprocessError(
+            f"cannot name step function {fn!r}: it has no __module__/__qualname__"
+        )
     return f"{module}:{qual}"

@@ -34,7 +34,7 @@ class StepContext:
       unrounded floats: the full frame for a PGIE, the parent object's rect for an SGIE.
     * ``num_classes``: ``num-detected-classes`` from the config (0 = unknown).
     * ``labels``: class labels (may be empty).
-    * ``geometry``: preprocessing geometry (:class:`dsprobe.nvinfer_config.Preprocessing`) or None.
+    * ``geometry``: preprocessing geometry (:class:`dsprobe.nvinfer.config.Preprocessing`) or None.
     """
 
     network_size: tuple[int, int]
@@ -77,10 +77,12 @@ def get_step(kind: StepKind, name: str, *, allow_import: bool = False) -> Callab
     if ":" in name:
         if not allow_import:
             raise PermissionError(
-                f"{kind} step {name!r} refers to user code; pass allow_import=True to import it")
+                f"{kind} step {name!r} refers to user code; pass allow_import=True to import it"
+            )
         return import_function(name)
     raise UnknownStepError(
-        f"unknown {kind} step {name!r}; registered {kind} steps: {', '.join(sorted(_REGISTRY[kind])) or '(none)'}")
+        f"unknown {kind} step {name!r}; registered {kind} steps: {', '.join(sorted(_REGISTRY[kind])) or '(none)'}"
+    )
 
 
 def step_names(kind: StepKind) -> list[str]:
@@ -101,14 +103,20 @@ def import_function(ref: str) -> Callable:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AttributeError(f"module {module_name!r} has no attribute {attr!r} (step {ref!r})") from None
+            raise AttributeError(
+                f"module {module_name!r} has no attribute {attr!r} (step {ref!r})"
+            ) from None
     if not callable(obj):
         raise TypeError(f"step {ref!r} is not callable")
     return obj
 
 
-_BUILTIN_MODULES = ("dsprobe.postprocess.decoders", "dsprobe.postprocess.filters",
-                    "dsprobe.postprocess.cluster", "dsprobe.postprocess.scale")
+_BUILTIN_MODULES = (
+    "dsprobe.postprocess.decoders",
+    "dsprobe.postprocess.filters",
+    "dsprobe.postprocess.cluster",
+    "dsprobe.postprocess.scale",
+)
 _loaded = False
 
 

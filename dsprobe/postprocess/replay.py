@@ -14,27 +14,49 @@ from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, tag_pare
 from dsprobe.postprocess.registry import StepContext
 
 
-def detections_by_row(pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, *, unique_id: int | None = None,
-                      progress: bool = False, batch: int = 32, stop: int | None = None) -> dict[int, Detections]:
+def detections_by_row(
+    pp: Postprocess,
+    rec: Any,
+    rows: Iterable[int] | None = None,
+    *,
+    unique_id: int | None = None,
+    progress: bool = False,
+    batch: int = 32,
+    stop: int | None = None,
+) -> dict[int, Detections]:
     """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
     runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
     (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
     rows = _frame_rows(rec, rows, unique_id)
     f = rec.frames
-    col = {c: f[c].to_numpy() for c in ("unique_id", "layer_row", "network_width", "network_height",
-                                         "frame_width", "frame_height")}
+    col = {
+        c: f[c].to_numpy()
+        for c in (
+            "unique_id",
+            "layer_row",
+            "network_width",
+            "network_height",
+            "frame_width",
+            "frame_height",
+        )
+    }
 
     def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
-        size = _Sizes((int(col["network_width"][r]), int(col["network_height"][r])),
-                      (int(col["frame_width"][r]), int(col["frame_height"][r])))
+        size = _Sizes(
+            (int(col["network_width"][r]), int(col["network_height"][r])),
+            (int(col["frame_width"][r]), int(col["frame_height"][r])),
+        )
         return pp.context(size, crop)
 
     out: dict[int, Detections] = {}
     layered = col["layer_row"][rows] >= 0
     frame_rows, object_rows = rows[layered], rows[~layered]
-    blocks = [(int(u), blk) for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
-              for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
-              for blk in np.array_split(rs, -(-len(rs) // batch))]
+    blocks = [
+        (int(u), blk)
+        for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
+        for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
+        for blk in np.array_split(rs, -(-len(rs) // batch))
+    ]
     for uid, block in _progress(blocks, progress):
         names = [i.name for i in rec.layers.values() if i.unique_id == uid and not i.per_object]
         arrays = {n: rec.read_layer(n, block, unique_id=uid) for n in names}
@@ -44,8 +66,17 @@ def detections_by_row(pp: Postprocess, rec: Any, rows: Iterable[int] | None = No
         out.update(_object_rows(pp, rec, object_rows, col, ctx, 8 * batch, stop, progress))
     return {int(r): out[int(r)] for r in rows}
 
-def _object_rows(pp: Postprocess, rec: Any, object_rows: np.ndarray, col: Mapping[str, np.ndarray], ctx: Callable,
-                 chunk: int, stop: int | None, progress: bool) -> dict[int, Detections]:
+
+def _object_rows(
+    pp: Postprocess,
+    rec: Any,
+    object_rows: np.ndarray,
+    col: Mapping[str, np.ndarray],
+    ctx: Callable,
+    chunk: int,
+    stop: int | None,
+    progress: bool,
+) -> dict[int, Detections]:
     """SGIE frames: every object with tensors runs with its rect as the crop; one read per layer
     per chunk of objects."""
     objs = rec.object_table("objects")
@@ -53,9 +84,12 @@ def _object_rows(pp: Postprocess, rec: Any, object_rows: np.ndarray, col: Mappin
     objs = objs[np.isin(objs["row"].to_numpy(), object_rows) & (objs["layer_row"].to_numpy() >= 0)]
     parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
     uids = col["unique_id"][objs["row"].to_numpy()] if len(objs) else np.zeros(0, np.int64)
-    chunks = [(int(u), sel) for u in dict.fromkeys(uids.tolist())
-              for idx in [np.flatnonzero(uids == u)]
-              for sel in np.array_split(idx, -(-len(idx) // chunk))]
+    chunks = [
+        (int(u), sel)
+        for u in dict.fromkeys(uids.tolist())
+        for idx in [np.flatnonzero(uids == u)]
+        for sel in np.array_split(idx, -(-len(idx) // chunk))
+    ]
     rect_cols = objs[["left", "top", "width", "height"]].to_numpy(np.float64)
     frame_of, parent = objs["row"].to_numpy(), objs["parent_index"].to_numpy()
     table_rows = objs.index.to_numpy()
@@ -67,17 +101,24 @@ def _object_rows(pp: Postprocess, rec: Any, object_rows: np.ndarray, col: Mappin
             d = pp.run({n: a[k] for n, a in arrays.items()}, ctx(r, tuple(rect_cols[j])), stop=stop)
             parts[r].append(tag_parent(d, int(parent[j])))
     space = "frame" if stop is None or stop >= len(pp.steps) else "network"
-    return {r: Detections.concatenate(p) if p else Detections.empty(space) for r, p in parts.items()}
+    return {
+        r: Detections.concatenate(p) if p else Detections.empty(space) for r, p in parts.items()
+    }
 
-def decode_recording(pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any) -> "DecodedRecording":
+
+def decode_recording(
+    pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any
+) -> "DecodedRecording":
     """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
     clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
-    steps after the decoder (:mod:`dsprobe.search` adds exact cached re-clustering on top)."""
+    steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
     rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
     sgie = rows[rec.frames["layer_row"].to_numpy()[rows] < 0] if len(rows) else rows
     if len(sgie):
-        raise PostprocessError(f"decode_recording: frame row {int(sgie[0])} has per-object (SGIE) tensors; "
-                               "it caches PGIE frames only: use run_recording for SGIE frames")
+        raise PostprocessError(
+            f"decode_recording: frame row {int(sgie[0])} has per-object (SGIE) tensors; "
+            "it caches PGIE frames only: use run_recording for SGIE frames"
+        )
     cands = pp.detections_by_row(rec, rows, stop=1, **kw)
     f = rec.frames
     ctxs = {r: pp.context(_RowContext(f, r)) for r in cands}
@@ -98,8 +139,13 @@ class DecodedRecording:
         cached candidates; its decode step must equal the cached one."""
         pp = postprocess or self.postprocess
         if pp.steps[0].to_dict() != self.postprocess.steps[0].to_dict():
-            raise PostprocessError("the cached candidates come from another decode step; decode again")
-        return {r: pp.run({}, self.contexts[r], start=1, dets=d) for r, d in self.candidates.items()}
+            raise PostprocessError(
+                "the cached candidates come from another decode step; decode again"
+            )
+        return {
+            r: pp.run({}, self.contexts[r], start=1, dets=d) for r, d in self.candidates.items()
+        }
+
 
 @dataclass(frozen=True)
 class _Sizes:
@@ -128,7 +174,9 @@ def _frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> 
     return np.asarray(list(rows), dtype=np.int64)
 
 
-def detections_frame(rec: Any, per_frame: Mapping[int, Detections], labels: Sequence[str] = ()) -> Any:
+def detections_frame(
+    rec: Any, per_frame: Mapping[int, Detections], labels: Sequence[str] = ()
+) -> Any:
     """One DataFrame row per detection with the frame ``row``, ``source_id``, ``frame_num``."""
     import pandas as pd
 
@@ -141,8 +189,21 @@ def detections_frame(rec: Any, per_frame: Mapping[int, Detections], labels: Sequ
         df.insert(2, "frame_num", int(f["frame_num"].iloc[r]))
         parts.append(df)
     if not parts:
-        return pd.DataFrame(columns=["row", "source_id", "frame_num", "x1", "y1", "x2", "y2", "width", "height",
-                                     "score", "class_id"])
+        return pd.DataFrame(
+            columns=[
+                "row",
+                "source_id",
+                "frame_num",
+                "x1",
+                "y1",
+                "x2",
+                "y2",
+                "width",
+                "height",
+                "score",
+                "class_id",
+            ]
+        )
     return pd.concat(parts, ignore_index=True)
 
 

@@ -4,7 +4,7 @@
 float32/double arithmetic: for each object ``left = float32((float32(x1 - offset_left)) / ratio_x)``,
 ``width = float32(width / ratio_x)`` (double ratio), then (DeepStream >= 9) negative left/top set to 0,
 then (SGIE) the parent's float32 ``left/top`` added in float32. The geometry (even-rounded crop,
-truncated letterbox size, padding side, ratios) comes from :func:`dsprobe.geometry.nvinfer_transform`.
+truncated letterbox size, padding side, ratios) comes from :func:`dsprobe.nvinfer.geometry.nvinfer_transform`.
 Boxes are ``left, top, float32(left + width), float32(top + height)``.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.geometry import CropTransform, nvinfer_transform
+from dsprobe.nvinfer.geometry import CropTransform, nvinfer_transform
 from dsprobe.postprocess.filters import nvinfer_object_filter, rects_to_boxes
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -41,34 +41,61 @@ class CropMapping(NamedTuple):
     rect: tuple[float, float, float, float]  # the crop rect as given, frame pixels
 
 
-def crop_transform(ctx: StepContext, maintain_aspect_ratio: bool | None = None,
-                   symmetric_padding: bool | None = None) -> CropMapping:
+def crop_transform(
+    ctx: StepContext,
+    maintain_aspect_ratio: bool | None = None,
+    symmetric_padding: bool | None = None,
+) -> CropMapping:
     """nvinfer's transform for this context: the crop is ``ctx.crop_rect`` (SGIE parent rect) or the
     whole frame; flags default to ``ctx.geometry`` (the recording's nvinfer config)."""
     crop, net = ctx.crop_rect or ctx.frame_size, ctx.network_size
-    return _mapping(crop if type(crop) is tuple else tuple(crop), net if type(net) is tuple else tuple(net),
-                    _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
-                    _geometry_flag(symmetric_padding, ctx, "symmetric_padding"))
+    return _mapping(
+        crop if type(crop) is tuple else tuple(crop),
+        net if type(net) is tuple else tuple(net),
+        _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
+        _geometry_flag(symmetric_padding, ctx, "symmetric_padding"),
+    )
 
 
 @functools.lru_cache(maxsize=1024)
-def _mapping(crop: tuple[float, ...], network_size: tuple[int, ...], maintain_aspect_ratio: bool,
-             symmetric_padding: bool) -> CropMapping:
+def _mapping(
+    crop: tuple[float, ...],
+    network_size: tuple[int, ...],
+    maintain_aspect_ratio: bool,
+    symmetric_padding: bool,
+) -> CropMapping:
     """:func:`nvinfer_transform` and its arrays, remembered (a pure function of a few numbers that
     frames repeat). ``crop``: ``(left, top, width, height)``, or the frame ``(width, height)``."""
-    rect = tuple(float(v) for v in crop) if len(crop) == 4 else (0.0, 0.0, float(crop[0]), float(crop[1]))
-    t = nvinfer_transform(rect, tuple(int(v) for v in network_size[:2]),  # type: ignore[arg-type]
-                          maintain_aspect_ratio=maintain_aspect_ratio, symmetric_padding=symmetric_padding)
-    arrays = (np.array([t.offset_left, t.offset_top], np.float32), np.array([t.ratio_x, t.ratio_y]),
-              np.array(rect[:2], np.float32))
+    rect = (
+        tuple(float(v) for v in crop)
+        if len(crop) == 4
+        else (0.0, 0.0, float(crop[0]), float(crop[1]))
+    )
+    t = nvinfer_transform(
+        rect,
+        tuple(int(v) for v in network_size[:2]),  # type: ignore[arg-type]
+        maintain_aspect_ratio=maintain_aspect_ratio,
+        symmetric_padding=symmetric_padding,
+    )
+    arrays = (
+        np.array([t.offset_left, t.offset_top], np.float32),
+        np.array([t.ratio_x, t.ratio_y]),
+        np.array(rect[:2], np.float32),
+    )
     for a in arrays:
         a.setflags(write=False)
     return CropMapping(t, *arrays, rect)  # type: ignore[arg-type]
 
 
-def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
-                   symmetric_padding: bool | None = None, deepstream_version: float = 7.1,
-                   filters: Mapping[str, Any] | None = None) -> Detections:
+def nvinfer_attach(
+    dets: Detections,
+    ctx: StepContext,
+    *,
+    maintain_aspect_ratio: bool | None = None,
+    symmetric_padding: bool | None = None,
+    deepstream_version: float = 7.1,
+    filters: Mapping[str, Any] | None = None,
+) -> Detections:
     """nvinfer's ``attach_metadata_detector`` for one frame or SGIE object: map each network-pixel
     object back (float32 as nvinfer), clamp negative left/top (DeepStream >= 9), apply the object
     ``filters`` (params of :func:`~dsprobe.postprocess.filters.nvinfer_object_filter`; crop-relative
@@ -98,26 +125,48 @@ def nvinfer_attach(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio:
     return _with_boxes(d, rects_to_boxes(rects, m.origin), kp, "frame")
 
 
-def _with_boxes(d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, space: str) -> Detections:
-    return Detections(boxes, d.scores, d.class_ids, space, keypoints=keypoints, vectors=d.vectors, masks=d.masks,
-                      object_ids=d.object_ids)
+def _with_boxes(
+    d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, space: str
+) -> Detections:
+    return Detections(
+        boxes,
+        d.scores,
+        d.class_ids,
+        space,
+        keypoints=keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=d.object_ids,
+    )
 
 
 @register("scale", "nvinfer")
-def scale_nvinfer(dets: Detections, ctx: StepContext, *, maintain_aspect_ratio: bool | None = None,
-                  symmetric_padding: bool | None = None, deepstream_version: float = 7.1) -> Detections:
+def scale_nvinfer(
+    dets: Detections,
+    ctx: StepContext,
+    *,
+    maintain_aspect_ratio: bool | None = None,
+    symmetric_padding: bool | None = None,
+    deepstream_version: float = 7.1,
+) -> Detections:
     """nvinfer's mapping back to frame pixels (:func:`nvinfer_attach` without filters): ``(v - offset) /
     ratio`` for the even-rounded crop, DeepStream >= 9 clamps negative left/top to 0 (width/height
     kept; crop-relative for an SGIE), plus the crop origin's *unrounded* left/top (SGIE parent rect).
 
     ``deepstream_version``: the DeepStream release whose nvinfer ran (6.2 and 7.1 do not clamp, 9.x
     does). Geometry flags default to the context's (the recording's nvinfer config)."""
-    return nvinfer_attach(dets, ctx, maintain_aspect_ratio=maintain_aspect_ratio, symmetric_padding=symmetric_padding,
-                          deepstream_version=deepstream_version)
+    return nvinfer_attach(
+        dets,
+        ctx,
+        maintain_aspect_ratio=maintain_aspect_ratio,
+        symmetric_padding=symmetric_padding,
+        deepstream_version=deepstream_version,
+    )
 
 
-def ultralytics_letterbox(network_size: tuple[int, int], frame_size: tuple[int, int], pad: str = "ultralytics"
-                          ) -> tuple[float, float, float, float]:
+def ultralytics_letterbox(
+    network_size: tuple[int, int], frame_size: tuple[int, int], pad: str = "ultralytics"
+) -> tuple[float, float, float, float]:
     """``(gain_x, gain_y, pad_x, pad_y)`` of an Ultralytics-style centred letterbox of a frame into the
     network input: ``gain = min(Wn/Wf, Hn/Hf)``.
 
@@ -129,7 +178,9 @@ def ultralytics_letterbox(network_size: tuple[int, int], frame_size: tuple[int, 
     """
     (nw, nh), (fw, fh) = network_size, frame_size
     if min(nw, nh, fw, fh) <= 0:
-        raise ValueError(f"network size {network_size} and frame size {frame_size} must be positive")
+        raise ValueError(
+            f"network size {network_size} and frame size {frame_size} must be positive"
+        )
     gain = min(nw / fw, nh / fh)
     if pad == "float":
         return gain, gain, (nw - fw * gain) / 2, (nh - fh * gain) / 2
@@ -140,13 +191,16 @@ def ultralytics_letterbox(network_size: tuple[int, int], frame_size: tuple[int, 
 
 
 @register("scale", "ultralytics")
-def scale_ultralytics(dets: Detections, ctx: StepContext, *, clip: bool = True, pad: str = "ultralytics"
-                      ) -> Detections:
+def scale_ultralytics(
+    dets: Detections, ctx: StepContext, *, clip: bool = True, pad: str = "ultralytics"
+) -> Detections:
     """Undo an Ultralytics-style letterbox (for models run outside DeepStream): boxes
     ``(v - pad) / gain`` with :func:`ultralytics_letterbox`, then clipped to the frame (``clip``).
     Keypoints are mapped the same way (not clipped)."""
     if dets.space != "network":
-        raise ValueError(f"scale ultralytics: expects detections in network pixels, got {dets.space!r}")
+        raise ValueError(
+            f"scale ultralytics: expects detections in network pixels, got {dets.space!r}"
+        )
     gx, gy, px, py = ultralytics_letterbox(ctx.network_size, ctx.frame_size, pad)
     fw, fh = ctx.frame_size
     b = (dets.boxes.astype(np.float64) - [px, py, px, py]) / [gx, gy, gx, gy]

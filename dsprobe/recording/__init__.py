@@ -4,8 +4,16 @@ background thread (writer.py), one file being written (segment.py) and its block
 frame read lazily (frame_view.py); ``dsprobe inspect`` (inspect.py)."""
 
 from dsprobe.recording.frame_view import FrameView
-from dsprobe.recording.reader import LayerInfo, Recording, RecordingError, open_recording
 from dsprobe.recording.rate_limiter import RateLimiter
+from dsprobe.recording.reader import LayerInfo, Recording, RecordingError, open_recording
 from dsprobe.recording.writer import Recorder
 
-__all__ = ["FrameView", "LayerInfo", "RateLimiter", "Recorder", "Recording", "RecordingError", "open_recording"]
+__all__ = [
+    "FrameView",
+    "LayerInfo",
+    "RateLimiter",
+    "Recorder",
+    "Recording",
+    "RecordingError",
+    "open_recording",
+]

@@ -9,7 +9,13 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from dsprobe.recording.schema import IMAGE_CHUNK_BYTES, compression_options, hdf5_name, layer_chunks, table_chunks
+from dsprobe.recording.schema import (
+    IMAGE_CHUNK_BYTES,
+    compression_options,
+    hdf5_name,
+    layer_chunks,
+    table_chunks,
+)
 
 
 class RowBuffer:
@@ -37,10 +43,20 @@ class RowBuffer:
 class Table(RowBuffer):
     """A group of equal-length column datasets, appended in blocks."""
 
-    def __init__(self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+    def __init__(
+        self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]
+    ) -> None:
         g = f.require_group(name)
-        self.ds = {c: g.create_dataset(c, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                       chunks=table_chunks(dtype, shape)) for c, (dtype, shape) in columns.items()}
+        self.ds = {
+            c: g.create_dataset(
+                c,
+                shape=(0, *shape),
+                maxshape=(None, *shape),
+                dtype=dtype,
+                chunks=table_chunks(dtype, shape),
+            )
+            for c, (dtype, shape) in columns.items()
+        }
         super().__init__()
 
     def write(self) -> None:
@@ -49,7 +65,7 @@ class Table(RowBuffer):
             return
         for c, ds in self.ds.items():
             ds.resize((self.count, *ds.shape[1:]))
-            ds[n0:self.count] = np.array([r[c] for r in rows], dtype=ds.dtype)
+            ds[n0 : self.count] = np.array([r[c] for r in rows], dtype=ds.dtype)
 
 
 class ByteStore:
@@ -58,11 +74,13 @@ class ByteStore:
     bytes are written normally so that a flush puts them on disk."""
 
     def __init__(self, f: h5py.File, name: str, chunk: int = IMAGE_CHUNK_BYTES) -> None:
-        self.ds = f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=np.uint8)
+        self.ds = f.create_dataset(
+            name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=np.uint8
+        )
         self.chunk = chunk
         self.tail = np.zeros(chunk, np.uint8)  # bytes of the unfinished last chunk
-        self.tail_len = 0                      # of which this many are valid
-        self.tail_written = 0                  # and this many are already in the file
+        self.tail_len = 0  # of which this many are valid
+        self.tail_written = 0  # and this many are already in the file
         self.size = 0
 
     def extend(self, payloads: list[np.ndarray]) -> None:
@@ -71,12 +89,14 @@ class ByteStore:
         for p in payloads:
             pos, n = 0, int(p.size)
             while pos < n:
-                if self.tail_len == 0 and n - pos >= self.chunk:  # a whole chunk straight from the payload
-                    self.ds.id.write_direct_chunk((self.size,), p[pos:pos + self.chunk])
+                if (
+                    self.tail_len == 0 and n - pos >= self.chunk
+                ):  # a whole chunk straight from the payload
+                    self.ds.id.write_direct_chunk((self.size,), p[pos : pos + self.chunk])
                     k = self.chunk
                 else:
                     k = min(self.chunk - self.tail_len, n - pos)
-                    self.tail[self.tail_len:self.tail_len + k] = p[pos:pos + k]
+                    self.tail[self.tail_len : self.tail_len + k] = p[pos : pos + k]
                     self.tail_len += k
                     if self.tail_len == self.chunk:
                         self.ds.id.write_direct_chunk((self.size + k - self.chunk,), self.tail)
@@ -85,20 +105,35 @@ class ByteStore:
                 self.size += k
         if self.tail_len > self.tail_written:  # the new bytes of the unfinished chunk
             start = self.size - self.tail_len
-            self.ds[start + self.tail_written:self.size] = self.tail[self.tail_written:self.tail_len]
+            self.ds[start + self.tail_written : self.size] = self.tail[
+                self.tail_written : self.tail_len
+            ]
             self.tail_written = self.tail_len
 
 
 class LayerSet(RowBuffer):
     """One layer's dataset: (rows, *shape) with its true dtype, chunks of whole frames (~1 MiB)."""
 
-    def __init__(self, f: h5py.File, group: str, uid: int, name: str, first: np.ndarray,
-                 compression: str | None) -> None:
+    def __init__(
+        self,
+        f: h5py.File,
+        group: str,
+        uid: int,
+        name: str,
+        first: np.ndarray,
+        compression: str | None,
+    ) -> None:
         self.shape, self.dtype = first.shape, first.dtype.newbyteorder("=")
         chunks = layer_chunks(first.shape, first.dtype)
         opts = compression_options(compression, first.dtype.itemsize) if chunks else {}
-        self.ds = f.create_dataset(f"{group}/{uid}/{hdf5_name(name)}", shape=(0, *first.shape),
-                                   maxshape=(None, *first.shape), dtype=self.dtype, chunks=chunks, **opts)
+        self.ds = f.create_dataset(
+            f"{group}/{uid}/{hdf5_name(name)}",
+            shape=(0, *first.shape),
+            maxshape=(None, *first.shape),
+            dtype=self.dtype,
+            chunks=chunks,
+            **opts,
+        )
         self.ds.attrs["layer_name"] = name
         self.ds.attrs["unique_id"] = uid
         self.rows_per_chunk = chunks[0] if chunks else 1
@@ -111,12 +146,16 @@ class LayerSet(RowBuffer):
         if not rows:
             return
         self.ds.resize((self.count, *self.shape))
-        if self.direct:  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
+        if (
+            self.direct
+        ):  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
             zeros = (0,) * len(self.shape)
             for i, arr in enumerate(rows):
-                self.ds.id.write_direct_chunk((n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype))
+                self.ds.id.write_direct_chunk(
+                    (n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype)
+                )
         elif self.rows_per_chunk == 1:  # big compressed frames: one chunk per row, no stacking copy
             for i, arr in enumerate(rows):
                 self.ds[n0 + i] = arr
         else:
-            self.ds[n0:self.count] = np.stack(rows)
+            self.ds[n0 : self.count] = np.stack(rows)

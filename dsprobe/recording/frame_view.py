@@ -14,7 +14,7 @@ import numpy as np
 from dsprobe.detections import Detections
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import IMAGE_ENCODINGS, OBJECT_COLUMNS
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord, Rect
+from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord, Rect
 
 if TYPE_CHECKING:
     from dsprobe.recording.reader import Recording
@@ -42,8 +42,11 @@ class FrameView:
     def _layers(self, group: str, row: int) -> dict[str, np.ndarray]:
         if row < 0:
             return {}
-        return {name: self._seg.read(f"layer {name!r}", ds, row)
-                for (g, uid, name), ds in self._seg.layer_ds.items() if g == group and uid == self.unique_id}
+        return {
+            name: self._seg.read(f"layer {name!r}", ds, row)
+            for (g, uid, name), ds in self._seg.layer_ds.items()
+            if g == group and uid == self.unique_id
+        }
 
     @cached_property
     def tensors(self) -> dict[str, np.ndarray]:
@@ -91,17 +94,31 @@ class FrameView:
         if count == 0:
             return []
         seg, f = self._seg, self._seg.f
-        cols = {c: seg.read(f"/{table}", f[f"{table}/{c}"], slice(start, start + count)) for c in OBJECT_COLUMNS}
+        cols = {
+            c: seg.read(f"/{table}", f[f"{table}/{c}"], slice(start, start + count))
+            for c in OBJECT_COLUMNS
+        }
         out = []
         for k in range(count):
-            layers = self._layers("object_layers", int(cols["layer_row"][k])) if table == "objects" else {}
-            out.append(ObjectRecord(
-                rect=tuple(float(v) for v in cols["rect"][k]), class_id=int(cols["class_id"][k]),
-                confidence=float(cols["confidence"][k]), object_id=int(cols["object_id"][k]),
-                unique_component_id=int(cols["unique_component_id"][k]),
-                label=cols["label"][k].decode("utf-8", "replace"), parent_index=int(cols["parent_index"][k]),
-                parent_object_id=int(cols["parent_object_id"][k]), layers=layers,
-                image=self._stored_image(int(cols["image_row"][k]))))
+            layers = (
+                self._layers("object_layers", int(cols["layer_row"][k]))
+                if table == "objects"
+                else {}
+            )
+            out.append(
+                ObjectRecord(
+                    rect=tuple(float(v) for v in cols["rect"][k]),
+                    class_id=int(cols["class_id"][k]),
+                    confidence=float(cols["confidence"][k]),
+                    object_id=int(cols["object_id"][k]),
+                    unique_component_id=int(cols["unique_component_id"][k]),
+                    label=cols["label"][k].decode("utf-8", "replace"),
+                    parent_index=int(cols["parent_index"][k]),
+                    parent_object_id=int(cols["parent_object_id"][k]),
+                    layers=layers,
+                    image=self._stored_image(int(cols["image_row"][k])),
+                )
+            )
         return out
 
     @cached_property
@@ -112,7 +129,9 @@ class FrameView:
     @cached_property
     def detection_objects(self) -> list[ObjectRecord]:
         """The NvDsObjectMeta that were on the frame when it was recorded."""
-        return self._objects("detections", int(self._r["detection_start"]), int(self._r["detection_count"]))
+        return self._objects(
+            "detections", int(self._r["detection_start"]), int(self._r["detection_count"])
+        )
 
     @property
     def detections(self) -> Detections:
@@ -121,10 +140,24 @@ class FrameView:
 
     def to_record(self) -> FrameRecord:
         """The FrameRecord as written (images as stored: encoded bytes stay encoded)."""
-        return FrameRecord(self.source_id, self.frame_num, self.pts_ns, self.unique_id, self.network_size,
-                           self.frame_size, dict(self.tensors), self.objects, self.detection_objects,
-                           self.image_record, self.ntp_timestamp, self.batch_id, self.pad_index)
+        return FrameRecord(
+            self.source_id,
+            self.frame_num,
+            self.pts_ns,
+            self.unique_id,
+            self.network_size,
+            self.frame_size,
+            dict(self.tensors),
+            self.objects,
+            self.detection_objects,
+            self.image_record,
+            self.ntp_timestamp,
+            self.batch_id,
+            self.pad_index,
+        )
 
     def __repr__(self) -> str:
-        return (f"FrameView(row={self.row}, source_id={self.source_id}, frame_num={self.frame_num}, "
-                f"unique_id={self.unique_id})")
+        return (
+            f"FrameView(row={self.row}, source_id={self.source_id}, frame_num={self.frame_num}, "
+            f"unique_id={self.unique_id})"
+        )

@@ -45,7 +45,9 @@ def _pillow(why: str):
     try:
         from PIL import Image
     except ImportError as exc:
-        raise ImportError(f"{why} needs Pillow: pip install pillow (or pip install dsprobe[onnx])") from exc
+        raise ImportError(
+            f"{why} needs Pillow: pip install pillow (or pip install dsprobe[onnx])"
+        ) from exc
     return Image
 
 

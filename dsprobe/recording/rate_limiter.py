@@ -22,7 +22,9 @@ class RateLimiter:
         self.every_n = every_n
         self.min_interval_ns = int(1e9 / max_fps) if max_fps else 0
         self._seen: dict[tuple[int, int], int] = {}
-        self._last: dict[tuple[int, int], tuple[int, int]] = {}  # stream -> (last kept PTS, host clock)
+        self._last: dict[
+            tuple[int, int], tuple[int, int]
+        ] = {}  # stream -> (last kept PTS, host clock)
 
     def admit(self, source_id: int, pts_ns: int, unique_id: int = 0) -> bool:
         key = (source_id, unique_id)

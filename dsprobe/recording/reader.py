@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from dsprobe.nvinfer_config import NvinferConfig, parse_nvinfer_config
+from dsprobe.nvinfer.config import NvinferConfig, parse_nvinfer_config
 from dsprobe.recording.frame_view import FrameView
 from dsprobe.recording.schema import OBJECT_COLUMNS
 from dsprobe.recording.segment_reader import RecordingError, SegmentReader, attr_text, read_guard
@@ -53,7 +53,9 @@ def open_recording(path: str | Path) -> "Recording":
     else:
         paths = sorted(p.parent.glob(f"{p.stem}-[0-9][0-9][0-9][0-9][0-9]{p.suffix or '.h5'}"))
         if not paths:
-            raise RecordingError(f"{p}: no such recording (and no segments {p.stem}-NNNNN{p.suffix or '.h5'})")
+            raise RecordingError(
+                f"{p}: no such recording (and no segments {p.stem}-NNNNN{p.suffix or '.h5'})"
+            )
     return Recording(paths)
 
 
@@ -80,7 +82,9 @@ class Recording:
         for i, seg in enumerate(self._segs):
             cols = {c: v for c, v in seg.frames.items() if v.ndim == 1}
             df = pd.DataFrame(cols)
-            df["network_width"], df["network_height"], df["network_channels"] = seg.frames["network_size"].T
+            df["network_width"], df["network_height"], df["network_channels"] = seg.frames[
+                "network_size"
+            ].T
             df["frame_width"], df["frame_height"] = seg.frames["frame_size"].T
             df["segment"] = i
             df["local_row"] = np.arange(len(df))
@@ -98,8 +102,10 @@ class Recording:
         ids = {s.attrs.get("recording_id") for s in self._segs}
         if len(ids) > 1:
             names = ", ".join(f"{s.path.name} ({s.attrs.get('recording_id')})" for s in self._segs)
-            raise RecordingError(f"{self.paths[0].parent}: these files belong to {len(ids)} different recordings: "
-                                 f"{names}; open one file or one segment series")
+            raise RecordingError(
+                f"{self.paths[0].parent}: these files belong to {len(ids)} different recordings: "
+                f"{names}; open one file or one segment series"
+            )
 
     # ------------------------------------------------------------------ file-level
     @property
@@ -139,7 +145,9 @@ class Recording:
         for _, _, name in infos:
             counts[name] = counts.get(name, 0) + 1
         out = {}
-        for (group, uid, name), (dtype, shape) in sorted(infos.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for (group, uid, name), (dtype, shape) in sorted(
+            infos.items(), key=lambda kv: (kv[0][1], kv[0][0])
+        ):
             key = name if counts[name] == 1 else f"{uid}/{name}"
             out[key] = LayerInfo(name, dtype, shape, uid, group == "object_layers", key)
         return out
@@ -163,8 +171,10 @@ class Recording:
             return None
         if unique_id is None:
             if len(gies) > 1:
-                raise ValueError(f"{self.paths[0]}: nvinfer configs are stored for GIEs {sorted(gies)}; "
-                                 "pass unique_id=")
+                raise ValueError(
+                    f"{self.paths[0]}: nvinfer configs are stored for GIEs {sorted(gies)}; "
+                    "pass unique_id="
+                )
             return next(iter(gies.values()))
         return gies.get(int(unique_id))
 
@@ -180,8 +190,14 @@ class Recording:
             return None
         try:
             return NvinferConfig.from_dict(json.loads(a["config_json"]))
-        except (KeyError, TypeError, ValueError):  # a config dict from another dsprobe version: parse the text
-            return parse_nvinfer_config(a["config_text"], source=a.get("config_path") or "<recorded config>")
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+        ):  # a config dict from another dsprobe version: parse the text
+            return parse_nvinfer_config(
+                a["config_text"], source=a.get("config_path") or "<recorded config>"
+            )
 
     @property
     def streams(self) -> pd.DataFrame:
@@ -189,23 +205,46 @@ class Recording:
         frame size and network size."""
         f = self.frames
         if not len(f):
-            return pd.DataFrame(columns=["source_id", "unique_id", "frames", "first_frame", "last_frame",
-                                         "duration_s", "frame_gaps", "frame_width", "frame_height",
-                                         "network_width", "network_height"])
+            return pd.DataFrame(
+                columns=[
+                    "source_id",
+                    "unique_id",
+                    "frames",
+                    "first_frame",
+                    "last_frame",
+                    "duration_s",
+                    "frame_gaps",
+                    "frame_width",
+                    "frame_height",
+                    "network_width",
+                    "network_height",
+                ]
+            )
         g = f.groupby(["source_id", "unique_id"])
-        out = g.agg(frames=("frame_num", "size"), first_frame=("frame_num", "min"), last_frame=("frame_num", "max"),
-                    first_pts_ns=("pts_ns", "min"), last_pts_ns=("pts_ns", "max"),
-                    frame_width=("frame_width", "max"), frame_height=("frame_height", "max"),
-                    network_width=("network_width", "max"), network_height=("network_height", "max"))
+        out = g.agg(
+            frames=("frame_num", "size"),
+            first_frame=("frame_num", "min"),
+            last_frame=("frame_num", "max"),
+            first_pts_ns=("pts_ns", "min"),
+            last_pts_ns=("pts_ns", "max"),
+            frame_width=("frame_width", "max"),
+            frame_height=("frame_height", "max"),
+            network_width=("network_width", "max"),
+            network_height=("network_height", "max"),
+        )
         out["duration_s"] = (out.pop("last_pts_ns") - out.pop("first_pts_ns")) / 1e9
-        out["frame_gaps"] = g["frame_num"].apply(lambda s: int((np.diff(np.sort(s.to_numpy())) > 1).sum()))
+        out["frame_gaps"] = g["frame_num"].apply(
+            lambda s: int((np.diff(np.sort(s.to_numpy())) > 1).sum())
+        )
         return out.reset_index()
 
     # ------------------------------------------------------------------ frames
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "FrameView | list[FrameView]":
+    def __getitem__(
+        self, index: int | slice | Sequence[int] | np.ndarray
+    ) -> "FrameView | list[FrameView]":
         """``rec[i]`` a FrameView; ``rec[a:b]`` / ``rec[[i, j]]`` a list of lazy FrameViews."""
         if isinstance(index, slice):
             return [FrameView(self, i) for i in range(*index.indices(len(self)))]
@@ -215,7 +254,9 @@ class Recording:
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
-            raise IndexError(f"frame row {index} out of range for a recording of {len(self)} frames")
+            raise IndexError(
+                f"frame row {index} out of range for a recording of {len(self)} frames"
+            )
         return FrameView(self, i)
 
     def __iter__(self) -> Iterator["FrameView"]:
@@ -230,29 +271,54 @@ class Recording:
             m &= f["unique_id"] == unique_id
         rows = np.flatnonzero(m.to_numpy())
         if not len(rows):
-            raise KeyError(f"{self.paths[0]}: no frame {frame_num} of source {source_id}"
-                           f"{f' from GIE {unique_id}' if unique_id is not None else ''}")
+            raise KeyError(
+                f"{self.paths[0]}: no frame {frame_num} of source {source_id}"
+                f"{f' from GIE {unique_id}' if unique_id is not None else ''}"
+            )
         return FrameView(self, int(rows[0]))
 
-    def layer(self, name: str, unique_id: int | None = None, per_object: bool | None = None) -> LayerInfo:
+    def layer(
+        self, name: str, unique_id: int | None = None, per_object: bool | None = None
+    ) -> LayerInfo:
         """The LayerInfo of layer ``name`` (a key of :attr:`layers`, or a name plus ``unique_id``)."""
-        if unique_id is None and name in self.layers and per_object in (None, self.layers[name].per_object):
+        if (
+            unique_id is None
+            and name in self.layers
+            and per_object in (None, self.layers[name].per_object)
+        ):
             return self.layers[name]
-        cands = [i for i in self.layers.values() if i.name == name
-                 and (per_object is None or i.per_object == per_object)
-                 and (unique_id is None or i.unique_id == unique_id)]
+        cands = [
+            i
+            for i in self.layers.values()
+            if i.name == name
+            and (per_object is None or i.per_object == per_object)
+            and (unique_id is None or i.unique_id == unique_id)
+        ]
         if len(cands) == 1:
             return cands[0]
-        have = ", ".join(f"{k} {i.dtype}{list(i.shape)} (GIE {i.unique_id}{', per object' if i.per_object else ''})"
-                         for k, i in self.layers.items()) or "(none)"
+        have = (
+            ", ".join(
+                f"{k} {i.dtype}{list(i.shape)} (GIE {i.unique_id}{', per object' if i.per_object else ''})"
+                for k, i in self.layers.items()
+            )
+            or "(none)"
+        )
         if not cands:
-            raise KeyError(f"{self.paths[0]}: no layer {name!r}"
-                           f"{f' from GIE {unique_id}' if unique_id is not None else ''}; recorded layers: {have}")
-        raise KeyError(f"{self.paths[0]}: layer {name!r} was recorded by GIEs "
-                       f"{sorted(i.unique_id for i in cands)}; pass unique_id=")
+            raise KeyError(
+                f"{self.paths[0]}: no layer {name!r}"
+                f"{f' from GIE {unique_id}' if unique_id is not None else ''}; recorded layers: {have}"
+            )
+        raise KeyError(
+            f"{self.paths[0]}: layer {name!r} was recorded by GIEs "
+            f"{sorted(i.unique_id for i in cands)}; pass unique_id="
+        )
 
-    def read_layer(self, name: str, rows: Sequence[int] | np.ndarray | None = None,
-                   unique_id: int | None = None) -> np.ndarray:
+    def read_layer(
+        self,
+        name: str,
+        rows: Sequence[int] | np.ndarray | None = None,
+        unique_id: int | None = None,
+    ) -> np.ndarray:
         """Layer ``name`` for many rows in one read per segment: ``(len(rows), *shape)``.
 
         For a frame-level layer ``rows`` are frame rows (``frames`` index; default: every frame of the
@@ -262,7 +328,11 @@ class Recording:
         info = self.layer(name, unique_id)
         table = self.object_table("objects") if info.per_object else self.frames
         if info.per_object:
-            uid_col = self.frames["unique_id"].to_numpy()[table["row"].to_numpy()] if len(table) else np.zeros(0, int)
+            uid_col = (
+                self.frames["unique_id"].to_numpy()[table["row"].to_numpy()]
+                if len(table)
+                else np.zeros(0, int)
+            )
         else:
             uid_col = table["unique_id"].to_numpy()
         layer_rows = table["layer_row"].to_numpy()
@@ -273,12 +343,16 @@ class Recording:
         if not len(rows):
             return out
         if rows.min() < 0 or rows.max() >= len(table):
-            raise IndexError(f"{self.paths[0]}: rows out of range 0..{len(table) - 1} for layer {name!r}")
+            raise IndexError(
+                f"{self.paths[0]}: rows out of range 0..{len(table) - 1} for layer {name!r}"
+            )
         bad = (layer_rows[rows] < 0) | (uid_col[rows] != info.unique_id)
         if bad.any():
             r = int(rows[np.flatnonzero(bad)[0]])
-            raise KeyError(f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
-                           f"{name!r} of GIE {info.unique_id}")
+            raise KeyError(
+                f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
+                f"{name!r} of GIE {info.unique_id}"
+            )
         seg_idx = table["segment"].to_numpy()[rows]
         local = layer_rows[rows]
         group = "object_layers" if info.per_object else "layers"
@@ -287,14 +361,20 @@ class Recording:
             sel = np.flatnonzero(seg_idx == s)
             ds = seg.layer_ds.get((group, info.unique_id, info.name))
             if ds is None:
-                raise RecordingError(f"{seg.path}: layer {name!r} of GIE {info.unique_id} is missing")
+                raise RecordingError(
+                    f"{seg.path}: layer {name!r} of GIE {info.unique_id} is missing"
+                )
             uniq, inverse = np.unique(local[sel], return_inverse=True)
             what = f"layer {name!r}"
-            if len(uniq) == len(sel) and uniq[-1] - uniq[0] + 1 == len(uniq) and np.all(np.diff(local[sel]) == 1):
+            if (
+                len(uniq) == len(sel)
+                and uniq[-1] - uniq[0] + 1 == len(uniq)
+                and np.all(np.diff(local[sel]) == 1)
+            ):
                 # consecutive rows in order (the usual replay): read straight into the output
                 block = seg.read(what, ds, slice(int(uniq[0]), int(uniq[-1]) + 1))
                 if sel[-1] - sel[0] + 1 == len(sel):
-                    out[sel[0]:sel[-1] + 1] = block
+                    out[sel[0] : sel[-1] + 1] = block
                 else:
                     out[sel] = block
                 continue
@@ -321,8 +401,15 @@ class Recording:
             prefix = "object" if kind == "objects" else "detection"
             for i, seg in enumerate(self._segs):
                 fr = seg.frames
-                n = int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1]) if len(fr["source_id"]) else 0
-                cols = {c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n)) for c in OBJECT_COLUMNS}
+                n = (
+                    int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
+                    if len(fr["source_id"])
+                    else 0
+                )
+                cols = {
+                    c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n))
+                    for c in OBJECT_COLUMNS
+                }
                 df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
                 df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
                 df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]

@@ -25,12 +25,15 @@ FRAME_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "unique_id": ("int32", ()),
     "batch_id": ("int32", ()),
     "pad_index": ("int32", ()),
-    "network_size": ("int32", (3,)),   # width, height, channels (network pixels)
-    "frame_size": ("int32", (2,)),     # width, height of the nvstreammux output (frame pixels)
-    "recv_time_ns": ("int64", ()),     # host wall clock (time.time_ns) when record() accepted the frame
-    "layer_row": ("int64", ()),        # row in /layers/<unique_id>/*, -1: no frame-level layers
-    "image_row": ("int64", ()),        # row in /images, -1: no image
-    "object_start": ("int64", ()),     # first row in /objects
+    "network_size": ("int32", (3,)),  # width, height, channels (network pixels)
+    "frame_size": ("int32", (2,)),  # width, height of the nvstreammux output (frame pixels)
+    "recv_time_ns": (
+        "int64",
+        (),
+    ),  # host wall clock (time.time_ns) when record() accepted the frame
+    "layer_row": ("int64", ()),  # row in /layers/<unique_id>/*, -1: no frame-level layers
+    "image_row": ("int64", ()),  # row in /images, -1: no image
+    "object_start": ("int64", ()),  # first row in /objects
     "object_count": ("int32", ()),
     "detection_start": ("int64", ()),  # first row in /detections
     "detection_count": ("int32", ()),
@@ -39,16 +42,16 @@ FRAME_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
 #: /objects (SGIE objects with their tensors) and /detections (NvDsObjectMeta already on the frame)
 OBJECT_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "frame_row": ("int64", ()),
-    "rect": ("float32", (4,)),          # left, top, width, height in frame pixels
+    "rect": ("float32", (4,)),  # left, top, width, height in frame pixels
     "class_id": ("int32", ()),
     "confidence": ("float32", ()),
     "object_id": ("uint64", ()),
     "unique_component_id": ("int32", ()),
-    "parent_index": ("int32", ()),      # index within the same frame's list, -1 none
+    "parent_index": ("int32", ()),  # index within the same frame's list, -1 none
     "parent_object_id": ("uint64", ()),
-    "label": ("S128", ()),              # UTF-8; NvDsObjectMeta.obj_label is char[128]
-    "layer_row": ("int64", ()),         # row in /object_layers/<unique_id>/*, -1 none
-    "image_row": ("int64", ()),         # crop image row in /images, -1 none
+    "label": ("S128", ()),  # UTF-8; NvDsObjectMeta.obj_label is char[128]
+    "layer_row": ("int64", ()),  # row in /object_layers/<unique_id>/*, -1 none
+    "image_row": ("int64", ()),  # crop image row in /images, -1 none
 }
 
 #: /images: one row per stored picture; its bytes are /images/data[offset:offset + nbytes] (1-D uint8)
@@ -56,9 +59,9 @@ IMAGE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "frame_row": ("int64", ()),
     "offset": ("int64", ()),
     "nbytes": ("int64", ()),
-    "rect": ("float32", (4,)),          # the frame rectangle the picture shows (frame pixels)
-    "shape": ("int32", (3,)),           # height, width, channels of the decoded picture
-    "encoding": ("uint8", ()),          # index into IMAGE_ENCODINGS
+    "rect": ("float32", (4,)),  # the frame rectangle the picture shows (frame pixels)
+    "shape": ("int32", (3,)),  # height, width, channels of the decoded picture
+    "encoding": ("uint8", ()),  # index into IMAGE_ENCODINGS
 }
 IMAGE_ENCODINGS = ("raw", "jpeg", "png")
 
@@ -108,12 +111,19 @@ def compression_options(compression: str | None, itemsize: int = 4) -> dict[str,
         try:
             import hdf5plugin
         except ImportError as exc:
-            raise ValueError(f"compression={compression!r} needs hdf5plugin: pip install hdf5plugin") from exc
+            raise ValueError(
+                f"compression={compression!r} needs hdf5plugin: pip install hdf5plugin"
+            ) from exc
         cname = compression.split("-", 1)[1]
-        return dict(hdf5plugin.Blosc(cname=cname, clevel=5 if cname == "lz4" else 3,
-                                     shuffle=hdf5plugin.Blosc.BITSHUFFLE))
-    raise ValueError(f"compression must be one of {[c for c in COMPRESSIONS]} or 'gzip-1'..'gzip-9', "
-                     f"got {compression!r}")
+        return dict(
+            hdf5plugin.Blosc(
+                cname=cname, clevel=5 if cname == "lz4" else 3, shuffle=hdf5plugin.Blosc.BITSHUFFLE
+            )
+        )
+    raise ValueError(
+        f"compression must be one of {[c for c in COMPRESSIONS]} or 'gzip-1'..'gzip-9', "
+        f"got {compression!r}"
+    )
 
 
 def layer_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | None:

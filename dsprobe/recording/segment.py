@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING, Mapping
 import h5py
 import numpy as np
 
-from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS,
-                                      SCHEMA_VERSION, jsonable)
 from dsprobe.recording.datasets import ByteStore, LayerSet, Table
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.recording.schema import (
+    FORMAT_NAME,
+    FRAME_COLUMNS,
+    IMAGE_COLUMNS,
+    IMAGE_ENCODINGS,
+    OBJECT_COLUMNS,
+    SCHEMA_VERSION,
+    jsonable,
+)
+from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from dsprobe.recording.writer import Recorder
@@ -50,18 +57,23 @@ def _check_space(path: Path, pending: int) -> None:
     need = int(pending * 1.05) + SPACE_MARGIN_BYTES
     free = shutil.disk_usage(path.parent).free
     if free < need:
-        raise _NoSpace(f"disk full: {free} bytes free on the file system of {path.parent}, "
-                       f"a block of {pending} bytes needs {need} with the margin")
+        raise _NoSpace(
+            f"disk full: {free} bytes free on the file system of {path.parent}, "
+            f"a block of {pending} bytes needs {need} with the margin"
+        )
     try:
         import resource
+
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
         return
     if limit != resource.RLIM_INFINITY:
         size = path.stat().st_size if path.exists() else 0
         if size + need > limit:
-            raise _NoSpace(f"file size limit: {path} is {size} bytes, RLIMIT_FSIZE is {limit}, "
-                           f"a block of {pending} bytes needs {need} with the margin")
+            raise _NoSpace(
+                f"file size limit: {path} is {size} bytes, RLIMIT_FSIZE is {limit}, "
+                f"a block of {pending} bytes needs {need} with the margin"
+            )
 
 
 class _Segment:
@@ -78,6 +90,7 @@ class _Segment:
         self.f = h5py.File(creating, "w")
         a = self.f.attrs
         from dsprobe import __version__
+
         a["format"] = FORMAT_NAME
         a["schema_version"] = SCHEMA_VERSION
         a["dsprobe_version"] = __version__
@@ -85,10 +98,13 @@ class _Segment:
         a["host"] = socket.gethostname()
         a["recording_id"] = rec.recording_id
         a["segment_index"] = index
-        a["notes"] = rec.notes if isinstance(rec.notes, str) else json.dumps(jsonable(rec.notes or {}))
+        a["notes"] = (
+            rec.notes if isinstance(rec.notes, str) else json.dumps(jsonable(rec.notes or {}))
+        )
         a["recorder_options"] = json.dumps(rec.options)
-        a["software"] = json.dumps({"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
-                                    "numpy": np.__version__})
+        a["software"] = json.dumps(
+            {"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "numpy": np.__version__}
+        )
         a["stats"] = "{}"
         a["frames_committed"] = 0
         a["closed_cleanly"] = False
@@ -98,9 +114,15 @@ class _Segment:
             g.attrs["config_text"] = cfg.text
             g.attrs["config_path"] = cfg.path or ""
             g.attrs["config_json"] = json.dumps(cfg.to_dict())
-        self.tables = {name: Table(self.f, name, cols) for name, cols in
-                       (("frames", FRAME_COLUMNS), ("objects", OBJECT_COLUMNS),
-                        ("detections", OBJECT_COLUMNS), ("images", IMAGE_COLUMNS))}
+        self.tables = {
+            name: Table(self.f, name, cols)
+            for name, cols in (
+                ("frames", FRAME_COLUMNS),
+                ("objects", OBJECT_COLUMNS),
+                ("detections", OBJECT_COLUMNS),
+                ("images", IMAGE_COLUMNS),
+            )
+        }
         self.image_data = ByteStore(self.f, "images/data")
         self.image_bytes = 0
         self.layer_sets: dict[tuple[str, int, str], LayerSet] = {}
@@ -124,41 +146,69 @@ class _Segment:
         image_row = self._add_image(frame_row, frame.image, images[0])
         obj_start = self.tables["objects"].count
         for o, payload in zip(frame.objects, images[1:]):
-            self._add_object("objects", frame_row, o, self._add_layers("object_layers", frame.unique_id, o.layers),
-                             self._add_image(frame_row, o.image, payload))
+            self._add_object(
+                "objects",
+                frame_row,
+                o,
+                self._add_layers("object_layers", frame.unique_id, o.layers),
+                self._add_image(frame_row, o.image, payload),
+            )
         det_start = self.tables["detections"].count
         for d in frame.detections:
             self._add_object("detections", frame_row, d, -1, -1)
-        self.tables["frames"].append({
-            "source_id": frame.source_id, "frame_num": frame.frame_num, "pts_ns": _int64(frame.pts_ns),
-            "ntp_timestamp": _int64(frame.ntp_timestamp), "unique_id": frame.unique_id, "batch_id": frame.batch_id,
-            "pad_index": frame.pad_index, "network_size": tuple(frame.network_size),
-            "frame_size": tuple(frame.frame_size), "recv_time_ns": recv_ns, "layer_row": layer_row,
-            "image_row": image_row, "object_start": obj_start, "object_count": len(frame.objects),
-            "detection_start": det_start, "detection_count": len(frame.detections)})
+        self.tables["frames"].append(
+            {
+                "source_id": frame.source_id,
+                "frame_num": frame.frame_num,
+                "pts_ns": _int64(frame.pts_ns),
+                "ntp_timestamp": _int64(frame.ntp_timestamp),
+                "unique_id": frame.unique_id,
+                "batch_id": frame.batch_id,
+                "pad_index": frame.pad_index,
+                "network_size": tuple(frame.network_size),
+                "frame_size": tuple(frame.frame_size),
+                "recv_time_ns": recv_ns,
+                "layer_row": layer_row,
+                "image_row": image_row,
+                "object_start": obj_start,
+                "object_count": len(frame.objects),
+                "detection_start": det_start,
+                "detection_count": len(frame.detections),
+            }
+        )
         self.pending_frames += 1
-        self.pending_bytes += 256 * (1 + len(frame.objects) + len(frame.detections)) + sum(
-            a.nbytes for a in frame.layers.values()) + sum(
-            a.nbytes for o in frame.objects for a in o.layers.values()) + sum(
-            p[0].size for p in images if p is not None)
+        self.pending_bytes += (
+            256 * (1 + len(frame.objects) + len(frame.detections))
+            + sum(a.nbytes for a in frame.layers.values())
+            + sum(a.nbytes for o in frame.objects for a in o.layers.values())
+            + sum(p[0].size for p in images if p is not None)
+        )
         self.dirty = True
 
-    def _check_layers(self, group: str, uid: int, layers: Mapping[str, np.ndarray], frame: FrameRecord) -> None:
+    def _check_layers(
+        self, group: str, uid: int, layers: Mapping[str, np.ndarray], frame: FrameRecord
+    ) -> None:
         if not layers:
             return
         where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
         known = self.layer_names.setdefault((group, uid), frozenset(layers))
         if frozenset(layers) != known:
-            raise _InvalidFrame(f"{where}: layers {sorted(layers)} differ from the recording's {sorted(known)}; "
-                                "record a fixed set of layers per GIE (Recorder(layers=...)); frame dropped")
+            raise _InvalidFrame(
+                f"{where}: layers {sorted(layers)} differ from the recording's {sorted(known)}; "
+                "record a fixed set of layers per GIE (Recorder(layers=...)); frame dropped"
+            )
         for name, arr in layers.items():
             if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub":
-                raise _InvalidFrame(f"{where}: layer {name!r} is not a numeric numpy array "
-                                    f"({type(arr).__name__} {getattr(arr, 'dtype', '')}); frame dropped")
+                raise _InvalidFrame(
+                    f"{where}: layer {name!r} is not a numeric numpy array "
+                    f"({type(arr).__name__} {getattr(arr, 'dtype', '')}); frame dropped"
+                )
             ls = self.layer_sets.get((group, uid, name))
             if ls is not None and (arr.shape != ls.shape or arr.dtype != ls.dtype):
-                raise _InvalidFrame(f"{where}: layer {name!r} changed from {ls.dtype}{list(ls.shape)} to "
-                                    f"{arr.dtype}{list(arr.shape)}; frame dropped")
+                raise _InvalidFrame(
+                    f"{where}: layer {name!r} changed from {ls.dtype}{list(ls.shape)} to "
+                    f"{arr.dtype}{list(arr.shape)}; frame dropped"
+                )
 
     def _add_layers(self, group: str, uid: int, layers: Mapping[str, np.ndarray]) -> int:
         row = -1
@@ -166,7 +216,9 @@ class _Segment:
             key = (group, uid, name)
             ls = self.layer_sets.get(key)
             if ls is None:
-                ls = self.layer_sets[key] = LayerSet(self.f, group, uid, name, arr, self.rec.compression)
+                ls = self.layer_sets[key] = LayerSet(
+                    self.f, group, uid, name, arr, self.rec.compression
+                )
             row = ls.append(arr)
         return row
 
@@ -176,16 +228,35 @@ class _Segment:
         data, shape = payload
         self.pending_images.append(data)
         offset, self.image_bytes = self.image_bytes, self.image_bytes + data.size
-        return self.tables["images"].append({"frame_row": frame_row, "offset": offset, "nbytes": data.size,
-                                             "rect": tuple(image.rect), "shape": shape,
-                                             "encoding": IMAGE_ENCODINGS.index(image.encoding)})
+        return self.tables["images"].append(
+            {
+                "frame_row": frame_row,
+                "offset": offset,
+                "nbytes": data.size,
+                "rect": tuple(image.rect),
+                "shape": shape,
+                "encoding": IMAGE_ENCODINGS.index(image.encoding),
+            }
+        )
 
-    def _add_object(self, table: str, frame_row: int, o: ObjectRecord, layer_row: int, image_row: int) -> None:
-        self.tables[table].append({
-            "frame_row": frame_row, "rect": tuple(o.rect), "class_id": o.class_id, "confidence": o.confidence,
-            "object_id": o.object_id, "unique_component_id": o.unique_component_id,
-            "parent_index": o.parent_index, "parent_object_id": o.parent_object_id,
-            "label": _label_bytes(o.label), "layer_row": layer_row, "image_row": image_row})
+    def _add_object(
+        self, table: str, frame_row: int, o: ObjectRecord, layer_row: int, image_row: int
+    ) -> None:
+        self.tables[table].append(
+            {
+                "frame_row": frame_row,
+                "rect": tuple(o.rect),
+                "class_id": o.class_id,
+                "confidence": o.confidence,
+                "object_id": o.object_id,
+                "unique_component_id": o.unique_component_id,
+                "parent_index": o.parent_index,
+                "parent_object_id": o.parent_object_id,
+                "label": _label_bytes(o.label),
+                "layer_row": layer_row,
+                "image_row": image_row,
+            }
+        )
 
     def write_pending(self, tables: bool = True) -> int:
         """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
@@ -202,7 +273,12 @@ class _Segment:
         if not (tables or len(frames.pending) >= TABLE_BLOCK_FRAMES):
             return 0
         n = len(frames.pending)
-        for name in ("objects", "detections", "images", "frames"):  # frames last: they point at the rest
+        for name in (
+            "objects",
+            "detections",
+            "images",
+            "frames",
+        ):  # frames last: they point at the rest
             self.tables[name].write()
         return n
 
@@ -258,13 +334,18 @@ def _check_fields(frame: FrameRecord) -> None:
     """Reject a frame whose scalar fields would not fit the tables (before anything is buffered)."""
     where = f"source {frame.source_id}, frame {frame.frame_num}"
     try:
-        for name, value, n in (("network_size", frame.network_size, 3), ("frame_size", frame.frame_size, 2)):
+        for name, value, n in (
+            ("network_size", frame.network_size, 3),
+            ("frame_size", frame.frame_size, 2),
+        ):
             if len(value) != n:
                 raise ValueError(f"{name} needs {n} values, got {value!r}")
         for kind, objs in (("object", frame.objects), ("detection", frame.detections)):
             for i, o in enumerate(objs):
                 if len(o.rect) != 4:
-                    raise ValueError(f"{kind} {i}: rect needs (left, top, width, height), got {o.rect!r}")
+                    raise ValueError(
+                        f"{kind} {i}: rect needs (left, top, width, height), got {o.rect!r}"
+                    )
                 float(o.confidence), int(o.class_id), int(o.object_id), int(o.parent_object_id)
         int(frame.source_id), int(frame.frame_num), int(frame.pts_ns), int(frame.unique_id)
     except (TypeError, ValueError) as exc:
@@ -288,6 +369,7 @@ def _encoded_shape(data: bytes) -> tuple[int, int, int]:
         import io
 
         from PIL import Image
+
         with Image.open(io.BytesIO(data)) as im:
             return (im.height, im.width, len(im.getbands()))
     except Exception:

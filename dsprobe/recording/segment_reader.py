@@ -11,8 +11,14 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from dsprobe.recording.schema import (FORMAT_NAME, FRAME_COLUMNS, IMAGE_COLUMNS, OBJECT_COLUMNS, SCHEMA_VERSION,
-                                      layer_name_of)
+from dsprobe.recording.schema import (
+    FORMAT_NAME,
+    FRAME_COLUMNS,
+    IMAGE_COLUMNS,
+    OBJECT_COLUMNS,
+    SCHEMA_VERSION,
+    layer_name_of,
+)
 
 _LAYER_GROUPS = ("layers", "object_layers")
 
@@ -29,8 +35,10 @@ def read_guard(path: Path, what: str) -> Iterator[None]:
     except RecordingError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise RecordingError(f"{path}: cannot read {what}: the file is damaged or truncated "
-                             f"({type(exc).__name__}: {exc})") from None
+        raise RecordingError(
+            f"{path}: cannot read {what}: the file is damaged or truncated "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def attr_text(v: Any) -> Any:
@@ -51,18 +59,23 @@ class SegmentReader:
         except OSError as exc:
             if path.stat().st_size == 0:
                 raise RecordingError(f"{path}: empty file, not a recording") from None
-            raise RecordingError(f"{path}: cannot open as HDF5: the file is truncated, corrupt or not HDF5 "
-                                 f"({exc})") from None
+            raise RecordingError(
+                f"{path}: cannot open as HDF5: the file is truncated, corrupt or not HDF5 ({exc})"
+            ) from None
         try:
             with read_guard(path, "the file header"):
                 self.attrs = {k: attr_text(v) for k, v in self.f.attrs.items()}
             if self.attrs.get("format") != FORMAT_NAME:
-                raise RecordingError(f"{path}: an HDF5 file but not a dsprobe recording "
-                                     f"(no format='{FORMAT_NAME}' attribute)")
+                raise RecordingError(
+                    f"{path}: an HDF5 file but not a dsprobe recording "
+                    f"(no format='{FORMAT_NAME}' attribute)"
+                )
             version = int(self.attrs.get("schema_version", -1))
             if version > SCHEMA_VERSION:
-                raise RecordingError(f"{path}: written with recording schema {version}, this dsprobe reads up to "
-                                     f"{SCHEMA_VERSION}; upgrade dsprobe")
+                raise RecordingError(
+                    f"{path}: written with recording schema {version}, this dsprobe reads up to "
+                    f"{SCHEMA_VERSION}; upgrade dsprobe"
+                )
             if version < 1:
                 raise RecordingError(f"{path}: bad schema_version attribute {version}")
             with read_guard(path, "the tables"):
@@ -90,12 +103,26 @@ class SegmentReader:
             n = min(n, int(self.attrs.get("frames_committed", n)))
         frames = {c: f[f"frames/{c}"][:n] for c in FRAME_COLUMNS}
         # after a crash only frames whose objects, images and tensors all made it to disk count
-        layer_len = {uid: min((ds.shape[0] for (grp, u, _), ds in self.layer_ds.items()
-                               if grp == "layers" and u == uid), default=0) for uid in set(frames["unique_id"])}
-        ok = ((frames["object_start"] + frames["object_count"] <= n_obj)
-              & (frames["detection_start"] + frames["detection_count"] <= n_det)
-              & (frames["image_row"] < n_img)
-              & (frames["layer_row"] < np.array([layer_len[u] for u in frames["unique_id"]], dtype=np.int64)))
+        layer_len = {
+            uid: min(
+                (
+                    ds.shape[0]
+                    for (grp, u, _), ds in self.layer_ds.items()
+                    if grp == "layers" and u == uid
+                ),
+                default=0,
+            )
+            for uid in set(frames["unique_id"])
+        }
+        ok = (
+            (frames["object_start"] + frames["object_count"] <= n_obj)
+            & (frames["detection_start"] + frames["detection_count"] <= n_det)
+            & (frames["image_row"] < n_img)
+            & (
+                frames["layer_row"]
+                < np.array([layer_len[u] for u in frames["unique_id"]], dtype=np.int64)
+            )
+        )
         if not ok.all():
             n = int(np.argmin(ok))
             frames = {c: v[:n] for c, v in frames.items()}

@@ -22,12 +22,12 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dsprobe.nvinfer_config import configs_by_unique_id
+from dsprobe.nvinfer.config import configs_by_unique_id
 from dsprobe.recording import images as imgs
 from dsprobe.recording.rate_limiter import RateLimiter
 from dsprobe.recording.schema import IMAGE_ENCODINGS, compression_options, jsonable
 from dsprobe.recording.segment import _check_space, _InvalidFrame, _NoSpace, _Segment
-from dsprobe.types import FrameRecord, ImageRecord
+from dsprobe.records import FrameRecord, ImageRecord
 
 log = logging.getLogger("dsprobe.recorder")
 _STOP = object()
@@ -55,15 +55,32 @@ class Recorder:
     * ``notes``: free-form text or JSON-serialisable dict stored with the recording.
     """
 
-    def __init__(self, path: str | os.PathLike, *, nvinfer_config: Any = None, layers: Iterable[str] | None = None,
-                 every_n: int = 1, max_fps: float | None = None, images: bool = True, image_max_size: int = 640,
-                 image_format: str = "jpeg", segment_max_bytes: int | None = None,
-                 segment_max_seconds: float | None = None, flush_interval_s: float = 1.0, block_frames: int = 16,
-                 queue_size: int = 64, drop_when_full: bool = True, compression: str | None = None,
-                 image_quality: int = 90, notes: Any = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        nvinfer_config: Any = None,
+        layers: Iterable[str] | None = None,
+        every_n: int = 1,
+        max_fps: float | None = None,
+        images: bool = True,
+        image_max_size: int = 640,
+        image_format: str = "jpeg",
+        segment_max_bytes: int | None = None,
+        segment_max_seconds: float | None = None,
+        flush_interval_s: float = 1.0,
+        block_frames: int = 16,
+        queue_size: int = 64,
+        drop_when_full: bool = True,
+        compression: str | None = None,
+        image_quality: int = 90,
+        notes: Any = None,
+    ) -> None:
         if image_format not in IMAGE_ENCODINGS:
             raise ValueError(f"image_format must be one of {IMAGE_ENCODINGS}, got {image_format!r}")
-        compression_options(compression)  # validates the name (and that hdf5plugin is there if needed)
+        compression_options(
+            compression
+        )  # validates the name (and that hdf5plugin is there if needed)
         if flush_interval_s <= 0:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.path = Path(path)
@@ -83,18 +100,38 @@ class Recorder:
         self.compression = compression
         self.notes = notes
         self.recording_id = uuid.uuid4().hex
-        self.options = {"layers": sorted(self.layers) if self.layers is not None else None, "every_n": every_n,
-                        "max_fps": max_fps, "images": images, "image_max_size": image_max_size,
-                        "image_format": image_format, "segment_max_bytes": segment_max_bytes,
-                        "segment_max_seconds": segment_max_seconds, "flush_interval_s": flush_interval_s,
-                        "block_frames": self.block_frames, "queue_size": queue_size,
-                        "drop_when_full": drop_when_full, "compression": compression}
+        self.options = {
+            "layers": sorted(self.layers) if self.layers is not None else None,
+            "every_n": every_n,
+            "max_fps": max_fps,
+            "images": images,
+            "image_max_size": image_max_size,
+            "image_format": image_format,
+            "segment_max_bytes": segment_max_bytes,
+            "segment_max_seconds": segment_max_seconds,
+            "flush_interval_s": flush_interval_s,
+            "block_frames": self.block_frames,
+            "queue_size": queue_size,
+            "drop_when_full": drop_when_full,
+            "compression": compression,
+        }
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._lock = threading.Lock()
         self._stats: dict[str, Any] = {
-            "received": 0, "queued": 0, "written": 0, "frames_flushed": 0, "dropped_queue_full": 0, "dropped_rate_limited": 0,
-            "dropped_stopped": 0, "dropped_invalid": 0, "errors": 0, "flushes": 0, "segments": 0,
-            "bytes_written": 0, "failed_reason": None, "last_error": None,
+            "received": 0,
+            "queued": 0,
+            "written": 0,
+            "frames_flushed": 0,
+            "dropped_queue_full": 0,
+            "dropped_rate_limited": 0,
+            "dropped_stopped": 0,
+            "dropped_invalid": 0,
+            "errors": 0,
+            "flushes": 0,
+            "segments": 0,
+            "bytes_written": 0,
+            "failed_reason": None,
+            "last_error": None,
         }
         self._extra_stats: dict[str, dict] = {}
         self._error_kinds: set[str] = set()
@@ -143,8 +180,11 @@ class Recorder:
             self._count("received", "dropped_queue_full")
             if "queue-full" not in self._error_kinds:
                 self._error_kinds.add("queue-full")
-                log.warning("dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
-                            "see stats['dropped_queue_full'])", self.path)
+                log.warning(
+                    "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
+                    "see stats['dropped_queue_full'])",
+                    self.path,
+                )
             return False
         except Exception as exc:  # never into the caller
             self._error("record", exc)
@@ -213,7 +253,7 @@ class Recorder:
             pass
 
     # ------------------------------------------------------------------ writer thread
-    def _run(self) -> None:
+    def _run(self) -> None:  # noqa: C901 (to be split)
         segment: _Segment | None = None
         last_flush = time.monotonic()
         try:
@@ -244,7 +284,9 @@ class Recorder:
                         segment = None
                 if stop:
                     break
-        except _NoSpace as exc:  # caught before HDF5 saw it: the file is closed cleanly, reason inside
+        except (
+            _NoSpace
+        ) as exc:  # caught before HDF5 saw it: the file is closed cleanly, reason inside
             self._fail(exc, None)
             if segment is not None:
                 self._close_after_no_space(segment)
@@ -269,7 +311,9 @@ class Recorder:
     def _add(self, segment: "_Segment", frame: FrameRecord, recv_ns: int) -> None:
         try:
             prepared = self._prepare(frame)
-        except Exception as exc:  # bad input (or an image Pillow cannot encode): drop this frame only
+        except (
+            Exception
+        ) as exc:  # bad input (or an image Pillow cannot encode): drop this frame only
             self._count("dropped_invalid")
             self._error("invalid-frame", exc)
             return
@@ -311,7 +355,10 @@ class Recorder:
     def _rotate_due(self, segment: "_Segment") -> bool:
         if self.segment_max_bytes and segment.size() >= self.segment_max_bytes:
             return True
-        return bool(self.segment_max_seconds and time.monotonic() - segment.opened >= self.segment_max_seconds)
+        return bool(
+            self.segment_max_seconds
+            and time.monotonic() - segment.opened >= self.segment_max_seconds
+        )
 
     @property
     def _rotating(self) -> bool:
@@ -351,16 +398,28 @@ class Recorder:
     def _encode_image(self, image: ImageRecord) -> ImageRecord:
         if image.encoding != "raw":
             if image.encoding not in IMAGE_ENCODINGS:
-                raise _InvalidFrame(f"image encoding {image.encoding!r} is not one of {IMAGE_ENCODINGS}")
+                raise _InvalidFrame(
+                    f"image encoding {image.encoding!r} is not one of {IMAGE_ENCODINGS}"
+                )
             return image  # already encoded upstream
         data = np.asarray(image.data)
-        if data.dtype != np.uint8 or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[2] not in (1, 3, 4)):
-            raise _InvalidFrame(f"raw image must be HxW, HxWx3 or HxWx4 uint8, got {data.dtype}{list(data.shape)}")
+        if (
+            data.dtype != np.uint8
+            or data.ndim not in (2, 3)
+            or (data.ndim == 3 and data.shape[2] not in (1, 3, 4))
+        ):
+            raise _InvalidFrame(
+                f"raw image must be HxW, HxWx3 or HxWx4 uint8, got {data.dtype}{list(data.shape)}"
+            )
         rgb = imgs.to_rgb(imgs.downscale(data, self.image_max_size))
         if self.image_format == "raw" or self._pillow_missing:
             return ImageRecord(rgb, image.rect, "raw")
         try:
-            return ImageRecord(imgs.encode(rgb, self.image_format, self.image_quality), image.rect, self.image_format)
+            return ImageRecord(
+                imgs.encode(rgb, self.image_format, self.image_quality),
+                image.rect,
+                self.image_format,
+            )
         except ImportError as exc:
             self._pillow_missing = True
             self._error("pillow-missing", exc)
@@ -379,8 +438,12 @@ class Recorder:
             first = kind not in self._error_kinds
             self._error_kinds.add(kind)
         if first:
-            log.warning("dsprobe recorder (%s): %s: %s (further errors of this kind are only counted)",
-                        self.path, kind, exc)
+            log.warning(
+                "dsprobe recorder (%s): %s: %s (further errors of this kind are only counted)",
+                self.path,
+                kind,
+                exc,
+            )
 
     def _fail(self, exc: BaseException, segment: "_Segment | None") -> None:
         reason = f"{type(exc).__name__}: {exc}"
@@ -388,7 +451,11 @@ class Recorder:
             self._stats["failed_reason"] = reason
             self._stats["errors"] += 1
         self._failed = True
-        log.error("dsprobe recorder stopped (%s): %s; frames flushed before this are kept", self.path, reason)
+        log.error(
+            "dsprobe recorder stopped (%s): %s; frames flushed before this are kept",
+            self.path,
+            reason,
+        )
         if segment is not None:  # best effort: keep the reason in the file, then let go of it
             segment.abandon(self.stats)
         while True:  # drain so producers never wait on us

@@ -26,15 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
-from dsprobe.geometry import CropTransform, nvinfer_transform
-from dsprobe.nvinfer_config import Preprocessing
+from dsprobe.nvinfer.config import Preprocessing
+from dsprobe.nvinfer.geometry import CropTransform, nvinfer_transform
 
 Rect = tuple[float, float, float, float]
 
-NEAREST_FILTERS = (0, 6)   # 0 Nearest, 6 Default (= nearest on GPU and VIC)
+NEAREST_FILTERS = (0, 6)  # 0 Nearest, 6 Default (= nearest on GPU and VIC)
 BILINEAR_FILTERS = (1,)
-FILTER_NAMES = {0: "nearest", 1: "bilinear", 2: "cubic (GPU) / 5-tap (VIC)", 3: "super (GPU) / 10-tap (VIC)",
-                4: "lanczos (GPU) / smart (VIC)", 5: "nicest (VIC)", 6: "default (nearest)"}
+FILTER_NAMES = {
+    0: "nearest",
+    1: "bilinear",
+    2: "cubic (GPU) / 5-tap (VIC)",
+    3: "super (GPU) / 10-tap (VIC)",
+    4: "lanczos (GPU) / smart (VIC)",
+    5: "nicest (VIC)",
+    6: "default (nearest)",
+}
 # Luma weights (BT.601) for an RGB picture given to a GRAY model.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -74,8 +81,14 @@ def resize(image: np.ndarray, width: int, height: int, scaling_filter: int = 0) 
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def muxer_scale(frame: np.ndarray, width: int, height: int, *, keep_aspect: bool = False,
-                scaling_filter: int = 0) -> np.ndarray:
+def muxer_scale(
+    frame: np.ndarray,
+    width: int,
+    height: int,
+    *,
+    keep_aspect: bool = False,
+    scaling_filter: int = 0,
+) -> np.ndarray:
     """What nvstreammux does to a decoded frame: scale to the muxer ``width`` x ``height``, stretched
     (default) or, with ``keep_aspect`` (``enable-padding=1``), letterboxed at the top-left with black.
     ``scaling_filter`` takes nvstreammux's ``interpolation-method`` values (same table as nvinfer)."""
@@ -104,8 +117,12 @@ def clip_rect(rect: Rect, frame_size: tuple[int, int]) -> tuple[Rect, bool]:
     return clipped, clipped != (left, top, width, height)
 
 
-def network_image(frame: np.ndarray, pre: Preprocessing, crop_rect: Rect | None = None,
-                  network_size: tuple[int, int] | None = None) -> tuple[np.ndarray, CropTransform]:
+def network_image(
+    frame: np.ndarray,
+    pre: Preprocessing,
+    crop_rect: Rect | None = None,
+    network_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, CropTransform]:
     """The uint8 ``(net_h, net_w, C)`` picture nvinfer builds (crop, resize, zero padding).
 
     ``frame`` is the nvstreammux-size frame (RGB, or luma for GRAY models); ``crop_rect`` (left,
@@ -114,41 +131,64 @@ def network_image(frame: np.ndarray, pre: Preprocessing, crop_rect: Rect | None 
     """
     fh, fw = frame.shape[:2]
     net_w, net_h = network_size or pre.network_size
-    t = nvinfer_transform(crop_rect or (0, 0, fw, fh), (net_w, net_h),
-                          maintain_aspect_ratio=pre.maintain_aspect_ratio, symmetric_padding=pre.symmetric_padding)
+    t = nvinfer_transform(
+        crop_rect or (0, 0, fw, fh),
+        (net_w, net_h),
+        maintain_aspect_ratio=pre.maintain_aspect_ratio,
+        symmetric_padding=pre.symmetric_padding,
+    )
     if t.src_left + t.src_width > fw or t.src_top + t.src_height > fh:
-        raise ValueError(f"crop {crop_rect} (even-rounded to {t.src_left},{t.src_top} {t.src_width}x{t.src_height}) "
-                         f"lies outside the {fw}x{fh} frame")
-    crop = frame[t.src_top:t.src_top + t.src_height, t.src_left:t.src_left + t.src_width]
+        raise ValueError(
+            f"crop {crop_rect} (even-rounded to {t.src_left},{t.src_top} {t.src_width}x{t.src_height}) "
+            f"lies outside the {fw}x{fh} frame"
+        )
+    crop = frame[t.src_top : t.src_top + t.src_height, t.src_left : t.src_left + t.src_width]
     canvas = np.zeros((net_h, net_w, frame.shape[2]), np.uint8)
-    canvas[t.offset_top:t.offset_top + t.dst_height, t.offset_left:t.offset_left + t.dst_width] = \
-        resize(crop, t.dst_width, t.dst_height, pre.scaling_filter)
+    canvas[
+        t.offset_top : t.offset_top + t.dst_height, t.offset_left : t.offset_left + t.dst_width
+    ] = resize(crop, t.dst_width, t.dst_height, pre.scaling_filter)
     return canvas, t
 
 
-def preprocess_source(source: np.ndarray, muxer: tuple[int, int], pre: Preprocessing, *, keep_aspect: bool = False,
-                      muxer_filter: int = 0, network_size: tuple[int, int] | None = None,
-                      mean: np.ndarray | None = None) -> tuple[np.ndarray, CropTransform]:
+def preprocess_source(
+    source: np.ndarray,
+    muxer: tuple[int, int],
+    pre: Preprocessing,
+    *,
+    keep_aspect: bool = False,
+    muxer_filter: int = 0,
+    network_size: tuple[int, int] | None = None,
+    mean: np.ndarray | None = None,
+) -> tuple[np.ndarray, CropTransform]:
     """:func:`preprocess` of the nvstreammux-scaled decoded ``source`` frame (PGIE, full frame).
 
     When both scalings are nearest-neighbour (the defaults) the two index maps are composed
     (network pixel -> muxer pixel -> source pixel), so the muxer-size frame is never built; the result
     is identical to ``preprocess(muxer_scale(source, ...), ...)``."""
     mw, mh = muxer
-    if keep_aspect or pre.scaling_filter not in NEAREST_FILTERS or muxer_filter not in NEAREST_FILTERS:
+    if (
+        keep_aspect
+        or pre.scaling_filter not in NEAREST_FILTERS
+        or muxer_filter not in NEAREST_FILTERS
+    ):
         frame = muxer_scale(source, mw, mh, keep_aspect=keep_aspect, scaling_filter=muxer_filter)
         return preprocess(frame, pre, network_size=network_size, mean=mean)
     net_w, net_h = network_size or pre.network_size
-    t = nvinfer_transform((0, 0, mw, mh), (net_w, net_h), maintain_aspect_ratio=pre.maintain_aspect_ratio,
-                          symmetric_padding=pre.symmetric_padding)
+    t = nvinfer_transform(
+        (0, 0, mw, mh),
+        (net_w, net_h),
+        maintain_aspect_ratio=pre.maintain_aspect_ratio,
+        symmetric_padding=pre.symmetric_padding,
+    )
     h, w = source.shape[:2]
     ys = t.src_top + nearest_index(t.src_height, t.dst_height)  # network row -> muxer row
     xs = t.src_left + nearest_index(t.src_width, t.dst_width)
     if (w, h) != (mw, mh):
         ys, xs = nearest_index(h, mh)[ys], nearest_index(w, mw)[xs]  # muxer -> source
     canvas = np.zeros((net_h, net_w, source.shape[2]), np.uint8)
-    canvas[t.offset_top:t.offset_top + t.dst_height, t.offset_left:t.offset_left + t.dst_width] = \
-        source[ys[:, None], xs[None, :]]
+    canvas[
+        t.offset_top : t.offset_top + t.dst_height, t.offset_left : t.offset_left + t.dst_width
+    ] = source[ys[:, None], xs[None, :]]
     return normalize(canvas, pre, mean), t
 
 
@@ -166,13 +206,13 @@ def load_mean_file(path: str | Path, width: int, height: int) -> np.ndarray:
     tokens: list[bytes] = []
     pos = 0
     while len(tokens) < 4:  # magic, width, height, maxval (comments skipped)
-        while pos < len(data) and data[pos:pos + 1].isspace():
+        while pos < len(data) and data[pos : pos + 1].isspace():
             pos += 1
-        if data[pos:pos + 1] == b"#":
+        if data[pos : pos + 1] == b"#":
             pos = data.find(b"\n", pos) + 1 or len(data)
             continue
         end = pos
-        while end < len(data) and not data[end:end + 1].isspace():
+        while end < len(data) and not data[end : end + 1].isspace():
             end += 1
         if end == pos:
             raise ValueError(f"{p}: mean-file is not a PPM/PGM (truncated header)")
@@ -185,7 +225,7 @@ def load_mean_file(path: str | Path, width: int, height: int) -> np.ndarray:
     if magic in ("P5", "P6"):
         values = np.frombuffer(data, np.uint8, count=w * h * c, offset=pos + 1)
     else:
-        values = np.array(data[pos:].split()[:w * h * c], dtype=np.float32)
+        values = np.array(data[pos:].split()[: w * h * c], dtype=np.float32)
     if values.size != w * h * c:
         raise ValueError(f"{p}: mean-file holds {values.size} values, expected {w}x{h}x{c}")
     return values.astype(np.float32).reshape(h, w, c)
@@ -197,8 +237,11 @@ def normalize(image: np.ndarray, pre: Preprocessing, mean: np.ndarray | None = N
     ``mean`` (from :func:`load_mean_file`) replaces ``offsets`` when given, as in nvinfer.
     """
     if pre.model_color_format == 2:  # GRAY: the luma buffer, one channel
-        x = image.astype(np.float32) if image.shape[2] == 1 else \
-            np.rint(image[..., :3].astype(np.float32) @ _LUMA)[..., None]
+        x = (
+            image.astype(np.float32)
+            if image.shape[2] == 1
+            else np.rint(image[..., :3].astype(np.float32) @ _LUMA)[..., None]
+        )
     elif pre.model_color_format == 1:  # BGR: channel swap in the conversion kernel
         x = image[..., 2::-1].astype(np.float32)
     else:
@@ -206,20 +249,28 @@ def normalize(image: np.ndarray, pre: Preprocessing, mean: np.ndarray | None = N
     if pre.net_scale_factor > 0:
         if mean is not None:
             if mean.shape != x.shape:
-                raise ValueError(f"mean-file is {mean.shape[1]}x{mean.shape[0]}x{mean.shape[2]} (WxHxC), the network "
-                                 f"input {x.shape[1]}x{x.shape[0]}x{x.shape[2]}")
+                raise ValueError(
+                    f"mean-file is {mean.shape[1]}x{mean.shape[0]}x{mean.shape[2]} (WxHxC), the network "
+                    f"input {x.shape[1]}x{x.shape[0]}x{x.shape[2]}"
+                )
             x = x - mean
         elif pre.offsets:
             if len(pre.offsets) != x.shape[2]:
-                raise ValueError(f"offsets has {len(pre.offsets)} values but the network has {x.shape[2]} channels")
+                raise ValueError(
+                    f"offsets has {len(pre.offsets)} values but the network has {x.shape[2]} channels"
+                )
             x = x - np.asarray(pre.offsets, np.float32)
         x = x * np.float32(pre.net_scale_factor)
     return np.ascontiguousarray(x if pre.network_input_order == 1 else x.transpose(2, 0, 1))
 
 
-def preprocess(frame: np.ndarray, pre: Preprocessing, crop_rect: Rect | None = None,
-               network_size: tuple[int, int] | None = None, mean: np.ndarray | None = None
-               ) -> tuple[np.ndarray, CropTransform]:
+def preprocess(
+    frame: np.ndarray,
+    pre: Preprocessing,
+    crop_rect: Rect | None = None,
+    network_size: tuple[int, int] | None = None,
+    mean: np.ndarray | None = None,
+) -> tuple[np.ndarray, CropTransform]:
     """Frame (muxer size, uint8) -> (network tensor float32 without batch axis, CropTransform)."""
     img, t = network_image(frame, pre, crop_rect, network_size)
     return normalize(img, pre, mean), t

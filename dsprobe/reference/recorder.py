@@ -20,13 +20,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dsprobe.nvinfer_config import NvinferConfig, as_nvinfer_config
-from dsprobe.reference.preprocess import (FILTER_NAMES, clip_rect, exact_filter, load_mean_file, muxer_scale,
-                                           preprocess, preprocess_source)
+from dsprobe.nvinfer.config import NvinferConfig, as_nvinfer_config
+from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.reference.preprocess import (
+    FILTER_NAMES,
+    clip_rect,
+    exact_filter,
+    load_mean_file,
+    muxer_scale,
+    preprocess,
+    preprocess_source,
+)
 from dsprobe.reference.runner import ModelError, OnnxModel
 from dsprobe.reference.sgie import select_objects
 from dsprobe.reference.video import VideoError, batches, probe_video
-from dsprobe.types import FrameRecord, ImageRecord, ObjectRecord
 
 GieSpec = Any  # config path / text / NvinferConfig, or (config, model path)
 
@@ -53,20 +60,28 @@ class RecordSummary:
     def text(self) -> str:
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items() if v)
         extra = f", {self.objects} SGIE objects" if self.objects else ""
-        return (f"recorded {self.frames} frames{extra} to {self.output} in {self.seconds:.1f} s "
-                f"({self.fps:.1f} frames/s; {stages})")
+        return (
+            f"recorded {self.frames} frames{extra} to {self.output} in {self.seconds:.1f} s "
+            f"({self.fps:.1f} frames/s; {stages})"
+        )
 
 
 class Gie:
     """One nvinfer element: its parsed config, the ONNX model and the mean-file (if any)."""
 
-    def __init__(self, config: str | Path | NvinferConfig, model: str | Path | None = None,
-                 providers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: str | Path | NvinferConfig,
+        model: str | Path | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
         self.config = as_nvinfer_config(config)
         base = Path(self.config.path).parent if self.config.path else Path(".")
         if model is None:
             if not self.config.onnx_file:
-                raise ModelError(f"{self.config.path or 'config'}: no model given and no onnx-file in the config")
+                raise ModelError(
+                    f"{self.config.path or 'config'}: no model given and no onnx-file in the config"
+                )
             model = base / self.config.onnx_file
         self.model = OnnxModel(model, self.config, providers)
         w, h, _ = self.model.network_size
@@ -81,17 +96,31 @@ class Gie:
     def network_size(self) -> tuple[int, int, int]:
         return self.model.network_size
 
-    def tensor(self, frame: np.ndarray, crop_rect: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    def tensor(
+        self, frame: np.ndarray, crop_rect: tuple[float, float, float, float] | None = None
+    ) -> np.ndarray:
         """The network input nvinfer builds from ``frame`` (muxer size) or a crop of it."""
         w, h, _ = self.network_size
         return preprocess(frame, self.config.preprocessing, crop_rect, (w, h), self.mean)[0]
 
-    def source_tensor(self, source: np.ndarray, muxer: tuple[int, int], keep_aspect: bool = False,
-                      muxer_filter: int = 0) -> np.ndarray:
+    def source_tensor(
+        self,
+        source: np.ndarray,
+        muxer: tuple[int, int],
+        keep_aspect: bool = False,
+        muxer_filter: int = 0,
+    ) -> np.ndarray:
         """The network input built from a decoded frame that nvstreammux scales to ``muxer`` first."""
         w, h, _ = self.network_size
-        return preprocess_source(source, muxer, self.config.preprocessing, keep_aspect=keep_aspect,
-                                 muxer_filter=muxer_filter, network_size=(w, h), mean=self.mean)[0]
+        return preprocess_source(
+            source,
+            muxer,
+            self.config.preprocessing,
+            keep_aspect=keep_aspect,
+            muxer_filter=muxer_filter,
+            network_size=(w, h),
+            mean=self.mean,
+        )[0]
 
     def infer(self, tensors: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         return self.model(np.stack(tensors)) if tensors else []
@@ -100,20 +129,45 @@ class Gie:
 def detections_to_objects(dets: Any, unique_id: int, labels: Sequence[str]) -> list[ObjectRecord]:
     """Frame-pixel Detections as the NvDsObjectMeta a live probe would add (rect, class, label)."""
     out = []
-    for (x1, y1, x2, y2), s, c in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist()):
-        out.append(ObjectRecord(rect=(x1, y1, x2 - x1, y2 - y1), class_id=int(c), confidence=float(s),
-                                unique_component_id=unique_id,
-                                label=labels[c] if 0 <= c < len(labels) else str(c)))
+    for (x1, y1, x2, y2), s, c in zip(
+        dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist()
+    ):
+        out.append(
+            ObjectRecord(
+                rect=(x1, y1, x2 - x1, y2 - y1),
+                class_id=int(c),
+                confidence=float(s),
+                unique_component_id=unique_id,
+                label=labels[c] if 0 <= c < len(labels) else str(c),
+            )
+        )
     return out
 
 
-def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig, model: str | Path | None,
-                output: str | Path, *, muxer: tuple[int, int] = (1280, 720), muxer_keep_aspect: bool = False,
-                muxer_filter: int = 0, batch: int = 1, images: bool = True, image_max_size: int = 640,
-                object_images: bool = False, max_frames: int | None = None, postprocess: Any = None,
-                secondary: Sequence[GieSpec] = (), decoder: str = "yolov8", deepstream_version: float = 7.1,
-                honour_interval: bool = True, progress: bool = True, providers: Sequence[str] | None = None,
-                notes: Any = None, **recorder_kwargs: Any) -> RecordSummary:
+def record_onnx(  # noqa: C901 (to take an options object)
+    videos: Sequence[str | Path],
+    config: str | Path | NvinferConfig,
+    model: str | Path | None,
+    output: str | Path,
+    *,
+    muxer: tuple[int, int] = (1280, 720),
+    muxer_keep_aspect: bool = False,
+    muxer_filter: int = 0,
+    batch: int = 1,
+    images: bool = True,
+    image_max_size: int = 640,
+    object_images: bool = False,
+    max_frames: int | None = None,
+    postprocess: Any = None,
+    secondary: Sequence[GieSpec] = (),
+    decoder: str = "yolov8",
+    deepstream_version: float = 7.1,
+    honour_interval: bool = True,
+    progress: bool = True,
+    providers: Sequence[str] | None = None,
+    notes: Any = None,
+    **recorder_kwargs: Any,
+) -> RecordSummary:
     """Record ``videos`` through ``model`` as nvinfer would with ``config``; returns a RecordSummary.
 
     * ``model``: the ONNX file; None takes the config's ``onnx-file`` (relative to the config).
@@ -142,40 +196,69 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
     sgies = [Gie(*(s if isinstance(s, tuple) else (s,)), providers=providers) for s in secondary]
     for s in sgies:
         if s.config.process_mode != 2:
-            raise ValueError(f"{s.config.path or 'secondary config'}: process-mode={s.config.process_mode}; a "
-                             "secondary GIE needs process-mode=2")
+            raise ValueError(
+                f"{s.config.path or 'secondary config'}: process-mode={s.config.process_mode}; a "
+                "secondary GIE needs process-mode=2"
+            )
     uids = [pgie.unique_id] + [s.unique_id for s in sgies]
     if len(set(uids)) != len(uids):
         raise ValueError(f"gie-unique-id values {uids} must differ between the GIEs")
     for g in [pgie] + sgies:
         f = g.config.preprocessing.scaling_filter
         if not exact_filter(f):
-            warnings.warn(f"{g.config.path or 'config'}: scaling-filter={f} ({FILTER_NAMES.get(f, 'unknown')}) has no "
-                          "public definition; the reference recorder resizes with bilinear instead", stacklevel=2)
+            warnings.warn(
+                f"{g.config.path or 'config'}: scaling-filter={f} ({FILTER_NAMES.get(f, 'unknown')}) has no "
+                "public definition; the reference recorder resizes with bilinear instead",
+                stacklevel=2,
+            )
     if postprocess is not None and not hasattr(postprocess, "run"):
         from dsprobe.postprocess import Postprocess
+
         postprocess = Postprocess.load(postprocess)
     if postprocess is None and sgies:
         from dsprobe.postprocess import Postprocess
-        postprocess = Postprocess.from_nvinfer_config(pgie.config, decoder=decoder,
-                                                      deepstream_version=deepstream_version)
+
+        postprocess = Postprocess.from_nvinfer_config(
+            pgie.config, decoder=decoder, deepstream_version=deepstream_version
+        )
     labels = (postprocess.labels if postprocess is not None else []) or pgie.config.labels()
     gray = pgie.config.preprocessing.model_color_format == 2
 
     summary = RecordSummary(Path(output))
-    stages = {"decode": 0.0, "preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "sgie": 0.0, "record": 0.0}
-    total = sum(min(probe_video(v).frames or 0, max_frames if max_frames is not None else 1 << 62) for v in videos)
+    stages = {
+        "decode": 0.0,
+        "preprocess": 0.0,
+        "inference": 0.0,
+        "postprocess": 0.0,
+        "sgie": 0.0,
+        "record": 0.0,
+    }
+    total = sum(
+        min(probe_video(v).frames or 0, max_frames if max_frames is not None else 1 << 62)
+        for v in videos
+    )
     bar = _bar(progress, total)
     configs = {g.unique_id: g.config for g in [pgie] + sgies}
-    default_notes = {"recorded_by": "dsprobe record-onnx", "videos": [str(v) for v in videos],
-                     "models": {str(g.unique_id): str(g.model.path) for g in [pgie] + sgies},
-                     "muxer": list(muxer), "muxer_keep_aspect": muxer_keep_aspect, "muxer_filter": muxer_filter,
-                     "batch": batch, "providers": pgie.model.providers}
+    default_notes = {
+        "recorded_by": "dsprobe record-onnx",
+        "videos": [str(v) for v in videos],
+        "models": {str(g.unique_id): str(g.model.path) for g in [pgie] + sgies},
+        "muxer": list(muxer),
+        "muxer_keep_aspect": muxer_keep_aspect,
+        "muxer_filter": muxer_filter,
+        "batch": batch,
+        "providers": pgie.model.providers,
+    }
     recorder_kwargs.setdefault("drop_when_full", False)
     t_start = time.perf_counter()
-    rec = Recorder(output, nvinfer_config=configs if sgies else pgie.config, images=images or object_images,
-                   image_max_size=image_max_size, notes=notes if notes is not None else default_notes,
-                   **recorder_kwargs)
+    rec = Recorder(
+        output,
+        nvinfer_config=configs if sgies else pgie.config,
+        images=images or object_images,
+        image_max_size=image_max_size,
+        notes=notes if notes is not None else default_notes,
+        **recorder_kwargs,
+    )
     try:
         t0 = time.perf_counter()
         for batch_num, group in enumerate(batches(videos, batch, max_frames, gray)):
@@ -188,12 +271,19 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
                 t0 = time.perf_counter()
                 continue
             if sgies:  # SGIEs crop the muxer-size frame
-                frames = [muxer_scale(f.image, *muxer, keep_aspect=muxer_keep_aspect, scaling_filter=muxer_filter)
-                          for f in group]
+                frames = [
+                    muxer_scale(
+                        f.image, *muxer, keep_aspect=muxer_keep_aspect, scaling_filter=muxer_filter
+                    )
+                    for f in group
+                ]
                 tensors = [pgie.tensor(fr) for fr in frames]
             else:  # nearest twice = one composed gather; the muxer-size frame is never built
                 frames = []
-                tensors = [pgie.source_tensor(f.image, muxer, muxer_keep_aspect, muxer_filter) for f in group]
+                tensors = [
+                    pgie.source_tensor(f.image, muxer, muxer_keep_aspect, muxer_filter)
+                    for f in group
+                ]
             t2 = time.perf_counter()
             stages["preprocess"] += t2 - t1
             outputs = pgie.infer(tensors)
@@ -202,19 +292,39 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
             for b, (f, layers) in enumerate(zip(group, outputs)):
                 image = None
                 if images:  # the decoded frame shown over the whole muxer frame (the Recorder downscales it)
-                    pic = muxer_scale(f.image, *muxer, keep_aspect=True) if muxer_keep_aspect else f.image
-                    image = ImageRecord(np.repeat(pic, 3, axis=2) if pic.shape[2] == 1 else pic,
-                                        (0.0, 0.0, float(muxer[0]), float(muxer[1])))
-                record = FrameRecord(source_id=f.source_id, frame_num=f.frame_num, pts_ns=f.pts_ns,
-                                     unique_id=pgie.unique_id, network_size=pgie.network_size, frame_size=muxer,
-                                     layers=layers, batch_id=b, pad_index=f.source_id, image=image)
+                    pic = (
+                        muxer_scale(f.image, *muxer, keep_aspect=True)
+                        if muxer_keep_aspect
+                        else f.image
+                    )
+                    image = ImageRecord(
+                        np.repeat(pic, 3, axis=2) if pic.shape[2] == 1 else pic,
+                        (0.0, 0.0, float(muxer[0]), float(muxer[1])),
+                    )
+                record = FrameRecord(
+                    source_id=f.source_id,
+                    frame_num=f.frame_num,
+                    pts_ns=f.pts_ns,
+                    unique_id=pgie.unique_id,
+                    network_size=pgie.network_size,
+                    frame_size=muxer,
+                    layers=layers,
+                    batch_id=b,
+                    pad_index=f.source_id,
+                    image=image,
+                )
                 if postprocess is not None:
                     tp = time.perf_counter()
-                    record.detections = detections_to_objects(postprocess(record), pgie.unique_id, labels)
+                    record.detections = detections_to_objects(
+                        postprocess(record), pgie.unique_id, labels
+                    )
                     stages["postprocess"] += time.perf_counter() - tp
                 records.append(record)
             ts = time.perf_counter()
-            sgie_records = [_run_sgie(s, records, frames, object_images, deepstream_version, summary) for s in sgies]
+            sgie_records = [
+                _run_sgie(s, records, frames, object_images, deepstream_version, summary)
+                for s in sgies
+            ]
             stages["sgie"] += time.perf_counter() - ts
             tr = time.perf_counter()
             for k, record in enumerate(records):
@@ -229,11 +339,17 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
                 bar.update(len(group))
             t0 = time.perf_counter()
         summary.stage_seconds = stages
-        rec.update_stats("reference", {"frames": summary.frames, "sgie_objects": summary.objects,
-                                       "skipped_by_interval": summary.skipped_frames,
-                                       "clipped_objects": summary.clipped_objects,
-                                       "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
-                                       "providers": pgie.model.providers})
+        rec.update_stats(
+            "reference",
+            {
+                "frames": summary.frames,
+                "sgie_objects": summary.objects,
+                "skipped_by_interval": summary.skipped_frames,
+                "clipped_objects": summary.clipped_objects,
+                "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+                "providers": pgie.model.providers,
+            },
+        )
     finally:
         tc = time.perf_counter()
         rec.close()
@@ -248,8 +364,14 @@ def record_onnx(videos: Sequence[str | Path], config: str | Path | NvinferConfig
     return summary
 
 
-def _run_sgie(sgie: Gie, records: list[FrameRecord], frames: list[np.ndarray], object_images: bool,
-              deepstream_version: float, summary: RecordSummary) -> list[FrameRecord | None]:
+def _run_sgie(
+    sgie: Gie,
+    records: list[FrameRecord],
+    frames: list[np.ndarray],
+    object_images: bool,
+    deepstream_version: float,
+    summary: RecordSummary,
+) -> list[FrameRecord | None]:
     """One SGIE over a batch: select objects per frame, crop, infer in chunks, build its records."""
     jobs: list[tuple[int, ObjectRecord]] = []
     tensors = []
@@ -268,19 +390,43 @@ def _run_sgie(sgie: Gie, records: list[FrameRecord], frames: list[np.ndarray], o
         image = None
         if object_images:
             (x, y, w, h), _ = clip_rect(obj.rect, records[k].frame_size)
-            crop = frames[k][int(y):int(y + h), int(x):int(x + w)]
-            image = ImageRecord(np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop, obj.rect)
-        per_frame[k].append(ObjectRecord(rect=obj.rect, class_id=obj.class_id, confidence=obj.confidence,
-                                         object_id=obj.object_id, unique_component_id=obj.unique_component_id,
-                                         label=obj.label, parent_index=obj.parent_index,
-                                         parent_object_id=obj.parent_object_id, layers=layers, image=image))
+            crop = frames[k][int(y) : int(y + h), int(x) : int(x + w)]
+            image = ImageRecord(
+                np.repeat(crop, 3, axis=2) if crop.shape[2] == 1 else crop, obj.rect
+            )
+        per_frame[k].append(
+            ObjectRecord(
+                rect=obj.rect,
+                class_id=obj.class_id,
+                confidence=obj.confidence,
+                object_id=obj.object_id,
+                unique_component_id=obj.unique_component_id,
+                label=obj.label,
+                parent_index=obj.parent_index,
+                parent_object_id=obj.parent_object_id,
+                layers=layers,
+                image=image,
+            )
+        )
     out: list[FrameRecord | None] = []
     for record, objs in zip(records, per_frame):
-        out.append(None if not objs else FrameRecord(
-            source_id=record.source_id, frame_num=record.frame_num, pts_ns=record.pts_ns, unique_id=sgie.unique_id,
-            network_size=sgie.network_size, frame_size=record.frame_size, objects=objs,
-            detections=list(record.detections), image=record.image, batch_id=record.batch_id,
-            pad_index=record.pad_index))
+        out.append(
+            None
+            if not objs
+            else FrameRecord(
+                source_id=record.source_id,
+                frame_num=record.frame_num,
+                pts_ns=record.pts_ns,
+                unique_id=sgie.unique_id,
+                network_size=sgie.network_size,
+                frame_size=record.frame_size,
+                objects=objs,
+                detections=list(record.detections),
+                image=record.image,
+                batch_id=record.batch_id,
+                pad_index=record.pad_index,
+            )
+        )
     return out
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dsprobe.nvinfer_config import NvinferConfig
-from dsprobe.types import ObjectRecord
+from dsprobe.nvinfer.config import NvinferConfig
+from dsprobe.records import ObjectRecord
 
 
 def min_object_floor(deepstream_version: float) -> int:
@@ -42,7 +42,8 @@ def should_infer(obj: ObjectRecord, cfg: NvinferConfig, deepstream_version: floa
     return True
 
 
-def select_objects(objects: Sequence[ObjectRecord], cfg: NvinferConfig, deepstream_version: float = 7.1
-                   ) -> list[int]:
+def select_objects(
+    objects: Sequence[ObjectRecord], cfg: NvinferConfig, deepstream_version: float = 7.1
+) -> list[int]:
     """Indices of ``objects`` the SGIE infers on, in metadata order."""
     return [i for i, o in enumerate(objects) if should_infer(o, cfg, deepstream_version)]

@@ -45,7 +45,9 @@ def _av() -> Any:
     try:
         import av
     except ImportError as exc:  # pragma: no cover - environment dependent
-        raise ImportError("the reference recorder decodes video with PyAV: pip install 'dsprobe[onnx]'") from exc
+        raise ImportError(
+            "the reference recorder decodes video with PyAV: pip install 'dsprobe[onnx]'"
+        ) from exc
     return av
 
 
@@ -65,8 +67,10 @@ def _open(path: str | Path) -> tuple[Path, Any]:
     if stream.codec_context is None:
         tag = getattr(stream, "codec_tag", "") or "unknown"
         container.close()
-        raise VideoError(f"{p}: this FFmpeg build has no decoder for its video codec ({tag}); re-encode it "
-                         "(e.g. ffmpeg -i in -c:v libx264 out.mp4)")
+        raise VideoError(
+            f"{p}: this FFmpeg build has no decoder for its video codec ({tag}); re-encode it "
+            "(e.g. ffmpeg -i in -c:v libx264 out.mp4)"
+        )
     return p, container
 
 
@@ -76,8 +80,14 @@ def probe_video(path: str | Path) -> VideoInfo:
     try:
         s = container.streams.video[0]
         rate = s.average_rate or s.guessed_rate
-        return VideoInfo(p, int(s.codec_context.width), int(s.codec_context.height),
-                         float(rate) if rate else 0.0, int(s.frames or 0), str(s.codec_context.name))
+        return VideoInfo(
+            p,
+            int(s.codec_context.width),
+            int(s.codec_context.height),
+            float(rate) if rate else 0.0,
+            int(s.frames or 0),
+            str(s.codec_context.name),
+        )
     finally:
         container.close()
 
@@ -85,15 +95,24 @@ def probe_video(path: str | Path) -> VideoInfo:
 def luma_plane(frame: Any) -> np.ndarray:
     """The decoded Y plane of a planar/semi-planar 8-bit YUV frame as ``(H, W, 1)`` uint8 (values as
     decoded, limited range for most H.264/H.265); other formats go through swscale's gray."""
-    if frame.format.name in ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
+    if frame.format.name in (
+        "yuv420p",
+        "yuvj420p",
+        "nv12",
+        "yuv422p",
+        "yuvj422p",
+        "yuv444p",
+        "yuvj444p",
+    ):
         plane = frame.planes[0]
         buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        return np.ascontiguousarray(buf[:, :plane.width])[..., None]
+        return np.ascontiguousarray(buf[:, : plane.width])[..., None]
     return frame.to_ndarray(format="gray")[..., None]
 
 
-def read_frames(path: str | Path, source_id: int = 0, max_frames: int | None = None,
-                gray: bool = False) -> Iterator[DecodedFrame]:
+def read_frames(
+    path: str | Path, source_id: int = 0, max_frames: int | None = None, gray: bool = False
+) -> Iterator[DecodedFrame]:
     """Decode ``path`` frame by frame (RGB, or the luma plane with ``gray``).
 
     Raises VideoError naming the file (and codec, and frame number) on any decode problem.
@@ -109,22 +128,29 @@ def read_frames(path: str | Path, source_id: int = 0, max_frames: int | None = N
                 if max_frames is not None and n >= max_frames:
                     break
                 tb = frame.time_base or stream.time_base
-                pts_ns = int(round(float(frame.pts * tb) * 1e9)) if frame.pts is not None and tb else n
+                pts_ns = (
+                    int(round(float(frame.pts * tb) * 1e9)) if frame.pts is not None and tb else n
+                )
                 image = luma_plane(frame) if gray else frame.to_ndarray(format="rgb24")
                 yield DecodedFrame(source_id, n, pts_ns, image)
                 n += 1
         except Exception as exc:
-            raise VideoError(f"{p}: decoding the {codec} stream failed at frame {n} "
-                             f"({type(exc).__name__}: {exc})") from None
+            raise VideoError(
+                f"{p}: decoding the {codec} stream failed at frame {n} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         if n == 0 and max_frames != 0:
-            raise VideoError(f"{p}: no frame of its {codec} stream could be decoded (unsupported codec or "
-                             "damaged file?)")
+            raise VideoError(
+                f"{p}: no frame of its {codec} stream could be decoded (unsupported codec or "
+                "damaged file?)"
+            )
     finally:
         container.close()
 
 
-def batches(paths: Sequence[str | Path], batch_size: int, max_frames: int | None = None,
-            gray: bool = False) -> Iterator[list[DecodedFrame]]:
+def batches(
+    paths: Sequence[str | Path], batch_size: int, max_frames: int | None = None, gray: bool = False
+) -> Iterator[list[DecodedFrame]]:
     """Frames of several videos round-robin into batches of up to ``batch_size``, like nvstreammux
     with equal-rate file sources: ``source_id`` = index in ``paths``, one frame per source in turn,
     finished streams drop out, the last batch may be partial."""

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from dsprobe.sample.scenes import CLASSES, Scene
 
 HERE = Path(__file__).resolve().parent
@@ -16,8 +15,8 @@ CONFIG_PATH = HERE / "config_infer_primary.txt"
 LABELS_PATH = HERE / "labels.txt"
 LABELS = list(CLASSES)
 MUXER_SIZE = (1280, 720)
-VIDEO_SEEDS = (1, 2)      # the two sample streams
-HELDOUT_SEED = 999        # the held-out clip the model's mAP is reported on
+VIDEO_SEEDS = (1, 2)  # the two sample streams
+HELDOUT_SEED = 999  # the held-out clip the model's mAP is reported on
 
 
 @dataclass
@@ -41,11 +40,19 @@ def coco_categories() -> list[dict]:
 
 def _video_codec() -> str:
     import av  # lazy: pip install dsprobe[onnx]
+
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
-def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15, size: tuple[int, int] = (960, 540),
-              source_id: int = 0, coco: dict | None = None) -> Path:
+def make_clip(
+    path: str | Path,
+    seed: int,
+    seconds: float = 20.0,
+    fps: int = 15,
+    size: tuple[int, int] = (960, 540),
+    source_id: int = 0,
+    coco: dict | None = None,
+) -> Path:
     """Render scene ``seed`` (:class:`~dsprobe.sample.scenes.Scene`) to a video at ``path`` (H.264 when
     PyAV has libx264, else MPEG-4 Part 2; ``round(seconds * fps)`` frames of ``size`` (width, height)).
 
@@ -75,26 +82,48 @@ def make_clip(path: str | Path, seed: int, seconds: float = 20.0, fps: int = 15,
                 out.mux(packet)
             if coco is not None:
                 image_id = source_id * 1_000_000 + i
-                coco["images"].append({"id": image_id, "file_name": f"{path.name}#{i}", "width": size[0],
-                                       "height": size[1], "source_id": source_id, "frame_num": i})
+                coco["images"].append(
+                    {
+                        "id": image_id,
+                        "file_name": f"{path.name}#{i}",
+                        "width": size[0],
+                        "height": size[1],
+                        "source_id": source_id,
+                        "frame_num": i,
+                    }
+                )
                 for b, c in zip(boxes.tolist(), classes.tolist()):
                     ann_id += 1
-                    coco["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": int(c),
-                                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                                                "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+                    coco["annotations"].append(
+                        {
+                            "id": ann_id,
+                            "image_id": image_id,
+                            "category_id": int(c),
+                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                            "area": (b[2] - b[0]) * (b[3] - b[1]),
+                            "iscrowd": 0,
+                        }
+                    )
         for packet in stream.encode():
             out.mux(packet)
     return path
 
 
-def make_videos(out_dir: str | Path, seconds: float = 20.0, fps: int = 15, seeds: tuple[int, ...] = VIDEO_SEEDS,
-                gt_name: str = "gt.json") -> SampleVideos:
+def make_videos(
+    out_dir: str | Path,
+    seconds: float = 20.0,
+    fps: int = 15,
+    seeds: tuple[int, ...] = VIDEO_SEEDS,
+    gt_name: str = "gt.json",
+) -> SampleVideos:
     """Generate the sample streams ``stream<k>.mp4`` (scene ``seeds[k]``, ``source_id`` k; deterministic)
     and their COCO ground truth ``gt_name`` into ``out_dir`` (see :func:`make_clip`)."""
     out_dir = Path(out_dir)
     coco: dict = {"images": [], "annotations": [], "categories": coco_categories()}
-    paths = [make_clip(out_dir / f"stream{k}.mp4", seed, seconds, fps, source_id=k, coco=coco)
-             for k, seed in enumerate(seeds)]
+    paths = [
+        make_clip(out_dir / f"stream{k}.mp4", seed, seconds, fps, source_id=k, coco=coco)
+        for k, seed in enumerate(seeds)
+    ]
     gt = out_dir / gt_name
     gt.write_text(json.dumps(coco))
     return SampleVideos(paths, gt)
@@ -110,6 +139,7 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     if path.exists() and gt.exists():
         return path
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         v = make_videos(tmp, seconds=seconds)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,5 +148,17 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     return path
 
 
-__all__ = ["ensure_sample_recording", "MODEL_PATH", "CONFIG_PATH", "LABELS_PATH", "LABELS", "MUXER_SIZE", "SampleVideos",
-           "coco_categories", "make_clip", "make_videos", "VIDEO_SEEDS", "HELDOUT_SEED"]
+__all__ = [
+    "ensure_sample_recording",
+    "MODEL_PATH",
+    "CONFIG_PATH",
+    "LABELS_PATH",
+    "LABELS",
+    "MUXER_SIZE",
+    "SampleVideos",
+    "coco_categories",
+    "make_clip",
+    "make_videos",
+    "VIDEO_SEEDS",
+    "HELDOUT_SEED",
+]

@@ -93,9 +93,19 @@ def random_shapes(rng: np.random.Generator, width: int, height: int, n: int) -> 
     for _ in range(n):
         r = rng.uniform(10, 18) if rng.random() < 0.2 else rng.uniform(22, 72)
         speed, heading = rng.uniform(1.5, 6), rng.uniform(0, 2 * np.pi)
-        shapes.append(Shape(int(rng.integers(0, len(CLASSES))), rng.uniform(0, width), rng.uniform(0, height), r,
-                            speed * np.cos(heading), speed * np.sin(heading), rng.uniform(0, 2 * np.pi),
-                            rng.uniform(-0.05, 0.05), _random_color(rng)))
+        shapes.append(
+            Shape(
+                int(rng.integers(0, len(CLASSES))),
+                rng.uniform(0, width),
+                rng.uniform(0, height),
+                r,
+                speed * np.cos(heading),
+                speed * np.sin(heading),
+                rng.uniform(0, 2 * np.pi),
+                rng.uniform(-0.05, 0.05),
+                _random_color(rng),
+            )
+        )
     shapes.sort(key=lambda s: -s.r)  # small ones drawn last, on top
     return shapes
 
@@ -110,7 +120,9 @@ def _photo(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def photo_background(rng: np.random.Generator, width: int, height: int, index: int | None = None) -> np.ndarray:
+def photo_background(
+    rng: np.random.Generator, width: int, height: int, index: int | None = None
+) -> np.ndarray:
     """A random crop (aspect of the frame, 55-100% of the photo) of background photo ``index`` (random
     when None), resized to ``width`` x ``height`` (bilinear), maybe mirrored; grey photos get a tint.
     HxWx3 uint8."""
@@ -124,7 +136,7 @@ def photo_background(rng: np.random.Generator, width: int, height: int, index: i
     cw = int(min(pw, ph * width / height) * rng.uniform(0.55, 1.0))
     ch = int(cw * height / width)
     x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
-    out = resize(photo[y0:y0 + ch, x0:x0 + cw], width, height, scaling_filter=1)
+    out = resize(photo[y0 : y0 + ch, x0 : x0 + cw], width, height, scaling_filter=1)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     if (photo[..., 0] == photo[..., 2]).all():  # a grey texture: tint it
@@ -192,14 +204,26 @@ class Scene:
     ``background``: ``"photo"`` (a crop of a shipped photo, the default), ``"procedural"`` or
     ``"mixed"`` (photo 3 times in 4)."""
 
-    def __init__(self, seed: int, width: int = 960, height: int = 540, num_objects: int = 7,
-                 background: str = "photo") -> None:
+    def __init__(
+        self,
+        seed: int,
+        width: int = 960,
+        height: int = 540,
+        num_objects: int = 7,
+        background: str = "photo",
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.width, self.height = width, height
         if background not in ("photo", "procedural", "mixed"):
-            raise ValueError(f"background must be 'photo', 'procedural' or 'mixed', not {background!r}")
+            raise ValueError(
+                f"background must be 'photo', 'procedural' or 'mixed', not {background!r}"
+            )
         use_photo = background == "photo" or (background == "mixed" and rng.random() < 0.75)
-        self.bg = photo_background(rng, width, height) if use_photo else procedural_background(rng, width, height)
+        self.bg = (
+            photo_background(rng, width, height)
+            if use_photo
+            else procedural_background(rng, width, height)
+        )
         self.shapes = random_shapes(rng, width, height, num_objects)
 
     def step(self) -> None:

@@ -33,10 +33,12 @@ def test_agnostic_and_per_class_nms_vs_torchvision():
         b, s = torch.from_numpy(d.boxes), torch.from_numpy(d.scores)
         c = torch.from_numpy(d.class_ids.astype(np.int64))
         want = tv.ops.nms(b, s, thr).numpy()  # indices by descending score
-        got = agnostic_nms(d, iou_threshold=thr, max_det=10 ** 6)
+        got = agnostic_nms(d, iou_threshold=thr, max_det=10**6)
         np.testing.assert_array_equal(got.boxes, d.boxes[want], err_msg=f"case {case}")
         want_b = tv.ops.batched_nms(b, s, c, thr).numpy()
-        want_b = want_b[np.lexsort((-d.scores[want_b], d.class_ids[want_b]))]  # nvinfer emits class by class
+        want_b = want_b[
+            np.lexsort((-d.scores[want_b], d.class_ids[want_b]))
+        ]  # nvinfer emits class by class
         got_b = nms(d, None, iou_threshold=thr)
         np.testing.assert_array_equal(got_b.boxes, d.boxes[want_b], err_msg=f"case {case}")
         np.testing.assert_array_equal(got_b.class_ids, d.class_ids[want_b])
@@ -45,7 +47,9 @@ def test_agnostic_and_per_class_nms_vs_torchvision():
 def opencv_with_group_rectangles():
     cv2 = pytest.importorskip("cv2")
     if not hasattr(cv2, "groupRectangles"):
-        pytest.skip(f"OpenCV {cv2.__version__} has no groupRectangles (removed in 5.0; make verify pins < 5)")
+        pytest.skip(
+            f"OpenCV {cv2.__version__} has no groupRectangles (removed in 5.0; make verify pins < 5)"
+        )
     return cv2
 
 
@@ -59,7 +63,9 @@ def test_group_rectangles_vs_opencv():
         g, eps = int(rng.integers(1, 4)), float(np.float32(rng.choice([0.1, 0.2, 0.5, 0.7])))
         want, _ = cv2.groupRectangles(rects.astype(np.int32).tolist(), g, eps)
         got = cv_group_rectangles(rects.astype(np.int64), g, eps)
-        assert np.asarray(want).reshape(-1, 4).tolist() == got.tolist(), case  # same rects, same order
+        assert np.asarray(want).reshape(-1, 4).tolist() == got.tolist(), (
+            case
+        )  # same rects, same order
 
 
 def test_mode0_opencv_build_vs_opencv_per_class():
@@ -75,7 +81,10 @@ def test_mode0_opencv_build_vs_opencv_per_class():
         want_boxes, want_classes = [], []
         for c in (0, 1):
             b = d.boxes[d.class_ids == c]
-            rects = [[int(x1), int(y1), int(np.float32(x2 - x1)), int(np.float32(y2 - y1))] for x1, y1, x2, y2 in b]
+            rects = [
+                [int(x1), int(y1), int(np.float32(x2 - x1)), int(np.float32(y2 - y1))]
+                for x1, y1, x2, y2 in b
+            ]
             out, _ = cv2.groupRectangles(rects, 1, float(np.float32(0.2))) if rects else ((), None)
             for x, y, w, h in np.asarray(out).reshape(-1, 4):
                 want_boxes.append([x, y, x + w, y + h])
@@ -93,6 +102,12 @@ def test_ultralytics_letterbox_vs_scale_boxes():
         net = (int(rng.choice([320, 640, 416])), int(rng.choice([320, 640, 384])))
         frame = (int(rng.integers(100, 2000)), int(rng.integers(100, 2000)))
         d = _random(rng, 20, 3)
-        ours = scale_ultralytics(Detections(d.boxes * 2, d.scores, d.class_ids), StepContext(net, frame))
-        theirs = scale_boxes((net[1], net[0]), torch.from_numpy(d.boxes * 2).double(), (frame[1], frame[0])).numpy()
-        np.testing.assert_allclose(ours.boxes, theirs.astype(np.float32), rtol=0, atol=1e-3, err_msg=str(case))
+        ours = scale_ultralytics(
+            Detections(d.boxes * 2, d.scores, d.class_ids), StepContext(net, frame)
+        )
+        theirs = scale_boxes(
+            (net[1], net[0]), torch.from_numpy(d.boxes * 2).double(), (frame[1], frame[0])
+        ).numpy()
+        np.testing.assert_allclose(
+            ours.boxes, theirs.astype(np.float32), rtol=0, atol=1e-3, err_msg=str(case)
+        )

@@ -34,7 +34,11 @@ def ultralytics_nms():
         from ultralytics.utils.nms import non_max_suppression  # ultralytics >= 8.3.x
     except ImportError:
         from ultralytics.utils.ops import non_max_suppression
-    extra = {"max_time_img": 1000.0} if "max_time_img" in inspect.signature(non_max_suppression).parameters else {}
+    extra = (
+        {"max_time_img": 1000.0}
+        if "max_time_img" in inspect.signature(non_max_suppression).parameters
+        else {}
+    )
     return lambda pred, **kw: non_max_suppression(pred, CONF, IOU, max_det=100000, **extra, **kw)
 
 
@@ -42,6 +46,7 @@ def raw_outputs(model_cls, yaml: str, size: int, images: int = 2, seed: int = 0)
     """``(head (B, C, anchors), protos (B, M, mh, mw) or None)`` of a random-weight model, with
     detector-like class scores."""
     import torch
+
     torch.manual_seed(seed)
     model = model_cls(yaml, verbose=False).eval()
     with torch.no_grad():
@@ -63,24 +68,35 @@ def raw_outputs(model_cls, yaml: str, size: int, images: int = 2, seed: int = 0)
 
 def detector_like_scores(head, nc: int, seed: int = 1) -> None:
     import torch
+
     g = torch.Generator().manual_seed(seed)
-    head[:, 4:4 + nc] = torch.rand(head[:, 4:4 + nc].shape, generator=g) ** 200
+    head[:, 4 : 4 + nc] = torch.rand(head[:, 4 : 4 + nc].shape, generator=g) ** 200
 
 
 def pipeline(decoder: str, **params) -> Postprocess:
-    return Postprocess([{"kind": "decode", "name": decoder, "params": {"score_threshold": CONF, **params}},
-                        {"kind": "filter", "name": "threshold", "params": {"pre_cluster_threshold": CONF}},
-                        {"kind": "cluster", "name": "nms", "params": {"iou_threshold": IOU}}])
+    return Postprocess(
+        [
+            {"kind": "decode", "name": decoder, "params": {"score_threshold": CONF, **params}},
+            {"kind": "filter", "name": "threshold", "params": {"pre_cluster_threshold": CONF}},
+            {"kind": "cluster", "name": "nms", "params": {"iou_threshold": IOU}},
+        ]
+    )
 
 
 def rows(boxes, class_ids, scores) -> list[tuple]:
-    return sorted(zip(map(tuple, np.asarray(boxes, np.float32).tolist()), np.asarray(class_ids).astype(int).tolist(),
-                      np.asarray(scores, np.float32).tolist()))
+    return sorted(
+        zip(
+            map(tuple, np.asarray(boxes, np.float32).tolist()),
+            np.asarray(class_ids).astype(int).tolist(),
+            np.asarray(scores, np.float32).tolist(),
+        )
+    )
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_yolov8_detect_decode_and_nms_equal_ultralytics(multi_label):
     from ultralytics.nn.tasks import DetectionModel
+
     head, _ = raw_outputs(DetectionModel, "yolov8n.yaml", 640)
     assert head.shape[1:] == (84, 8400)  # the real YOLOv8-640 layout
     detector_like_scores(head, 80)
@@ -89,7 +105,11 @@ def test_yolov8_detect_decode_and_nms_equal_ultralytics(multi_label):
     for b in range(head.shape[0]):
         t = theirs[b].numpy()
         # Ultralytics keeps conf > thr, nvinfer's pre-cluster filter conf >= thr: no score equals 0.25 here
-        for layer in (head[b].numpy(), head[b:b + 1].numpy(), head[b].numpy().T.copy()):  # batch axis, transposed
+        for layer in (
+            head[b].numpy(),
+            head[b : b + 1].numpy(),
+            head[b].numpy().T.copy(),
+        ):  # batch axis, transposed
             ours = pp.run({"output0": layer}, StepContext((640, 640)))
             assert len(ours) > 20
             assert rows(ours.boxes, ours.class_ids, ours.scores) == rows(t[:, :4], t[:, 5], t[:, 4])
@@ -97,6 +117,7 @@ def test_yolov8_detect_decode_and_nms_equal_ultralytics(multi_label):
 
 def test_yolov8_pose_keypoints_equal_ultralytics():
     from ultralytics.nn.tasks import PoseModel
+
     head, _ = raw_outputs(PoseModel, "yolov8n-pose.yaml", 320)
     assert head.shape[1] == 56
     detector_like_scores(head, 1)
@@ -105,7 +126,7 @@ def test_yolov8_pose_keypoints_equal_ultralytics():
     pp = pipeline("yolov8_pose", num_keypoints=17)
     for b in range(head.shape[0]):
         t = theirs[b].numpy()
-        ours = pp.run({"output0": head[b:b + 1].numpy()}, StepContext((320, 320)))
+        ours = pp.run({"output0": head[b : b + 1].numpy()}, StepContext((320, 320)))
         assert len(ours) == len(t) > 5
         order_o = np.lexsort(ours.boxes.T[::-1])
         order_t = np.lexsort(t[:, :4].T[::-1])
@@ -116,6 +137,7 @@ def test_yolov8_pose_keypoints_equal_ultralytics():
 def test_yolov8_seg_masks_equal_ultralytics_process_mask():
     from ultralytics.nn.tasks import SegmentationModel
     from ultralytics.utils.ops import process_mask
+
     size = 320
     head, protos = raw_outputs(SegmentationModel, "yolov8n-seg.yaml", size)
     assert head.shape[1] == 4 + 80 + 32 and protos.shape[1:] == (32, size // 4, size // 4)
@@ -125,7 +147,9 @@ def test_yolov8_seg_masks_equal_ultralytics_process_mask():
     for b in range(head.shape[0]):
         t = theirs[b]
         want = process_mask(protos[b], t[:, 6:], t[:, :4], (size, size), upsample=True).numpy()
-        ours = pp.run({"output0": head[b].numpy(), "output1": protos[b].numpy()}, StepContext((size, size)))
+        ours = pp.run(
+            {"output0": head[b].numpy(), "output1": protos[b].numpy()}, StepContext((size, size))
+        )
         assert len(ours) == len(t) > 5
         got = seg_masks(ours, protos[b].numpy(), (size, size), size=(size, size), threshold=0.5)
         order_o = np.lexsort(ours.boxes.T[::-1])

@@ -2,7 +2,7 @@
 recorded images in frame pixels, A/B differences, per-frame counts, score distributions, frame gaps,
 PR curves, search heat maps and crop galleries. The core never imports this module.
 
-Figure plumbing (Agg figures, PNG/JPEG bytes, palette, labels) is :mod:`dsprobe.figures`; its names
+Figure plumbing (Agg figures, PNG/JPEG bytes, palette, labels) is :mod:`dsprobe.notebook.figures`; its names
 are importable from here too. Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` that pyplot does not track (no
 figure piles up, nothing is shown twice in a notebook); a notebook shows it as the cell's value, and
 :func:`figure_png` renders it to PNG bytes (what the widgets put in an ``ipywidgets.Image``).
@@ -17,12 +17,24 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.detections import Detections
-from dsprobe.figures import (HIGHLIGHT, PALETTE, axes_for, color, figure_jpeg, figure_png, jpeg_bytes, label_of,  # noqa: F401
-                             new_figure, pyplot)
+from dsprobe.notebook.figures import (
+    HIGHLIGHT,
+    PALETTE,
+    axes_for,
+    color,
+    jpeg_bytes,
+    label_of,
+    new_figure,
+)
+
 
 # ---------------------------------------------------------------------------------------------- frames
-def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | None,
-               frame_size: tuple[int, int]) -> None:
+def show_image(
+    ax: Any,
+    image: np.ndarray | None,
+    image_rect: Sequence[float] | None,
+    frame_size: tuple[int, int],
+) -> None:
     """Draw the recorded image stretched over the frame rectangle it covers (axes in frame pixels)."""
     fw, fh = frame_size
     if image is not None:
@@ -30,30 +42,55 @@ def show_image(ax: Any, image: np.ndarray | None, image_rect: Sequence[float] | 
         ax.imshow(image, extent=(left, left + w, top + h, top), interpolation="nearest")
     else:
         ax.set_facecolor("#303030")
-        ax.text(fw / 2, fh / 2, "no image recorded", color="white", ha="center", va="center", fontsize=9)
+        ax.text(
+            fw / 2, fh / 2, "no image recorded", color="white", ha="center", va="center", fontsize=9
+        )
     ax.set_xlim(0, fw)
     ax.set_ylim(fh, 0)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def draw_detections(ax: Any, dets: Detections, labels: Sequence[str] = (), *, linestyle: str = "-",
-                    linewidth: float = 1.5, edgecolor: str | None = None, show_scores: bool = True) -> list:
+def draw_detections(
+    ax: Any,
+    dets: Detections,
+    labels: Sequence[str] = (),
+    *,
+    linestyle: str = "-",
+    linewidth: float = 1.5,
+    edgecolor: str | None = None,
+    show_scores: bool = True,
+) -> list:
     """Rectangles (and visible keypoints) for frame-pixel ``dets``; returns the rectangles added
     (one per detection)."""
     from matplotlib.patches import Rectangle
 
     patches = []
-    for i, ((x1, y1, x2, y2), s, c) in enumerate(zip(dets.boxes.tolist(), dets.scores.tolist(),
-                                                      dets.class_ids.tolist())):
+    for i, ((x1, y1, x2, y2), s, c) in enumerate(
+        zip(dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
+    ):
         col = edgecolor or color(c)
-        p = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=col, linewidth=linewidth,
-                      linestyle=linestyle)
+        p = Rectangle(
+            (x1, y1),
+            x2 - x1,
+            y2 - y1,
+            fill=False,
+            edgecolor=col,
+            linewidth=linewidth,
+            linestyle=linestyle,
+        )
         ax.add_patch(p)
         patches.append(p)
         if show_scores:
-            ax.text(x1, y1 - 2, f"{label_of(c, labels)} {s:.2f}", color="black" if col == HIGHLIGHT else "white",
-                    fontsize=7, bbox=dict(facecolor=col, edgecolor="none", pad=1, alpha=0.8), clip_on=True)
+            ax.text(
+                x1,
+                y1 - 2,
+                f"{label_of(c, labels)} {s:.2f}",
+                color="black" if col == HIGHLIGHT else "white",
+                fontsize=7,
+                bbox=dict(facecolor=col, edgecolor="none", pad=1, alpha=0.8),
+                clip_on=True,
+            )
         if dets.keypoints is not None:
             kp = dets.keypoints[i]
             vis = kp[:, 2] > 0.5
@@ -61,9 +98,16 @@ def draw_detections(ax: Any, dets: Detections, labels: Sequence[str] = (), *, li
     return patches
 
 
-def plot_frame(frame: Any, dets: Detections | None = None, labels: Sequence[str] = (), *, ax: Any = None,
-               gt: Detections | None = None, title: str | None = None,
-               highlight: np.ndarray | None = None) -> Any:
+def plot_frame(
+    frame: Any,
+    dets: Detections | None = None,
+    labels: Sequence[str] = (),
+    *,
+    ax: Any = None,
+    gt: Detections | None = None,
+    title: str | None = None,
+    highlight: np.ndarray | None = None,
+) -> Any:
     """A recorded frame (FrameView) with ``dets`` (default: the pipeline's own recorded objects),
     optional ground truth (dashed white) and ``highlight`` (bool mask: boxes drawn thick yellow).
     Returns the figure; ``fig.dsprobe_patches`` holds the detection rectangles drawn."""
@@ -73,12 +117,18 @@ def plot_frame(frame: Any, dets: Detections | None = None, labels: Sequence[str]
         fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.94)
     show_image(ax, frame.image, frame.image_rect, frame.frame_size)
     if gt is not None:
-        draw_detections(ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1)
+        draw_detections(
+            ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1
+        )
     d = frame.detections if dets is None else dets
     hl = np.zeros(len(d), bool) if highlight is None else np.asarray(highlight, bool)
-    patches = draw_detections(ax, d[~hl], labels) + draw_detections(ax, d[hl], labels, edgecolor=HIGHLIGHT,
-                                                                    linewidth=3)
-    ax.set_title(title or f"source {frame.source_id} frame {frame.frame_num}: {len(d)} detections", fontsize=9)
+    patches = draw_detections(ax, d[~hl], labels) + draw_detections(
+        ax, d[hl], labels, edgecolor=HIGHLIGHT, linewidth=3
+    )
+    ax.set_title(
+        title or f"source {frame.source_id} frame {frame.frame_num}: {len(d)} detections",
+        fontsize=9,
+    )
     fig.dsprobe_patches = patches
     return fig
 
@@ -90,7 +140,9 @@ class FrameCanvas:
     restores it and draws only the boxes, labels and titles (Agg blitting), which is several times
     cheaper than drawing a new figure. ``ncols=2`` gives side-by-side panels (A/B)."""
 
-    def __init__(self, ncols: int = 1, figsize: tuple[float, float] | None = None, dpi: float = 80) -> None:
+    def __init__(
+        self, ncols: int = 1, figsize: tuple[float, float] | None = None, dpi: float = 80
+    ) -> None:
         self.fig = new_figure(figsize or ((8, 4.8) if ncols == 1 else (12, 3.7)), dpi)
         self.axes = [self.fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
         self.fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.93, wspace=0.02)
@@ -99,13 +151,23 @@ class FrameCanvas:
         self._overlay: list = []
         self.full_draws = 0  # how often the picture itself was drawn
 
-    def draw(self, frame: Any, panels: Sequence[tuple[Detections, np.ndarray | None, str]],
-             labels: Sequence[str] = (), gt: Detections | None = None) -> list[list]:
+    def draw(
+        self,
+        frame: Any,
+        panels: Sequence[tuple[Detections, np.ndarray | None, str]],
+        labels: Sequence[str] = (),
+        gt: Detections | None = None,
+    ) -> list[list]:
         """Draw ``panels`` (detections in frame px, highlight mask or None, title), one per axes, on
         ``frame``; returns each panel's rectangles (one per detection)."""
         canvas = self.fig.canvas
-        key = (getattr(frame, "row", None), frame.source_id, frame.frame_num, id(frame.image),
-               None if gt is None else gt.boxes.tobytes())
+        key = (
+            getattr(frame, "row", None),
+            frame.source_id,
+            frame.frame_num,
+            id(frame.image),
+            None if gt is None else gt.boxes.tobytes(),
+        )
         for a in self._overlay:
             a.remove()
         self._overlay = []
@@ -114,7 +176,15 @@ class FrameCanvas:
                 ax.clear()
                 show_image(ax, frame.image, frame.image_rect, frame.frame_size)
                 if gt is not None:
-                    draw_detections(ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1)
+                    draw_detections(
+                        ax,
+                        gt,
+                        labels,
+                        linestyle="--",
+                        edgecolor="white",
+                        show_scores=False,
+                        linewidth=1,
+                    )
                 ax.set_title("", fontsize=9)
             canvas.draw()
             self._background = canvas.copy_from_bbox(self.fig.bbox)
@@ -126,8 +196,10 @@ class FrameCanvas:
         for ax, (dets, highlight, title) in zip(self.axes, panels):
             before = set(ax.get_children())
             hl = np.zeros(len(dets), bool) if highlight is None else np.asarray(highlight, bool)
-            drawn.append(draw_detections(ax, dets[~hl], labels)
-                         + draw_detections(ax, dets[hl], labels, edgecolor=HIGHLIGHT, linewidth=3))
+            drawn.append(
+                draw_detections(ax, dets[~hl], labels)
+                + draw_detections(ax, dets[hl], labels, edgecolor=HIGHLIGHT, linewidth=3)
+            )
             ax.set_title(title, fontsize=9)
             new = [a for a in ax.get_children() if a not in before]
             self._overlay += new
@@ -143,10 +215,12 @@ class FrameCanvas:
         return jpeg_bytes(self.rgb(), quality)
 
 
-def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+def ab_difference(
+    a: Detections, b: Detections, iou_threshold: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of boxes in ``a`` with no counterpart in ``b`` and vice versa (same class and
     IoU >= ``iou_threshold`` counts as the same box; 0.9 treats a box that moved as different)."""
-    from dsprobe.evaluate import match
+    from dsprobe.analysis.evaluate import match
 
     m = match(a, b, iou_threshold)
     only_a = np.zeros(len(a), bool)
@@ -156,15 +230,24 @@ def ab_difference(a: Detections, b: Detections, iou_threshold: float = 0.9) -> t
     return only_a, only_b
 
 
-def plot_ab(frame: Any, a: Detections, b: Detections, labels: Sequence[str] = (), names: tuple[str, str] = ("A", "B"),
-            iou_threshold: float = 0.9, canvas: FrameCanvas | None = None) -> Any:
+def plot_ab(
+    frame: Any,
+    a: Detections,
+    b: Detections,
+    labels: Sequence[str] = (),
+    names: tuple[str, str] = ("A", "B"),
+    iou_threshold: float = 0.9,
+    canvas: FrameCanvas | None = None,
+) -> Any:
     """Side by side A / B on the same frame; boxes present on one side only are drawn thick yellow.
     Returns the figure (of ``canvas`` when given); ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)``
     and ``fig.dsprobe_only`` the two one-side-only masks."""
     canvas = canvas or FrameCanvas(ncols=2)
     only_a, only_b = ab_difference(a, b, iou_threshold)
-    panels = [(d, only, f"{name}: {len(d)} boxes, {int(only.sum())} only here")
-              for d, only, name in ((a, only_a, names[0]), (b, only_b, names[1]))]
+    panels = [
+        (d, only, f"{name}: {len(d)} boxes, {int(only.sum())} only here")
+        for d, only, name in ((a, only_a, names[0]), (b, only_b, names[1]))
+    ]
     fig = canvas.fig
     fig.dsprobe_patches = tuple(canvas.draw(frame, panels, labels))
     fig.dsprobe_only = (only_a, only_b)
@@ -176,8 +259,13 @@ def counts_by_stream(frames: pd.DataFrame, counts: pd.Series) -> pd.DataFrame:
     """Per-frame counts (Series indexed by frame row) as a table: index frame_num, one column per
     stream (``source 0``, ...)."""
     f = frames.loc[counts.index]
-    df = pd.DataFrame({"frame_num": f["frame_num"].to_numpy(), "stream": [f"source {s}" for s in f["source_id"]],
-                       "count": counts.to_numpy()})
+    df = pd.DataFrame(
+        {
+            "frame_num": f["frame_num"].to_numpy(),
+            "stream": [f"source {s}" for s in f["source_id"]],
+            "count": counts.to_numpy(),
+        }
+    )
     return df.pivot_table(index="frame_num", columns="stream", values="count", aggfunc="sum")
 
 
@@ -190,22 +278,47 @@ def frame_gaps(frames: pd.DataFrame) -> pd.DataFrame:
         g = g.sort_values("frame_num")
         fn, pts = g["frame_num"].to_numpy(np.int64), g["pts_ns"].to_numpy(np.int64)
         for i in np.flatnonzero(np.diff(fn) > 1):
-            rows.append((int(src), int(uid), int(fn[i]), int(fn[i + 1] - fn[i] - 1), (pts[i + 1] - pts[i]) / 1e9))
-    return pd.DataFrame(rows, columns=["source_id", "unique_id", "after_frame", "missing", "pts_gap_s"])
+            rows.append(
+                (
+                    int(src),
+                    int(uid),
+                    int(fn[i]),
+                    int(fn[i + 1] - fn[i] - 1),
+                    (pts[i + 1] - pts[i]) / 1e9,
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["source_id", "unique_id", "after_frame", "missing", "pts_gap_s"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- plots
-def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame", *, current: float | None = None,
-                other: Any = None, other_label: str = "B") -> Any:
+def plot_counts(
+    counts: Any,
+    ax: Any = None,
+    title: str = "detections per frame",
+    *,
+    current: float | None = None,
+    other: Any = None,
+    other_label: str = "B",
+) -> Any:
     """Per-frame detection counts (DataFrame indexed by frame number, one column per stream, as
     :func:`counts_by_stream` makes). ``other``: a second table drawn dashed (A/B); ``current``: a
     frame number marked with a vertical line."""
     fig, ax = axes_for(ax, (8, 2.5))
     for k, col in enumerate(counts.columns):
-        ax.plot(counts.index, counts[col], linewidth=1, color=PALETTE[k % len(PALETTE)], label=str(col))
+        ax.plot(
+            counts.index, counts[col], linewidth=1, color=PALETTE[k % len(PALETTE)], label=str(col)
+        )
         if other is not None and col in other:
-            ax.plot(other.index, other[col], linewidth=1, linestyle="--", color=PALETTE[k % len(PALETTE)],
-                    label=f"{col} ({other_label})")
+            ax.plot(
+                other.index,
+                other[col],
+                linewidth=1,
+                linestyle="--",
+                color=PALETTE[k % len(PALETTE)],
+                label=f"{col} ({other_label})",
+            )
     if current is not None:
         ax.axvline(current, color="black", linewidth=0.8)
     ax.set_title(title, fontsize=9)
@@ -214,19 +327,31 @@ def plot_counts(counts: Any, ax: Any = None, title: str = "detections per frame"
     if len(counts.columns):
         ax.legend(fontsize=7, loc="upper right")
     if ax.get_subplotspec() is not None and len(fig.axes) == 1:
-        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2, top=0.88)  # fixed: tight_layout costs ~100 ms
+        fig.subplots_adjust(
+            left=0.06, right=0.99, bottom=0.2, top=0.88
+        )  # fixed: tight_layout costs ~100 ms
     return fig
 
 
-def plot_score_distributions(detections: pd.DataFrame, labels: Sequence[str] = (), ax: Any = None,
-                             bins: int = 50, title: str = "scores per class") -> Any:
+def plot_score_distributions(
+    detections: pd.DataFrame,
+    labels: Sequence[str] = (),
+    ax: Any = None,
+    bins: int = 50,
+    title: str = "scores per class",
+) -> Any:
     """Histogram of ``score`` per ``class_id`` (log counts) of a detections DataFrame."""
     fig, ax = axes_for(ax, (7, 3))
     edges = np.linspace(0, 1, bins + 1)
     for c in sorted(detections["class_id"].unique()):
         s = detections.loc[detections["class_id"] == c, "score"].to_numpy()
-        ax.hist(np.clip(s, 0, 1), bins=edges, histtype="step", color=color(c), label=f"{label_of(int(c), labels)} "
-                f"({len(s)})")
+        ax.hist(
+            np.clip(s, 0, 1),
+            bins=edges,
+            histtype="step",
+            color=color(c),
+            label=f"{label_of(int(c), labels)} ({len(s)})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("score")
     ax.set_ylabel("boxes")
@@ -243,8 +368,14 @@ def plot_frame_gaps(frames: pd.DataFrame, ax: Any = None) -> Any:
     for k, ((src, uid), g) in enumerate(frames.groupby(["source_id", "unique_id"])):
         fn = np.sort(g["frame_num"].to_numpy())
         if len(fn) > 1:
-            ax.step(fn[1:], np.diff(fn), where="post", color=PALETTE[k % len(PALETTE)], linewidth=1,
-                    label=f"source {src} (GIE {uid})")
+            ax.step(
+                fn[1:],
+                np.diff(fn),
+                where="post",
+                color=PALETTE[k % len(PALETTE)],
+                linewidth=1,
+                label=f"source {src} (GIE {uid})",
+            )
     ax.set_xlabel("frame")
     ax.set_ylabel("frame_num step")
     ax.set_title("frame gaps per stream (1 = none missing)", fontsize=9)
@@ -253,8 +384,12 @@ def plot_frame_gaps(frames: pd.DataFrame, ax: Any = None) -> Any:
     return fig
 
 
-def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], ax: Any = None,
-                   ap: dict[str, float] | None = None, title: str = "PR @ IoU 0.5") -> Any:
+def plot_pr_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    ax: Any = None,
+    ap: dict[str, float] | None = None,
+    title: str = "PR @ IoU 0.5",
+) -> Any:
     """Precision-recall curves per class (``evaluate(...).pr_curves``; ``ap``: per-class AP for the legend)."""
     fig, ax = axes_for(ax, (5, 4))
     for k, (name, (r, p)) in enumerate(curves.items()):
@@ -271,7 +406,9 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], ax: Any = N
     return fig
 
 
-def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple[Any, Any] | None = None) -> Any:
+def plot_heatmap(
+    table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple[Any, Any] | None = None
+) -> Any:
     """A 2-D search result (``SearchResult.pivot()``) as an annotated heat map; ``best`` (index value,
     column value) is outlined."""
     from matplotlib.patches import Rectangle
@@ -285,7 +422,15 @@ def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple
     ax.set_ylabel(table.index.name or "")
     mid = np.nanmean(values) if np.isfinite(values).any() else 0
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < mid else "black", fontsize=6)
+        ax.text(
+            j,
+            i,
+            f"{v:.3f}",
+            ha="center",
+            va="center",
+            color="white" if v < mid else "black",
+            fontsize=6,
+        )
     if best is not None:
         i, j = list(table.index).index(best[0]), list(table.columns).index(best[1])
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
@@ -295,22 +440,34 @@ def plot_heatmap(table: Any, ax: Any = None, title: str = "mAP@0.5", best: tuple
     return fig
 
 
-def error_crops(rec: Any, errors: pd.DataFrame, labels: Sequence[str] = (), max_items: int = 24
-                ) -> list[tuple[Any, np.ndarray, str]]:
-    """Gallery items for :func:`crop_gallery` from :func:`dsprobe.evaluate.error_table` rows
+def error_crops(
+    rec: Any, errors: pd.DataFrame, labels: Sequence[str] = (), max_items: int = 24
+) -> list[tuple[Any, np.ndarray, str]]:
+    """Gallery items for :func:`crop_gallery` from :func:`dsprobe.analysis.evaluate.error_table` rows
     (false positives by descending score first, then misses)."""
-    e = errors.sort_values(["kind", "score"], ascending=[True, False], na_position="last").head(max_items)
+    e = errors.sort_values(["kind", "score"], ascending=[True, False], na_position="last").head(
+        max_items
+    )
     items = []
     for r in e.itertuples():
         frame = rec.find(int(r.source_id), int(r.frame_num))
         what = f"FP {r.score:.2f}" if r.kind == "false_positive" else "missed"
-        items.append((frame, np.array([r.x1, r.y1, r.x2, r.y2]),
-                      f"{what} {label_of(int(r.class_id), labels)}\ns{r.source_id} f{r.frame_num}"))
+        items.append(
+            (
+                frame,
+                np.array([r.x1, r.y1, r.x2, r.y2]),
+                f"{what} {label_of(int(r.class_id), labels)}\ns{r.source_id} f{r.frame_num}",
+            )
+        )
     return items
 
 
-def crop_gallery(items: Sequence[tuple[Any, np.ndarray, str]], cols: int = 6, size: float = 1.6,
-                 title: str | None = None) -> Any:
+def crop_gallery(
+    items: Sequence[tuple[Any, np.ndarray, str]],
+    cols: int = 6,
+    size: float = 1.6,
+    title: str | None = None,
+) -> Any:
     """A grid of crops: ``items`` are (frame view, x1y1x2y2 box in frame px, caption)."""
     rows = max(1, -(-len(items) // cols))
     fig = new_figure((cols * size, rows * size + (0.3 if title else 0)))
@@ -326,7 +483,10 @@ def crop_gallery(items: Sequence[tuple[Any, np.ndarray, str]], cols: int = 6, si
         sx, sy = img.shape[1] / w, img.shape[0] / h
         x1, y1, x2, y2 = box
         xa, ya = int(max(0, (x1 - left) * sx - 4)), int(max(0, (y1 - top) * sy - 4))
-        xb, yb = int(min(img.shape[1], (x2 - left) * sx + 4)), int(min(img.shape[0], (y2 - top) * sy + 4))
+        xb, yb = (
+            int(min(img.shape[1], (x2 - left) * sx + 4)),
+            int(min(img.shape[0], (y2 - top) * sy + 4)),
+        )
         if xb > xa and yb > ya:
             ax.imshow(img[ya:yb, xa:xb])
     if title:

@@ -39,15 +39,51 @@ Segmentation masks are computed after clustering, for the kept boxes only::
 
 from __future__ import annotations
 
-from dsprobe.postprocess.decoders_base import Layers, cxcywh_to_xyxy
-from dsprobe.postprocess.decoders_heads import Attribute, classify, decode_classifier, decode_embedding
-from dsprobe.postprocess.decoders_tao import (decode_detectnet_v2, decode_detr, decode_nms_outputs, decode_nms_plugin,
-                                              decode_ssd)
-from dsprobe.postprocess.decoders_yolo import (attach_masks, decode_boxes_scores, decode_xyxy_score_class,
-                                               decode_yolov5, decode_yolov8, decode_yolov8_pose, decode_yolov8_seg,
-                                               decode_yolox, seg_masks)
+from dsprobe.postprocess.decoders.base import Layers, cxcywh_to_xyxy
+from dsprobe.postprocess.decoders.heads import (
+    Attribute,
+    classify,
+    decode_classifier,
+    decode_embedding,
+)
+from dsprobe.postprocess.decoders.tao import (
+    decode_detectnet_v2,
+    decode_detr,
+    decode_nms_outputs,
+    decode_nms_plugin,
+    decode_ssd,
+)
+from dsprobe.postprocess.decoders.yolo import (
+    attach_masks,
+    decode_boxes_scores,
+    decode_xyxy_score_class,
+    decode_yolov5,
+    decode_yolov8,
+    decode_yolov8_pose,
+    decode_yolov8_seg,
+    decode_yolox,
+    seg_masks,
+)
 
-__all__ = ["Attribute", "Layers", "attach_masks", "classify", "cxcywh_to_xyxy", "decode_boxes_scores",
-           "decode_classifier", "decode_detectnet_v2", "decode_detr", "decode_embedding", "decode_nms_outputs",
-           "decode_nms_plugin", "decode_ssd", "decode_xyxy_score_class", "decode_yolov5", "decode_yolov8",
-           "decode_yolov8_pose", "decode_yolov8_seg", "decode_yolox", "seg_masks"]
+__all__ = [
+    "Attribute",
+    "Layers",
+    "attach_masks",
+    "classify",
+    "cxcywh_to_xyxy",
+    "decode_boxes_scores",
+    "decode_classifier",
+    "decode_detectnet_v2",
+    "decode_detr",
+    "decode_embedding",
+    "decode_nms_outputs",
+    "decode_nms_plugin",
+    "decode_ssd",
+    "decode_xyxy_score_class",
+    "decode_yolov5",
+    "decode_yolov8",
+    "decode_yolov8_pose",
+    "decode_yolov8_seg",
+    "decode_yolox",
+    "seg_masks",
+]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+
 def _int(v: str) -> int:
     return int(v.strip(), 0) if v.strip().lower().startswith("0x") else int(v.strip())
 
@@ -31,6 +32,7 @@ def _str(v: str) -> str:
 def _list(conv: Callable[[str], Any]) -> Callable[[str], tuple]:
     def parse(v: str) -> tuple:
         return tuple(conv(p) for p in re.split(r"[;,]", v.strip().strip("[]")) if p.strip())
+
     return parse
 
 
@@ -75,16 +77,45 @@ PROPERTY_KEYS: dict[str, tuple[str | None, Callable[[str], Any]]] = {
     "input-dims": ("uff_input_dims", _list(_int)),
     "enable-dbscan": ("enable_dbscan", _bool),
     # Known keys that dsprobe reads as text only (kept in .properties).
-    **{k: (None, _str) for k in (
-        "gpu-id", "model-file", "proto-file", "int8-calib-file", "uff-file", "tlt-encoded-model",
-        "tlt-model-key", "uff-input-blob-name", "uff-input-order", "output-io-formats",
-        "layer-device-precision", "is-classifier", "classifier-async-mode", "classifier-type",
-        "secondary-reinfer-interval", "output-instance-mask", "parse-bbox-instance-mask-func-name",
-        "parse-classifier-func-name", "engine-create-func-name", "enable-dla", "use-dla-core",
-        "segmentation-output-order", "workspace-size", "force-implicit-batch-dim", "input-tensor-from-meta",
-        "disable-output-host-copy", "dump-input-tensor", "dump-output-tensor", "tensor-meta-pool-size",
-        "custom-network-config", "model-file-format", "infer-raw-output-dir", "gpu-memory-type",
-        "clip-object-outside-roi")},
+    **{
+        k: (None, _str)
+        for k in (
+            "gpu-id",
+            "model-file",
+            "proto-file",
+            "int8-calib-file",
+            "uff-file",
+            "tlt-encoded-model",
+            "tlt-model-key",
+            "uff-input-blob-name",
+            "uff-input-order",
+            "output-io-formats",
+            "layer-device-precision",
+            "is-classifier",
+            "classifier-async-mode",
+            "classifier-type",
+            "secondary-reinfer-interval",
+            "output-instance-mask",
+            "parse-bbox-instance-mask-func-name",
+            "parse-classifier-func-name",
+            "engine-create-func-name",
+            "enable-dla",
+            "use-dla-core",
+            "segmentation-output-order",
+            "workspace-size",
+            "force-implicit-batch-dim",
+            "input-tensor-from-meta",
+            "disable-output-host-copy",
+            "dump-input-tensor",
+            "dump-output-tensor",
+            "tensor-meta-pool-size",
+            "custom-network-config",
+            "model-file-format",
+            "infer-raw-output-dir",
+            "gpu-memory-type",
+            "clip-object-outside-roi",
+        )
+    },
 }
 
 CLASS_KEYS: dict[str, tuple[str | None, Callable[[str], Any]]] = {

@@ -5,7 +5,7 @@ videos (synthetic scenes + COCO ground truth) -> record (reference recorder, sam
 nvinfer keys) -> live run with the exported spec -> check live == replay frame by frame -> report
 (``out/demo/report.md`` with PNG overlays, per-stream counts and mAP).
 
-``python -m dsprobe.demo --make-sample`` instead writes the small committed sample recording
+``python -m dsprobe.cli.demo --make-sample`` instead writes the small committed sample recording
 ``recordings/sample.h5`` (+ ``sample_gt.json``) that tests and notebooks use without recording first.
 """
 
@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-SAMPLE_RECORDING = Path(__file__).resolve().parents[1] / "recordings" / "sample.h5"
-DEFAULT_GRID = {"pre_cluster_threshold": [0.05, 0.1, 0.2, 0.3, 0.45, 0.6], "iou_threshold": [0.3, 0.45, 0.6, 0.75]}
+SAMPLE_RECORDING = Path(__file__).resolve().parents[2] / "recordings" / "sample.h5"
+DEFAULT_GRID = {
+    "pre_cluster_threshold": [0.05, 0.1, 0.2, 0.3, 0.45, 0.6],
+    "iou_threshold": [0.3, 0.45, 0.6, 0.75],
+}
 
 
 @dataclass
@@ -36,8 +39,13 @@ class Demo:
     """The demo as a list of steps (:meth:`steps`) sharing ``self.state``; each logs what it did, and
     the log lines become the report's first section. Add a step by extending :meth:`steps`."""
 
-    def __init__(self, out: str | Path, seconds: float = 20.0, search_grid: dict[str, list] | None = None,
-                 batch: int = 2) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        seconds: float = 20.0,
+        search_grid: dict[str, list] | None = None,
+        batch: int = 2,
+    ) -> None:
         self.out = Path(out)
         self.seconds = seconds
         self.batch = batch
@@ -53,24 +61,38 @@ class Demo:
     # ------------------------------------------------------------------ steps
     def videos(self) -> None:
         from dsprobe.sample import make_videos
+
         v = make_videos(self.out / "videos", seconds=self.seconds)
         self.state["videos"], self.state["gt_json"] = v.paths, v.gt_json
-        self.log(f"generated {len(v.paths)} sample streams of {self.seconds:g} s (960x540, 15 fps, H.264) with "
-                 f"COCO ground truth: {v.gt_json}")
+        self.log(
+            f"generated {len(v.paths)} sample streams of {self.seconds:g} s (960x540, 15 fps, H.264) with "
+            f"COCO ground truth: {v.gt_json}"
+        )
 
     def record(self) -> None:
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
+
         path = self.out / "recording.h5"
-        s = record_onnx(self.state["videos"], CONFIG_PATH, None, path, muxer=MUXER_SIZE, batch=self.batch,
-                        progress=False)
+        s = record_onnx(
+            self.state["videos"],
+            CONFIG_PATH,
+            None,
+            path,
+            muxer=MUXER_SIZE,
+            batch=self.batch,
+            progress=False,
+        )
         self.state["recording"] = path
-        self.log(f"recorded {s.frames} frames through the sample model with the reference recorder "
-                 f"({s.fps:.1f} frames/s) -> {path}")
+        self.log(
+            f"recorded {s.frames} frames through the sample model with the reference recorder "
+            f"({s.fps:.1f} frames/s) -> {path}"
+        )
 
     def replay(self) -> None:
         from dsprobe import Postprocess, open_recording
-        from dsprobe.evaluate import evaluate, load_ground_truth
+        from dsprobe.analysis.evaluate import evaluate, load_ground_truth
+
         rec = open_recording(self.state["recording"])
         self.state["rec"] = rec
         pp = Postprocess.from_nvinfer_config(rec.config())
@@ -82,15 +104,20 @@ class Demo:
         frames = list(zip(rec.frames["source_id"].astype(int), rec.frames["frame_num"].astype(int)))
         res = evaluate(df, gt, frames)
         self.state.update(pp=pp, gt=gt, frames=frames, before=res, before_df=df)
-        self.log(f"replayed {len(rec)} frames with the config's postprocess ({pp}) at {len(rec) / dt:.0f} frames/s")
+        self.log(
+            f"replayed {len(rec)} frames with the config's postprocess ({pp}) at {len(rec) / dt:.0f} frames/s"
+        )
         self.log(f"before tuning: {res.summary()}")
 
     def tune(self) -> None:
-        from dsprobe.evaluate import evaluate
-        from dsprobe.search import search
+        from dsprobe.analysis.evaluate import evaluate
+        from dsprobe.analysis.search import search
+
         rec, pp = self.state["rec"], self.state["pp"]
         t0 = time.perf_counter()
-        result = search(pp.decode_recording(rec), self.state["gt"], self.grid, frames=self.state["frames"])
+        result = search(
+            pp.decode_recording(rec), self.state["gt"], self.grid, frames=self.state["frames"]
+        )
         dt = time.perf_counter() - t0
         tuned = result.best
         df = tuned.run_recording(rec)
@@ -99,7 +126,8 @@ class Demo:
         self.log(f"searched {len(result.table)} settings in {dt:.1f} s; best {result.best_params}")
         self.log(f"after tuning: {after.summary()}")
         try:
-            from dsprobe.viz import plot_heatmap
+            from dsprobe.notebook.plots import plot_heatmap
+
             fig = plot_heatmap(result.pivot(), title="mAP@0.5 by pre-cluster threshold x NMS IoU")
             fig.savefig(self.out / "search_heatmap.png", dpi=90, bbox_inches="tight")
             self.state["heatmap"] = "search_heatmap.png"
@@ -107,7 +135,8 @@ class Demo:
             pass
 
     def export(self) -> None:
-        from dsprobe.export import to_nvinfer
+        from dsprobe.analysis.export import to_nvinfer
+
         spec = self.state["tuned"].save(self.out / "tuned.json")
         keys = self.out / "tuned_nvinfer.txt"
         keys.write_text(to_nvinfer(self.state["tuned"]).text())
@@ -118,38 +147,64 @@ class Demo:
         from dsprobe import Postprocess, open_recording
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
+
         spec = Postprocess.load(self.state["spec"])
         live_path = self.out / "live.h5"
-        record_onnx(self.state["videos"], CONFIG_PATH, None, live_path, muxer=MUXER_SIZE, batch=self.batch,
-                    postprocess=spec, images=False, progress=False)
+        record_onnx(
+            self.state["videos"],
+            CONFIG_PATH,
+            None,
+            live_path,
+            muxer=MUXER_SIZE,
+            batch=self.batch,
+            postprocess=spec,
+            images=False,
+            progress=False,
+        )
         replay = self.state["rec"]
         equal = 0
         with open_recording(live_path) as live:
             for i in range(len(live)):
                 a = live[i]
-                if a.detections.same_objects(spec(replay.find(a.source_id, a.frame_num, a.unique_id))):
+                if a.detections.same_objects(
+                    spec(replay.find(a.source_id, a.frame_num, a.unique_id))
+                ):
                     equal += 1
             n = len(live)
         self.state["live_equal"] = (equal, n)
-        self.log(f"live run with the exported spec (reference recorder, the spec applied as the probe would) -> "
-                 f"{live_path}: live == replay on {equal}/{n} frames")
+        self.log(
+            f"live run with the exported spec (reference recorder, the spec applied as the probe would) -> "
+            f"{live_path}: live == replay on {equal}/{n} frames"
+        )
 
     def report(self) -> None:
         path = self.out / "report.md"
         path.write_text(self._report_markdown())
-        summary = {"frames": len(self.state["rec"]), "map50_before": self.state["before"].map50,
-                   "map50_after": self.state["after"].map50, "map50_95_before": self.state["before"].map50_95,
-                   "map50_95_after": self.state["after"].map50_95, "best_params": self.state["search"].best_params,
-                   "live_equal_frames": self.state["live_equal"][0], "live_frames": self.state["live_equal"][1],
-                   "per_stream": self.state["per_stream"].to_dict(orient="records"),
-                   "step_seconds": {k: round(v, 2) for k, v in self.timings.items()}}
+        summary = {
+            "frames": len(self.state["rec"]),
+            "map50_before": self.state["before"].map50,
+            "map50_after": self.state["after"].map50,
+            "map50_95_before": self.state["before"].map50_95,
+            "map50_95_after": self.state["after"].map50_95,
+            "best_params": self.state["search"].best_params,
+            "live_equal_frames": self.state["live_equal"][0],
+            "live_frames": self.state["live_equal"][1],
+            "per_stream": self.state["per_stream"].to_dict(orient="records"),
+            "step_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+        }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         self.log(f"report: {path}")
 
     def steps(self) -> list[Step]:
-        return [Step("videos", self.videos), Step("record", self.record), Step("replay", self.replay),
-                Step("tune", self.tune), Step("export", self.export), Step("live", self.live),
-                Step("report", self.report)]
+        return [
+            Step("videos", self.videos),
+            Step("record", self.record),
+            Step("replay", self.replay),
+            Step("tune", self.tune),
+            Step("export", self.export),
+            Step("live", self.live),
+            Step("report", self.report),
+        ]
 
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +217,10 @@ class Demo:
         finally:
             if "rec" in self.state:
                 self.state["rec"].close()
-        print(f"[demo] done in {time.perf_counter() - t_all:.0f} s; everything is in {self.out}/", flush=True)
+        print(
+            f"[demo] done in {time.perf_counter() - t_all:.0f} s; everything is in {self.out}/",
+            flush=True,
+        )
         return self.state
 
     # ------------------------------------------------------------------ report pieces
@@ -171,7 +229,8 @@ class Demo:
         of the tuned postprocess."""
         import pandas as pd
 
-        from dsprobe.evaluate import error_table
+        from dsprobe.analysis.evaluate import error_table
+
         df, gt, frames = self.state["after_df"], self.state["gt"], self.state["frames"]
         errors = error_table(df, gt, frames)
         fr = pd.DataFrame(frames, columns=["source_id", "frame_num"])
@@ -182,14 +241,23 @@ class Demo:
             n_det = int((df["source_id"] == src).sum())
             fp = int(((errors["source_id"] == src) & (errors["kind"] == "false_positive")).sum())
             miss = int(((errors["source_id"] == src) & (errors["kind"] == "missed")).sum())
-            rows.append({"source_id": int(src), "frames": int((fr["source_id"] == src).sum()),
-                         "gt_boxes": int((gtb["source_id"] == src).sum()), "detections": n_det,
-                         "hits": n_det - fp, "false_positives": fp, "misses": miss})
+            rows.append(
+                {
+                    "source_id": int(src),
+                    "frames": int((fr["source_id"] == src).sum()),
+                    "gt_boxes": int((gtb["source_id"] == src).sum()),
+                    "detections": n_det,
+                    "hits": n_det - fp,
+                    "false_positives": fp,
+                    "misses": miss,
+                }
+            )
         return pd.DataFrame(rows)
 
     def _overlays(self) -> list[str]:
-        from dsprobe.figures import pyplot
-        from dsprobe.viz import plot_frame
+        from dsprobe.notebook.figures import pyplot
+        from dsprobe.notebook.plots import plot_frame
+
         plt = pyplot()
         rec, tuned, gt = self.state["rec"], self.state["tuned"], self.state["gt"]
         shots = []
@@ -197,7 +265,9 @@ class Demo:
             rows = rec.frames.index[rec.frames["source_id"] == src]
             for r in sorted({rows[len(rows) // 3], rows[2 * len(rows) // 3]}):
                 f = rec[int(r)]
-                fig = plot_frame(f, tuned(f), tuned.labels, gt=gt.for_frame(f.source_id, f.frame_num))
+                fig = plot_frame(
+                    f, tuned(f), tuned.labels, gt=gt.for_frame(f.source_id, f.frame_num)
+                )
                 name = f"overlay_s{f.source_id}_f{f.frame_num}.png"
                 fig.savefig(self.out / name, dpi=80, bbox_inches="tight")
                 plt.close(fig)
@@ -208,20 +278,43 @@ class Demo:
         before, after = self.state["before"], self.state["after"]
         per_stream = self._per_stream()
         self.state["per_stream"] = per_stream
-        lines = ["# dsprobe demo report", "", "## What ran", ""] + [f"- {m}" for m in self.log_lines]
-        lines += ["", "## Scores (COCO, pycocotools, frame pixels)", "",
-                  "| postprocess | mAP@0.5 | mAP@0.5:0.95 | detections | " +
-                  " | ".join(f"AP@0.5 {k}" for k in after.per_class_ap50) + " |",
-                  "| --- | --- | --- | --- | " + " | ".join("---" for _ in after.per_class_ap50) + " |"]
+        lines = ["# dsprobe demo report", "", "## What ran", ""] + [
+            f"- {m}" for m in self.log_lines
+        ]
+        lines += [
+            "",
+            "## Scores (COCO, pycocotools, frame pixels)",
+            "",
+            "| postprocess | mAP@0.5 | mAP@0.5:0.95 | detections | "
+            + " | ".join(f"AP@0.5 {k}" for k in after.per_class_ap50)
+            + " |",
+            "| --- | --- | --- | --- | " + " | ".join("---" for _ in after.per_class_ap50) + " |",
+        ]
         for name, r in (("nvinfer config (before)", before), ("tuned (after)", after)):
-            lines.append(f"| {name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.num_detections} | "
-                         + " | ".join(f"{v:.3f}" for v in r.per_class_ap50.values()) + " |")
-        lines += ["", f"Best setting found: `{self.state['search'].best_params}`", "",
-                  "## Per stream (tuned postprocess, IoU 0.5)", "",
-                  "| " + " | ".join(per_stream.columns) + " |", "|" + " --- |" * len(per_stream.columns)]
-        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in per_stream.itertuples(index=False)]
+            lines.append(
+                f"| {name} | {r.map50:.3f} | {r.map50_95:.3f} | {r.num_detections} | "
+                + " | ".join(f"{v:.3f}" for v in r.per_class_ap50.values())
+                + " |"
+            )
+        lines += [
+            "",
+            f"Best setting found: `{self.state['search'].best_params}`",
+            "",
+            "## Per stream (tuned postprocess, IoU 0.5)",
+            "",
+            "| " + " | ".join(per_stream.columns) + " |",
+            "|" + " --- |" * len(per_stream.columns),
+        ]
+        lines += [
+            "| " + " | ".join(str(v) for v in row) + " |"
+            for row in per_stream.itertuples(index=False)
+        ]
         eq, n = self.state["live_equal"]
-        lines += ["", f"Live run with the exported spec: identical detections on {eq} of {n} frames.", ""]
+        lines += [
+            "",
+            f"Live run with the exported spec: identical detections on {eq} of {n} frames.",
+            "",
+        ]
         try:
             shots = self._overlays()
             lines += ["## Overlays (tuned postprocess; dashed white = ground truth)", ""]
@@ -238,7 +331,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
     640x360 at quality 60, gzip-9 tensors, the config's postprocess as the pipeline's objects) and its
     ground truth ``<stem>_gt.json`` beside it."""
     from dsprobe import Postprocess
-    from dsprobe.nvinfer_config import load_nvinfer_config
+    from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.reference.recorder import record_onnx
     from dsprobe.sample import CONFIG_PATH, MUXER_SIZE, make_videos
 
@@ -247,11 +340,25 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
     with tempfile.TemporaryDirectory() as tmp:
         v = make_videos(tmp, seconds=seconds)
         tmp_out = Path(tmp) / path.name
-        record_onnx(v.paths, CONFIG_PATH, None, tmp_out, muxer=MUXER_SIZE, batch=2, progress=False,
-                    image_max_size=640, image_quality=60, compression="gzip-9",
-                    postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
-                    notes={"recorded_by": "python -m dsprobe.demo --make-sample", "seconds_per_stream": seconds,
-                           "videos": "dsprobe.sample.make_videos (seeds 1, 2)", "muxer": list(MUXER_SIZE)})
+        record_onnx(
+            v.paths,
+            CONFIG_PATH,
+            None,
+            tmp_out,
+            muxer=MUXER_SIZE,
+            batch=2,
+            progress=False,
+            image_max_size=640,
+            image_quality=60,
+            compression="gzip-9",
+            postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
+            notes={
+                "recorded_by": "python -m dsprobe.cli.demo --make-sample",
+                "seconds_per_stream": seconds,
+                "videos": "dsprobe.sample.make_videos (seeds 1, 2)",
+                "muxer": list(MUXER_SIZE),
+            },
+        )
         shutil.move(str(tmp_out), path)
         shutil.copy(v.gt_json, path.with_name(f"{path.stem}_gt.json"))
     return path
@@ -260,16 +367,27 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each sample stream (default 20)")
-    ap.add_argument("--make-sample", action="store_true",
-                    help=f"only write the committed sample recording ({SAMPLE_RECORDING}) and its ground truth")
-    ap.add_argument("--sample-seconds", type=float, default=1.6,
-                    help="seconds per stream for --make-sample (default 1.6: 24 frames each, under 5 MB)")
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="length of each sample stream (default 20)"
+    )
+    ap.add_argument(
+        "--make-sample",
+        action="store_true",
+        help=f"only write the committed sample recording ({SAMPLE_RECORDING}) and its ground truth",
+    )
+    ap.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=1.6,
+        help="seconds per stream for --make-sample (default 1.6: 24 frames each, under 5 MB)",
+    )
     args = ap.parse_args(argv)
     if args.make_sample:
         p = make_sample(SAMPLE_RECORDING, args.sample_seconds)
-        print(f"[demo] sample recording: {p} ({p.stat().st_size / 1e6:.1f} MB), ground truth "
-              f"{p.with_name(p.stem + '_gt.json')}")
+        print(
+            f"[demo] sample recording: {p} ({p.stat().st_size / 1e6:.1f} MB), ground truth "
+            f"{p.with_name(p.stem + '_gt.json')}"
+        )
         return 0
     Demo(Path(args.out), args.seconds).run()
     return 0

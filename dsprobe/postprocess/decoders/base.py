@@ -22,23 +22,40 @@ PerClassParam = float | Sequence[float] | Mapping[str, float]
 
 
 def _bad(step: str, name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{step}: param {name!r} = {value!r} ({type(value).__name__}) is not valid; expected {expected}")
+    return ValueError(
+        f"{step}: param {name!r} = {value!r} ({type(value).__name__}) is not valid; expected {expected}"
+    )
 
 
-def check_number(step: str, name: str, value: Any, *, low: float | None = None, high: float | None = None) -> float:
+def check_number(
+    step: str, name: str, value: Any, *, low: float | None = None, high: float | None = None
+) -> float:
     """A real number (not bool) within ``[low, high]``."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if ok and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if (
+        ok
+        and math.isfinite(value)
+        and (low is None or value >= low)
+        and (high is None or value <= high)
+    ):
         return float(value)
-    rng = "" if low is None and high is None else f" in [{'-inf' if low is None else low}, " \
-                                                 f"{'inf' if high is None else high}]"
+    rng = (
+        ""
+        if low is None and high is None
+        else f" in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+    )
     raise _bad(step, name, value, f"a number{rng}")
 
 
 def check_int(step: str, name: str, value: Any, *, low: int | None = None) -> int:
     """An integer (not bool) ``>= low``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and \
-            (low is None or value >= low):
+    if (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, (bool, np.bool_))
+        and (low is None or value >= low)
+    ):
         return int(value)
     raise _bad(step, name, value, "an integer" + ("" if low is None else f" >= {low}"))
 
@@ -50,7 +67,11 @@ def check_bool(step: str, name: str, value: Any) -> bool:
 
 
 def check_choice(step: str, name: str, value: Any, options: Sequence[Any]) -> Any:
-    if value in options and not isinstance(value, (bool, np.bool_)) or (value is None and None in options):
+    if (
+        value in options
+        and not isinstance(value, (bool, np.bool_))
+        or (value is None and None in options)
+    ):
         return value
     raise _bad(step, name, value, "one of " + ", ".join(repr(o) for o in options))
 
@@ -61,11 +82,15 @@ def check_layer_name(step: str, name: str, value: Any) -> str | None:
     raise _bad(step, name, value, "a layer name (string) or null")
 
 
-def per_class_values(step: str, name: str, value: Any, num_classes: int, default: float = 0.2) -> np.ndarray:
+def per_class_values(
+    step: str, name: str, value: Any, num_classes: int, default: float = 0.2
+) -> np.ndarray:
     """``(num_classes,)`` float32 values of a per-class param (scalar, list or dict, see
     :data:`PerClassParam`); dict entries missing fall back to ``value["default"]`` or ``default``."""
     if isinstance(value, Mapping):
-        out = np.full(num_classes, check_number(step, name, value.get("default", default)), np.float32)
+        out = np.full(
+            num_classes, check_number(step, name, value.get("default", default)), np.float32
+        )
         for k, v in value.items():
             if k == "default":
                 continue
@@ -82,12 +107,16 @@ def per_class_values(step: str, name: str, value: Any, num_classes: int, default
         raise _bad(step, name, value, "a number, a list of numbers or {class id: number}")
     vals = [check_number(step, f"{name}[{i}]", v) for i, v in enumerate(value)]
     if len(vals) < num_classes:
-        raise ValueError(f"{step}: param {name!r} has {len(vals)} per-class values, expected {num_classes} "
-                         "(one per class parsed)")
+        raise ValueError(
+            f"{step}: param {name!r} has {len(vals)} per-class values, expected {num_classes} "
+            "(one per class parsed)"
+        )
     return np.asarray(vals[:num_classes], np.float32)
 
 
-def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str) -> tuple[str, np.ndarray]:
+def layer_2d(
+    layers: Layers, name: str | None, step: str, param: str, what: str
+) -> tuple[str, np.ndarray]:
     """The named layer (or the only 2-D one) as a 2-D float32 array, batch axis dropped."""
     check_layer_name(step, param, name)
     lname, raw = find_layer(layers, name, ndim=None if name else 2, step=step)
@@ -95,8 +124,17 @@ def layer_2d(layers: Layers, name: str | None, step: str, param: str, what: str)
     return lname, a if a.dtype == np.float32 else a.astype(np.float32)
 
 
-def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, channels: int | None = None,
-           min_channels: int = 1, native: str = "channels_last") -> np.ndarray:
+def orient(
+    a: np.ndarray,
+    layout: str,
+    step: str,
+    layer: str,
+    what: str,
+    *,
+    channels: int | None = None,
+    min_channels: int = 1,
+    native: str = "channels_last",
+) -> np.ndarray:
     """``a`` as ``(anchors, channels)`` (a transposed view when the layer is channels-first).
 
     ``layout``: "channels_last" keeps ``a``, "channels_first" transposes it, "auto" takes the axis of
@@ -109,27 +147,35 @@ def orient(a: np.ndarray, layout: str, step: str, layer: str, what: str, *, chan
         if channels is not None:
             first = a.shape[1] != channels and a.shape[0] == channels
         else:
-            first = a.shape[1] > a.shape[0] if a.shape[0] != a.shape[1] else native == "channels_first"
+            first = (
+                a.shape[1] > a.shape[0] if a.shape[0] != a.shape[1] else native == "channels_first"
+            )
             if (a.shape[0] if first else a.shape[1]) < min_channels:
                 first = not first
     v = a.T if first else a
     if v.shape[1] < min_channels or (channels is not None and v.shape[1] != channels):
-        raise ValueError(f"{step}: layer {layer!r} has shape {list(a.shape)}, expected {what}"
-                         + ("" if layout == "auto" else f" (layout={layout!r})"))
+        raise ValueError(
+            f"{step}: layer {layer!r} has shape {list(a.shape)}, expected {what}"
+            + ("" if layout == "auto" else f" (layout={layout!r})")
+        )
     return v
 
 
 def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
     """(N, 4) centre x, centre y, width, height -> x1, y1, x2, y2 (float32, C order)."""
-    c = (b if b.dtype == np.float32 else b.astype(np.float32)).T  # coordinate rows: contiguous after a
-    out = np.empty((c.shape[1], 4), np.float32)                   # channels-first gather
+    c = (
+        b if b.dtype == np.float32 else b.astype(np.float32)
+    ).T  # coordinate rows: contiguous after a
+    out = np.empty((c.shape[1], 4), np.float32)  # channels-first gather
     half = c[2:4] * np.float32(0.5)
     np.subtract(c[:2], half, out=out.T[:2])
     np.add(c[:2], half, out=out.T[2:])
     return out
 
 
-def candidate_channels(v: np.ndarray, rows: np.ndarray, start: int, stop: int | None = None) -> np.ndarray:
+def candidate_channels(
+    v: np.ndarray, rows: np.ndarray, start: int, stop: int | None = None
+) -> np.ndarray:
     """``v[rows, start:stop]`` of an ``(anchors, channels)`` matrix. For a transposed view of a
     channels-first layer the gather runs channel by channel (contiguous anchors): the same values,
     read from far fewer cache lines."""
@@ -152,8 +198,9 @@ def to_xyxy(b: np.ndarray, box_format: str, step: str) -> np.ndarray:
     return np.ascontiguousarray(b)
 
 
-def best_class(scores: np.ndarray, score_threshold: float, multi_label: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def best_class(
+    scores: np.ndarray, score_threshold: float, multi_label: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(rows, class ids, scores)`` of the candidates in an ``(anchors, classes)`` score matrix
     (float32; a transposed view is fine).
 

@@ -6,7 +6,7 @@ and box by box.
 * Per frame-level layer: max and mean |A - B|, relative error ``||A - B|| / ||B||`` over all aligned
   frames, and the cosine similarity of each frame's flattened tensors (worst and mean).
 * Per-object (SGIE) layers: the objects of aligned frames are paired by rect (same class, IoU >= 0.5,
-  :func:`dsprobe.evaluate.match`) and their tensors compared the same way.
+  :func:`dsprobe.analysis.evaluate.match`) and their tensors compared the same way.
 * Detections: both recordings go through the *same* postprocess (``--postprocess`` spec, default:
   A's nvinfer config) and the boxes are matched one to one: matched / missing in A / extra in A and
   the IoU of the matches. B is the reference throughout.
@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from dsprobe.evaluate import match
+from dsprobe.analysis.evaluate import match
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.recording.reader import Recording, open_recording
 
@@ -34,10 +34,10 @@ class LayerDrift:
     name: str
     max_abs: float
     mean_abs: float
-    rel_error: float       # ||A - B|| / ||B|| over everything compared
-    cosine_min: float      # worst per-frame (per-object) cosine similarity
+    rel_error: float  # ||A - B|| / ||B|| over everything compared
+    cosine_min: float  # worst per-frame (per-object) cosine similarity
     cosine_mean: float
-    compared: int = 0      # frames (objects) compared
+    compared: int = 0  # frames (objects) compared
     dtype_a: str = ""
     dtype_b: str = ""
     per_object: bool = False
@@ -59,8 +59,8 @@ class DetectionDrift:
     """Boxes of A vs B (the reference) after the same postprocess, matched one to one."""
 
     matched: int = 0
-    missing: int = 0       # in B, not in A
-    extra: int = 0         # in A, not in B
+    missing: int = 0  # in B, not in A
+    extra: int = 0  # in A, not in B
     mean_iou: float = 0.0
     min_iou: float = 0.0
     postprocess: str = ""
@@ -92,35 +92,48 @@ class CompareReport:
         return d
 
     def text(self) -> str:
-        lines = [f"A {self.a}", f"B {self.b} (reference)",
-                 f"aligned {self.aligned_frames} frames by {self.align_by} ({self.only_in_a} only in A, "
-                 f"{self.only_in_b} only in B)"]
+        lines = [
+            f"A {self.a}",
+            f"B {self.b} (reference)",
+            f"aligned {self.aligned_frames} frames by {self.align_by} ({self.only_in_a} only in A, "
+            f"{self.only_in_b} only in B)",
+        ]
         if self.config_differences:
-            lines.append("preprocessing differs: " + ", ".join(f"{k} A={a!r} B={b!r}"
-                                                              for k, (a, b) in self.config_differences.items()))
+            lines.append(
+                "preprocessing differs: "
+                + ", ".join(f"{k} A={a!r} B={b!r}" for k, (a, b) in self.config_differences.items())
+            )
         if self.layers:
             lines.append("layer drift:")
-        for l in self.layers:
-            where = f"GIE {l.unique_id}{' per object' if l.per_object else ''}"
-            dt = f" {l.dtype_a} vs {l.dtype_b}" if l.dtype_a != l.dtype_b else ""
-            lines.append(f"  {l.name:<20} max|d| {l.max_abs:.4g}  mean|d| {l.mean_abs:.4g}  rel {l.rel_error:.3g}  "
-                         f"cos min {l.cosine_min:.6f} mean {l.cosine_mean:.6f}  ({l.compared} {where}{dt})")
+        for ld in self.layers:
+            where = f"GIE {ld.unique_id}{' per object' if ld.per_object else ''}"
+            dt = f" {ld.dtype_a} vs {ld.dtype_b}" if ld.dtype_a != ld.dtype_b else ""
+            lines.append(
+                f"  {ld.name:<20} max|d| {ld.max_abs:.4g}  mean|d| {ld.mean_abs:.4g}  rel {ld.rel_error:.3g}  "
+                f"cos min {ld.cosine_min:.6f} mean {ld.cosine_mean:.6f}  ({ld.compared} {where}{dt})"
+            )
         for name in self.layers_only_in_a:
             lines.append(f"  {name:<20} only in A")
         for name in self.layers_only_in_b:
             lines.append(f"  {name:<20} only in B")
         for o in self.objects:
-            lines.append(f"SGIE {o.unique_id} objects paired by rect: {o.paired} ({o.only_in_a} only in A, "
-                         f"{o.only_in_b} only in B)")
+            lines.append(
+                f"SGIE {o.unique_id} objects paired by rect: {o.paired} ({o.only_in_a} only in A, "
+                f"{o.only_in_b} only in B)"
+            )
         if self.worst_frames:
             w = self.worst_frames[0]
-            lines.append(f"worst frame: source {w['source_id']} frame {w['frame_num']} ({w['layer']} max|d| "
-                         f"{w['max_abs']:.4g})")
+            lines.append(
+                f"worst frame: source {w['source_id']} frame {w['frame_num']} ({w['layer']} max|d| "
+                f"{w['max_abs']:.4g})"
+            )
         lines += self.notes
         if self.detections is not None:
             d = self.detections
-            lines.append(f"detections after the same postprocess ({d.postprocess}): {d.matched} matched (IoU mean "
-                         f"{d.mean_iou:.4f}, min {d.min_iou:.4f}), {d.missing} missing in A, {d.extra} extra in A")
+            lines.append(
+                f"detections after the same postprocess ({d.postprocess}): {d.matched} matched (IoU mean "
+                f"{d.mean_iou:.4f}, min {d.min_iou:.4f}), {d.missing} missing in A, {d.extra} extra in A"
+            )
         return "\n".join(lines)
 
 
@@ -160,16 +173,24 @@ class _DriftAccumulator:
         self.sq_b += float((xb * xb).sum())
         na, nb = np.linalg.norm(xa, axis=1), np.linalg.norm(xb, axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cos = np.where((na > 0) & (nb > 0), (xa * xb).sum(1) / (na * nb), np.where(na == nb, 1.0, 0.0))
+            cos = np.where(
+                (na > 0) & (nb > 0), (xa * xb).sum(1) / (na * nb), np.where(na == nb, 1.0, 0.0)
+            )
         self.cos.append(cos)
         self.row_max.append(d.max(1) if d.shape[1] else np.zeros(len(d)))
 
     def result(self, name: str, **kw: Any) -> LayerDrift:
         cos = np.concatenate(self.cos) if self.cos else np.ones(0)
-        return LayerDrift(name, self.max, self.sum_abs / self.count if self.count else 0.0,
-                          float(np.sqrt(self.sq_diff) / max(np.sqrt(self.sq_b), 1e-30)),
-                          float(cos.min()) if cos.size else 1.0, float(cos.mean()) if cos.size else 1.0,
-                          compared=len(cos), **kw)
+        return LayerDrift(
+            name,
+            self.max,
+            self.sum_abs / self.count if self.count else 0.0,
+            float(np.sqrt(self.sq_diff) / max(np.sqrt(self.sq_b), 1e-30)),
+            float(cos.min()) if cos.size else 1.0,
+            float(cos.mean()) if cos.size else 1.0,
+            compared=len(cos),
+            **kw,
+        )
 
 
 def _blocks(n: int, size: int = 256) -> Iterator[slice]:
@@ -198,8 +219,13 @@ def _preprocessing_differences(a: Recording, b: Recording) -> dict[str, tuple[An
     return {k: (pa[k], pb[k]) for k in pa if pa[k] != pb.get(k)}
 
 
-def compare(path_a: Any, path_b: Any, postprocess: Postprocess | None = None, by: str = "frame",
-            iou_threshold: float = 0.5) -> CompareReport:
+def compare(
+    path_a: Any,
+    path_b: Any,
+    postprocess: Postprocess | None = None,
+    by: str = "frame",
+    iou_threshold: float = 0.5,
+) -> CompareReport:
     """Drift report of recording A against recording B (paths or open Recordings)."""
     a = path_a if isinstance(path_a, Recording) else open_recording(path_a)
     b = path_b if isinstance(path_b, Recording) else open_recording(path_b)
@@ -212,19 +238,32 @@ def compare(path_a: Any, path_b: Any, postprocess: Postprocess | None = None, by
             b.close()
 
 
-def _compare(a: Recording, b: Recording, postprocess: Postprocess | None, by: str,
-             iou_threshold: float) -> CompareReport:
+def _compare(
+    a: Recording, b: Recording, postprocess: Postprocess | None, by: str, iou_threshold: float
+) -> CompareReport:
     ra, rb = align(a, b, by)
-    rep = CompareReport(str(a.paths[0]), str(b.paths[0]), len(ra), len(a) - len(ra), len(b) - len(rb), by)
+    rep = CompareReport(
+        str(a.paths[0]), str(b.paths[0]), len(ra), len(a) - len(ra), len(b) - len(rb), by
+    )
     rep.config_differences = _preprocessing_differences(a, b)
     fa = a.frames
-    per_frame = pd.DataFrame({"row_a": ra, "row_b": rb, "source_id": fa["source_id"].to_numpy()[ra],
-                              "unique_id": fa["unique_id"].to_numpy()[ra],
-                              "frame_num": fa["frame_num"].to_numpy()[ra]})
+    per_frame = pd.DataFrame(
+        {
+            "row_a": ra,
+            "row_b": rb,
+            "source_id": fa["source_id"].to_numpy()[ra],
+            "unique_id": fa["unique_id"].to_numpy()[ra],
+            "frame_num": fa["frame_num"].to_numpy()[ra],
+        }
+    )
     keys_b = {(i.unique_id, i.name, i.per_object): i for i in b.layers.values()}
     keys_a = {(i.unique_id, i.name, i.per_object): i for i in a.layers.values()}
-    rep.layers_only_in_a = [i.key for k, i in keys_a.items() if k not in keys_b or keys_b[k].shape != i.shape]
-    rep.layers_only_in_b = [i.key for k, i in keys_b.items() if k not in keys_a or keys_a[k].shape != i.shape]
+    rep.layers_only_in_a = [
+        i.key for k, i in keys_a.items() if k not in keys_b or keys_b[k].shape != i.shape
+    ]
+    rep.layers_only_in_b = [
+        i.key for k, i in keys_b.items() if k not in keys_a or keys_a[k].shape != i.shape
+    ]
     uid_a = fa["unique_id"].to_numpy()[ra]
     has_a = fa["layer_row"].to_numpy()[ra] >= 0
     has_b = b.frames["layer_row"].to_numpy()[rb] >= 0
@@ -236,16 +275,30 @@ def _compare(a: Recording, b: Recording, postprocess: Postprocess | None, by: st
         sel = np.flatnonzero((uid_a == info.unique_id) & has_a & has_b)
         acc = _DriftAccumulator()
         for s in _blocks(len(sel)):
-            acc.add(a.read_layer(info.name, ra[sel[s]], unique_id=info.unique_id),
-                    b.read_layer(other.name, rb[sel[s]], unique_id=other.unique_id))
-        rep.layers.append(acc.result(info.key, dtype_a=str(info.dtype), dtype_b=str(other.dtype),
-                                     unique_id=info.unique_id))
+            acc.add(
+                a.read_layer(info.name, ra[sel[s]], unique_id=info.unique_id),
+                b.read_layer(other.name, rb[sel[s]], unique_id=other.unique_id),
+            )
+        rep.layers.append(
+            acc.result(
+                info.key,
+                dtype_a=str(info.dtype),
+                dtype_b=str(other.dtype),
+                unique_id=info.unique_id,
+            )
+        )
         col = np.full(len(ra), np.nan)
         if acc.row_max:
             col[sel] = np.concatenate(acc.row_max)
             j = int(np.nanargmax(col))
-            worst.append({"layer": info.key, "source_id": int(per_frame["source_id"][j]),
-                          "frame_num": int(per_frame["frame_num"][j]), "max_abs": float(col[j])})
+            worst.append(
+                {
+                    "layer": info.key,
+                    "source_id": int(per_frame["source_id"][j]),
+                    "frame_num": int(per_frame["frame_num"][j]),
+                    "max_abs": float(col[j]),
+                }
+            )
         per_frame[f"max_abs:{info.key}"] = col
     rep.worst_frames = sorted(worst, key=lambda w: -w["max_abs"])
     _compare_objects(a, b, ra, rb, keys_a, keys_b, rep)
@@ -254,13 +307,23 @@ def _compare(a: Recording, b: Recording, postprocess: Postprocess | None, by: st
     return rep
 
 
-def _compare_objects(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarray, keys_a: dict, keys_b: dict,
-                     rep: CompareReport) -> None:
+def _compare_objects(
+    a: Recording,
+    b: Recording,
+    ra: np.ndarray,
+    rb: np.ndarray,
+    keys_a: dict,
+    keys_b: dict,
+    rep: CompareReport,
+) -> None:
     """Per-object (SGIE) layers: pair the objects of aligned frames by rect, compare their tensors."""
     from dsprobe.detections import Detections
 
-    layers = [(i, keys_b[k]) for k, i in keys_a.items() if i.per_object and k in keys_b
-              and keys_b[k].shape == i.shape]
+    layers = [
+        (i, keys_b[k])
+        for k, i in keys_a.items()
+        if i.per_object and k in keys_b and keys_b[k].shape == i.shape
+    ]
     if not layers:
         return
     oa, ob = a.object_table("objects"), b.object_table("objects")
@@ -269,8 +332,12 @@ def _compare_objects(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarray,
 
     def dets(g: pd.DataFrame) -> Detections:
         r = g[cols].to_numpy(np.float64)
-        return Detections(np.c_[r[:, :2], r[:, :2] + r[:, 2:]], g["confidence"].to_numpy(),
-                          g["class_id"].to_numpy(), "frame")
+        return Detections(
+            np.c_[r[:, :2], r[:, :2] + r[:, 2:]],
+            g["confidence"].to_numpy(),
+            g["class_id"].to_numpy(),
+            "frame",
+        )
 
     uid_a = a.frames["unique_id"].to_numpy()
     for uid in sorted({i.unique_id for i, _ in layers}):
@@ -298,14 +365,31 @@ def _compare_objects(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarray,
                 continue
             acc = _DriftAccumulator()
             for s in _blocks(len(pa_arr)):
-                acc.add(a.read_layer(ia.name, pa_arr[s], unique_id=uid), b.read_layer(ib.name, pb_arr[s], unique_id=uid))
-            rep.layers.append(acc.result(ia.key, dtype_a=str(ia.dtype), dtype_b=str(ib.dtype), per_object=True,
-                                         unique_id=uid))
+                acc.add(
+                    a.read_layer(ia.name, pa_arr[s], unique_id=uid),
+                    b.read_layer(ib.name, pb_arr[s], unique_id=uid),
+                )
+            rep.layers.append(
+                acc.result(
+                    ia.key,
+                    dtype_a=str(ia.dtype),
+                    dtype_b=str(ib.dtype),
+                    per_object=True,
+                    unique_id=uid,
+                )
+            )
 
 
-def _compare_detections(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarray,
-                        postprocess: Postprocess | None, iou_threshold: float, rep: CompareReport,
-                        per_frame: pd.DataFrame) -> None:
+def _compare_detections(
+    a: Recording,
+    b: Recording,
+    ra: np.ndarray,
+    rb: np.ndarray,
+    postprocess: Postprocess | None,
+    iou_threshold: float,
+    rep: CompareReport,
+    per_frame: pd.DataFrame,
+) -> None:
     uid = _pgie_uid(a)
     if uid is None:
         return
@@ -313,21 +397,30 @@ def _compare_detections(a: Recording, b: Recording, ra: np.ndarray, rb: np.ndarr
     if postprocess is None:
         cfg = _config_for(a, uid) or _config_for(b, _pgie_uid(b))
         if cfg is None:
-            rep.notes.append("detections not compared: no nvinfer config stored and no postprocess given")
+            rep.notes.append(
+                "detections not compared: no nvinfer config stored and no postprocess given"
+            )
             return
         postprocess = Postprocess.from_nvinfer_config(cfg)
-    sel = np.flatnonzero((a.frames["unique_id"].to_numpy()[ra] == uid) & (a.frames["layer_row"].to_numpy()[ra] >= 0)
-                         & (b.frames["layer_row"].to_numpy()[rb] >= 0))
+    sel = np.flatnonzero(
+        (a.frames["unique_id"].to_numpy()[ra] == uid)
+        & (a.frames["layer_row"].to_numpy()[ra] >= 0)
+        & (b.frames["layer_row"].to_numpy()[rb] >= 0)
+    )
     if not len(sel):
         return
     try:
         det_a = postprocess.detections_by_row(a, ra[sel], unique_id=uid)
-        det_b = postprocess.detections_by_row(b, rb[sel], unique_id=int(b.frames["unique_id"].iloc[rb[sel[0]]]))
+        det_b = postprocess.detections_by_row(
+            b, rb[sel], unique_id=int(b.frames["unique_id"].iloc[rb[sel[0]]])
+        )
     except PostprocessError as exc:
         if explicit:
             raise
-        rep.notes.append(f"detections not compared: the config's default postprocess does not fit these layers "
-                         f"({exc}); pass --postprocess spec.json")
+        rep.notes.append(
+            f"detections not compared: the config's default postprocess does not fit these layers "
+            f"({exc}); pass --postprocess spec.json"
+        )
         return
     dd = DetectionDrift(postprocess=repr(postprocess))
     ious = []

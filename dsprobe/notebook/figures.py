@@ -10,8 +10,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324"]
+PALETTE = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
+]
 HIGHLIGHT = "#ffe119"  # boxes on one side of an A/B comparison only
 
 _NOTEBOOK_MSG = "plotting needs matplotlib: pip install 'dsprobe[notebook]'"
@@ -21,6 +33,7 @@ def pyplot() -> Any:
     """pyplot, on the Agg backend outside a notebook (for scripts that save PNGs)."""
     try:
         import matplotlib
+
         if matplotlib.get_backend().lower() in ("", "agg") or not _in_notebook():
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -32,6 +45,7 @@ def pyplot() -> Any:
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython
+
         return get_ipython() is not None
     except ImportError:
         return False

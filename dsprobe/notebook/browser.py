@@ -1,7 +1,7 @@
 """The frame browser the notebook widgets share (:class:`FrameBrowser`: stream selector, frame slider,
 the picture of the chosen frame) and :class:`Explorer`, which shows a recording's frames with the
 pipeline's own detections and optional ground truth. ipywidgets and matplotlib are imported lazily
-(``pip install 'dsprobe[notebook]'``); :mod:`dsprobe.widgets` is the public entry point."""
+(``pip install 'dsprobe[notebook]'``); :mod:`dsprobe.notebook.tuner` is the public entry point."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.viz import FrameCanvas
+from dsprobe.notebook.plots import FrameCanvas
+
 
 def _ipywidgets() -> Any:
     try:
         import ipywidgets
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("the notebook widgets need ipywidgets and matplotlib: pip install 'dsprobe[notebook]'") \
-            from exc
+        raise ImportError(
+            "the notebook widgets need ipywidgets and matplotlib: pip install 'dsprobe[notebook]'"
+        ) from exc
     return ipywidgets
 
 
@@ -34,6 +36,7 @@ class _Widget:
 
     def show(self) -> None:
         from IPython.display import display
+
         display(self.widget)
 
 
@@ -43,8 +46,15 @@ class FrameBrowser(_Widget, abc.ABC):
     ``frame.value`` is the frame row (``rec.frames`` index); the slider shows frame numbers.
     """
 
-    def __init__(self, rec: Any, rows: Sequence[int] | None = None, *, labels: Sequence[str] = (),
-                 gt: Any = None, figsize: tuple[float, float] = (8, 4.5)) -> None:
+    def __init__(
+        self,
+        rec: Any,
+        rows: Sequence[int] | None = None,
+        *,
+        labels: Sequence[str] = (),
+        gt: Any = None,
+        figsize: tuple[float, float] = (8, 4.5),
+    ) -> None:
         w = _ipywidgets()
         self.rec = rec
         self.labels = list(labels)
@@ -59,10 +69,18 @@ class FrameBrowser(_Widget, abc.ABC):
         self._syncing = False
         self._view: Any = None
         first = next(iter(self._by_stream))
-        self.stream = w.Dropdown(options=[(f"source {s}", s) for s in self._by_stream], value=first,
-                                 description="stream", layout=w.Layout(width="200px"))
-        self.frame = w.SelectionSlider(options=self._frame_options(first), description="frame",
-                                       continuous_update=False, layout=w.Layout(width="600px"))
+        self.stream = w.Dropdown(
+            options=[(f"source {s}", s) for s in self._by_stream],
+            value=first,
+            description="stream",
+            layout=w.Layout(width="200px"),
+        )
+        self.frame = w.SelectionSlider(
+            options=self._frame_options(first),
+            description="frame",
+            continuous_update=False,
+            layout=w.Layout(width="600px"),
+        )
         self.image = w.Image(format="jpeg", layout=w.Layout(max_width="100%"))
         self.count_text = w.HTML()
         self.status = w.HTML(layout=w.Layout(margin="0 0 0 24px"))
@@ -102,7 +120,9 @@ class FrameBrowser(_Widget, abc.ABC):
         finally:
             self._syncing = False
         opts = dict(self.frame.options)
-        self.frame.value = opts[str(frame_num)] if frame_num is not None else self.frame.options[0][1]
+        self.frame.value = (
+            opts[str(frame_num)] if frame_num is not None else self.frame.options[0][1]
+        )
         self.render()
 
     def _on_stream(self, change: dict) -> None:
@@ -127,7 +147,9 @@ class FrameBrowser(_Widget, abc.ABC):
 
     def _set_status(self, message: str = "", error: bool = False) -> None:
         color = "#c00" if error else "#555"
-        self.status.value = f'<span style="color:{color}">{html.escape(message)}</span>' if message else ""
+        self.status.value = (
+            f'<span style="color:{color}">{html.escape(message)}</span>' if message else ""
+        )
 
     @abc.abstractmethod
     def render(self) -> None:
@@ -138,8 +160,14 @@ class Explorer(FrameBrowser):
     """Browse a recording: the recorded image with the pipeline's own detections (nvinfer's output,
     if it was recorded), ground truth (dashed white) if given, and what else the frame holds."""
 
-    def __init__(self, rec: Any, rows: Sequence[int] | None = None, *, labels: Sequence[str] | None = None,
-                 gt: Any = None) -> None:
+    def __init__(
+        self,
+        rec: Any,
+        rows: Sequence[int] | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        gt: Any = None,
+    ) -> None:
         if labels is None:
             cfg = _config(rec)
             labels = cfg.labels() if cfg is not None else ()
@@ -148,7 +176,9 @@ class Explorer(FrameBrowser):
         self.info = w.HTML()
         self.detections = Detections.empty("frame")
         self.num_patches = 0
-        self.widget = w.VBox([w.HBox([self.stream, self.frame]), self.count_text, self.image, self.info])
+        self.widget = w.VBox(
+            [w.HBox([self.stream, self.frame]), self.count_text, self.image, self.info]
+        )
         self.render()
 
     def render(self) -> None:
@@ -156,19 +186,33 @@ class Explorer(FrameBrowser):
         v = self.frame_view
         self.detections = v.detections
         canvas = self.canvas(1)
-        drawn = canvas.draw(v, [(self.detections, None, f"source {v.source_id} frame {v.frame_num}: recorded "
-                                                         "detections")], self.labels, gt=self._gt_for_frame())
+        drawn = canvas.draw(
+            v,
+            [
+                (
+                    self.detections,
+                    None,
+                    f"source {v.source_id} frame {v.frame_num}: recorded detections",
+                )
+            ],
+            self.labels,
+            gt=self._gt_for_frame(),
+        )
         self.num_patches = len(drawn[0])
         self.image.value = canvas.jpeg()
         rec_det = int(self.rec.frames.at[v.row, "num_detections"])
-        self.count_text.value = (f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> recorded '
-                                 f'detections{"" if rec_det else " (none recorded on this frame)"}')
+        self.count_text.value = (
+            f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> recorded '
+            f"detections{'' if rec_det else ' (none recorded on this frame)'}"
+        )
         layers = ", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in v.tensors.items()) or "none"
-        self.info.value = (f"<small>row {v.row} &middot; PTS {v.pts_ns / 1e9:.3f} s &middot; GIE {v.unique_id} "
-                           f"&middot; batch_id {v.batch_id} &middot; frame {v.frame_size[0]}x{v.frame_size[1]} "
-                           f"&middot; network {v.network_size[0]}x{v.network_size[1]} &middot; "
-                           f"image rect {v.image_rect} &middot; layers: {html.escape(layers)} &middot; "
-                           f"SGIE objects: {len(v.objects)}</small>")
+        self.info.value = (
+            f"<small>row {v.row} &middot; PTS {v.pts_ns / 1e9:.3f} s &middot; GIE {v.unique_id} "
+            f"&middot; batch_id {v.batch_id} &middot; frame {v.frame_size[0]}x{v.frame_size[1]} "
+            f"&middot; network {v.network_size[0]}x{v.network_size[1]} &middot; "
+            f"image rect {v.image_rect} &middot; layers: {html.escape(layers)} &middot; "
+            f"SGIE objects: {len(v.objects)}</small>"
+        )
         self.render_seconds = time.perf_counter() - t0
 
 

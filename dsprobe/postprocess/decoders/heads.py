@@ -16,8 +16,14 @@ from typing import Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.decoders_base import (Layers, check_bool, check_layer_name, check_number, empty,
-                                               whole_input)
+from dsprobe.postprocess.decoders.base import (
+    Layers,
+    check_bool,
+    check_layer_name,
+    check_number,
+    empty,
+    whole_input,
+)
 from dsprobe.postprocess.layers import find_layer
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -44,7 +50,9 @@ def _softmax_no_shift(x: np.ndarray) -> np.ndarray:
         return (e / np.float32(e.sum())).astype(np.float32)
 
 
-def _attribute_labels(labels: Sequence[str] | Sequence[Sequence[str]] | None, index: int) -> Sequence[str]:
+def _attribute_labels(
+    labels: Sequence[str] | Sequence[Sequence[str]] | None, index: int
+) -> Sequence[str]:
     """nvinfer classifier labels: line ``index`` of the labels file, split on ``;``."""
     if not labels or index >= len(labels):
         return ()
@@ -52,9 +60,15 @@ def _attribute_labels(labels: Sequence[str] | Sequence[Sequence[str]] | None, in
     return line.split(";") if isinstance(line, str) else line
 
 
-def classify(layers: Layers, *, layer_names: Sequence[str] | None = None, classifier_threshold: float = 0.0,
-             softmax: bool = False, labels: Sequence[str] | Sequence[Sequence[str]] | None = None,
-             step: str = "classify") -> list[Attribute]:
+def classify(
+    layers: Layers,
+    *,
+    layer_names: Sequence[str] | None = None,
+    classifier_threshold: float = 0.0,
+    softmax: bool = False,
+    labels: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    step: str = "classify",
+) -> list[Attribute]:
     """nvinfer's classifier parser (``parseAttributesFromSoftmaxLayers``, ``nvinfer_semantics.md`` §6.1):
     each output layer is one attribute; its best class is kept when its probability is
     ``> classifier_threshold`` and ``> 0`` (strict, first index on ties). nvinfer applies no softmax:
@@ -65,10 +79,13 @@ def classify(layers: Layers, *, layer_names: Sequence[str] | None = None, classi
     ``labels``: the labels file lines (``"red;green;blue"``) or lists, one per attribute."""
     thr = np.float32(check_number(step, "classifier_threshold", classifier_threshold))
     check_bool(step, "softmax", softmax)
-    if layer_names is not None and (isinstance(layer_names, str) or
-                                    not all(isinstance(n, str) for n in layer_names)):
-        raise ValueError(f"{step}: param 'layer_names' = {layer_names!r} is not valid; expected a list of layer "
-                         "names")
+    if layer_names is not None and (
+        isinstance(layer_names, str) or not all(isinstance(n, str) for n in layer_names)
+    ):
+        raise ValueError(
+            f"{step}: param 'layer_names' = {layer_names!r} is not valid; expected a list of layer "
+            "names"
+        )
     names = list(layer_names) if layer_names is not None else list(layers)
     out = []
     for index, name in enumerate(names):
@@ -82,28 +99,48 @@ def classify(layers: Layers, *, layer_names: Sequence[str] | None = None, classi
         conf = p[best]
         if conf > thr and conf > 0:
             names_ = _attribute_labels(labels, index)
-            out.append(Attribute(index, lname, best, float(conf), names_[best] if best < len(names_) else None))
+            out.append(
+                Attribute(
+                    index, lname, best, float(conf), names_[best] if best < len(names_) else None
+                )
+            )
     return out
 
 
 @register("decode", "classifier")
-def decode_classifier(layers: Layers, ctx: StepContext, *, layer_names: Sequence[str] | None = None,
-                      classifier_threshold: float = 0.0, softmax: bool = False) -> Detections:
+def decode_classifier(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer_names: Sequence[str] | None = None,
+    classifier_threshold: float = 0.0,
+    softmax: bool = False,
+) -> Detections:
     """nvinfer's classifier rule (see :func:`classify`) as Detections: one row per attribute that passed,
     box = the whole network input ``(0, 0, W, H)``, ``class_id`` = the attribute value (best class),
     ``score`` = its probability, ``vectors[:, 0]`` = the attribute index (output layer position)."""
-    attrs = classify(layers, layer_names=layer_names, classifier_threshold=classifier_threshold, softmax=softmax,
-                     step="decode classifier")
+    attrs = classify(
+        layers,
+        layer_names=layer_names,
+        classifier_threshold=classifier_threshold,
+        softmax=softmax,
+        step="decode classifier",
+    )
     if not attrs:
         return empty(vectors=np.zeros((0, 1), np.float32))
-    return Detections(whole_input(ctx.network_size, len(attrs)), [a.confidence for a in attrs],
-                      [a.class_id for a in attrs], "network",
-                      vectors=np.array([[a.index] for a in attrs], np.float32))
+    return Detections(
+        whole_input(ctx.network_size, len(attrs)),
+        [a.confidence for a in attrs],
+        [a.class_id for a in attrs],
+        "network",
+        vectors=np.array([[a.index] for a in attrs], np.float32),
+    )
 
 
 @register("decode", "embedding")
-def decode_embedding(layers: Layers, ctx: StepContext, *, layer: str | None = None, l2_normalize: bool = True
-                     ) -> Detections:
+def decode_embedding(
+    layers: Layers, ctx: StepContext, *, layer: str | None = None, l2_normalize: bool = True
+) -> Detections:
     """A vector head (re-identification / face embedding, e.g. 128-d): one row, box = the whole network
     input ``(0, 0, W, H)``, score 1, class 0, ``vectors`` ``(1, D)`` float32 (every value of the layer,
     flattened), divided by its L2 norm when ``l2_normalize`` (a zero vector stays zero).

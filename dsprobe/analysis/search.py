@@ -28,19 +28,31 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.evaluate import (
+    EvalResult,
+    GroundTruth,
+    coco_ground_truth,
+    coco_results,
+    eval_result,
+    evaluate,
+    frame_image_id,
+)
+from dsprobe.analysis.settings import apply_params, get_param, param_owner, plain, step_defaults
 from dsprobe.detections import Detections
-from dsprobe.evaluate import (EvalResult, GroundTruth, coco_ground_truth, coco_results, eval_result, evaluate,
-                              frame_image_id)
 from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.replay import DecodedRecording
-from dsprobe.settings import apply_params, get_param, param_owner, plain, step_defaults
 
 #: params the fast path gets by masking instead of re-clustering
 MASKED_PARAMS = ("pre_cluster_threshold", "post_cluster_threshold", "topk")
 #: steps after clustering that act box by box (so they commute with masking)
-_PER_BOX_STEPS = {("scale", "nvinfer"), ("scale", "ultralytics"), ("scale", "none"), ("filter", "objects"),
-                  ("filter", "threshold")}
+_PER_BOX_STEPS = {
+    ("scale", "nvinfer"),
+    ("scale", "ultralytics"),
+    ("scale", "none"),
+    ("filter", "objects"),
+    ("filter", "threshold"),
+}
 _MASKABLE_CLUSTERS = ("nms", "none")
 
 
@@ -88,13 +100,17 @@ class Reclusterer:
     (lower requests re-cluster; default: the requested threshold). ``max_cached`` clusterings are kept.
     """
 
-    def __init__(self, decoded: DecodedRecording, floor: float | None = None, max_cached: int = 8) -> None:
+    def __init__(
+        self, decoded: DecodedRecording, floor: float | None = None, max_cached: int = 8
+    ) -> None:
         self.decoded = decoded
         self.floor = floor
         self.max_cached = max_cached
         self._clustered: dict[str, _Clustered] = {}
         self._scaled: dict[str, tuple[np.ndarray, ...]] = {}
-        self.cluster_runs = 0  # how many whole-recording clusterings were computed (for tests / benchmarks)
+        self.cluster_runs = (
+            0  # how many whole-recording clusterings were computed (for tests / benchmarks)
+        )
 
     @property
     def rows(self) -> list[int]:
@@ -104,15 +120,21 @@ class Reclusterer:
     def fast_path(self, pp: Postprocess) -> bool:
         """True when ``pp`` is ``decode -> filter:threshold -> cluster:nms|none -> per-box steps``."""
         s = pp.steps
-        return (len(s) >= 3 and (s[1].kind, s[1].name) == ("filter", "threshold")
-                and s[2].kind == "cluster" and s[2].name in _MASKABLE_CLUSTERS
-                and all((t.kind, t.name) in _PER_BOX_STEPS for t in s[3:]))
+        return (
+            len(s) >= 3
+            and (s[1].kind, s[1].name) == ("filter", "threshold")
+            and s[2].kind == "cluster"
+            and s[2].name in _MASKABLE_CLUSTERS
+            and all((t.kind, t.name) in _PER_BOX_STEPS for t in s[3:])
+        )
 
     def _check_decoder(self, pp: Postprocess) -> None:
         if pp.steps[0].to_dict() != self.decoded.postprocess.steps[0].to_dict():
-            raise PostprocessError("the cached candidates come from another decode step; decode again "
-                                   f"(cached {self.decoded.postprocess.steps[0].to_dict()}, "
-                                   f"asked {pp.steps[0].to_dict()})")
+            raise PostprocessError(
+                "the cached candidates come from another decode step; decode again "
+                f"(cached {self.decoded.postprocess.steps[0].to_dict()}, "
+                f"asked {pp.steps[0].to_dict()})"
+            )
 
     # ---------------------------------------------------------------- running
     def run(self, pp: Postprocess) -> dict[int, Detections]:
@@ -126,13 +148,18 @@ class Reclusterer:
         """The boxes ``pp`` keeps as a :class:`Selection` (fast path only)."""
         self._check_decoder(pp)
         if not self.fast_path(pp):
-            raise PostprocessError(f"{pp}: no fast path (needs decode -> filter:threshold -> cluster:nms|none "
-                                   "-> scale/filter steps)")
-        thr = pp.steps[1].params.get("pre_cluster_threshold", step_defaults(pp.steps[1], False)
-                                     ["pre_cluster_threshold"])
+            raise PostprocessError(
+                f"{pp}: no fast path (needs decode -> filter:threshold -> cluster:nms|none "
+                "-> scale/filter steps)"
+            )
+        thr = pp.steps[1].params.get(
+            "pre_cluster_threshold", step_defaults(pp.steps[1], False)["pre_cluster_threshold"]
+        )
         cl = self._clustering(pp, float(np.min(thr)))
         key = self._post_key(pp, cl)
-        rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(pp, cl, key)
+        rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(
+            pp, cl, key
+        )
         cparams = pp.steps[2].params
         mask = cl.scores >= values_per_row(thr, cl.class_ids, "pre_cluster_threshold")
         if pp.steps[2].name == "nms":
@@ -141,7 +168,9 @@ class Reclusterer:
         topk = values_per_row(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
         if len(mask) and np.any(topk >= 0):
             csum = np.cumsum(mask)
-            rank = csum - (csum[cl.group_start] - mask[cl.group_start])  # 1-based rank among kept in run
+            rank = csum - (
+                csum[cl.group_start] - mask[cl.group_start]
+            )  # 1-based rank among kept in run
             mask &= (topk < 0) | (rank <= topk)
         return Selection(rows, boxes, scores, classes, per_row, mask[tags], key)
 
@@ -150,6 +179,7 @@ class Reclusterer:
         width, height, score, class_id[, label])."""
         if not self.fast_path(pp):
             from dsprobe.postprocess.replay import detections_frame
+
             return detections_frame(self.decoded.recording, self.run(pp), labels)
         sel = self.select(pp)
         return _selection_frame(self.decoded.recording, sel, sel.keep, labels)
@@ -164,7 +194,11 @@ class Reclusterer:
             per = self.run(pp)
             kept_rows = np.repeat(np.array(list(per), np.int64), [len(d) for d in per.values()])
         pos = np.searchsorted(rows, kept_rows)
-        return pd.Series(np.bincount(pos, minlength=len(rows)), index=pd.Index(rows, name="row"), name="detections")
+        return pd.Series(
+            np.bincount(pos, minlength=len(rows)),
+            index=pd.Index(rows, name="row"),
+            name="detections",
+        )
 
     # ---------------------------------------------------------------- caches
     def _cluster_key(self, pp: Postprocess) -> str:
@@ -182,12 +216,17 @@ class Reclusterer:
             return cached
         floor = threshold if self.floor is None else min(threshold, self.floor)
         base = pp.with_params(1, pre_cluster_threshold=floor)
-        base = base.with_params(2, topk=-1, **({"post_cluster_threshold": float("-inf")}
-                                               if pp.steps[2].name == "nms" else {}))
+        base = base.with_params(
+            2,
+            topk=-1,
+            **({"post_cluster_threshold": float("-inf")} if pp.steps[2].name == "nms" else {}),
+        )
         per_row, offsets, scores, classes = {}, {}, [], []
         n = 0
         for r in self.rows:
-            d = base.run({}, self.decoded.contexts[r], start=1, stop=3, dets=self.decoded.candidates[r])
+            d = base.run(
+                {}, self.decoded.contexts[r], start=1, stop=3, dets=self.decoded.candidates[r]
+            )
             per_row[r], offsets[r] = d, n
             scores.append(d.scores)
             classes.append(d.class_ids)
@@ -214,7 +253,11 @@ class Reclusterer:
         for r, d in cl.per_row.items():
             off = cl.offsets[r]
             tagged = replace(d, object_ids=np.arange(off, off + len(d), dtype=np.uint64))
-            out = pp.run({}, self.decoded.contexts[r], start=3, dets=tagged) if len(pp.steps) > 3 else tagged
+            out = (
+                pp.run({}, self.decoded.contexts[r], start=3, dets=tagged)
+                if len(pp.steps) > 3
+                else tagged
+            )
             t = out.object_ids.astype(np.int64)
             orig = d.object_ids
             out = replace(out, object_ids=None if orig is None else orig[t - off])
@@ -226,15 +269,23 @@ class Reclusterer:
             classes.append(out.class_ids)
             tags.append(t)
         cat = lambda parts, shape, dt: np.concatenate(parts) if parts else np.zeros(shape, dt)  # noqa: E731
-        value = (cat(rows, 0, np.int64), cat(boxes, (0, 4), np.float32), cat(scores, 0, np.float32),
-                 cat(classes, 0, np.int32), cat(tags, 0, np.int64), per_row)
+        value = (
+            cat(rows, 0, np.int64),
+            cat(boxes, (0, 4), np.float32),
+            cat(scores, 0, np.float32),
+            cat(classes, 0, np.int32),
+            cat(tags, 0, np.int64),
+            per_row,
+        )
         self._scaled[key] = value
         while len(self._scaled) > self.max_cached:
             del self._scaled[next(iter(self._scaled))]
         return value
 
 
-def _selection_frame(rec: Any, sel: Selection, mask: np.ndarray, labels: Sequence[str] = ()) -> pd.DataFrame:
+def _selection_frame(
+    rec: Any, sel: Selection, mask: np.ndarray, labels: Sequence[str] = ()
+) -> pd.DataFrame:
     """A detections DataFrame (as ``detections_frame`` makes) of the selected boxes, built flat."""
     rows = sel.rows[mask]
     b = sel.boxes[mask]
@@ -243,9 +294,21 @@ def _selection_frame(rec: Any, sel: Selection, mask: np.ndarray, labels: Sequenc
         fnum = rec.frames["frame_num"].to_numpy()[rows].astype(int)
     else:
         src, fnum = np.zeros(len(rows), int), rows.astype(int)
-    df = pd.DataFrame({"row": rows, "source_id": src, "frame_num": fnum, "x1": b[:, 0], "y1": b[:, 1],
-                       "x2": b[:, 2], "y2": b[:, 3], "width": b[:, 2] - b[:, 0], "height": b[:, 3] - b[:, 1],
-                       "score": sel.scores[mask], "class_id": sel.class_ids[mask]})
+    df = pd.DataFrame(
+        {
+            "row": rows,
+            "source_id": src,
+            "frame_num": fnum,
+            "x1": b[:, 0],
+            "y1": b[:, 1],
+            "x2": b[:, 2],
+            "y2": b[:, 3],
+            "width": b[:, 2] - b[:, 0],
+            "height": b[:, 3] - b[:, 1],
+            "score": sel.scores[mask],
+            "class_id": sel.class_ids[mask],
+        }
+    )
     if labels:
         df["label"] = [labels[c] if 0 <= c < len(labels) else str(c) for c in df["class_id"]]
     return df
@@ -256,7 +319,9 @@ class _CocoScorer:
     """COCO mAP of many subsets of one detection set: pycocotools evaluates every image once, then
     each subset is accumulated from the per-image match tables with the dropped detections removed."""
 
-    def __init__(self, rec: Any, sel: Selection, gt: GroundTruth, frames: Sequence[tuple[int, int]]) -> None:
+    def __init__(
+        self, rec: Any, sel: Selection, gt: GroundTruth, frames: Sequence[tuple[int, int]]
+    ) -> None:
         from pycocotools.cocoeval import COCOeval
 
         self.gt, self.frames = gt, list(frames)
@@ -266,7 +331,9 @@ class _CocoScorer:
         everything = np.ones(len(sel.rows), bool)
         df = _selection_frame(rec, sel, everything)
         img = df["source_id"].to_numpy(np.int64) * 1_000_000 + df["frame_num"].to_numpy(np.int64)
-        self.inside = np.isin(img, np.array(ids, np.int64))  # boxes on scored frames, in loadRes order
+        self.inside = np.isin(
+            img, np.array(ids, np.int64)
+        )  # boxes on scored frames, in loadRes order
         res = coco_results(df[self.inside])
         self.ev = None
         if res:
@@ -274,14 +341,21 @@ class _CocoScorer:
             with contextlib.redirect_stdout(io.StringIO()):
                 ev = COCOeval(coco_gt, coco_gt.loadRes(res), "bbox")
                 ev.params.imgIds = ids
-                ev.params.areaRng, ev.params.areaRngLbl = ev.params.areaRng[:1], ev.params.areaRngLbl[:1]
+                ev.params.areaRng, ev.params.areaRngLbl = (
+                    ev.params.areaRng[:1],
+                    ev.params.areaRngLbl[:1],
+                )
                 ev.params.maxDets = [self.max_det]
                 ev.evaluate()
             self.ev = ev
             self.base = ev.evalImgs
             # per image/category: positions of its detections (COCO's score order) in loadRes order
-            self.pos = [None if e is None else np.asarray(e["dtIds"], np.int64) - 1 for e in ev.evalImgs]
-            self.scores = [None if e is None else np.asarray(e["dtScores"], np.float64) for e in ev.evalImgs]
+            self.pos = [
+                None if e is None else np.asarray(e["dtIds"], np.int64) - 1 for e in ev.evalImgs
+            ]
+            self.scores = [
+                None if e is None else np.asarray(e["dtScores"], np.float64) for e in ev.evalImgs
+            ]
 
     def score(self, keep: np.ndarray) -> EvalResult | None:
         """EvalResult of the boxes ``keep`` selects; None when a cut is not a low-score suffix of some
@@ -289,8 +363,13 @@ class _CocoScorer:
         k = keep[self.inside]
         n = int(k.sum())
         if n == 0 or self.ev is None:
-            return evaluate(pd.DataFrame(columns=["source_id", "frame_num", "x1", "y1", "x2", "y2", "score",
-                                                  "class_id"]), self.gt, self.frames)
+            return evaluate(
+                pd.DataFrame(
+                    columns=["source_id", "frame_num", "x1", "y1", "x2", "y2", "score", "class_id"]
+                ),
+                self.gt,
+                self.frames,
+            )
         imgs = []
         for e, pos, sc in zip(self.base, self.pos, self.scores):
             if e is None or not len(pos):
@@ -301,10 +380,19 @@ class _CocoScorer:
             if kept == len(m):
                 imgs.append(e)
                 continue
-            if not m[:kept].all() or len(pos) >= self.max_det:  # not a suffix, or COCO cut at maxDets
+            if (
+                not m[:kept].all() or len(pos) >= self.max_det
+            ):  # not a suffix, or COCO cut at maxDets
                 return None
-            imgs.append({**e, "dtIds": e["dtIds"][:kept], "dtMatches": e["dtMatches"][:, :kept],
-                         "dtScores": sc[:kept], "dtIgnore": e["dtIgnore"][:, :kept]})
+            imgs.append(
+                {
+                    **e,
+                    "dtIds": e["dtIds"][:kept],
+                    "dtMatches": e["dtMatches"][:, :kept],
+                    "dtScores": sc[:kept],
+                    "dtIgnore": e["dtIgnore"][:, :kept],
+                }
+            )
         self.ev.evalImgs = imgs
         with contextlib.redirect_stdout(io.StringIO()):
             self.ev.accumulate()
@@ -321,12 +409,18 @@ class SearchResult:
     best: Postprocess
     metric: str
 
-    def pivot(self, index: str = "pre_cluster_threshold", columns: str = "iou_threshold") -> pd.DataFrame:
+    def pivot(
+        self, index: str = "pre_cluster_threshold", columns: str = "iou_threshold"
+    ) -> pd.DataFrame:
         """The metric as a 2-D table (for a heat map), best over the other params."""
-        return self.table.pivot_table(index=index, columns=columns, values=self.metric, aggfunc="max")
+        return self.table.pivot_table(
+            index=index, columns=columns, values=self.metric, aggfunc="max"
+        )
 
 
-def _combos(grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed: int) -> list[tuple]:
+def _combos(
+    grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed: int
+) -> list[tuple]:
     names = list(grid)
     for n in names:
         if not len(grid[n]):
@@ -334,16 +428,28 @@ def _combos(grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed:
     combos = list(itertools.product(*(grid[n] for n in names)))
     if method == "random":
         rng = np.random.default_rng(seed)
-        combos = [combos[i] for i in sorted(rng.choice(len(combos), size=min(n_random, len(combos)), replace=False))]
+        combos = [
+            combos[i]
+            for i in sorted(rng.choice(len(combos), size=min(n_random, len(combos)), replace=False))
+        ]
     elif method != "grid":
         raise ValueError(f"search: method must be 'grid' or 'random', got {method!r}")
     return combos
 
 
-def search(decoded: DecodedRecording, gt: GroundTruth, grid: Mapping[str, Sequence[Any]], *,
-           frames: Sequence[tuple[int, int]] | None = None, metric: str = "map50", method: str = "grid",
-           n_random: int = 20, seed: int = 0, progress: bool = False,
-           reclusterer: Reclusterer | None = None) -> SearchResult:
+def search(
+    decoded: DecodedRecording,
+    gt: GroundTruth,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    frames: Sequence[tuple[int, int]] | None = None,
+    metric: str = "map50",
+    method: str = "grid",
+    n_random: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+    reclusterer: Reclusterer | None = None,
+) -> SearchResult:
     """Try every combination of ``grid`` (``method="grid"``) or ``n_random`` of them drawn at random
     (``"random"``), re-using the decoded candidates; score each with COCO mAP against ``gt`` over
     ``frames`` ((source_id, frame_num); default every decoded frame). ``grid`` maps param names
@@ -375,6 +481,7 @@ def search(decoded: DecodedRecording, gt: GroundTruth, grid: Mapping[str, Sequen
     if progress:
         try:
             from tqdm.auto import tqdm
+
             it = tqdm(order, desc="search", unit="setting")
         except ImportError:
             pass
@@ -391,8 +498,19 @@ def search(decoded: DecodedRecording, gt: GroundTruth, grid: Mapping[str, Sequen
         else:
             r = evaluate(reclusterer.detections_frame(pp), gt, frames)
         results[i] = r
-    rows = [{**settings[i], "map50": results[i].map50, "map50_95": results[i].map50_95,
-             "detections": results[i].num_detections} for i in range(len(settings))]
-    table = pd.DataFrame(rows).sort_values(metric, ascending=False, kind="stable").reset_index(drop=True)
+    rows = [
+        {
+            **settings[i],
+            "map50": results[i].map50,
+            "map50_95": results[i].map50_95,
+            "detections": results[i].num_detections,
+        }
+        for i in range(len(settings))
+    ]
+    table = (
+        pd.DataFrame(rows)
+        .sort_values(metric, ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
     best_params = {n: plain(table.iloc[0][n]) for n in names}
     return SearchResult(table, best_params, apply_params(base, best_params), metric)

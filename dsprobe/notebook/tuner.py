@@ -1,6 +1,6 @@
 """Notebook widgets (ipywidgets 8, matplotlib; imported lazily: ``pip install 'dsprobe[notebook]'``).
 
-* :class:`Explorer` (from :mod:`dsprobe.frame_browser`, with the shared :class:`FrameBrowser`): a frame
+* :class:`Explorer` (from :mod:`dsprobe.notebook.browser`, with the shared :class:`FrameBrowser`): a frame
   browser for a recording: the recorded image with the pipeline's own
   detections (nvinfer's output, if recorded) and optional ground truth.
 * :class:`Tuner`: postprocess settings on recorded frames: decoder, per-class pre-cluster threshold,
@@ -23,14 +23,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.search import Reclusterer, SearchResult
+from dsprobe.analysis.settings import apply_params, get_param, param_owner, step_defaults
 from dsprobe.detections import Detections
+from dsprobe.notebook.browser import Explorer, FrameBrowser, _config, _ipywidgets
+from dsprobe.notebook.figures import figure_png, label_of
+from dsprobe.notebook.plots import counts_by_stream, plot_ab, plot_counts, plot_heatmap
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import step_names
-from dsprobe.search import Reclusterer, SearchResult
-from dsprobe.settings import apply_params, get_param, param_owner, step_defaults
-from dsprobe.frame_browser import Explorer, FrameBrowser, _config, _ipywidgets
-from dsprobe.figures import figure_png, label_of
-from dsprobe.viz import counts_by_stream, plot_ab, plot_counts, plot_heatmap
 
 ALL_CLASSES = -1
 
@@ -38,9 +38,15 @@ __all__ = ["ALL_CLASSES", "Explorer", "FrameBrowser", "Tuner", "search_panel"]
 
 
 #: tuner control -> postprocess param
-_PARAM_OF = {"threshold": "pre_cluster_threshold", "iou": "iou_threshold", "topk": "topk",
-             "min_w": "detected_min_w", "min_h": "detected_min_h", "max_w": "detected_max_w",
-             "max_h": "detected_max_h"}
+_PARAM_OF = {
+    "threshold": "pre_cluster_threshold",
+    "iou": "iou_threshold",
+    "topk": "topk",
+    "min_w": "detected_min_w",
+    "min_h": "detected_min_h",
+    "max_w": "detected_max_w",
+    "max_h": "detected_max_h",
+}
 
 
 class Tuner(FrameBrowser):
@@ -55,13 +61,23 @@ class Tuner(FrameBrowser):
       ``iou``, ``topk``, ``cluster``, ``min_w``, ``min_h``, ``max_w``, ``max_h``, ``ab``, ``set_b``.
     """
 
-    def __init__(self, rec: Any, postprocess: Postprocess | None = None, *, decoder: str = "yolov8",
-                 rows: Sequence[int] | None = None, gt: Any = None, show_counts: bool = True,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        rec: Any,
+        postprocess: Postprocess | None = None,
+        *,
+        decoder: str = "yolov8",
+        rows: Sequence[int] | None = None,
+        gt: Any = None,
+        show_counts: bool = True,
+        progress: bool = False,
+    ) -> None:
         if postprocess is None:
             cfg = _config(rec)
             if cfg is None:
-                raise ValueError("this recording stores no single nvinfer config: pass postprocess=")
+                raise ValueError(
+                    "this recording stores no single nvinfer config: pass postprocess="
+                )
             postprocess = Postprocess.from_nvinfer_config(cfg, decoder=decoder)
         if rows is None:  # frames with frame-level (PGIE) tensors
             rows = np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)
@@ -79,27 +95,56 @@ class Tuner(FrameBrowser):
         self.on_change: list[Callable[["Tuner"], None]] = []
         self._decode()
 
-        slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=w.Layout(width="420px"))
+        slider = dict(
+            continuous_update=False,
+            style={"description_width": "110px"},
+            layout=w.Layout(width="420px"),
+        )
         box = dict(style={"description_width": "50px"}, layout=w.Layout(width="130px"))
         n = len(self.labels) or postprocess.num_classes
-        self.decoder = w.Dropdown(options=step_names("decode"), value=postprocess.steps[0].name,
-                                  description="decoder", layout=w.Layout(width="240px"))
-        self.cluster = w.Dropdown(options=step_names("cluster"), value=postprocess.step("cluster").name,
-                                  description="cluster", layout=w.Layout(width="240px"))
-        self.class_select = w.Dropdown(options=[("all classes", ALL_CLASSES)]
-                                       + [(label_of(c, self.labels), c) for c in range(n)],
-                                       value=ALL_CLASSES, description="class", layout=w.Layout(width="240px"))
-        self.threshold = w.FloatSlider(min=0.0, max=1.0, step=0.01, readout_format=".2f",
-                                       description="pre-cluster thr", **slider)
-        self.iou = w.FloatSlider(min=0.0, max=1.0, step=0.01, readout_format=".2f", description="NMS IoU", **slider)
+        self.decoder = w.Dropdown(
+            options=step_names("decode"),
+            value=postprocess.steps[0].name,
+            description="decoder",
+            layout=w.Layout(width="240px"),
+        )
+        self.cluster = w.Dropdown(
+            options=step_names("cluster"),
+            value=postprocess.step("cluster").name,
+            description="cluster",
+            layout=w.Layout(width="240px"),
+        )
+        self.class_select = w.Dropdown(
+            options=[("all classes", ALL_CLASSES)]
+            + [(label_of(c, self.labels), c) for c in range(n)],
+            value=ALL_CLASSES,
+            description="class",
+            layout=w.Layout(width="240px"),
+        )
+        self.threshold = w.FloatSlider(
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            readout_format=".2f",
+            description="pre-cluster thr",
+            **slider,
+        )
+        self.iou = w.FloatSlider(
+            min=0.0, max=1.0, step=0.01, readout_format=".2f", description="NMS IoU", **slider
+        )
         self.topk = w.IntSlider(min=-1, max=300, description="top-k (-1 all)", **slider)
         self.min_w = w.BoundedIntText(min=0, max=16384, description="min w", **box)
         self.min_h = w.BoundedIntText(min=0, max=16384, description="min h", **box)
         self.max_w = w.BoundedIntText(min=0, max=16384, description="max w", **box)
         self.max_h = w.BoundedIntText(min=0, max=16384, description="max h", **box)
-        self.ab = w.Checkbox(value=False, description="compare A/B", indent=False, layout=w.Layout(width="120px"))
-        self.set_b = w.Button(description="B \u2190 A", tooltip="copy the current settings (A) into B",
-                              layout=w.Layout(width="80px"))
+        self.ab = w.Checkbox(
+            value=False, description="compare A/B", indent=False, layout=w.Layout(width="120px")
+        )
+        self.set_b = w.Button(
+            description="B \u2190 A",
+            tooltip="copy the current settings (A) into B",
+            layout=w.Layout(width="80px"),
+        )
         self.counts_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self._sync_controls()
         for name in _PARAM_OF:
@@ -109,18 +154,34 @@ class Tuner(FrameBrowser):
         self.cluster.observe(self._on_cluster, "value")
         self.ab.observe(self._on_ab, "value")
         self.set_b.on_click(lambda _: self.set_postprocess_b(self.postprocess))
-        self.widget = w.VBox([
-            w.HBox([self.stream, self.frame]),
-            w.HBox([self.decoder, self.cluster, self.class_select]),
-            w.HBox([w.VBox([self.threshold, self.iou, self.topk]),
-                    w.VBox([w.HBox([self.min_w, self.max_w]), w.HBox([self.min_h, self.max_h]),
-                            w.HBox([self.ab, self.set_b])])]),
-            w.HBox([self.count_text, self.status]), self.image, self.counts_image])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.stream, self.frame]),
+                w.HBox([self.decoder, self.cluster, self.class_select]),
+                w.HBox(
+                    [
+                        w.VBox([self.threshold, self.iou, self.topk]),
+                        w.VBox(
+                            [
+                                w.HBox([self.min_w, self.max_w]),
+                                w.HBox([self.min_h, self.max_h]),
+                                w.HBox([self.ab, self.set_b]),
+                            ]
+                        ),
+                    ]
+                ),
+                w.HBox([self.count_text, self.status]),
+                self.image,
+                self.counts_image,
+            ]
+        )
         self.render(counts=True)
 
     # ---------------------------------------------------------------- postprocess state
     def _decode(self) -> None:
-        self.decoded = self.postprocess.decode_recording(self.rec, self.rows, progress=self.progress)
+        self.decoded = self.postprocess.decode_recording(
+            self.rec, self.rows, progress=self.progress
+        )
         self.reclusterer = Reclusterer(self.decoded)
         self.counts_b = None
 
@@ -145,7 +206,9 @@ class Tuner(FrameBrowser):
                     continue
                 ctl.disabled = False
                 value = get_param(pp, param, cls if cls is not None else None)
-                if np.ndim(value) > 0:  # per-class values while "all classes" is chosen: show class 0's
+                if (
+                    np.ndim(value) > 0
+                ):  # per-class values while "all classes" is chosen: show class 0's
                     value = list(value)[0]
                 ctl.value = type(ctl.value)(value)
         finally:
@@ -182,7 +245,9 @@ class Tuner(FrameBrowser):
             return
         name = next(k for k in _PARAM_OF if getattr(self, k) is change["owner"])
         try:
-            pp = apply_params(self.postprocess, {_PARAM_OF[name]: change["new"]}, class_id=self.class_id)
+            pp = apply_params(
+                self.postprocess, {_PARAM_OF[name]: change["new"]}, class_id=self.class_id
+            )
         except (ValueError, PostprocessError) as exc:
             self._set_status(str(exc), error=True)
             return
@@ -205,7 +270,9 @@ class Tuner(FrameBrowser):
             self._syncing = True
             self.decoder.value = old.steps[0].name
             self._syncing = False
-            self._set_status(f"decoder {change['new']!r} does not fit this recording: {exc}", error=True)
+            self._set_status(
+                f"decoder {change['new']!r} does not fit this recording: {exc}", error=True
+            )
 
     def _on_cluster(self, change: dict) -> None:
         if self._syncing:
@@ -232,7 +299,9 @@ class Tuner(FrameBrowser):
         v = self.frame_view
         try:
             self.detections = self.postprocess(v)
-            self.detections_b = self.postprocess_b(v) if self.ab.value and self.postprocess_b else None
+            self.detections_b = (
+                self.postprocess_b(v) if self.ab.value and self.postprocess_b else None
+            )
         except PostprocessError as exc:
             self._set_status(str(exc), error=True)
             return
@@ -242,13 +311,19 @@ class Tuner(FrameBrowser):
             fig = plot_ab(v, self.detections, self.detections_b, self.labels, canvas=canvas)
             self.num_patches = len(fig.dsprobe_patches[0])
             only = int(sum(m.sum() for m in fig.dsprobe_only))
-            text = (f'A: <b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes &middot; '
-                    f'B: <b><span class="dsprobe-count-b">{len(self.detections_b)}</span></b> boxes &middot; '
-                    f'{only} differ (yellow)')
+            text = (
+                f'A: <b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes &middot; '
+                f'B: <b><span class="dsprobe-count-b">{len(self.detections_b)}</span></b> boxes &middot; '
+                f"{only} differ (yellow)"
+            )
         else:
             canvas = self.canvas(1)
-            drawn = canvas.draw(v, [(self.detections, None, f"source {v.source_id} frame {v.frame_num}")],
-                                self.labels, gt=self._gt_for_frame())
+            drawn = canvas.draw(
+                v,
+                [(self.detections, None, f"source {v.source_id} frame {v.frame_num}")],
+                self.labels,
+                gt=self._gt_for_frame(),
+            )
             self.num_patches = len(drawn[0])
             text = f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes on this frame'
         self.image.value = canvas.jpeg()
@@ -266,10 +341,14 @@ class Tuner(FrameBrowser):
                 self.counts_b = counts_by_stream(frames, self._counts_of(self.postprocess_b))
         other = self.counts_b if self.ab.value and self.postprocess_b is not None else None
         cur = int(frames.at[self.row, "frame_num"])
-        fig = plot_counts(self.counts, current=cur, other=other,
-                          title=f"detections per frame, {len(self.rows)} frames "
-                                f"(total A {int(np.nansum(self.counts.to_numpy()))}"
-                                + (f", B {int(np.nansum(other.to_numpy()))})" if other is not None else ")"))
+        fig = plot_counts(
+            self.counts,
+            current=cur,
+            other=other,
+            title=f"detections per frame, {len(self.rows)} frames "
+            f"(total A {int(np.nansum(self.counts.to_numpy()))}"
+            + (f", B {int(np.nansum(other.to_numpy()))})" if other is not None else ")"),
+        )
         self.counts_image.value = figure_png(fig)
 
     def _counts_of(self, pp: Postprocess) -> pd.Series:
@@ -282,21 +361,32 @@ class Tuner(FrameBrowser):
         return " \u2192 ".join(f"{x.kind}:{x.name}" for x in s)
 
 
-def search_panel(result: SearchResult, tuner: Tuner | None = None, index: str = "pre_cluster_threshold",
-                 columns: str = "iou_threshold") -> Any:
+def search_panel(
+    result: SearchResult,
+    tuner: Tuner | None = None,
+    index: str = "pre_cluster_threshold",
+    columns: str = "iou_threshold",
+) -> Any:
     """The search's heat map (``index`` x ``columns``, best outlined), the best settings, and a button
     that takes them into ``tuner`` (same as ``tuner.set_postprocess(result.best)``)."""
     w = _ipywidgets()
     best = (result.best_params.get(index), result.best_params.get(columns))
-    fig = plot_heatmap(result.pivot(index, columns), title=f"{result.metric} by {index} x {columns}",
-                       best=best if None not in best else None)
+    fig = plot_heatmap(
+        result.pivot(index, columns),
+        title=f"{result.metric} by {index} x {columns}",
+        best=best if None not in best else None,
+    )
     image = w.Image(value=figure_png(fig), format="png")
     top = result.table.iloc[0]
-    text = w.HTML(f"<b>best</b>: {html.escape(str(result.best_params))} &rarr; mAP@0.5 {top['map50']:.4f}, "
-                  f"mAP@0.5:0.95 {top['map50_95']:.4f} ({len(result.table)} settings tried)")
+    text = w.HTML(
+        f"<b>best</b>: {html.escape(str(result.best_params))} &rarr; mAP@0.5 {top['map50']:.4f}, "
+        f"mAP@0.5:0.95 {top['map50_95']:.4f} ({len(result.table)} settings tried)"
+    )
     parts = [image, text]
     if tuner is not None:
-        button = w.Button(description="use best in tuner", button_style="success", layout=w.Layout(width="180px"))
+        button = w.Button(
+            description="use best in tuner", button_style="success", layout=w.Layout(width="180px")
+        )
         button.on_click(lambda _: tuner.set_postprocess(result.best))
         parts.append(button)
     return w.VBox(parts)

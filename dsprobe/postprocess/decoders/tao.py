@@ -22,9 +22,19 @@ from typing import Literal, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.decoders_base import (Layers, PerClassParam, check_bool, check_choice, check_int,
-                                               check_layer_name, check_number, cxcywh_to_xyxy, layer_2d,
-                                               per_class_values, to_xyxy)
+from dsprobe.postprocess.decoders.base import (
+    Layers,
+    PerClassParam,
+    check_bool,
+    check_choice,
+    check_int,
+    check_layer_name,
+    check_number,
+    cxcywh_to_xyxy,
+    layer_2d,
+    per_class_values,
+    to_xyxy,
+)
 from dsprobe.postprocess.layers import LayerNotFoundError, describe, expect, find_layer
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -48,14 +58,24 @@ def _clip_net(v: np.ndarray, ctx: StepContext, axis: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- NMS in graph
-_NMS_ROLES = (("num_layer", "num_detections", "num"), ("boxes_layer", "detection_boxes", "box"),
-              ("scores_layer", "detection_scores", "score"), ("classes_layer", "detection_classes", "class"))
+_NMS_ROLES = (
+    ("num_layer", "num_detections", "num"),
+    ("boxes_layer", "detection_boxes", "box"),
+    ("scores_layer", "detection_scores", "score"),
+    ("classes_layer", "detection_classes", "class"),
+)
 #: per parser: (box order, normalised) it reads
-_NMS_PARSERS = {"none": ("xyxy", False), "tf_ssd": ("yxyx", True), "tao_batched_nms": ("xyxy", True),
-                "tao_efficientdet": ("yxyx", False)}
+_NMS_PARSERS = {
+    "none": ("xyxy", False),
+    "tf_ssd": ("yxyx", True),
+    "tao_batched_nms": ("xyxy", True),
+    "tao_efficientdet": ("yxyx", False),
+}
 
 
-def _nms_layers(layers: Layers, given: Sequence[str | None], step: str) -> list[tuple[str, np.ndarray]]:
+def _nms_layers(
+    layers: Layers, given: Sequence[str | None], step: str
+) -> list[tuple[str, np.ndarray]]:
     """Count, boxes, scores and classes layers: the names given; else the TF-OD / EfficientNMS names
     (``num_detections``, ``detection_boxes``, ...; ``:0`` suffixes allowed); else the only layer whose
     name contains num / box / score / class; else, with exactly four layers, their order (count,
@@ -77,20 +97,29 @@ def _nms_layers(layers: Layers, given: Sequence[str | None], step: str) -> list[
     if any(o is None for o in out):
         if len(layers) != 4:
             missing = [r[0] for r, o in zip(_NMS_ROLES, out) if o is None]
-            raise LayerNotFoundError(f"{step}: could not tell which layer is which ({', '.join(missing)} not "
-                                     f"found by name, and there are not exactly 4 layers to take in order); "
-                                     f"the recorded layers are {describe(layers)}")
+            raise LayerNotFoundError(
+                f"{step}: could not tell which layer is which ({', '.join(missing)} not "
+                f"found by name, and there are not exactly 4 layers to take in order); "
+                f"the recorded layers are {describe(layers)}"
+            )
         out = [o if o is not None else (k, layers[k]) for o, k in zip(out, layers)]
     return out  # type: ignore[return-value]
 
 
 @register("decode", "nms_outputs")
-def decode_nms_outputs(layers: Layers, ctx: StepContext, *, num_layer: str | None = None,
-                       boxes_layer: str | None = None, scores_layer: str | None = None,
-                       classes_layer: str | None = None, normalized: bool | None = None,
-                       box_order: Literal["xyxy", "yxyx"] | None = None, score_threshold: float = 0.0,
-                       parser: Literal["none", "tf_ssd", "tao_batched_nms", "tao_efficientdet"] = "none"
-                       ) -> Detections:
+def decode_nms_outputs(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    num_layer: str | None = None,
+    boxes_layer: str | None = None,
+    scores_layer: str | None = None,
+    classes_layer: str | None = None,
+    normalized: bool | None = None,
+    box_order: Literal["xyxy", "yxyx"] | None = None,
+    score_threshold: float = 0.0,
+    parser: Literal["none", "tf_ssd", "tao_batched_nms", "tao_efficientdet"] = "none",
+) -> Detections:
     """NMS in the graph (TensorRT EfficientNMS / BatchedNMS, TF-OD API, TAO): a detection count, boxes
     ``(K, 4)``, scores ``(K,)`` and classes ``(K,)`` (float or int; truncated). The first ``count``
     records are read (count capped to ``[0, K]``).
@@ -113,17 +142,22 @@ def decode_nms_outputs(layers: Layers, ctx: StepContext, *, num_layer: str | Non
     if box_order is not None:
         check_choice(step, "box_order", box_order, ("xyxy", "yxyx"))
         if parser != "none" and box_order != order:
-            raise ValueError(f"{step}: parser {parser!r} reads {order} boxes; param 'box_order' = {box_order!r} "
-                             "contradicts it (leave it out)")
+            raise ValueError(
+                f"{step}: parser {parser!r} reads {order} boxes; param 'box_order' = {box_order!r} "
+                "contradicts it (leave it out)"
+            )
         order = box_order
     if normalized is not None:
         check_bool(step, "normalized", normalized)
         if parser != "none" and normalized != norm:
-            raise ValueError(f"{step}: parser {parser!r} reads {'normalised' if norm else 'pixel'} boxes; param "
-                             f"'normalized' = {normalized!r} contradicts it (leave it out)")
+            raise ValueError(
+                f"{step}: parser {parser!r} reads {'normalised' if norm else 'pixel'} boxes; param "
+                f"'normalized' = {normalized!r} contradicts it (leave it out)"
+            )
         norm = normalized
     (nn, num), (bn, braw), (sn, sraw), (cn, craw) = _nms_layers(
-        layers, (num_layer, boxes_layer, scores_layer, classes_layer), step)
+        layers, (num_layer, boxes_layer, scores_layer, classes_layer), step
+    )
     b = np.asarray(expect(braw, (None, 4), step, bn, "(K, 4) boxes"), np.float32)
     k_max = b.shape[0]
     num_flat = np.asarray(num).reshape(-1)
@@ -134,8 +168,10 @@ def decode_nms_outputs(layers: Layers, ctx: StepContext, *, num_layer: str | Non
     c = np.asarray(craw).reshape(-1)
     for lname, arr in ((sn, s), (cn, c)):
         if arr.shape[0] != k_max:
-            raise ValueError(f"{step}: layer {lname!r} has {arr.shape[0]} values, expected {k_max} (one per box "
-                             f"of {bn!r})")
+            raise ValueError(
+                f"{step}: layer {lname!r} has {arr.shape[0]} values, expected {k_max} (one per box "
+                f"of {bn!r})"
+            )
     b, s, c = b[:k], s[:k], c[:k].astype(np.int32)
     keep = s >= np.float32(score_threshold)
     raw, s, c = b[keep], s[keep], c[keep]
@@ -144,16 +180,30 @@ def decode_nms_outputs(layers: Layers, ctx: StepContext, *, num_layer: str | Non
         w, h = _net(ctx)
         boxes = boxes * np.array([w, h, w, h], np.float32)
     if parser == "tf_ssd":
-        boxes = np.stack([_clip_net(boxes[:, 0], ctx, "x"), _clip_net(boxes[:, 1], ctx, "y"),
-                          _clip_net(boxes[:, 2], ctx, "x"), _clip_net(boxes[:, 3], ctx, "y")], axis=1)
+        boxes = np.stack(
+            [
+                _clip_net(boxes[:, 0], ctx, "x"),
+                _clip_net(boxes[:, 1], ctx, "y"),
+                _clip_net(boxes[:, 2], ctx, "x"),
+                _clip_net(boxes[:, 3], ctx, "y"),
+            ],
+            axis=1,
+        )
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     elif parser == "tao_batched_nms":
         r = to_xyxy(raw, order, step)
         keep = (r[:, 2] >= r[:, 0]) & (r[:, 3] >= r[:, 1]) & (c >= 0)
         if ctx.num_classes:
             keep &= c < ctx.num_classes
-        boxes = np.stack([_clip_net(boxes[:, 0], ctx, "x"), _clip_net(boxes[:, 1], ctx, "y"),
-                          _clip_net(boxes[:, 2], ctx, "x"), _clip_net(boxes[:, 3], ctx, "y")], axis=1)
+        boxes = np.stack(
+            [
+                _clip_net(boxes[:, 0], ctx, "x"),
+                _clip_net(boxes[:, 1], ctx, "y"),
+                _clip_net(boxes[:, 2], ctx, "x"),
+                _clip_net(boxes[:, 3], ctx, "y"),
+            ],
+            axis=1,
+        )
         keep &= (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
         keep[np.flatnonzero(keep)[TAO_BATCHED_NMS_MAX:]] = False
     elif parser == "tao_efficientdet":
@@ -168,22 +218,43 @@ def decode_nms_outputs(layers: Layers, ctx: StepContext, *, num_layer: str | Non
 
 
 @register("decode", "ssd")
-def decode_ssd(layers: Layers, ctx: StepContext, *, num_layer: str | None = None, boxes_layer: str | None = None,
-               scores_layer: str | None = None, classes_layer: str | None = None, score_threshold: float = 0.0
-               ) -> Detections:
+def decode_ssd(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    num_layer: str | None = None,
+    boxes_layer: str | None = None,
+    scores_layer: str | None = None,
+    classes_layer: str | None = None,
+    score_threshold: float = 0.0,
+) -> Detections:
     """TensorFlow Object Detection API SSD (NMS in the graph) as DeepStream's
     ``NvDsInferParseCustomTfSSD`` reads it: ``num_detections``, ``detection_boxes`` (normalised
     ymin, xmin, ymax, xmax), ``detection_scores``, ``detection_classes``. Same as
     ``nms_outputs(parser="tf_ssd")``."""
-    return decode_nms_outputs(layers, ctx, num_layer=num_layer, boxes_layer=boxes_layer, scores_layer=scores_layer,
-                              classes_layer=classes_layer, score_threshold=score_threshold, parser="tf_ssd")
+    return decode_nms_outputs(
+        layers,
+        ctx,
+        num_layer=num_layer,
+        boxes_layer=boxes_layer,
+        scores_layer=scores_layer,
+        classes_layer=classes_layer,
+        score_threshold=score_threshold,
+        parser="tf_ssd",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- NMS plugin
 @register("decode", "nms_plugin")
-def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = None, count_layer: str | None = None,
-                      score_threshold: float = 0.0, parser: Literal["none", "tao", "ssd_sample"] = "none"
-                      ) -> Detections:
+def decode_nms_plugin(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    count_layer: str | None = None,
+    score_threshold: float = 0.0,
+    parser: Literal["none", "tao", "ssd_sample"] = "none",
+) -> Detections:
     """TensorRT NMS plugin output (Caffe/UFF SSD, TAO SSD / DSSD / RetinaNet / FasterRCNN / YOLOv3):
     records of 7 floats ``[image_id, label, confidence, xmin, ymin, xmax, ymax]`` (normalised), plus a
     keep count (``NMS_1``). Without a count layer, records with ``image_id = -1`` (padding) are skipped.
@@ -206,8 +277,10 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
     name, raw = find_layer(layers, layer, shape=None if layer else (None, 7), step=step)
     rec = np.asarray(raw, np.float32)
     if rec.size % 7:
-        raise ValueError(f"{step}: layer {name!r} has shape {list(rec.shape)}, expected records of 7 values "
-                         "(K, 7)")
+        raise ValueError(
+            f"{step}: layer {name!r} has shape {list(rec.shape)}, expected records of 7 values "
+            "(K, 7)"
+        )
     rec = rec.reshape(-1, 7)
     count = None
     if count_layer is not None:
@@ -218,7 +291,7 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
         ones = [k for k, v in layers.items() if k != name and np.size(v) == 1]
         count = layers[ones[0]] if len(ones) == 1 else None
     if count is not None:
-        rec = rec[:int(min(max(float(np.asarray(count).reshape(-1)[0]), 0), len(rec)))]
+        rec = rec[: int(min(max(float(np.asarray(count).reshape(-1)[0]), 0), len(rec)))]
     else:
         rec = rec[rec[:, 0] != -1]
     rec = rec[rec[:, 2] >= np.float32(score_threshold)]
@@ -230,8 +303,15 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
         boxes = np.stack([left, top, left + bw, top + bh], axis=1)
     elif parser == "ssd_sample":
         px = np.trunc(np.maximum(rec[:, 3:7] * np.array([w, h, w, h], np.float32), 0))
-        c = np.stack([_clip_net(px[:, 0], ctx, "x"), _clip_net(px[:, 1], ctx, "y"),
-                      _clip_net(px[:, 2], ctx, "x"), _clip_net(px[:, 3], ctx, "y")], axis=1)
+        c = np.stack(
+            [
+                _clip_net(px[:, 0], ctx, "x"),
+                _clip_net(px[:, 1], ctx, "y"),
+                _clip_net(px[:, 2], ctx, "x"),
+                _clip_net(px[:, 3], ctx, "y"),
+            ],
+            axis=1,
+        )
         boxes = c + np.array([0, 0, 1, 1], np.float32)
     else:
         boxes = rec[:, 3:7] * np.array([w, h, w, h], np.float32)
@@ -240,10 +320,17 @@ def decode_nms_plugin(layers: Layers, ctx: StepContext, *, layer: str | None = N
 
 # ---------------------------------------------------------------------------------------------- DetectNet_v2
 @register("decode", "detectnet_v2")
-def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | None = None,
-                        bbox_layer: str | None = None, pre_cluster_threshold: PerClassParam | None = None,
-                        num_classes: int = 0, parser: Literal["builtin", "custom_resnet"] = "builtin",
-                        bbox_norm: float = DETECTNET_BBOX_NORM) -> Detections:
+def decode_detectnet_v2(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    cov_layer: str | None = None,
+    bbox_layer: str | None = None,
+    pre_cluster_threshold: PerClassParam | None = None,
+    num_classes: int = 0,
+    parser: Literal["builtin", "custom_resnet"] = "builtin",
+    bbox_norm: float = DETECTNET_BBOX_NORM,
+) -> Detections:
     """nvinfer's built-in DetectNet_v2 / resnet10 parser (network-type=0 with no parse-bbox-func-name;
     TAO PeopleNet, TrafficCamNet, DashCamNet...), ``nvinfer_semantics.md`` §2.
 
@@ -270,16 +357,23 @@ def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | No
     check_layer_name(step, "cov_layer", cov_layer)
     check_layer_name(step, "bbox_layer", bbox_layer)
     cov_name, cov = find_layer(layers, cov_layer, contains=None if cov_layer else "cov", step=step)
-    bbox_name, bbox = find_layer(layers, bbox_layer, contains=None if bbox_layer else "bbox", step=step)
+    bbox_name, bbox = find_layer(
+        layers, bbox_layer, contains=None if bbox_layer else "bbox", step=step
+    )
     cov = np.asarray(expect(cov, 3, step, cov_name, "(classes, grid_h, grid_w)"), np.float32)
     bbox = np.asarray(expect(bbox, 3, step, bbox_name, "(4 * classes, grid_h, grid_w)"), np.float32)
     c_n, gh, gw = cov.shape
     if bbox.shape != (4 * c_n, gh, gw):
-        raise ValueError(f"{step}: layer {bbox_name!r} has shape {list(bbox.shape)}, expected "
-                         f"{[4 * c_n, gh, gw]} (4 planes per class of {cov_name!r} {list(cov.shape)})")
+        raise ValueError(
+            f"{step}: layer {bbox_name!r} has shape {list(bbox.shape)}, expected "
+            f"{[4 * c_n, gh, gw]} (4 planes per class of {cov_name!r} {list(cov.shape)})"
+        )
     n_cls = min(c_n, n_req or ctx.num_classes or c_n)
-    thr = np.full(n_cls, -np.inf, np.float32) if pre_cluster_threshold is None else \
-        per_class_values(step, "pre_cluster_threshold", pre_cluster_threshold, n_cls)
+    thr = (
+        np.full(n_cls, -np.inf, np.float32)
+        if pre_cluster_threshold is None
+        else per_class_values(step, "pre_cluster_threshold", pre_cluster_threshold, n_cls)
+    )
     w, h = ctx.network_size
     sx, sy = -(-w // gw), -(-h // gh)
     # grid centres as nvinfer: float(i * stride + 0.5) / norm, in float32
@@ -308,10 +402,18 @@ def decode_detectnet_v2(layers: Layers, ctx: StepContext, *, cov_layer: str | No
 
 # ---------------------------------------------------------------------------------------------- DETR
 @register("decode", "detr")
-def decode_detr(layers: Layers, ctx: StepContext, *, boxes_layer: str = "pred_boxes", logits_layer: str = "pred_logits",
-                activation: Literal["sigmoid", "softmax", "none"] = "sigmoid", top_k: int = 100,
-                score_threshold: PerClassParam = 0.0, skip_class: int | None = None,
-                parser: Literal["none", "tao_ddetr"] = "none") -> Detections:
+def decode_detr(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    boxes_layer: str = "pred_boxes",
+    logits_layer: str = "pred_logits",
+    activation: Literal["sigmoid", "softmax", "none"] = "sigmoid",
+    top_k: int = 100,
+    score_threshold: PerClassParam = 0.0,
+    skip_class: int | None = None,
+    parser: Literal["none", "tao_ddetr"] = "none",
+) -> Detections:
     """DETR-style query heads: ``pred_boxes`` ``(Q, 4)`` normalised cx, cy, w, h and ``pred_logits``
     ``(Q, C)``. One candidate per query: class = argmax, score = its probability.
 
@@ -333,8 +435,10 @@ def decode_detr(layers: Layers, ctx: StepContext, *, boxes_layer: str = "pred_bo
     bn, b = layer_2d(layers, boxes_layer, step, "boxes_layer", "(queries, 4)")
     ln, lg = layer_2d(layers, logits_layer, step, "logits_layer", "(queries, classes)")
     if b.shape[1] != 4 or lg.shape[0] != b.shape[0]:
-        raise ValueError(f"{step}: layers {bn!r} {list(b.shape)} and {ln!r} {list(lg.shape)} do not fit: expected "
-                         "(queries, 4) and (queries, classes)")
+        raise ValueError(
+            f"{step}: layers {bn!r} {list(b.shape)} and {ln!r} {list(lg.shape)} do not fit: expected "
+            "(queries, 4) and (queries, classes)"
+        )
     if parser == "tao_ddetr":
         activation, skip_class, top_k = "sigmoid", 0, TAO_DDETR_TOP_K
     cls = lg.argmax(axis=1)
@@ -345,7 +449,11 @@ def decode_detr(layers: Layers, ctx: StepContext, *, boxes_layer: str = "pred_bo
         conf = p[np.arange(len(p)), cls].astype(np.float32)
     else:
         best = lg[np.arange(len(lg)), cls].astype(np.float64)
-        conf = (1.0 / (1.0 + np.exp(-best))).astype(np.float32) if activation == "sigmoid" else best.astype(np.float32)
+        conf = (
+            (1.0 / (1.0 + np.exp(-best))).astype(np.float32)
+            if activation == "sigmoid"
+            else best.astype(np.float32)
+        )
     n_cls = lg.shape[1] - (1 if activation == "softmax" else 0)
     keep = conf >= per_class_values(step, "score_threshold", score_threshold, n_cls)[cls]
     if skip_class is not None:
@@ -356,14 +464,21 @@ def decode_detr(layers: Layers, ctx: StepContext, *, boxes_layer: str = "pred_bo
         # std::map<float, object>: a later query with the same confidence replaces an earlier one
         _, last = np.unique(conf[idx][::-1], return_index=True)
         idx = idx[::-1][last]
-    order = idx[np.argsort(-conf[idx], kind="stable")][:top_k or None]
+    order = idx[np.argsort(-conf[idx], kind="stable")][: top_k or None]
     q = b[order]
     if parser == "tao_ddetr":
         x1 = (q[:, 0] - q[:, 2] / np.float32(2)) * w
         y1 = (q[:, 1] - q[:, 3] / np.float32(2)) * h
         x2, y2 = x1 + q[:, 2] * w, y1 + q[:, 3] * h
-        boxes = np.stack([_clip_net(x1, ctx, "x"), _clip_net(y1, ctx, "y"), _clip_net(x2, ctx, "x"),
-                          _clip_net(y2, ctx, "y")], axis=1)
+        boxes = np.stack(
+            [
+                _clip_net(x1, ctx, "x"),
+                _clip_net(y1, ctx, "y"),
+                _clip_net(x2, ctx, "x"),
+                _clip_net(y2, ctx, "y"),
+            ],
+            axis=1,
+        )
     else:
         boxes = cxcywh_to_xyxy(q) * np.array([w, h, w, h], np.float32)
     return Detections(boxes, conf[order], cls[order].astype(np.int32), "network")

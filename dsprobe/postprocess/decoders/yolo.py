@@ -14,9 +14,20 @@ from typing import Literal
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.decoders_base import (Layers, best_class, candidate_channels, check_bool, check_choice,
-                                               check_int, check_layer_name, check_number, cxcywh_to_xyxy, layer_2d,
-                                               orient, to_xyxy)
+from dsprobe.postprocess.decoders.base import (
+    Layers,
+    best_class,
+    candidate_channels,
+    check_bool,
+    check_choice,
+    check_int,
+    check_layer_name,
+    check_number,
+    cxcywh_to_xyxy,
+    layer_2d,
+    orient,
+    to_xyxy,
+)
 from dsprobe.postprocess.layers import expect, find_layer
 from dsprobe.postprocess.registry import StepContext, register
 
@@ -24,9 +35,17 @@ Layout = Literal["auto", "channels_first", "channels_last"]
 BoxFormat = Literal["cxcywh", "xyxy"]
 
 
-def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, extra_what: str,
-                      score_threshold: float, multi_label: bool, layout: str, box_format: str
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def _ultralytics_head(
+    layers: Layers,
+    step: str,
+    layer: str | None,
+    extra: int,
+    extra_what: str,
+    score_threshold: float,
+    multi_label: bool,
+    layout: str,
+    box_format: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Boxes, scores, class ids and the ``extra`` trailing channels (None when ``extra`` is 0) of the
     candidates of an Ultralytics head ``(4 + nc + extra, anchors)`` (or transposed)."""
     check_number(step, "score_threshold", score_threshold)
@@ -34,19 +53,27 @@ def _ultralytics_head(layers: Layers, step: str, layer: str | None, extra: int, 
     check_choice(step, "box_format", box_format, ("cxcywh", "xyxy"))
     what = f"(4 + classes{extra_what}, anchors) or its transpose"
     name, a = layer_2d(layers, layer, step, "layer", what)
-    v = orient(a, layout, step, name, what, min_channels=5 + extra,
-               native="channels_first")  # (anchors, channels)
+    v = orient(
+        a, layout, step, name, what, min_channels=5 + extra, native="channels_first"
+    )  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
-    rows, cls, conf = best_class(v[:, 4:4 + nc], score_threshold, multi_label)
+    rows, cls, conf = best_class(v[:, 4 : 4 + nc], score_threshold, multi_label)
     raw = candidate_channels(v, rows, 0, 4)
     boxes = cxcywh_to_xyxy(raw) if box_format == "cxcywh" else to_xyxy(raw, box_format, step)
     return boxes, conf, cls, candidate_channels(v, rows, 4 + nc) if extra else None
 
 
 @register("decode", "yolov8")
-def decode_yolov8(layers: Layers, ctx: StepContext, *, layer: str | None = None, score_threshold: float = 0.001,
-                  multi_label: bool = False, layout: Layout = "auto", box_format: BoxFormat = "cxcywh"
-                  ) -> Detections:
+def decode_yolov8(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    score_threshold: float = 0.001,
+    multi_label: bool = False,
+    layout: Layout = "auto",
+    box_format: BoxFormat = "cxcywh",
+) -> Detections:
     """Ultralytics YOLOv8 / v5u / v9 / YOLO11 raw detect head: ``(4 + nc, anchors)`` channels-first
     (``(1, 84, 8400)`` at 640), or ``(anchors, 4 + nc)`` when the export transposed it.
 
@@ -56,15 +83,24 @@ def decode_yolov8(layers: Layers, ctx: StepContext, *, layer: str | None = None,
     ``layer``: output layer name (default: the only 2-D layer). ``layout``: "auto" takes the shorter
     axis as the channels."""
     step = "decode yolov8"
-    boxes, conf, cls, _ = _ultralytics_head(layers, step, layer, 0, "", score_threshold, multi_label, layout,
-                                            box_format)
+    boxes, conf, cls, _ = _ultralytics_head(
+        layers, step, layer, 0, "", score_threshold, multi_label, layout, box_format
+    )
     return Detections(boxes, conf, cls, "network")
 
 
 @register("decode", "yolov8_pose")
-def decode_yolov8_pose(layers: Layers, ctx: StepContext, *, layer: str | None = None, num_keypoints: int = 17,
-                       keypoint_dims: int = 3, score_threshold: float = 0.001, layout: Layout = "auto",
-                       box_format: BoxFormat = "cxcywh") -> Detections:
+def decode_yolov8_pose(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    num_keypoints: int = 17,
+    keypoint_dims: int = 3,
+    score_threshold: float = 0.001,
+    layout: Layout = "auto",
+    box_format: BoxFormat = "cxcywh",
+) -> Detections:
     """YOLOv8 / YOLO11 pose head ``(4 + nc + K * keypoint_dims, anchors)`` (``(1, 56, 8400)`` for 17
     COCO keypoints): boxes and class scores as :func:`decode_yolov8`, then per keypoint x, y (network
     pixels) and, with ``keypoint_dims=3``, the visibility (sigmoid applied in the export).
@@ -74,8 +110,17 @@ def decode_yolov8_pose(layers: Layers, ctx: StepContext, *, layer: str | None = 
     step = "decode yolov8_pose"
     k = check_int(step, "num_keypoints", num_keypoints, low=1)
     dims = check_choice(step, "keypoint_dims", keypoint_dims, (2, 3))
-    boxes, conf, cls, kp = _ultralytics_head(layers, step, layer, k * dims, f" + {k}*{dims} keypoint values",
-                                             score_threshold, False, layout, box_format)
+    boxes, conf, cls, kp = _ultralytics_head(
+        layers,
+        step,
+        layer,
+        k * dims,
+        f" + {k}*{dims} keypoint values",
+        score_threshold,
+        False,
+        layout,
+        box_format,
+    )
     kp = kp.reshape(-1, k, dims)
     if dims == 2:
         kp = np.concatenate([kp, np.ones((len(kp), k, 1), np.float32)], axis=2)
@@ -83,9 +128,18 @@ def decode_yolov8_pose(layers: Layers, ctx: StepContext, *, layer: str | None = 
 
 
 @register("decode", "yolov8_seg")
-def decode_yolov8_seg(layers: Layers, ctx: StepContext, *, layer: str | None = None, protos_layer: str | None = None,
-                      num_masks: int = 0, score_threshold: float = 0.001, multi_label: bool = False,
-                      layout: Layout = "auto", box_format: BoxFormat = "cxcywh") -> Detections:
+def decode_yolov8_seg(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    protos_layer: str | None = None,
+    num_masks: int = 0,
+    score_threshold: float = 0.001,
+    multi_label: bool = False,
+    layout: Layout = "auto",
+    box_format: BoxFormat = "cxcywh",
+) -> Detections:
     """YOLOv8 / YOLO11 segmentation: ``output0`` ``(4 + nc + M, anchors)`` plus prototypes ``(M, mh, mw)``
     (``(1, 116, 8400)`` and ``(1, 32, 160, 160)`` at 640). Boxes and scores as :func:`decode_yolov8`;
     the M raw mask coefficients of each candidate go to ``Detections.vectors`` ``(N, M)``.
@@ -97,17 +151,36 @@ def decode_yolov8_seg(layers: Layers, ctx: StepContext, *, layer: str | None = N
     m = check_int(step, "num_masks", num_masks, low=0)
     check_layer_name(step, "protos_layer", protos_layer)
     if m == 0:
-        pname, protos = find_layer(layers, protos_layer, ndim=None if protos_layer else 3, step=step)
+        pname, protos = find_layer(
+            layers, protos_layer, ndim=None if protos_layer else 3, step=step
+        )
         m = expect(protos, 3, step, pname, "(masks, mask_h, mask_w)").shape[0]
-    boxes, conf, cls, coef = _ultralytics_head(layers, step, layer, m, f" + {m} mask coefficients", score_threshold,
-                                               multi_label, layout, box_format)
+    boxes, conf, cls, coef = _ultralytics_head(
+        layers,
+        step,
+        layer,
+        m,
+        f" + {m} mask coefficients",
+        score_threshold,
+        multi_label,
+        layout,
+        box_format,
+    )
     return Detections(boxes, conf, cls, "network", vectors=coef)
 
 
 @register("decode", "yolov5")
-def decode_yolov5(layers: Layers, ctx: StepContext, *, layer: str | None = None, score_threshold: float = 0.001,
-                  multi_label: bool = False, score: Literal["objectness_x_class", "objectness"] = "objectness_x_class",
-                  layout: Layout = "auto", box_format: BoxFormat = "cxcywh") -> Detections:
+def decode_yolov5(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    score_threshold: float = 0.001,
+    multi_label: bool = False,
+    score: Literal["objectness_x_class", "objectness"] = "objectness_x_class",
+    layout: Layout = "auto",
+    box_format: BoxFormat = "cxcywh",
+) -> Detections:
     """YOLOv5 / YOLOv7 / YOLOX raw output ``(anchors, 5 + nc)`` (``(1, 25200, 85)`` at 640; the transpose
     is accepted): cx, cy, w, h in network pixels, objectness, nc class scores (all sigmoid applied).
 
@@ -133,18 +206,37 @@ def decode_yolov5(layers: Layers, ctx: StepContext, *, layer: str | None = None,
 
 
 @register("decode", "yolox")
-def decode_yolox(layers: Layers, ctx: StepContext, *, layer: str | None = None, score_threshold: float = 0.001,
-                 multi_label: bool = False, layout: Layout = "auto") -> Detections:
+def decode_yolox(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    score_threshold: float = 0.001,
+    multi_label: bool = False,
+    layout: Layout = "auto",
+) -> Detections:
     """YOLOX with ``decode_in_inference=True``: ``(anchors, 5 + nc)`` like YOLOv5 (objectness x class).
     Mind YOLOX's top-left letterbox and BGR 0-255 input (``nvinfer_semantics.md`` §5)."""
-    return decode_yolov5(layers, ctx, layer=layer, score_threshold=score_threshold, multi_label=multi_label,
-                         layout=layout)
+    return decode_yolov5(
+        layers,
+        ctx,
+        layer=layer,
+        score_threshold=score_threshold,
+        multi_label=multi_label,
+        layout=layout,
+    )
 
 
 @register("decode", "xyxy_score_class")
-def decode_xyxy_score_class(layers: Layers, ctx: StepContext, *, layer: str | None = None,
-                            score_threshold: float = 0.0, parser: Literal["none", "deepstream_yolo"] = "none",
-                            layout: Layout = "auto") -> Detections:
+def decode_xyxy_score_class(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    layer: str | None = None,
+    score_threshold: float = 0.0,
+    parser: Literal["none", "deepstream_yolo"] = "none",
+    layout: Layout = "auto",
+) -> Detections:
     """One ``(N, 6)`` layer of x1, y1, x2, y2 (network pixels), score, class id (a float): the
     DeepStream-Yolo export (since 2024-11) and NMS-free heads (YOLOv10, YOLO26 / end-to-end exports,
     Ultralytics RT-DETR via DeepStream-Yolo; ``(1, 300, 6)``). ``(6, N)`` is accepted.
@@ -169,10 +261,17 @@ def decode_xyxy_score_class(layers: Layers, ctx: StepContext, *, layer: str | No
 
 
 @register("decode", "boxes_scores")
-def decode_boxes_scores(layers: Layers, ctx: StepContext, *, boxes_layer: str | None = None,
-                        scores_layer: str | None = None, classes_layer: str | None = None,
-                        box_format: Literal["xyxy", "cxcywh"] = "xyxy", score_threshold: float = 0.001,
-                        multi_label: bool = False) -> Detections:
+def decode_boxes_scores(
+    layers: Layers,
+    ctx: StepContext,
+    *,
+    boxes_layer: str | None = None,
+    scores_layer: str | None = None,
+    classes_layer: str | None = None,
+    box_format: Literal["xyxy", "cxcywh"] = "xyxy",
+    score_threshold: float = 0.001,
+    multi_label: bool = False,
+) -> Detections:
     """Separate layers: boxes ``(N, 4)`` in network pixels and scores ``(N, nc)`` (YOLO-NAS export, the
     2023 DeepStream-Yolo export ``boxes``/``scores``/``classes``, many ONNX exports).
 
@@ -182,9 +281,15 @@ def decode_boxes_scores(layers: Layers, ctx: StepContext, *, boxes_layer: str | 
     step = "decode boxes_scores"
     check_number(step, "score_threshold", score_threshold)
     check_bool(step, "multi_label", multi_label)
-    for p, v in (("boxes_layer", boxes_layer), ("scores_layer", scores_layer), ("classes_layer", classes_layer)):
+    for p, v in (
+        ("boxes_layer", boxes_layer),
+        ("scores_layer", scores_layer),
+        ("classes_layer", classes_layer),
+    ):
         check_layer_name(step, p, v)
-    bname, braw = find_layer(layers, boxes_layer, shape=None if boxes_layer else (None, 4), step=step)
+    bname, braw = find_layer(
+        layers, boxes_layer, shape=None if boxes_layer else (None, 4), step=step
+    )
     boxes = np.asarray(expect(braw, (None, 4), step, bname, "(N, 4)"), np.float32)
     n = boxes.shape[0]
     used = [bname]
@@ -193,17 +298,23 @@ def decode_boxes_scores(layers: Layers, ctx: StepContext, *, boxes_layer: str | 
         used.append(cname)
         classes = np.asarray(craw).reshape(-1)
         if classes.shape[0] != n:
-            raise ValueError(f"{step}: layer {cname!r} has shape {list(np.shape(craw))}, expected {n} class ids")
+            raise ValueError(
+                f"{step}: layer {cname!r} has shape {list(np.shape(craw))}, expected {n} class ids"
+            )
     sname, sraw = find_layer(layers, scores_layer, exclude=used, step=step)
     scores = np.asarray(sraw, np.float32)
     scores = scores.reshape(n, -1) if scores.size and scores.size % max(n, 1) == 0 else scores
     if scores.ndim != 2 or scores.shape[0] != n:
-        raise ValueError(f"{step}: layer {sname!r} has shape {list(np.shape(sraw))}, expected ({n}, classes) "
-                         f"to go with {n} boxes in {bname!r}")
+        raise ValueError(
+            f"{step}: layer {sname!r} has shape {list(np.shape(sraw))}, expected ({n}, classes) "
+            f"to go with {n} boxes in {bname!r}"
+        )
     if classes_layer is not None:
         if scores.shape[1] != 1:
-            raise ValueError(f"{step}: with classes_layer, layer {sname!r} must hold one score per box, "
-                             f"got shape {list(np.shape(sraw))}")
+            raise ValueError(
+                f"{step}: with classes_layer, layer {sname!r} must hold one score per box, "
+                f"got shape {list(np.shape(sraw))}"
+            )
         rows = np.flatnonzero(scores[:, 0] >= np.float32(score_threshold))
         cls, conf = classes[rows].astype(np.int32), scores[rows, 0]
     else:
@@ -217,11 +328,15 @@ def _mask_logits(dets: Detections, protos: np.ndarray, step: str) -> np.ndarray:
     p = np.asarray(expect(protos, 3, step, "protos", "(masks, mask_h, mask_w)"), np.float32)
     m, mh, mw = p.shape
     if dets.space != "network":
-        raise ValueError(f"{step}: detections must be in network pixels (before the scale step), got "
-                         f"space={dets.space!r}")
+        raise ValueError(
+            f"{step}: detections must be in network pixels (before the scale step), got "
+            f"space={dets.space!r}"
+        )
     if dets.vectors is None or dets.vectors.shape[1] != m:
         got = None if dets.vectors is None else dets.vectors.shape[1]
-        raise ValueError(f"{step}: detections need {m} mask coefficients in .vectors (decode yolov8_seg), got {got}")
+        raise ValueError(
+            f"{step}: detections need {m} mask coefficients in .vectors (decode yolov8_seg), got {got}"
+        )
     return (dets.vectors @ p.reshape(m, -1)).reshape(-1, mh, mw)
 
 
@@ -241,8 +356,14 @@ def _bilinear_weights(src: np.ndarray, size: int) -> np.ndarray:
     return (lo * (1 - frac) + hi * frac).astype(np.float32)
 
 
-def seg_masks(dets: Detections, protos: np.ndarray, network_size: tuple[int, int], *, threshold: float | None = None,
-              size: tuple[int, int] | None = None) -> np.ndarray:
+def seg_masks(
+    dets: Detections,
+    protos: np.ndarray,
+    network_size: tuple[int, int],
+    *,
+    threshold: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Full-image instance masks ``(N, h, w)`` float32 for YOLOv8-seg detections in network pixels.
 
     ``logits = coefficients @ prototypes`` on the prototype grid ``(mh, mw)``; with ``size=(w, h)``
@@ -273,8 +394,14 @@ def seg_masks(dets: Detections, protos: np.ndarray, network_size: tuple[int, int
     return masks if threshold is None else (masks > np.float32(threshold)).astype(np.float32)
 
 
-def attach_masks(dets: Detections, protos: np.ndarray, network_size: tuple[int, int], *,
-                 mask_size: tuple[int, int] | None = None, threshold: float | None = None) -> Detections:
+def attach_masks(
+    dets: Detections,
+    protos: np.ndarray,
+    network_size: tuple[int, int],
+    *,
+    mask_size: tuple[int, int] | None = None,
+    threshold: float | None = None,
+) -> Detections:
     """``dets`` with ``masks`` set: box-relative masks ``(N, mask_h, mask_w)``, DeepStream's
     ``NvOSD_MaskParams`` convention (what DeepStream-Yolo-Seg attaches): each box resampled to
     ``mask_size=(w, h)`` (default: the prototype grid size) by bilinear sampling of
@@ -290,11 +417,21 @@ def attach_masks(dets: Detections, protos: np.ndarray, network_size: tuple[int, 
     w, h = network_size
     u, v = (np.arange(ow) + 0.5) / ow, (np.arange(oh) + 0.5) / oh
     b = dets.boxes.astype(np.float64)
-    xs = (b[:, 0:1] + u[None] * (b[:, 2:3] - b[:, 0:1])) * (mw / w) - 0.5  # (N, ow) grid-cell coords
+    xs = (b[:, 0:1] + u[None] * (b[:, 2:3] - b[:, 0:1])) * (
+        mw / w
+    ) - 0.5  # (N, ow) grid-cell coords
     ys = (b[:, 1:2] + v[None] * (b[:, 3:4] - b[:, 1:2])) * (mh / h) - 0.5
     wy, wx = _bilinear_weights(ys, mh), _bilinear_weights(xs, mw)  # (N, oh, mh), (N, ow, mw)
     masks = _sigmoid(wy @ logits @ wx.transpose(0, 2, 1))
     if threshold is not None:
         masks = (masks > np.float32(threshold)).astype(np.float32)
-    return Detections(dets.boxes, dets.scores, dets.class_ids, dets.space, keypoints=dets.keypoints,
-                      vectors=dets.vectors, masks=masks, object_ids=dets.object_ids)
+    return Detections(
+        dets.boxes,
+        dets.scores,
+        dets.class_ids,
+        dets.space,
+        keypoints=dets.keypoints,
+        vectors=dets.vectors,
+        masks=masks,
+        object_ids=dets.object_ids,
+    )

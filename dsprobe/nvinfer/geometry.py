@@ -52,8 +52,13 @@ def round_down_even(v: int) -> int:
     return v & ~1
 
 
-def nvinfer_transform(crop_rect: Rect, network_size: tuple[int, int], *, maintain_aspect_ratio: bool = False,
-                      symmetric_padding: bool = False) -> CropTransform:
+def nvinfer_transform(
+    crop_rect: Rect,
+    network_size: tuple[int, int],
+    *,
+    maintain_aspect_ratio: bool = False,
+    symmetric_padding: bool = False,
+) -> CropTransform:
     """The transform nvinfer applies to ``crop_rect`` ``(left, top, width, height)`` in frame pixels.
 
     For a PGIE ``crop_rect`` is the whole muxer frame ``(0, 0, W, H)``; for an SGIE the parent
@@ -63,7 +68,9 @@ def nvinfer_transform(crop_rect: Rect, network_size: tuple[int, int], *, maintai
     src_left, src_top = round_up_even(left), round_up_even(top)
     src_w, src_h = round_down_even(width), round_down_even(height)
     if src_w <= 0 or src_h <= 0:
-        raise ValueError(f"crop rect {crop_rect} is smaller than 2x2 pixels after nvinfer's even rounding")
+        raise ValueError(
+            f"crop rect {crop_rect} is smaller than 2x2 pixels after nvinfer's even rounding"
+        )
     net_w, net_h = int(network_size[0]), int(network_size[1])
     if net_w <= 0 or net_h <= 0:
         raise ValueError(f"network size {network_size} must be positive (width, height)")
@@ -79,8 +86,9 @@ def nvinfer_transform(crop_rect: Rect, network_size: tuple[int, int], *, maintai
         off_l, off_t = (net_w - dw) // 2, (net_h - dh) // 2
     else:
         off_l = off_t = 0
-    return CropTransform(src_left, src_top, src_w, src_h, dw, dh, off_l, off_t,
-                         dw / src_w, dh / src_h, net_w, net_h)
+    return CropTransform(
+        src_left, src_top, src_w, src_h, dw, dh, off_l, off_t, dw / src_w, dh / src_h, net_w, net_h
+    )
 
 
 def network_to_crop(boxes: np.ndarray, t: CropTransform) -> np.ndarray:
@@ -103,4 +111,6 @@ def crop_to_network(boxes: np.ndarray, t: CropTransform) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x1 = b[:, 0] * t.ratio_x + t.offset_left
     y1 = b[:, 1] * t.ratio_y + t.offset_top
-    return np.stack([x1, y1, x1 + (b[:, 2] - b[:, 0]) * t.ratio_x, y1 + (b[:, 3] - b[:, 1]) * t.ratio_y], axis=1)
+    return np.stack(
+        [x1, y1, x1 + (b[:, 2] - b[:, 0]) * t.ratio_x, y1 + (b[:, 3] - b[:, 1]) * t.ratio_y], axis=1
+    )

@@ -13,8 +13,14 @@ from dsprobe.postprocess.pipeline import Postprocess, Step
 from dsprobe.postprocess.registry import get_step
 
 #: params of nvinfer's frame-space object filter (``filter:objects``; added after the scale step when absent)
-OBJECT_FILTER_PARAMS = ("detected_min_w", "detected_min_h", "detected_max_w", "detected_max_h",
-                        "roi_top_offset", "roi_bottom_offset")
+OBJECT_FILTER_PARAMS = (
+    "detected_min_w",
+    "detected_min_h",
+    "detected_max_w",
+    "detected_max_h",
+    "roi_top_offset",
+    "roi_bottom_offset",
+)
 
 
 def plain(value: Any) -> Any:
@@ -27,13 +33,20 @@ def plain(value: Any) -> Any:
 
 
 def step_index(pp: Postprocess, kind: str, name: str | None = None) -> int | None:
-    return next((i for i, s in enumerate(pp.steps) if s.kind == kind and (name is None or s.name == name)), None)
+    return next(
+        (i for i, s in enumerate(pp.steps) if s.kind == kind and (name is None or s.name == name)),
+        None,
+    )
 
 
 def step_defaults(step: Step, allow_import: bool) -> dict[str, Any]:
     """Keyword-only params of a step's function with their defaults."""
     fn = get_step(step.kind, step.name, allow_import=allow_import)  # type: ignore[arg-type]
-    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+    return {
+        n: p.default
+        for n, p in inspect.signature(fn).parameters.items()
+        if p.kind == p.KEYWORD_ONLY
+    }
 
 
 def param_owner(pp: Postprocess, name: str) -> int | None:
@@ -42,7 +55,9 @@ def param_owner(pp: Postprocess, name: str) -> int | None:
     if name == "pre_cluster_threshold":
         i = step_index(pp, "filter", "threshold")
         if i is None:
-            raise ValueError("pre_cluster_threshold: this postprocess has no 'filter:threshold' step")
+            raise ValueError(
+                "pre_cluster_threshold: this postprocess has no 'filter:threshold' step"
+            )
         return i
     if name in OBJECT_FILTER_PARAMS:
         return step_index(pp, "filter", "objects")
@@ -50,8 +65,15 @@ def param_owner(pp: Postprocess, name: str) -> int | None:
         if s.kind in ("cluster", "decode") and name in step_defaults(s, pp.allow_import):
             return i
     settable = ["pre_cluster_threshold", *OBJECT_FILTER_PARAMS]
-    settable += [n for s in pp.steps if s.kind in ("cluster", "decode") for n in step_defaults(s, pp.allow_import)]
-    raise ValueError(f"no step of {pp} takes a param {name!r}; settable: {', '.join(dict.fromkeys(settable))}")
+    settable += [
+        n
+        for s in pp.steps
+        if s.kind in ("cluster", "decode")
+        for n in step_defaults(s, pp.allow_import)
+    ]
+    raise ValueError(
+        f"no step of {pp} takes a param {name!r}; settable: {', '.join(dict.fromkeys(settable))}"
+    )
 
 
 def get_param(pp: Postprocess, name: str, class_id: int | None = None) -> Any:
@@ -66,7 +88,9 @@ def get_param(pp: Postprocess, name: str, class_id: int | None = None) -> Any:
     if class_id is not None and np.ndim(value) > 0:
         seq = list(value)
         if not 0 <= class_id < len(seq):
-            raise ValueError(f"{name} has {len(seq)} per-class values; no value for class {class_id}")
+            raise ValueError(
+                f"{name} has {len(seq)} per-class values; no value for class {class_id}"
+            )
         return seq[class_id]
     return value
 
@@ -75,7 +99,9 @@ def num_classes_of(pp: Postprocess) -> int:
     return int(pp.num_classes or len(pp.labels))
 
 
-def apply_params(pp: Postprocess, params: Mapping[str, Any], class_id: int | None = None) -> Postprocess:
+def apply_params(
+    pp: Postprocess, params: Mapping[str, Any], class_id: int | None = None
+) -> Postprocess:
     """``pp`` with ``params`` set in the steps that own them (threshold filter, cluster step, decoder,
     object filter — added after the scale step when missing). With ``class_id`` each value is set for
     that class only (a scalar becomes a per-class list of ``num_classes`` values; a list whose values are
@@ -86,10 +112,18 @@ def apply_params(pp: Postprocess, params: Mapping[str, Any], class_id: int | Non
         i = param_owner(out, name)
         if i is None:  # object filter params: add nvinfer's frame-space filter after scaling
             steps = [Step(s.kind, s.name, dict(s.params)) for s in out.steps]
-            at = next((k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"), len(steps))
+            at = next(
+                (k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"),
+                len(steps),
+            )
             steps.insert(at, Step("filter", "objects", {}))
-            out = Postprocess(steps, labels=out.labels, num_classes=out.num_classes, geometry=out.geometry,
-                              allow_import=out.allow_import)
+            out = Postprocess(
+                steps,
+                labels=out.labels,
+                num_classes=out.num_classes,
+                geometry=out.geometry,
+                allow_import=out.allow_import,
+            )
             i = at
         if class_id is not None:
             n = num_classes_of(out)

@@ -12,12 +12,24 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from dsprobe.nvinfer_keys import CLASS_KEYS, PROPERTY_KEYS
+from dsprobe.nvinfer.keys import CLASS_KEYS, PROPERTY_KEYS
 
 # cluster-mode values
-CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = 0, 1, 2, 3, 4
+CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = (
+    0,
+    1,
+    2,
+    3,
+    4,
+)
 # network-type values
-NETWORK_DETECTOR, NETWORK_CLASSIFIER, NETWORK_SEGMENTATION, NETWORK_INSTANCE_SEG, NETWORK_OTHER = 0, 1, 2, 3, 100
+NETWORK_DETECTOR, NETWORK_CLASSIFIER, NETWORK_SEGMENTATION, NETWORK_INSTANCE_SEG, NETWORK_OTHER = (
+    0,
+    1,
+    2,
+    3,
+    100,
+)
 #: nvinfer's gie-unique-id when the config sets none (DEFAULT_UNIQUE_ID in gstnvinfer.cpp).
 DEFAULT_GIE_UNIQUE_ID = 15
 
@@ -95,7 +107,9 @@ class NvinferConfig:
     network_mode: int = 0  # 0 FP32, 1 INT8, 2 FP16, 3 BEST
     output_tensor_meta: bool = False
     num_detected_classes: int = 0
-    cluster_mode: int = CLUSTER_GROUP_RECTANGLES  # absent -> 0 (which runs as NMS(0.5, top-20) without OpenCV)
+    cluster_mode: int = (
+        CLUSTER_GROUP_RECTANGLES  # absent -> 0 (which runs as NMS(0.5, top-20) without OpenCV)
+    )
     filter_out_class_ids: tuple[int, ...] = ()
     crop_objects_to_roi_boundary: bool = False
     classifier_threshold: float = 0.0
@@ -134,7 +148,9 @@ class NvinferConfig:
             return []
         p = Path(self.labelfile_path)
         if not p.is_absolute():
-            base = Path(base_dir) if base_dir else (Path(self.path).parent if self.path else Path("."))
+            base = (
+                Path(base_dir) if base_dir else (Path(self.path).parent if self.path else Path("."))
+            )
             p = base / p
         if not p.exists():
             return []
@@ -175,7 +191,8 @@ def load_nvinfer_config(path: str | Path) -> NvinferConfig:
 def parse_nvinfer_config(text: str, source: str = "<config>") -> NvinferConfig:
     """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths."""
     looks_yaml = source.endswith((".yml", ".yaml")) or (
-        "[property]" not in text and re.search(r"^property\s*:", text, re.M) is not None)
+        "[property]" not in text and re.search(r"^property\s*:", text, re.M) is not None
+    )
     sections = _read_yaml(text, source) if looks_yaml else _read_keyfile(text, source)
     return _build(text, source, sections)
 
@@ -218,9 +235,13 @@ def _read_keyfile(text: str, source: str) -> _Sections:
             sections.setdefault(current, [])
             continue
         if "=" not in line:
-            raise NvinferConfigError(f"{source}:{lineno}: expected 'key=value' or '[section]', got {line!r}")
+            raise NvinferConfigError(
+                f"{source}:{lineno}: expected 'key=value' or '[section]', got {line!r}"
+            )
         if current is None:
-            raise NvinferConfigError(f"{source}:{lineno}: key {line.split('=')[0].strip()!r} before any [section]")
+            raise NvinferConfigError(
+                f"{source}:{lineno}: key {line.split('=')[0].strip()!r} before any [section]"
+            )
         key, _, value = line.partition("=")
         value = re.split(r"\s+#", value, maxsplit=1)[0]  # trailing comment
         sections[current].append((key.strip(), value.strip(), lineno))
@@ -231,7 +252,9 @@ def _read_yaml(text: str, source: str) -> _Sections:
     try:
         import yaml
     except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(f"{source}: reading YAML nvinfer configs needs PyYAML (pip install pyyaml)") from exc
+        raise ImportError(
+            f"{source}: reading YAML nvinfer configs needs PyYAML (pip install pyyaml)"
+        ) from exc
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -240,12 +263,16 @@ def _read_yaml(text: str, source: str) -> _Sections:
     if root is None:
         return sections
     if not isinstance(root, yaml.MappingNode):
-        raise NvinferConfigError(f"{source}: expected a mapping of sections (property:, class-attrs-all:, ...)")
+        raise NvinferConfigError(
+            f"{source}: expected a mapping of sections (property:, class-attrs-all:, ...)"
+        )
     for key_node, value_node in root.value:
         name = key_node.value
         sections.setdefault(name, [])
         if not isinstance(value_node, yaml.MappingNode):
-            raise NvinferConfigError(f"{source}:{key_node.start_mark.line + 1}: section {name!r} is not a mapping")
+            raise NvinferConfigError(
+                f"{source}:{key_node.start_mark.line + 1}: section {name!r} is not a mapping"
+            )
         for k, v in value_node.value:
             if isinstance(v, yaml.SequenceNode):
                 raw = ";".join(str(item.value) for item in v.value)
@@ -257,7 +284,9 @@ def _read_yaml(text: str, source: str) -> _Sections:
 
 def _build(text: str, source: str, sections: _Sections) -> NvinferConfig:
     if "property" not in sections:
-        raise NvinferConfigError(f"{source}: no [property] section; is this an nvinfer config file?")
+        raise NvinferConfigError(
+            f"{source}: no [property] section; is this an nvinfer config file?"
+        )
     values: dict[str, Any] = {}
     pre: dict[str, Any] = {}
     properties: dict[str, str] = {}
@@ -281,7 +310,9 @@ def _build(text: str, source: str, sections: _Sections) -> NvinferConfig:
     values.pop("uff_input_dims", None)
     if dims:
         if len(dims) < 3:
-            raise NvinferConfigError(f"{source}: infer-dims must be c;h;w, got {';'.join(map(str, dims))}")
+            raise NvinferConfigError(
+                f"{source}: infer-dims must be c;h;w, got {';'.join(map(str, dims))}"
+            )
         pre["network_channels"], pre["network_height"], pre["network_width"] = dims[:3]
     enable_dbscan = values.pop("enable_dbscan", False)
     if enable_dbscan and "cluster-mode" not in properties:
@@ -294,25 +325,40 @@ def _build(text: str, source: str, sections: _Sections) -> NvinferConfig:
             continue
         if section == "class-attrs-all":
             class_all = _class_attrs(class_all, items, source, unknown, section)
-        elif (m := re.fullmatch(r"class-attrs-(\d+)", section)):
+        elif m := re.fullmatch(r"class-attrs-(\d+)", section):
             per_class_raw[int(m.group(1))] = items
         else:
             unknown.append(f"[{section}]")
-    class_attrs = {cid: _class_attrs(class_all, items, source, unknown, f"class-attrs-{cid}")
-                   for cid, items in sorted(per_class_raw.items())}
+    class_attrs = {
+        cid: _class_attrs(class_all, items, source, unknown, f"class-attrs-{cid}")
+        for cid, items in sorted(per_class_raw.items())
+    }
     n = values.get("num_detected_classes", 0)
     bad = [cid for cid in class_attrs if n and cid >= n]
     if bad:
         raise NvinferConfigError(
-            f"{source}: [class-attrs-{bad[0]}] is not below num-detected-classes={n}")
+            f"{source}: [class-attrs-{bad[0]}] is not below num-detected-classes={n}"
+        )
 
-    return NvinferConfig(text=text, path=None if source.startswith("<") else source, properties=properties,
-                         preprocessing=Preprocessing(**pre), class_attrs_all=class_all,
-                         class_attrs=class_attrs, unknown_keys=tuple(unknown), **values)
+    return NvinferConfig(
+        text=text,
+        path=None if source.startswith("<") else source,
+        properties=properties,
+        preprocessing=Preprocessing(**pre),
+        class_attrs_all=class_all,
+        class_attrs=class_attrs,
+        unknown_keys=tuple(unknown),
+        **values,
+    )
 
 
-def _class_attrs(base: ClassAttrs, items: list[tuple[str, str, int]], source: str,
-                 unknown: list[str], section: str) -> ClassAttrs:
+def _class_attrs(
+    base: ClassAttrs,
+    items: list[tuple[str, str, int]],
+    source: str,
+    unknown: list[str],
+    section: str,
+) -> ClassAttrs:
     changes: dict[str, Any] = {}
     for key, raw, lineno in items:
         spec = CLASS_KEYS.get(key)
@@ -335,4 +381,6 @@ def _convert(conv: Callable[[str], Any], raw: str, source: str, lineno: int, key
     try:
         return conv(raw)
     except ValueError as exc:
-        raise NvinferConfigError(f"{source}:{lineno}: bad value for {key}: {raw!r} ({exc})") from None
+        raise NvinferConfigError(
+            f"{source}:{lineno}: bad value for {key}: {raw!r} ({exc})"
+        ) from None

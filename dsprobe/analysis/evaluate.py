@@ -36,11 +36,17 @@ class GroundTruth:
     def for_frame(self, source_id: int, frame_num: int) -> Detections:
         m = (self.boxes["source_id"] == source_id) & (self.boxes["frame_num"] == frame_num)
         b = self.boxes[m]
-        return Detections(b[["x1", "y1", "x2", "y2"]].to_numpy(), np.ones(len(b)), b["class_id"].to_numpy(), "frame")
+        return Detections(
+            b[["x1", "y1", "x2", "y2"]].to_numpy(),
+            np.ones(len(b)),
+            b["class_id"].to_numpy(),
+            "frame",
+        )
 
 
-def source_to_frame_scale(source_size: tuple[float, float], frame_size: tuple[int, int],
-                          keep_aspect: bool = False) -> tuple[float, float]:
+def source_to_frame_scale(
+    source_size: tuple[float, float], frame_size: tuple[int, int], keep_aspect: bool = False
+) -> tuple[float, float]:
     """(sx, sy) mapping source-video pixels to frame (nvstreammux) pixels: stretched by default, or
     one truncated scale with ``keep_aspect`` (``enable-padding=1``, picture at the top-left)."""
     from dsprobe.reference.preprocess import muxer_content_size
@@ -52,8 +58,9 @@ def source_to_frame_scale(source_size: tuple[float, float], frame_size: tuple[in
     return dw / sw, dh / sh
 
 
-def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = None,
-                      muxer_keep_aspect: bool = False) -> GroundTruth:
+def load_ground_truth(
+    path: str | Path, frame_size: tuple[int, int] | None = None, muxer_keep_aspect: bool = False
+) -> GroundTruth:
     """Load COCO JSON; with ``frame_size`` (muxer width, height) boxes are scaled from each image's
     width/height to it (nvstreammux scaling: stretched, or letterboxed at the top-left with
     ``muxer_keep_aspect``). Images need ``width``/``height`` for that; ``source_id``/``frame_num``
@@ -72,9 +79,13 @@ def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = Non
         fn = im.get("frame_num", im["id"] % 1_000_000)
         if frame_size:
             if not im.get("width") or not im.get("height"):
-                raise ValueError(f"{p}: image {im['id']} has no width/height; they are needed to scale its boxes "
-                                 f"to the {frame_size[0]}x{frame_size[1]} frame")
-            sx, sy = source_to_frame_scale((im["width"], im["height"]), frame_size, muxer_keep_aspect)
+                raise ValueError(
+                    f"{p}: image {im['id']} has no width/height; they are needed to scale its boxes "
+                    f"to the {frame_size[0]}x{frame_size[1]} frame"
+                )
+            sx, sy = source_to_frame_scale(
+                (im["width"], im["height"]), frame_size, muxer_keep_aspect
+            )
         else:
             sx = sy = 1.0
         imgs[im["id"]] = (src, fn, sx, sy)
@@ -82,16 +93,47 @@ def load_ground_truth(path: str | Path, frame_size: tuple[int, int] | None = Non
     anns = []
     for a in coco["annotations"]:
         if a["image_id"] not in imgs:
-            raise ValueError(f"{p}: annotation {a.get('id')} refers to image {a['image_id']}, which is not listed")
+            raise ValueError(
+                f"{p}: annotation {a.get('id')} refers to image {a['image_id']}, which is not listed"
+            )
         src, fn, sx, sy = imgs[a["image_id"]]
         x, y, w, h = a["bbox"]
-        rows.append((frame_image_id(src, fn), src, fn, x * sx, y * sy, (x + w) * sx, (y + h) * sy, a["category_id"]))
-        anns.append({**a, "image_id": frame_image_id(src, fn), "bbox": [x * sx, y * sy, w * sx, h * sy],
-                     "area": w * sx * h * sy, "iscrowd": a.get("iscrowd", 0)})
-    scaled = {"images": [{"id": frame_image_id(s, f), "width": frame_size[0] if frame_size else 0,
-                          "height": frame_size[1] if frame_size else 0} for s, f, _, _ in imgs.values()],
-              "annotations": anns, "categories": coco["categories"]}
-    df = pd.DataFrame(rows, columns=["image_id", "source_id", "frame_num", "x1", "y1", "x2", "y2", "class_id"])
+        rows.append(
+            (
+                frame_image_id(src, fn),
+                src,
+                fn,
+                x * sx,
+                y * sy,
+                (x + w) * sx,
+                (y + h) * sy,
+                a["category_id"],
+            )
+        )
+        anns.append(
+            {
+                **a,
+                "image_id": frame_image_id(src, fn),
+                "bbox": [x * sx, y * sy, w * sx, h * sy],
+                "area": w * sx * h * sy,
+                "iscrowd": a.get("iscrowd", 0),
+            }
+        )
+    scaled = {
+        "images": [
+            {
+                "id": frame_image_id(s, f),
+                "width": frame_size[0] if frame_size else 0,
+                "height": frame_size[1] if frame_size else 0,
+            }
+            for s, f, _, _ in imgs.values()
+        ],
+        "annotations": anns,
+        "categories": coco["categories"],
+    }
+    df = pd.DataFrame(
+        rows, columns=["image_id", "source_id", "frame_num", "x1", "y1", "x2", "y2", "class_id"]
+    )
     cats = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
     return GroundTruth(scaled, df, cats)
 
@@ -114,12 +156,18 @@ class EvalResult:
     per_class_ap50_95: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        per = ", ".join(f"{k} {v:.3f}" if v == v else f"{k} n/a" for k, v in self.per_class_ap50.items())
-        return (f"mAP@0.5 {self.map50:.3f}  mAP@0.5:0.95 {self.map50_95:.3f}  "
-                f"({self.num_images} frames, {self.num_detections} detections; AP@0.5 per class: {per})")
+        per = ", ".join(
+            f"{k} {v:.3f}" if v == v else f"{k} n/a" for k, v in self.per_class_ap50.items()
+        )
+        return (
+            f"mAP@0.5 {self.map50:.3f}  mAP@0.5:0.95 {self.map50_95:.3f}  "
+            f"({self.num_images} frames, {self.num_detections} detections; AP@0.5 per class: {per})"
+        )
 
 
-def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[int, int]] | None = None) -> EvalResult:
+def evaluate(
+    detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[int, int]] | None = None
+) -> EvalResult:
     """COCO mAP of a detections DataFrame (``source_id, frame_num, x1..y2, score, class_id`` in frame
     pixels, as ``Postprocess.run_recording`` returns) against ``gt``, over ``frames`` ((source_id,
     frame_num) pairs; default: the frames present in ``detections`` plus those with no detection are
@@ -129,7 +177,9 @@ def evaluate(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[i
     except ImportError as exc:  # pragma: no cover
         raise ImportError("mAP uses pycocotools: pip install 'dsprobe[notebook]'") from exc
     if frames is None:
-        frames = sorted({(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])})
+        frames = sorted(
+            {(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])}
+        )
     ids = sorted({frame_image_id(s, f) for s, f in frames})
     idset = set(ids)
     coco_gt = coco_ground_truth(gt, ids)
@@ -155,9 +205,11 @@ def coco_ground_truth(gt: GroundTruth, image_ids: Sequence[int]) -> Any:
 
     idset = set(image_ids)
     coco_gt = COCO()
-    coco_gt.dataset = {"images": [{"id": i} for i in sorted(idset)],
-                       "annotations": [a for a in gt.coco["annotations"] if a["image_id"] in idset],
-                       "categories": gt.coco["categories"]}
+    coco_gt.dataset = {
+        "images": [{"id": i} for i in sorted(idset)],
+        "annotations": [a for a in gt.coco["annotations"] if a["image_id"] in idset],
+        "categories": gt.coco["categories"],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt.createIndex()
     return coco_gt
@@ -168,10 +220,18 @@ def coco_results(detections: pd.DataFrame, image_ids: set[int] | None = None) ->
     keeping frames in ``image_ids`` (``frame_image_id`` numbers; default all)."""
     d = detections
     img = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
-    return [{"image_id": i, "category_id": int(c), "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-             "score": float(s)} for i, x1, y1, x2, y2, s, c in
-            zip(img, d["x1"], d["y1"], d["x2"], d["y2"], d["score"], d["class_id"])
-            if image_ids is None or i in image_ids]
+    return [
+        {
+            "image_id": i,
+            "category_id": int(c),
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "score": float(s),
+        }
+        for i, x1, y1, x2, y2, s, c in zip(
+            img, d["x1"], d["y1"], d["x2"], d["y2"], d["score"], d["class_id"]
+        )
+        if image_ids is None or i in image_ids
+    ]
 
 
 def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) -> EvalResult:
@@ -189,9 +249,15 @@ def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) 
         curves[names[cid]] = (rec_thr[valid], p[valid])
     p50 = prec[0, :, :, 0, -1]
     pall = prec[:, :, :, 0, -1]
-    return EvalResult(float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
-                      float(pall[pall > -1].mean()) if (pall > -1).any() else 0.0,
-                      per_class, curves, num_images, num_detections, per_class_all)
+    return EvalResult(
+        float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+        float(pall[pall > -1].mean()) if (pall > -1).any() else 0.0,
+        per_class,
+        curves,
+        num_images,
+        num_detections,
+        per_class_all,
+    )
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -212,13 +278,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Match:
     """Greedy one-to-one matching of ``a`` (e.g. detections) to ``b`` (e.g. reference/GT)."""
 
-    pairs: np.ndarray      # (K, 2) indices into a, b
-    ious: np.ndarray       # (K,)
+    pairs: np.ndarray  # (K, 2) indices into a, b
+    ious: np.ndarray  # (K,)
     unmatched_a: np.ndarray
     unmatched_b: np.ndarray
 
 
-def match(a: Detections, b: Detections, iou_threshold: float = 0.5, same_class: bool = True) -> Match:
+def match(
+    a: Detections, b: Detections, iou_threshold: float = 0.5, same_class: bool = True
+) -> Match:
     """Greedy matching by descending IoU (then ``a``'s score): each box used once, IoU >= threshold."""
     iou = box_iou(a.boxes, b.boxes)
     if same_class and iou.size:
@@ -235,46 +303,84 @@ def match(a: Detections, b: Detections, iou_threshold: float = 0.5, same_class: 
             used_b.add(int(j))
             pairs.append((int(i), int(j)))
             ious.append(float(iou[i, j]))
-    return Match(np.array(pairs, np.int64).reshape(-1, 2), np.array(ious),
-                 np.array(sorted(set(range(len(a))) - used_a), np.int64),
-                 np.array(sorted(set(range(len(b))) - used_b), np.int64))
+    return Match(
+        np.array(pairs, np.int64).reshape(-1, 2),
+        np.array(ious),
+        np.array(sorted(set(range(len(a))) - used_a), np.int64),
+        np.array(sorted(set(range(len(b))) - used_b), np.int64),
+    )
 
 
-def ground_truth_from_detections(detections: pd.DataFrame, labels: Sequence[str],
-                                 frames: Sequence[tuple[int, int]] | None = None,
-                                 min_score: float = 0.0) -> GroundTruth:
+def ground_truth_from_detections(
+    detections: pd.DataFrame,
+    labels: Sequence[str],
+    frames: Sequence[tuple[int, int]] | None = None,
+    min_score: float = 0.0,
+) -> GroundTruth:
     """A reference set of detections (e.g. another recording's ``run_recording`` output, frame pixels)
     used as ground truth: boxes with ``score >= min_score`` of ``frames`` ((source_id, frame_num); default
     the frames in ``detections``) become annotations of class ``class_id`` named by ``labels``."""
     d = detections[detections["score"] >= min_score]
     if frames is None:
-        frames = sorted({(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])})
+        frames = sorted(
+            {(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])}
+        )
     bad = sorted(set(int(c) for c in d["class_id"]) - set(range(len(labels))))
     if bad:
-        raise ValueError(f"reference detections have class ids {bad} but only {len(labels)} labels were given")
+        raise ValueError(
+            f"reference detections have class ids {bad} but only {len(labels)} labels were given"
+        )
     ids = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
-    anns = [{"id": k + 1, "image_id": i, "category_id": int(c), "iscrowd": 0,
-             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "area": float((x2 - x1) * (y2 - y1))}
-            for k, (i, x1, y1, x2, y2, c) in enumerate(zip(ids, d["x1"], d["y1"], d["x2"], d["y2"], d["class_id"]))]
-    coco = {"images": [{"id": frame_image_id(s, f), "width": 0, "height": 0} for s, f in frames],
-            "annotations": anns, "categories": [{"id": i, "name": n} for i, n in enumerate(labels)]}
-    boxes = pd.DataFrame({"image_id": ids, "source_id": d["source_id"].to_numpy(int),
-                          "frame_num": d["frame_num"].to_numpy(int), "x1": d["x1"].to_numpy(float),
-                          "y1": d["y1"].to_numpy(float), "x2": d["x2"].to_numpy(float),
-                          "y2": d["y2"].to_numpy(float), "class_id": d["class_id"].to_numpy(int)})
+    anns = [
+        {
+            "id": k + 1,
+            "image_id": i,
+            "category_id": int(c),
+            "iscrowd": 0,
+            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "area": float((x2 - x1) * (y2 - y1)),
+        }
+        for k, (i, x1, y1, x2, y2, c) in enumerate(
+            zip(ids, d["x1"], d["y1"], d["x2"], d["y2"], d["class_id"])
+        )
+    ]
+    coco = {
+        "images": [{"id": frame_image_id(s, f), "width": 0, "height": 0} for s, f in frames],
+        "annotations": anns,
+        "categories": [{"id": i, "name": n} for i, n in enumerate(labels)],
+    }
+    boxes = pd.DataFrame(
+        {
+            "image_id": ids,
+            "source_id": d["source_id"].to_numpy(int),
+            "frame_num": d["frame_num"].to_numpy(int),
+            "x1": d["x1"].to_numpy(float),
+            "y1": d["y1"].to_numpy(float),
+            "x2": d["x2"].to_numpy(float),
+            "y2": d["y2"].to_numpy(float),
+            "class_id": d["class_id"].to_numpy(int),
+        }
+    )
     return GroundTruth(coco, boxes, list(labels))
 
 
-def error_table(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[int, int]] | None = None,
-                iou_threshold: float = 0.5, min_score: float = 0.0) -> pd.DataFrame:
+def error_table(
+    detections: pd.DataFrame,
+    gt: GroundTruth,
+    frames: Sequence[tuple[int, int]] | None = None,
+    iou_threshold: float = 0.5,
+    min_score: float = 0.0,
+) -> pd.DataFrame:
     """False positives and misses at an operating point: per frame, detections with ``score >=
     min_score`` are matched one-to-one to ground truth (same class, IoU >= ``iou_threshold``, see
     :func:`match`). One row per error: ``kind`` ("false_positive" or "missed"), source_id, frame_num,
     x1, y1, x2, y2 (frame px), class_id, score (NaN for a miss), best_iou (with any box of the other set)."""
     d = detections[detections["score"] >= min_score]
     if frames is None:
-        frames = sorted({(int(s), int(f)) for s, f in zip(d["source_id"], d["frame_num"])}
-                        | {(int(s), int(f)) for s, f in zip(gt.boxes["source_id"], gt.boxes["frame_num"])})
+        frames = sorted(
+            {(int(s), int(f)) for s, f in zip(d["source_id"], d["frame_num"])}
+            | {(int(s), int(f)) for s, f in zip(gt.boxes["source_id"], gt.boxes["frame_num"])}
+        )
     det_groups = dict(list(d.groupby(["source_id", "frame_num"])))
     gt_groups = dict(list(gt.boxes.groupby(["source_id", "frame_num"])))
     cols = ["x1", "y1", "x2", "y2"]
@@ -282,16 +388,42 @@ def error_table(detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tupl
     for s, f in frames:
         key = (int(s), int(f))
         dd, gg = det_groups.get(key), gt_groups.get(key)
-        a = Detections(dd[cols].to_numpy(), dd["score"].to_numpy(), dd["class_id"].to_numpy(), "frame") \
-            if dd is not None else Detections.empty("frame")
-        b = Detections(gg[cols].to_numpy(), np.ones(len(gg)), gg["class_id"].to_numpy(), "frame") \
-            if gg is not None else Detections.empty("frame")
+        a = (
+            Detections(
+                dd[cols].to_numpy(), dd["score"].to_numpy(), dd["class_id"].to_numpy(), "frame"
+            )
+            if dd is not None
+            else Detections.empty("frame")
+        )
+        b = (
+            Detections(gg[cols].to_numpy(), np.ones(len(gg)), gg["class_id"].to_numpy(), "frame")
+            if gg is not None
+            else Detections.empty("frame")
+        )
         m = match(a, b, iou_threshold)
         iou = box_iou(a.boxes, b.boxes)
         for i in m.unmatched_a:
-            rows.append(("false_positive", *key, *a.boxes[i].tolist(), int(a.class_ids[i]), float(a.scores[i]),
-                         float(iou[i].max()) if iou.shape[1] else 0.0))
+            rows.append(
+                (
+                    "false_positive",
+                    *key,
+                    *a.boxes[i].tolist(),
+                    int(a.class_ids[i]),
+                    float(a.scores[i]),
+                    float(iou[i].max()) if iou.shape[1] else 0.0,
+                )
+            )
         for j in m.unmatched_b:
-            rows.append(("missed", *key, *b.boxes[j].tolist(), int(b.class_ids[j]), float("nan"),
-                         float(iou[:, j].max()) if iou.shape[0] else 0.0))
-    return pd.DataFrame(rows, columns=["kind", "source_id", "frame_num", *cols, "class_id", "score", "best_iou"])
+            rows.append(
+                (
+                    "missed",
+                    *key,
+                    *b.boxes[j].tolist(),
+                    int(b.class_ids[j]),
+                    float("nan"),
+                    float(iou[:, j].max()) if iou.shape[0] else 0.0,
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["kind", "source_id", "frame_num", *cols, "class_id", "score", "best_iou"]
+    )

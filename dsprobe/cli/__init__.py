@@ -9,10 +9,19 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "inspect": ("dsprobe.recording.inspect", "print what a recording holds"),
-    "compare": ("dsprobe.compare_cli", "drift between two recordings, layer by layer and box by box"),
-    "export-nvinfer": ("dsprobe.export", "print the nvinfer [class-attrs-*] keys of a postprocess spec"),
-    "record-onnx": ("dsprobe.reference.cli", "record videos through an ONNX model as nvinfer would"),
+    "inspect": ("dsprobe.cli.inspect", "print what a recording holds"),
+    "compare": (
+        "dsprobe.cli.compare",
+        "drift between two recordings, layer by layer and box by box",
+    ),
+    "export-nvinfer": (
+        "dsprobe.analysis.export",
+        "print the nvinfer [class-attrs-*] keys of a postprocess spec",
+    ),
+    "record-onnx": (
+        "dsprobe.cli.record_onnx",
+        "record videos through an ONNX model as nvinfer would",
+    ),
 }
 
 
@@ -28,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"dsprobe {args.command}",
-                                         description=COMMANDS[args.command][1])
+    cmd_parser = argparse.ArgumentParser(
+        prog=f"dsprobe {args.command}", description=COMMANDS[args.command][1]
+    )
     module.add_arguments(cmd_parser)
     return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)
 
 
 def _version() -> str:
     from dsprobe import __version__
+
     return __version__
 
 
