@@ -1,7 +1,7 @@
 """A TEST DOUBLE of pyds (DeepStream's Python bindings) and of the bits of Gst the probes use.
 
 This is a stand-in, used only by dsprobe's tests, because no machine here has DeepStream. It mirrors
-the API described in ../shared/reference/pyds_api.md, including its hazards, so the adapter is
+the API described in docs/pyds-notes.md, including its hazards, so the adapter is
 tested against them:
 
 * lists are GList nodes with ``.data`` / ``.next``; structs are reached with ``Type.cast(data)``;

@@ -2,7 +2,7 @@
 
 For each frame (PGIE tensor meta) or object (SGIE tensor meta) of the chosen GIE, the SAME
 :class:`dsprobe.Postprocess` the notebook used turns the copied tensors into frame-pixel detections,
-which are added from the meta pools (pyds_api.md §4): rect in muxer pixels, class id, confidence,
+which are added from the meta pools (docs/pyds-notes.md §4): rect in muxer pixels, class id, confidence,
 label (< 128 bytes), untracked object id, ``unique_component_id`` for a downstream SGIE's
 ``operate-on-gie-id``, parent for SGIE detections. Optional: keypoints as display meta circles, and
 per-object vectors (embeddings) as user meta readable with :func:`read_vector_user_meta`.

@@ -6,7 +6,7 @@ copy) and, if asked, a strided downscale of the frame and object crops; JPEG enc
 on the Recorder's thread. It never raises into the pipeline and always returns
 ``Gst.PadProbeReturn.OK``: errors are counted per kind, logged once, and stored with the stats.
 
-Where things come from (pyds_api.md): PGIE tensors from ``frame_user_meta_list``, SGIE tensors from
+Where things come from (docs/pyds-notes.md): PGIE tensors from ``frame_user_meta_list``, SGIE tensors from
 each object's ``obj_user_meta_list``; GIEs told apart by ``tensor_meta.unique_id`` (gie-unique-id);
 ``network_size`` from ``tensor_meta.network_info`` (zeros on pyds < 1.1.1); ``frame_size`` (the
 space of object rects) is the nvstreammux output size: ``muxer_size=`` if given, else the

@@ -1,7 +1,7 @@
 """nvinfer's crop / letterbox geometry, shared by preprocessing (reference recorder) and box scaling.
 
 Exactly as ``get_converted_buffer`` and ``attach_metadata_detector`` in gst-nvinfer
-(``shared/reference/nvinfer_semantics.md`` §1.1, §1.2, §1.6):
+(``docs/nvinfer-semantics.md`` §1.1, §1.2, §1.6):
 
 * the crop rect is even-rounded: left/top rounded **up** to even, width/height **down** to even,
   after C truncation to unsigned int;

@@ -3,7 +3,7 @@
 ``record()`` never blocks and never raises: frames go into a bounded queue and are dropped (and
 counted) when it is full. The writer thread downscales/encodes images, buffers rows, appends them in
 blocks and flushes the file at least every ``flush_interval_s``; after a crash (``kill -9``) the file
-holds every frame up to the last flush (see shared/reference/hdf5_measurements.md). An I/O error
+holds every frame up to the last flush (docs/recording-format.md, "Measured HDF5 behaviour"). An I/O error
 (disk full...) stops the recorder: the reason is logged and kept in :attr:`Recorder.stats`, the
 caller carries on and later frames are counted as ``dropped_stopped``.
 """

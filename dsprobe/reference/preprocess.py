@@ -1,4 +1,4 @@
-"""nvinfer's preprocessing in numpy (shared/reference/nvinfer_semantics.md §1, §7).
+"""nvinfer's preprocessing in numpy (docs/nvinfer-semantics.md §1, §7).
 
 Order, as nvinfer: frame at nvstreammux size -> even-rounded crop -> resize into the (letterboxed)
 network rectangle, **quantised to uint8** -> zero padding -> ``net-scale-factor * (x - mean)`` in
