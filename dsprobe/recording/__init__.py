@@ -4,6 +4,7 @@ background thread (writer.py), one file being written (segment.py) and its block
 frame read lazily (frame_view.py); ``dsprobe inspect`` (inspect.py)."""
 
 from dsprobe.recording.frame_view import FrameView
+from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.rate_limiter import RateLimiter
 from dsprobe.recording.reader import LayerInfo, Recording, RecordingError, open_recording
 from dsprobe.recording.writer import Recorder
@@ -13,6 +14,7 @@ __all__ = [
     "LayerInfo",
     "RateLimiter",
     "Recorder",
+    "RecorderOptions",
     "Recording",
     "RecordingError",
     "open_recording",
