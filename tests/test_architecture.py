@@ -31,15 +31,10 @@ UI_ONLY_LIBRARIES = ("matplotlib", "ipywidgets", "IPython")
 # Import cycles that helpers are removing now. Each entry names its owner; the test fails once a
 # listed cycle is gone, so the owner empties the entry in the same change. Nothing new goes here.
 ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"dsprobe.recording.writer", "dsprobe.recording.segment"}): "helper recording",
-    frozenset({"dsprobe.recording.reader", "dsprobe.recording.frame_view"}): "helper recording",
     frozenset({"dsprobe.postprocess.pipeline", "dsprobe.postprocess.replay"}): "helper params",
 }
 # Private names imported across modules, same rules: (importer, module, name): owner.
-ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
-    ("dsprobe.recording.writer", "dsprobe.recording.segment", n): "helper recording"
-    for n in ("_Segment", "_check_space", "_NoSpace", "_InvalidFrame")
-}
+ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
