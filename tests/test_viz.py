@@ -206,7 +206,7 @@ def test_error_crops_gallery():
 def test_core_never_imports_matplotlib_or_ipywidgets():
     code = (
         "import sys, dsprobe, dsprobe.analysis.search, dsprobe.analysis.evaluate, dsprobe.analysis.export, dsprobe.postprocess, "
-        "dsprobe.recording, dsprobe.notebook.plots, dsprobe.notebook.tuner, dsprobe.analysis.settings, dsprobe.notebook.figures, dsprobe.notebook.browser, "
+        "dsprobe.recording, dsprobe.notebook.plots, dsprobe.notebook.tuner, dsprobe.notebook.figures, dsprobe.notebook.browser, "
         "dsprobe.postprocess.replay, dsprobe.cli.compare, dsprobe.nvinfer.keys\n"
         "from dsprobe import Postprocess, open_recording\n"
         "bad = [m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules]\n"

@@ -5,13 +5,15 @@ never frame by frame, with the same result as ``pp(rec[row])`` per row; and the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, tag_parent
-from dsprobe.postprocess.registry import StepContext
+from dsprobe.postprocess.registry import PostprocessError, StepContext
+
+if TYPE_CHECKING:  # annotations only: pipeline imports this module, never the other way
+    from dsprobe.postprocess.pipeline import Postprocess
 
 
 def detections_by_row(
@@ -215,3 +217,17 @@ def _progress(it: Sequence, enabled: bool) -> Iterable:
     except ImportError:
         return it
     return tqdm(it, total=len(it), desc="postprocess", unit="block")
+
+
+def tag_parent(d: Detections, parent_index: int) -> Detections:
+    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
+    return Detections(
+        d.boxes,
+        d.scores,
+        d.class_ids,
+        d.space,
+        keypoints=d.keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=np.full(len(d), parent_index, np.uint64),
+    )
