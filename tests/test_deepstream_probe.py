@@ -1,5 +1,5 @@
 """attach_recorder (dsprobe.deepstream) run against tests/pyds_double.py, a TEST DOUBLE (stand-in) of
-pyds/Gst, because no machine here has DeepStream. The double follows shared/reference/pyds_api.md and
+pyds/Gst, because no machine here has DeepStream. The double follows docs/pyds-notes.md and
 its hazards (shared layer infos, one pointer-array capsule, pitched surfaces, pool buffers overwritten
 after the probe, unmap on Jetson). The recordings the probe makes are real HDF5 files written by the
 real Recorder and read back with the real reader."""

@@ -1,4 +1,4 @@
-"""Frame pixels out of a batched NvBufSurface (pyds_api.md §3): map, copy, unmap.
+"""Frame pixels out of a batched NvBufSurface (docs/pyds-notes.md §3): map, copy, unmap.
 
 ``get_nvds_buf_surface(hash(buf), batch_id)`` gives an (H, W, 4) RGBA (or RGB) uint8 **view** with
 strides ``(pitch, C, 1)``: not contiguous, valid only inside the probe, and on Jetson mapped until

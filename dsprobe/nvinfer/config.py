@@ -1,6 +1,6 @@
 """Read Gst-nvinfer config files (key=value ``[property]`` / ``[class-attrs-*]`` files and the YAML form).
 
-Values are typed and carry nvinfer's defaults (see ``shared/reference/nvinfer_semantics.md`` §1, §3.1).
+Values are typed and carry nvinfer's defaults (see ``docs/nvinfer-semantics.md`` §1, §3.1).
 Unknown keys are kept in :attr:`NvinferConfig.unknown_keys` and reported, never fatal; a malformed
 value raises :class:`NvinferConfigError` naming the file, the line and the key.
 """
