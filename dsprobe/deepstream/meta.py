@@ -1,4 +1,4 @@
-"""Walking DeepStream metadata and copying tensor output out of it (docs/deepstream-audit.md).
+"""Walking DeepStream metadata and copying tensor output out of it (docs/pyds-notes.md).
 
 Everything returned is an owned copy: nvinfer's output buffers go back to its pool once the
 buffer's meta is released, so nothing here keeps a view past the probe.
