@@ -18,6 +18,7 @@ _EXPORTS = {
     "UNTRACKED_OBJECT_ID": "dsprobe.records",
     "Detections": "dsprobe.detections",
     "Recorder": "dsprobe.recording.writer",
+    "RecorderOptions": "dsprobe.recording.options",
     "Recording": "dsprobe.recording.reader",
     "open_recording": "dsprobe.recording.reader",
     "NvinferConfig": "dsprobe.nvinfer.config",

@@ -330,7 +330,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
     """The small sample recording (both sample streams, ``seconds`` each, JPEG images downscaled to
     640x360 at quality 60, gzip-9 tensors, the config's postprocess as the pipeline's objects) and its
     ground truth ``<stem>_gt.json`` beside it."""
-    from dsprobe import Postprocess
+    from dsprobe import Postprocess, RecorderOptions
     from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.reference.recorder import record_onnx
     from dsprobe.sample import CONFIG_PATH, MUXER_SIZE, make_videos
@@ -348,9 +348,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
             muxer=MUXER_SIZE,
             batch=2,
             progress=False,
-            image_max_size=640,
-            image_quality=60,
-            compression="gzip-9",
+            recorder=RecorderOptions(image_quality=60, compression="gzip-9"),
             postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
             notes={
                 "recorded_by": "python -m dsprobe.cli.demo --make-sample",

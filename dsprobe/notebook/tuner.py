@@ -25,7 +25,7 @@ import pandas as pd
 
 from dsprobe.analysis.search import Reclusterer, SearchResult
 from dsprobe.detections import Detections
-from dsprobe.notebook.browser import Explorer, FrameBrowser, _config, _ipywidgets
+from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config, require_ipywidgets
 from dsprobe.notebook.figures import figure_png, label_of
 from dsprobe.notebook.plots import counts_by_stream, plot_ab, plot_counts, plot_heatmap
 from dsprobe.postprocess.nvinfer_params import key_param
@@ -74,7 +74,7 @@ class Tuner(FrameBrowser):
         progress: bool = False,
     ) -> None:
         if postprocess is None:
-            cfg = _config(rec)
+            cfg = recording_config(rec)
             if cfg is None:
                 raise ValueError(
                     "this recording stores no single nvinfer config: pass postprocess="
@@ -83,7 +83,7 @@ class Tuner(FrameBrowser):
         if rows is None:  # frames with frame-level (PGIE) tensors
             rows = np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)
         super().__init__(rec, rows, labels=postprocess.labels, gt=gt)
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.progress = progress
         self.postprocess = postprocess
         self.postprocess_b: Postprocess | None = None
@@ -368,7 +368,7 @@ def search_panel(
 ) -> Any:
     """The search's heat map (``index`` x ``columns``, best outlined), the best settings, and a button
     that takes them into ``tuner`` (same as ``tuner.set_postprocess(result.best)``)."""
-    w = _ipywidgets()
+    w = require_ipywidgets()
     best = (result.best_params.get(index), result.best_params.get(columns))
     fig = plot_heatmap(
         result.pivot(index, columns),
