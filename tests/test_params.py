@@ -168,23 +168,3 @@ def test_key_table_round_trip_config_spec_keys_config(text):
         elif any(row.param in s.params for s in pp.steps):
             assert row.config_value(back, 3) == row.config_value(cfg, 3), row.key
     assert Postprocess.from_nvinfer_config(back, opencv_build=True).to_dict() == pp.to_dict()
-
-
-def test_pipeline_and_replay_import_one_way():
-    """pipeline.py imports replay.py; replay.py names pipeline.py for annotations only
-    (``if TYPE_CHECKING:``), nowhere at run time, not even inside a function."""
-    import ast
-
-    import dsprobe.postprocess.replay as replay
-
-    tree = ast.parse(inspect.getsource(replay))
-    type_only = {
-        id(n)
-        for block in tree.body
-        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
-        for n in ast.walk(block)
-    }
-    runtime = [
-        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) not in type_only
-    ]
-    assert runtime and "dsprobe.postprocess.pipeline" not in runtime

@@ -5,19 +5,19 @@ never frame by frame, with the same result as ``pp(rec[row])`` per row; and the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.postprocess.registry import PostprocessError, StepContext
 
-if TYPE_CHECKING:  # annotations only: pipeline imports this module, never the other way
-    from dsprobe.postprocess.pipeline import Postprocess
+#: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
+PostprocessLike = Any
 
 
 def detections_by_row(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     rows: Iterable[int] | None = None,
     *,
@@ -70,7 +70,7 @@ def detections_by_row(
 
 
 def _object_rows(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     object_rows: np.ndarray,
     col: Mapping[str, np.ndarray],
@@ -109,7 +109,7 @@ def _object_rows(
 
 
 def decode_recording(
-    pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any
+    pp: PostprocessLike, rec: Any, rows: Iterable[int] | None = None, **kw: Any
 ) -> "DecodedRecording":
     """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
     clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
@@ -131,12 +131,12 @@ def decode_recording(
 class DecodedRecording:
     """Decoder output (candidates in network pixels) per frame row, ready for re-running the rest."""
 
-    postprocess: Postprocess
+    postprocess: PostprocessLike
     candidates: dict[int, Detections]
     contexts: dict[int, StepContext]
     recording: Any = None
 
-    def run(self, postprocess: Postprocess | None = None) -> dict[int, Detections]:
+    def run(self, postprocess: PostprocessLike | None = None) -> dict[int, Detections]:
         """Apply every step after the decoder of ``postprocess`` (default: the decoding one) to the
         cached candidates; its decode step must equal the cached one."""
         pp = postprocess or self.postprocess
