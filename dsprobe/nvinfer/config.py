@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dsprobe.nvinfer.keys import CLASS_KEYS, PROPERTY_KEYS
+from dsprobe.nvinfer.nvinferserver import (
+    ProtoTextError,
+    is_nvinferserver_text,
+    nvinferserver_sections,
+)
 
 # cluster-mode values
 CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = (
@@ -189,7 +194,15 @@ def load_nvinfer_config(path: str | Path) -> NvinferConfig:
 
 
 def parse_nvinfer_config(text: str, source: str = "<config>") -> NvinferConfig:
-    """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths."""
+    """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths.
+
+    nvinferserver configs (protobuf text) are read too, their fields translated to nvinfer keys
+    (:mod:`dsprobe.nvinfer.nvinferserver`)."""
+    if is_nvinferserver_text(text):
+        try:
+            return _build(text, source, nvinferserver_sections(text, source))
+        except ProtoTextError as exc:
+            raise NvinferConfigError(str(exc)) from None
     looks_yaml = source.endswith((".yml", ".yaml")) or (
         "[property]" not in text and re.search(r"^property\s*:", text, re.M) is not None
     )
