@@ -24,7 +24,6 @@ from dsprobe.analysis.match_tables import (
     tables_from_images,
 )
 from dsprobe.analysis.search import MASKED_PARAMS, Reclusterer, Selection
-from dsprobe.analysis.settings import apply_params
 from dsprobe.postprocess.pipeline import Postprocess
 from dsprobe.recording.recording_set import Partition
 
@@ -51,7 +50,7 @@ def guarded(fn: Callable[..., Any], part: Partition, *args: Any) -> Any:
 
 def with_setting(base: Postprocess, setting: Mapping[str, Any]) -> Postprocess:
     """``base`` with the params of one search setting applied (by param name)."""
-    return apply_params(base, dict(setting)) if setting else base
+    return base.set_params(dict(setting)) if setting else base
 
 
 def replay_partition(part: Partition, pp: Postprocess) -> pd.DataFrame:
@@ -130,6 +129,15 @@ class _GroupScorer:
         return tables_from_images(imgs, self.ev.params.catIds, self.n_img, int(keep.sum()))
 
 
+def _lowest_threshold(pps: Sequence[Postprocess]) -> float | None:
+    """The lowest pre-cluster threshold any setting asks for (one clustering serves them all), or
+    None when a setting has no threshold step."""
+    try:
+        return float(min(np.min(pp.get_param("pre_cluster_threshold")) for pp in pps))
+    except ValueError:
+        return None
+
+
 def score_partition(
     part: Partition,
     base: Postprocess,
@@ -144,13 +152,7 @@ def score_partition(
         decoded = base.decode_recording(rec, part.rows)
         frames = _frames_of(rec, part.rows)
         pps = [with_setting(base, s) for s in settings]
-        thresholds = [
-            np.min(pp.steps[1].params["pre_cluster_threshold"])
-            for pp in pps
-            if len(pp.steps) > 1 and "pre_cluster_threshold" in pp.steps[1].params
-        ]
-        floor = float(min(thresholds)) if len(thresholds) == len(pps) and pps else None
-        rc = Reclusterer(decoded, floor=floor, max_cached=2)
+        rc = Reclusterer(decoded, floor=_lowest_threshold(pps), max_cached=2)
         # settings that share a clustering back to back (masked params vary fastest)
         order = sorted(
             range(len(pps)),

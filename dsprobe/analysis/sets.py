@@ -35,7 +35,7 @@ from dsprobe.analysis.set_tasks import (
     score_partition,
     with_setting,
 )
-from dsprobe.analysis.settings import plain
+from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess
 from dsprobe.recording.reader import Recording
 from dsprobe.recording.recording_set import Partition, RecordingSet
