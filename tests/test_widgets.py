@@ -3,6 +3,7 @@ exactly as the postprocess says."""
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 
@@ -14,7 +15,7 @@ pytest.importorskip("matplotlib")
 
 from dsprobe import Postprocess, open_recording  # noqa: E402
 from dsprobe.analysis.settings import apply_params  # noqa: E402
-from dsprobe.notebook.tuner import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
+from dsprobe.notebook import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def live_recording(sample_videos, tmp_path_factory):
 
 @pytest.fixture
 def tuner(live_recording):
-    return Tuner(live_recording)
+    return Tuner(live_recording, background=False)
 
 
 def shown_count(t) -> int:
@@ -63,7 +64,12 @@ def test_tuner_starts_with_the_config_postprocess(tuner, live_recording):
     frame = live_recording[tuner.row]
     assert tuner.detections.equals(expected(frame))
     assert tuner.num_patches == len(tuner.detections) == shown_count(tuner)
-    assert tuner.image.value[:2] == b"\xff\xd8" and tuner.counts_image.value[:4] == b"\x89PNG"
+    assert tuner.image.value[:2] == b"\xff\xd8" and tuner.timeline.image.value[:4] == b"\x89PNG"
+    # drawn at the recorded image's resolution, not stretched to a figure size
+    from PIL import Image
+
+    shown = Image.open(io.BytesIO(tuner.image.value)).size
+    assert shown == (frame.image.shape[1], frame.image.shape[0])
 
 
 def test_threshold_slider_changes_boxes_and_counts_as_the_postprocess_says(tuner, live_recording):
@@ -98,7 +104,9 @@ def test_per_class_threshold_only_touches_that_class(tuner):
     assert c not in tuner.detections.class_ids
     assert len(tuner.detections) == int((classes != c).sum())
     tuner.class_select.value = ALL_CLASSES
-    assert tuner.threshold.value == pytest.approx(0.25 if c else 1.0)  # shows class 0's value
+    # "all classes" shows the value most classes share and names the class that differs
+    assert tuner.threshold.value == pytest.approx(0.25)
+    assert f"{tuner.labels[c]} 1" in tuner.per_class_note.value
 
 
 def test_iou_topk_size_and_cluster_controls(tuner, live_recording):
@@ -157,8 +165,17 @@ def test_ab_shows_both_settings_and_the_differing_boxes(tuner, live_recording):
 
 
 def test_stream_and_frame_navigation(tuner, live_recording):
-    tuner.stream.value = 1
+    tuner.frame.value = tuner.frame.options[5][1]
+    fnum0 = tuner.frame_view.frame_num
+    tuner.stream.value = 1  # keeps the frame number
     assert live_recording[tuner.row].source_id == 1
+    assert tuner.frame_view.frame_num == fnum0
+    tuner.player.step(1)
+    assert tuner.frame_view.frame_num == fnum0 + 1 and tuner.player.play.value == 6
+    tuner.player.step(-10)
+    assert tuner.frame.value == tuner.frame.options[0][1]
+    tuner.player.play.value = 3  # what the play button does, one tick
+    assert tuner.frame.value == tuner.frame.options[3][1]
     fnum = int(tuner.frame.options[3][0])
     tuner.goto(1, fnum)
     assert (tuner.frame_view.source_id, tuner.frame_view.frame_num) == (1, fnum)

@@ -15,30 +15,37 @@ from dsprobe.notebook.figures import (
     new_figure,
     pyplot,
 )
-from dsprobe.notebook.plots import (
+from dsprobe.notebook.frames import (
+    OUTCOME_COLORS,
     FrameCanvas,
+    Panel,
     ab_difference,
+    draw_detections,
+    plot_ab,
+    plot_frame,
+    show_image,
+)
+from dsprobe.notebook.plots import (
     counts_by_stream,
     crop_gallery,
-    draw_detections,
     error_crops,
     frame_gaps,
-    plot_ab,
     plot_counts,
-    plot_frame,
     plot_frame_gaps,
     plot_heatmap,
     plot_pr_curves,
     plot_score_distributions,
-    show_image,
 )
-from dsprobe.notebook.tuner import ALL_CLASSES, Tuner, search_panel
+from dsprobe.notebook.search_view import search_panel
+from dsprobe.notebook.tuner import ALL_CLASSES, Tuner
 
 __all__ = [
     "ALL_CLASSES",
     "HIGHLIGHT",
     "PALETTE",
     "Explorer",
+    "OUTCOME_COLORS",
+    "Panel",
     "FrameBrowser",
     "FrameCanvas",
     "Tuner",

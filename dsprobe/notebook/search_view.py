@@ -1,0 +1,44 @@
+"""Search results in the notebook: the heat map of a grid search with a button that takes the best
+settings into a :class:`~dsprobe.notebook.tuner.Tuner`, and the best settings under each objective
+side by side, each with its own button."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from dsprobe.analysis.search import SearchResult
+from dsprobe.notebook.controls import widgets
+from dsprobe.notebook.figures import figure_png
+from dsprobe.notebook.plots import plot_heatmap
+
+
+def search_panel(
+    result: SearchResult,
+    tuner: Any = None,
+    index: str = "pre_cluster_threshold",
+    columns: str = "iou_threshold",
+) -> Any:
+    """The search's heat map (``index`` x ``columns``, best outlined), the best settings, and a button
+    that takes them into ``tuner`` (same as ``tuner.set_postprocess(result.best)``)."""
+    w = widgets()
+    best = (result.best_params.get(index), result.best_params.get(columns))
+    fig = plot_heatmap(
+        result.pivot(index, columns),
+        title=f"{result.metric} by {index} x {columns}",
+        best=best if None not in best else None,
+    )
+    image = w.Image(value=figure_png(fig), format="png")
+    top = result.table.iloc[0]
+    text = w.HTML(
+        f"<b>best</b>: {html.escape(str(result.best_params))} &rarr; mAP@0.5 {top['map50']:.4f}, "
+        f"mAP@0.5:0.95 {top['map50_95']:.4f} ({len(result.table)} settings tried)"
+    )
+    parts = [image, text]
+    if tuner is not None:
+        button = w.Button(
+            description="use best in tuner", button_style="success", layout=w.Layout(width="180px")
+        )
+        button.on_click(lambda _: tuner.set_postprocess(result.best))
+        parts.append(button)
+    return w.VBox(parts)
