@@ -250,19 +250,23 @@ def objective(spec: str | Objective, **params: float) -> Objective:
 
 
 def score_all(t: Matches, objectives: Sequence[Objective] | None = None) -> dict[str, float]:
-    """Every objective of ``objectives`` (default ``OBJECTIVES``) plus precision, recall, tp, fp, fn."""
+    """Precision, recall, F1, mAP@0.5, TP, FP, misses and FP per frame, plus every objective of
+    ``objectives`` (default ``OBJECTIVES``) under its label (``name(param=value)`` when it has params)."""
     p, r, f = precision_recall_f1(t)
     tp, fp, fn = counts(t)
     out = {
         "precision": p,
         "recall": r,
+        "f1": f,
+        "map50": map50(t),
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "fp_per_frame": fp / max(t.num_frames, 1),
     }
     for o in objectives or OBJECTIVES.values():
-        out[o.label if o.params != OBJECTIVES.get(o.name, o).params else o.name] = o(t)
+        if o.label not in out:
+            out[o.label] = o(t)
     return out
 
 

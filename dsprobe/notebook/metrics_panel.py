@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.analysis.errors import type_frame
-from dsprobe.analysis.objectives import Matches, match_table_of, score_all
+from dsprobe.analysis.objectives import Matches, score_all
+from dsprobe.analysis.operating import SettingScorer
 from dsprobe.detections import Detections
 from dsprobe.notebook.frames import OUTCOME_COLORS
 
@@ -102,35 +103,16 @@ class RecordingScore:
 
 class Evaluator:
     """Scores settings of a decoded recording (``reclusterer``) against ground truth ``gt`` on frame
-    ``rows`` of ``rec``."""
+    ``rows`` of ``rec`` (match tables cached per clustering setting:
+    :class:`~dsprobe.analysis.operating.SettingScorer`)."""
 
     def __init__(self, reclusterer: Any, gt: Any, rec: Any, rows: np.ndarray) -> None:
-        self.reclusterer, self.gt, self.rec = reclusterer, gt, rec
-        self.rows = np.asarray(rows, np.int64)
-        f = rec.frames
-        self._key_of_row = {
-            int(r): (int(s), int(n))
-            for r, s, n in zip(
-                self.rows,
-                f["source_id"].to_numpy()[self.rows],
-                f["frame_num"].to_numpy()[self.rows],
-            )
-        }
-        self._gt_by_key: dict[tuple[int, int], Detections] = {}
-        b = gt.boxes
-        if len(b):
-            xy = b[["x1", "y1", "x2", "y2"]].to_numpy(float)
-            cls = b["class_id"].to_numpy()
-            for key, idx in b.groupby(["source_id", "frame_num"]).indices.items():
-                self._gt_by_key[(int(key[0]), int(key[1]))] = Detections(
-                    xy[idx], np.ones(len(idx)), cls[idx], "frame"
-                )
-        self._cache: dict[str, Matches] = {}
+        self.rec = rec
+        self.scorer = SettingScorer(reclusterer, gt, rows)
+        self.rows = self.scorer.rows
 
     def gt_for_row(self, row: int) -> Detections:
-        return self._gt_by_key.get(
-            self._key_of_row.get(int(row), (-1, -1)), Detections.empty("frame")
-        )
+        return self.scorer.gt_for_row(row)
 
     def frame(self, row: int, dets: Detections) -> FrameOutcome:
         """The frame ``row``'s ``dets`` judged (fast: one frame)."""
@@ -146,42 +128,19 @@ class Evaluator:
         unmatched[nearest[hit]] = False
         return FrameOutcome(types, cols, g[unmatched], p, r, f, tp, fp, fn)
 
-    def _all_matches(self, sel: Any) -> Matches:
-        cached = self._cache.get(sel.key)
-        if cached is not None:
-            return cached
-        parts, rows = [], []
-        for r, (d, _) in sel.per_row.items():
-            parts.append((d, self.gt_for_row(r)))
-            rows.append(r)
-        m = match_table_of(parts, len(self.rows), rows=rows)
-        self._cache[sel.key] = m
-        while len(self._cache) > 4:
-            del self._cache[next(iter(self._cache))]
-        return m
-
     def recording(self, pp: Any) -> RecordingScore:
         """``pp`` scored on every row (slow the first time per clustering setting: run on a Worker)."""
-        rc = self.reclusterer
-        if rc.fast_path(pp):
-            sel = rc.select(pp)
-            matches = self._all_matches(sel).subset(sel.keep)
-        else:
-            per = rc.run(pp)
-            rows = list(per)
-            matches = match_table_of(
-                [(per[r], self.gt_for_row(r)) for r in rows], len(self.rows), rows=rows
-            )
+        matches = self.scorer.matches(pp)
         index = pd.Index(self.rows, name="row")
         pos = np.searchsorted(self.rows, matches.rows)
         counts = np.bincount(pos, minlength=len(self.rows))
-        tp_rows = np.bincount(pos, matches.tp[:, 0], minlength=len(self.rows))
+        tp_rows = np.bincount(pos, matches.tp[:, 0], minlength=len(self.rows)).astype(int)
         gt_rows = np.array([len(self.gt_for_row(r)) for r in self.rows])
         return RecordingScore(
             score_all(matches),
             pd.Series(counts, index, name="detections"),
-            pd.Series(counts - tp_rows.astype(int), index, name="false positives"),
-            pd.Series(gt_rows - tp_rows.astype(int), index, name="missed"),
+            pd.Series(counts - tp_rows, index, name="false positives"),
+            pd.Series(gt_rows - tp_rows, index, name="missed"),
             matches,
         )
 
