@@ -145,6 +145,12 @@ class ObjectiveSearch:
             )
         return pd.DataFrame(rows).set_index("objective")
 
+    def matches_below(self, pp: Postprocess) -> Matches:
+        """``pp``'s match table at the grid's lowest pre-cluster threshold (its other params kept):
+        what PR and F1-over-confidence curves are drawn from, with ``pp``'s threshold marked."""
+        grid = self.grid.get("pre_cluster_threshold") or [0.0]
+        return self.scorer.matches(apply_params(pp, {"pre_cluster_threshold": min(grid)}))
+
     def per_class(
         self,
         obj: str | Objective = "f1",

@@ -5,6 +5,14 @@ imports it. Notebooks import from here: ``from dsprobe.notebook import Tuner, pl
 """
 
 from dsprobe.notebook.browser import Explorer, FrameBrowser
+from dsprobe.notebook.controls import Player, SaveSpec, Zoom
+from dsprobe.notebook.errors_view import (
+    ErrorGallery,
+    error_thumbnail,
+    plot_confusion,
+    plot_error_breakdown,
+    plot_operating_curves,
+)
 from dsprobe.notebook.figures import (
     HIGHLIGHT,
     PALETTE,
@@ -36,10 +44,21 @@ from dsprobe.notebook.plots import (
     plot_pr_curves,
     plot_score_distributions,
 )
-from dsprobe.notebook.search_view import search_panel
+from dsprobe.notebook.search_view import objectives_panel, search_panel
+from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner import ALL_CLASSES, Tuner
 
 __all__ = [
+    "ErrorGallery",
+    "Player",
+    "SaveSpec",
+    "Timeline",
+    "Zoom",
+    "error_thumbnail",
+    "objectives_panel",
+    "plot_confusion",
+    "plot_error_breakdown",
+    "plot_operating_curves",
     "ALL_CLASSES",
     "HIGHLIGHT",
     "PALETTE",
