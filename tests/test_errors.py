@@ -52,14 +52,15 @@ def test_every_tide_type_by_hand():
             (200, 0, 270, 60, 0.4, 0),  # wrong class, poor box (IoU 0.42 with gt 1): both
         ]
     )
-    types, nearest, missed = type_frame(dets, gt)
+    types, nearest, gt_types = type_frame(dets, gt)
     assert types.tolist() == [
         "tp", "duplicate", "classification", "localisation", "background", "both"
     ]  # fmt: skip
     assert nearest.tolist()[:4] == [0, 0, 1, 2] and nearest[5] == 1
-    # gt 1 has a classification error on it and gt 2 a localisation error: neither is "missed"
-    assert missed.tolist() == [False, False, False]
-    assert type_frame(D([]), gt)[2].all()  # nothing detected: all missed
+    # gt 1 has a classification error on it and gt 2 a localisation error: TIDE charges those, so
+    # neither is "missed" (both are still false negatives: "covered")
+    assert gt_types.tolist() == ["tp", "covered", "covered"]
+    assert type_frame(D([]), gt)[2].tolist() == ["missed"] * 3
 
 
 def test_frame_matches_is_coco_greedy_by_score():

@@ -13,7 +13,8 @@ background IoU ``t_b`` (0.1), checked in this order:
 * ``both``: ``t_b <= IoU < t_f`` with ground truth of another class only (wrong class and box).
 
 A ground-truth box no detection matched is ``missed`` unless a classification or localisation error
-sits on it (TIDE counts those as that error, not as a miss). True positives are matched the COCO way
+sits on it: TIDE charges that one to the error, and dsprobe types it ``covered`` (still a false
+negative at IoU 0.5, but not a miss of its own). True positives are matched the COCO way
 (:func:`frame_matches`). Every box is in frame pixels (x1, y1, x2, y2).
 """
 
@@ -63,15 +64,16 @@ def frame_matches(
 def type_frame(
     dets: Detections, gt: Detections, t_f: float = FG_IOU, t_b: float = BG_IOU
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """TIDE types on one frame: ``(det_type, det_gt, gt_missed)``: per detection "tp" or an error type
+    """TIDE types on one frame: ``(det_type, det_gt, gt_type)``: per detection "tp" or an error type
     of :data:`FP_TYPES`; per detection the ground-truth box it matched or lies nearest to (-1: none);
-    per ground-truth box whether it is ``missed``."""
+    per ground-truth box "tp" (matched), "covered" (unmatched, charged to a classification or
+    localisation error on it) or "missed"."""
     n, m = len(dets), len(gt)
     matched = frame_matches(dets, gt, (t_f,))[:, 0]
     types = np.where(matched >= 0, "tp", "background").astype(object)
     nearest = matched.copy()
+    gt_type = np.full(m, "missed", object)
     covered = np.zeros(m, bool)
-    covered[matched[matched >= 0]] = True
     if n and m:
         iou = box_iou(dets.boxes, gt.boxes)
         same = dets.class_ids[:, None] == gt.class_ids[None]
@@ -92,7 +94,9 @@ def type_frame(
                 nearest[d] = int(np.argmax(iou[d])) if iou[d].max() > 0 else -1
             else:
                 types[d], nearest[d] = "both", go
-    return types.astype(str), nearest, ~covered
+    gt_type[covered] = "covered"
+    gt_type[matched[matched >= 0]] = "tp"
+    return types.astype(str), nearest, gt_type.astype(str)
 
 
 def _frame_sets(
@@ -128,7 +132,8 @@ def error_table(
     """Every false positive and miss at an operating point, typed (TIDE, see the module doc): detections
     with ``score >= min_score`` of ``frames`` ((source_id, frame_num); default every frame with a
     detection or a ground-truth box). One row per error: ``kind`` ("false_positive" or "missed"),
-    ``type`` (:data:`ERROR_TYPES`), source_id, frame_num, x1, y1, x2, y2 (frame px), class_id, score
+    ``type`` (:data:`ERROR_TYPES`, or "covered" for a false negative TIDE charges to the
+    classification / localisation error on it), source_id, frame_num, x1, y1, x2, y2 (frame px), class_id, score
     (NaN for a miss), best_iou (with any box of the other set), and the nearby ground truth
     ``gt_x1..gt_y2``, ``gt_class_id`` (NaN / -1 when there is none)."""
     d = detections[detections["score"] >= min_score]
@@ -136,7 +141,7 @@ def error_table(
     rows = []
     for key in frames:
         a, b = _as_dets(det_groups.get(key)), _as_dets(gt_groups.get(key), score=False)
-        types, nearest, missed = type_frame(a, b, t_f, t_b)
+        types, nearest, gt_types = type_frame(a, b, t_f, t_b)
         iou = box_iou(a.boxes, b.boxes)
         for i in np.flatnonzero(types != "tp"):
             g = int(nearest[i])
@@ -155,13 +160,13 @@ def error_table(
                     int(b.class_ids[g]) if g >= 0 else -1,
                 )
             )
-        for j in np.flatnonzero(missed):
+        for j in np.flatnonzero(gt_types != "tp"):
             best = float(iou[:, j].max()) if iou.shape[0] else 0.0
             box = b.boxes[j].tolist()
             rows.append(
                 (
                     "missed",
-                    "missed",
+                    gt_types[j],
                     *key,
                     *box,
                     int(b.class_ids[j]),
@@ -190,7 +195,8 @@ def error_table(
 
 
 def error_breakdown(errors: pd.DataFrame) -> pd.Series:
-    """Errors per TIDE type (every type listed, zeros included) of an :func:`error_table`."""
+    """Errors per TIDE type (every type listed, zeros included; "covered" misses are not counted:
+    their error is) of an :func:`error_table`."""
     return errors["type"].value_counts().reindex(list(ERROR_TYPES), fill_value=0).rename("errors")
 
 

@@ -35,8 +35,8 @@ from dsprobe.analysis.objectives import (
     score_all,
 )
 from dsprobe.analysis.search import Reclusterer
-from dsprobe.analysis.settings import apply_params, get_param, param_owner, plain
 from dsprobe.detections import Detections
+from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess
 
 
@@ -104,7 +104,7 @@ class ObjectiveSearch:
 
     def best(self, obj: str | Objective) -> Postprocess:
         """The best setting under ``obj`` as a Postprocess."""
-        return apply_params(self.base, self.best_params(obj))
+        return self.base.set_params(self.best_params(obj))
 
     def _column(self, obj: str | Objective) -> str:
         o = objective(obj)
@@ -149,7 +149,7 @@ class ObjectiveSearch:
         """``pp``'s match table at the grid's lowest pre-cluster threshold (its other params kept):
         what PR and F1-over-confidence curves are drawn from, with ``pp``'s threshold marked."""
         grid = self.grid.get("pre_cluster_threshold") or [0.0]
-        return self.scorer.matches(apply_params(pp, {"pre_cluster_threshold": min(grid)}))
+        return self.scorer.matches(pp.set_params({"pre_cluster_threshold": min(grid)}))
 
     def per_class(
         self,
@@ -165,11 +165,11 @@ class ObjectiveSearch:
         grid = list(thresholds or self.grid.get("pre_cluster_threshold") or [])
         if not grid:
             raise ValueError("per_class: give thresholds= (the grid has no pre_cluster_threshold)")
-        low = apply_params(self.base, {**base_params, "pre_cluster_threshold": min(grid)})
+        low = self.base.set_params({**base_params, "pre_cluster_threshold": min(grid)})
         res = per_class_thresholds(self.scorer.matches(low), grid, obj, self.labels)
         n = self.base.num_classes or (max(res.thresholds, default=-1) + 1)
         per = [res.thresholds.get(c, min(grid)) for c in range(n)]
-        pp = apply_params(self.base, {**base_params, "pre_cluster_threshold": per})
+        pp = self.base.set_params({**base_params, "pre_cluster_threshold": per})
         return res, pp
 
 
@@ -193,7 +193,7 @@ def search_objectives(
     for n in names:
         if not len(grid[n]):
             raise ValueError(f"search_objectives: no values given for {n!r}")
-        param_owner(base, n)
+        base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
     rows = sorted(decoded.candidates)
     if frames is not None:
@@ -202,7 +202,7 @@ def search_objectives(
         rows = [r for r in rows if (int(fr.at[r, "source_id"]), int(fr.at[r, "frame_num"])) in want]
     if reclusterer is None:
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
-        floors.append(float(np.min(get_param(base, "pre_cluster_threshold"))))
+        floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
         reclusterer = Reclusterer(decoded, floor=min(floors))
     scorer = SettingScorer(reclusterer, gt, rows)
     settings = [dict(zip(names, (plain(v) for v in c))) for c in itertools.product(*grid.values())]
@@ -216,7 +216,7 @@ def search_objectives(
             pass
     out = []
     for p in it:
-        m = scorer.matches(apply_params(base, p))
+        m = scorer.matches(base.set_params(p))
         out.append({**p, **score_all(m, objs), "detections": len(m)})
     table = pd.DataFrame(out)
     return ObjectiveSearch(table, names, objs, base, dict(grid), scorer, list(base.labels))

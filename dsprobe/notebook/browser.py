@@ -13,8 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.notebook.controls import Player, Zoom, widgets
+from dsprobe.notebook.controls import Player, Zoom, require_ipywidgets
 from dsprobe.notebook.frames import FrameCanvas, Panel
+
+__all__ = ["Explorer", "FrameBrowser", "recording_config", "require_ipywidgets"]
 
 
 class _Widget:
@@ -48,7 +50,7 @@ class FrameBrowser(_Widget, abc.ABC):
         labels: Sequence[str] = (),
         gt: Any = None,
     ) -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.rec = rec
         self.labels = list(labels)
         self.gt = gt
@@ -85,7 +87,7 @@ class FrameBrowser(_Widget, abc.ABC):
 
     def navigation(self) -> Any:
         """The stream / frame / play / zoom row."""
-        w = widgets()
+        w = require_ipywidgets()
         return w.HBox([self.stream, self.frame, self.player.widget, self.zoom.level])
 
     def show_picture(self, canvas: FrameCanvas) -> None:
@@ -195,7 +197,7 @@ class Explorer(FrameBrowser):
             cfg = recording_config(rec)
             labels = cfg.labels() if cfg is not None else ()
         super().__init__(rec, rows, labels=labels, gt=gt)
-        w = widgets()
+        w = require_ipywidgets()
         self.info = w.HTML()
         self.detections = Detections.empty("frame")
         self.num_patches = 0
@@ -228,8 +230,8 @@ class Explorer(FrameBrowser):
 
 
 def recording_config(rec: Any) -> Any:
-    """The recording's nvinfer config, or None when it holds several GIEs' (the caller names labels
-    or a postprocess)."""
+    """The recording's nvinfer config, or None when it holds several GIEs (the caller then names labels
+    or a postprocess itself)."""
     try:
         return rec.config()
     except ValueError:  # several GIEs: the caller names labels / a postprocess

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def widgets() -> Any:
+def require_ipywidgets() -> Any:
     """The ipywidgets module (a clear error naming the extra to install without it)."""
     try:
         import ipywidgets
@@ -25,7 +25,7 @@ class Player:
     an ``ipywidgets.Play`` over the slider's option index (``fps`` frames per second)."""
 
     def __init__(self, slider: Any, fps: float = 5.0) -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.slider = slider
         n = max(len(slider.options) - 1, 0)
         self.play = w.Play(
@@ -79,7 +79,7 @@ class Zoom:
     LEVELS = (("fit", 0), ("100%", 1), ("200%", 2), ("400%", 4))
 
     def __init__(self, image: Any, width: int = 0) -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.image = image
         self.natural_width = width
         self.level = w.Dropdown(
@@ -104,7 +104,7 @@ class SaveSpec:
     method, e.g. a Postprocess); nothing is written until the button is clicked."""
 
     def __init__(self, get: Callable[[], Any], path: str | Path = "tuned_postprocess.json") -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.get = get
         self.path = w.Text(value=str(path), description="save as", layout=w.Layout(width="420px"))
         self.button = w.Button(

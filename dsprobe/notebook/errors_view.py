@@ -14,7 +14,7 @@ import pandas as pd
 
 from dsprobe.analysis.errors import ERROR_TYPES
 from dsprobe.analysis.objectives import Matches, confidence_sweep
-from dsprobe.notebook.controls import widgets
+from dsprobe.notebook.controls import require_ipywidgets
 from dsprobe.notebook.figures import PALETTE, label_of, new_figure
 from dsprobe.notebook.frames import OUTCOME_COLORS
 
@@ -179,7 +179,7 @@ class ErrorGallery:
         browser: Any = None,
         per_type: int = 8,
     ) -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.rec, self.runs, self.labels, self.browser = rec, runs, list(labels), browser
         self.opened: list[tuple[int, int]] = []
         self.entries: dict[str, list[Any]] = {}

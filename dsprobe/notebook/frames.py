@@ -307,8 +307,8 @@ def plot_ab(
 ) -> Any:
     """Side by side A / B on the same frame (with ground truth ``gt``, dashed white, on both); boxes
     present on one side only are drawn thick yellow. Returns the figure (of ``canvas`` when given);
-    ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)`` and ``fig.dsprobe_only`` the two
-    one-side-only masks."""
+    ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)``, ``fig.dsprobe_only`` the two
+    one-side-only masks and ``fig.dsprobe_titles`` the panel titles."""
     canvas = canvas or FrameCanvas(ncols=2)
     only_a, only_b = ab_difference(a, b, iou_threshold)
     panels = [
@@ -319,4 +319,5 @@ def plot_ab(
     fig = canvas.fig
     fig.dsprobe_patches = tuple(drawn)
     fig.dsprobe_only = (only_a, only_b)
+    fig.dsprobe_titles = [p.title for p in panels]  # the widgets show titles as text
     return fig

@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from dsprobe.analysis.search import SearchResult
-from dsprobe.notebook.controls import widgets
+from dsprobe.notebook.controls import require_ipywidgets
 from dsprobe.notebook.figures import figure_png
 from dsprobe.notebook.plots import plot_heatmap
 
@@ -21,7 +21,7 @@ def search_panel(
 ) -> Any:
     """The search's heat map (``index`` x ``columns``, best outlined), the best settings, and a button
     that takes them into ``tuner`` (same as ``tuner.set_postprocess(result.best)``)."""
-    w = widgets()
+    w = require_ipywidgets()
     best = (result.best_params.get(index), result.best_params.get(columns))
     fig = plot_heatmap(
         result.pivot(index, columns),
@@ -54,7 +54,7 @@ def objectives_panel(
     each objective (table, with edge-of-grid warnings), a heat map of the chosen objective over
     ``index`` x ``columns``, and a button that takes the chosen objective's best setting into
     ``tuner``."""
-    w = widgets()
+    w = require_ipywidgets()
     best = found.best_table()
     labels = list(best.index)
     choose = w.Dropdown(

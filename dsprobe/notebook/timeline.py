@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from dsprobe.notebook.controls import widgets
+from dsprobe.notebook.controls import require_ipywidgets
 from dsprobe.notebook.figures import buffer_png, new_figure
 
 #: the axes' place in the figure (fractions): clicks are mapped through it
@@ -32,7 +32,7 @@ class Timeline:
         height: int = 170,
         title: str = "detections per frame",
     ) -> None:
-        w = widgets()
+        w = require_ipywidgets()
         self.on_jump = on_jump
         self.width, self.height, self.title = width, height, title
         self.image = w.Image(

@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.analysis.search import Reclusterer
-from dsprobe.analysis.settings import apply_params, get_param, param_owner, step_defaults
 from dsprobe.detections import Detections
 from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config
-from dsprobe.notebook.controls import SaveSpec, widgets
+from dsprobe.notebook.controls import SaveSpec, require_ipywidgets
 from dsprobe.notebook.figures import label_of
 from dsprobe.notebook.metrics_panel import Evaluator, RecordingScore, Worker
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner_view import TunerDisplay
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
+from dsprobe.postprocess.nvinfer_params import key_param
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.registry import step_names
 
 ALL_CLASSES = -1
@@ -41,16 +41,17 @@ ALL_CLASSES = -1
 __all__ = ["ALL_CLASSES", "Explorer", "FrameBrowser", "Tuner"]
 
 
-#: tuner control -> postprocess param
-_PARAM_OF = {
-    "threshold": "pre_cluster_threshold",
-    "iou": "iou_threshold",
+#: tuner control -> the nvinfer key whose param it sets (the key table names the param)
+_KEY_OF = {
+    "threshold": "pre-cluster-threshold",
+    "iou": "nms-iou-threshold",
     "topk": "topk",
-    "min_w": "detected_min_w",
-    "min_h": "detected_min_h",
-    "max_w": "detected_max_w",
-    "max_h": "detected_max_h",
+    "min_w": "detected-min-w",
+    "min_h": "detected-min-h",
+    "max_w": "detected-max-w",
+    "max_h": "detected-max-h",
 }
+_PARAM_OF = {control: key_param(key).param for control, key in _KEY_OF.items()}
 
 
 class Tuner(TunerDisplay):
@@ -104,7 +105,7 @@ class Tuner(TunerDisplay):
                 else np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)
             )
         super().__init__(rec, rows, labels=postprocess.labels, gt=gt)
-        w = widgets()
+        w = require_ipywidgets()
         self.progress = progress
         self.postprocess = postprocess
         self.postprocess_b: Postprocess | None = None
@@ -236,6 +237,7 @@ class Tuner(TunerDisplay):
     def _sync_controls(self) -> None:
         """Show the current postprocess's values (for the selected class) in the controls."""
         pp, cls = self.postprocess, self.class_id
+        specs = pp.param_specs()
         self._syncing = True
         notes = []
         try:
@@ -243,13 +245,11 @@ class Tuner(TunerDisplay):
             self.cluster.value = pp.step("cluster").name
             for name, param in _PARAM_OF.items():
                 ctl = getattr(self, name)
-                try:
-                    param_owner(pp, param)
-                except ValueError:  # this cluster step has no such param
+                if param not in specs:  # this cluster step has no such param
                     ctl.disabled = True
                     continue
                 ctl.disabled = False
-                value = get_param(pp, param, cls if cls is not None else None)
+                value = pp.get_param(param, cls)
                 if np.ndim(value) > 0:  # per-class values while "all classes" is chosen
                     value, note = self._common_value(name, value)
                     notes += [note] if note else []
@@ -303,9 +303,7 @@ class Tuner(TunerDisplay):
             return
         name = next(k for k in _PARAM_OF if getattr(self, k) is change["owner"])
         try:
-            pp = apply_params(
-                self.postprocess, {_PARAM_OF[name]: change["new"]}, class_id=self.class_id
-            )
+            pp = self.postprocess.set_params({_PARAM_OF[name]: change["new"]}, self.class_id)
         except (ValueError, PostprocessError) as exc:
             self._set_status(str(exc), error=True)
             return
@@ -337,7 +335,8 @@ class Tuner(TunerDisplay):
             return
         name = change["new"]
         cur = self.postprocess.step("cluster").params
-        accepted = step_defaults(Step("cluster", name), self.postprocess.allow_import)
+        bare = self.postprocess.with_step("cluster", name)
+        accepted = bare.resolved_params(bare.steps.index(bare.step("cluster")))
         params = {k: v for k, v in cur.items() if k in accepted}
         self.postprocess = self.postprocess.with_step("cluster", name, **params)
         self._sync_controls()

@@ -7,27 +7,24 @@ only for that row.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import IMAGE_ENCODINGS, OBJECT_COLUMNS
+from dsprobe.recording.segment_reader import SegmentReader
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord, Rect
-
-if TYPE_CHECKING:
-    from dsprobe.recording.reader import Recording
 
 
 class FrameView:
-    """Lazy view of one recorded frame (row ``row`` of ``Recording.frames``); reads on first access."""
+    """Lazy view of one recorded frame: row ``local_row`` of the file ``segment``, which is row ``row``
+    of ``Recording.frames``; tensors, pictures and objects are read on first access."""
 
-    def __init__(self, rec: "Recording", row: int) -> None:
-        self.rec = rec
+    def __init__(self, segment: SegmentReader, local_row: int, row: int) -> None:
         self.row = row
-        self._seg = rec._segs[int(rec._seg_of[row])]
-        self._r = {c: v[int(rec._local[row])] for c, v in self._seg.frames.items()}
+        self._seg = segment
+        self._r = {c: v[local_row] for c, v in segment.frames.items()}
         r = self._r
         self.source_id = int(r["source_id"])
         self.frame_num = int(r["frame_num"])
