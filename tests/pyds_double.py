@@ -814,9 +814,13 @@ class Pipeline:
         _surfaces[(hash(buf), batch_id)] = surf
         self._live += [surf.store, surf.pixels]
 
-    def push(self, frames: list[NvDsFrameMeta], images: dict | None = None) -> Buffer:
+    def push(
+        self, frames: list[NvDsFrameMeta], images: dict | None = None, batch_user: list = ()
+    ) -> Buffer:
+        """One batch through the pad; ``batch_user``: metas for ``batch_user_meta_list``."""
         buf = Buffer()
-        _batch_metas[hash(buf)] = NvDsBatchMeta(frames)
+        _batch_metas[hash(buf)] = bm = NvDsBatchMeta(frames)
+        bm._user.extend(batch_user)
         for bid, img in (images or {}).items():
             self.surface(buf, bid, img)
         self.pad.push(buf)
