@@ -752,6 +752,7 @@ class Pipeline:
         tiler: bool = False,
         jetson: bool = False,
         gie_properties: dict | None = None,
+        gie_factory: str = "nvinfer",
     ) -> None:
         global surface_memory
         self.muxer_size = muxer_size
@@ -763,7 +764,7 @@ class Pipeline:
             mem = {} if jetson else {"nvbuf-memory-type": memory_type}
             els = [
                 Element("mux", factory="nvstreammux", properties={**mux_props, **mem}),
-                Element("pgie", factory="nvinfer", properties=dict(gie_properties or {})),
+                Element("pgie", factory=gie_factory, properties=dict(gie_properties or {})),
             ]
             if tiler:
                 els.append(Element("tiler", factory="nvmultistreamtiler", properties=dict(mem)))
@@ -873,4 +874,7 @@ def reset() -> None:
     _objects.clear()
     _free.clear()
     _acquired.clear()
+    _gbuffers.clear()
+    _strings.clear()
+    _quarks.clear()
     unset_callback_funcs()
