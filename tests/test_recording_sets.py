@@ -29,15 +29,10 @@ BLOCK = 12  # frames per partition: 30-frame recordings give 3 partitions each, 
 def recordings(tmp_path_factory):
     """Three recordings (30 frames each, one camera each, different scenes) of the sample model,
     each with ``<name>_gt.json`` beside it."""
-    from dsprobe.reference.recorder import record_onnx
-    from dsprobe.sample import CONFIG_PATH, MUXER_SIZE, make_videos
+    from dsprobe.sample import ensure_sample_set
 
     root = tmp_path_factory.mktemp("set")
-    for k, seed in enumerate((11, 12, 13)):
-        v = make_videos(root / f"v{k}", seconds=2.0, seeds=(seed,))
-        out = root / "recs" / f"cam{k}.h5"
-        record_onnx(v.paths, CONFIG_PATH, None, out, muxer=MUXER_SIZE, batch=2, progress=False)
-        out.with_name(f"cam{k}_gt.json").write_text(v.gt_json.read_text())
+    ensure_sample_set(root / "recs", recordings=3, seconds=2.0, first_seed=11)
     return root / "recs"
 
 
@@ -136,7 +131,8 @@ def test_evaluate_on_two_workers_equals_one_evaluation_of_every_frame(rset, pp, 
         ref.num_images,
         ref.num_detections,
     )
-    assert r.per_class_ap50 == ref.per_class_ap50 and r.per_class_ap50_95 == ref.per_class_ap50_95
+    np.testing.assert_equal(r.per_class_ap50, ref.per_class_ap50)
+    np.testing.assert_equal(r.per_class_ap50_95, ref.per_class_ap50_95)
     for name, (rec_, prec) in ref.pr_curves.items():
         assert np.array_equal(r.pr_curves[name][0], rec_) and np.array_equal(
             r.pr_curves[name][1], prec
@@ -194,3 +190,38 @@ def test_compare_sets_pairs_recordings_by_name(rset, client):
     assert list(reports) == rset.names
     for rep in reports.values():
         assert rep.aligned_frames == 30 and rep.layers and all(d.max_abs == 0 for d in rep.layers)
+
+
+def test_masked_match_tables_equal_tables_of_the_subset(rset, pp):
+    """A setting's tables cut from its clustering's evaluation (low-score suffixes) or, when a cut is
+    not a suffix, evaluated afresh: either way equal to evaluating just the kept boxes."""
+    from dsprobe.analysis.match_tables import gt_subset, match_tables, score_tables
+    from dsprobe.analysis.search import Reclusterer
+    from dsprobe.analysis.set_tasks import _GroupScorer, _selection_detections
+
+    part = rset.partitions(BLOCK)[3]
+    gt = load_set_ground_truth(rset)[part.recording]
+    rng = np.random.default_rng(3)
+    with part.open() as rec:
+        frames = list(zip(rec.frames.source_id[part.rows], rec.frames.frame_num[part.rows]))
+        gt = gt_subset(gt, frames)
+        sel = Reclusterer(pp.decode_recording(rec, part.rows)).select(
+            pp.set_params({"pre_cluster_threshold": 0.05})
+        )
+        scorer = _GroupScorer(rec, sel, gt, frames)
+        for cut in ("suffix", "random", "none"):
+            keep = {
+                "suffix": sel.scores >= 0.4,
+                "random": rng.random(len(sel.scores)) < 0.7,
+                "none": np.zeros(len(sel.scores), bool),
+            }[cut]
+            fresh = match_tables(_selection_detections(rec, sel, keep), gt, frames)
+            a, b = score_tables([scorer.tables(keep)], gt), score_tables([fresh], gt)
+            assert (a.map50, a.map50_95, a.num_detections) == (
+                b.map50,
+                b.map50_95,
+                b.num_detections,
+            ), cut
+            np.testing.assert_equal(
+                a.per_class_ap50, b.per_class_ap50
+            )  # NaN: a class not in these frames

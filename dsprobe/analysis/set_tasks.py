@@ -90,43 +90,65 @@ def _selection_detections(rec: Any, sel: Selection, keep: np.ndarray) -> pd.Data
     )
 
 
+@dataclass
+class _CategoryIndex:
+    """Where one category's concatenated detections came from: ``pos`` (index into the evaluated
+    boxes, i.e. into a setting's keep mask), ``rank`` (place in its image's score order), ``start`` /
+    ``length`` of each image's run (images with detections only)."""
+
+    pos: np.ndarray
+    rank: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+
 class _GroupScorer:
-    """COCO tables of many subsets of one clustering's boxes on one partition: the images are
+    """COCO tables of many subsets of one clustering's boxes on one partition. The images are
     evaluated once; a setting that only drops a low-score suffix of each image's detections takes its
-    tables from that evaluation (exact: COCO matches in descending score order)."""
+    tables from that evaluation by masking the concatenated arrays (exact: COCO matches detections in
+    descending score order, so dropping the lowest ones never changes the others' matches)."""
 
     def __init__(self, rec: Any, sel: Selection, gt: GroundTruth, frames: list) -> None:
         self.rec, self.sel, self.gt, self.frames = rec, sel, gt, frames
         everything = np.ones(len(sel.rows), bool)
-        self.ev, _ = image_evaluation(_selection_detections(rec, sel, everything), gt, frames)
-        self.n_img = len(self.ev.params.imgIds)
-        self.pos = [
-            None if e is None else np.asarray(e["dtIds"], np.int64) - 1 for e in self.ev.evalImgs
-        ]
+        ev, n = image_evaluation(_selection_detections(rec, sel, everything), gt, frames)
+        cats, n_img = ev.params.catIds, len(ev.params.imgIds)
+        self.base = tables_from_images(ev.evalImgs, cats, n_img, n)
+        self.index = []
+        for k in range(len(cats)):
+            imgs = [e for e in ev.evalImgs[k * n_img : (k + 1) * n_img] if e is not None]
+            ids = [np.asarray(e["dtIds"], np.int64) - 1 for e in imgs if len(e["dtIds"])]
+            lengths = np.array([len(i) for i in ids], np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            pos = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+            rank = np.arange(len(pos)) - np.repeat(starts, lengths)
+            self.index.append(_CategoryIndex(pos, rank, starts, lengths))
 
     def tables(self, keep: np.ndarray) -> MatchTables:
-        imgs = []
-        for e, pos in zip(self.ev.evalImgs, self.pos):
-            if e is None or not len(pos):
-                imgs.append(e)
+        entries = []
+        for entry, ix in zip(self.base.entries, self.index):
+            if entry is None or not len(ix.pos):
+                entries.append(entry)
                 continue
-            m = keep[pos]
-            kept = int(m.sum())
-            if kept == len(m):
-                imgs.append(e)
-            elif m[:kept].all() and len(pos) < MAX_DETECTIONS:
-                imgs.append(
-                    {
-                        "dtScores": np.asarray(e["dtScores"])[:kept],
-                        "dtMatches": e["dtMatches"][:, :kept],
-                        "dtIgnore": e["dtIgnore"][:, :kept],
-                        "gtIgnore": e["gtIgnore"],
-                    }
-                )
-            else:  # not a low-score suffix (or COCO's 1000 cut moves): evaluate this subset afresh
+            m = keep[ix.pos]
+            if m.all():
+                entries.append(entry)
+                continue
+            kept = np.add.reduceat(m.astype(np.int64), ix.start)
+            suffix = np.array_equal(m, ix.rank < np.repeat(kept, ix.length))
+            if not suffix or np.any((ix.length >= MAX_DETECTIONS) & (kept < ix.length)):
+                # not a low-score suffix somewhere (or COCO's per-image cut would move): afresh
                 sub = _selection_detections(self.rec, self.sel, keep)
                 return match_tables(sub, self.gt, self.frames)
-        return tables_from_images(imgs, self.ev.params.catIds, self.n_img, int(keep.sum()))
+            entries.append(
+                {
+                    "dtScores": entry["dtScores"][m],
+                    "dtMatches": entry["dtMatches"][:, m],
+                    "dtIgnore": entry["dtIgnore"][:, m],
+                    "gtIgnore": entry["gtIgnore"],
+                }
+            )
+        return MatchTables(self.base.category_ids, entries, self.base.num_images, int(keep.sum()))
 
 
 def _lowest_threshold(pps: Sequence[Postprocess]) -> float | None:

@@ -148,12 +148,37 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     return path
 
 
+def ensure_sample_set(
+    folder: str | Path, recordings: int = 3, seconds: float = 4.0, first_seed: int = 100
+) -> Path:
+    """A recording set in ``folder`` (for :func:`dsprobe.open_recordings`), made if missing: ``cam<k>.h5``
+    for k < ``recordings``, each one camera (scene ``first_seed + k``, 15 fps, ``seconds`` long) through
+    the sample model with the reference recorder, with ``cam<k>_gt.json`` beside it (needs
+    ``dsprobe[onnx]``; about 1 s per 50 frames)."""
+    import tempfile
+
+    from dsprobe.reference.recorder import record_onnx
+
+    folder = Path(folder)
+    for k in range(recordings):
+        out, gt = folder / f"cam{k}.h5", folder / f"cam{k}_gt.json"
+        if out.exists() and gt.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            v = make_videos(tmp, seconds=seconds, seeds=(first_seed + k,))
+            folder.mkdir(parents=True, exist_ok=True)
+            record_onnx(v.paths, CONFIG_PATH, None, out, muxer=MUXER_SIZE, batch=2, progress=False)
+            gt.write_text(v.gt_json.read_text())
+    return folder
+
+
 from dsprobe.sample.paths import NotebookPaths, notebook_paths  # noqa: E402
 
 __all__ = [
     "NotebookPaths",
     "notebook_paths",
     "ensure_sample_recording",
+    "ensure_sample_set",
     "MODEL_PATH",
     "CONFIG_PATH",
     "LABELS_PATH",

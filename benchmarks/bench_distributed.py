@@ -1,0 +1,167 @@
+"""A 10 x 10 search over a recording set on Dask: 1 vs 2 worker processes, and the in-process path.
+
+The set: ``--recordings`` (8) recordings of ``--frames`` (1,000) frames each, one camera per recording,
+made once with the bundled sample model through the reference recorder into out/bench/sets/
+(:func:`dsprobe.sample.ensure_sample_set`, a few minutes), each with its ``<name>_gt.json``. The search: pre-cluster threshold x NMS IoU, 10 x 10,
+COCO mAP per setting (:func:`dsprobe.search_set`, partitions of ``--block`` frames).
+
+Timed, interleaved, ``--repeat`` times each (median and range printed):
+
+* in process: ``search_set(client="sync")``, every task run here one after the other (the baseline);
+* LocalCluster, 1 worker process (1 thread);
+* LocalCluster, 2 worker processes (target: >= 1.7x the 1-worker speed).
+
+Clusters start before timing (their start-up is printed apart). Every run's table must equal the
+baseline's exactly. Then the figures the cost model in docs/recording-sets.md uses: per-frame cost of
+the search on one worker, bytes read per frame, scheduler overhead per task, merge cost, and the size
+of the match tables a partition sends.
+
+Run: ``.venv/bin/python benchmarks/bench_distributed.py`` (``--repeat 1 --frames 200`` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = {
+    "pre_cluster_threshold": [round(float(v), 3) for v in np.linspace(0.05, 0.5, 10)],
+    "iou_threshold": [round(float(v), 3) for v in np.linspace(0.3, 0.75, 10)],
+}
+
+
+def spread(times: list[float]) -> str:
+    return f"{statistics.median(times):7.2f} s (range {min(times):.2f}-{max(times):.2f})"
+
+
+def task_overhead(client, n: int = 400) -> float:
+    """Seconds per trivial task through the scheduler (submit, run, gather)."""
+    t0 = time.perf_counter()
+    client.gather(client.map(int, range(n), pure=False))
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recordings", type=int, default=8)
+    ap.add_argument("--frames", type=int, default=1000, help="frames per recording")
+    ap.add_argument("--block", type=int, default=1000, help="frames per partition")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "sets"))
+    args = ap.parse_args()
+
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    import dsprobe
+    from dsprobe.analysis.set_tasks import score_partition
+    from dsprobe.analysis.sets import load_set_ground_truth
+    from dsprobe.sample import ensure_sample_set
+
+    folder = Path(args.out) / f"{args.recordings}x{args.frames}"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"the set: {folder} (made once, about 1 s per 50 frames)", flush=True)
+    ensure_sample_set(folder, args.recordings, seconds=args.frames / 15)
+    rset = dsprobe.open_recordings(str(folder / "cam*.h5"))
+    pp = dsprobe.Postprocess.from_nvinfer_config(rset.config())
+    n_frames = len(rset.frames)
+    print(f"set: {rset}, partitions of {args.block} frames, grid 10 x 10 = 100 settings")
+
+    clusters = {}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        lc = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        clusters[n] = (lc, Client(lc))
+        print(f"LocalCluster with {n} worker(s) started in {time.perf_counter() - t0:.1f} s")
+
+    runs = {"in process (sync)": "sync", "1 worker": clusters[1][1], "2 workers": clusters[2][1]}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    tables = {}
+    for rep in range(args.repeat):
+        order = list(runs)[rep % 3 :] + list(runs)[: rep % 3]  # interleaved, rotating order
+        for name in order:
+            t0 = time.perf_counter()
+            res = dsprobe.search_set(
+                rset, pp, GRID, client=runs[name], block_frames=args.block, progress=False
+            )
+            times[name].append(time.perf_counter() - t0)
+            tables[name] = res.table
+            print(f"  run {rep + 1}: {name:<18} {times[name][-1]:7.2f} s", flush=True)
+    base = tables["in process (sync)"]
+    for t in tables.values():
+        pd.testing.assert_frame_equal(t, base, check_exact=True)
+    best = dict(base.iloc[0][list(GRID)])
+    print(f"every run: the same table; best {best}, mAP@0.5 {base.iloc[0]['map50']:.4f}")
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speedups = [a / b for a, b in zip(times["1 worker"], times["2 workers"])]
+    print("\nmedian (range) over", args.repeat, "interleaved runs:")
+    for name, t in times.items():
+        print(f"  {name:<18} {spread(t)}   {n_frames / med[name]:8.0f} frames/s (100 settings)")
+    print(
+        f"  2 workers vs 1 worker: {med['1 worker'] / med['2 workers']:.2f}x "
+        f"(per run {min(speedups):.2f}-{max(speedups):.2f}x)   target >= 1.70x"
+    )
+    print(f"  2 workers vs in process: {med['in process (sync)'] / med['2 workers']:.2f}x")
+
+    # ---- figures for the cost model
+    client = clusters[1][1]
+    overhead = task_overhead(client)
+    gts = load_set_ground_truth(rset)
+    part = rset.partitions(args.block)[0]
+    from dsprobe.analysis.match_tables import gt_subset
+
+    f = rset.frames[rset.frames["recording"] == part.recording].set_index("row").loc[part.rows]
+    gt = gt_subset(gts[part.recording], list(zip(f["source_id"], f["frame_num"])))
+    settings = [
+        dict(zip(GRID, (a, b)))
+        for a in GRID["pre_cluster_threshold"]
+        for b in GRID["iou_threshold"]
+    ]
+    t0 = time.perf_counter()
+    out = score_partition(part, pp, settings, gt, [list(range(len(settings)))])
+    t_part = time.perf_counter() - t0
+    table_bytes = len(pickle.dumps(out, protocol=5))
+    with part.open() as rec:
+        layer_bytes = sum(
+            np.dtype(i.dtype).itemsize * int(np.prod(i.shape)) for i in rec.layers.values()
+        )
+    from dsprobe.analysis.match_tables import score_tables
+
+    parts_tables = [out[0][i] for i in range(len(settings))]
+    t0 = time.perf_counter()
+    for tb in parts_tables:
+        score_tables([tb] * args.recordings, gts[part.recording])
+    t_merge = (time.perf_counter() - t0) / len(settings)
+    print("\ncost model inputs (this machine, one worker process):")
+    print(
+        f"  search of one partition: {t_part:.2f} s for {len(part.rows)} frames x 100 settings "
+        f"= {t_part / len(part.rows) * 1e3:.2f} ms per frame ({len(part.rows) / t_part:.0f} frames/s)"
+    )
+    print(f"  tensor bytes read per frame: {layer_bytes / 1e3:.1f} kB")
+    print(f"  match tables sent per partition: {table_bytes / 1e6:.2f} MB (100 settings)")
+    print(
+        f"  merge: {t_merge * 1e3:.1f} ms per setting over {args.recordings} partitions of this size"
+    )
+    print(f"  scheduler overhead: {overhead * 1e3:.2f} ms per task (LocalCluster, trivial tasks)")
+    for lc, c in clusters.values():
+        c.close()
+        lc.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
