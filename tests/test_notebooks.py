@@ -103,6 +103,7 @@ def test_every_notebook_is_tested():
         "02_tune_postprocess.ipynb",
         "03_evaluate_and_search.ipynb",
         "04_export.ipynb",
+        "07_recording_sets.ipynb",
     ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
@@ -160,3 +161,15 @@ def test_04_export(workspace, monkeypatch):
     text, _ = outputs(run_notebook("04_export.ipynb", monkeypatch, env_for(workspace)))
     assert "[class-attrs-all]" in text and "pre-cluster-threshold=" in text
     assert "the saved spec reproduces all" in text
+
+
+def test_07_recording_sets(workspace, monkeypatch, tmp_path_factory):
+    pytest.importorskip("distributed", reason="notebook 07 runs on Dask: dsprobe[dask]")
+    from dsprobe.sample import ensure_sample_set
+
+    folder = ensure_sample_set(tmp_path_factory.mktemp("set"), recordings=2, seconds=2.0)
+    env = {**env_for(workspace), "DSPROBE_RECORDINGS": folder}
+    text, _ = outputs(run_notebook("07_recording_sets.ipynb", monkeypatch, env))
+    assert "RecordingSet(2 recordings, 60 frames)" in text and "2 workers" in text
+    assert "failed partitions: []" in text and "mAP@0.5 " in text
+    assert "identical: True True" in text
