@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pickle
 import statistics
 import time
@@ -39,6 +40,13 @@ GRID = {
 
 def spread(times: list[float]) -> str:
     return f"{statistics.median(times):7.2f} s (range {min(times):.2f}-{max(times):.2f})"
+
+
+def cpu_seconds(client) -> list[float]:
+    """CPU seconds used so far by each worker process (or this process for a local scheduler)."""
+    if isinstance(client, str):
+        return [time.process_time()]
+    return list(client.run(time.process_time).values())
 
 
 def task_overhead(client, n: int = 400) -> float:
@@ -81,7 +89,7 @@ def main() -> int:
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         clusters[n] = (lc, Client(lc))
@@ -89,17 +97,26 @@ def main() -> int:
 
     runs = {"in process (sync)": "sync", "1 worker": clusters[1][1], "2 workers": clusters[2][1]}
     times: dict[str, list[float]] = {k: [] for k in runs}
+    busiest: dict[str, list[float]] = {k: [] for k in runs}
     tables = {}
     for rep in range(args.repeat):
         order = list(runs)[rep % 3 :] + list(runs)[: rep % 3]  # interleaved, rotating order
         for name in order:
+            cpu0 = cpu_seconds(runs[name])
             t0 = time.perf_counter()
             res = dsprobe.search_set(
                 rset, pp, GRID, client=runs[name], block_frames=args.block, progress=False
             )
             times[name].append(time.perf_counter() - t0)
+            cpu = [b - a for a, b in zip(cpu0, cpu_seconds(runs[name]))]
+            busiest[name].append(max(cpu))
             tables[name] = res.table
-            print(f"  run {rep + 1}: {name:<18} {times[name][-1]:7.2f} s", flush=True)
+            print(
+                f"  run {rep + 1}: {name:<18} {times[name][-1]:7.2f} s wall, CPU "
+                + " + ".join(f"{c:.1f}" for c in cpu)
+                + " s",
+                flush=True,
+            )
     base = tables["in process (sync)"]
     for t in tables.values():
         pd.testing.assert_frame_equal(t, base, check_exact=True)
@@ -116,6 +133,12 @@ def main() -> int:
         f"(per run {min(speedups):.2f}-{max(speedups):.2f}x)   target >= 1.70x"
     )
     print(f"  2 workers vs in process: {med['in process (sync)'] / med['2 workers']:.2f}x")
+    cpu1, cpu2 = (statistics.median(busiest[k]) for k in ("1 worker", "2 workers"))
+    print(
+        f"  CPU of the busiest worker: 1 worker {cpu1:.1f} s, 2 workers {cpu2:.1f} s -> "
+        f"{cpu1 / cpu2:.2f}x if each worker had a core to itself (the machine's load: "
+        f"{os.getloadavg()[0]:.1f})"
+    )
 
     # ---- figures for the cost model
     client = clusters[1][1]

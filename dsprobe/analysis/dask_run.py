@@ -115,7 +115,7 @@ def local_client(workers: int | None = None) -> Any:
         except ImportError as exc:  # pragma: no cover
             raise ImportError("recording sets run on Dask: pip install 'dsprobe[dask]'") from exc
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
         )
         _LOCAL[n] = Client(cluster)
         atexit.register(_close_local, n)
