@@ -212,6 +212,8 @@ def test_every_test_the_audit_table_cites_exists():
     everything = set().union(*defined.values())
     cited = set(re.findall(r"`(test_\w+)`", text))
     assert len(cited) > 40 and cited <= everything, sorted(cited - everything)
-    for kind, names in re.findall(r"\b(fixes|probe|live|doctor|double) ((?:`test_\w+`(?:, )?)+)", text):
+    for kind, names in re.findall(
+        r"\b(fixes|probe|live|doctor|double) ((?:`test_\w+`(?:, )?)+)", text
+    ):
         for name in re.findall(r"`(test_\w+)`", names):
             assert name in defined[kind], (kind, name)
