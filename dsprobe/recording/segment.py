@@ -19,6 +19,8 @@ import numpy as np
 from dsprobe.nvinfer.config import NvinferConfig
 from dsprobe.recording.datasets import ByteStore, LayerSet, Table
 from dsprobe.recording.schema import (
+    CLASSIFICATION_COLUMNS,
+    CLASSIFICATION_TABLES,
     FORMAT_NAME,
     FRAME_COLUMNS,
     IMAGE_COLUMNS,
@@ -89,6 +91,7 @@ class Segment:
                 ("objects", OBJECT_COLUMNS),
                 ("detections", OBJECT_COLUMNS),
                 ("images", IMAGE_COLUMNS),
+                ("classifications", CLASSIFICATION_COLUMNS),
             )
         }
         self.image_data = ByteStore(self.f, "images/data")
@@ -124,6 +127,8 @@ class Segment:
         det_start = self.tables["detections"].count
         for d in frame.detections:
             self._add_object("detections", frame_row, d, -1, -1)
+        for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
+            self._add_classifications(frame_row, table, objs)
         self.tables["frames"].append(
             {
                 "source_id": frame.source_id,
@@ -226,6 +231,22 @@ class Segment:
             }
         )
 
+    def _add_classifications(self, frame_row: int, table: str, objs: list[ObjectRecord]) -> None:
+        for k, o in enumerate(objs):
+            for c in o.classifications:
+                self.tables["classifications"].append(
+                    {
+                        "frame_row": frame_row,
+                        "table": CLASSIFICATION_TABLES.index(table),
+                        "object_index": k,
+                        "unique_component_id": c.unique_component_id,
+                        "attribute": c.attribute,
+                        "class_id": c.class_id,
+                        "confidence": c.confidence,
+                        "label": _label_bytes(c.label),
+                    }
+                )
+
     def write_pending(self, tables: bool = True) -> int:
         """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
         :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
@@ -245,6 +266,7 @@ class Segment:
             "objects",
             "detections",
             "images",
+            "classifications",
             "frames",
         ):  # frames last: they point at the rest
             self.tables[name].write()
