@@ -27,10 +27,11 @@ from dsprobe.analysis.search import Reclusterer, SearchResult
 from dsprobe.detections import Detections
 from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config, require_ipywidgets
 from dsprobe.notebook.figures import figure_png, label_of
+from dsprobe.notebook.param_controls import param_control, shown, step_options
 from dsprobe.notebook.plots import counts_by_stream, plot_ab, plot_counts, plot_heatmap
 from dsprobe.postprocess.nvinfer_params import key_param
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
-from dsprobe.postprocess.registry import step_names
+from dsprobe.postprocess.registry import is_builtin, one_line
 
 ALL_CLASSES = -1
 
@@ -104,14 +105,14 @@ class Tuner(FrameBrowser):
         box = dict(style={"description_width": "50px"}, layout=w.Layout(width="130px"))
         n = len(self.labels) or postprocess.num_classes
         self.decoder = w.Dropdown(
-            options=step_names("decode"),
+            options=step_options("decode", postprocess.steps[0].name),
             value=postprocess.steps[0].name,
             description="decoder",
             layout=w.Layout(width="240px"),
         )
         self.cluster = w.Dropdown(
-            options=step_names("cluster"),
-            value=postprocess.step("cluster").name,
+            options=step_options("cluster", cluster_name(postprocess)),
+            value=cluster_name(postprocess),
             description="cluster",
             layout=w.Layout(width="240px"),
         )
@@ -147,6 +148,8 @@ class Tuner(FrameBrowser):
             layout=w.Layout(width="80px"),
         )
         self.counts_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.step_params = w.VBox([])  # controls for the params of the user's own steps
+        self.param_controls: dict[str, Any] = {}
         self._sync_controls()
         for name in _PARAM_OF:
             getattr(self, name).observe(self._on_param, "value")
@@ -171,6 +174,7 @@ class Tuner(FrameBrowser):
                         ),
                     ]
                 ),
+                self.step_params,
                 w.HBox([self.count_text, self.status]),
                 self.image,
                 self.counts_image,
@@ -198,7 +202,9 @@ class Tuner(FrameBrowser):
         self._syncing = True
         try:
             self.decoder.value = pp.steps[0].name
-            self.cluster.value = pp.step("cluster").name
+            self.cluster.value = cluster_name(pp)
+            self.cluster.disabled = self.cluster.value is None
+            self._sync_step_params(specs)
             for name, param in _PARAM_OF.items():
                 ctl = getattr(self, name)
                 if param not in specs:  # this cluster step has no such param
@@ -213,6 +219,40 @@ class Tuner(FrameBrowser):
                 ctl.value = type(ctl.value)(value)
         finally:
             self._syncing = False
+
+    def _sync_step_params(self, specs: dict) -> None:
+        """One control per param of the user's own steps (from their signatures), showing the
+        current value; rebuilt when the set of params changes (another decoder chosen)."""
+        pp, cls = self.postprocess, self.class_id
+        user = {
+            k: spec
+            for k, spec in specs.items()
+            if spec.step_index is not None
+            and not is_builtin(pp.step_function(spec.step_index))
+            and k not in _PARAM_OF.values()
+        }
+        if list(user) != list(self.param_controls):
+            controls = {k: param_control(k, spec, pp.get_param(k)) for k, spec in user.items()}
+            self.param_controls = {k: c for k, c in controls.items() if c is not None}
+            for c in self.param_controls.values():
+                c.observe(self._on_step_param, "value")
+            self.step_params.children = tuple(self.param_controls.values())
+        for k, ctl in self.param_controls.items():
+            ctl.value = shown(pp.get_param(k, cls if user[k].per_class else None))
+
+    def _on_step_param(self, change: dict) -> None:
+        if self._syncing:
+            return
+        key = next(k for k, c in self.param_controls.items() if c is change["owner"])
+        per_class = self.postprocess.param_specs()[key].per_class
+        try:
+            pp = self.postprocess.set_params(
+                {key: change["new"]}, self.class_id if per_class else None
+            )
+        except (ValueError, PostprocessError) as exc:
+            self._set_status(one_line(exc), error=True)
+            return
+        self._apply(pp)
 
     def set_postprocess(self, pp: Postprocess) -> None:
         """Make ``pp`` the current settings (A): e.g. ``tuner.set_postprocess(search_result.best)``."""
@@ -235,7 +275,16 @@ class Tuner(FrameBrowser):
         self.render(counts=True)
 
     def _apply(self, pp: Postprocess) -> None:
+        old = self.postprocess
         self.postprocess = pp
+        if pp.steps[0].to_dict() != old.steps[0].to_dict():  # a decoder param: decode again
+            try:
+                self._decode()
+            except PostprocessError as exc:  # the user's decoder failed: keep the old settings
+                self.postprocess = old
+                self._sync_controls()
+                self._set_status(one_line(exc), error=True)
+                return
         for cb in self.on_change:
             cb(self)
         self.render(counts=True)
@@ -247,7 +296,7 @@ class Tuner(FrameBrowser):
         try:
             pp = self.postprocess.set_params({_PARAM_OF[name]: change["new"]}, self.class_id)
         except (ValueError, PostprocessError) as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(one_line(exc), error=True)
             return
         self._apply(pp)
 
@@ -261,6 +310,7 @@ class Tuner(FrameBrowser):
         try:
             self.postprocess = old.with_step("decode", change["new"])
             self._decode()
+            self._sync_controls()  # the new decoder's own params
             self.render(counts=True)
         except (PostprocessError, ValueError, KeyError) as exc:
             self.postprocess = old
@@ -269,13 +319,16 @@ class Tuner(FrameBrowser):
             self.decoder.value = old.steps[0].name
             self._syncing = False
             self._set_status(
-                f"decoder {change['new']!r} does not fit this recording: {exc}", error=True
+                f"decoder {change['new']!r} does not fit this recording: {one_line(exc)}",
+                error=True,
             )
 
     def _on_cluster(self, change: dict) -> None:
         if self._syncing:
             return
         name = change["new"]
+        if name is None:
+            return
         cur = self.postprocess.step("cluster").params
         bare = self.postprocess.with_step("cluster", name)
         accepted = bare.resolved_params(bare.steps.index(bare.step("cluster")))
@@ -301,8 +354,8 @@ class Tuner(FrameBrowser):
             self.detections_b = (
                 self.postprocess_b(v) if self.ab.value and self.postprocess_b else None
             )
-        except PostprocessError as exc:
-            self._set_status(str(exc), error=True)
+        except PostprocessError as exc:  # one line naming the step and the function
+            self._set_status(one_line(exc), error=True)
             return
         self._set_status(self._describe())
         if self.detections_b is not None:
@@ -329,7 +382,10 @@ class Tuner(FrameBrowser):
         self.count_text.value = text
         self.render_seconds = time.perf_counter() - t0
         if self.show_counts:
-            self.render_counts(recompute=counts)
+            try:
+                self.render_counts(recompute=counts)
+            except PostprocessError as exc:  # a user step failed on another frame
+                self._set_status(one_line(exc), error=True)
 
     def render_counts(self, recompute: bool = True) -> None:
         """Detections per frame over every tuned frame for A (and B, dashed), current frame marked."""
@@ -389,3 +445,8 @@ def search_panel(
         button.on_click(lambda _: tuner.set_postprocess(result.best))
         parts.append(button)
     return w.VBox(parts)
+
+
+def cluster_name(pp: Postprocess) -> str | None:
+    """The name of ``pp``'s cluster step (None when it has none)."""
+    return next((s.name for s in pp.steps if s.kind == "cluster"), None)
