@@ -29,6 +29,7 @@ from dsprobe.detections import Detections
 from dsprobe.notebook.browser import Explorer, FrameBrowser, _config, _ipywidgets
 from dsprobe.notebook.figures import figure_png, label_of
 from dsprobe.notebook.plots import counts_by_stream, plot_ab, plot_counts, plot_heatmap
+from dsprobe.postprocess.gpu.backend import resolve_device
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import step_names
 
@@ -59,6 +60,8 @@ class Tuner(FrameBrowser):
       ``count_text``: the HTML the user sees (``<span class="dsprobe-count">N</span> boxes``).
     * Controls: ``stream``, ``frame``, ``decoder``, ``class_select`` (-1 = all classes), ``threshold``,
       ``iou``, ``topk``, ``cluster``, ``min_w``, ``min_h``, ``max_w``, ``max_h``, ``ab``, ``set_b``.
+    * ``device="cuda"``: decoding and re-clustering run on the GPU (CuPy, ``docs/gpu.md``), with
+      the same boxes; without CuPy or a GPU one warning says so and the CPU runs them.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class Tuner(FrameBrowser):
         gt: Any = None,
         show_counts: bool = True,
         progress: bool = False,
+        device: str = "cpu",
     ) -> None:
+        self.device = resolve_device(device)  # one message here when the GPU cannot be used
         if postprocess is None:
             cfg = _config(rec)
             if cfg is None:
@@ -179,10 +184,10 @@ class Tuner(FrameBrowser):
 
     # ---------------------------------------------------------------- postprocess state
     def _decode(self) -> None:
-        self.decoded = self.postprocess.decode_recording(
+        self.decoded = self.postprocess.to(self.device).decode_recording(
             self.rec, self.rows, progress=self.progress
         )
-        self.reclusterer = Reclusterer(self.decoded)
+        self.reclusterer = Reclusterer(self.decoded, device=self.device)
         self.counts_b = None
 
     @property
@@ -354,7 +359,8 @@ class Tuner(FrameBrowser):
     def _counts_of(self, pp: Postprocess) -> pd.Series:
         if pp.steps[0].to_dict() == self.decoded.postprocess.steps[0].to_dict():
             return self.reclusterer.counts(pp)
-        return Reclusterer(pp.decode_recording(self.rec, self.rows)).counts(pp)
+        decoded = pp.to(self.device).decode_recording(self.rec, self.rows)
+        return Reclusterer(decoded, device=self.device).counts(pp)
 
     def _describe(self) -> str:
         s = self.postprocess.steps

@@ -93,6 +93,8 @@ class Postprocess:
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+        #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
+        self.device = "cpu"
 
     def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
         """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
@@ -353,14 +355,7 @@ class Postprocess:
             raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
         steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
         steps[idx].params.update(params)
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
-        )
+        return self._like(steps)
 
     def with_step(self, kind: str, name: str, **params: Any) -> "Postprocess":
         """A copy whose first ``kind`` step is replaced by ``name`` with ``params``."""
@@ -369,7 +364,11 @@ class Postprocess:
         if idx is None:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
         steps[idx] = Step(kind, name, dict(params))
-        return Postprocess(
+        return self._like(steps)
+
+    def _like(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
+        """A Postprocess with ``steps`` and this one's labels, geometry, functions and device."""
+        pp = Postprocess(
             steps,
             labels=self.labels,
             num_classes=self.num_classes,
@@ -377,6 +376,28 @@ class Postprocess:
             allow_import=self.allow_import,
             functions=self._functions,
         )
+        pp.device = self.device if device is None else device
+        return pp
+
+    def to(self, device: str) -> "Postprocess":
+        """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,
+        :meth:`detections_by_row`, :meth:`decode_recording`) run on ``device``: ``"cpu"`` or
+        ``"cuda"`` (CuPy, ``pip install 'dsprobe[gpu]'``; ``docs/gpu.md``). Results are identical.
+
+        When CuPy or a GPU is missing, or a step has no GPU kernel, one
+        :class:`~dsprobe.postprocess.gpu.backend.GpuFallbackWarning` says why and the copy stays on
+        the CPU (``.device`` tells). The device is not part of the saved spec."""
+        from dsprobe.postprocess.gpu.backend import resolve_device
+
+        return self._like(self.steps, resolve_device(device, self))
+
+    def _gpu_plan(self) -> Any:
+        """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
+        if self.device != "cuda":
+            return None
+        from dsprobe.postprocess.gpu.plan import gpu_plan
+
+        return gpu_plan(self)
 
     def step(self, kind: str) -> Step:
         for s in self.steps:
@@ -453,6 +474,27 @@ class Postprocess:
             else f"step {i} ({s.kind} {s.name!r})"
         )
 
+    def run_batch(
+        self,
+        layers: Mapping[str, Any],
+        contexts: Sequence[StepContext],
+        *,
+        stop: int | None = None,
+    ) -> list[Detections]:
+        """One Detections per frame of a batch: ``layers`` maps each layer name to an array with the
+        frames on its first axis (numpy, or CuPy on the GPU: e.g. nvinfer's device buffers),
+        ``contexts`` one StepContext per frame. Equals ``run({n: a[i] ...}, contexts[i])`` per frame;
+        on ``device="cuda"`` the whole batch runs on the GPU."""
+        plan = self._gpu_plan()
+        if plan is not None:
+            from dsprobe.postprocess.gpu.runner import run_batch
+
+            return run_batch(self, plan, layers, contexts, stop)
+        return [
+            self.run({n: np.asarray(a[i]) for n, a in layers.items()}, ctx, stop=stop)
+            for i, ctx in enumerate(contexts)
+        ]
+
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
 
@@ -504,7 +546,21 @@ class Postprocess:
         stop: int | None = None,
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
+        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`);
+        on ``device="cuda"`` each block runs as one GPU batch (``batch`` frames, at least 256)."""
+        if self._gpu_plan() is not None:
+            from dsprobe.postprocess.gpu.replay import GPU_BATCH
+            from dsprobe.postprocess.gpu.replay import detections_by_row as on_gpu
+
+            return on_gpu(
+                self,
+                rec,
+                rows,
+                unique_id=unique_id,
+                progress=progress,
+                batch=max(batch, GPU_BATCH),
+                stop=stop,
+            )
         from dsprobe.postprocess.replay import detections_by_row
 
         return detections_by_row(
@@ -522,7 +578,8 @@ class Postprocess:
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
-        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
+        on = "" if self.device == "cpu" else f", device={self.device!r}"
+        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + on + ")"
 
 
 def tag_parent(d: Detections, parent_index: int) -> Detections:
