@@ -83,85 +83,88 @@ def pinned(cp, a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- 1. replay
 def replay(cp, outs: list[np.ndarray], batches: list[int], dtype, n_frames: int) -> list[dict]:
     from dsprobe.postprocess.gpu.plan import plan_of
-    from dsprobe.postprocess.gpu.runner import run_device, split_frames
 
     pp = spec().to("cuda")
     plan = plan_of(pp)
-    rows = []
-    for b in batches:
-        host = [pinned(cp, np.stack([outs[(i + k) % len(outs)] for i in range(b)]).astype(dtype))
-                for k in range(2)]
-        nbytes = host[0].nbytes
-        dev = [cp.empty(host[0].shape, dtype) for _ in range(2)]
-        ctxs = [StepContext(NET, FRAME, (0.0, 0.0, *map(float, FRAME)), 80)] * b
-        from dsprobe.postprocess.gpu.cluster import frame_mappings
+    return [_replay_one(cp, pp, plan, outs, b, dtype, n_frames) for b in batches]
 
-        maps = frame_mappings(ctxs, True, True)
-        copy_s = cp.cuda.Stream(non_blocking=True)
-        work_s = cp.cuda.Stream(non_blocking=True)
 
-        def copy_only():
-            with copy_s:
-                dev[0].set(host[0], stream=copy_s)
-            copy_s.synchronize()
+def _replay_one(cp, pp, plan, outs, b: int, dtype, n_frames: int) -> dict:
+    from dsprobe.postprocess.gpu.cluster import frame_mappings
+    from dsprobe.postprocess.gpu.runner import run_device, split_frames
 
-        nb = max(2, n_frames // b)
+    host = [
+        pinned(cp, np.stack([outs[(i + k) % len(outs)] for i in range(b)]).astype(dtype))
+        for k in range(2)
+    ]
+    nbytes = host[0].nbytes
+    dev = [cp.empty(host[0].shape, dtype) for _ in range(2)]
+    ctxs = [StepContext(NET, FRAME, (0.0, 0.0, *map(float, FRAME)), 80)] * b
 
-        def pipelined():
-            ready = [None, None]
-            free = [None, None]
-            with copy_s:
-                dev[0].set(host[0], stream=copy_s)
-                ready[0] = copy_s.record()
-            dets = 0
-            for k in range(nb):
-                j = k % 2
-                if k + 1 < nb:
-                    with copy_s:
-                        if free[1 - j] is not None:
-                            copy_s.wait_event(free[1 - j])
-                        dev[1 - j].set(host[1 - j], stream=copy_s)
-                        ready[1 - j] = copy_s.record()
-                with work_s:
-                    work_s.wait_event(ready[j])
-                    c, space = run_device(pp, plan, {"output0": dev[j]}, ctxs, mappings=maps)
-                    per_frame = split_frames(c, b, space)  # synchronises work_s
-                    free[j] = work_s.record()
-                dets += sum(len(d) for d in per_frame)
-            return dets
+    maps = frame_mappings(ctxs, True, True)
+    copy_s = cp.cuda.Stream(non_blocking=True)
+    work_s = cp.cuda.Stream(non_blocking=True)
 
-        def serial():
-            dev[0].set(host[0])
-            c, space = run_device(pp, plan, {"output0": dev[0]}, ctxs, mappings=maps)
-            return split_frames(c, b, space)
+    def copy_only():
+        with copy_s:
+            dev[0].set(host[0], stream=copy_s)
+        copy_s.synchronize()
 
-        t_copy = gpu_times(cp, copy_only)
-        t_pipe = gpu_times(cp, pipelined, repeat=5, warmup=1)
-        t_serial = gpu_times(cp, serial, repeat=7)
-        bw_copy = nbytes / statistics.median(t_copy)
-        per_batch = statistics.median(t_pipe) / nb
-        rows.append(
-            {
-                "batch": b,
-                "dtype": np.dtype(dtype).name,
-                "copy_GBps": bw_copy / 1e9,
-                "replay_GBps": nbytes / per_batch / 1e9,
-                "ratio": nbytes / per_batch / bw_copy,
-                "ms_per_frame": per_batch / b * 1e3,
-                "serial_ms_per_frame": statistics.median(t_serial) / b * 1e3,
-                "copy_range_ms": (min(t_copy) * 1e3, max(t_copy) * 1e3),
-                "pipe_range_ms_per_batch": (min(t_pipe) / nb * 1e3, max(t_pipe) / nb * 1e3),
-            }
-        )
-        print(
-            f"  {np.dtype(dtype).name:8s} batch {b:4d}: copy {bw_copy / 1e9:6.2f} GB/s, replay "
-            f"{nbytes / per_batch / 1e9:6.2f} GB/s = {rows[-1]['ratio']:.2f}x copy (target >= 0.80), "
-            f"{per_batch / b * 1e3:.4f} ms/frame (serial {rows[-1]['serial_ms_per_frame']:.4f}); "
-            f"copy {rows[-1]['copy_range_ms'][0]:.2f}-{rows[-1]['copy_range_ms'][1]:.2f} ms, "
-            f"replay {rows[-1]['pipe_range_ms_per_batch'][0]:.2f}-{rows[-1]['pipe_range_ms_per_batch'][1]:.2f} ms/batch",
-            flush=True,
-        )
-    return rows
+    nb = max(2, n_frames // b)
+
+    def pipelined():
+        ready = [None, None]
+        free = [None, None]
+        with copy_s:
+            dev[0].set(host[0], stream=copy_s)
+            ready[0] = copy_s.record()
+        dets = 0
+        for k in range(nb):
+            j = k % 2
+            if k + 1 < nb:
+                with copy_s:
+                    if free[1 - j] is not None:
+                        copy_s.wait_event(free[1 - j])
+                    dev[1 - j].set(host[1 - j], stream=copy_s)
+                    ready[1 - j] = copy_s.record()
+            with work_s:
+                work_s.wait_event(ready[j])
+                c, space = run_device(pp, plan, {"output0": dev[j]}, ctxs, mappings=maps)
+                per_frame = split_frames(c, b, space)  # synchronises work_s
+                free[j] = work_s.record()
+            dets += sum(len(d) for d in per_frame)
+        return dets
+
+    def serial():
+        dev[0].set(host[0])
+        c, space = run_device(pp, plan, {"output0": dev[0]}, ctxs, mappings=maps)
+        return split_frames(c, b, space)
+
+    t_copy = gpu_times(cp, copy_only)
+    t_pipe = gpu_times(cp, pipelined, repeat=5, warmup=1)
+    t_serial = gpu_times(cp, serial, repeat=7)
+    bw_copy = nbytes / statistics.median(t_copy)
+    per_batch = statistics.median(t_pipe) / nb
+    row = {
+        "batch": b,
+        "dtype": np.dtype(dtype).name,
+        "copy_GBps": bw_copy / 1e9,
+        "replay_GBps": nbytes / per_batch / 1e9,
+        "ratio": nbytes / per_batch / bw_copy,
+        "ms_per_frame": per_batch / b * 1e3,
+        "serial_ms_per_frame": statistics.median(t_serial) / b * 1e3,
+        "copy_range_ms": (min(t_copy) * 1e3, max(t_copy) * 1e3),
+        "pipe_range_ms_per_batch": (min(t_pipe) / nb * 1e3, max(t_pipe) / nb * 1e3),
+    }
+    print(
+        f"  {np.dtype(dtype).name:8s} batch {b:4d}: copy {bw_copy / 1e9:6.2f} GB/s, replay "
+        f"{nbytes / per_batch / 1e9:6.2f} GB/s = {row['ratio']:.2f}x copy (target >= 0.80), "
+        f"{per_batch / b * 1e3:.4f} ms/frame (serial {row['serial_ms_per_frame']:.4f}); "
+        f"copy {row['copy_range_ms'][0]:.2f}-{row['copy_range_ms'][1]:.2f} ms, "
+        f"replay {row['pipe_range_ms_per_batch'][0]:.2f}-{row['pipe_range_ms_per_batch'][1]:.2f} ms/batch",
+        flush=True,
+    )
+    return row
 
 
 def cpu_replay_ms(outs: list[np.ndarray], frames: int = 48) -> list[float]:
@@ -173,7 +176,7 @@ def cpu_replay_ms(outs: list[np.ndarray], frames: int = 48) -> list[float]:
         t0 = time.perf_counter()
         pp.run({"output0": o}, ctx)
         times.append(time.perf_counter() - t0)
-    return times[len(outs):]
+    return times[len(outs) :]
 
 
 # ---------------------------------------------------------------------------------------------- 2-3. search
@@ -195,7 +198,7 @@ class FrameTable:
         )
 
 
-def decoded_cache(cp, outs: list[np.ndarray], n: int, batch: int = 500):
+def decoded_cache(cp, outs: list[np.ndarray], n: int, batch: int = 256):
     """Decode ``n`` frames once on the GPU (candidates >= 0.1) into a DecodedRecording; seconds."""
     from dsprobe.postprocess.replay import DecodedRecording
 
@@ -250,10 +253,15 @@ def reclustering(cp, dec, cpu_frames: int) -> dict:
     res["speedup_same_frames"] = cpu_pf / (statistics.median(t_small) / cpu_frames)
     res["speedup_all"] = cpu_pf / (statistics.median(t_all) / n_all)
     print(f"  CPU Reclusterer, {cpu_frames} frames: {spread(t_cpu)} per setting")
-    print(f"  GPU Reclusterer, {cpu_frames} frames: {spread(t_small)} per setting "
-          f"-> {res['speedup_same_frames']:.1f}x CPU (target >= 50)")
-    print(f"  GPU Reclusterer, {n_all} frames: {spread(t_all)} per setting "
-          f"-> {res['speedup_all']:.1f}x CPU per frame (target >= 50)", flush=True)
+    print(
+        f"  GPU Reclusterer, {cpu_frames} frames: {spread(t_small)} per setting "
+        f"-> {res['speedup_same_frames']:.1f}x CPU (target >= 50)"
+    )
+    print(
+        f"  GPU Reclusterer, {n_all} frames: {spread(t_all)} per setting "
+        f"-> {res['speedup_all']:.1f}x CPU per frame (target >= 50)",
+        flush=True,
+    )
     return res
 
 
@@ -274,9 +282,42 @@ def search_10x10(cp, dec) -> dict:
             sel = rc.select(apply_params(pp, {"pre_cluster_threshold": t, "iou_threshold": u}))
             kept.append(int(sel.keep.sum()))
     took = time.perf_counter() - t0
-    print(f"  10 x 10 settings selected over {len(dec.candidates)} frames on the GPU: {took:.2f} s "
-          f"({rc.cluster_runs} clusterings; kept boxes {min(kept)}..{max(kept)})", flush=True)
+    print(
+        f"  10 x 10 settings selected over {len(dec.candidates)} frames on the GPU: {took:.2f} s "
+        f"({rc.cluster_runs} clusterings; kept boxes {min(kept)}..{max(kept)})",
+        flush=True,
+    )
     return {"select_s": took, "clusterings": rc.cluster_runs}
+
+
+def replay_stage(cp, outs, args, report: dict) -> None:
+    print("1. raw-tensor replay (YOLOv8-640, 2.8 MB FP32 / 1.4 MB FP16 per frame)")
+    cpu = cpu_replay_ms(outs, 24 if args.quick else 64)
+    print(f"  CPU path, one thread: {spread(cpu)} per frame")
+    report["cpu_replay_ms_per_frame"] = statistics.median(cpu) * 1e3
+    batches = [8, 32] if args.quick else [8, 32, 128, 512]
+    n = 64 if args.quick else 2048
+    report["replay"] = []
+    for dt in (np.float32, np.float16):
+        report["replay"] += replay(cp, outs, batches, dt, n)
+    for r in report["replay"]:
+        r["x_cpu"] = report["cpu_replay_ms_per_frame"] / r["ms_per_frame"]
+    print(
+        "  GPU replay vs the CPU path per frame: "
+        + ", ".join(f"{r['dtype']} b{r['batch']} {r['x_cpu']:.0f}x" for r in report["replay"])
+    )
+
+
+def search_stage(cp, outs, args, report: dict) -> None:
+    n_frames = 2_000 if args.quick else 100_000
+    print(f"2. re-clustering cached candidates ({n_frames} frames decoded once on the GPU)")
+    dec, t_dec = decoded_cache(cp, outs, n_frames)
+    n_cand = sum(len(d) for d in dec.candidates.values())
+    print(f"  decode pass: {t_dec:.2f} s for {n_frames} frames ({n_cand} candidates)", flush=True)
+    report["decode_pass_s"] = t_dec
+    report["recluster"] = reclustering(cp, dec, 200 if args.quick else 2_000)
+    print("3. 10 x 10 search")
+    report["search"] = search_10x10(cp, dec)
 
 
 def main() -> None:
@@ -290,33 +331,20 @@ def main() -> None:
         return
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    print(f"GPU: {name}, CuPy {cp.__version__}, CPU baseline single-threaded on this host "
-          f"({os.cpu_count()} cores)")
+    print(
+        f"GPU: {name}, CuPy {cp.__version__}, CPU baseline single-threaded on this host "
+        f"({os.cpu_count()} cores)"
+    )
     rng = np.random.default_rng(0)
     outs = [yolov8_output(rng) for _ in range(8)]
     report: dict = {"gpu": name}
-    print("1. raw-tensor replay (YOLOv8-640, 2.8 MB FP32 / 1.4 MB FP16 per frame)")
-    cpu = cpu_replay_ms(outs, 24 if args.quick else 64)
-    print(f"  CPU path, one thread: {spread(cpu)} per frame")
-    report["cpu_replay_ms_per_frame"] = statistics.median(cpu) * 1e3
-    batches = [8, 32] if args.quick else [8, 32, 128, 512]
-    n = 64 if args.quick else 2048
-    report["replay"] = replay(cp, outs, batches, np.float32, n) + replay(
-        cp, outs, batches, np.float16, n
-    )
-    for r in report["replay"]:
-        r["x_cpu"] = report["cpu_replay_ms_per_frame"] / r["ms_per_frame"]
-    print("  GPU replay vs the CPU path per frame: "
-          + ", ".join(f"{r['dtype']} b{r['batch']} {r['x_cpu']:.0f}x" for r in report["replay"]))
-    n_frames = 2_000 if args.quick else 100_000
-    print(f"2. re-clustering cached candidates ({n_frames} frames decoded once on the GPU)")
-    dec, t_dec = decoded_cache(cp, outs, n_frames)
-    print(f"  decode pass: {t_dec:.2f} s for {n_frames} frames "
-          f"({sum(len(d) for d in dec.candidates.values())} candidates)", flush=True)
-    report["decode_pass_s"] = t_dec
-    report["recluster"] = reclustering(cp, dec, 200 if args.quick else 2_000)
-    print("3. 10 x 10 search")
-    report["search"] = search_10x10(cp, dec)
+    for stage in (replay_stage, search_stage):
+        try:
+            stage(cp, outs, args, report)
+        except Exception:  # one broken stage must not hide the others' figures
+            import traceback
+
+            traceback.print_exc()
     if args.json:
         import json
 
