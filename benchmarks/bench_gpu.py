@@ -324,6 +324,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument(
+        "--stages", default="replay,search", help="comma-separated: replay, search (default both)"
+    )
     args = ap.parse_args()
     cp, why = cupy_or_reason()
     if cp is None:
@@ -338,7 +341,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     outs = [yolov8_output(rng) for _ in range(8)]
     report: dict = {"gpu": name}
-    for stage in (replay_stage, search_stage):
+    stages = {"replay": replay_stage, "search": search_stage}
+    for stage in (stages[k] for k in args.stages.split(",")):
         try:
             stage(cp, outs, args, report)
         except Exception:  # one broken stage must not hide the others' figures

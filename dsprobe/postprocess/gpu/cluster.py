@@ -41,7 +41,7 @@ def threshold(c: Candidates, pre_cluster_threshold: Any = 0.2, num_classes: int 
     ``score >= pre_cluster_threshold[class]`` (float32)."""
     import cupy
 
-    if not len(c):
+    if not c.n:
         return c
     cls = c.class_ids
     known = (cls >= 0) & (cls < num_classes) if num_classes else cls >= 0
@@ -61,8 +61,8 @@ def sort_by_class_score(c: Candidates) -> tuple[Candidates, Any]:
 
     top = int(c.class_ids.max()) + 1
     seg = c.frame.astype(np.int64) * top + c.class_ids
-    key = cupy.empty(len(c), np.uint64)
-    launch("sort_keys", len(c), (c.scores, seg, np.int64(len(c)), key))
+    key = cupy.empty(c.n, np.uint64)
+    launch("sort_keys", c.n, (c.scores, seg, np.int64(c.n), key))
     order = cupy.argsort(key)  # CuPy's sort is stable (thrust stable_sort_by_key)
     return c.take(order), seg[order]
 
@@ -83,7 +83,7 @@ def nms_keep(c: Candidates, start: Any, length: Any, iou_threshold: Any) -> Any:
     """Greedy NMS of every run (boxes sorted as :func:`sort_by_class_score`): the kept mask."""
     import cupy
 
-    n, nseg = len(c), int(start.shape[0])
+    n, nseg = c.n, int(start.shape[0])
     thr = per_class_table(iou_threshold, "iou_threshold", c.class_ids[start])
     edges = cupy.empty((5, n), np.float32)
     launch("box_edges", n, (c.boxes, np.int64(n), edges))
@@ -123,7 +123,7 @@ def cluster(
     """``cluster:nms`` (``method="nms"``) or ``cluster:none`` of every frame: kept boxes, ordered."""
     import cupy
 
-    if not len(c):
+    if not c.n:
         return c
     c, seg = sort_by_class_score(c)
     start, length, run = _runs(seg)
@@ -133,7 +133,7 @@ def cluster(
         post = per_class_table(post_cluster_threshold, "post_cluster_threshold", c.class_ids[kept])
         keep[kept[~(c.scores[kept] > post)]] = False
     else:
-        keep = cupy.ones(len(c), bool)
+        keep = cupy.ones(c.n, bool)
     return c.take(cupy.flatnonzero(topk_mask(c, keep, run, start, topk)))
 
 
@@ -195,17 +195,17 @@ def scale_nvinfer(
     """``scale:nvinfer`` (with the fused ``filter:objects`` params ``filters``): frame pixels."""
     import cupy
 
-    if not len(c):
+    if not c.n:
         return c
     if filters and len(filters.get("filter_out_class_ids", ())):
         ids = cupy.asarray(np.asarray(filters["filter_out_class_ids"]))
         c = c.take(cupy.flatnonzero(~cupy.isin(c.class_ids, ids)))
-        if not len(c):
+        if not c.n:
             return c
     off, ratio, origin, surface = mappings
     mode = 0 if filters is None else 2 if filters.get("crop_objects_to_roi_boundary") else 1
     tables, pc = _filter_tables(filters or {}, c.class_ids)
-    n = len(c)
+    n = c.n
     out = cupy.empty((n, 4), np.float32)
     keep = cupy.empty(n, np.uint8)
     clamp = np.int32(deepstream_version >= CLAMP_NEGATIVE_SINCE)

@@ -47,7 +47,9 @@ class Candidates(NamedTuple):
             self.boxes[idx], self.scores[idx], self.class_ids[idx], self.frame[idx], tag
         )
 
-    def __len__(self) -> int:
+    @property
+    def n(self) -> int:
+        """Number of candidates (a NamedTuple's ``len`` is its field count)."""
         return int(self.scores.shape[0])
 
 

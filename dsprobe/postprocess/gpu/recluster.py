@@ -117,7 +117,7 @@ class GpuCandidates:
         tags, per_row)`` as the Reclusterer caches them (``tags``: positions among the clustered)."""
         import cupy
 
-        c = kept._replace(index=cupy.arange(len(kept), dtype=np.int64))
+        c = kept._replace(index=cupy.arange(kept.n, dtype=np.int64))
         tail = pp.steps[3:]
         space = "network"
         if tail and tail[0].name == "nvinfer":
