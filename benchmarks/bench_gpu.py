@@ -218,7 +218,6 @@ def decoded_cache(cp, outs: list[np.ndarray], n: int, batch: int = 256):
 
 def reclustering(cp, dec, cpu_frames: int) -> dict:
     from dsprobe.analysis.search import Reclusterer
-    from dsprobe.analysis.settings import apply_params
     from dsprobe.postprocess.replay import DecodedRecording
 
     pp = dec.postprocess
@@ -231,7 +230,7 @@ def reclustering(cp, dec, cpu_frames: int) -> dict:
     ious = iter(np.round(np.linspace(0.3, 0.7, 200), 4).tolist())
 
     def one(rc):
-        rc.select(apply_params(pp, {"iou_threshold": next(ious), "pre_cluster_threshold": 0.25}))
+        rc.select(pp.set_params({"iou_threshold": next(ious), "pre_cluster_threshold": 0.25}))
 
     rc_cpu = Reclusterer(small, floor=0.25)
     t_cpu = []
@@ -269,7 +268,6 @@ def search_10x10(cp, dec) -> dict:
     """Every one of the 100 settings selected over all frames (the search's loop without pycocotools)
     and scored by the search's scorer when one can run here."""
     from dsprobe.analysis.search import Reclusterer
-    from dsprobe.analysis.settings import apply_params
 
     pp = dec.postprocess
     thr = np.round(np.linspace(0.25, 0.7, 10), 3).tolist()
@@ -279,7 +277,7 @@ def search_10x10(cp, dec) -> dict:
     kept = []
     for u in ious:
         for t in thr:
-            sel = rc.select(apply_params(pp, {"pre_cluster_threshold": t, "iou_threshold": u}))
+            sel = rc.select(pp.set_params({"pre_cluster_threshold": t, "iou_threshold": u}))
             kept.append(int(sel.keep.sum()))
     took = time.perf_counter() - t0
     print(

@@ -451,10 +451,9 @@ def test_gpu_recording_replay_and_reclusterer_equal_cpu(tmp_path):
         for u in (0.3, 0.7)
         for k in (-1, 3)
     ]
-    from dsprobe.analysis.settings import apply_params
 
     for s in settings:
-        q = apply_params(pp, s)
+        q = pp.set_params(s)
         a, b = rc_cpu.run(q), rc_gpu.run(q)
         assert a.keys() == b.keys()
         assert all(not same(b[k], a[k]) for k in a), s
@@ -469,7 +468,6 @@ def test_gpu_reclusterer_on_random_settings_equals_running_the_steps():
     from test_search import random_setting as search_setting
 
     from dsprobe.analysis.search import Reclusterer
-    from dsprobe.analysis.settings import apply_params
 
     rng = np.random.default_rng(17)
     pp = base_postprocess("nms", iou_threshold=0.5)
@@ -477,7 +475,7 @@ def test_gpu_reclusterer_on_random_settings_equals_running_the_steps():
     rc = Reclusterer(dec, device="cuda")
     assert rc.device == "cuda"
     for _ in range(40):
-        q = apply_params(pp, search_setting(rng))
+        q = pp.set_params(search_setting(rng))
         fast, slow = rc.run(q), dec.run(q)
         assert fast.keys() == slow.keys()
         for r in slow:
