@@ -386,7 +386,7 @@ class Postprocess:
         """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
         if self.device != "cuda":
             return None
-        from dsprobe.postprocess.gpu.plan import gpu_plan
+        from dsprobe.postprocess.gpu.backend import gpu_plan
 
         return gpu_plan(self)
 

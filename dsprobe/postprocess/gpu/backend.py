@@ -72,3 +72,16 @@ def resolve_device(device: str, postprocess: Any = None) -> str:
 
         reason = unsupported_reason(postprocess)
     return fallback(reason, stacklevel=4) if reason else "cuda"
+
+
+def gpu_plan(pp: Any) -> Any:
+    """The :class:`~dsprobe.postprocess.gpu.plan.GpuPlan` of ``pp``, or None after one fallback
+    warning when a step has no GPU kernel (a spec changed by ``with_params`` / ``set_params`` after
+    ``to("cuda")``)."""
+    from dsprobe.postprocess.gpu.plan import UnsupportedOnGpu, plan_of
+
+    try:
+        return plan_of(pp)
+    except UnsupportedOnGpu as exc:
+        fallback(f"{pp}: {exc}", stacklevel=4)
+        return None

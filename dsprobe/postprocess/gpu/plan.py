@@ -104,15 +104,3 @@ def unsupported_reason(pp: Any) -> str:
     except UnsupportedOnGpu as exc:
         return f"{pp}: {exc}"
     return ""
-
-
-def gpu_plan(pp: Any) -> GpuPlan | None:
-    """The plan of ``pp``, or None after one fallback warning when a step has no GPU kernel (a spec
-    changed by ``with_params`` / ``with_step`` after ``to("cuda")``)."""
-    try:
-        return plan_of(pp)
-    except UnsupportedOnGpu as exc:
-        from dsprobe.postprocess.gpu.backend import fallback
-
-        fallback(f"{pp}: {exc}", stacklevel=4)
-        return None

@@ -16,14 +16,12 @@ from dsprobe.detections import Detections
 from dsprobe.postprocess.gpu import cluster as ops
 from dsprobe.postprocess.gpu.decode import Candidates, decode_batch
 from dsprobe.postprocess.gpu.plan import GpuPlan
-from dsprobe.postprocess.registry import StepContext
+from dsprobe.postprocess.registry import PostprocessError, StepContext
 
 _CAUGHT = (ValueError, KeyError, IndexError, TypeError)
 
 
 def _step_error(pp: Any, i: int, exc: Exception, fused: bool = False) -> Exception:
-    from dsprobe.postprocess.pipeline import PostprocessError
-
     if isinstance(exc, PostprocessError):
         return exc
     s = pp.steps[i]
