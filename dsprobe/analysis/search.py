@@ -42,6 +42,7 @@ from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.gpu.backend import resolve_device
 from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
+from dsprobe.postprocess.registry import one_line
 from dsprobe.postprocess.replay import DecodedRecording
 
 #: params the fast path gets by masking instead of re-clustering
@@ -449,9 +450,11 @@ class SearchResult:
         )
 
 
-def _combos(
+def setting_combinations(
     grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed: int
 ) -> list[tuple]:
+    """The value tuples a search tries: every combination of ``grid`` (``method="grid"``) or
+    ``n_random`` of them drawn with ``seed`` (``"random"``), in ``grid``'s order."""
     names = list(grid)
     for n in names:
         if not len(grid[n]):
@@ -466,6 +469,60 @@ def _combos(
     elif method != "grid":
         raise ValueError(f"search: method must be 'grid' or 'random', got {method!r}")
     return combos
+
+
+def _postprocesses(
+    base: Postprocess, settings: Sequence[Mapping[str, Any]]
+) -> tuple[dict[int, Postprocess], dict[int, str]]:
+    """Each setting applied to ``base``; a setting a step refuses is recorded as failed."""
+    pps: dict[int, Postprocess] = {}
+    errors: dict[int, str] = {}
+    for i, p in enumerate(settings):
+        try:
+            pps[i] = base.set_params(p)
+        except (ValueError, PostprocessError) as exc:
+            errors[i] = one_line(exc)
+    return pps, errors
+
+
+class _Decoders:
+    """A Reclusterer per decode step: settings of the decoder's own params (the user's decoder's
+    too) decode the same frames again, once per distinct decode step."""
+
+    def __init__(self, decoded: DecodedRecording, reclusterer: Reclusterer) -> None:
+        self.decoded, self.floor = decoded, reclusterer.floor
+        self.device = reclusterer.device  # new decoders decode and re-cluster where it does
+        self.by_decoder: dict[str, Reclusterer | str] = {
+            _key(self.decode_of(decoded.postprocess)): reclusterer
+        }
+
+    @staticmethod
+    def decode_of(pp: Postprocess) -> dict[str, Any]:
+        return pp.steps[0].to_dict()
+
+    def of(self, pp: Postprocess) -> Reclusterer:
+        key = _key(self.decode_of(pp))
+        if key not in self.by_decoder:
+            try:
+                dev = self.device
+                rows = sorted(self.decoded.candidates)
+                dec = pp.to(dev).decode_recording(self.decoded.recording, rows)
+                self.by_decoder[key] = Reclusterer(dec, floor=self.floor, device=dev)
+            except PostprocessError as exc:  # the decoder failed: every setting of it fails
+                self.by_decoder[key] = one_line(exc)
+        rc = self.by_decoder[key]
+        if isinstance(rc, str):
+            raise PostprocessError(rc)
+        return rc
+
+    def group(self, pp: Postprocess, errors: dict[int, str], i: int) -> tuple[str, str]:
+        """(decoder key, clustering key or "" for no fast path); a failing decoder fails setting i."""
+        try:
+            rc = self.of(pp)
+        except PostprocessError as exc:
+            errors[i] = one_line(exc)
+            return ("", "")
+        return (_key(self.decode_of(pp)), rc._cluster_key(pp) if rc.fast_path(pp) else "")
 
 
 def search(
@@ -486,12 +543,15 @@ def search(
     (``"random"``), re-using the decoded candidates; score each with COCO mAP against ``gt`` over
     ``frames`` ((source_id, frame_num); default every decoded frame). ``grid`` maps param names
     (``pre_cluster_threshold``, ``iou_threshold``, ``topk``, ``post_cluster_threshold``, object filter
-    params, any cluster step param) to value lists. ``metric``: "map50" or "map50_95".
+    params, any step's param by name, the user's own steps' included) to value lists; a decoder param
+    decodes again once per value. ``metric``: "map50" or "map50_95". A setting whose step fails (the
+    user's function raised, returned NaN boxes...) is kept in the table with NaN scores and its
+    one-line message in an ``error`` column (present only then); the search goes on.
     ``device="cuda"``: the re-clustering runs on the GPU (``docs/gpu.md``); the same table results."""
     if metric not in ("map50", "map50_95"):
         raise ValueError(f"search: metric must be 'map50' or 'map50_95', got {metric!r}")
     names = list(grid)
-    combos = _combos(grid, method, n_random, seed)
+    combos = setting_combinations(grid, method, n_random, seed)
     base = decoded.postprocess
     for n in names:
         base.get_param(n)  # fail early on a name no step takes
@@ -504,10 +564,11 @@ def search(
         floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
         reclusterer = Reclusterer(decoded, floor=min(floors), device=device)
     settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
-    pps = [base.set_params(p) for p in settings]
-    # settings that share a clustering run back to back, so each clustering is evaluated once
-    group = [reclusterer._cluster_key(pp) if reclusterer.fast_path(pp) else "" for pp in pps]
-    order = sorted(range(len(pps)), key=lambda i: group[i])
+    pps, errors = _postprocesses(base, settings)
+    decoders = _Decoders(decoded, reclusterer)
+    # settings that share a decoder and a clustering run back to back: each is evaluated once
+    group = {i: decoders.group(pp, errors, i) for i, pp in pps.items()}
+    order = sorted((i for i in pps if i not in errors), key=lambda i: group[i])
     scorer: tuple[str, _CocoScorer] | None = None
     results: dict[int, EvalResult] = {}
     it: Iterable = order
@@ -519,31 +580,38 @@ def search(
         except ImportError:
             pass
     for i in it:
-        pp = pps[i]
-        r = None
-        if group[i]:
-            sel = reclusterer.select(pp)
-            if scorer is None or scorer[0] != sel.key:
-                scorer = (sel.key, _CocoScorer(rec, sel, gt, frames))
-            r = scorer[1].score(sel.keep)
-            if r is None:  # a cut that is not a low-score suffix somewhere: score it afresh
-                r = evaluate(_selection_frame(rec, sel, sel.keep), gt, frames)
-        else:
-            r = evaluate(reclusterer.detections_frame(pp), gt, frames)
+        pp, rc = pps[i], decoders.of(pps[i])
+        try:
+            if group[i][1]:
+                sel = rc.select(pp)
+                if scorer is None or scorer[0] != group[i][0] + sel.key:
+                    scorer = (group[i][0] + sel.key, _CocoScorer(rec, sel, gt, frames))
+                r = scorer[1].score(sel.keep)
+                if r is None:  # a cut that is not a low-score suffix somewhere: score it afresh
+                    r = evaluate(_selection_frame(rec, sel, sel.keep), gt, frames)
+            else:
+                r = evaluate(rc.detections_frame(pp), gt, frames)
+        except PostprocessError as exc:  # the user's step failed for this setting: go on
+            errors[i] = one_line(exc)
+            continue
         results[i] = r
+    nan = float("nan")
     rows = [
         {
             **settings[i],
-            "map50": results[i].map50,
-            "map50_95": results[i].map50_95,
-            "detections": results[i].num_detections,
+            "map50": results[i].map50 if i in results else nan,
+            "map50_95": results[i].map50_95 if i in results else nan,
+            "detections": results[i].num_detections if i in results else -1,
+            **({"error": errors.get(i, "")} if errors else {}),  # only when a setting failed
         }
         for i in range(len(settings))
     ]
     table = (
         pd.DataFrame(rows)
-        .sort_values(metric, ascending=False, kind="stable")
+        .sort_values(metric, ascending=False, kind="stable", na_position="last")
         .reset_index(drop=True)
     )
+    if not results:
+        raise PostprocessError(f"search: every setting failed; the first: {table['error'][0]}")
     best_params = {n: plain(table.iloc[0][n]) for n in names}
     return SearchResult(table, best_params, base.set_params(best_params), metric)

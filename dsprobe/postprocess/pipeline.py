@@ -21,6 +21,7 @@ import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
+from dsprobe.postprocess.bundle import BundleError, bundle_functions, read_spec, write_bundle
 from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.nvinfer_params import steps_from_config
 from dsprobe.postprocess.params import (
@@ -32,7 +33,15 @@ from dsprobe.postprocess.params import (
     value_for_class,
     value_with_class,
 )
-from dsprobe.postprocess.registry import STEP_KINDS, PostprocessError, StepContext, get_step
+from dsprobe.postprocess.registry import (
+    STEP_KINDS,
+    PostprocessError,
+    StepContext,
+    check_output,
+    get_step,
+    is_builtin,
+    one_line,
+)
 from dsprobe.postprocess.replay import (
     DecodedRecording,
     decode_recording,
@@ -89,6 +98,7 @@ class Postprocess:
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+        self._user = [not is_builtin(fn) for fn in self._fns]  # user code: outputs checked
         #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
         self.device = "cpu"
 
@@ -240,9 +250,21 @@ class Postprocess:
         )
 
     def save(self, path: str | Path) -> Path:
+        """Write the JSON spec (user functions are named ``"module:function"``; to carry their
+        source, :meth:`export` a bundle)."""
         p = Path(path)
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return p
+
+    def export(self, directory: str | Path) -> Path:
+        """Write a self-contained bundle into ``directory``: ``postprocess.json`` and, when a step is
+        your own function, ``user_steps.py`` with its source and the helpers and imports it needs
+        (its SHA-256 in the spec). Refuses (:class:`~dsprobe.postprocess.bundle.BundleError`, naming
+        the object and why) a lambda, a closure over local variables or an object that is neither
+        importable nor a plain constant. Load it with ``Postprocess.load(directory, trust=True)``
+        or ``dsprobe.deepstream.attach_postprocess(pgie, directory, trust=True)``."""
+        user = {s.name: fn for s, fn, u in zip(self.steps, self._fns, self._user) if u}
+        return write_bundle(directory, self.to_dict(), user)
 
     @classmethod
     def load(
@@ -251,14 +273,17 @@ class Postprocess:
         *,
         allow_import: bool = False,
         functions: Mapping[str, Callable] | None = None,
+        trust: bool = False,
     ) -> "Postprocess":
-        p = Path(path)
+        """A Postprocess from a spec file or an exported bundle folder. A bundle with user code is
+        imported only with ``trust=True`` (your consent to run it) and only if its module's SHA-256
+        is the recorded one; without consent nothing runs and the error says how to give it."""
+        p, d = read_spec(path)
         try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError) as exc:
-            raise PostprocessError(f"{p}: cannot read postprocess spec: {exc}") from None
-        try:
-            return cls.from_dict(d, allow_import=allow_import, functions=functions)
+            fns = {**bundle_functions(p, d, trust), **dict(functions or {})}
+            return cls.from_dict(d, allow_import=allow_import, functions=fns)
+        except BundleError:
+            raise
         except PostprocessError as exc:
             raise PostprocessError(f"{p}: {exc}") from None
 
@@ -448,11 +473,17 @@ class Postprocess:
             except PostprocessError:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
+                raise PostprocessError(f"{self._where(i, fused)}: {one_line(exc)}") from exc
+            except Exception as exc:  # the user's own code may raise anything: name it, one line
+                raise PostprocessError(
+                    f"{self._where(i, fused)}: {type(exc).__name__}: {one_line(exc)}"
+                ) from exc
             if not isinstance(dets, Detections):
                 raise PostprocessError(
                     f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections"
                 )
+            if self._user[i]:
+                check_output(self._where(i), dets)
             i += 2 if fused else 1
         assert dets is not None
         return dets
