@@ -14,6 +14,8 @@ import pytest
 import dsprobe
 from dsprobe import FrameRecord, Recorder
 from dsprobe.analysis.evaluate import GroundTruth, evaluate, frame_image_id, load_ground_truth
+from dsprobe.analysis.objectives import OBJECTIVES
+from dsprobe.analysis.operating import search_objectives
 from dsprobe.analysis.search import search
 from dsprobe.analysis.set_tasks import PartitionFailure, with_setting
 from dsprobe.analysis.sets import load_set_ground_truth
@@ -141,8 +143,16 @@ def test_evaluate_on_two_workers_equals_one_evaluation_of_every_frame(rset, pp, 
 
 
 def test_search_on_two_workers_equals_one_process(rset, pp, client):
+    objectives = ["f1", "precision_at_recall"]
     res = dsprobe.search_set(
-        rset, pp, GRID, client=client, block_frames=BLOCK, chunks=3, progress=False
+        rset,
+        pp,
+        GRID,
+        client=client,
+        block_frames=BLOCK,
+        chunks=3,
+        objectives=objectives,
+        progress=False,
     )
     assert len(res.table) == 6 and res.failures == []
     for _, row in res.table.iterrows():
@@ -152,21 +162,42 @@ def test_search_on_two_workers_equals_one_process(rset, pp, client):
             ref.map50_95,
             ref.num_detections,
         )
-    in_process = dsprobe.search_set(rset, pp, GRID, client="sync", block_frames=50, progress=False)
+    in_process = dsprobe.search_set(
+        rset, pp, GRID, client="sync", block_frames=50, objectives=objectives, progress=False
+    )
+    assert {"f1", "precision_at_recall(target=0.9)", "fp_per_frame"} <= set(res.table.columns)
     pd.testing.assert_frame_equal(res.table, in_process.table, check_exact=True)
     assert res.best_params == in_process.best_params
     assert res.best.to_dict() == with_setting(pp, res.best_params).to_dict()
 
 
-def test_a_one_recording_set_searches_like_search(rset, pp):
+def test_a_one_recording_set_searches_like_search_and_search_objectives(rset, pp):
     name = rset.names[1]
     one = dsprobe.open_recordings([rset.paths[name][0]])
     res = dsprobe.search_set(one, pp, GRID, client="sync", block_frames=BLOCK, progress=False)
+    objs = dsprobe.search_set(
+        one,
+        pp,
+        GRID,
+        client="sync",
+        block_frames=BLOCK,
+        objectives=list(OBJECTIVES),
+        metric="f1",
+        progress=False,
+    )
     with one.open(name) as rec:
         gt = load_ground_truth(one.ground_truth_paths[name], frame_size=(1280, 720))
-        ref = search(pp.decode_recording(rec), gt, GRID)
+        decoded = pp.decode_recording(rec)
+        ref = search(decoded, gt, GRID)
+        ref_objs = search_objectives(decoded, gt, GRID)
     pd.testing.assert_frame_equal(res.table, ref.table, check_exact=True)
     assert res.best_params == ref.best_params
+    # the other objectives: exactly search_objectives' (its map50 is its own AP; ours is pycocotools')
+    cols = [c for c in ref_objs.table.columns if c not in ("map50", "map50_95")]
+    mine = objs.table.sort_values(list(GRID)).reset_index(drop=True)[cols]
+    theirs = ref_objs.table.sort_values(list(GRID)).reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(mine, theirs, check_exact=True, check_dtype=False)
+    assert objs.best_params == ref_objs.best_params("f1")
 
 
 def test_a_failing_partition_is_named_and_the_others_are_kept(recordings, pp, tmp_path):

@@ -31,6 +31,7 @@ from dsprobe.analysis.evaluate import (
     eval_result,
     frame_image_id,
 )
+from dsprobe.analysis.objectives import Matches
 
 MAX_DETECTIONS = 1000  # per image, evaluate()'s last maxDets
 NO_CUT = 2**62  # accumulate()'s cut on an already-cut partition table: none
@@ -156,3 +157,34 @@ def score_tables(parts: Sequence[MatchTables], gt: GroundTruth) -> EvalResult:
     with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate()
     return eval_result(ev, gt, num_images, num_detections)
+
+
+def merge_matches(parts: Sequence[tuple[int, Matches]]) -> Matches:
+    """One :class:`~dsprobe.analysis.objectives.Matches` (the objectives' match table) from
+    partitions' tables, each with its recording index, in (recording, frame row) order: the table
+    one process would build recording by recording. Ground-truth counts and frames add up."""
+    if not parts:
+        raise ValueError("merge_matches: no partition to merge")
+    tabs = [m for _, m in parts]
+    rec = np.concatenate([np.full(len(m), k, np.int64) for k, m in parts])
+    rows = np.concatenate([np.full(len(m), -1) if m.rows is None else m.rows for m in tabs])
+    order = np.lexsort((rows, rec))  # stable: a frame's detections keep their order
+    num_gt: dict[int, int] = {}
+    for m in tabs:
+        for c, n in m.num_gt.items():
+            num_gt[int(c)] = num_gt.get(int(c), 0) + int(n)
+    ignored = None
+    if any(m.ignored is not None for m in tabs):
+        ignored = np.concatenate(
+            [np.zeros(m.tp.shape, bool) if m.ignored is None else m.ignored for m in tabs]
+        )[order]
+    return Matches(
+        np.concatenate([m.scores for m in tabs])[order],
+        np.concatenate([m.class_ids for m in tabs])[order],
+        np.concatenate([m.tp for m in tabs])[order],
+        num_gt,
+        sum(m.num_frames for m in tabs),
+        tabs[0].iou_thresholds,
+        rows[order],
+        ignored,
+    )

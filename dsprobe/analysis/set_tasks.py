@@ -23,6 +23,8 @@ from dsprobe.analysis.match_tables import (
     match_tables,
     tables_from_images,
 )
+from dsprobe.analysis.objectives import Matches
+from dsprobe.analysis.operating import SettingScorer
 from dsprobe.analysis.search import MASKED_PARAMS, Reclusterer, Selection
 from dsprobe.postprocess.pipeline import Postprocess
 from dsprobe.recording.recording_set import Partition
@@ -166,9 +168,11 @@ def score_partition(
     settings: Sequence[Mapping[str, Any]],
     gt: GroundTruth,
     chunks: Sequence[Sequence[int]],
-) -> tuple[dict[int, MatchTables], ...]:
+    objectives: bool = False,
+) -> tuple[dict[int, tuple[MatchTables, Matches | None]], ...]:
     """Decode the partition once, run every setting on the cached candidates
-    (:class:`~dsprobe.analysis.search.Reclusterer`) and return each setting's COCO match tables,
+    (:class:`~dsprobe.analysis.search.Reclusterer`) and return each setting's COCO match tables (and,
+    with ``objectives``, its :class:`~dsprobe.analysis.objectives.Matches` for the other objectives),
     grouped as ``chunks`` (lists of setting indices) so each chunk can be merged on its own."""
     with part.open() as rec:
         decoded = base.decode_recording(rec, part.rows)
@@ -182,15 +186,17 @@ def score_partition(
                 [(k, v) for k, v in sorted(settings[i].items()) if k not in MASKED_PARAMS]
             ),
         )
-        out: dict[int, MatchTables] = {}
+        out: dict[int, tuple[MatchTables, Matches | None]] = {}
         scorer: tuple[str, _GroupScorer] | None = None
+        matcher = SettingScorer(rc, gt, part.rows) if objectives else None
         for i in order:
             pp = pps[i]
             if rc.fast_path(pp):
                 sel = rc.select(pp)
                 if scorer is None or scorer[0] != sel.key:
                     scorer = (sel.key, _GroupScorer(rec, sel, gt, frames))
-                out[i] = scorer[1].tables(sel.keep)
+                tables = scorer[1].tables(sel.keep)
             else:
-                out[i] = match_tables(rc.detections_frame(pp), gt, frames)
+                tables = match_tables(rc.detections_frame(pp), gt, frames)
+            out[i] = (tables, None if matcher is None else matcher.matches(pp))
     return tuple({i: out[i] for i in chunk} for chunk in chunks)

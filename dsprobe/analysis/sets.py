@@ -27,7 +27,8 @@ import pandas as pd
 from dsprobe.analysis.compare import CompareReport, compare
 from dsprobe.analysis.dask_run import run_partitions, worker_count
 from dsprobe.analysis.evaluate import EvalResult, GroundTruth, load_ground_truth
-from dsprobe.analysis.match_tables import MatchTables, gt_subset, score_tables
+from dsprobe.analysis.match_tables import gt_subset, merge_matches, score_tables
+from dsprobe.analysis.objectives import Objective, objective, score_all
 from dsprobe.analysis.search import SearchResult, setting_combinations
 from dsprobe.analysis.set_tasks import (
     PartitionFailure,
@@ -47,6 +48,7 @@ class SetEvalResult(EvalResult):
     that failed (their frames are not in the scores)."""
 
     failures: list[PartitionFailure] = field(default_factory=list)
+    objectives: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,10 +139,24 @@ def replay_set(
 
 # ------------------------------------------------------------------------------------ scoring
 def _merge_scores(
-    _: int, tables: list[Any], settings: Sequence[int], gt: GroundTruth
-) -> dict[int, EvalResult]:
-    ok: list[dict[int, MatchTables]] = [t for t in tables if not isinstance(t, PartitionFailure)]
-    return {s: score_tables([t[s] for t in ok], gt) for s in settings}
+    _: int,
+    tables: list[Any],
+    settings: Sequence[int],
+    gt: GroundTruth,
+    recording_of: Sequence[int],
+    objectives: Sequence[Objective] | None,
+) -> dict[int, tuple[EvalResult, dict[str, float]]]:
+    """Per setting of this chunk: the COCO result of the partitions' tables, and (with objectives)
+    every objective of their merged Matches."""
+    ok = [(k, t) for k, t in zip(recording_of, tables) if not isinstance(t, PartitionFailure)]
+    out = {}
+    for s in settings:
+        coco = score_tables([t[s][0] for _, t in ok], gt)
+        extra = {}
+        if objectives is not None:
+            extra = score_all(merge_matches([(k, t[s][1]) for k, t in ok]), list(objectives))
+        out[s] = (coco, extra)
+    return out
 
 
 def _score_settings(
@@ -148,8 +164,9 @@ def _score_settings(
     base: Postprocess,
     settings: list[dict[str, Any]],
     ground_truth: Any,
+    objectives: Sequence[Objective] | None,
     opts: dict[str, Any],
-) -> tuple[dict[int, EvalResult], list[PartitionFailure]]:
+) -> tuple[dict[int, tuple[EvalResult, dict[str, float]]], list[PartitionFailure]]:
     gts = load_set_ground_truth(rset, ground_truth)
     parts = rset.partitions(opts.pop("block_frames"))
     chunks = opts.pop("chunks") or 2 * worker_count(opts["client"], opts["workers"])
@@ -159,8 +176,11 @@ def _score_settings(
     merged, failures = run_partitions(
         parts,
         score_partition,
-        lambda p: (base, settings, gt_parts[p.index], chunk_lists),
-        [(_merge_scores, (c, any_gt)) for c in chunk_lists],
+        lambda p: (base, settings, gt_parts[p.index], chunk_lists, objectives is not None),
+        [
+            (_merge_scores, (c, any_gt, [p.recording_index for p in parts], objectives))
+            for c in chunk_lists
+        ],
         split=True,
         **opts,
     )
@@ -175,20 +195,26 @@ def evaluate_set(
     client: Any = None,
     workers: int | None = None,
     block_frames: int = 1000,
+    objectives: Sequence[str | Objective] | None = None,
     progress: bool = True,
 ) -> SetEvalResult:
     """COCO mAP of ``postprocess`` over every frame of the set against each recording's ground truth
-    (:func:`load_set_ground_truth`), as Dask tasks; equal to evaluating all frames at once."""
+    (:func:`load_set_ground_truth`), as Dask tasks; equal to evaluating all frames at once. With
+    ``objectives`` (names of :data:`~dsprobe.analysis.objectives.OBJECTIVES`, e.g. ``["f1"]``) they
+    are scored too, into ``result.objectives`` (with precision, recall, F1, FP per frame)."""
     opts = dict(client=client, workers=workers, progress=progress)
+    objs = None if objectives is None else [objective(o) for o in objectives]
     scores, failures = _score_settings(
         rset,
         postprocess,
         [{}],
         ground_truth,
+        objs,
         {**opts, "block_frames": block_frames, "chunks": 1, "name": "evaluate"},
     )
-    r = scores[0]
-    return SetEvalResult(**{f: getattr(r, f) for f in r.__dataclass_fields__}, failures=failures)
+    r, extra = scores[0]
+    fields = {f: getattr(r, f) for f in r.__dataclass_fields__}
+    return SetEvalResult(**fields, failures=failures, objectives=extra)
 
 
 def search_set(
@@ -205,14 +231,20 @@ def search_set(
     workers: int | None = None,
     block_frames: int = 1000,
     chunks: int | None = None,
+    objectives: Sequence[str | Objective] | None = None,
     progress: bool = True,
 ) -> SetSearchResult:
     """:func:`~dsprobe.analysis.search.search` over a recording set, as Dask tasks: each partition
     decodes once and scores every setting; ``chunks`` merge tasks (default two per worker) turn the
     partitions' match tables into one score per setting. Same table, scores and best setting as
-    scoring all frames in one process."""
-    if metric not in ("map50", "map50_95"):
-        raise ValueError(f"search_set: metric must be 'map50' or 'map50_95', got {metric!r}")
+    scoring all frames in one process. ``objectives`` (see :func:`evaluate_set`) add a column each
+    (plus precision, recall, f1, tp, fp, fn, fp_per_frame); ``metric`` may name any of them.
+    ``map50`` / ``map50_95`` are always pycocotools' numbers."""
+    objs = None if objectives is None else [objective(o) for o in objectives]
+    extra = [o.label for o in objs] + ["precision", "recall", "f1"] if objs else []
+    allowed = ["map50", "map50_95", *extra]
+    if metric not in allowed:
+        raise ValueError(f"search_set: metric must be one of {allowed}, got {metric!r}")
     names = list(grid)
     settings = [
         dict(zip(names, (plain(v) for v in c)))
@@ -225,17 +257,22 @@ def search_set(
         postprocess,
         settings,
         ground_truth,
+        objs,
         {**opts, "block_frames": block_frames, "chunks": chunks, "name": "search"},
     )
-    rows = [
-        {
-            **settings[i],
-            "map50": scores[i].map50,
-            "map50_95": scores[i].map50_95,
-            "detections": scores[i].num_detections,
-        }
-        for i in range(len(settings))
-    ]
+    rows = []
+    for i, setting in enumerate(settings):
+        coco, extra = scores[i]
+        extra = {k: v for k, v in extra.items() if k not in ("map50", "map50_95")}
+        rows.append(
+            {
+                **setting,
+                "map50": coco.map50,
+                "map50_95": coco.map50_95,
+                **extra,
+                "detections": coco.num_detections,
+            }
+        )
     table = (
         pd.DataFrame(rows)
         .sort_values(metric, ascending=False, kind="stable")
