@@ -256,3 +256,41 @@ def test_masked_match_tables_equal_tables_of_the_subset(rset, pp):
             np.testing.assert_equal(
                 a.per_class_ap50, b.per_class_ap50
             )  # NaN: a class not in these frames
+
+
+def test_a_folder_of_segment_series_and_single_files(tmp_path):
+    """``run-00000.h5, run-00001.h5, ...`` are one recording named ``run``; other files one each."""
+    for name, n, seg in (("run", 30, 300_000), ("solo", 5, None)):
+        with Recorder(
+            tmp_path / f"{name}.h5",
+            segment_max_bytes=seg,
+            flush_interval_s=0.01,
+            block_frames=1,
+            images=False,
+        ) as rec:
+            for k in range(n):
+                rec.record(FrameRecord(0, k, layers={"big": np.full(20_000, k, np.float32)}))
+    assert len(list(tmp_path.glob("run-*.h5"))) >= 3
+    for source in (tmp_path, str(tmp_path / "*.h5"), [tmp_path / "run.h5", tmp_path / "solo.h5"]):
+        s = dsprobe.open_recordings(source)
+        assert s.names == ["run", "solo"], source
+        assert s.frames.groupby("recording").size().to_dict() == {"run": 30, "solo": 5}
+        assert len(s.paths["run"]) >= 3
+
+
+def test_a_set_refuses_recordings_of_incompatible_nvinfer_configs(tmp_path):
+    from dsprobe.sample import CONFIG_PATH
+
+    text = CONFIG_PATH.read_text()
+    for name, cfg in (
+        ("a", text),
+        ("b", text.replace("symmetric-padding=1", "symmetric-padding=0")),
+    ):
+        path = tmp_path / f"{name}.txt"
+        path.write_text(cfg)
+        with Recorder(tmp_path / f"{name}.h5", nvinfer_config=path, images=False) as r:
+            r.record(FrameRecord(0, 0, layers={"output0": np.zeros((8, 2100), np.float32)}))
+    with pytest.raises(
+        RecordingError, match=r"'a' and 'b' were recorded with incompatible nvinfer"
+    ):
+        dsprobe.open_recordings(tmp_path)
