@@ -85,7 +85,8 @@ def _config_signature(rec: Recording) -> dict[str, Any]:
 class RecordingSet:
     """Several recordings replayed, scored and searched as one (see :func:`open_recordings`).
 
-    * ``names``: one name per recording (file stem, or series stem); ``paths[name]``: its files.
+    * ``names``: one name per recording (file stem, or series stem); ``paths[name]``: its files
+      (absolute paths: workers elsewhere open them, so they must be on storage every worker sees).
     * ``frames``: every recording's frames table, concatenated, with ``recording`` (name),
       ``recording_index`` and ``row`` (the row within that recording) columns.
     * ``configs[name]``: the nvinfer config stored in the recording (None if none).
@@ -108,7 +109,7 @@ class RecordingSet:
         tables, signatures = [], {}
         for k, (name, paths) in enumerate(recordings):
             with Recording([Path(p) for p in paths]) as rec:
-                self.paths[name] = tuple(str(p) for p in rec.paths)
+                self.paths[name] = tuple(str(Path(p).absolute()) for p in rec.paths)
                 try:
                     self.configs[name] = rec.config(unique_id)
                 except ValueError:  # several GIEs and no unique_id: each is checked below
