@@ -56,6 +56,40 @@ def task_overhead(client, n: int = 400) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def cost_model(
+    c: float, merge_per_frame: float, overhead: float, table_per_frame: float, read_per_frame: float
+) -> None:
+    """Print what W workers would take for N frames (100 settings, 1,000-frame partitions), from the
+    measured per-frame costs: partitions N*c/W, merges 100*N*m/min(W, 100) (one setting's merge is
+    one task), scheduler overhead per task, bytes read and sent."""
+    print("\ncost model (100 settings, partitions of 1,000 frames, each worker a core of its own):")
+    print(
+        f"  {'frames':>7} {'workers':>7} {'partitions':>11} {'merges':>9} {'scheduler':>10}"
+        f" {'total':>9} {'read/s':>10} {'tables':>9}"
+    )
+    for n in (1e6, 1e9):
+        for w in (10, 100, 1000):
+            part = n * c / w
+            merge = 100 * n * merge_per_frame / min(w, 100)
+            sched = (n / 1000 + 2 * w) * overhead
+            read = w * read_per_frame / c
+            print(
+                f"  {n:7.0e} {w:7d} {hours(part):>11} {hours(merge):>9} {hours(sched):>10}"
+                f" {hours(part + merge + sched):>9} {read / 1e9:7.1f} GB/s"
+                f" {n * table_per_frame / 1e9:6.0f} GB"
+            )
+
+
+def hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recordings", type=int, default=8)
@@ -180,6 +214,14 @@ def main() -> int:
         f"  merge: {t_merge * 1e3:.1f} ms per setting over {args.recordings} partitions of this size"
     )
     print(f"  scheduler overhead: {overhead * 1e3:.2f} ms per task (LocalCluster, trivial tasks)")
+    frames_merged = args.recordings * len(part.rows)
+    cost_model(
+        t_part / len(part.rows),
+        t_merge / frames_merged,
+        overhead,
+        table_bytes / len(part.rows),
+        layer_bytes,
+    )
     for lc, c in clusters.values():
         c.close()
         lc.close()
