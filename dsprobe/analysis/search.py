@@ -39,6 +39,7 @@ from dsprobe.analysis.evaluate import (
 )
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
+from dsprobe.postprocess.gpu.backend import resolve_device
 from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.registry import one_line
@@ -69,6 +70,7 @@ class _Clustered:
     scores: np.ndarray
     class_ids: np.ndarray
     group_start: np.ndarray  # flat index of the first box of each box's (frame, class) run
+    on_device: Any = None  # the clustered boxes on the GPU (device="cuda")
 
 
 @dataclass
@@ -99,14 +101,26 @@ class Reclusterer:
 
     ``floor``: the lowest pre-cluster threshold to cluster at when a setting first needs clustering
     (lower requests re-cluster; default: the requested threshold). ``max_cached`` clusterings are kept.
+    ``device="cuda"``: clustering and scaling run on the GPU for all frames at once
+    (:mod:`dsprobe.postprocess.gpu.recluster`, same results; CPU with one warning when no GPU).
     """
 
     def __init__(
-        self, decoded: DecodedRecording, floor: float | None = None, max_cached: int = 8
+        self,
+        decoded: DecodedRecording,
+        floor: float | None = None,
+        max_cached: int = 8,
+        device: str = "cpu",
     ) -> None:
         self.decoded = decoded
         self.floor = floor
         self.max_cached = max_cached
+        self.device = resolve_device(device)
+        self._gpu = None
+        if self.device == "cuda":
+            from dsprobe.postprocess.gpu.recluster import GpuCandidates
+
+            self._gpu = GpuCandidates(decoded)
         self._clustered: dict[str, _Clustered] = {}
         self._scaled: dict[str, tuple[np.ndarray, ...]] = {}
         self.cluster_runs = (
@@ -220,6 +234,12 @@ class Reclusterer:
             topk=-1,
             **({"post_cluster_threshold": float("-inf")} if pp.steps[2].name == "nms" else {}),
         )
+        if self._gpu is not None:
+            per_row, offsets, scores_a, classes_a, row_a, kept = self._gpu.cluster(base)
+            cl = _Clustered(
+                floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a), kept
+            )
+            return self._remember(key, cl)
         per_row, offsets, scores, classes = {}, {}, [], []
         n = 0
         for r in self.rows:
@@ -233,10 +253,10 @@ class Reclusterer:
         scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int32)
         row_a = np.repeat(np.array(self.rows, np.int64), [len(d) for d in per_row.values()])
-        new_run = np.ones(len(scores_a), bool)
-        new_run[1:] = (row_a[1:] != row_a[:-1]) | (classes_a[1:] != classes_a[:-1])
-        group_start = np.maximum.accumulate(np.where(new_run, np.arange(len(scores_a)), 0))
-        cl = _Clustered(floor, per_row, offsets, scores_a, classes_a, group_start)
+        cl = _Clustered(floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a))
+        return self._remember(key, cl)
+
+    def _remember(self, key: str, cl: _Clustered) -> _Clustered:
         self.cluster_runs += 1
         if key in self._clustered:
             del self._clustered[key]
@@ -247,6 +267,12 @@ class Reclusterer:
 
     def _scale(self, pp: Postprocess, cl: _Clustered, key: str) -> tuple:
         """Run the steps after clustering on every clustered box, tagged to follow survivors."""
+        if self._gpu is not None and cl.on_device is not None and self._gpu.can_scale(pp):
+            value = self._gpu.scale(pp, cl.on_device)
+            self._scaled[key] = value
+            while len(self._scaled) > self.max_cached:
+                del self._scaled[next(iter(self._scaled))]
+            return value
         rows, boxes, scores, classes, tags, per_row = [], [], [], [], [], {}
         n = 0
         for r, d in cl.per_row.items():
@@ -280,6 +306,13 @@ class Reclusterer:
         while len(self._scaled) > self.max_cached:
             del self._scaled[next(iter(self._scaled))]
         return value
+
+
+def _run_starts(row_a: np.ndarray, classes_a: np.ndarray) -> np.ndarray:
+    """Flat index of the first box of each box's (frame, class) run."""
+    new_run = np.ones(len(classes_a), bool)
+    new_run[1:] = (row_a[1:] != row_a[:-1]) | (classes_a[1:] != classes_a[:-1])
+    return np.maximum.accumulate(np.where(new_run, np.arange(len(classes_a)), 0))
 
 
 def _selection_frame(
@@ -458,6 +491,7 @@ class _Decoders:
 
     def __init__(self, decoded: DecodedRecording, reclusterer: Reclusterer) -> None:
         self.decoded, self.floor = decoded, reclusterer.floor
+        self.device = reclusterer.device  # new decoders decode and re-cluster where it does
         self.by_decoder: dict[str, Reclusterer | str] = {
             _key(self.decode_of(decoded.postprocess)): reclusterer
         }
@@ -470,8 +504,10 @@ class _Decoders:
         key = _key(self.decode_of(pp))
         if key not in self.by_decoder:
             try:
-                dec = pp.decode_recording(self.decoded.recording, sorted(self.decoded.candidates))
-                self.by_decoder[key] = Reclusterer(dec, floor=self.floor)
+                dev = self.device
+                rows = sorted(self.decoded.candidates)
+                dec = pp.to(dev).decode_recording(self.decoded.recording, rows)
+                self.by_decoder[key] = Reclusterer(dec, floor=self.floor, device=dev)
             except PostprocessError as exc:  # the decoder failed: every setting of it fails
                 self.by_decoder[key] = one_line(exc)
         rc = self.by_decoder[key]
@@ -501,6 +537,7 @@ def search(
     seed: int = 0,
     progress: bool = False,
     reclusterer: Reclusterer | None = None,
+    device: str = "cpu",
 ) -> SearchResult:
     """Try every combination of ``grid`` (``method="grid"``) or ``n_random`` of them drawn at random
     (``"random"``), re-using the decoded candidates; score each with COCO mAP against ``gt`` over
@@ -509,7 +546,8 @@ def search(
     params, any step's param by name, the user's own steps' included) to value lists; a decoder param
     decodes again once per value. ``metric``: "map50" or "map50_95". A setting whose step fails (the
     user's function raised, returned NaN boxes...) is kept in the table with NaN scores and its
-    one-line message in an ``error`` column (present only then); the search goes on."""
+    one-line message in an ``error`` column (present only then); the search goes on.
+    ``device="cuda"``: the re-clustering runs on the GPU (``docs/gpu.md``); the same table results."""
     if metric not in ("map50", "map50_95"):
         raise ValueError(f"search: metric must be 'map50' or 'map50_95', got {metric!r}")
     names = list(grid)
@@ -524,7 +562,7 @@ def search(
     if reclusterer is None:
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
         floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
-        reclusterer = Reclusterer(decoded, floor=min(floors))
+        reclusterer = Reclusterer(decoded, floor=min(floors), device=device)
     settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
     pps, errors = _postprocesses(base, settings)
     decoders = _Decoders(decoded, reclusterer)

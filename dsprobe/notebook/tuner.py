@@ -33,6 +33,7 @@ from dsprobe.notebook.metrics_panel import Evaluator, RecordingScore, Worker
 from dsprobe.notebook.param_controls import param_control, shown, step_options
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner_view import TunerDisplay
+from dsprobe.postprocess.gpu.backend import resolve_device
 from dsprobe.postprocess.nvinfer_params import key_param
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.registry import is_builtin, one_line
@@ -73,6 +74,8 @@ class Tuner(TunerDisplay):
       ``class_select`` (-1 = all classes), ``threshold``, ``iou``, ``topk``, ``cluster``, ``min_w``,
       ``min_h``, ``max_w``, ``max_h``, ``ab``, ``set_b``, ``saver`` (file name + save button),
       ``timeline`` (click to jump, zoom).
+    * ``device="cuda"``: decoding and re-clustering run on the GPU (CuPy, ``docs/gpu.md``) with the
+      same boxes; without CuPy or a GPU one warning says so and the CPU runs them.
     """
 
     def __init__(
@@ -88,7 +91,9 @@ class Tuner(TunerDisplay):
         decoded: Any = None,
         save_to: str | None = None,
         background: bool = True,
+        device: str = "cpu",
     ) -> None:
+        self.device = resolve_device(device)  # one message here when the GPU cannot be used
         if postprocess is None:
             if decoded is not None:
                 postprocess = decoded.postprocess
@@ -221,10 +226,10 @@ class Tuner(TunerDisplay):
     def _decode(self, reuse: bool = False) -> None:
         """Decode every row once (or reuse ``decoded=``): all later changes re-run from the cache."""
         if not reuse:
-            self.decoded = self.postprocess.decode_recording(
+            self.decoded = self.postprocess.to(self.device).decode_recording(
                 self.rec, self.rows, progress=self.progress
             )
-        self.reclusterer = Reclusterer(self.decoded)
+        self.reclusterer = Reclusterer(self.decoded, device=self.device)
         self.evaluator = (
             Evaluator(self.reclusterer, self.gt, self.rec, self.rows)
             if self.gt is not None

@@ -99,6 +99,8 @@ class Postprocess:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
         self._user = [not is_builtin(fn) for fn in self._fns]  # user code: outputs checked
+        #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
+        self.device = "cpu"
 
     def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
         """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
@@ -285,10 +287,10 @@ class Postprocess:
         except PostprocessError as exc:
             raise PostprocessError(f"{p}: {exc}") from None
 
-    def _copy(self, steps: Sequence[Step]) -> "Postprocess":
+    def _copy(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
         """The one copy path: these steps with this Postprocess's labels, classes, geometry,
-        import permission and resolved user functions."""
-        return Postprocess(
+        import permission, resolved user functions and device (or ``device``)."""
+        pp = Postprocess(
             steps,
             labels=self.labels,
             num_classes=self.num_classes,
@@ -296,6 +298,8 @@ class Postprocess:
             allow_import=self.allow_import,
             functions=self._functions,
         )
+        pp.device = self.device if device is None else device
+        return pp
 
     def _step_copies(self) -> list[Step]:
         return [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
@@ -391,6 +395,26 @@ class Postprocess:
             )
         return specs[name]
 
+    def to(self, device: str) -> "Postprocess":
+        """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,
+        :meth:`detections_by_row`, :meth:`decode_recording`) run on ``device``: ``"cpu"`` or
+        ``"cuda"`` (CuPy, ``pip install 'dsprobe[gpu]'``; ``docs/gpu.md``). Results are identical.
+
+        When CuPy or a GPU is missing, or a step has no GPU kernel, one
+        :class:`~dsprobe.postprocess.gpu.backend.GpuFallbackWarning` says why and the copy stays on
+        the CPU (``.device`` tells). The device is not part of the saved spec."""
+        from dsprobe.postprocess.gpu.backend import resolve_device
+
+        return self._copy(self._step_copies(), resolve_device(device, self))
+
+    def _gpu_plan(self) -> Any:
+        """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
+        if self.device != "cuda":
+            return None
+        from dsprobe.postprocess.gpu.backend import gpu_plan
+
+        return gpu_plan(self)
+
     def step(self, kind: str) -> Step:
         for s in self.steps:
             if s.kind == kind:
@@ -472,6 +496,27 @@ class Postprocess:
             else f"step {i} ({s.kind} {s.name!r})"
         )
 
+    def run_batch(
+        self,
+        layers: Mapping[str, Any],
+        contexts: Sequence[StepContext],
+        *,
+        stop: int | None = None,
+    ) -> list[Detections]:
+        """One Detections per frame of a batch: ``layers`` maps each layer name to an array with the
+        frames on its first axis (numpy, or CuPy on the GPU: e.g. nvinfer's device buffers),
+        ``contexts`` one StepContext per frame. Equals ``run({n: a[i] ...}, contexts[i])`` per frame;
+        on ``device="cuda"`` the whole batch runs on the GPU."""
+        plan = self._gpu_plan()
+        if plan is not None:
+            from dsprobe.postprocess.gpu.runner import run_batch
+
+            return run_batch(self, plan, layers, contexts, stop)
+        return [
+            self.run({n: np.asarray(a[i]) for n, a in layers.items()}, ctx, stop=stop)
+            for i, ctx in enumerate(contexts)
+        ]
+
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
 
@@ -521,7 +566,21 @@ class Postprocess:
         stop: int | None = None,
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
+        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`);
+        on ``device="cuda"`` each block runs as one GPU batch (``batch`` frames, at least 256)."""
+        if self._gpu_plan() is not None:
+            from dsprobe.postprocess.gpu.replay import GPU_BATCH
+            from dsprobe.postprocess.gpu.replay import detections_by_row as on_gpu
+
+            return on_gpu(
+                self,
+                rec,
+                rows,
+                unique_id=unique_id,
+                progress=progress,
+                batch=max(batch, GPU_BATCH),
+                stop=stop,
+            )
         return detections_by_row(
             self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
         )
@@ -535,7 +594,8 @@ class Postprocess:
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
-        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
+        on = "" if self.device == "cpu" else f", device={self.device!r}"
+        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + on + ")"
 
 
 def function_ref(fn: Callable) -> str:
