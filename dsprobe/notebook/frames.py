@@ -231,12 +231,7 @@ class FrameCanvas:
             a.remove()
         self._overlay = []
         if key != self._key:
-            for ax in self.axes:
-                ax.clear()
-                ax.set_axis_off()
-                show_image(ax, frame.image, frame.image_rect, frame.frame_size)
-                if gt is not None:
-                    draw_ground_truth(ax, gt, labels)
+            self._draw_picture(frame, labels, gt)
             canvas.draw()
             self._background = canvas.copy_from_bbox(self.fig.bbox)
             self._key = key
@@ -271,6 +266,30 @@ class FrameCanvas:
             for a in new:
                 ax.draw_artist(a)
         return drawn
+
+    def _draw_picture(self, frame: Any, labels: Sequence[str], gt: Detections | None) -> None:
+        """The frame picture and ground truth in every axes: the image artist is reused (new pixels,
+        same axes: no ``ax.clear()``, which costs more than the drawing)."""
+        for ax in self.axes:
+            for a in getattr(ax, "_dsprobe_gt", []):
+                a.remove()
+            im = getattr(ax, "_dsprobe_image", None)
+            fw, fh = frame.frame_size
+            if im is None or frame.image is None:
+                ax.clear()
+                ax.set_axis_off()
+                show_image(ax, frame.image, frame.image_rect, frame.frame_size)
+                ax._dsprobe_image = ax.images[0] if ax.images else None
+            else:
+                left, top, w, h = frame.image_rect or (0, 0, fw, fh)
+                im.set_data(frame.image)
+                im.set_extent((left, left + w, top + h, top))
+                ax.set_xlim(0, fw)
+                ax.set_ylim(fh, 0)
+            before = set(ax.get_children())
+            if gt is not None:
+                draw_ground_truth(ax, gt, labels)
+            ax._dsprobe_gt = [a for a in ax.get_children() if a not in before]
 
     def rgb(self) -> np.ndarray:
         """The current picture, HxWx3 uint8 (as last drawn: no full redraw)."""
