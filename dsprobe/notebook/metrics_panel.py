@@ -20,7 +20,7 @@ from dsprobe.analysis.errors import type_frame
 from dsprobe.analysis.objectives import Matches, score_all
 from dsprobe.analysis.operating import SettingScorer
 from dsprobe.detections import Detections
-from dsprobe.notebook.frames import OUTCOME_COLORS
+from dsprobe.notebook.raster import OUTCOME_COLORS
 
 
 class Worker:
