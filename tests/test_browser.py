@@ -465,7 +465,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
         measure(
             "threshold (A/B) -> frame",
             "dsprobe-picture",
-            lambda: type_readout(browser, "pre-cluster thr", "0.60"),
+            lambda: type_readout(browser, "pre-cluster thr", "0.30"),
         )
         WebDriverWait(browser, 120).until(
             lambda d: "vs B" in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
