@@ -404,10 +404,11 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
             )
         assert shown_frame(browser)[1] == f0[1] + 30
         play = browser.find_element(b.CSS_SELECTOR, ".dsprobe-tuner .widget-play button")
-        play.click()
+        play.click()  # the first button: play, and while playing, pause (the second stops: frame 0)
         time.sleep(2.0)
-        play = browser.find_elements(b.CSS_SELECTOR, ".dsprobe-tuner .widget-play button")[1]
-        play.click()  # pause
+        play.click()
+        time.sleep(1.0)
+        WebDriverWait(browser, 30).until(kernel_idle)
         assert shown_frame(browser)[1] > f0[1] + 30
         # stream change keeps the frame number
         here = shown_frame(browser)
