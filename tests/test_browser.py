@@ -294,6 +294,15 @@ def select_with(browser, option: str):
     raise AssertionError(f"no dropdown offers {option!r}")
 
 
+def settled(browser, pred, timeout: float = 30) -> tuple[int, int]:
+    """The (source, frame) the tuner says it shows once ``pred`` holds for it (the picture can
+    arrive a moment before the text)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda d: pred(shown_frame(d)))
+    return shown_frame(browser)
+
+
 def shown_frame(browser) -> tuple[int, int]:
     """(source, frame) the tuner's text says it shows."""
     import re
@@ -402,7 +411,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
             measure(
                 "frame +10 -> frame", "dsprobe-picture", lambda: button(browser, "\u23e9").click()
             )
-        assert shown_frame(browser)[1] == f0[1] + 30
+        settled(browser, lambda sf: sf[1] == f0[1] + 30)
         play = browser.find_element(b.CSS_SELECTOR, ".dsprobe-tuner .widget-play button")
         play.click()  # the first button: play, and while playing, pause (the second stops: frame 0)
         time.sleep(2.0)
@@ -414,7 +423,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
         here = shown_frame(browser)
         stream = select_with(browser, "source 1")
         measure("stream -> frame", "dsprobe-picture", lambda: stream.select_by_index(1))
-        assert shown_frame(browser) == (1, here[1])
+        settled(browser, lambda sf: sf == (1, here[1]))
         # clustering: NMS IoU (the frame at once, the metrics when the background thread has them)
         for v in ("0.90", "0.30"):
             measure(
@@ -449,7 +458,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
                     .perform()
                 ),
             )
-            fn = shown_frame(browser)[1]
+            fn = settled(browser, lambda sf, frac=frac: abs(sf[1] - 2500 * frac) < 60)[1]
             assert abs(fn - 2500 * frac) < 60, (frac, fn)
         measure(
             "timeline zoom -> timeline", "dsprobe-timeline", lambda: button(browser, "+").click()

@@ -254,6 +254,7 @@ def test_frame_canvas_reuses_the_picture_and_matches_a_fresh_draw():
     assert canvas.full_draws == 2
     assert canvas.jpeg()[:2] == b"\xff\xd8"
 
+
 def test_error_analysis_views(sample_recording, sample_videos):
     pytest.importorskip("ipywidgets")
     from dsprobe import Postprocess, open_recording
