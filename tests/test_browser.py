@@ -271,6 +271,8 @@ def shot(element, name: str, max_width: int = 900) -> Path:
     """A PNG of one widget (out/test-artifacts); a small palette copy in docs/images when asked."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
+    element.parent.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+    time.sleep(0.5)
     element.screenshot(str(path))
     if os.environ.get("DSPROBE_UPDATE_SCREENSHOTS") == "1":
         from PIL import Image
@@ -403,14 +405,10 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
             )
         # frame steps and the play button
         for _ in range(4):
-            measure(
-                "frame step -> frame", "dsprobe-picture", lambda: button(browser, "\u25b6").click()
-            )
+            measure("frame step -> frame", "dsprobe-picture", lambda: button(browser, "+1").click())
         f0 = shown_frame(browser)
         for _ in range(3):
-            measure(
-                "frame +10 -> frame", "dsprobe-picture", lambda: button(browser, "\u23e9").click()
-            )
+            measure("frame +10 -> frame", "dsprobe-picture", lambda: button(browser, "+10").click())
         settled(browser, lambda sf: sf[1] == f0[1] + 30)
         play = browser.find_element(b.CSS_SELECTOR, ".dsprobe-tuner .widget-play button")
         play.click()  # the first button: play, and while playing, pause (the second stops: frame 0)
