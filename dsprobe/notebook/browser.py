@@ -73,7 +73,7 @@ class FrameBrowser(_Widget, abc.ABC):
             options=self._frame_options(first),
             description="frame",
             continuous_update=False,
-            layout=w.Layout(width="600px"),
+            layout=w.Layout(width="480px"),
         )
         self.image = w.Image(format="jpeg")
         self.image.add_class("dsprobe-picture")

@@ -42,7 +42,7 @@ class Player:
             b = w.Button(
                 description=f"{step:+d}".replace("-", "\u2212"),
                 tooltip=f"{step:+d} frames",
-                layout=w.Layout(width="46px"),
+                layout=w.Layout(width="52px", flex="0 0 auto"),
             )
             b.on_click(lambda _, s=step: self.step(s))
             self.buttons.append(b)
