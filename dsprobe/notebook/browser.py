@@ -89,7 +89,10 @@ class FrameBrowser(_Widget, abc.ABC):
     def navigation(self) -> Any:
         """The stream / frame / play / zoom row."""
         w = require_ipywidgets()
-        return w.HBox([self.stream, self.frame, self.player.widget, self.zoom.level])
+        return w.HBox(
+            [self.stream, self.frame, self.player.widget, self.zoom.level],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
 
     def show_picture(self, canvas: FrameCanvas) -> None:
         """Put ``canvas``'s picture into the image (natural width = recorded width x panels)."""

@@ -48,7 +48,9 @@ class Player:
             self.buttons.append(b)
         self._syncing = False
         self.play.observe(self._on_play, "value")
-        self.widget = w.HBox([self.play, *self.buttons])
+        self.widget = w.HBox(
+            [self.play, *self.buttons], layout=w.Layout(overflow="visible", flex="0 0 auto")
+        )
 
     def index(self) -> int:
         values = [v for _, v in self.slider.options]
