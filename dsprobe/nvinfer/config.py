@@ -129,6 +129,9 @@ class NvinferConfig:
     class_attrs_all: ClassAttrs = field(default_factory=ClassAttrs)
     class_attrs: Mapping[int, ClassAttrs] = field(default_factory=dict)
     unknown_keys: tuple[str, ...] = ()
+    #: the label file's contents when the config travels without its files (read from a recording):
+    #: then :meth:`labels` never opens a path
+    embedded_labels: tuple[str, ...] | None = None
 
     def attrs_for(self, class_id: int) -> ClassAttrs:
         """The effective attributes of ``class_id`` (``[class-attrs-N]`` over ``[class-attrs-all]``)."""
@@ -140,10 +143,14 @@ class NvinferConfig:
         return [getattr(self.attrs_for(c), name) for c in range(n)]
 
     def labels(self, base_dir: str | Path | None = None) -> list[str]:
-        """Labels from ``labelfile-path`` (relative to the config's folder); [] when unavailable.
+        """Labels from ``labelfile-path`` (relative to the config's folder), or the embedded ones;
+        [] when the config names no label file. A label file that is missing, not a regular file,
+        not UTF-8 text or over 16 MiB is an NvinferConfigError naming both files.
 
         Detector label files have one class per line; a ``;``-separated line gives its first field.
         """
+        if self.embedded_labels is not None:
+            return list(self.embedded_labels)
         if not self.labelfile_path:
             return []
         p = Path(self.labelfile_path)
@@ -152,9 +159,7 @@ class NvinferConfig:
                 Path(base_dir) if base_dir else (Path(self.path).parent if self.path else Path("."))
             )
             p = base / p
-        if not p.exists():
-            return []
-        return [line.split(";")[0].strip() for line in p.read_text().splitlines() if line.strip()]
+        return read_label_file(p, self.path or "config")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (class attrs keyed by class id as str)."""
@@ -171,6 +176,33 @@ class NvinferConfig:
         d["class_attrs"] = {int(k): ClassAttrs(**v) for k, v in d.get("class_attrs", {}).items()}
         names = {f.name for f in fields(cls)}
         return cls(**_tuples({k: v for k, v in d.items() if k in names}))
+
+
+#: a label file larger than this is refused (nvinfer's are a few KB)
+MAX_LABEL_FILE_BYTES = 16 << 20
+
+
+def read_label_file(path: Path, config: str = "config") -> list[str]:
+    """The labels in the nvinfer label file ``path`` named by ``config`` (see NvinferConfig.labels)."""
+    where = f"{config}: labelfile-path {path}"
+    try:
+        if not path.is_file():
+            why = "does not exist" if not path.exists() else "is not a regular file"
+            raise NvinferConfigError(f"{where} {why}")
+        if path.stat().st_size > MAX_LABEL_FILE_BYTES:
+            raise NvinferConfigError(f"{where} is larger than {MAX_LABEL_FILE_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise NvinferConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NvinferConfigError(
+            f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    if "\0" in text:
+        raise NvinferConfigError(f"{where} is binary, not a label file")
+    return [line.split(";")[0].strip() for line in text.splitlines() if line.strip()]
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
