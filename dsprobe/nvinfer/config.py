@@ -8,6 +8,7 @@ value raises :class:`NvinferConfigError` naming the file, the line and the key.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -144,8 +145,9 @@ class NvinferConfig:
 
     def labels(self, base_dir: str | Path | None = None) -> list[str]:
         """Labels from ``labelfile-path`` (relative to the config's folder), or the embedded ones;
-        [] when the config names no label file. A label file that is missing, not a regular file,
-        not UTF-8 text or over 16 MiB is an NvinferConfigError naming both files.
+        [] when the config names no label file, or (with a warning) when the file is missing. A label
+        file that is not a regular file, not UTF-8 text or over 16 MiB is an NvinferConfigError
+        naming both files.
 
         Detector label files have one class per line; a ``;``-separated line gives its first field.
         """
@@ -186,9 +188,13 @@ def read_label_file(path: Path, config: str = "config") -> list[str]:
     """The labels in the nvinfer label file ``path`` named by ``config`` (see NvinferConfig.labels)."""
     where = f"{config}: labelfile-path {path}"
     try:
+        if not path.exists():  # nvinfer refuses to start on it; a replay can go on with numbers
+            warnings.warn(
+                f"{where} does not exist: no labels (class numbers instead)", stacklevel=3
+            )
+            return []
         if not path.is_file():
-            why = "does not exist" if not path.exists() else "is not a regular file"
-            raise NvinferConfigError(f"{where} {why}")
+            raise NvinferConfigError(f"{where} is not a regular file")
         if path.stat().st_size > MAX_LABEL_FILE_BYTES:
             raise NvinferConfigError(f"{where} is larger than {MAX_LABEL_FILE_BYTES} bytes")
         raw = path.read_bytes()

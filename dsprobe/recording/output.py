@@ -158,6 +158,27 @@ class OutputLock:
         self.fd = -1
 
 
+def check_output(path: Path, overwrite: bool, inputs: Iterable[str | os.PathLike]) -> None:
+    """The checks :class:`OutputLock` makes, without taking the lock: for a caller that wants to fail
+    before a long setup (loading models) rather than at the Recorder."""
+    check_not_input(path, inputs)
+    who = holder_text(path)
+    if who is not None:
+        raise OutputError(f"{path}: another recorder is writing this recording ({who})")
+    existing = series_files(path)
+    if existing and not overwrite:
+        raise OutputError(
+            f"{path}: a recording is already there ({', '.join(p.name for p in existing)}); "
+            "pass overwrite=True (--overwrite) to replace it, or choose another path"
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write in {probe}")
+
+
 def config_inputs(configs: Mapping[int, Any]) -> list[str]:
     """The files a recorder reads for its nvinfer configs (config files and their label files)."""
     out = []

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Mapping
@@ -223,8 +224,10 @@ def _labels(cfg: NvinferConfig, path: Path) -> list[str]:
     """The config's labels, read now (they are stored in the recording); a label file that cannot
     be read is logged and recorded as no labels (nvinfer itself refuses to start on it)."""
     try:
-        return cfg.labels()
-    except NvinferConfigError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return cfg.labels()
+    except (NvinferConfigError, UserWarning) as exc:
         log.warning("dsprobe recorder (%s): no labels stored: %s", path, exc)
         return []
 
