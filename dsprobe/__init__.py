@@ -24,6 +24,8 @@ _EXPORTS = {
     "NvinferConfig": "dsprobe.nvinfer.config",
     "load_nvinfer_config": "dsprobe.nvinfer.config",
     "Postprocess": "dsprobe.postprocess.pipeline",
+    "ParamSpec": "dsprobe.postprocess.params",
+    "Range": "dsprobe.postprocess.params",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -13,7 +13,6 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 from dsprobe import Postprocess, open_recording  # noqa: E402
-from dsprobe.analysis.settings import apply_params  # noqa: E402
 from dsprobe.notebook.tuner import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
@@ -74,8 +73,8 @@ def test_threshold_slider_changes_boxes_and_counts_as_the_postprocess_says(tuner
         float(scores[len(scores) // 2]) + 0.005, 2
     )  # between two scores: drops the lower half
     tuner.threshold.value = thr
-    pp = apply_params(
-        Postprocess.from_nvinfer_config(live_recording.config()), {"pre_cluster_threshold": thr}
+    pp = Postprocess.from_nvinfer_config(live_recording.config()).set_params(
+        {"pre_cluster_threshold": thr}
     )
     assert tuner.postprocess.to_dict() == pp.to_dict()
     expected = pp(live_recording[tuner.row])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.detections import Detections
+from dsprobe.nvinfer.geometry import muxer_content_size
 
 
 def frame_image_id(source_id: int, frame_num: int) -> int:
@@ -49,8 +50,6 @@ def source_to_frame_scale(
 ) -> tuple[float, float]:
     """(sx, sy) mapping source-video pixels to frame (nvstreammux) pixels: stretched by default, or
     one truncated scale with ``keep_aspect`` (``enable-padding=1``, picture at the top-left)."""
-    from dsprobe.reference.preprocess import muxer_content_size
-
     sw, sh = source_size
     if not keep_aspect:
         return frame_size[0] / sw, frame_size[1] / sh

@@ -37,9 +37,9 @@ from dsprobe.analysis.evaluate import (
     evaluate,
     frame_image_id,
 )
-from dsprobe.analysis.settings import apply_params, get_param, param_owner, plain, step_defaults
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
+from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.replay import DecodedRecording
 
@@ -152,9 +152,7 @@ class Reclusterer:
                 f"{pp}: no fast path (needs decode -> filter:threshold -> cluster:nms|none "
                 "-> scale/filter steps)"
             )
-        thr = pp.steps[1].params.get(
-            "pre_cluster_threshold", step_defaults(pp.steps[1], False)["pre_cluster_threshold"]
-        )
+        thr = pp.resolved_params(1)["pre_cluster_threshold"]
         cl = self._clustering(pp, float(np.min(thr)))
         key = self._post_key(pp, cl)
         rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(
@@ -461,17 +459,17 @@ def search(
     combos = _combos(grid, method, n_random, seed)
     base = decoded.postprocess
     for n in names:
-        param_owner(base, n)  # fail early on a name no step takes
+        base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
     if frames is None:
         f = rec.frames.iloc[sorted(decoded.candidates)]
         frames = list(zip(f["source_id"].astype(int), f["frame_num"].astype(int)))
     if reclusterer is None:
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
-        floors.append(float(np.min(get_param(base, "pre_cluster_threshold"))))
+        floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
         reclusterer = Reclusterer(decoded, floor=min(floors))
     settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
-    pps = [apply_params(base, p) for p in settings]
+    pps = [base.set_params(p) for p in settings]
     # settings that share a clustering run back to back, so each clustering is evaluated once
     group = [reclusterer._cluster_key(pp) if reclusterer.fast_path(pp) else "" for pp in pps]
     order = sorted(range(len(pps)), key=lambda i: group[i])
@@ -513,4 +511,4 @@ def search(
         .reset_index(drop=True)
     )
     best_params = {n: plain(table.iloc[0][n]) for n in names}
-    return SearchResult(table, best_params, apply_params(base, best_params), metric)
+    return SearchResult(table, best_params, base.set_params(best_params), metric)

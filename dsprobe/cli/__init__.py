@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "drift between two recordings, layer by layer and box by box",
     ),
     "export-nvinfer": (
-        "dsprobe.analysis.export",
+        "dsprobe.cli.export_nvinfer",
         "print the nvinfer [class-attrs-*] keys of a postprocess spec",
     ),
     "record-onnx": (

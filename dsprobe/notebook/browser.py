@@ -16,7 +16,8 @@ from dsprobe.detections import Detections
 from dsprobe.notebook.plots import FrameCanvas
 
 
-def _ipywidgets() -> Any:
+def require_ipywidgets() -> Any:
+    """The ``ipywidgets`` module, or an ImportError that says which extra to install."""
     try:
         import ipywidgets
     except ImportError as exc:  # pragma: no cover
@@ -55,7 +56,7 @@ class FrameBrowser(_Widget, abc.ABC):
         gt: Any = None,
         figsize: tuple[float, float] = (8, 4.5),
     ) -> None:
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.rec = rec
         self.labels = list(labels)
         self.gt = gt
@@ -169,10 +170,10 @@ class Explorer(FrameBrowser):
         gt: Any = None,
     ) -> None:
         if labels is None:
-            cfg = _config(rec)
+            cfg = recording_config(rec)
             labels = cfg.labels() if cfg is not None else ()
         super().__init__(rec, rows, labels=labels, gt=gt)
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.info = w.HTML()
         self.detections = Detections.empty("frame")
         self.num_patches = 0
@@ -216,7 +217,9 @@ class Explorer(FrameBrowser):
         self.render_seconds = time.perf_counter() - t0
 
 
-def _config(rec: Any) -> Any:
+def recording_config(rec: Any) -> Any:
+    """The recording's nvinfer config, or None when it holds several GIEs (the caller then names labels
+    or a postprocess itself)."""
     try:
         return rec.config()
     except ValueError:  # several GIEs: the caller names labels / a postprocess

@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.analysis.search import Reclusterer, SearchResult
-from dsprobe.analysis.settings import apply_params, get_param, param_owner, step_defaults
 from dsprobe.detections import Detections
-from dsprobe.notebook.browser import Explorer, FrameBrowser, _config, _ipywidgets
+from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config, require_ipywidgets
 from dsprobe.notebook.figures import figure_png, label_of
 from dsprobe.notebook.plots import counts_by_stream, plot_ab, plot_counts, plot_heatmap
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
+from dsprobe.postprocess.nvinfer_params import key_param
+from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.registry import step_names
 
 ALL_CLASSES = -1
@@ -37,16 +37,17 @@ ALL_CLASSES = -1
 __all__ = ["ALL_CLASSES", "Explorer", "FrameBrowser", "Tuner", "search_panel"]
 
 
-#: tuner control -> postprocess param
-_PARAM_OF = {
-    "threshold": "pre_cluster_threshold",
-    "iou": "iou_threshold",
+#: tuner control -> the nvinfer key whose param it sets (the key table names the param)
+_KEY_OF = {
+    "threshold": "pre-cluster-threshold",
+    "iou": "nms-iou-threshold",
     "topk": "topk",
-    "min_w": "detected_min_w",
-    "min_h": "detected_min_h",
-    "max_w": "detected_max_w",
-    "max_h": "detected_max_h",
+    "min_w": "detected-min-w",
+    "min_h": "detected-min-h",
+    "max_w": "detected-max-w",
+    "max_h": "detected-max-h",
 }
+_PARAM_OF = {control: key_param(key).param for control, key in _KEY_OF.items()}
 
 
 class Tuner(FrameBrowser):
@@ -73,7 +74,7 @@ class Tuner(FrameBrowser):
         progress: bool = False,
     ) -> None:
         if postprocess is None:
-            cfg = _config(rec)
+            cfg = recording_config(rec)
             if cfg is None:
                 raise ValueError(
                     "this recording stores no single nvinfer config: pass postprocess="
@@ -82,7 +83,7 @@ class Tuner(FrameBrowser):
         if rows is None:  # frames with frame-level (PGIE) tensors
             rows = np.flatnonzero(rec.frames["layer_row"].to_numpy() >= 0)
         super().__init__(rec, rows, labels=postprocess.labels, gt=gt)
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.progress = progress
         self.postprocess = postprocess
         self.postprocess_b: Postprocess | None = None
@@ -193,19 +194,18 @@ class Tuner(FrameBrowser):
     def _sync_controls(self) -> None:
         """Show the current postprocess's values (for the selected class) in the controls."""
         pp, cls = self.postprocess, self.class_id
+        specs = pp.param_specs()
         self._syncing = True
         try:
             self.decoder.value = pp.steps[0].name
             self.cluster.value = pp.step("cluster").name
             for name, param in _PARAM_OF.items():
                 ctl = getattr(self, name)
-                try:
-                    param_owner(pp, param)
-                except ValueError:  # this cluster step has no such param
+                if param not in specs:  # this cluster step has no such param
                     ctl.disabled = True
                     continue
                 ctl.disabled = False
-                value = get_param(pp, param, cls if cls is not None else None)
+                value = pp.get_param(param, cls)
                 if (
                     np.ndim(value) > 0
                 ):  # per-class values while "all classes" is chosen: show class 0's
@@ -245,9 +245,7 @@ class Tuner(FrameBrowser):
             return
         name = next(k for k in _PARAM_OF if getattr(self, k) is change["owner"])
         try:
-            pp = apply_params(
-                self.postprocess, {_PARAM_OF[name]: change["new"]}, class_id=self.class_id
-            )
+            pp = self.postprocess.set_params({_PARAM_OF[name]: change["new"]}, self.class_id)
         except (ValueError, PostprocessError) as exc:
             self._set_status(str(exc), error=True)
             return
@@ -279,7 +277,8 @@ class Tuner(FrameBrowser):
             return
         name = change["new"]
         cur = self.postprocess.step("cluster").params
-        accepted = step_defaults(Step("cluster", name), self.postprocess.allow_import)
+        bare = self.postprocess.with_step("cluster", name)
+        accepted = bare.resolved_params(bare.steps.index(bare.step("cluster")))
         params = {k: v for k, v in cur.items() if k in accepted}
         self.postprocess = self.postprocess.with_step("cluster", name, **params)
         self._sync_controls()
@@ -369,7 +368,7 @@ def search_panel(
 ) -> Any:
     """The search's heat map (``index`` x ``columns``, best outlined), the best settings, and a button
     that takes them into ``tuner`` (same as ``tuner.set_postprocess(result.best)``)."""
-    w = _ipywidgets()
+    w = require_ipywidgets()
     best = (result.best_params.get(index), result.best_params.get(columns))
     fig = plot_heatmap(
         result.pivot(index, columns),

@@ -15,34 +15,35 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer.config import (
-    CLUSTER_DBSCAN,
-    CLUSTER_DBSCAN_NMS,
-    CLUSTER_GROUP_RECTANGLES,
-    CLUSTER_NMS,
-    CLUSTER_NONE,
-    NvinferConfig,
-    Preprocessing,
-)
+from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
 from dsprobe.postprocess.filters import object_filters
-from dsprobe.postprocess.params import check_params
-from dsprobe.postprocess.registry import STEP_KINDS, StepContext, get_step
+from dsprobe.postprocess.nvinfer_params import steps_from_config
+from dsprobe.postprocess.params import (
+    ParamSpec,
+    check_params,
+    function_params,
+    param_specs,
+    plain,
+    value_for_class,
+    value_with_class,
+)
+from dsprobe.postprocess.registry import STEP_KINDS, PostprocessError, StepContext, get_step
+from dsprobe.postprocess.replay import (
+    DecodedRecording,
+    decode_recording,
+    detections_by_row,
+    detections_frame,
+    tag_parent,
+)
 from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
-
-if TYPE_CHECKING:
-    from dsprobe.postprocess.replay import DecodedRecording
 
 SPEC_FORMAT = "dsprobe-postprocess"
 SPEC_VERSION = 1
-
-
-class PostprocessError(ValueError):
-    """A bad spec or a step that failed; the message names the step and what was expected."""
 
 
 @dataclass
@@ -55,11 +56,6 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
-
-
-def _scalar_or_list(values: Sequence) -> Any:
-    vals = list(values)
-    return vals[0] if vals and all(v == vals[0] for v in vals) else vals
 
 
 class Postprocess:
@@ -174,103 +170,25 @@ class Postprocess:
         4 ``none``; 1/3 ``dbscan`` (approximation)) ``-> scale:nvinfer`` (maintain-aspect-ratio,
         symmetric-padding, ``deepstream_version``) ``-> filter:objects`` (filter-out-class-ids,
         detected-min/max-w/h, roi-top/bottom-offset, crop-objects-to-roi-boundary; only when set).
+        Keys and params map through one table (:mod:`dsprobe.postprocess.nvinfer_params`).
         Per-class values become lists indexed by class id (a scalar when all classes agree). The
         config's geometry and labels go into the spec."""
-        n = cfg.num_detected_classes or 1
-        pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
-        decode_params = {**dict(decoder_params or {}), **more_decoder_params}
-        steps = [
-            Step("decode", decoder, decode_params),  # type: ignore[arg-type]
-            Step(
-                "filter",
-                "threshold",
-                {
-                    "pre_cluster_threshold": pc("pre_cluster_threshold"),
-                    "num_classes": cfg.num_detected_classes,
-                },
-            ),
-        ]
-        mode = cfg.cluster_mode
-        if mode == CLUSTER_NMS:
-            steps.append(
-                Step(
-                    "cluster",
-                    "nms",
-                    {
-                        "iou_threshold": pc("nms_iou_threshold"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                    },
-                )
+        decode = {
+            "kind": "decode",
+            "name": decoder,
+            "params": {**dict(decoder_params or {}), **more_decoder_params},
+        }
+        try:
+            steps = steps_from_config(
+                cfg, decode, deepstream_version=deepstream_version, opencv_build=opencv_build
             )
-        elif mode == CLUSTER_GROUP_RECTANGLES:
-            steps.append(
-                Step(
-                    "cluster",
-                    "group_rectangles",
-                    {
-                        "group_threshold": pc("group_threshold"),
-                        "eps": pc("eps"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "opencv_build": opencv_build,
-                    },
-                )
-            )
-        elif mode == CLUSTER_NONE:
-            steps.append(Step("cluster", "none", {"topk": pc("topk")}))
-        elif mode in (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS):
-            steps.append(
-                Step(
-                    "cluster",
-                    "dbscan",
-                    {
-                        "eps": pc("eps"),
-                        "min_boxes": pc("min_boxes"),
-                        "min_score": pc("dbscan_min_score"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                        "then_nms": mode == CLUSTER_DBSCAN_NMS,
-                        "iou_threshold": pc("nms_iou_threshold"),
-                    },
-                )
-            )
-        else:
-            raise PostprocessError(f"{cfg.path or 'config'}: unknown cluster-mode {mode}")
-        pre = cfg.preprocessing
-        steps.append(
-            Step(
-                "scale",
-                "nvinfer",
-                {
-                    "maintain_aspect_ratio": pre.maintain_aspect_ratio,
-                    "symmetric_padding": pre.symmetric_padding,
-                    "deepstream_version": deepstream_version,
-                },
-            )
-        )
-        # nvinfer always runs its object checks: even with every key at 0 they drop boxes that cross
-        # the frame's bottom edge (and, before DeepStream 9, its top edge). Only non-default keys are listed.
-        obj: dict[str, Any] = {}
-        if cfg.filter_out_class_ids:
-            obj["filter_out_class_ids"] = list(cfg.filter_out_class_ids)
-        for name in (
-            "detected_min_w",
-            "detected_min_h",
-            "detected_max_w",
-            "detected_max_h",
-            "roi_top_offset",
-            "roi_bottom_offset",
-        ):
-            if any(v != 0 for v in cfg.per_class(name, n)):
-                obj[name] = pc(name)
-        if cfg.crop_objects_to_roi_boundary:
-            obj["crop_objects_to_roi_boundary"] = True
-        steps.append(Step("filter", "objects", obj))
+        except ValueError as exc:
+            raise PostprocessError(str(exc)) from None
         return cls(
             steps,
             labels=labels if labels is not None else cfg.labels(),
             num_classes=cfg.num_detected_classes,
-            geometry=pre,
+            geometry=cfg.preprocessing,
             allow_import=allow_import,
             functions=functions,
         )
@@ -342,17 +260,9 @@ class Postprocess:
         except PostprocessError as exc:
             raise PostprocessError(f"{p}: {exc}") from None
 
-    def with_params(self, kind_or_index: str | int, **params: Any) -> "Postprocess":
-        """A copy with ``params`` updated in the first step of ``kind`` (or step number ``index``)."""
-        idx = (
-            kind_or_index
-            if isinstance(kind_or_index, int)
-            else next((i for i, s in enumerate(self.steps) if s.kind == kind_or_index), None)
-        )
-        if idx is None:
-            raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
-        steps[idx].params.update(params)
+    def _copy(self, steps: Sequence[Step]) -> "Postprocess":
+        """The one copy path: these steps with this Postprocess's labels, classes, geometry,
+        import permission and resolved user functions."""
         return Postprocess(
             steps,
             labels=self.labels,
@@ -362,21 +272,99 @@ class Postprocess:
             functions=self._functions,
         )
 
-    def with_step(self, kind: str, name: str, **params: Any) -> "Postprocess":
-        """A copy whose first ``kind`` step is replaced by ``name`` with ``params``."""
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+    def _step_copies(self) -> list[Step]:
+        return [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+
+    def with_params(self, kind_or_index: str | int, **params: Any) -> "Postprocess":
+        """A copy with ``params`` updated in the first step of ``kind`` (or step number ``index``)."""
+        idx = (
+            kind_or_index
+            if isinstance(kind_or_index, int)
+            else next((i for i, s in enumerate(self.steps) if s.kind == kind_or_index), None)
+        )
+        if idx is None:
+            raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
+        steps = self._step_copies()
+        steps[idx].params.update(params)
+        return self._copy(steps)
+
+    def with_step(self, kind: str, name: str | Callable, **params: Any) -> "Postprocess":
+        """A copy whose first ``kind`` step is replaced by ``name`` (registered name, function or
+        ``"module:function"``) with ``params``."""
+        steps = self._step_copies()
         idx = next((i for i, s in enumerate(steps) if s.kind == kind), None)
         if idx is None:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
-        steps[idx] = Step(kind, name, dict(params))
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
+        steps[idx] = Step(kind, name, dict(params))  # type: ignore[arg-type]
+        return self._copy(steps)
+
+    # ------------------------------------------------------------------ params by name
+    def step_function(self, index: int) -> Callable:
+        """The resolved function of step ``index`` (registered or the user's own)."""
+        return self._fns[index]
+
+    def resolved_params(self, index: int) -> dict[str, Any]:
+        """Every keyword param of step ``index``: the spec's value, else its function's default."""
+        defaults = {name: d for name, d, _, _ in function_params(self._fns[index])}
+        return {**defaults, **self.steps[index].params}
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """Every tunable param by name (:class:`~dsprobe.postprocess.params.ParamSpec`), read from
+        this Postprocess's own step functions (registered or the user's: no import, no registry).
+        A name two steps take belongs to the step nvinfer's key table names (``pre_cluster_threshold``
+        -> ``filter:threshold``), else to the first; the other is listed as ``"kind.name"``.
+        nvinfer's object-filter params are listed even without a ``filter:objects`` step
+        (``step_index`` None: setting one adds the step after scaling)."""
+        return param_specs(self.steps, self._fns, object_filters)
+
+    def get_param(self, name: str, class_id: int | None = None) -> Any:
+        """Current value of param ``name`` (see :meth:`param_specs`; the function's default when the
+        spec leaves it out); with ``class_id`` the value for that class (per-class lists are indexed
+        by class id). ValueError naming the settable params for a name no step takes."""
+        spec = self._param_spec(name)
+        value = (
+            spec.default
+            if spec.step_index is None
+            else self.steps[spec.step_index].params.get(spec.name, spec.default)
         )
+        return value if class_id is None else value_for_class(name, value, class_id)
+
+    def set_params(self, params: Mapping[str, Any], class_id: int | None = None) -> "Postprocess":
+        """A new Postprocess with ``params`` (``{name: value}``, names as :meth:`param_specs`) set in
+        the steps that own them (nvinfer's ``filter:objects`` added after the scale step when one of
+        its params is set). With ``class_id`` each value is set for that class only (a scalar becomes
+        a per-class list of ``num_classes`` values; a list whose values all agree collapses back to a
+        scalar). The result is checked like any Postprocess (PostprocessError naming the step)."""
+        steps = self._step_copies()
+        specs = self.param_specs()
+        n = int(self.num_classes or len(self.labels))
+        for name, value in params.items():
+            spec = self._param_spec(name, specs)
+            if spec.step_index is None:
+                at = next(
+                    (k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"),
+                    len(steps),
+                )
+                steps.insert(at, Step(spec.step_kind, spec.step_name, {}))
+                specs = param_specs(
+                    steps, [*self._fns[:at], object_filters, *self._fns[at:]], object_filters
+                )
+                spec = specs[name]
+            target = steps[spec.step_index]  # type: ignore[index]
+            value = plain(value)
+            if class_id is not None:
+                current = target.params.get(spec.name, spec.default)
+                value = value_with_class(name, current, value, class_id, n)
+            target.params[spec.name] = value
+        return self._copy(steps)
+
+    def _param_spec(self, name: str, specs: Mapping[str, ParamSpec] | None = None) -> ParamSpec:
+        specs = self.param_specs() if specs is None else specs
+        if name not in specs:
+            raise ValueError(
+                f"no step of {self} takes a param {name!r}; settable: {', '.join(specs)}"
+            )
+        return specs[name]
 
     def step(self, kind: str) -> Step:
         for s in self.steps:
@@ -489,8 +477,6 @@ class Postprocess:
         per_frame = self.detections_by_row(
             rec, rows, unique_id=unique_id, progress=progress, batch=batch
         )
-        from dsprobe.postprocess.replay import detections_frame
-
         return detections_frame(rec, per_frame, self.labels)
 
     def detections_by_row(
@@ -505,38 +491,20 @@ class Postprocess:
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
         runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
-        from dsprobe.postprocess.replay import detections_by_row
-
         return detections_by_row(
             self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
         )
 
     def decode_recording(
         self, rec: Any, rows: Iterable[int] | None = None, **kw: Any
-    ) -> "DecodedRecording":
+    ) -> DecodedRecording:
         """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
         clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
         steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
-        from dsprobe.postprocess.replay import decode_recording
-
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
         return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
-
-
-def tag_parent(d: Detections, parent_index: int) -> Detections:
-    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
-    return Detections(
-        d.boxes,
-        d.scores,
-        d.class_ids,
-        d.space,
-        keypoints=d.keypoints,
-        vectors=d.vectors,
-        masks=d.masks,
-        object_ids=np.full(len(d), parent_index, np.uint64),
-    )
 
 
 def function_ref(fn: Callable) -> str:

@@ -45,6 +45,10 @@ class StepContext:
     geometry: object | None = None
 
 
+class PostprocessError(ValueError):
+    """A bad spec or a step that failed; the message names the step and what was expected."""
+
+
 class UnknownStepError(KeyError):
     """A step name that is not registered (message lists the registered ones)."""
 

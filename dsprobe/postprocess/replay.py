@@ -10,12 +10,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, tag_parent
-from dsprobe.postprocess.registry import StepContext
+from dsprobe.postprocess.registry import PostprocessError, StepContext
+
+#: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
+PostprocessLike = Any
 
 
 def detections_by_row(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     rows: Iterable[int] | None = None,
     *,
@@ -68,7 +70,7 @@ def detections_by_row(
 
 
 def _object_rows(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     object_rows: np.ndarray,
     col: Mapping[str, np.ndarray],
@@ -107,7 +109,7 @@ def _object_rows(
 
 
 def decode_recording(
-    pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any
+    pp: PostprocessLike, rec: Any, rows: Iterable[int] | None = None, **kw: Any
 ) -> "DecodedRecording":
     """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
     clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
@@ -129,12 +131,12 @@ def decode_recording(
 class DecodedRecording:
     """Decoder output (candidates in network pixels) per frame row, ready for re-running the rest."""
 
-    postprocess: Postprocess
+    postprocess: PostprocessLike
     candidates: dict[int, Detections]
     contexts: dict[int, StepContext]
     recording: Any = None
 
-    def run(self, postprocess: Postprocess | None = None) -> dict[int, Detections]:
+    def run(self, postprocess: PostprocessLike | None = None) -> dict[int, Detections]:
         """Apply every step after the decoder of ``postprocess`` (default: the decoding one) to the
         cached candidates; its decode step must equal the cached one."""
         pp = postprocess or self.postprocess
@@ -215,3 +217,17 @@ def _progress(it: Sequence, enabled: bool) -> Iterable:
     except ImportError:
         return it
     return tqdm(it, total=len(it), desc="postprocess", unit="block")
+
+
+def tag_parent(d: Detections, parent_index: int) -> Detections:
+    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
+    return Detections(
+        d.boxes,
+        d.scores,
+        d.class_ids,
+        d.space,
+        keypoints=d.keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=np.full(len(d), parent_index, np.uint64),
+    )
