@@ -26,6 +26,19 @@ _EXPORTS = {
     "Postprocess": "dsprobe.postprocess.pipeline",
     "ParamSpec": "dsprobe.postprocess.params",
     "Range": "dsprobe.postprocess.params",
+    # analysis: scoring, errors, objectives, search, export
+    "load_ground_truth": "dsprobe.analysis.evaluate",
+    "ground_truth_from_detections": "dsprobe.analysis.evaluate",
+    "evaluate": "dsprobe.analysis.evaluate",
+    "error_table": "dsprobe.analysis.errors",
+    "error_runs": "dsprobe.analysis.errors",
+    "confusion_matrix": "dsprobe.analysis.errors",
+    "OBJECTIVES": "dsprobe.analysis.objectives",
+    "objective": "dsprobe.analysis.objectives",
+    "search": "dsprobe.analysis.search",
+    "Reclusterer": "dsprobe.analysis.search",
+    "search_objectives": "dsprobe.analysis.operating",
+    "to_nvinfer": "dsprobe.analysis.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -752,6 +752,7 @@ class Pipeline:
         tiler: bool = False,
         jetson: bool = False,
         gie_properties: dict | None = None,
+        gie_factory: str = "nvinfer",
     ) -> None:
         global surface_memory
         self.muxer_size = muxer_size
@@ -763,7 +764,7 @@ class Pipeline:
             mem = {} if jetson else {"nvbuf-memory-type": memory_type}
             els = [
                 Element("mux", factory="nvstreammux", properties={**mux_props, **mem}),
-                Element("pgie", factory="nvinfer", properties=dict(gie_properties or {})),
+                Element("pgie", factory=gie_factory, properties=dict(gie_properties or {})),
             ]
             if tiler:
                 els.append(Element("tiler", factory="nvmultistreamtiler", properties=dict(mem)))
@@ -814,9 +815,13 @@ class Pipeline:
         _surfaces[(hash(buf), batch_id)] = surf
         self._live += [surf.store, surf.pixels]
 
-    def push(self, frames: list[NvDsFrameMeta], images: dict | None = None) -> Buffer:
+    def push(
+        self, frames: list[NvDsFrameMeta], images: dict | None = None, batch_user: list = ()
+    ) -> Buffer:
+        """One batch through the pad; ``batch_user``: metas for ``batch_user_meta_list``."""
         buf = Buffer()
-        _batch_metas[hash(buf)] = NvDsBatchMeta(frames)
+        _batch_metas[hash(buf)] = bm = NvDsBatchMeta(frames)
+        bm._user.extend(batch_user)
         for bid, img in (images or {}).items():
             self.surface(buf, bid, img)
         self.pad.push(buf)
@@ -869,4 +874,7 @@ def reset() -> None:
     _objects.clear()
     _free.clear()
     _acquired.clear()
+    _gbuffers.clear()
+    _strings.clear()
+    _quarks.clear()
     unset_callback_funcs()

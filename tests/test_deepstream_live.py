@@ -171,3 +171,45 @@ def test_classifier_output_on_frame_level_tensors_is_an_error_not_a_crash():
     )
     pipe.push([fm])
     assert probe.stats["errors"] == {"frame:ValueError": 1}
+
+
+def test_recorder_keeps_nvinfers_and_the_live_classifications(tmp_path):
+    """nvinfer's own classifier meta (an SGIE, gie 3) and dsprobe's live classifier (gie 2) both end
+    up in the recording, per object, so replay can be compared with either."""
+    pipe = pyds.Pipeline(MUX)
+    sgie = pyds.GieOutput(2, {"color": (0, (3,)), "type": (0, (2,))})
+    attach_postprocess(pipe.pad, classifier_spec(), unique_id=2, output="classifier")
+    rec = Recorder(tmp_path / "cls.h5", images=False)
+    attach_recorder(pipe.pad, rec, muxer_size=MUX)
+    fm = pipe.frame(0, 0, 0, MUX)
+    car, bike = (
+        pipe.obj((100, 100, 200, 100), label="car"),
+        pipe.obj((400, 100, 50, 50), label="bike"),
+    )
+    for o in (car, bike):
+        o._user.append(
+            pipe.tensor_meta(
+                sgie, {"color": np.float32([0, 0.2, 0.8]), "type": np.float32([0.9, 0.1])}
+            )
+        )
+    cm = pyds.nvds_acquire_classifier_meta_from_pool(None)  # what nvinfer attached for gie 3
+    cm.unique_component_id = 3
+    li = pyds.nvds_acquire_label_info_meta_from_pool(None)
+    li.label_id, li.result_class_id, li.result_prob, li.result_label = 0, 4, 0.75, "blue\0"
+    pyds.nvds_add_label_info_meta_to_classifier(cm, li)
+    pyds.nvds_add_classifier_meta_to_object(bike, cm)
+    fm._objects += [car, bike]
+    pipe.push([fm])
+    rec.close()
+    f = open_recording(tmp_path / "cls.h5")[0]
+    assert f.unique_id == 2
+    got = {
+        o.label: [(c.unique_component_id, c.class_id, c.label) for c in o.classifications]
+        for o in f.objects
+    }
+    assert got == {
+        "car": [(2, 2, "blue"), (2, 0, "sedan")],
+        "bike": [(3, 4, "blue"), (2, 2, "blue"), (2, 0, "sedan")],
+    }
+    assert [len(d.classifications) for d in f.detection_objects] == [2, 3]
+    assert f.detection_objects[1].classifications[0].confidence == pytest.approx(0.75)

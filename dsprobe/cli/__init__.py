@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsprobe.cli.export_nvinfer",
         "print the nvinfer [class-attrs-*] keys of a postprocess spec",
     ),
+    "doctor": (
+        "dsprobe.cli.doctor",
+        "check GIE configs (and the device's Python) for settings that break recording",
+    ),
     "record-onnx": (
         "dsprobe.cli.record_onnx",
         "record videos through an ONNX model as nvinfer would",

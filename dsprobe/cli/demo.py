@@ -232,7 +232,7 @@ class Demo:
         of the tuned postprocess."""
         import pandas as pd
 
-        from dsprobe.analysis.evaluate import error_table
+        from dsprobe.analysis.errors import error_table
 
         df, gt, frames = self.state["after_df"], self.state["gt"], self.state["frames"]
         errors = error_table(df, gt, frames)
@@ -259,7 +259,7 @@ class Demo:
 
     def _overlays(self) -> list[str]:
         from dsprobe.notebook.figures import pyplot
-        from dsprobe.notebook.plots import plot_frame
+        from dsprobe.notebook.frames import plot_frame
 
         plt = pyplot()
         rec, tuned, gt = self.state["rec"], self.state["tuned"], self.state["gt"]
@@ -276,6 +276,15 @@ class Demo:
                 plt.close(fig)
                 shots.append(name)
         return shots
+
+    def _evaluation(self) -> list[str]:
+        """Errors by TIDE type and the best settings per objective (demo_evaluation.py)."""
+        from dsprobe.cli.demo_evaluation import evaluation_section
+
+        st = self.state
+        return evaluation_section(
+            st["rec"], st["tuned"], st["gt"], st["frames"], self.grid, self.out
+        )
 
     def _report_markdown(self) -> str:
         before, after = self.state["before"], self.state["after"]
@@ -312,6 +321,7 @@ class Demo:
             "| " + " | ".join(str(v) for v in row) + " |"
             for row in per_stream.itertuples(index=False)
         ]
+        lines += self._evaluation()
         eq, n = self.state["live_equal"]
         lines += [
             "",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -221,14 +221,18 @@ class VectorUserMeta:
 
     pyds keeps ONE copy and ONE release callback for the whole process (``utils.hpp``
     ``function_storage``; the last registration wins) and an exception escaping one aborts the app.
-    So the callbacks here never raise (errors are counted in ``errors`` and logged once) and act only
+    So the callbacks here never raise (errors go to ``on_error(kind, exc)``, default: counted in
+    ``errors`` and logged once) and act only
     on metas of dsprobe's own meta type: if other code in the process registers its own callbacks
     afterwards, dsprobe's vectors leak (their release is not called) instead of crashing. Call
     ``pyds.unset_callback_funcs()`` before exit (a pyds requirement).
     """
 
-    def __init__(self, pyds: Any) -> None:
+    def __init__(
+        self, pyds: Any, on_error: Callable[[str, BaseException], None] | None = None
+    ) -> None:
         self.pyds = pyds
+        self.on_error = on_error
         self.meta_type = int(pyds.nvds_get_user_meta_type(VECTOR_META_TYPE))
         self.errors = 0
         enum = getattr(pyds, "NvDsMetaType", None)
@@ -274,5 +278,7 @@ class VectorUserMeta:
 
     def _error(self, kind: str, exc: BaseException) -> None:
         self.errors += 1
-        if self.errors == 1:
+        if self.on_error is not None:
+            self.on_error(f"vector-{kind}-callback", exc)
+        elif self.errors == 1:
             log.error("dsprobe vector user meta %s callback failed: %s (counted)", kind, exc)

@@ -102,6 +102,18 @@ def config_findings(cfg: Any, *, live: bool = False) -> list[Finding]:
                 "nvdspreprocess), then tune; the element property input-tensor-meta has the same effect",
             )
         )
+    if cfg.process_mode == 2 and (cfg.input_object_min_width or cfg.input_object_min_height):
+        out.append(
+            Finding(
+                INFO,
+                src,
+                "input-object-min-width/height",
+                f"{cfg.input_object_min_width}x{cfg.input_object_min_height}",
+                "the SGIE skips smaller objects (and classes outside operate-on-class-ids): they have "
+                "no tensor meta and no record",
+                "expected; lower the minimum to record small objects too",
+            )
+        )
     if live and cfg.network_type != 100 and cfg.output_tensor_meta:
         out.append(
             Finding(

@@ -208,7 +208,7 @@ class PostprocessProbe(PadProbe):
             self.objects_added += 1
             if opts.vectors and dets.vectors is not None:
                 if self._vectors is None:
-                    self._vectors = VectorUserMeta(pyds)
+                    self._vectors = VectorUserMeta(pyds, self.stats.error)
                 self._vectors.attach(batch_meta, om, dets.vectors[i])
             if opts.keypoints and dets.keypoints is not None:
                 circles += [(float(x), float(y)) for x, y, v in dets.keypoints[i] if v > 0.5]

@@ -8,7 +8,7 @@ everything dsprobe does with an nvinfer config works with one once its fields ar
 nvinferserver field                                    nvinfer key
 =====================================================  ============================================
 ``infer_config.unique_id`` / ``max_batch_size``        ``gie-unique-id`` / ``batch-size``
-``infer_config.backend.inputs[0].dims``                ``infer-dims`` (else the engine decides)
+``infer_config.backend.inputs[0].dims`` (CHW / HWC)   ``infer-dims`` (else the engine decides)
 ``preprocess.network_format`` / ``tensor_order``       ``model-color-format`` / ``network-input-order``
 ``preprocess.maintain_aspect_ratio`` / ``symmetric_    ``maintain-aspect-ratio`` / ``symmetric-
 padding`` / ``frame_scaling_filter`` / ``_hw``         padding`` / ``scaling-filter`` / ``-compute-hw``
@@ -150,6 +150,7 @@ def _s(v: Any) -> str:
 
 _COLOR = {"IMAGE_FORMAT_RGB": 0, "IMAGE_FORMAT_BGR": 1, "IMAGE_FORMAT_GRAY": 2}
 _ORDER = {"TENSOR_ORDER_LINEAR": 0, "TENSOR_ORDER_NHWC": 1}
+_SCALING_HW = {"FRAME_SCALING_HW_DEFAULT": 0, "FRAME_SCALING_HW_GPU": 1, "FRAME_SCALING_HW_VIC": 2}
 _MODE = {"PROCESS_MODE_FULL_FRAME": 1, "PROCESS_MODE_CLIP_OBJECTS": 2}
 
 
@@ -174,16 +175,17 @@ def nvinferserver_sections(
     put("batch-size", ic.get("max_batch_size"))
     inputs = _get(ic, "backend", "inputs")
     first = inputs[0] if isinstance(inputs, list) and inputs else inputs
+    pre = ic.get("preprocess") or {}
     dims = _get(first, "dims")
     if isinstance(dims, list) and len(dims) >= 3:
-        put("infer-dims", dims[-3:])
-    pre = ic.get("preprocess") or {}
+        put("infer-dims", _chw(dims[-3:], str(pre.get("tensor_order"))))
     put("model-color-format", _COLOR.get(str(pre.get("network_format"))))
     put("network-input-order", _ORDER.get(str(pre.get("tensor_order"))))
     put("maintain-aspect-ratio", pre.get("maintain_aspect_ratio"))
     put("symmetric-padding", pre.get("symmetric_padding"))
     put("scaling-filter", pre.get("frame_scaling_filter"))
-    put("scaling-compute-hw", pre.get("frame_scaling_hw"))
+    hw = pre.get("frame_scaling_hw")
+    put("scaling-compute-hw", _SCALING_HW.get(hw, hw) if isinstance(hw, str) else hw)
     put("net-scale-factor", _get(pre, "normalize", "scale_factor"))
     put("offsets", _get(pre, "normalize", "channel_offsets"))
     put("mean-file", _get(pre, "normalize", "mean_file"))
@@ -255,6 +257,16 @@ def _postprocess(post: dict, put: Any, classes: dict) -> None:
         put("segmentation-threshold", post["segmentation"].get("threshold"))
     elif "other" in post:
         put("network-type", 100)
+
+
+def _chw(dims: list, order: str) -> list:
+    """c;h;w from a model input's dims: NHWC when the config says so, or (order NONE / unset)
+    when the last dim looks like channels and the first does not."""
+    channels = (1, 3, 4)
+    hwc = order == "TENSOR_ORDER_NHWC" or (
+        order != "TENSOR_ORDER_LINEAR" and dims[2] in channels and dims[0] not in channels
+    )
+    return [dims[2], dims[0], dims[1]] if hwc else list(dims)
 
 
 def _set(d: dict, key: str, value: Any) -> None:

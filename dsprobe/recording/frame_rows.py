@@ -11,7 +11,14 @@ import h5py
 import numpy as np
 
 from dsprobe.recording.datasets import ByteStore, LayerSet, RowBuffer, Table
-from dsprobe.recording.schema import FRAME_COLUMNS, IMAGE_COLUMNS, IMAGE_ENCODINGS, OBJECT_COLUMNS
+from dsprobe.recording.schema import (
+    CLASSIFICATION_COLUMNS,
+    CLASSIFICATION_TABLES,
+    FRAME_COLUMNS,
+    IMAGE_COLUMNS,
+    IMAGE_ENCODINGS,
+    OBJECT_COLUMNS,
+)
 from dsprobe.recording.validate import InvalidFrame
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
@@ -38,6 +45,7 @@ class FrameRows:
                 ("objects", OBJECT_COLUMNS),
                 ("detections", OBJECT_COLUMNS),
                 ("images", IMAGE_COLUMNS),
+                ("classifications", CLASSIFICATION_COLUMNS),
             )
         }
         self.image_data = ByteStore(f, "images/data")
@@ -106,6 +114,8 @@ class FrameRows:
         det_start = self.tables["detections"].count
         for d in frame.detections:
             self._add_object("detections", frame_row, d, -1, -1)
+        for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
+            self._add_classifications(frame_row, table, objs)
         self.tables["frames"].append(
             {
                 "source_id": frame.source_id,
@@ -199,6 +209,22 @@ class FrameRows:
                 "image_row": image_row,
             }
         )
+
+    def _add_classifications(self, frame_row: int, table: str, objs: list[ObjectRecord]) -> None:
+        for k, o in enumerate(objs):
+            for c in o.classifications:
+                self.tables["classifications"].append(
+                    {
+                        "frame_row": frame_row,
+                        "table": CLASSIFICATION_TABLES.index(table),
+                        "object_index": k,
+                        "unique_component_id": c.unique_component_id,
+                        "attribute": c.attribute,
+                        "class_id": c.class_id,
+                        "confidence": c.confidence,
+                        "label": _label_bytes(c.label),
+                    }
+                )
 
     # ------------------------------------------------------------------ block writes
     def write_pending(self, tables: bool = True) -> int:

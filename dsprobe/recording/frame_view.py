@@ -24,6 +24,7 @@ class FrameView:
     def __init__(self, segment: SegmentReader, local_row: int, row: int) -> None:
         self.row = row
         self._seg = segment
+        self._local_row = local_row
         self._r = {c: v[local_row] for c, v in segment.frames.items()}
         r = self._r
         self.source_id = int(r["source_id"])
@@ -96,6 +97,7 @@ class FrameView:
             for c in OBJECT_COLUMNS
         }
         out = []
+        classes = self._seg.classifications(self._local_row, table)
         for k in range(count):
             layers = (
                 self._layers("object_layers", int(cols["layer_row"][k]))
@@ -114,6 +116,7 @@ class FrameView:
                     parent_object_id=int(cols["parent_object_id"][k]),
                     layers=layers,
                     image=self._stored_image(int(cols["image_row"][k])),
+                    classifications=classes.get(k, []),
                 )
             )
         return out

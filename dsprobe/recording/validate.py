@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from dsprobe.recording.schema import IMAGE_ENCODINGS
-from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
+from dsprobe.records import Classification, FrameRecord, ImageRecord, ObjectRecord
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 UINT31 = (0, (1 << 31) - 1)
@@ -107,6 +107,7 @@ def _objects(where: str, field: str, objs: Any, with_layers: bool) -> list[Objec
         _int(where, f"{at}.parent_object_id", o.parent_object_id, UINT64)
         if not isinstance(o.label, str) or "\0" in o.label:
             raise InvalidFrame(f"{where}: {at}.label={o.label!r} is not text without NUL")
+        _classifications(where, at, o.classifications)
         layers = check_layers(where, f"{at}.layers", o.layers) if with_layers else o.layers
         _image(where, f"{at}.image", o.image)
         if layers is not o.layers:
@@ -114,6 +115,20 @@ def _objects(where: str, field: str, objs: Any, with_layers: bool) -> list[Objec
                 out = list(objs)
             out[i] = replace(o, layers=layers)
     return out
+
+
+def _classifications(where: str, at: str, items: Any) -> None:
+    if not isinstance(items, (list, tuple)):
+        raise InvalidFrame(f"{where}: {at}.classifications must be a list, got {items!r}")
+    for j, c in enumerate(items):
+        cat = f"{at}.classifications[{j}]"
+        if not isinstance(c, Classification):
+            raise InvalidFrame(f"{where}: {cat} is not a Classification: {type(c).__name__}")
+        for name in ("unique_component_id", "attribute", "class_id"):
+            _int(where, f"{cat}.{name}", getattr(c, name), INT32)
+        _real(where, f"{cat}.confidence", c.confidence)
+        if not isinstance(c.label, str) or "\0" in c.label:
+            raise InvalidFrame(f"{where}: {cat}.label={c.label!r} is not text without NUL")
 
 
 def check_layers(where: str, field: str, layers: Any) -> Mapping[str, np.ndarray]:

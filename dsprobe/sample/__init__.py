@@ -158,7 +158,11 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     return path
 
 
+from dsprobe.sample.paths import NotebookPaths, notebook_paths  # noqa: E402
+
 __all__ = [
+    "NotebookPaths",
+    "notebook_paths",
     "ensure_sample_recording",
     "MODEL_PATH",
     "CONFIG_PATH",
