@@ -25,6 +25,8 @@ from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 _INT64_MAX = (1 << 63) - 1
 #: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
 TABLE_BLOCK_FRAMES = 256
+#: tables in the order a block writes them: frames last, they point at the rest
+WRITE_ORDER = ("objects", "detections", "images", "classifications", "frames")
 #: bytes of HDF5 metadata (object headers, B-tree nodes, attributes) a flush may write, at most
 FLUSH_METADATA_BYTES = 1 << 20
 #: HDF5 chunk cache per dataset (set explicitly: HDF5 2.0 raised its default to 8 MiB, which a flush
@@ -241,12 +243,7 @@ class FrameRows:
         if not (tables or self.frames_pending >= TABLE_BLOCK_FRAMES):
             return 0
         n = self.frames_pending
-        for name in (
-            "objects",
-            "detections",
-            "images",
-            "frames",
-        ):  # frames last: they point at the rest
+        for name in WRITE_ORDER:
             self.tables[name].write()
         return n
 
