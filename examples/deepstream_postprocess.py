@@ -6,7 +6,9 @@
 
 PGIE with network-type=100 (no nvinfer parser) and output-tensor-meta=1 -> dsprobe's live postprocess
 adds NvDsObjectMeta (unique_component_id = the PGIE's gie-unique-id, so the SGIE's operate-on-gie-id
-picks them up) -> nvtracker (optional) -> SGIE -> nvdsosd -> sink. Optionally records everything too.
+picks them up; OSD text with font and background; frame_meta.bInferDone set, as nvinfer and NVIDIA's
+ssd-parser sample do, so nvtracker treats the frames as detected) -> nvtracker (optional) -> SGIE ->
+nvdsosd -> sink. Optionally records everything too. The configs are checked first (dsprobe doctor).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ def main() -> int:
     import gi
 
     gi.require_version("Gst", "1.0")
-    from deepstream_record import build_pipeline  # same source/muxer/convert chain
+    from deepstream_record import build_pipeline, check_configs  # same source/muxer/convert chain
     from gi.repository import GLib, Gst
 
+    if not check_configs([args.pgie] + ([args.sgie] if args.record else []), live=True):
+        print("fix the errors above first (dsprobe doctor explains each)", file=sys.stderr)
+        return 2
     Gst.init(None)
     args.sgie_first = args.sgie
     args.sgie = None  # build the chain PGIE -> convert; the SGIE is inserted after the probe below

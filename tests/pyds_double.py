@@ -1,7 +1,7 @@
 """A TEST DOUBLE of pyds (DeepStream's Python bindings), used only by dsprobe's tests.
 
 No machine here has DeepStream, so this stand-in mirrors the public bindings (deepstream_python_apps
-``bindings/src``) including where they are unforgiving; docs/pyds-notes.md describes each behaviour
+``bindings/src``) including where they are unforgiving; docs/deepstream-audit.md lists each behaviour
 with its upstream source, and tests/test_deepstream_double.py checks the double against that list:
 
 * lists are GList nodes (``.data`` / ``.next``); structs come from ``Type.cast(capsule or int)``;

@@ -416,9 +416,11 @@ class SearchResult:
         )
 
 
-def _combos(
+def setting_combinations(
     grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed: int
 ) -> list[tuple]:
+    """The value tuples a search tries: every combination of ``grid`` (``method="grid"``) or
+    ``n_random`` of them drawn with ``seed`` (``"random"``), in ``grid``'s order."""
     names = list(grid)
     for n in names:
         if not len(grid[n]):
@@ -456,7 +458,7 @@ def search(
     if metric not in ("map50", "map50_95"):
         raise ValueError(f"search: metric must be 'map50' or 'map50_95', got {metric!r}")
     names = list(grid)
-    combos = _combos(grid, method, n_random, seed)
+    combos = setting_combinations(grid, method, n_random, seed)
     base = decoded.postprocess
     for n in names:
         base.get_param(n)  # fail early on a name no step takes
