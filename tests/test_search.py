@@ -313,3 +313,51 @@ def test_incremental_scorer_declines_a_cut_that_is_not_a_low_score_suffix():
     full = scorer.score(sel.keep)
     fresh = evaluate(detections_frame(dec.recording, dec.run(pp)), gt, frames)
     assert (full.map50, full.map50_95) == pytest.approx((fresh.map50, fresh.map50_95), abs=1e-12)
+
+
+def user_yolo(layers, ctx, *, score_threshold: float = 0.001, drop_class: int = -1):
+    """The user's decoder (the built-in YOLOv8 decoder behind a user function)."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("decode", "yolov8")(layers, ctx, score_threshold=score_threshold)
+    return d[d.class_ids != drop_class]
+
+
+def fussy_cluster(dets, ctx, *, iou_threshold: float = 0.5):
+    """The user's cluster step: fails for one setting (NaN boxes), runs nvinfer's NMS otherwise."""
+    from dsprobe.postprocess.registry import get_step
+
+    if iou_threshold > 0.55:
+        return Detections(np.full_like(dets.boxes, np.nan), dets.scores, dets.class_ids, dets.space)
+    return get_step("cluster", "nms")(dets, ctx, iou_threshold=iou_threshold)
+
+
+def test_search_over_user_steps_decodes_per_decoder_setting_and_marks_failures(
+    sample_recording, sample_videos
+):
+    from dsprobe import open_recording
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    rec = open_recording(sample_recording)
+    base = Postprocess.from_nvinfer_config(rec.config(), decoder=user_yolo)
+    steps = [s.to_dict() for s in base.steps]
+    steps[0]["name"], steps[2] = user_yolo, {"kind": "cluster", "name": fussy_cluster}
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+    grid = {"drop_class": [-1, 0], "iou_threshold": [0.45, 0.6]}
+    res = search(pp.decode_recording(rec), gt, grid)
+    frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
+    failed = res.table[res.table["error"] != ""]
+    assert sorted(failed["iou_threshold"]) == [0.6, 0.6] and failed["map50"].isna().all()
+    assert failed["error"].str.contains(r"cluster 'test_search:fussy_cluster'.*NaN/inf").all()
+    ok = res.table[res.table["error"] == ""]
+    assert len(ok) == 2 and ok["map50"].notna().all()
+    for _, row in ok.iterrows():  # each score equals a plain run of that setting (decoded anew)
+        q = pp.set_params({k: row[k] for k in grid})
+        r = evaluate(q.run_recording(rec), gt, frames)
+        assert row["map50"] == pytest.approx(r.map50, abs=1e-12)
+        assert row["detections"] == r.num_detections
+    assert res.best_params["drop_class"] == -1  # dropping a class of the sample loses its boxes
+    rec.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from typing import Annotated, Literal
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
-from dsprobe import Postprocess, open_recording  # noqa: E402
+from dsprobe import Postprocess, Range, open_recording  # noqa: E402
 from dsprobe.notebook import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
@@ -297,3 +298,65 @@ def test_tuner_reuses_a_decoded_recording(live_recording):
     t = Tuner(live_recording, decoded=decoded, background=False)
     assert t.decoded is decoded and t.postprocess is pp
     assert t.detections.equals(pp(live_recording[t.row]))
+
+
+# ---------------------------------------------------------------------------------------------- user steps
+def my_yolo(
+    layers,
+    ctx,
+    *,
+    score_threshold: Annotated[float, Range(0.0, 1.0)] = 0.001,
+    only_first_class: bool = False,
+    box: Literal["cxcywh", "xyxy"] = "cxcywh",
+):
+    """The user's decoder: the built-in YOLOv8 decoder behind a user function."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("decode", "yolov8")(layers, ctx, score_threshold=score_threshold, box_format=box)
+    return d[d.class_ids == 0] if only_first_class else d
+
+
+def picky_filter(dets, ctx, *, explode: bool = False):
+    if explode:
+        raise RuntimeError("picky filter gave up")
+    return dets
+
+
+def test_tuner_with_user_decoder_and_filter(live_recording):
+    base = Postprocess.from_nvinfer_config(live_recording.config(), decoder=my_yolo)
+    steps = [s.to_dict() for s in base.steps]
+    steps[0]["name"] = my_yolo
+    steps.insert(1, {"kind": "filter", "name": picky_filter})
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    t = Tuner(live_recording, pp)
+    busy_frame(t)
+    name = pp.steps[0].name
+    assert t.decoder.value == name and ("my_yolo (yours)", name) in t.decoder.options
+    ctl = t.param_controls
+    assert set(ctl) == {"score_threshold", "only_first_class", "box", "explode"}
+    assert type(ctl["score_threshold"]).__name__ == "FloatSlider"
+    assert (ctl["score_threshold"].min, ctl["score_threshold"].max) == (0.0, 1.0)
+    assert type(ctl["only_first_class"]).__name__ == "Checkbox"
+    assert ctl["box"].options == ("cxcywh", "xyxy")
+    ctl["only_first_class"].value = True  # a decoder param: decoded again, boxes as the spec says
+    expected = pp.set_params({"only_first_class": True})
+    assert t.postprocess.to_dict() == expected.to_dict()
+    assert t.detections.same_objects(expected(t.frame_view)) and set(t.detections.class_ids) <= {0}
+    t.wait()  # the whole-recording counts are computed in the background
+    assert t.counts.to_numpy().sum() == len(expected.run_recording(live_recording))
+    ctl["explode"].value = True  # the user's filter raises: one line in the panel naming it
+    t.wait()
+    assert (
+        "picky_filter" in t.status.value and "RuntimeError: picky filter gave up" in t.status.value
+    )
+    assert "\n" not in t.status.value
+    ctl["explode"].value = False
+    t.wait()
+    t.decoder.value = "yolov8"  # the built-in, then the user's function again
+    assert t.postprocess.steps[0].name == "yolov8" and not {"score_threshold"} & set(
+        t.param_controls
+    )
+    t.decoder.value = name
+    assert t.postprocess.steps[0].name == name and "score_threshold" in t.param_controls

@@ -102,12 +102,17 @@ class PostprocessProbe(PadProbe):
     """The live postprocess pad-probe callback (testable without GStreamer)."""
 
     def __init__(
-        self, postprocess: Any, options: PostprocessProbeOptions | None = None, **kw
+        self,
+        postprocess: Any,
+        options: PostprocessProbeOptions | None = None,
+        *,
+        trust: bool = False,
+        **kw,
     ) -> None:
-        if not hasattr(postprocess, "run"):
+        if not hasattr(postprocess, "run"):  # a spec file or an exported bundle folder
             from dsprobe.postprocess import Postprocess
 
-            postprocess = Postprocess.load(postprocess)
+            postprocess = Postprocess.load(postprocess, trust=trust)
         self.pp = postprocess
         self.options = opts = postprocess_options(options, kw)
         self.unique_id = opts.unique_id
@@ -217,9 +222,17 @@ class PostprocessProbe(PadProbe):
 
 
 def attach_postprocess(
-    target: Any, postprocess: Any, options: PostprocessProbeOptions | None = None, **overrides: Any
+    target: Any,
+    postprocess: Any,
+    options: PostprocessProbeOptions | None = None,
+    *,
+    trust: bool = False,
+    **overrides: Any,
 ) -> ProbeHandle:
-    """Run ``postprocess`` (a Postprocess or a spec path) on the tensor meta upstream of ``target``.
+    """Run ``postprocess`` (a Postprocess, a spec path or an exported bundle folder) on the tensor
+    meta upstream of ``target``. A bundle holding your own functions (``pp.export("tuned/")``) is
+    imported only with ``trust=True``, and only if its module is unchanged since the export
+    (SHA-256 in its spec); without consent it raises before anything runs.
 
     ``target``: the nvinfer element (probe on its src pad; put it upstream of the tracker and of any
     SGIE that should see the objects) or a Gst.Pad. ``options``: a :class:`PostprocessProbeOptions`, or
@@ -235,6 +248,6 @@ def attach_postprocess(
     """
     from dsprobe.deepstream.attach_checks import check_postprocess_attach
 
-    probe = PostprocessProbe(postprocess, postprocess_options(options, overrides))
+    probe = PostprocessProbe(postprocess, postprocess_options(options, overrides), trust=trust)
     check_postprocess_attach(probe, target)
     return attach(target, probe)

@@ -24,8 +24,6 @@ from dsprobe.deepstream.meta import DATA_TYPES, iter_list, layer_dims, tensor_me
 
 #: dtype codes outside pyds' enum, checked against pointer spacing
 UNVERIFIED_CODES = (4, 5)
-#: batches during which every batch is pre-walked to discover GIEs with such layers
-DISCOVERY_BATCHES = 30
 
 
 class TensorMetaReader:
@@ -34,7 +32,6 @@ class TensorMetaReader:
         self.refused: dict[int, str] = {}  # uid -> why its tensors are not read
         self.layouts: dict[int, list[tuple[int, str, int, int]]] = {}  # uid -> suspect layers
         self.sizes: dict[tuple[int, str], int | None] = {}  # (uid, layer) -> measured size
-        self._batches = 0
 
     def refuse(self, unique_id: int, reason: str) -> None:
         self.refused[int(unique_id)] = reason
@@ -42,8 +39,8 @@ class TensorMetaReader:
     # ------------------------------------------------------------------ per batch
     def begin_batch(self, pyds: Any, batch_meta: Any) -> None:
         """Run before any frame of the batch is read: the batch-level meta check and, while some
-        GIE has unverified dtype codes, the pointer-spacing check."""
-        self._batches += 1
+        GIE seen so far has unverified dtype codes, the pointer-spacing check (a GIE seen for the
+        first time is checked by :meth:`metas` before its first meta is read)."""
         if batch_meta.batch_user_meta_list is not None:
             if any(True for _ in tensor_metas(pyds, batch_meta.batch_user_meta_list)):
                 self.stats.warn_once(
@@ -58,11 +55,14 @@ class TensorMetaReader:
             for uid, lays in self.layouts.items()
             for _, name, _, _ in lays
         )
-        if pending or self._batches <= DISCOVERY_BATCHES:
-            try:
-                self._check_spacing(pyds, batch_meta)
-            except Exception:  # a bad meta: the frame walk that follows counts it where it is
-                pass
+        if pending:
+            self._safe_check(pyds, batch_meta)
+
+    def _safe_check(self, pyds: Any, batch_meta: Any) -> None:
+        try:
+            self._check_spacing(pyds, batch_meta)
+        except Exception:  # a bad meta: the frame walk counts it where it is
+            pass
 
     def _check_spacing(self, pyds: Any, batch_meta: Any) -> None:
         addresses: dict[tuple[int, int], list[int]] = {}
@@ -129,6 +129,10 @@ class TensorMetaReader:
         """Tensor metas of ``user_meta_list`` (of ``unique_ids`` if given), refused GIEs skipped."""
         for tm in tensor_metas(pyds, user_meta_list, unique_ids):
             uid = int(tm.unique_id)
+            if uid not in self.layouts:  # first sight: check this batch before reading it
+                self.layouts[uid] = self._suspects(tm)
+                if self.layouts[uid]:
+                    self._safe_check(pyds, batch_meta)
             if uid in self.refused:
                 self.stats.warn_once(f"refused:{uid}", self.refused[uid])
                 continue

@@ -30,11 +30,13 @@ from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config
 from dsprobe.notebook.controls import SaveSpec, require_ipywidgets
 from dsprobe.notebook.figures import label_of
 from dsprobe.notebook.metrics_panel import Evaluator, RecordingScore, Worker
+from dsprobe.notebook.param_controls import param_control, shown, step_options
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner_view import TunerDisplay
+from dsprobe.postprocess.gpu.backend import resolve_device
 from dsprobe.postprocess.nvinfer_params import key_param
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
-from dsprobe.postprocess.registry import step_names
+from dsprobe.postprocess.registry import is_builtin, one_line
 
 ALL_CLASSES = -1
 
@@ -72,6 +74,8 @@ class Tuner(TunerDisplay):
       ``class_select`` (-1 = all classes), ``threshold``, ``iou``, ``topk``, ``cluster``, ``min_w``,
       ``min_h``, ``max_w``, ``max_h``, ``ab``, ``set_b``, ``saver`` (file name + save button),
       ``timeline`` (click to jump, zoom).
+    * ``device="cuda"``: decoding and re-clustering run on the GPU (CuPy, ``docs/gpu.md``) with the
+      same boxes; without CuPy or a GPU one warning says so and the CPU runs them.
     """
 
     def __init__(
@@ -87,7 +91,9 @@ class Tuner(TunerDisplay):
         decoded: Any = None,
         save_to: str | None = None,
         background: bool = True,
+        device: str = "cpu",
     ) -> None:
+        self.device = resolve_device(device)  # one message here when the GPU cannot be used
         if postprocess is None:
             if decoded is not None:
                 postprocess = decoded.postprocess
@@ -131,14 +137,14 @@ class Tuner(TunerDisplay):
         box = dict(style={"description_width": "50px"}, layout=w.Layout(width="130px"))
         n = len(self.labels) or postprocess.num_classes
         self.decoder = w.Dropdown(
-            options=step_names("decode"),
+            options=step_options("decode", postprocess.steps[0].name),
             value=postprocess.steps[0].name,
             description="decoder",
             layout=w.Layout(width="240px"),
         )
         self.cluster = w.Dropdown(
-            options=step_names("cluster"),
-            value=postprocess.step("cluster").name,
+            options=step_options("cluster", cluster_name(postprocess)),
+            value=cluster_name(postprocess),
             description="cluster",
             layout=w.Layout(width="240px"),
         )
@@ -178,6 +184,8 @@ class Tuner(TunerDisplay):
         self.frame_metrics = w.HTML()
         self.timeline = Timeline(self._jump)
         self.saver = SaveSpec(lambda: self.postprocess, save_to or "tuned_postprocess.json")
+        self.step_params = w.VBox([])  # controls for the params of the user's own steps
+        self.param_controls: dict[str, Any] = {}
         self._sync_controls()
         for name in _PARAM_OF:
             getattr(self, name).observe(self._on_param, "value")
@@ -202,6 +210,7 @@ class Tuner(TunerDisplay):
                         ),
                     ]
                 ),
+                self.step_params,
                 self.saver.widget,
                 w.HBox([self.count_text, self.status]),
                 self.frame_metrics,
@@ -217,10 +226,10 @@ class Tuner(TunerDisplay):
     def _decode(self, reuse: bool = False) -> None:
         """Decode every row once (or reuse ``decoded=``): all later changes re-run from the cache."""
         if not reuse:
-            self.decoded = self.postprocess.decode_recording(
+            self.decoded = self.postprocess.to(self.device).decode_recording(
                 self.rec, self.rows, progress=self.progress
             )
-        self.reclusterer = Reclusterer(self.decoded)
+        self.reclusterer = Reclusterer(self.decoded, device=self.device)
         self.evaluator = (
             Evaluator(self.reclusterer, self.gt, self.rec, self.rows)
             if self.gt is not None
@@ -242,7 +251,9 @@ class Tuner(TunerDisplay):
         notes = []
         try:
             self.decoder.value = pp.steps[0].name
-            self.cluster.value = pp.step("cluster").name
+            self.cluster.value = cluster_name(pp)
+            self.cluster.disabled = self.cluster.value is None
+            self._sync_step_params(specs)
             for name, param in _PARAM_OF.items():
                 ctl = getattr(self, name)
                 if param not in specs:  # this cluster step has no such param
@@ -272,6 +283,40 @@ class Tuner(TunerDisplay):
             differ
         )
 
+    def _sync_step_params(self, specs: dict) -> None:
+        """One control per param of the user's own steps (from their signatures), showing the
+        current value; rebuilt when the set of params changes (another decoder chosen)."""
+        pp, cls = self.postprocess, self.class_id
+        user = {
+            k: spec
+            for k, spec in specs.items()
+            if spec.step_index is not None
+            and not is_builtin(pp.step_function(spec.step_index))
+            and k not in _PARAM_OF.values()
+        }
+        if list(user) != list(self.param_controls):
+            controls = {k: param_control(k, spec, pp.get_param(k)) for k, spec in user.items()}
+            self.param_controls = {k: c for k, c in controls.items() if c is not None}
+            for c in self.param_controls.values():
+                c.observe(self._on_step_param, "value")
+            self.step_params.children = tuple(self.param_controls.values())
+        for k, ctl in self.param_controls.items():
+            ctl.value = shown(pp.get_param(k, cls if user[k].per_class else None))
+
+    def _on_step_param(self, change: dict) -> None:
+        if self._syncing:
+            return
+        key = next(k for k, c in self.param_controls.items() if c is change["owner"])
+        per_class = self.postprocess.param_specs()[key].per_class
+        try:
+            pp = self.postprocess.set_params(
+                {key: change["new"]}, self.class_id if per_class else None
+            )
+        except (ValueError, PostprocessError) as exc:
+            self._set_status(one_line(exc), error=True)
+            return
+        self._apply(pp)
+
     def set_postprocess(self, pp: Postprocess) -> None:
         """Make ``pp`` the current settings (A): e.g. ``tuner.set_postprocess(search_result.best)``."""
         decoder_changed = pp.steps[0].to_dict() != self.postprocess.steps[0].to_dict()
@@ -293,7 +338,16 @@ class Tuner(TunerDisplay):
         self.render(counts=True)
 
     def _apply(self, pp: Postprocess) -> None:
+        old = self.postprocess
         self.postprocess = pp
+        if pp.steps[0].to_dict() != old.steps[0].to_dict():  # a decoder param: decode again
+            try:
+                self._decode()
+            except PostprocessError as exc:  # the user's decoder failed: keep the old settings
+                self.postprocess = old
+                self._sync_controls()
+                self._set_status(one_line(exc), error=True)
+                return
         for cb in self.on_change:
             cb(self)
         self.render(counts=True)
@@ -305,7 +359,7 @@ class Tuner(TunerDisplay):
         try:
             pp = self.postprocess.set_params({_PARAM_OF[name]: change["new"]}, self.class_id)
         except (ValueError, PostprocessError) as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(one_line(exc), error=True)
             return
         self._apply(pp)
 
@@ -319,6 +373,7 @@ class Tuner(TunerDisplay):
         try:
             self.postprocess = old.with_step("decode", change["new"])
             self._decode()
+            self._sync_controls()  # the new decoder's own params
             self.render(counts=True)
         except (PostprocessError, ValueError, KeyError) as exc:
             self.postprocess = old
@@ -327,13 +382,16 @@ class Tuner(TunerDisplay):
             self.decoder.value = old.steps[0].name
             self._syncing = False
             self._set_status(
-                f"decoder {change['new']!r} does not fit this recording: {exc}", error=True
+                f"decoder {change['new']!r} does not fit this recording: {one_line(exc)}",
+                error=True,
             )
 
     def _on_cluster(self, change: dict) -> None:
         if self._syncing:
             return
         name = change["new"]
+        if name is None:
+            return
         cur = self.postprocess.step("cluster").params
         bare = self.postprocess.with_step("cluster", name)
         accepted = bare.resolved_params(bare.steps.index(bare.step("cluster")))
@@ -348,3 +406,8 @@ class Tuner(TunerDisplay):
         if change["new"] and self.postprocess_b is None:
             self.postprocess_b = self.postprocess
         self.render(counts=True)
+
+
+def cluster_name(pp: Postprocess) -> str | None:
+    """The name of ``pp``'s cluster step (None when it has none)."""
+    return next((s.name for s in pp.steps if s.kind == "cluster"), None)

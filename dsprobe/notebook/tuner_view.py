@@ -130,7 +130,9 @@ class TunerDisplay(FrameBrowser):
     def _counts_of(self, pp: Postprocess) -> pd.Series:
         if pp.steps[0].to_dict() == self.decoded.postprocess.steps[0].to_dict():
             return self.reclusterer.counts(pp)
-        return Reclusterer(pp.decode_recording(self.rec, self.rows)).counts(pp)
+        device = getattr(self, "device", "cpu")
+        decoded = pp.to(device).decode_recording(self.rec, self.rows)
+        return Reclusterer(decoded, device=device).counts(pp)
 
     # ---------------------------------------------------------------- timeline
     def _update_timeline(self) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
+from dsprobe.postprocess.bundle import BundleError, bundle_functions, read_spec, write_bundle
 from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.nvinfer_params import steps_from_config
 from dsprobe.postprocess.params import (
@@ -32,7 +33,15 @@ from dsprobe.postprocess.params import (
     value_for_class,
     value_with_class,
 )
-from dsprobe.postprocess.registry import STEP_KINDS, PostprocessError, StepContext, get_step
+from dsprobe.postprocess.registry import (
+    STEP_KINDS,
+    PostprocessError,
+    StepContext,
+    check_output,
+    get_step,
+    is_builtin,
+    one_line,
+)
 from dsprobe.postprocess.replay import (
     DecodedRecording,
     decode_recording,
@@ -89,6 +98,9 @@ class Postprocess:
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+        self._user = [not is_builtin(fn) for fn in self._fns]  # user code: outputs checked
+        #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
+        self.device = "cpu"
 
     def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
         """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
@@ -238,9 +250,21 @@ class Postprocess:
         )
 
     def save(self, path: str | Path) -> Path:
+        """Write the JSON spec (user functions are named ``"module:function"``; to carry their
+        source, :meth:`export` a bundle)."""
         p = Path(path)
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return p
+
+    def export(self, directory: str | Path) -> Path:
+        """Write a self-contained bundle into ``directory``: ``postprocess.json`` and, when a step is
+        your own function, ``user_steps.py`` with its source and the helpers and imports it needs
+        (its SHA-256 in the spec). Refuses (:class:`~dsprobe.postprocess.bundle.BundleError`, naming
+        the object and why) a lambda, a closure over local variables or an object that is neither
+        importable nor a plain constant. Load it with ``Postprocess.load(directory, trust=True)``
+        or ``dsprobe.deepstream.attach_postprocess(pgie, directory, trust=True)``."""
+        user = {s.name: fn for s, fn, u in zip(self.steps, self._fns, self._user) if u}
+        return write_bundle(directory, self.to_dict(), user)
 
     @classmethod
     def load(
@@ -249,21 +273,24 @@ class Postprocess:
         *,
         allow_import: bool = False,
         functions: Mapping[str, Callable] | None = None,
+        trust: bool = False,
     ) -> "Postprocess":
-        p = Path(path)
+        """A Postprocess from a spec file or an exported bundle folder. A bundle with user code is
+        imported only with ``trust=True`` (your consent to run it) and only if its module's SHA-256
+        is the recorded one; without consent nothing runs and the error says how to give it."""
+        p, d = read_spec(path)
         try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError) as exc:
-            raise PostprocessError(f"{p}: cannot read postprocess spec: {exc}") from None
-        try:
-            return cls.from_dict(d, allow_import=allow_import, functions=functions)
+            fns = {**bundle_functions(p, d, trust), **dict(functions or {})}
+            return cls.from_dict(d, allow_import=allow_import, functions=fns)
+        except BundleError:
+            raise
         except PostprocessError as exc:
             raise PostprocessError(f"{p}: {exc}") from None
 
-    def _copy(self, steps: Sequence[Step]) -> "Postprocess":
+    def _copy(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
         """The one copy path: these steps with this Postprocess's labels, classes, geometry,
-        import permission and resolved user functions."""
-        return Postprocess(
+        import permission, resolved user functions and device (or ``device``)."""
+        pp = Postprocess(
             steps,
             labels=self.labels,
             num_classes=self.num_classes,
@@ -271,6 +298,8 @@ class Postprocess:
             allow_import=self.allow_import,
             functions=self._functions,
         )
+        pp.device = self.device if device is None else device
+        return pp
 
     def _step_copies(self) -> list[Step]:
         return [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
@@ -366,6 +395,26 @@ class Postprocess:
             )
         return specs[name]
 
+    def to(self, device: str) -> "Postprocess":
+        """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,
+        :meth:`detections_by_row`, :meth:`decode_recording`) run on ``device``: ``"cpu"`` or
+        ``"cuda"`` (CuPy, ``pip install 'dsprobe[gpu]'``; ``docs/gpu.md``). Results are identical.
+
+        When CuPy or a GPU is missing, or a step has no GPU kernel, one
+        :class:`~dsprobe.postprocess.gpu.backend.GpuFallbackWarning` says why and the copy stays on
+        the CPU (``.device`` tells). The device is not part of the saved spec."""
+        from dsprobe.postprocess.gpu.backend import resolve_device
+
+        return self._copy(self._step_copies(), resolve_device(device, self))
+
+    def _gpu_plan(self) -> Any:
+        """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
+        if self.device != "cuda":
+            return None
+        from dsprobe.postprocess.gpu.backend import gpu_plan
+
+        return gpu_plan(self)
+
     def step(self, kind: str) -> Step:
         for s in self.steps:
             if s.kind == kind:
@@ -424,11 +473,17 @@ class Postprocess:
             except PostprocessError:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
+                raise PostprocessError(f"{self._where(i, fused)}: {one_line(exc)}") from exc
+            except Exception as exc:  # the user's own code may raise anything: name it, one line
+                raise PostprocessError(
+                    f"{self._where(i, fused)}: {type(exc).__name__}: {one_line(exc)}"
+                ) from exc
             if not isinstance(dets, Detections):
                 raise PostprocessError(
                     f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections"
                 )
+            if self._user[i]:
+                check_output(self._where(i), dets)
             i += 2 if fused else 1
         assert dets is not None
         return dets
@@ -440,6 +495,27 @@ class Postprocess:
             if fused
             else f"step {i} ({s.kind} {s.name!r})"
         )
+
+    def run_batch(
+        self,
+        layers: Mapping[str, Any],
+        contexts: Sequence[StepContext],
+        *,
+        stop: int | None = None,
+    ) -> list[Detections]:
+        """One Detections per frame of a batch: ``layers`` maps each layer name to an array with the
+        frames on its first axis (numpy, or CuPy on the GPU: e.g. nvinfer's device buffers),
+        ``contexts`` one StepContext per frame. Equals ``run({n: a[i] ...}, contexts[i])`` per frame;
+        on ``device="cuda"`` the whole batch runs on the GPU."""
+        plan = self._gpu_plan()
+        if plan is not None:
+            from dsprobe.postprocess.gpu.runner import run_batch
+
+            return run_batch(self, plan, layers, contexts, stop)
+        return [
+            self.run({n: np.asarray(a[i]) for n, a in layers.items()}, ctx, stop=stop)
+            for i, ctx in enumerate(contexts)
+        ]
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
@@ -490,7 +566,21 @@ class Postprocess:
         stop: int | None = None,
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
+        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`);
+        on ``device="cuda"`` each block runs as one GPU batch (``batch`` frames, at least 256)."""
+        if self._gpu_plan() is not None:
+            from dsprobe.postprocess.gpu.replay import GPU_BATCH
+            from dsprobe.postprocess.gpu.replay import detections_by_row as on_gpu
+
+            return on_gpu(
+                self,
+                rec,
+                rows,
+                unique_id=unique_id,
+                progress=progress,
+                batch=max(batch, GPU_BATCH),
+                stop=stop,
+            )
         return detections_by_row(
             self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
         )
@@ -504,7 +594,8 @@ class Postprocess:
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
-        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
+        on = "" if self.device == "cpu" else f", device={self.device!r}"
+        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + on + ")"
 
 
 def function_ref(fn: Callable) -> str:

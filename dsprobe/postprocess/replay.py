@@ -29,7 +29,7 @@ def detections_by_row(
     """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
     runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
     (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
-    rows = _frame_rows(rec, rows, unique_id)
+    rows = frame_rows(rec, rows, unique_id)
     f = rec.frames
     col = {
         c: f[c].to_numpy()
@@ -44,7 +44,7 @@ def detections_by_row(
     }
 
     def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
-        size = _Sizes(
+        size = FrameSizes(
             (int(col["network_width"][r]), int(col["network_height"][r])),
             (int(col["frame_width"][r]), int(col["frame_height"][r])),
         )
@@ -52,11 +52,11 @@ def detections_by_row(
 
     out: dict[int, Detections] = {}
     layered = col["layer_row"][rows] >= 0
-    frame_rows, object_rows = rows[layered], rows[~layered]
+    layer_rows, object_rows = rows[layered], rows[~layered]
     blocks = [
         (int(u), blk)
-        for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
-        for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
+        for u in dict.fromkeys(col["unique_id"][layer_rows].tolist())
+        for rs in [layer_rows[col["unique_id"][layer_rows] == u]]
         for blk in np.array_split(rs, -(-len(rs) // batch))
     ]
     for uid, block in _progress(blocks, progress):
@@ -114,7 +114,7 @@ def decode_recording(
     """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
     clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
     steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
-    rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
+    rows = frame_rows(rec, rows, kw.pop("unique_id", None))
     sgie = rows[rec.frames["layer_row"].to_numpy()[rows] < 0] if len(rows) else rows
     if len(sgie):
         raise PostprocessError(
@@ -150,7 +150,7 @@ class DecodedRecording:
 
 
 @dataclass(frozen=True)
-class _Sizes:
+class FrameSizes:
     """What :meth:`Postprocess.context` reads of a frame."""
 
     network_size: tuple[int, int]
@@ -166,7 +166,8 @@ class _RowContext:
         self.frame_size = (int(r["frame_width"]), int(r["frame_height"]))
 
 
-def _frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> np.ndarray:
+def frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> np.ndarray:
+    """Rows to run: ``rows``, or every frame with tensors (of ``unique_id`` when given)."""
     f = rec.frames
     if rows is None:
         mask = (f["layer_row"] >= 0) | (f["object_count"] > 0)
