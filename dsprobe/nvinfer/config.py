@@ -19,6 +19,7 @@ from dsprobe.nvinfer.nvinferserver import (
     is_nvinferserver_text,
     nvinferserver_sections,
 )
+from dsprobe.nvinfer.ranges import check_value
 
 # cluster-mode values
 CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = (
@@ -182,9 +183,18 @@ class NvinferConfig:
         d["class_attrs_all"] = ClassAttrs(**d.get("class_attrs_all", {}))
         d["class_attrs"] = {int(k): ClassAttrs(**v) for k, v in d.get("class_attrs", {}).items()}
         names = {f.name for f in fields(cls)}
-        return cls(**_tuples({k: v for k, v in d.items() if k in names}))
+        cfg = cls(**_tuples({k: v for k, v in d.items() if k in names}))
+        for key, value in (  # what sizes tables built from it (a stored config may be crafted)
+            ("num-detected-classes", cfg.num_detected_classes),
+            ("cluster-mode", cfg.cluster_mode),
+            ("batch-size", cfg.batch_size),
+        ):
+            check_value(key, value)
+        return cfg
 
 
+#: a config file larger than this is refused (nvinfer's are a few KB)
+MAX_CONFIG_BYTES = 1 << 20
 #: a label file larger than this is refused (nvinfer's are a few KB)
 MAX_LABEL_FILE_BYTES = 16 << 20
 
@@ -225,9 +235,18 @@ def load_nvinfer_config(path: str | Path) -> NvinferConfig:
     """Parse the nvinfer config file at ``path`` (``.yml``/``.yaml`` as YAML, else key=value)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
+            raise NvinferConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
+        raw = p.read_bytes()
     except OSError as exc:
         raise NvinferConfigError(f"{p}: cannot read nvinfer config: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise NvinferConfigError(
+            f"{p}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); an nvinfer config is text"
+        ) from None
     return parse_nvinfer_config(text, source=str(p))
 
 
@@ -307,9 +326,15 @@ def _read_yaml(text: str, source: str) -> _Sections:
             f"{source}: reading YAML nvinfer configs needs PyYAML (pip install pyyaml)"
         ) from exc
     try:
+        for event in yaml.parse(text):  # aliases could multiply the document (an alias bomb)
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise NvinferConfigError(
+                    f"{source}:{event.start_mark.line + 1}: YAML anchors and aliases are not "
+                    "allowed in an nvinfer config"
+                )
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise NvinferConfigError(f"{source}: not valid YAML: {exc}") from exc
+        raise NvinferConfigError(f"{source}: not valid YAML: {exc}") from None
     sections: _Sections = {}
     if root is None:
         return sections
@@ -325,11 +350,16 @@ def _read_yaml(text: str, source: str) -> _Sections:
                 f"{source}:{key_node.start_mark.line + 1}: section {name!r} is not a mapping"
             )
         for k, v in value_node.value:
-            if isinstance(v, yaml.SequenceNode):
-                raw = ";".join(str(item.value) for item in v.value)
-            else:
-                raw = str(v.value)
-            sections[name].append((str(k.value), raw, k.start_mark.line + 1))
+            line = k.start_mark.line + 1
+            items = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            if not isinstance(k, yaml.ScalarNode) or not all(
+                isinstance(item, yaml.ScalarNode) for item in items
+            ):
+                raise NvinferConfigError(
+                    f"{source}:{line}: {name}: values are numbers, text or lists of them"
+                )
+            raw = ";".join(str(item.value) for item in items)
+            sections[name].append((str(k.value), raw, line))
     return sections
 
 
@@ -420,18 +450,19 @@ def _class_attrs(
         if name is None:
             continue
         value = _convert(conv, raw, source, lineno, key)
-        if name == "nms_iou_threshold" and not 0.0 <= value <= 1.0:
-            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be in [0, 1]")
-        if name == "topk" and value < 0:
-            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be >= 0")
         changes[name] = value
     return replace(base, **changes)
 
 
 def _convert(conv: Callable[[str], Any], raw: str, source: str, lineno: int, key: str) -> Any:
     try:
-        return conv(raw)
+        value = conv(raw)
     except ValueError as exc:
         raise NvinferConfigError(
             f"{source}:{lineno}: bad value for {key}: {raw!r} ({exc})"
         ) from None
+    try:
+        check_value(key, value)
+    except ValueError as exc:
+        raise NvinferConfigError(f"{source}:{lineno}: {exc}") from None
+    return value

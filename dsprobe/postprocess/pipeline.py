@@ -50,6 +50,7 @@ from dsprobe.postprocess.replay import (
     tag_parent,
 )
 from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
+from dsprobe.postprocess.spec_check import check_spec
 
 SPEC_FORMAT = "dsprobe-postprocess"
 SPEC_VERSION = 1
@@ -232,8 +233,10 @@ class Postprocess:
         allow_import: bool = False,
         functions: Mapping[str, Callable] | None = None,
     ) -> "Postprocess":
-        if d.get("format") != SPEC_FORMAT:
-            raise PostprocessError(f"not a dsprobe postprocess spec (format={d.get('format')!r})")
+        fmt = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+        if fmt != SPEC_FORMAT:
+            raise PostprocessError(f"not a dsprobe postprocess spec (format={fmt!r})")
+        check_spec(d)  # shape, sizes and every value's range, naming step and param
         if int(d.get("version", 0)) > SPEC_VERSION:
             raise PostprocessError(
                 f"postprocess spec version {d['version']} is newer than this dsprobe "
