@@ -34,18 +34,19 @@ class RecordingError(ValueError):
 def check_links(f: h5py.File, path: Path) -> None:
     """No soft or external link, no external storage, no virtual dataset anywhere in the file."""
 
-    def visit(name: str, link: object) -> None:
+    def visit(name: str, link: object) -> str | None:  # a non-None return stops the walk
         if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
             kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
-            raise RecordingError(
-                f"{path}: /{name} is {kind}; a recording holds its data itself (refused)"
-            )
+            return f"/{name} is {kind}; a recording holds its data itself (refused)"
         obj = f.get(name)
         if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
             kind = "a virtual dataset" if obj.is_virtual else "stored in external files"
-            raise RecordingError(f"{path}: /{name} is {kind}; refused")
+            return f"/{name} is {kind}; refused"
+        return None
 
-    f.visititems_links(visit)
+    problem = f.visititems_links(visit)  # (raising inside an HDF5 callback is not safe)
+    if problem:
+        raise RecordingError(f"{path}: {problem}")
 
 
 def byte_limit(ds: h5py.Dataset, file_size: int) -> int:

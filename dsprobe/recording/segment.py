@@ -126,30 +126,6 @@ class Segment:
         self.f.attrs["closed_cleanly"] = True
         self.f.close()
 
-    def retry_close(self, stats: dict) -> bool:
-        """After an I/O error HDF5 saw (the disk filled from outside, EFBIG...) and room was made:
-        write what HDF5 still holds, commit it and close cleanly. False when that fails too: then
-        the file is let go as it is on disk, where ``frames_committed`` still names only frames
-        whose data reached the disk (a reader reads those)."""
-        try:
-            frames = self.rows.tables["frames"]
-            tables_whole = all(
-                ds.shape[0] == frames.count for ds in frames.ds.values()
-            )  # a frames table write cut short is not committed
-            self.f.flush()
-            self._fsync()
-            if tables_whole:
-                self.f.attrs["frames_committed"] = frames.count
-            self.f.attrs["stats"] = json.dumps(jsonable(stats))
-            self.f.attrs["closed_cleanly"] = tables_whole
-            self.f.flush()
-            self._fsync()
-            self.f.close()
-            return tables_whole
-        except Exception:
-            self.abandon(stats)
-            return False
-
     def abandon(self, stats: dict) -> None:
         """After an I/O error HDF5 saw: note the reason, then detach the file and close.
 

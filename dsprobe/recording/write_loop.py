@@ -161,20 +161,18 @@ class WriteLoop:
             self._close_after_error(segment)
 
     def _close_after_error(self, segment: Segment | None = None) -> None:
-        """HDF5 met an I/O error: give the reserve back, then write, commit and close what HDF5
-        holds if that fits now; else let the file go as its last commit left it."""
+        """HDF5 met an I/O error (the disk filled from outside, EFBIG...): after a failed write HDF5
+        may drop the data it could not write, so nothing more is written: the file is let go as
+        the last commit left it, where ``frames_committed`` names only frames whose data reached the
+        disk (a reader reads those). The frames written since are counted as lost."""
         segment = segment or self.segment
         self.segment = None
         if segment is None:
             return
         self.lock.release_reserve()
-        pending = segment.discard_pending()
-        self._lost(pending, written=0)
-        if segment.retry_close(self.stats.snapshot()):
-            self.stats.set(frames_flushed=self.stats.get("written"))
-        else:  # the frames written since the last commit are not readable: count them as lost
-            self._lost(0, written=self.uncommitted)
+        self._lost(segment.discard_pending(), written=self.uncommitted)
         self.uncommitted = 0
+        segment.abandon(self.stats.snapshot())
 
     def _lost(self, pending: int, written: int) -> None:
         with self.stats.lock:

@@ -113,6 +113,10 @@ class Recorder:
         The recorder keeps the arrays of ``frame`` (no copy): hand over arrays you no longer change.
         """
         try:
+            if not isinstance(frame, FrameRecord):  # the only check on the caller's thread
+                self._stats.count("received", "dropped_invalid")
+                self._stats.error("invalid-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
+                return False
             if self._closed or self._loop.failed:
                 self._stats.count("received", "dropped_stopped")
                 return False
