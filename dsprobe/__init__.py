@@ -30,6 +30,7 @@ _EXPORTS = {
     "NvinferConfig": "dsprobe.nvinfer.config",
     "load_nvinfer_config": "dsprobe.nvinfer.config",
     "Postprocess": "dsprobe.postprocess.pipeline",
+    "record_onnx": "dsprobe.reference.recorder",
     "ParamSpec": "dsprobe.postprocess.params",
     "Range": "dsprobe.postprocess.params",
     # analysis: scoring, errors, objectives, search, export

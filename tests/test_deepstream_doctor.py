@@ -143,3 +143,10 @@ def test_nvinferserver_tensor_meta_is_recorded(tmp_path):
     f = open_recording(tmp_path / "triton.h5")[0]
     assert f.unique_id == 5 and f.frame_size == (1280, 720) and handle.stats["warnings"] == []
     np.testing.assert_array_equal(f.tensors["detection_boxes"], boxes)
+
+
+def test_doctor_reports_the_platform_it_ran_on():
+    found = diagnose([str(DATA / "ssd_nopostprocess.txt")])
+    (plat,) = [f for f in found if f.key == "platform"]
+    assert "numpy" in plat.problem and plat.level == "info"
+    assert any(f.key == "pyds" for f in found)  # no pyds on this machine

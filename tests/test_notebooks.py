@@ -103,6 +103,7 @@ def test_every_notebook_is_tested():
         "02_tune_postprocess.ipynb",
         "03_evaluate_and_search.ipynb",
         "04_export.ipynb",
+        "05_custom_decoder.ipynb",
     ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
@@ -160,3 +161,14 @@ def test_04_export(workspace, monkeypatch):
     text, _ = outputs(run_notebook("04_export.ipynb", monkeypatch, env_for(workspace)))
     assert "[class-attrs-all]" in text and "pre-cluster-threshold=" in text
     assert "the saved spec reproduces all" in text
+
+
+def test_05_custom_decoder(workspace, monkeypatch, tmp_path):
+    """The user's CenterNet-style decoder: tuned, searched, exported, run live == replay."""
+    env = {**env_for(workspace), "DSPROBE_WORKDIR": tmp_path}
+    text, kinds = outputs(run_notebook("05_custom_decoder.ipynb", monkeypatch, env))
+    assert "decode:__main__:centernet_decoder" in text and WIDGET_VIEW in kinds
+    assert "best: {'wh_scale':" in text and "def local_max(" in text  # searched, exported
+    assert "Nothing was executed" in text  # no consent, no import
+    assert "live == replay on 60 of 60 frames" in text
+    assert (tmp_path / "tuned" / "user_steps.py").exists()

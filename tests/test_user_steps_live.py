@@ -89,6 +89,15 @@ def test_exported_user_decoder_runs_live_with_consent_and_equals_replay(tmp_path
         replay = bundle(f)
         assert f.detections.same_objects(replay) and f.detections.same_objects(pp(f))
         assert len(replay) >= 2  # the class-0 and class-1 peaks survive NMS at least once each
+    # compare and evaluate take the user's postprocess as any other
+    from dsprobe import evaluate, ground_truth_from_detections
+    from dsprobe.analysis.compare import compare
+
+    rep = compare(rec, rec, postprocess=bundle)
+    n = len(bundle.run_recording(rec))
+    assert (rep.detections.matched, rep.detections.missing, rep.detections.extra) == (n, 0, 0)
+    gt = ground_truth_from_detections(pp.run_recording(rec), labels=["a", "b", "c"])
+    assert evaluate(bundle.run_recording(rec), gt).map50 == 1.0
 
 
 @pytest.mark.parametrize(

@@ -606,12 +606,11 @@ def search(
         }
         for i in range(len(settings))
     ]
-    table = (
-        pd.DataFrame(rows)
-        .sort_values(metric, ascending=False, kind="stable", na_position="last")
-        .reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(
+        metric, ascending=False, kind="stable", na_position="last"
     )
     if not results:
-        raise PostprocessError(f"search: every setting failed; the first: {table['error'][0]}")
-    best_params = {n: plain(table.iloc[0][n]) for n in names}
+        raise PostprocessError(f"search: every setting failed; the first: {table['error'].iloc[0]}")
+    best_params = dict(settings[int(table.index[0])])  # as given: a table row may upcast ints
+    table = table.reset_index(drop=True)
     return SearchResult(table, best_params, base.set_params(best_params), metric)

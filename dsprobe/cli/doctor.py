@@ -82,8 +82,21 @@ def _platform() -> list[Finding]:
         version = str(getattr(pyds, "__version__", "unknown"))
     except ImportError:
         version = None
-    out = platform_findings(version, np.__version__)
-    if not is_jetson():
+    import platform as plat
+
+    jetson = is_jetson()
+    out = [
+        Finding(
+            INFO,
+            "python",
+            "platform",
+            f"{plat.machine()} {'Jetson' if jetson else 'dGPU/x86'}",
+            f"pyds {version or 'missing'}, numpy {np.__version__}, Python {plat.python_version()}",
+            "nothing to fix: what the checks below assume",
+        )
+    ]
+    out += platform_findings(version, np.__version__)
+    if not jetson:
         out.append(
             Finding(
                 INFO,

@@ -28,8 +28,7 @@ from typing import Any, Callable, Sequence
 
 HEADER = (
     '"""User postprocess steps exported by dsprobe (Postprocess.export). The bundle\'s spec records\n'
-    'this file\'s SHA-256: edit the functions in the notebook and export again, not here."""\n\n'
-    "from __future__ import annotations\n"
+    'this file\'s SHA-256: edit the functions in the notebook and export again, not here."""\n'
 )
 
 
@@ -133,8 +132,7 @@ class _Capture:
         parts = [HEADER]
         plain = sorted(v for v in self.imports.values() if v.startswith("import "))
         froms = sorted(v for v in self.imports.values() if v.startswith("from "))
-        if plain or froms:
-            parts.append("\n".join(plain + froms) + "\n")
+        parts.append("\n".join(["from __future__ import annotations", "", *plain, *froms]) + "\n")
         if self.constants:
             parts.append("\n".join(self.constants.values()) + "\n")
         parts += [src + "\n" for src in self.sources.values()]

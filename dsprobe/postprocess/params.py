@@ -42,8 +42,9 @@ def _fits(value: Any, t: Any) -> bool:
     origin, args = typing.get_origin(t), typing.get_args(t)
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
+    if origin is typing.Literal:  # same value and type: 5.0 is not Literal[5], True is not 1
+        v = value.item() if isinstance(value, np.generic) else value
+        return any(v == a and type(v) is type(a) for a in args)
     if t is bool:
         return isinstance(value, (bool, np.bool_))
     if t is int:
