@@ -13,8 +13,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from dsprobe import FrameRecord, ImageRecord, ObjectRecord, Recorder, open_recording
 from dsprobe.recording.output import OutputError
@@ -203,45 +201,72 @@ def test_big_endian_layers_are_converted_every_frame(tmp_path):
         np.testing.assert_array_equal(got, [np.arange(n, n + 4) for n in range(5)])
 
 
-@st.composite
-def fuzzed_frames(draw):
-    """A frame where any field may be replaced by a value of a wrong type or range."""
-    junk = st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-(2**70), 2**70),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.text(max_size=5),
-        st.binary(max_size=5),
-        st.lists(st.integers(-5, 5), max_size=5),
-    )
-    f = good(draw(st.integers(0, 1000)))
+JUNK = [
+    None,
+    True,
+    -1,
+    -(2**63),
+    2**64,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "7",
+    b"x",
+    [1, 2],
+    (1, 2, 3, 4, 5),
+    np.int64(3),
+    np.float32(0.5),
+    np.array([1, 2]),
+    object(),
+]
+FRAME_FIELDS = [
+    "source_id",
+    "frame_num",
+    "pts_ns",
+    "unique_id",
+    "batch_id",
+    "network_size",
+    "frame_size",
+]
+OBJECT_FIELDS = [
+    "rect",
+    "class_id",
+    "confidence",
+    "object_id",
+    "label",
+    "parent_index",
+    "parent_object_id",
+]
+
+
+def fuzzed(rng, n):
+    """A good frame with a few fields replaced by values of any type or range."""
+    f = good(n)
     o = f.detections[0]
-    for obj, names in (
-        (f, ["source_id", "frame_num", "pts_ns", "unique_id", "network_size", "frame_size"]),
-        (o, ["rect", "class_id", "confidence", "object_id", "label", "parent_index"]),
-    ):
-        for name in names:
-            if draw(st.integers(0, 9)) == 0:
-                setattr(obj, name, draw(junk))
+    for obj, names in ((f, FRAME_FIELDS), (o, OBJECT_FIELDS)):
+        for name in rng.sample(names, rng.randint(0, 2)):
+            setattr(obj, name, rng.choice(JUNK))
     return f
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(frames=st.lists(fuzzed_frames(), min_size=1, max_size=6))
-def test_fuzzed_frames_never_stop_the_writer(tmp_path_factory, frames):
-    path = tmp_path_factory.mktemp("fz") / "f.h5"
-    rec = Recorder(path, images=False, drop_when_full=False, flush_interval_s=5)
-    for f in frames:
-        rec.record(f)
-    rec.record(good(5000))  # the writer still takes good frames after any of them
+def test_fuzzed_frames_never_stop_the_writer(tmp_path):
+    """600 fuzzed frames between good ones: every good one is in the file, in order; the rest are
+    either stored as given or dropped and counted."""
+    rng = random.Random(3)
+    path = tmp_path / "fz.h5"
+    rec = Recorder(path, images=False, drop_when_full=False, queue_size=1024)
+    for i in range(600):
+        rec.record(fuzzed(rng, i))
+        rec.record(good(10**6 + i))
     rec.close()
     st = rec.stats
     assert not rec.failed and counters_add_up(st) and st["queued"] == 0, st
+    assert st["received"] == 1200 and st["dropped_invalid"] > 100, st
     with open_recording(path) as r:
-        assert len(r) == st["written"] >= 1 and r.frames["frame_num"].iloc[-1] == 5000
+        nums = r.frames["frame_num"].to_numpy()
+        assert len(r) == st["written"]
+        assert nums[nums >= 10**6].tolist() == [10**6 + i for i in range(600)]
 
 
 # ------------------------------------------------------------------ one writer per path
@@ -330,7 +355,7 @@ def test_interpreter_exit_without_close_closes_cleanly(tmp_path):
         assert r.closed_cleanly and len(r) == 300 and r.stats["written"] == 300
 
 
-@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("trial", range(3))
 def test_ctrl_c_without_close_closes_cleanly(tmp_path, trial):
     proc, path = run_child(tmp_path, "loop", signal.SIGINT, random.Random(trial).uniform(0.05, 0.6))
     assert proc.returncode != -signal.SIGSEGV and proc.returncode in (1, -signal.SIGINT, 130)
@@ -341,7 +366,7 @@ def test_ctrl_c_without_close_closes_cleanly(tmp_path, trial):
         assert len(r) == st["written"] and counters_add_up(st) and st["queued"] == 0
 
 
-@pytest.mark.parametrize("trial", range(4))
+@pytest.mark.parametrize("trial", range(2))
 def test_sigkill_at_a_random_moment_keeps_every_committed_frame(tmp_path, trial):
     proc, path = run_child(
         tmp_path, "loop", signal.SIGKILL, random.Random(10 + trial).uniform(0.1, 0.8)

@@ -141,8 +141,9 @@ class Recorder:
                     self.path,
                 )
             return False
-        except Exception as exc:  # never into the caller
-            self._stats.error("record", exc)
+        except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
+            self._stats.count("received", "dropped_invalid")
+            self._stats.error("invalid-frame", exc)
             return False
 
     def _put_waiting(self, item: tuple) -> bool:
