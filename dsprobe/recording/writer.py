@@ -115,7 +115,7 @@ class Recorder:
         try:
             if not isinstance(frame, FrameRecord):  # the only check on the caller's thread
                 self._stats.count("received", "dropped_invalid")
-                self._stats.error("invalid-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
+                self._stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
                 return False
             if self._closed or self._loop.failed:
                 self._stats.count("received", "dropped_stopped")
@@ -143,7 +143,7 @@ class Recorder:
             return False
         except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
             self._stats.count("received", "dropped_invalid")
-            self._stats.error("invalid-frame", exc)
+            self._stats.error("record", exc)
             return False
 
     def _put_waiting(self, item: tuple) -> bool:
