@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dsprobe import FrameRecord, ImageRecord, ObjectRecord, Recorder, open_recording
+from dsprobe.cli import main as cli_main
 from dsprobe.recording.output import OutputError
 from dsprobe.records import Classification
 
@@ -378,3 +379,26 @@ def test_sigkill_at_a_random_moment_keeps_every_committed_frame(tmp_path, trial)
         assert list(r.frames["frame_num"]) == list(range(n))
         if n:
             np.testing.assert_array_equal(r.read_layer("x")[:, 0], np.arange(n))
+
+
+def test_record_onnx_checks_its_output_before_any_model_or_frame(sample_videos, tmp_path, capsys):
+    from dsprobe.sample import CONFIG_PATH
+
+    video = str(sample_videos.paths[0])
+    size = os.path.getsize(video)
+    t0 = time.monotonic()
+    assert (
+        cli_main(["record-onnx", "--config", str(CONFIG_PATH), "--video", video, "-o", video]) == 1
+    )
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert os.path.getsize(video) == size
+    out = tmp_path / "there.h5"
+    out.write_bytes(b"an earlier recording")
+    assert (
+        cli_main(["record-onnx", "--config", str(CONFIG_PATH), "--video", video, "-o", str(out)])
+        == 1
+    )
+    assert (
+        "already there" in capsys.readouterr().err and out.read_bytes() == b"an earlier recording"
+    )
+    assert time.monotonic() - t0 < 5  # refused before loading the model or decoding a frame

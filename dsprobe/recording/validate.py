@@ -90,11 +90,45 @@ def _rect(where: str, name: str, rect: Any) -> None:
         _real(where, name, v)
 
 
+_PLAIN = (int, float)
+
+
+def _plain_ok(o: ObjectRecord) -> bool:
+    """The common case, checked at C speed: plain ints/floats in range, a text label, no layers."""
+    r = o.rect
+    return (
+        type(r) is tuple
+        and len(r) == 4
+        and type(r[0]) in _PLAIN
+        and type(r[1]) in _PLAIN
+        and type(r[2]) in _PLAIN
+        and type(r[3]) in _PLAIN
+        and type(o.confidence) in _PLAIN
+        and type(o.class_id) is int
+        and INT32[0] <= o.class_id <= INT32[1]
+        and type(o.object_id) is int
+        and 0 <= o.object_id <= UINT64[1]
+        and type(o.unique_component_id) is int
+        and INT32[0] <= o.unique_component_id <= INT32[1]
+        and type(o.parent_index) is int
+        and -1 <= o.parent_index <= INT32[1]
+        and type(o.parent_object_id) is int
+        and 0 <= o.parent_object_id <= UINT64[1]
+        and type(o.label) is str
+        and "\0" not in o.label
+        and not o.classifications
+        and not o.layers
+        and o.image is None
+    )
+
+
 def _objects(where: str, field: str, objs: Any, with_layers: bool) -> list[ObjectRecord]:
     if not isinstance(objs, (list, tuple)):
         raise InvalidFrame(f"{where}: {field} must be a list of ObjectRecord, got {objs!r}")
     out = objs
     for i, o in enumerate(objs):
+        if type(o) is ObjectRecord and _plain_ok(o):
+            continue
         at = f"{field}[{i}]"
         if not isinstance(o, ObjectRecord):
             raise InvalidFrame(f"{where}: {at} is not an ObjectRecord: {type(o).__name__}")
