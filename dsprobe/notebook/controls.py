@@ -42,13 +42,15 @@ class Player:
             b = w.Button(
                 description=f"{step:+d}".replace("-", "\u2212"),
                 tooltip=f"{step:+d} frames",
-                layout=w.Layout(width="46px"),
+                layout=w.Layout(width="52px", flex="0 0 auto"),
             )
             b.on_click(lambda _, s=step: self.step(s))
             self.buttons.append(b)
         self._syncing = False
         self.play.observe(self._on_play, "value")
-        self.widget = w.HBox([self.play, *self.buttons])
+        self.widget = w.HBox(
+            [self.play, *self.buttons], layout=w.Layout(overflow="visible", flex="0 0 auto")
+        )
 
     def index(self) -> int:
         values = [v for _, v in self.slider.options]
