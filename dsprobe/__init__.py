@@ -23,6 +23,8 @@ _EXPORTS = {
     "NvinferConfig": "dsprobe.nvinfer.config",
     "load_nvinfer_config": "dsprobe.nvinfer.config",
     "Postprocess": "dsprobe.postprocess.pipeline",
+    "classifier_postprocess": "dsprobe.postprocess.sgie",
+    "embedding_postprocess": "dsprobe.postprocess.sgie",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -79,12 +79,15 @@ def test_every_notebook_is_tested():
         "02_tune_postprocess.ipynb",
         "03_evaluate_and_search.ipynb",
         "04_export.ipynb",
+        "06_secondary.ipynb",
     ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs for c in code), p.name
-        assert 'os.environ.get("DSPROBE_RECORDING"' in code[0].source, p.name
+        assert 'os.environ.get("DSPROBE_' in code[0].source and "RECORDING" in code[0].source, (
+            p.name
+        )
 
 
 def test_01_explore(workspace, monkeypatch):
@@ -135,3 +138,38 @@ def test_04_export(workspace, monkeypatch):
     text, _ = outputs(run_notebook("04_export.ipynb", monkeypatch, env_for(workspace)))
     assert "[class-attrs-all]" in text and "pre-cluster-threshold=" in text
     assert "the saved spec reproduces all" in text
+
+
+@pytest.fixture(scope="module")
+def secondary_workspace(sample_videos, tmp_path_factory):
+    """PGIE + the secondary sample (crops stored) on the 2 s sample videos, and their ground truth."""
+    from dsprobe.reference.recorder import record_onnx
+    from dsprobe.sample import CONFIG_PATH, SECONDARY_CONFIG_PATH
+
+    d = tmp_path_factory.mktemp("secondary")
+    rec = d / "sgie.h5"
+    record_onnx(
+        sample_videos.paths,
+        CONFIG_PATH,
+        None,
+        rec,
+        batch=2,
+        images=False,
+        object_images=True,
+        secondary=[SECONDARY_CONFIG_PATH],
+        progress=False,
+    )
+    return {"recording": rec, "gt": Path(shutil.copy(sample_videos.gt_json, d / "sgie_gt.json"))}
+
+
+def test_06_secondary(secondary_workspace, monkeypatch):
+    ws = secondary_workspace
+    env = {"DSPROBE_SECONDARY_RECORDING": ws["recording"], "DSPROBE_GROUND_TRUTH": ws["gt"]}
+    nb = run_notebook("06_secondary.ipynb", monkeypatch, env)
+    text, kinds = outputs(nb)
+    assert "best classifier-threshold" in text and "'nan_rows': 0" in text
+    assert "'top1':" in text and "cosine:embedding" in text
+    assert "SGIE 2 objects paired by rect" in text  # dsprobe compare, engine stand-in vs ONNX
+    # galleries x2, sweep, norms, histograms, drifted crops; threshold view and projection explorer
+    assert kinds.count("image/png") >= 6 and kinds.count(WIDGET_VIEW) >= 2
+    assert (ws["recording"].parent / "sgie_bilinear.h5").exists()

@@ -32,6 +32,18 @@ from dsprobe.notebook.plots import (
     plot_score_distributions,
     show_image,
 )
+from dsprobe.notebook.secondary import (
+    ProjectionExplorer,
+    ThresholdView,
+    crop_grid,
+    gallery_by,
+    object_crop,
+    plot_confusion,
+    plot_cosine_histograms,
+    plot_norms,
+    plot_projection,
+    plot_threshold_sweep,
+)
 from dsprobe.notebook.tuner import ALL_CLASSES, Tuner, search_panel
 
 __all__ = [
@@ -41,11 +53,21 @@ __all__ = [
     "Explorer",
     "FrameBrowser",
     "FrameCanvas",
+    "ProjectionExplorer",
+    "ThresholdView",
     "Tuner",
     "ab_difference",
     "color",
     "counts_by_stream",
     "crop_gallery",
+    "crop_grid",
+    "gallery_by",
+    "object_crop",
+    "plot_confusion",
+    "plot_cosine_histograms",
+    "plot_norms",
+    "plot_projection",
+    "plot_threshold_sweep",
     "draw_detections",
     "error_crops",
     "figure_jpeg",
