@@ -22,12 +22,13 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from dsprobe import FrameRecord, ImageRecord, Recorder
+from dsprobe import FrameRecord, ImageRecord, Recorder, RecorderOptions
 from dsprobe.recording.schema import COMPRESSIONS
 from dsprobe.recording.synthetic import synthetic_image, yolov8_like_output
 
@@ -106,10 +107,12 @@ def bench_raw_write(frames: list[FrameRecord], path: Path, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def bench_recorder(frames: list[FrameRecord], path: Path, n: int, **opts) -> tuple[float, int]:
+def bench_recorder(
+    frames: list[FrameRecord], path: Path, n: int, options: RecorderOptions
+) -> tuple[float, int]:
     """(seconds from the first record() to the last byte fsynced, bytes on disk) for n frames, none dropped."""
     t0 = time.perf_counter()
-    rec = Recorder(path, drop_when_full=False, queue_size=32, **opts)
+    rec = Recorder(path, replace(options, drop_when_full=False, queue_size=32))
     for i in range(n):
         rec.record(frame_at(frames, i))
     rec.close()
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             return bench_raw_write(frames, path, n)
 
         def recorder_write(path: Path) -> float:
-            return bench_recorder(frames, path, n, compression=None, image_format="raw")[0]
+            return bench_recorder(frames, path, n, RecorderOptions(image_format="raw"))[0]
 
         pairs = interleaved_pairs(
             raw_write, recorder_write, (workdir / "raw.bin", workdir / "rec.h5"), args.reps
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"   {c:<12} skipped: pip install hdf5plugin")
                         continue
                 path = workdir / f"c_{c}_{fp16}.h5"
-                dt, size = bench_recorder(data, path, n // 2, compression=c)
+                dt, size = bench_recorder(data, path, n // 2, RecorderOptions(compression=c))
                 per = size / (n // 2)
                 if c is None:  # the first row: the ratio's base
                     base_per = per

@@ -141,7 +141,6 @@ def expected_counts(recording: Path) -> tuple[int, float, int]:
     """Boxes on the tuner's first frame with the config's settings, a threshold that removes some,
     and the boxes left at that threshold, from the library."""
     from dsprobe import Postprocess, open_recording
-    from dsprobe.analysis.settings import apply_params
 
     with open_recording(recording) as rec:
         pp = Postprocess.from_nvinfer_config(rec.config())
@@ -151,7 +150,7 @@ def expected_counts(recording: Path) -> tuple[int, float, int]:
         dets = pp(frame)
         assert len(dets), "the sample's first frame has no boxes"
         thr = math.floor(float(dets.scores.min()) * 100) / 100 + 0.01
-        after = apply_params(pp, {"pre_cluster_threshold": thr})(frame)
+        after = pp.set_params({"pre_cluster_threshold": thr})(frame)
         return len(dets), round(thr, 2), len(after)
 
 

@@ -15,10 +15,13 @@ class GatedRecorder(Recorder):
     def __init__(self, *args, **kwargs):
         self.gate = threading.Event()
         super().__init__(*args, **kwargs)
+        prepare = self._loop.prepare
 
-    def _prepare(self, frame):
-        self.gate.wait()
-        return super()._prepare(frame)
+        def gated(frame):
+            self.gate.wait()
+            return prepare(frame)
+
+        self._loop.prepare = gated
 
 
 def frame(n, source_id=0, pts_ns=None, **kw):

@@ -175,7 +175,7 @@ def test_scores_sweep_best_threshold_and_confusion():
     with pytest.raises(ValueError, match="no metric"):
         sec.best_threshold(sweep, "nope")
     pred, _ = sec.classifier_predictions(probs, 0.65)
-    conf = sec.confusion_matrix(truth, pred, ["a", "b"])
+    conf = sec.attribute_confusion(truth, pred, ["a", "b"])
     assert list(conf.columns) == ["a", "b", "(no label)"]
     assert conf.to_numpy().tolist() == [[1, 0, 0], [0, 1, 2]]
 

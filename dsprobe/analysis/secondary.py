@@ -191,7 +191,7 @@ def best_threshold(sweep: pd.DataFrame, metric: str = "f1") -> float:
     return float(sweep.loc[sweep[metric] >= best - 1e-12, "threshold"].max())
 
 
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+def attribute_confusion(truth: np.ndarray, pred: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
     """Counts, rows = true class, columns = attached class plus ``"(no label)"`` for ``NO_LABEL``;
     objects with an unknown truth (< 0) are left out."""
     truth, pred = np.asarray(truth), np.asarray(pred)

@@ -69,7 +69,7 @@ def score_secondary(rec: Any, gt: Any) -> dict[str, Any]:
         "at_config": sec.classifier_scores(probs, truth, cfg.classifier_threshold),
         "best_threshold": best,
         "at_best": sec.classifier_scores(probs, truth, best),
-        "confusion": sec.confusion_matrix(truth, pred, SECONDARY_LABELS),
+        "confusion": sec.attribute_confusion(truth, pred, SECONDARY_LABELS),
         "sweep": sweep,
         "health": sec.embedding_health(emb),
         "separation": sec.separation(same, diff),

@@ -55,7 +55,7 @@ def _summary(rec: Recording) -> dict[str, Any]:
             "preprocessing": {k: pre[k] for k in _GEOMETRY_KEYS} if pre else None,
         }
     encodings: dict[str, int] = {}
-    for seg in rec._segs:
+    for seg in rec.segments:
         codes = seg.f["images/encoding"][:]
         for code, count in zip(*np.unique(codes, return_counts=True)):
             encodings[IMAGE_ENCODINGS[int(code)]] = encodings.get(

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.notebook.errors_view import plot_confusion
 from dsprobe.notebook.figures import axes_for, color, new_figure
 
 
@@ -91,24 +92,6 @@ def plot_threshold_sweep(sweep: pd.DataFrame, best: float | None = None, ax: Any
     ax.set_ylim(min(0.0, float(sweep[["accuracy", "coverage"]].min().min())), 1.02)
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_confusion(conf: pd.DataFrame, ax: Any = None, title: str = "") -> Any:
-    """A confusion table (rows: truth, columns: attached label) as a heat map with counts."""
-    fig, ax = axes_for(ax, (0.5 * conf.shape[1] + 2, 0.45 * conf.shape[0] + 1.2))
-    m = conf.to_numpy()
-    ax.imshow(np.log1p(m), cmap="Blues")
-    for (i, j), v in np.ndenumerate(m):
-        if v:
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(conf.shape[1]), conf.columns, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(conf.shape[0]), conf.index, fontsize=7)
-    ax.set_xlabel("attached label")
-    ax.set_ylabel("ground truth")
-    if title:
-        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -279,15 +262,15 @@ class ThresholdView:
         from IPython.display import display
 
         from dsprobe.analysis.secondary import (
+            attribute_confusion,
             classifier_predictions,
             classifier_scores,
-            confusion_matrix,
         )
 
         t = float(self.slider.value)
         self.scores = classifier_scores(self.probs, self.truth, t)
         pred, _ = classifier_predictions(self.probs, t)
-        self.confusion = confusion_matrix(self.truth, pred, self.labels)
+        self.confusion = attribute_confusion(self.truth, pred, self.labels)
         s = self.scores
         self.out.clear_output(wait=True)
         with self.out:

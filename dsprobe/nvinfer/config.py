@@ -1,6 +1,6 @@
 """Read Gst-nvinfer config files (key=value ``[property]`` / ``[class-attrs-*]`` files and the YAML form).
 
-Values are typed and carry nvinfer's defaults (see ``shared/reference/nvinfer_semantics.md`` §1, §3.1).
+Values are typed and carry nvinfer's defaults (see ``docs/nvinfer-semantics.md`` §1, §3.1).
 Unknown keys are kept in :attr:`NvinferConfig.unknown_keys` and reported, never fatal; a malformed
 value raises :class:`NvinferConfigError` naming the file, the line and the key.
 """
@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dsprobe.nvinfer.keys import CLASS_KEYS, PROPERTY_KEYS
+from dsprobe.nvinfer.nvinferserver import (
+    ProtoTextError,
+    is_nvinferserver_text,
+    nvinferserver_sections,
+)
 
 # cluster-mode values
 CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = (
@@ -189,7 +194,15 @@ def load_nvinfer_config(path: str | Path) -> NvinferConfig:
 
 
 def parse_nvinfer_config(text: str, source: str = "<config>") -> NvinferConfig:
-    """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths."""
+    """Parse config ``text``; ``source`` (a path) names it in errors and resolves relative paths.
+
+    nvinferserver configs (protobuf text) are read too, their fields translated to nvinfer keys
+    (:mod:`dsprobe.nvinfer.nvinferserver`)."""
+    if is_nvinferserver_text(text):
+        try:
+            return _build(text, source, nvinferserver_sections(text, source))
+        except ProtoTextError as exc:
+            raise NvinferConfigError(str(exc)) from None
     looks_yaml = source.endswith((".yml", ".yaml")) or (
         "[property]" not in text and re.search(r"^property\s*:", text, re.M) is not None
     )

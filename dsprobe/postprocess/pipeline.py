@@ -15,34 +15,44 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer.config import (
-    CLUSTER_DBSCAN,
-    CLUSTER_DBSCAN_NMS,
-    CLUSTER_GROUP_RECTANGLES,
-    CLUSTER_NMS,
-    CLUSTER_NONE,
-    NvinferConfig,
-    Preprocessing,
-)
+from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
+from dsprobe.postprocess.bundle import BundleError, bundle_functions, read_spec, write_bundle
 from dsprobe.postprocess.filters import object_filters
-from dsprobe.postprocess.params import check_params
-from dsprobe.postprocess.registry import STEP_KINDS, StepContext, get_step
+from dsprobe.postprocess.nvinfer_params import steps_from_config
+from dsprobe.postprocess.params import (
+    ParamSpec,
+    check_params,
+    function_params,
+    param_specs,
+    plain,
+    value_for_class,
+    value_with_class,
+)
+from dsprobe.postprocess.registry import (
+    STEP_KINDS,
+    PostprocessError,
+    StepContext,
+    check_output,
+    get_step,
+    is_builtin,
+    one_line,
+)
+from dsprobe.postprocess.replay import (
+    DecodedRecording,
+    decode_recording,
+    detections_by_row,
+    detections_frame,
+    tag_parent,
+)
 from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
-
-if TYPE_CHECKING:
-    from dsprobe.postprocess.replay import DecodedRecording
 
 SPEC_FORMAT = "dsprobe-postprocess"
 SPEC_VERSION = 1
-
-
-class PostprocessError(ValueError):
-    """A bad spec or a step that failed; the message names the step and what was expected."""
 
 
 @dataclass
@@ -55,11 +65,6 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
-
-
-def _scalar_or_list(values: Sequence) -> Any:
-    vals = list(values)
-    return vals[0] if vals and all(v == vals[0] for v in vals) else vals
 
 
 class Postprocess:
@@ -93,6 +98,9 @@ class Postprocess:
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+        self._user = [not is_builtin(fn) for fn in self._fns]  # user code: outputs checked
+        #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
+        self.device = "cpu"
 
     def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
         """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
@@ -174,103 +182,25 @@ class Postprocess:
         4 ``none``; 1/3 ``dbscan`` (approximation)) ``-> scale:nvinfer`` (maintain-aspect-ratio,
         symmetric-padding, ``deepstream_version``) ``-> filter:objects`` (filter-out-class-ids,
         detected-min/max-w/h, roi-top/bottom-offset, crop-objects-to-roi-boundary; only when set).
+        Keys and params map through one table (:mod:`dsprobe.postprocess.nvinfer_params`).
         Per-class values become lists indexed by class id (a scalar when all classes agree). The
         config's geometry and labels go into the spec."""
-        n = cfg.num_detected_classes or 1
-        pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
-        decode_params = {**dict(decoder_params or {}), **more_decoder_params}
-        steps = [
-            Step("decode", decoder, decode_params),  # type: ignore[arg-type]
-            Step(
-                "filter",
-                "threshold",
-                {
-                    "pre_cluster_threshold": pc("pre_cluster_threshold"),
-                    "num_classes": cfg.num_detected_classes,
-                },
-            ),
-        ]
-        mode = cfg.cluster_mode
-        if mode == CLUSTER_NMS:
-            steps.append(
-                Step(
-                    "cluster",
-                    "nms",
-                    {
-                        "iou_threshold": pc("nms_iou_threshold"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                    },
-                )
+        decode = {
+            "kind": "decode",
+            "name": decoder,
+            "params": {**dict(decoder_params or {}), **more_decoder_params},
+        }
+        try:
+            steps = steps_from_config(
+                cfg, decode, deepstream_version=deepstream_version, opencv_build=opencv_build
             )
-        elif mode == CLUSTER_GROUP_RECTANGLES:
-            steps.append(
-                Step(
-                    "cluster",
-                    "group_rectangles",
-                    {
-                        "group_threshold": pc("group_threshold"),
-                        "eps": pc("eps"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "opencv_build": opencv_build,
-                    },
-                )
-            )
-        elif mode == CLUSTER_NONE:
-            steps.append(Step("cluster", "none", {"topk": pc("topk")}))
-        elif mode in (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS):
-            steps.append(
-                Step(
-                    "cluster",
-                    "dbscan",
-                    {
-                        "eps": pc("eps"),
-                        "min_boxes": pc("min_boxes"),
-                        "min_score": pc("dbscan_min_score"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                        "then_nms": mode == CLUSTER_DBSCAN_NMS,
-                        "iou_threshold": pc("nms_iou_threshold"),
-                    },
-                )
-            )
-        else:
-            raise PostprocessError(f"{cfg.path or 'config'}: unknown cluster-mode {mode}")
-        pre = cfg.preprocessing
-        steps.append(
-            Step(
-                "scale",
-                "nvinfer",
-                {
-                    "maintain_aspect_ratio": pre.maintain_aspect_ratio,
-                    "symmetric_padding": pre.symmetric_padding,
-                    "deepstream_version": deepstream_version,
-                },
-            )
-        )
-        # nvinfer always runs its object checks: even with every key at 0 they drop boxes that cross
-        # the frame's bottom edge (and, before DeepStream 9, its top edge). Only non-default keys are listed.
-        obj: dict[str, Any] = {}
-        if cfg.filter_out_class_ids:
-            obj["filter_out_class_ids"] = list(cfg.filter_out_class_ids)
-        for name in (
-            "detected_min_w",
-            "detected_min_h",
-            "detected_max_w",
-            "detected_max_h",
-            "roi_top_offset",
-            "roi_bottom_offset",
-        ):
-            if any(v != 0 for v in cfg.per_class(name, n)):
-                obj[name] = pc(name)
-        if cfg.crop_objects_to_roi_boundary:
-            obj["crop_objects_to_roi_boundary"] = True
-        steps.append(Step("filter", "objects", obj))
+        except ValueError as exc:
+            raise PostprocessError(str(exc)) from None
         return cls(
             steps,
             labels=labels if labels is not None else cfg.labels(),
             num_classes=cfg.num_detected_classes,
-            geometry=pre,
+            geometry=cfg.preprocessing,
             allow_import=allow_import,
             functions=functions,
         )
@@ -320,9 +250,21 @@ class Postprocess:
         )
 
     def save(self, path: str | Path) -> Path:
+        """Write the JSON spec (user functions are named ``"module:function"``; to carry their
+        source, :meth:`export` a bundle)."""
         p = Path(path)
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return p
+
+    def export(self, directory: str | Path) -> Path:
+        """Write a self-contained bundle into ``directory``: ``postprocess.json`` and, when a step is
+        your own function, ``user_steps.py`` with its source and the helpers and imports it needs
+        (its SHA-256 in the spec). Refuses (:class:`~dsprobe.postprocess.bundle.BundleError`, naming
+        the object and why) a lambda, a closure over local variables or an object that is neither
+        importable nor a plain constant. Load it with ``Postprocess.load(directory, trust=True)``
+        or ``dsprobe.deepstream.attach_postprocess(pgie, directory, trust=True)``."""
+        user = {s.name: fn for s, fn, u in zip(self.steps, self._fns, self._user) if u}
+        return write_bundle(directory, self.to_dict(), user)
 
     @classmethod
     def load(
@@ -331,16 +273,36 @@ class Postprocess:
         *,
         allow_import: bool = False,
         functions: Mapping[str, Callable] | None = None,
+        trust: bool = False,
     ) -> "Postprocess":
-        p = Path(path)
+        """A Postprocess from a spec file or an exported bundle folder. A bundle with user code is
+        imported only with ``trust=True`` (your consent to run it) and only if its module's SHA-256
+        is the recorded one; without consent nothing runs and the error says how to give it."""
+        p, d = read_spec(path)
         try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError) as exc:
-            raise PostprocessError(f"{p}: cannot read postprocess spec: {exc}") from None
-        try:
-            return cls.from_dict(d, allow_import=allow_import, functions=functions)
+            fns = {**bundle_functions(p, d, trust), **dict(functions or {})}
+            return cls.from_dict(d, allow_import=allow_import, functions=fns)
+        except BundleError:
+            raise
         except PostprocessError as exc:
             raise PostprocessError(f"{p}: {exc}") from None
+
+    def _copy(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
+        """The one copy path: these steps with this Postprocess's labels, classes, geometry,
+        import permission, resolved user functions and device (or ``device``)."""
+        pp = Postprocess(
+            steps,
+            labels=self.labels,
+            num_classes=self.num_classes,
+            geometry=self.geometry,
+            allow_import=self.allow_import,
+            functions=self._functions,
+        )
+        pp.device = self.device if device is None else device
+        return pp
+
+    def _step_copies(self) -> list[Step]:
+        return [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
 
     def with_params(self, kind_or_index: str | int, **params: Any) -> "Postprocess":
         """A copy with ``params`` updated in the first step of ``kind`` (or step number ``index``)."""
@@ -351,32 +313,107 @@ class Postprocess:
         )
         if idx is None:
             raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+        steps = self._step_copies()
         steps[idx].params.update(params)
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
-        )
+        return self._copy(steps)
 
-    def with_step(self, kind: str, name: str, **params: Any) -> "Postprocess":
-        """A copy whose first ``kind`` step is replaced by ``name`` with ``params``."""
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+    def with_step(self, kind: str, name: str | Callable, **params: Any) -> "Postprocess":
+        """A copy whose first ``kind`` step is replaced by ``name`` (registered name, function or
+        ``"module:function"``) with ``params``."""
+        steps = self._step_copies()
         idx = next((i for i, s in enumerate(steps) if s.kind == kind), None)
         if idx is None:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
-        steps[idx] = Step(kind, name, dict(params))
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
+        steps[idx] = Step(kind, name, dict(params))  # type: ignore[arg-type]
+        return self._copy(steps)
+
+    # ------------------------------------------------------------------ params by name
+    def step_function(self, index: int) -> Callable:
+        """The resolved function of step ``index`` (registered or the user's own)."""
+        return self._fns[index]
+
+    def resolved_params(self, index: int) -> dict[str, Any]:
+        """Every keyword param of step ``index``: the spec's value, else its function's default."""
+        defaults = {name: d for name, d, _, _ in function_params(self._fns[index])}
+        return {**defaults, **self.steps[index].params}
+
+    def param_specs(self) -> dict[str, ParamSpec]:
+        """Every tunable param by name (:class:`~dsprobe.postprocess.params.ParamSpec`), read from
+        this Postprocess's own step functions (registered or the user's: no import, no registry).
+        A name two steps take belongs to the step nvinfer's key table names (``pre_cluster_threshold``
+        -> ``filter:threshold``), else to the first; the other is listed as ``"kind.name"``.
+        nvinfer's object-filter params are listed even without a ``filter:objects`` step
+        (``step_index`` None: setting one adds the step after scaling)."""
+        return param_specs(self.steps, self._fns, object_filters)
+
+    def get_param(self, name: str, class_id: int | None = None) -> Any:
+        """Current value of param ``name`` (see :meth:`param_specs`; the function's default when the
+        spec leaves it out); with ``class_id`` the value for that class (per-class lists are indexed
+        by class id). ValueError naming the settable params for a name no step takes."""
+        spec = self._param_spec(name)
+        value = (
+            spec.default
+            if spec.step_index is None
+            else self.steps[spec.step_index].params.get(spec.name, spec.default)
         )
+        return value if class_id is None else value_for_class(name, value, class_id)
+
+    def set_params(self, params: Mapping[str, Any], class_id: int | None = None) -> "Postprocess":
+        """A new Postprocess with ``params`` (``{name: value}``, names as :meth:`param_specs`) set in
+        the steps that own them (nvinfer's ``filter:objects`` added after the scale step when one of
+        its params is set). With ``class_id`` each value is set for that class only (a scalar becomes
+        a per-class list of ``num_classes`` values; a list whose values all agree collapses back to a
+        scalar). The result is checked like any Postprocess (PostprocessError naming the step)."""
+        steps = self._step_copies()
+        specs = self.param_specs()
+        n = int(self.num_classes or len(self.labels))
+        for name, value in params.items():
+            spec = self._param_spec(name, specs)
+            if spec.step_index is None:
+                at = next(
+                    (k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"),
+                    len(steps),
+                )
+                steps.insert(at, Step(spec.step_kind, spec.step_name, {}))
+                specs = param_specs(
+                    steps, [*self._fns[:at], object_filters, *self._fns[at:]], object_filters
+                )
+                spec = specs[name]
+            target = steps[spec.step_index]  # type: ignore[index]
+            value = plain(value)
+            if class_id is not None:
+                current = target.params.get(spec.name, spec.default)
+                value = value_with_class(name, current, value, class_id, n)
+            target.params[spec.name] = value
+        return self._copy(steps)
+
+    def _param_spec(self, name: str, specs: Mapping[str, ParamSpec] | None = None) -> ParamSpec:
+        specs = self.param_specs() if specs is None else specs
+        if name not in specs:
+            raise ValueError(
+                f"no step of {self} takes a param {name!r}; settable: {', '.join(specs)}"
+            )
+        return specs[name]
+
+    def to(self, device: str) -> "Postprocess":
+        """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,
+        :meth:`detections_by_row`, :meth:`decode_recording`) run on ``device``: ``"cpu"`` or
+        ``"cuda"`` (CuPy, ``pip install 'dsprobe[gpu]'``; ``docs/gpu.md``). Results are identical.
+
+        When CuPy or a GPU is missing, or a step has no GPU kernel, one
+        :class:`~dsprobe.postprocess.gpu.backend.GpuFallbackWarning` says why and the copy stays on
+        the CPU (``.device`` tells). The device is not part of the saved spec."""
+        from dsprobe.postprocess.gpu.backend import resolve_device
+
+        return self._copy(self._step_copies(), resolve_device(device, self))
+
+    def _gpu_plan(self) -> Any:
+        """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
+        if self.device != "cuda":
+            return None
+        from dsprobe.postprocess.gpu.backend import gpu_plan
+
+        return gpu_plan(self)
 
     def step(self, kind: str) -> Step:
         for s in self.steps:
@@ -436,11 +473,17 @@ class Postprocess:
             except PostprocessError:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
+                raise PostprocessError(f"{self._where(i, fused)}: {one_line(exc)}") from exc
+            except Exception as exc:  # the user's own code may raise anything: name it, one line
+                raise PostprocessError(
+                    f"{self._where(i, fused)}: {type(exc).__name__}: {one_line(exc)}"
+                ) from exc
             if not isinstance(dets, Detections):
                 raise PostprocessError(
                     f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections"
                 )
+            if self._user[i]:
+                check_output(self._where(i), dets)
             i += 2 if fused else 1
         assert dets is not None
         return dets
@@ -452,6 +495,27 @@ class Postprocess:
             if fused
             else f"step {i} ({s.kind} {s.name!r})"
         )
+
+    def run_batch(
+        self,
+        layers: Mapping[str, Any],
+        contexts: Sequence[StepContext],
+        *,
+        stop: int | None = None,
+    ) -> list[Detections]:
+        """One Detections per frame of a batch: ``layers`` maps each layer name to an array with the
+        frames on its first axis (numpy, or CuPy on the GPU: e.g. nvinfer's device buffers),
+        ``contexts`` one StepContext per frame. Equals ``run({n: a[i] ...}, contexts[i])`` per frame;
+        on ``device="cuda"`` the whole batch runs on the GPU."""
+        plan = self._gpu_plan()
+        if plan is not None:
+            from dsprobe.postprocess.gpu.runner import run_batch
+
+            return run_batch(self, plan, layers, contexts, stop)
+        return [
+            self.run({n: np.asarray(a[i]) for n, a in layers.items()}, ctx, stop=stop)
+            for i, ctx in enumerate(contexts)
+        ]
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
@@ -489,8 +553,6 @@ class Postprocess:
         per_frame = self.detections_by_row(
             rec, rows, unique_id=unique_id, progress=progress, batch=batch
         )
-        from dsprobe.postprocess.replay import detections_frame
-
         return detections_frame(rec, per_frame, self.labels)
 
     def detections_by_row(
@@ -504,39 +566,36 @@ class Postprocess:
         stop: int | None = None,
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
-        from dsprobe.postprocess.replay import detections_by_row
+        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`);
+        on ``device="cuda"`` each block runs as one GPU batch (``batch`` frames, at least 256)."""
+        if self._gpu_plan() is not None:
+            from dsprobe.postprocess.gpu.replay import GPU_BATCH
+            from dsprobe.postprocess.gpu.replay import detections_by_row as on_gpu
 
+            return on_gpu(
+                self,
+                rec,
+                rows,
+                unique_id=unique_id,
+                progress=progress,
+                batch=max(batch, GPU_BATCH),
+                stop=stop,
+            )
         return detections_by_row(
             self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
         )
 
     def decode_recording(
         self, rec: Any, rows: Iterable[int] | None = None, **kw: Any
-    ) -> "DecodedRecording":
+    ) -> DecodedRecording:
         """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
         clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
         steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
-        from dsprobe.postprocess.replay import decode_recording
-
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
-        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
-
-
-def tag_parent(d: Detections, parent_index: int) -> Detections:
-    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
-    return Detections(
-        d.boxes,
-        d.scores,
-        d.class_ids,
-        d.space,
-        keypoints=d.keypoints,
-        vectors=d.vectors,
-        masks=d.masks,
-        object_ids=np.full(len(d), parent_index, np.uint64),
-    )
+        on = "" if self.device == "cpu" else f", device={self.device!r}"
+        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + on + ")"
 
 
 def function_ref(fn: Callable) -> str:

@@ -109,6 +109,11 @@ class Recording:
 
     # ------------------------------------------------------------------ file-level
     @property
+    def segments(self) -> list[SegmentReader]:
+        """The open files in segment order (one per path of :attr:`paths`)."""
+        return list(self._segs)
+
+    @property
     def attrs(self) -> dict[str, Any]:
         """File-level attributes of the first file (schema_version, dsprobe_version, created, host, notes...)."""
         return dict(self._segs[0].attrs)
@@ -247,7 +252,7 @@ class Recording:
     ) -> "FrameView | list[FrameView]":
         """``rec[i]`` a FrameView; ``rec[a:b]`` / ``rec[[i, j]]`` a list of lazy FrameViews."""
         if isinstance(index, slice):
-            return [FrameView(self, i) for i in range(*index.indices(len(self)))]
+            return [self._view(i) for i in range(*index.indices(len(self)))]
         if isinstance(index, (list, tuple, np.ndarray)):
             return [self[int(i)] for i in np.asarray(index).reshape(-1)]
         i = int(index)
@@ -257,11 +262,14 @@ class Recording:
             raise IndexError(
                 f"frame row {index} out of range for a recording of {len(self)} frames"
             )
-        return FrameView(self, i)
+        return self._view(i)
 
     def __iter__(self) -> Iterator["FrameView"]:
         for i in range(len(self)):
-            yield FrameView(self, i)
+            yield self._view(i)
+
+    def _view(self, row: int) -> FrameView:
+        return FrameView(self._segs[int(self._seg_of[row])], int(self._local[row]), row)
 
     def find(self, source_id: int, frame_num: int, unique_id: int | None = None) -> "FrameView":
         """The frame of ``source_id`` with ``frame_num`` (and GIE ``unique_id`` if several)."""
@@ -275,7 +283,7 @@ class Recording:
                 f"{self.paths[0]}: no frame {frame_num} of source {source_id}"
                 f"{f' from GIE {unique_id}' if unique_id is not None else ''}"
             )
-        return FrameView(self, int(rows[0]))
+        return self._view(int(rows[0]))
 
     def layer(
         self, name: str, unique_id: int | None = None, per_object: bool | None = None

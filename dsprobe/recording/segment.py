@@ -1,23 +1,26 @@
-"""One HDF5 segment file being written by the Recorder's thread: its datasets, row buffers and block
-writes (tables of frames/objects/detections/images, one dataset per layer, a byte store for images),
-plus the checks that keep a bad frame or a full disk from ever reaching HDF5 half-written."""
+"""One HDF5 segment file being written by the Recorder's thread (:class:`Segment`): its header, row
+buffers and block writes (tables of frames/objects/detections/images, one dataset per layer, a byte
+store for images)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import h5py
 import numpy as np
 
+from dsprobe.nvinfer.config import NvinferConfig
 from dsprobe.recording.datasets import ByteStore, LayerSet, Table
 from dsprobe.recording.schema import (
+    CLASSIFICATION_COLUMNS,
+    CLASSIFICATION_TABLES,
     FORMAT_NAME,
     FRAME_COLUMNS,
     IMAGE_COLUMNS,
@@ -26,62 +29,31 @@ from dsprobe.recording.schema import (
     SCHEMA_VERSION,
     jsonable,
 )
+from dsprobe.recording.validate import InvalidFrame, check_fields
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dsprobe.recording.writer import Recorder
 
 _INT64_MAX = (1 << 63) - 1
 #: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
 TABLE_BLOCK_FRAMES = 256
 
 
-class _InvalidFrame(ValueError):
-    pass
+@dataclass(frozen=True)
+class SegmentHeader:
+    """What every segment file of one recording stores in its header (same for all segments)."""
+
+    recording_id: str
+    notes: str  # free text, or JSON
+    options_json: str  # RecorderOptions.to_json() as JSON
+    configs: Mapping[int, NvinferConfig]  # gie_unique_id -> config
+    compression: str | None
 
 
-class _NoSpace(OSError):
-    pass
-
-
-#: Room kept free for HDF5 metadata and closing the file cleanly when judging "disk full".
-SPACE_MARGIN_BYTES = 4 << 20
-
-
-def _check_space(path: Path, pending: int) -> None:
-    """Raise _NoSpace when ``pending`` bytes (+ margin) do not fit on the file system or under RLIMIT_FSIZE.
-
-    Checked before every block write so HDF5 never meets ENOSPC/EFBIG mid-write: a failed HDF5 write
-    leaves a file that cannot be closed cleanly.
-    """
-    need = int(pending * 1.05) + SPACE_MARGIN_BYTES
-    free = shutil.disk_usage(path.parent).free
-    if free < need:
-        raise _NoSpace(
-            f"disk full: {free} bytes free on the file system of {path.parent}, "
-            f"a block of {pending} bytes needs {need} with the margin"
-        )
-    try:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
-        return
-    if limit != resource.RLIM_INFINITY:
-        size = path.stat().st_size if path.exists() else 0
-        if size + need > limit:
-            raise _NoSpace(
-                f"file size limit: {path} is {size} bytes, RLIMIT_FSIZE is {limit}, "
-                f"a block of {pending} bytes needs {need} with the margin"
-            )
-
-
-class _Segment:
+class Segment:
     """One HDF5 file being written: row buffers and block writes."""
 
-    def __init__(self, path: Path, rec: Recorder, index: int, closed_bytes: int) -> None:
+    def __init__(self, path: Path, header: SegmentHeader, index: int, closed_bytes: int) -> None:
         self.path = path
-        self.rec = rec
+        self.header = header
         self.closed_bytes = closed_bytes
         self.opened = time.monotonic()
         # built under a temporary name and renamed after its first flush: a kill -9 at any moment never
@@ -96,12 +68,10 @@ class _Segment:
         a["dsprobe_version"] = __version__
         a["created"] = datetime.now(timezone.utc).isoformat()
         a["host"] = socket.gethostname()
-        a["recording_id"] = rec.recording_id
+        a["recording_id"] = header.recording_id
         a["segment_index"] = index
-        a["notes"] = (
-            rec.notes if isinstance(rec.notes, str) else json.dumps(jsonable(rec.notes or {}))
-        )
-        a["recorder_options"] = json.dumps(rec.options)
+        a["notes"] = header.notes
+        a["recorder_options"] = header.options_json
         a["software"] = json.dumps(
             {"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "numpy": np.__version__}
         )
@@ -109,7 +79,7 @@ class _Segment:
         a["frames_committed"] = 0
         a["closed_cleanly"] = False
         gies = self.f.create_group("gies")
-        for uid, cfg in rec.configs.items():
+        for uid, cfg in header.configs.items():
             g = gies.create_group(str(uid))
             g.attrs["config_text"] = cfg.text
             g.attrs["config_path"] = cfg.path or ""
@@ -121,6 +91,7 @@ class _Segment:
                 ("objects", OBJECT_COLUMNS),
                 ("detections", OBJECT_COLUMNS),
                 ("images", IMAGE_COLUMNS),
+                ("classifications", CLASSIFICATION_COLUMNS),
             )
         }
         self.image_data = ByteStore(self.f, "images/data")
@@ -135,8 +106,8 @@ class _Segment:
         os.replace(creating, path)
 
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
-        """Buffer one frame's rows; raises _InvalidFrame (before buffering anything) on bad input."""
-        _check_fields(frame)
+        """Buffer one frame's rows; raises InvalidFrame (before buffering anything) on bad input."""
+        check_fields(frame)
         self._check_layers("layers", frame.unique_id, frame.layers, frame)
         for o in frame.objects:
             self._check_layers("object_layers", frame.unique_id, o.layers, frame)
@@ -156,6 +127,8 @@ class _Segment:
         det_start = self.tables["detections"].count
         for d in frame.detections:
             self._add_object("detections", frame_row, d, -1, -1)
+        for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
+            self._add_classifications(frame_row, table, objs)
         self.tables["frames"].append(
             {
                 "source_id": frame.source_id,
@@ -193,19 +166,19 @@ class _Segment:
         where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
         known = self.layer_names.setdefault((group, uid), frozenset(layers))
         if frozenset(layers) != known:
-            raise _InvalidFrame(
+            raise InvalidFrame(
                 f"{where}: layers {sorted(layers)} differ from the recording's {sorted(known)}; "
                 "record a fixed set of layers per GIE (Recorder(layers=...)); frame dropped"
             )
         for name, arr in layers.items():
             if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub":
-                raise _InvalidFrame(
+                raise InvalidFrame(
                     f"{where}: layer {name!r} is not a numeric numpy array "
                     f"({type(arr).__name__} {getattr(arr, 'dtype', '')}); frame dropped"
                 )
             ls = self.layer_sets.get((group, uid, name))
             if ls is not None and (arr.shape != ls.shape or arr.dtype != ls.dtype):
-                raise _InvalidFrame(
+                raise InvalidFrame(
                     f"{where}: layer {name!r} changed from {ls.dtype}{list(ls.shape)} to "
                     f"{arr.dtype}{list(arr.shape)}; frame dropped"
                 )
@@ -217,7 +190,7 @@ class _Segment:
             ls = self.layer_sets.get(key)
             if ls is None:
                 ls = self.layer_sets[key] = LayerSet(
-                    self.f, group, uid, name, arr, self.rec.compression
+                    self.f, group, uid, name, arr, self.header.compression
                 )
             row = ls.append(arr)
         return row
@@ -258,6 +231,22 @@ class _Segment:
             }
         )
 
+    def _add_classifications(self, frame_row: int, table: str, objs: list[ObjectRecord]) -> None:
+        for k, o in enumerate(objs):
+            for c in o.classifications:
+                self.tables["classifications"].append(
+                    {
+                        "frame_row": frame_row,
+                        "table": CLASSIFICATION_TABLES.index(table),
+                        "object_index": k,
+                        "unique_component_id": c.unique_component_id,
+                        "attribute": c.attribute,
+                        "class_id": c.class_id,
+                        "confidence": c.confidence,
+                        "label": _label_bytes(c.label),
+                    }
+                )
+
     def write_pending(self, tables: bool = True) -> int:
         """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
         :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
@@ -277,6 +266,7 @@ class _Segment:
             "objects",
             "detections",
             "images",
+            "classifications",
             "frames",
         ):  # frames last: they point at the rest
             self.tables[name].write()
@@ -328,28 +318,6 @@ class _Segment:
             self.f.close()
         except Exception:
             pass
-
-
-def _check_fields(frame: FrameRecord) -> None:
-    """Reject a frame whose scalar fields would not fit the tables (before anything is buffered)."""
-    where = f"source {frame.source_id}, frame {frame.frame_num}"
-    try:
-        for name, value, n in (
-            ("network_size", frame.network_size, 3),
-            ("frame_size", frame.frame_size, 2),
-        ):
-            if len(value) != n:
-                raise ValueError(f"{name} needs {n} values, got {value!r}")
-        for kind, objs in (("object", frame.objects), ("detection", frame.detections)):
-            for i, o in enumerate(objs):
-                if len(o.rect) != 4:
-                    raise ValueError(
-                        f"{kind} {i}: rect needs (left, top, width, height), got {o.rect!r}"
-                    )
-                float(o.confidence), int(o.class_id), int(o.object_id), int(o.parent_object_id)
-        int(frame.source_id), int(frame.frame_num), int(frame.pts_ns), int(frame.unique_id)
-    except (TypeError, ValueError) as exc:
-        raise _InvalidFrame(f"{where}: {exc}; frame dropped") from None
 
 
 def _image_payload(image: ImageRecord | None) -> tuple[np.ndarray, tuple[int, int, int]] | None:

@@ -5,6 +5,7 @@ reads that turn HDF5 errors into a :class:`RecordingError` naming the file."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,6 +13,8 @@ import h5py
 import numpy as np
 
 from dsprobe.recording.schema import (
+    CLASSIFICATION_COLUMNS,
+    CLASSIFICATION_TABLES,
     FORMAT_NAME,
     FRAME_COLUMNS,
     IMAGE_COLUMNS,
@@ -19,6 +22,7 @@ from dsprobe.recording.schema import (
     SCHEMA_VERSION,
     layer_name_of,
 )
+from dsprobe.records import Classification
 
 _LAYER_GROUPS = ("layers", "object_layers")
 
@@ -128,6 +132,44 @@ class SegmentReader:
             frames = {c: v[:n] for c, v in frames.items()}
         self.frames = frames
         self.closed_cleanly = bool(self.attrs.get("closed_cleanly", False))
+
+    def classifications(self, frame_row: int, table: str) -> dict[int, list[Classification]]:
+        """``{object index: [Classification]}`` of one frame's ``table`` ("objects" or
+        "detections"); empty for files without a /classifications table."""
+        rows = self._classification_rows
+        if rows is None:
+            return {}
+        lo, hi = np.searchsorted(rows, [frame_row, frame_row + 1])
+        if lo == hi:
+            return {}
+        g = self.f["classifications"]
+        cols = {
+            c: self.read("/classifications", g[c], slice(lo, hi)) for c in CLASSIFICATION_COLUMNS
+        }
+        out: dict[int, list[Classification]] = {}
+        code = CLASSIFICATION_TABLES.index(table)
+        for k in range(hi - lo):
+            if int(cols["table"][k]) != code:
+                continue
+            out.setdefault(int(cols["object_index"][k]), []).append(
+                Classification(
+                    unique_component_id=int(cols["unique_component_id"][k]),
+                    attribute=int(cols["attribute"][k]),
+                    class_id=int(cols["class_id"][k]),
+                    confidence=float(cols["confidence"][k]),
+                    label=cols["label"][k].decode("utf-8", "replace"),
+                )
+            )
+        return out
+
+    @cached_property
+    def _classification_rows(self) -> np.ndarray | None:
+        """The /classifications frame_row column (sorted: rows are written in frame order)."""
+        if "classifications" not in self.f:
+            return None
+        g = self.f["classifications"]
+        n = min(g[c].shape[0] for c in CLASSIFICATION_COLUMNS)
+        return self.read("/classifications", g["frame_row"], slice(0, n))
 
     def _length(self, name: str, columns: dict) -> int:
         if name not in self.f:

@@ -195,7 +195,16 @@ def ensure_secondary_recording(path: str | Path, seconds: float = 4.0) -> Path:
     return path
 
 
+from dsprobe.sample.paths import (  # noqa: E402
+    NotebookPaths,
+    notebook_paths,
+    secondary_notebook_paths,
+)
+
 __all__ = [
+    "NotebookPaths",
+    "notebook_paths",
+    "secondary_notebook_paths",
     "ensure_sample_recording",
     "ensure_secondary_recording",
     "MODEL_PATH",
