@@ -44,6 +44,7 @@ from dsprobe.notebook.plots import (
     plot_pr_curves,
     plot_score_distributions,
 )
+from dsprobe.notebook.search_view import objectives_panel, search_panel
 from dsprobe.notebook.secondary import (
     ProjectionExplorer,
     ThresholdView,
@@ -55,7 +56,6 @@ from dsprobe.notebook.secondary import (
     plot_projection,
     plot_threshold_sweep,
 )
-from dsprobe.notebook.search_view import objectives_panel, search_panel
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner import ALL_CLASSES, Tuner
 
