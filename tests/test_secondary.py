@@ -118,7 +118,10 @@ def test_classifier_postprocess_is_nvinfers_rule_on_the_object_rect():
 
     frame = _sgie_frame(np.random.default_rng(1))
     pp = classifier_postprocess(SECONDARY_CONFIG_PATH, ["color"], classifier_threshold=0.0)
-    assert pp.labels == SECONDARY_LABELS and pp.steps[0].params["classifier_threshold"] == 0.0
+    assert (
+        pp.labels == [";".join(SECONDARY_LABELS)]
+        and pp.steps[0].params["classifier_threshold"] == 0.0
+    )
     d = pp(frame)
     assert list(d.object_ids) == [0, 1, 2]
     for k, obj in enumerate(frame.objects):

@@ -56,7 +56,9 @@ def classifier_postprocess(
 ) -> Postprocess:
     """nvinfer's classifier rule for SGIE ``config`` (path or NvinferConfig) on ``layer_names`` (the
     attribute layers in order; default every layer). ``classifier_threshold`` defaults to the
-    config's ``classifier-threshold``; labels are the first attribute's values."""
+    config's ``classifier-threshold``; labels are the config's label-file lines, one per attribute,
+    values separated by ``;`` (nvinfer's classifier format, what the live probe's
+    ``output="classifier"`` names its NvDsLabelInfo from)."""
     cfg = as_nvinfer_config(config)
     thr = cfg.classifier_threshold if classifier_threshold is None else classifier_threshold
     params: dict = {"classifier_threshold": float(thr), "softmax": softmax}
@@ -65,7 +67,7 @@ def classifier_postprocess(
     labels = classifier_labels(cfg)
     return Postprocess(
         [Step("decode", "classifier", params), _scale(cfg)],
-        labels=labels[0] if labels else [],
+        labels=[";".join(values) for values in labels],
         geometry=cfg.preprocessing,
     )
 
