@@ -318,3 +318,24 @@ def test_compare_reports_drift_per_object(sgie_recording):
     assert len(po) > 10 and (po["object_row_a"] == po["object_row_b"]).all()
     np.testing.assert_allclose(po["cosine:embedding"], 1.0, atol=1e-6)
     assert (po["max_abs:color"] == 0).all() and "per_object" not in rep.to_dict()
+
+
+def test_projection_explorer_click_selects_the_point_under_it(sgie_recording):
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("matplotlib")
+    from dsprobe import open_recording
+    from dsprobe.notebook import ProjectionExplorer
+
+    with open_recording(sgie_recording) as rec:
+        out = sec.sgie_outputs(rec)
+        emb = out.layers["embedding"]
+        pts, _ = sec.pca_2d(emb)
+        frame = out.objects["frame_num"].to_numpy()
+        nn = sec.nearest_neighbours(emb, frame, out.objects["source_id"].to_numpy(), k=2)
+        ex = ProjectionExplorer(rec, out.objects, pts, out.objects["class_id"].to_numpy(), nn)
+        k = int(np.argmax(pts[:, 0]))  # the right-most point
+        x, y = ex._to_pixels(pts[k : k + 1])[0]
+        ex.on_click({"type": "click", "relativeX": x, "relativeY": ex._height - y})
+        assert ex.index.value == k and ex.clicks == 1
+        ex.select(k)  # draws the crop and its neighbours
+        assert [len(ax.images) for ax in ex.figure.axes[:3]] == [1, 1, 1]  # crop + 2 neighbours

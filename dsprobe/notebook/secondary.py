@@ -192,6 +192,7 @@ class ProjectionExplorer:
         self.detail = w.Output()
         self.index.observe(lambda ch: self.select(ch["new"]), names="value")
         self.clicks = 0
+        self.figure: Any = None  # the crop + neighbours figure last shown
         try:
             from ipyevents import Event
 
@@ -216,19 +217,18 @@ class ProjectionExplorer:
         """Show object ``i`` and its neighbours."""
         nn = [int(j) for j in self.nn[i] if j >= 0]
         self.detail.clear_output(wait=True)
+        self.figure = crop_grid(
+            self.rec,
+            self.objects,
+            [i, *nn],
+            [f"#{i} {self.caption[i]}", *[f"nn #{j} {self.caption[j]}" for j in nn]],
+            cols=len(nn) + 1,
+            size=1.3,
+        )
         with self.detail:
             from IPython.display import display
 
-            display(
-                crop_grid(
-                    self.rec,
-                    self.objects,
-                    [i, *nn],
-                    [f"#{i} {self.caption[i]}", *[f"nn #{j} {self.caption[j]}" for j in nn]],
-                    cols=len(nn) + 1,
-                    size=1.3,
-                )
-            )
+            display(self.figure)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         self.select(self.index.value)
