@@ -199,7 +199,11 @@ def secondary_workspace(sample_videos, tmp_path_factory):
 
 def test_06_secondary(secondary_workspace, monkeypatch):
     ws = secondary_workspace
-    env = {"DSPROBE_SECONDARY_RECORDING": ws["recording"], "DSPROBE_GROUND_TRUTH": ws["gt"]}
+    env = {
+        "DSPROBE_SECONDARY_RECORDING": ws["recording"],
+        "DSPROBE_GROUND_TRUTH": ws["gt"],
+        "DSPROBE_SPEC": ws["recording"].with_name("tuned.json"),  # 06 must not write it
+    }
     nb = run_notebook("06_secondary.ipynb", monkeypatch, env)
     text, kinds = outputs(nb)
     assert "best classifier-threshold" in text and "'nan_rows': 0" in text
