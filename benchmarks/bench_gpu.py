@@ -13,7 +13,9 @@ target beside it:
    scaling of every frame, flat arrays back): ``Reclusterer(device="cuda")`` vs the CPU Reclusterer.
    Target >= 50x.
 3. a 10 x 10 search (pre-cluster threshold x NMS IoU) over 100,000 frames after one decode pass on the
-   GPU: every setting's kept boxes selected (GPU clustering, masking) and scored. Target <= 30 s.
+   GPU: every setting's kept boxes selected (GPU clustering, masking) and scored with mAP@0.5 against
+   synthetic ground truth (a GPU match table per clustering, dsprobe.analysis.sweep_scoring; exact
+   against dsprobe.analysis.objectives, tests/test_sweep_scoring.py). Target <= 30 s.
 
 Timings are medians of repeated runs (ranges printed); GPU work is synchronised before a clock is read.
 ``--quick`` runs small sizes (a smoke test).
@@ -264,28 +266,52 @@ def reclustering(cp, dec, cpu_frames: int) -> dict:
     return res
 
 
+def ground_truth(rc, pp, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic ground truth: the boxes of one setting (0.5, IoU 0.5), shifted by a few pixels,
+    15% of them dropped (flat rows, boxes, class ids)."""
+    ref = rc.select(pp.set_params({"pre_cluster_threshold": 0.5, "iou_threshold": 0.5}))
+    k = ref.keep & (rng.random(len(ref.keep)) > 0.15)
+    boxes = (ref.boxes[k] + rng.normal(0, 3, (int(k.sum()), 4))).astype(np.float32)
+    return ref.rows[k], boxes, ref.class_ids[k]
+
+
 def search_10x10(cp, dec) -> dict:
-    """Every one of the 100 settings selected over all frames (the search's loop without pycocotools)
-    and scored by the search's scorer when one can run here."""
+    """A 10 x 10 search (pre-cluster threshold x NMS IoU) over every decoded frame, scored (mAP@0.5):
+    per IoU one GPU clustering and one GPU match table (dsprobe.analysis.sweep_scoring); per
+    threshold the selection (a mask) and its mAP from the table's per-class prefix sums."""
     from dsprobe.analysis.search import Reclusterer
+    from dsprobe.analysis.sweep_scoring import GpuGroundTruth, ThresholdSweep, sweep_order_gpu
 
     pp = dec.postprocess
     thr = np.round(np.linspace(0.25, 0.7, 10), 3).tolist()
     ious = np.round(np.linspace(0.3, 0.75, 10), 3).tolist()
+    n = len(dec.candidates)
+    gt = ground_truth(Reclusterer(dec, floor=min(thr), device="cuda"), pp, np.random.default_rng(1))
     t0 = time.perf_counter()
+    gt_dev = GpuGroundTruth(*gt)
     rc = Reclusterer(dec, floor=min(thr), device="cuda")
-    kept = []
+    table, t_match = [], 0.0
     for u in ious:
+        floor = rc.select(pp.set_params({"pre_cluster_threshold": min(thr), "iou_threshold": u}))
+        k = floor.keep
+        t1 = time.perf_counter()
+        m = gt_dev.match(floor.rows[k], floor.boxes[k], floor.scores[k], floor.class_ids[k], n)
+        sweep = ThresholdSweep(m, order=sweep_order_gpu(m))
+        t_match += time.perf_counter() - t1
         for t in thr:
             sel = rc.select(pp.set_params({"pre_cluster_threshold": t, "iou_threshold": u}))
-            kept.append(int(sel.keep.sum()))
+            cut = float(np.float32(t))  # nvinfer compares float32 scores with a float32 threshold
+            assert int(sel.keep.sum()) == int((m.scores >= cut).sum())  # the cut is the selection
+            table.append((t, u, sweep.map50(cut), int(sel.keep.sum())))
     took = time.perf_counter() - t0
+    best = max(table, key=lambda r: r[2])
     print(
-        f"  10 x 10 settings selected over {len(dec.candidates)} frames on the GPU: {took:.2f} s "
-        f"({rc.cluster_runs} clusterings; kept boxes {min(kept)}..{max(kept)})",
+        f"  10 x 10 search over {n} frames, scored: {took:.2f} s (target <= 30 s; of which match "
+        f"tables + sweeps {t_match:.2f} s; {rc.cluster_runs} GPU clusterings); best threshold "
+        f"{best[0]}, IoU {best[1]}: mAP@0.5 {best[2]:.4f} ({best[3]} boxes)",
         flush=True,
     )
-    return {"select_s": took, "clusterings": rc.cluster_runs}
+    return {"search_s": took, "match_s": t_match, "clusterings": rc.cluster_runs, "best": best}
 
 
 def replay_stage(cp, outs, args, report: dict) -> None:

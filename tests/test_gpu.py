@@ -480,3 +480,51 @@ def test_gpu_reclusterer_on_random_settings_equals_running_the_steps():
         assert fast.keys() == slow.keys()
         for r in slow:
             assert not same(fast[r], slow[r]), (q.to_dict(), r)
+
+
+@needs_gpu
+def test_gpu_read_tensor_meta_device_through_the_pyds_double():
+    """dsprobe.deepstream.read_tensor_meta_device on a tensor meta whose ``out_buf_ptrs_dev`` is one
+    capsule over a C void*[] of device pointers (as pyds binds it): CuPy views, decoded on the GPU."""
+    import cupy
+    import pyds_double as pyds
+
+    from dsprobe.deepstream import read_tensor_meta_device
+    from dsprobe.deepstream.meta import MetaError
+
+    rng = np.random.default_rng(8)
+    frame = yolov8_batch(rng, 1)[0]  # (9, 96)
+    host = (ctypes.c_float * frame.size).from_buffer_copy(frame.tobytes())
+    info = pyds.NvDsInferLayerInfo("output0", 0, frame.shape, 0)
+    meta = pyds.NvDsInferTensorMeta(1, [info], [ctypes.addressof(host)], None)
+    dev = cupy.asarray(frame)
+    ptrs = (ctypes.c_void_p * 1)(dev.data.ptr)
+    meta.out_buf_ptrs_dev = pyds.Capsule(ptrs, ctypes.addressof(ptrs))
+    layers = read_tensor_meta_device(pyds, meta)
+    assert layers["output0"].data.ptr == dev.data.ptr and layers["output0"].shape == (1, 9, 96)
+    pp = nvinfer_chain().to("cuda")
+    ctx = contexts(rng, 1, (320, 320))
+    assert not same(pp.run_batch(layers, ctx)[0], pp.to("cpu").run({"output0": frame}, ctx[0]))
+    meta.out_buf_ptrs_dev = pyds.Capsule(None, 0)  # nvinferserver: no device buffers
+    with pytest.raises(MetaError, match="NULL"):
+        read_tensor_meta_device(pyds, meta)
+
+
+def test_read_tensor_meta_device_names_what_it_cannot_read():
+    import pyds_double as pyds
+
+    from dsprobe.deepstream import read_tensor_meta_device
+    from dsprobe.deepstream.meta import MetaError
+
+    host = (ctypes.c_float * 4)()
+    meta = pyds.NvDsInferTensorMeta(
+        3, [pyds.NvDsInferLayerInfo("out", 0, (4,), 0)], [ctypes.addressof(host)], None
+    )
+    meta.out_buf_ptrs_dev = pyds.Capsule(None, 0)  # nvinferserver attaches host buffers only
+    with pytest.raises(MetaError, match="tensor meta of GIE 3: out_buf_ptrs_dev is NULL"):
+        read_tensor_meta_device(pyds, meta)
+    odd = pyds.NvDsInferTensorMeta(
+        3, [pyds.NvDsInferLayerInfo("odd", 9, (4,), 0)], [ctypes.addressof(host)], None
+    )
+    with pytest.raises(MetaError, match="layer 'odd': unknown NvDsInferDataType 9"):
+        read_tensor_meta_device(pyds, odd)

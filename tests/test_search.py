@@ -361,3 +361,41 @@ def test_search_over_user_steps_decodes_per_decoder_setting_and_marks_failures(
         assert row["detections"] == r.num_detections
     assert res.best_params["drop_class"] == -1  # dropping a class of the sample loses its boxes
     rec.close()
+
+
+def keep_confident(dets, ctx, *, floor: float = 0.0):
+    """The user's filter step."""
+    return dets[dets.scores >= floor]
+
+
+def grown(dets, ctx, *, margin: float = 0.0):
+    """The user's scale step: nvinfer's mapping, then each box grown by ``margin`` frame px."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("scale", "nvinfer")(dets, ctx)
+    m = np.float32([-margin, -margin, margin, margin])
+    return Detections(d.boxes + m, d.scores, d.class_ids, "frame")
+
+
+def test_search_over_user_filter_and_scale_params(sample_recording, sample_videos):
+    from dsprobe import open_recording
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    rec = open_recording(sample_recording)
+    base = Postprocess.from_nvinfer_config(rec.config())
+    steps = [s.to_dict() for s in base.steps[:3]]
+    steps[1:1] = [{"kind": "filter", "name": keep_confident}]
+    steps.append({"kind": "scale", "name": grown})
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+    grid = {"floor": [0.0, 0.6], "margin": [0.0, 6.0]}
+    res = search(pp.decode_recording(rec), gt, grid, metric="map50_95")
+    frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
+    assert len(res.table) == 4 and "error" not in res.table
+    for _, row in res.table.iterrows():
+        r = evaluate(pp.set_params({k: float(row[k]) for k in grid}).run_recording(rec), gt, frames)
+        assert (row["map50"], row["map50_95"]) == pytest.approx((r.map50, r.map50_95), abs=1e-12)
+    assert res.best_params["margin"] == 0.0  # grown boxes fit the ground truth worse
+    rec.close()

@@ -4,6 +4,8 @@ objects it adds equal the replay of the same bundle; failing user code is counte
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyds_double as pyds
 import pytest
@@ -119,3 +121,54 @@ def test_failing_user_code_is_counted_live_and_named_in_one_line(tmp_path, mode,
     text = str(info.value)
     assert "\n" not in text and "step 0 (decode 'test_user_steps_live:broken_decoder')" in text
     assert message in text
+
+
+def drop_small(dets, ctx, *, min_side: float = 4.0) -> Detections:
+    """A user filter: boxes at least ``min_side`` network px wide and high."""
+    wh = dets.boxes[:, 2:] - dets.boxes[:, :2]
+    return dets[(wh >= min_side).all(axis=1)]
+
+
+def best_per_class(dets, ctx, *, keep: int = 2) -> Detections:
+    """A user cluster step: the ``keep`` best boxes of each class."""
+    order = np.lexsort((-dets.scores, dets.class_ids))
+    d = dets[order]
+    rank = np.arange(len(d)) - np.searchsorted(d.class_ids, d.class_ids)
+    return d[rank < keep]
+
+
+def stretch_to_frame(dets, ctx, *, margin: float = 0.0) -> Detections:
+    """A user scale step: network px to frame px by stretching (no letterbox), plus a margin."""
+    sx = ctx.frame_size[0] / ctx.network_size[0]
+    sy = ctx.frame_size[1] / ctx.network_size[1]
+    b = dets.boxes * np.float32([sx, sy, sx, sy]) + np.float32([-margin, -margin, margin, margin])
+    return Detections(b.astype(np.float32), dets.scores, dets.class_ids, "frame")
+
+
+def test_a_user_function_in_every_step_kind_exports_reloads_and_runs_live(tmp_path):
+    pp = Postprocess(
+        [
+            {"kind": "decode", "name": peak_decoder, "params": {"score_threshold": 0.5}},
+            {"kind": "filter", "name": drop_small, "params": {"min_side": 12.0}},
+            {"kind": "cluster", "name": best_per_class, "params": {"keep": 1}},
+            {"kind": "scale", "name": stretch_to_frame, "params": {"margin": 2.0}},
+        ],
+        labels=["a", "b", "c"],
+        num_classes=3,
+    )
+    assert {s.step_kind for s in pp.param_specs().values()} >= {
+        "decode",
+        "filter",
+        "cluster",
+        "scale",
+    }
+    spec = pp.export(tmp_path / "all")
+    names = set(json.loads(spec.read_text())["bundle"]["functions"].values())
+    assert names == {"peak_decoder", "drop_small", "best_per_class", "stretch_to_frame"}
+    reloaded = Postprocess.load(tmp_path / "all", trust=True)
+    assert reloaded.set_params({"keep": 2}).get_param("keep") == 2  # by name, from the bundle
+    live, rec = run_live(str(tmp_path / "all"), tmp_path, trust=True, unique_id=1)
+    assert live.stats["error_count"] == 0
+    for i in range(len(rec)):
+        assert rec[i].detections.same_objects(pp(rec[i]))
+        assert len(pp(rec[i])) == 2  # one box for each class with a peak

@@ -360,3 +360,42 @@ def test_tuner_with_user_decoder_and_filter(live_recording):
     )
     t.decoder.value = name
     assert t.postprocess.steps[0].name == name and "score_threshold" in t.param_controls
+
+
+def top_per_class(dets, ctx, *, keep: Annotated[int, Range(1, 20)] = 3):
+    """The user's cluster step: the ``keep`` best boxes of each class."""
+    order = np.lexsort((-dets.scores, dets.class_ids))
+    d = dets[order]
+    rank = np.arange(len(d)) - np.searchsorted(d.class_ids, d.class_ids)
+    return d[rank < keep]
+
+
+def grow(dets, ctx, *, margin: float = 0.0):
+    """The user's scale step: nvinfer's mapping, then each box grown by ``margin`` frame px."""
+    from dsprobe import Detections
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("scale", "nvinfer")(dets, ctx)
+    m = np.float32([-margin, -margin, margin, margin])
+    return Detections(d.boxes + m, d.scores, d.class_ids, "frame")
+
+
+def test_tuner_with_user_cluster_and_scale_steps(live_recording):
+    base = Postprocess.from_nvinfer_config(live_recording.config())
+    steps = [s.to_dict() for s in base.steps[:2]]
+    steps += [{"kind": "cluster", "name": top_per_class}, {"kind": "scale", "name": grow}]
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    t = Tuner(live_recording, pp)
+    busy_frame(t)
+    assert t.cluster.value == pp.steps[2].name
+    assert ("top_per_class (yours)", pp.steps[2].name) in t.cluster.options
+    assert set(t.param_controls) == {"keep", "margin"}
+    assert type(t.param_controls["keep"]).__name__ == "IntSlider"
+    t.param_controls["keep"].value = 1
+    t.param_controls["margin"].value = 4.0
+    expected = pp.set_params({"keep": 1, "margin": 4.0})
+    assert t.postprocess.to_dict() == expected.to_dict()
+    assert t.detections.same_objects(expected(t.frame_view))
+    assert len(t.detections) <= len(base.labels)

@@ -174,11 +174,11 @@ class Reclusterer:
             pp, cl, key
         )
         cparams = pp.steps[2].params
-        mask = cl.scores >= values_per_row(thr, cl.class_ids, "pre_cluster_threshold")
+        mask = cl.scores >= _per_box(thr, cl.class_ids, "pre_cluster_threshold")
         if pp.steps[2].name == "nms":
             post = cparams.get("post_cluster_threshold", 0.0)
-            mask &= cl.scores > values_per_row(post, cl.class_ids, "post_cluster_threshold")
-        topk = values_per_row(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
+            mask &= cl.scores > _per_box(post, cl.class_ids, "post_cluster_threshold")
+        topk = _per_box(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
         if len(mask) and np.any(topk >= 0):
             csum = np.cumsum(mask)
             rank = csum - (
@@ -306,6 +306,14 @@ class Reclusterer:
         while len(self._scaled) > self.max_cached:
             del self._scaled[next(iter(self._scaled))]
         return value
+
+
+def _per_box(value: Any, classes: np.ndarray, name: str, dtype: type = np.float32) -> Any:
+    """A per-class param for every box: ``values_per_row``, or one ``dtype`` scalar for a scalar
+    (the same comparisons without an array per setting)."""
+    if np.ndim(value) == 0:
+        return dtype(value)
+    return values_per_row(value, classes, name, dtype)
 
 
 def _run_starts(row_a: np.ndarray, classes_a: np.ndarray) -> np.ndarray:

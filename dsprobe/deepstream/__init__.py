@@ -10,6 +10,8 @@
 * :func:`add_object`, :func:`add_classifier_meta`, :func:`read_vector_user_meta`: the meta writers
   the live probe uses, for your own probes.
 * :func:`config_findings`: what ``dsprobe doctor`` reports for a GIE config.
+* :func:`read_tensor_meta_device` (experimental): nvinfer's output layers on the GPU as CuPy arrays,
+  without a copy, for ``Postprocess.to("cuda")`` (``docs/gpu.md``).
 """
 
 from dsprobe.deepstream.addmeta import (
@@ -22,6 +24,7 @@ from dsprobe.deepstream.addmeta import (
 )
 from dsprobe.deepstream.base import ProbeHandle
 from dsprobe.deepstream.checks import Finding, config_findings
+from dsprobe.deepstream.device_tensors import read_tensor_meta_device
 from dsprobe.deepstream.live import PostprocessProbeOptions, attach_postprocess
 from dsprobe.deepstream.probe import RecorderProbeOptions, attach_recorder
 
@@ -37,6 +40,7 @@ __all__ = [
     "add_classifier_meta",
     "classifier_results",
     "read_vector_user_meta",
+    "read_tensor_meta_device",
     "Finding",
     "config_findings",
 ]

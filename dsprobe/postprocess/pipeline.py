@@ -12,30 +12,18 @@ function's signature (names, annotations, defaults) when the Postprocess is buil
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
-from dsprobe.postprocess.bundle import BundleError, bundle_functions, read_spec, write_bundle
+from dsprobe.nvinfer.config import Preprocessing
 from dsprobe.postprocess.filters import object_filters
-from dsprobe.postprocess.nvinfer_params import steps_from_config
-from dsprobe.postprocess.params import (
-    ParamSpec,
-    check_params,
-    function_params,
-    param_specs,
-    plain,
-    value_for_class,
-    value_with_class,
-)
+from dsprobe.postprocess.params import check_params
 from dsprobe.postprocess.registry import (
     STEP_KINDS,
     PostprocessError,
+    Step,
     StepContext,
     check_output,
     get_step,
@@ -50,24 +38,11 @@ from dsprobe.postprocess.replay import (
     tag_parent,
 )
 from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
-
-SPEC_FORMAT = "dsprobe-postprocess"
-SPEC_VERSION = 1
-
-
-@dataclass
-class Step:
-    """One step: ``kind`` in decode/filter/cluster/scale, registered ``name`` (or "module:function")."""
-
-    kind: str
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
+from dsprobe.postprocess.spec import SpecFiles
+from dsprobe.postprocess.tunable import TunableParams
 
 
-class Postprocess:
+class Postprocess(SpecFiles, TunableParams):
     """A postprocess spec plus the resolved step functions.
 
     * ``steps``: list of :class:`Step` (or dicts), exactly one ``decode`` first.
@@ -159,134 +134,6 @@ class Postprocess:
             raise PostprocessError(str(exc)) from None
         return fn
 
-    @classmethod
-    def from_nvinfer_config(
-        cls,
-        cfg: NvinferConfig,
-        decoder: str | Callable = "yolov8",
-        decoder_params: Mapping | None = None,
-        *,
-        deepstream_version: float = 7.1,
-        opencv_build: bool = False,
-        labels: Sequence[str] | None = None,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-        **more_decoder_params: Any,
-    ) -> "Postprocess":
-        """The spec equivalent to an nvinfer config, with ``decoder`` (registered name, function or
-        ``"module:function"``) in place of nvinfer's parser and ``decoder_params`` /
-        ``**more_decoder_params`` as its params:
-
-        ``decode -> filter:threshold`` (pre-cluster-threshold, num-detected-classes) ``-> cluster``
-        (cluster-mode 2 ``nms``; 0 ``group_rectangles`` (NMS(0.5, top-20) unless ``opencv_build``);
-        4 ``none``; 1/3 ``dbscan`` (approximation)) ``-> scale:nvinfer`` (maintain-aspect-ratio,
-        symmetric-padding, ``deepstream_version``) ``-> filter:objects`` (filter-out-class-ids,
-        detected-min/max-w/h, roi-top/bottom-offset, crop-objects-to-roi-boundary; only when set).
-        Keys and params map through one table (:mod:`dsprobe.postprocess.nvinfer_params`).
-        Per-class values become lists indexed by class id (a scalar when all classes agree). The
-        config's geometry and labels go into the spec."""
-        decode = {
-            "kind": "decode",
-            "name": decoder,
-            "params": {**dict(decoder_params or {}), **more_decoder_params},
-        }
-        try:
-            steps = steps_from_config(
-                cfg, decode, deepstream_version=deepstream_version, opencv_build=opencv_build
-            )
-        except ValueError as exc:
-            raise PostprocessError(str(exc)) from None
-        return cls(
-            steps,
-            labels=labels if labels is not None else cfg.labels(),
-            num_classes=cfg.num_detected_classes,
-            geometry=cfg.preprocessing,
-            allow_import=allow_import,
-            functions=functions,
-        )
-
-    # ------------------------------------------------------------------ spec
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": SPEC_FORMAT,
-            "version": SPEC_VERSION,
-            "labels": self.labels,
-            "num_classes": self.num_classes,
-            "geometry": None
-            if self.geometry is None
-            else {
-                "network_width": self.geometry.network_width,
-                "network_height": self.geometry.network_height,
-                "network_channels": self.geometry.network_channels,
-                "maintain_aspect_ratio": self.geometry.maintain_aspect_ratio,
-                "symmetric_padding": self.geometry.symmetric_padding,
-            },
-            "steps": [s.to_dict() for s in self.steps],
-        }
-
-    @classmethod
-    def from_dict(
-        cls,
-        d: Mapping[str, Any],
-        *,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-    ) -> "Postprocess":
-        if d.get("format") != SPEC_FORMAT:
-            raise PostprocessError(f"not a dsprobe postprocess spec (format={d.get('format')!r})")
-        if int(d.get("version", 0)) > SPEC_VERSION:
-            raise PostprocessError(
-                f"postprocess spec version {d['version']} is newer than this dsprobe "
-                f"({SPEC_VERSION}); upgrade dsprobe"
-            )
-        g = d.get("geometry")
-        return cls(
-            d["steps"],
-            labels=d.get("labels", ()),
-            num_classes=int(d.get("num_classes", 0)),
-            geometry=Preprocessing(**g) if g else None,
-            allow_import=allow_import,
-            functions=functions,
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Write the JSON spec (user functions are named ``"module:function"``; to carry their
-        source, :meth:`export` a bundle)."""
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return p
-
-    def export(self, directory: str | Path) -> Path:
-        """Write a self-contained bundle into ``directory``: ``postprocess.json`` and, when a step is
-        your own function, ``user_steps.py`` with its source and the helpers and imports it needs
-        (its SHA-256 in the spec). Refuses (:class:`~dsprobe.postprocess.bundle.BundleError`, naming
-        the object and why) a lambda, a closure over local variables or an object that is neither
-        importable nor a plain constant. Load it with ``Postprocess.load(directory, trust=True)``
-        or ``dsprobe.deepstream.attach_postprocess(pgie, directory, trust=True)``."""
-        user = {s.name: fn for s, fn, u in zip(self.steps, self._fns, self._user) if u}
-        return write_bundle(directory, self.to_dict(), user)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-        trust: bool = False,
-    ) -> "Postprocess":
-        """A Postprocess from a spec file or an exported bundle folder. A bundle with user code is
-        imported only with ``trust=True`` (your consent to run it) and only if its module's SHA-256
-        is the recorded one; without consent nothing runs and the error says how to give it."""
-        p, d = read_spec(path)
-        try:
-            fns = {**bundle_functions(p, d, trust), **dict(functions or {})}
-            return cls.from_dict(d, allow_import=allow_import, functions=fns)
-        except BundleError:
-            raise
-        except PostprocessError as exc:
-            raise PostprocessError(f"{p}: {exc}") from None
-
     def _copy(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
         """The one copy path: these steps with this Postprocess's labels, classes, geometry,
         import permission, resolved user functions and device (or ``device``)."""
@@ -326,74 +173,6 @@ class Postprocess:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
         steps[idx] = Step(kind, name, dict(params))  # type: ignore[arg-type]
         return self._copy(steps)
-
-    # ------------------------------------------------------------------ params by name
-    def step_function(self, index: int) -> Callable:
-        """The resolved function of step ``index`` (registered or the user's own)."""
-        return self._fns[index]
-
-    def resolved_params(self, index: int) -> dict[str, Any]:
-        """Every keyword param of step ``index``: the spec's value, else its function's default."""
-        defaults = {name: d for name, d, _, _ in function_params(self._fns[index])}
-        return {**defaults, **self.steps[index].params}
-
-    def param_specs(self) -> dict[str, ParamSpec]:
-        """Every tunable param by name (:class:`~dsprobe.postprocess.params.ParamSpec`), read from
-        this Postprocess's own step functions (registered or the user's: no import, no registry).
-        A name two steps take belongs to the step nvinfer's key table names (``pre_cluster_threshold``
-        -> ``filter:threshold``), else to the first; the other is listed as ``"kind.name"``.
-        nvinfer's object-filter params are listed even without a ``filter:objects`` step
-        (``step_index`` None: setting one adds the step after scaling)."""
-        return param_specs(self.steps, self._fns, object_filters)
-
-    def get_param(self, name: str, class_id: int | None = None) -> Any:
-        """Current value of param ``name`` (see :meth:`param_specs`; the function's default when the
-        spec leaves it out); with ``class_id`` the value for that class (per-class lists are indexed
-        by class id). ValueError naming the settable params for a name no step takes."""
-        spec = self._param_spec(name)
-        value = (
-            spec.default
-            if spec.step_index is None
-            else self.steps[spec.step_index].params.get(spec.name, spec.default)
-        )
-        return value if class_id is None else value_for_class(name, value, class_id)
-
-    def set_params(self, params: Mapping[str, Any], class_id: int | None = None) -> "Postprocess":
-        """A new Postprocess with ``params`` (``{name: value}``, names as :meth:`param_specs`) set in
-        the steps that own them (nvinfer's ``filter:objects`` added after the scale step when one of
-        its params is set). With ``class_id`` each value is set for that class only (a scalar becomes
-        a per-class list of ``num_classes`` values; a list whose values all agree collapses back to a
-        scalar). The result is checked like any Postprocess (PostprocessError naming the step)."""
-        steps = self._step_copies()
-        specs = self.param_specs()
-        n = int(self.num_classes or len(self.labels))
-        for name, value in params.items():
-            spec = self._param_spec(name, specs)
-            if spec.step_index is None:
-                at = next(
-                    (k + 1 for k in range(len(steps) - 1, -1, -1) if steps[k].kind == "scale"),
-                    len(steps),
-                )
-                steps.insert(at, Step(spec.step_kind, spec.step_name, {}))
-                specs = param_specs(
-                    steps, [*self._fns[:at], object_filters, *self._fns[at:]], object_filters
-                )
-                spec = specs[name]
-            target = steps[spec.step_index]  # type: ignore[index]
-            value = plain(value)
-            if class_id is not None:
-                current = target.params.get(spec.name, spec.default)
-                value = value_with_class(name, current, value, class_id, n)
-            target.params[spec.name] = value
-        return self._copy(steps)
-
-    def _param_spec(self, name: str, specs: Mapping[str, ParamSpec] | None = None) -> ParamSpec:
-        specs = self.param_specs() if specs is None else specs
-        if name not in specs:
-            raise ValueError(
-                f"no step of {self} takes a param {name!r}; settable: {', '.join(specs)}"
-            )
-        return specs[name]
 
     def to(self, device: str) -> "Postprocess":
         """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,

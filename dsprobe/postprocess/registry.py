@@ -15,7 +15,7 @@ caller passes ``allow_import=True``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -45,6 +45,18 @@ class StepContext:
     num_classes: int = 0
     labels: tuple[str, ...] = ()
     geometry: object | None = None
+
+
+@dataclass
+class Step:
+    """One step: ``kind`` in decode/filter/cluster/scale, registered ``name`` (or "module:function")."""
+
+    kind: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
 
 
 class PostprocessError(ValueError):
