@@ -88,27 +88,24 @@ def live_equals_replay(replay_rec: Any, live_path: Path, threshold: float) -> tu
 
     cls = classifier_postprocess(SECONDARY_CONFIG_PATH, ["color"], threshold)
     emb = embedding_postprocess(SECONDARY_CONFIG_PATH, "embedding")
-    rows = np.flatnonzero(replay_rec.frames["layer_row"].to_numpy() < 0)
-    replay = {name: pp.detections_by_row(replay_rec, rows) for name, pp in (("c", cls), ("e", emb))}
+    f = replay_rec.frames
+    rows = np.flatnonzero(f["layer_row"].to_numpy() < 0)  # SGIE frames: tensors per object
     keys = {
-        (int(s), int(f)): int(r)
-        for r, s, f in zip(
-            rows,
-            replay_rec.frames["source_id"].to_numpy()[rows],
-            replay_rec.frames["frame_num"].to_numpy()[rows],
-        )
+        (int(s), int(n)): int(r)
+        for r, s, n in zip(rows, f["source_id"].to_numpy()[rows], f["frame_num"].to_numpy()[rows])
     }
-    equal = n = 0
+    equal = 0
     with open_recording(live_path) as live:
-        live_rows = np.flatnonzero(live.frames["layer_row"].to_numpy() < 0)
-        for r in live_rows:
-            f = live[int(r)]
-            n += 1
-            row = keys.get((f.source_id, f.frame_num))
+        views = [live[int(r)] for r in np.flatnonzero(live.frames["layer_row"].to_numpy() < 0)]
+        pairs = [(v, keys.get((v.source_id, v.frame_num))) for v in views]
+        # replay (batched) only the frames the live run covered
+        covered = np.array(sorted(r for _, r in pairs if r is not None), np.int64)
+        replay_c = cls.detections_by_row(replay_rec, covered)
+        replay_e = emb.detections_by_row(replay_rec, covered)
+        for v, row in pairs:
             if row is None:
                 continue
-            a, b = cls(f), replay["c"][row]
-            va, vb = emb(f), replay["e"][row]
+            a, b, va, vb = cls(v), replay_c[row], emb(v), replay_e[row]
             if (
                 a.same_objects(b)
                 and np.array_equal(a.vectors, b.vectors)
@@ -116,7 +113,7 @@ def live_equals_replay(replay_rec: Any, live_path: Path, threshold: float) -> tu
                 and np.array_equal(va.vectors, vb.vectors)
             ):
                 equal += 1
-    return equal, n
+    return equal, len(pairs)
 
 
 def report_lines(s: dict[str, Any], figures: list[str]) -> list[str]:
