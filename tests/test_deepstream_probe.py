@@ -356,7 +356,7 @@ def test_wrong_surface_format_warns_once_and_keeps_tensors(tmp_path, caplog):
 
 def test_jetson_copies_before_unmap_and_unmaps_every_surface(tmp_path):
     rng = np.random.default_rng(5)
-    pipe = pyds.Pipeline(MUX)
+    pipe = pyds.Pipeline(MUX, jetson=True)  # surface-array memory: mapped by pyds, must be unmapped
     gie = pyds.GieOutput(1, {"x": (0, (2,))})
     sgie = pyds.GieOutput(2, {"y": (0, (2,))})
     rec = Recorder(tmp_path / "j.h5", image_format="raw", image_max_size=640)
@@ -376,6 +376,7 @@ def test_jetson_copies_before_unmap_and_unmaps_every_surface(tmp_path):
     assert (
         pyds.maps["map"] == pyds.maps["unmap"] == 2
     )  # one map per frame, shared by both GIEs' records
+    assert pyds.mapped_surfaces() == 0
     r = open_recording(tmp_path / "j.h5")
     for k in range(2):
         p, s = r.find(0, k, unique_id=1), r.find(0, k, unique_id=2)
