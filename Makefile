@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[onnx,notebook,dev]'
+	$(PY) -m pip install -q -e '.[onnx,notebook,dask,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

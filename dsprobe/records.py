@@ -46,6 +46,21 @@ class ImageRecord:
     encoding: ImageEncoding = "raw"
 
 
+@dataclass(frozen=True)
+class Classification:
+    """One classifier result on an object (an ``NvDsLabelInfo`` of an ``NvDsClassifierMeta``).
+
+    ``unique_component_id``: the classifier's gie-unique-id; ``attribute``: the output layer's index
+    (``label_id``); ``class_id``: the best class (``result_class_id``); ``confidence``: its
+    probability (``result_prob``); ``label``: ``result_label``."""
+
+    unique_component_id: int
+    attribute: int
+    class_id: int
+    confidence: float
+    label: str = ""
+
+
 @dataclass
 class ObjectRecord:
     """One ``NvDsObjectMeta`` (an object on a frame), optionally with an SGIE's output for it.
@@ -54,6 +69,8 @@ class ObjectRecord:
     (layer name -> array with its true dtype, per-object dims, no batch axis); empty for objects
     recorded only as detections. ``parent_index`` is the index of the parent object in the same
     list (-1 for none); ``parent_object_id`` is the parent's tracker id when known.
+    ``classifications``: what classifiers (nvinfer SGIEs, or a live classifier postprocess) attached
+    to the object (``classifier_meta_list``), for comparing with a replay.
     """
 
     rect: Rect
@@ -66,6 +83,7 @@ class ObjectRecord:
     parent_object_id: int = UNTRACKED_OBJECT_ID
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     image: ImageRecord | None = None
+    classifications: list[Classification] = field(default_factory=list)
 
 
 @dataclass

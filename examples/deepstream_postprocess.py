@@ -4,9 +4,14 @@
     python3 examples/deepstream_postprocess.py --pgie config_infer_primary.txt --spec tuned.json \
         --sgie config_infer_secondary.txt file:///path/video.mp4
 
+A bundle exported with your own decoder (``pp.export("tuned/")``, notebook 05) runs only with
+``--spec tuned/ --trust-bundle``: read ``tuned/user_steps.py`` first; an edited module is refused.
+
 PGIE with network-type=100 (no nvinfer parser) and output-tensor-meta=1 -> dsprobe's live postprocess
 adds NvDsObjectMeta (unique_component_id = the PGIE's gie-unique-id, so the SGIE's operate-on-gie-id
-picks them up) -> nvtracker (optional) -> SGIE -> nvdsosd -> sink. Optionally records everything too.
+picks them up; OSD text with font and background; frame_meta.bInferDone set, as nvinfer and NVIDIA's
+ssd-parser sample do, so nvtracker treats the frames as detected) -> nvtracker (optional) -> SGIE ->
+nvdsosd -> sink. Optionally records everything too. The configs are checked first (dsprobe doctor).
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ def main() -> int:
         "--pgie", required=True, help="PGIE config: network-type=100, output-tensor-meta=1"
     )
     ap.add_argument(
-        "--spec", required=True, help="postprocess spec saved by Postprocess.save / notebook 04"
+        "--spec",
+        required=True,
+        help="postprocess spec saved by Postprocess.save / notebook 04, or a bundle folder "
+        "exported by Postprocess.export / notebook 05",
+    )
+    ap.add_argument(
+        "--trust-bundle",
+        action="store_true",
+        help="run the user code of a bundle (--spec folder/): your consent, after reading it",
     )
     ap.add_argument(
         "--sgie",
@@ -42,9 +55,12 @@ def main() -> int:
     import gi
 
     gi.require_version("Gst", "1.0")
-    from deepstream_record import build_pipeline  # same source/muxer/convert chain
+    from deepstream_record import build_pipeline, check_configs  # same source/muxer/convert chain
     from gi.repository import GLib, Gst
 
+    if not check_configs([args.pgie] + ([args.sgie] if args.record else []), live=True):
+        print("fix the errors above first (dsprobe doctor explains each)", file=sys.stderr)
+        return 2
     Gst.init(None)
     args.sgie_first = args.sgie
     args.sgie = None  # build the chain PGIE -> convert; the SGIE is inserted after the probe below
@@ -78,7 +94,12 @@ def main() -> int:
         after = el
     after.link(nxt)
     live = dsprobe.deepstream.attach_postprocess(
-        pgie, args.spec, unique_id=cfg.gie_unique_id, muxer_size=args.muxer, keypoints=True
+        pgie,
+        args.spec,
+        trust=args.trust_bundle,
+        unique_id=cfg.gie_unique_id,
+        muxer_size=args.muxer,
+        keypoints=True,
     )
     recorder = None
     if args.record:

@@ -15,10 +15,58 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 import dsprobe
 import dsprobe.deepstream
 from dsprobe.deepstream.surface import is_jetson
+
+
+def is_wsl() -> bool:
+    """WSL2: CPU access to CUDA unified memory segfaults there, NVIDIA's samples use pinned memory."""
+    try:
+        return "microsoft" in Path("/proc/version").read_text().lower()
+    except OSError:
+        return False
+
+
+def platform_choices(pyds, jetson: bool, wsl: bool) -> dict:
+    """What NVIDIA's deepstream-imagedata-multistream sample chooses per platform: the
+    nvbuf-memory-type that lets the CPU read frames (None on Jetson: surface arrays are mapped by
+    pyds) and the display sink (nv3dsink on Jetson, nveglglessink on dGPU)."""
+    if jetson:
+        memory = None
+    elif wsl:
+        memory = int(getattr(pyds, "NVBUF_MEM_CUDA_PINNED", 1))
+    else:
+        memory = int(getattr(pyds, "NVBUF_MEM_CUDA_UNIFIED", 3))
+    return {"memory_type": memory, "sink": "nv3dsink" if jetson else "nveglglessink"}
+
+
+def link_if_nvmm(pad, target, name: str) -> bool:
+    """uridecodebin's pad-added: link only NVMM video pads (nvstreammux takes NVIDIA memory)."""
+    caps = pad.get_current_caps() or pad.query_caps(None)
+    if not caps.get_structure(0).get_name().startswith("video") or target.is_linked():
+        return False
+    features = caps.get_features(0)
+    if features is None or not features.contains("memory:NVMM"):
+        print(
+            f"{name}: the decoder gave no NVMM (NVIDIA memory) video pad; is the NVIDIA decoder "
+            "(nvv4l2decoder) installed and chosen?",
+            file=sys.stderr,
+        )
+        return False
+    return pad.link(target) == 0  # Gst.PadLinkReturn.OK
+
+
+def check_configs(paths: list[str], live: bool = False) -> bool:
+    """Print what ``dsprobe doctor`` finds in the GIE configs; False when one is an error."""
+    from dsprobe.cli.doctor import diagnose
+
+    found = diagnose([p for p in paths if p], live=live, platform=False)
+    for f in found:
+        print(f, file=sys.stderr)
+    return not any(f.level == "error" for f in found)
 
 
 def build_pipeline(Gst, args):
@@ -40,10 +88,8 @@ def build_pipeline(Gst, args):
             else mux.get_request_pad(f"sink_{i}")
         )
 
-        def on_pad(_src, pad, target=sinkpad):
-            caps = pad.get_current_caps() or pad.query_caps(None)
-            if caps.get_structure(0).get_name().startswith("video") and not target.is_linked():
-                pad.link(target)
+        def on_pad(_src, pad, target=sinkpad, name=uri):
+            link_if_nvmm(pad, target, name)
 
         src.connect("pad-added", on_pad)
         pipeline.add(src)
@@ -60,15 +106,17 @@ def build_pipeline(Gst, args):
     conv = Gst.ElementFactory.make("nvvideoconvert", "conv")
     caps = Gst.ElementFactory.make("capsfilter", "rgba")
     caps.set_property("caps", Gst.Caps.from_string("video/x-raw(memory:NVMM), format=RGBA"))
-    if not is_jetson():
-        mem = 3  # NVBUF_MEM_CUDA_UNIFIED: CPU access to frames on dGPU
+    import pyds
+
+    choice = platform_choices(pyds, is_jetson(), is_wsl())
+    if choice["memory_type"] is not None:  # CPU access to frames on dGPU (pinned on WSL)
         for el in (mux, conv):
-            el.set_property("nvbuf-memory-type", mem)
+            el.set_property("nvbuf-memory-type", choice["memory_type"])
     chain += [conv, caps]
     if args.display:
         chain += [
             Gst.ElementFactory.make("nvdsosd", "osd"),
-            Gst.ElementFactory.make("nveglglessink", "sink"),
+            Gst.ElementFactory.make(choice["sink"], "sink"),
         ]
     else:
         sink = Gst.ElementFactory.make("fakesink", "sink")
@@ -122,6 +170,9 @@ def main() -> int:
     gi.require_version("Gst", "1.0")
     from gi.repository import GLib, Gst
 
+    if not check_configs([args.pgie, args.sgie]):
+        print("fix the errors above first (dsprobe doctor explains each)", file=sys.stderr)
+        return 2
     Gst.init(None)
     pipeline, probe_after = build_pipeline(Gst, args)
     configs = {dsprobe.load_nvinfer_config(args.pgie).gie_unique_id: args.pgie}

@@ -9,7 +9,7 @@ test oracle (slow and literal on purpose; no vectorisation, no dsprobe code):
   filters, the SGIE parent offset.
 
 C++ ``float`` is ``np.float32``, ``double`` is Python ``float``; ``guint`` values are Python ints
-converted to float where C++ converts them. See shared/reference/nvinfer_semantics.md §1, §3.
+converted to float where C++ converts them. See docs/nvinfer-semantics.md §1, §3.
 """
 
 from __future__ import annotations

@@ -518,7 +518,7 @@ def test_nms_plugin_plain_tao_and_ssd_sample():
 
 # ---------------------------------------------------------------------------------------------- DetectNet_v2
 def detectnet_loop(cov, bbox, w, h, thr, n_cls, parser="builtin"):
-    """A literal per-cell transcription of nvinfer_semantics.md §2 (float32 arithmetic)."""
+    """A literal per-cell transcription of docs/nvinfer-semantics.md §2 (float32 arithmetic)."""
     f = np.float32
     c_n, gh, gw = cov.shape
     sx, sy = -(-w // gw), -(-h // gh)

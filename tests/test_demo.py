@@ -55,6 +55,14 @@ def test_short_demo_writes_a_report(tmp_path):
     )
     overlays = sorted(out.glob("overlay_*.png"))
     assert len(overlays) == 4 and all(f"![{p.name}]({p.name})" in report for p in overlays)
+    # the evaluation section: errors by TIDE type, best setting per objective, per-class thresholds
+    assert "## Errors by type" in report and "| background |" in report
+    assert (
+        "## Best settings per objective" in report
+        and "| f1_fp_budget(fp_per_frame=0.1) |" in report
+    )
+    assert "Per-class pre-cluster thresholds under F1" in report
+    assert (out / "errors_by_type.png").stat().st_size
     assert (
         json.loads((out / "tuned.json").read_text())["format"]
         and (out / "tuned_nvinfer.txt").stat().st_size

@@ -13,7 +13,6 @@ import pytest
 from dsprobe.analysis.cocoeval import coco_results
 from dsprobe.analysis.evaluate import (
     box_iou,
-    error_table,
     evaluate,
     frame_image_id,
     ground_truth_from_detections,
@@ -233,32 +232,3 @@ def test_box_iou_and_greedy_match_by_hand():
     half = Detections([[0, 0, 10, 5]], [0.5], [0], "frame")
     assert len(match(half, b, 0.5).pairs) == 1 and len(match(half, b, 0.51).pairs) == 0
     assert len(match(Detections.empty("frame"), b).unmatched_b) == 2
-
-
-def test_error_table_by_hand(tmp_path):
-    images = [{"id": 0, "width": 100, "height": 100}]
-    gt = load_ground_truth(
-        write_gt(
-            tmp_path / "g.json",
-            images,
-            [ann(1, 0, 0, [0, 0, 10, 10]), ann(2, 0, 1, [50, 50, 10, 10])],
-            ["a", "b"],
-        )
-    )
-    d = dets(
-        [
-            (0, 0, 0, 0, 10, 10, 0.9, 0),
-            (0, 0, 52, 52, 62, 62, 0.8, 0),
-            (0, 0, 80, 80, 90, 90, 0.1, 1),
-        ]
-    )
-    e = error_table(d, gt, min_score=0.5)
-    assert e["kind"].tolist() == ["false_positive", "missed"]
-    fp, miss = e.iloc[0], e.iloc[1]
-    # the class-a box on the class-b object: a false positive that overlaps it (IoU 64/136), and a miss
-    assert (
-        fp["class_id"] == 0
-        and fp["score"] == pytest.approx(0.8)
-        and fp["best_iou"] == pytest.approx(64 / 136)
-    )
-    assert miss["class_id"] == 1 and math.isnan(miss["score"]) and miss["x1"] == 50

@@ -4,6 +4,7 @@ recording; any cell error fails the test. Paths come in through DSPROBE_* enviro
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,17 +39,40 @@ def workspace(sample_videos, tmp_path_factory):
         postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
     )
     gt = shutil.copy(sample_videos.gt_json, d / "live_gt.json")
-    return {"recording": rec, "gt": Path(gt), "spec": d / "tuned.json"}
+    # a hand-tuned spec (per-class thresholds, IoU 0.45): Run All of any notebook must leave it as it is
+    spec = d / "tuned.json"
+    pp = Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH))
+    pp.with_params(1, pre_cluster_threshold=[0.25, 0.25, 0.4, 0.7]).save(spec)
+    return {"recording": rec, "gt": Path(gt), "spec": spec, "spec_text": spec.read_text()}
+
+
+def git_status() -> str:
+    root = NOTEBOOKS.parent
+    if not (root / ".git").exists():
+        return ""
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def run_notebook(name: str, monkeypatch, env: dict[str, str]) -> dict:
+    """Run All, then check it wrote nothing: the spec the notebooks share and ``git status``."""
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
+    spec = Path(env["DSPROBE_SPEC"])
+    spec_before = spec.read_text() if spec.exists() else None
+    status_before = git_status()
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
     client.execute()  # raises CellExecutionError naming the cell on any error
+    assert (spec.read_text() if spec.exists() else None) == spec_before, f"{name} wrote {spec}"
+    assert git_status() == status_before, f"{name} changed the working tree"
     return nb
 
 
@@ -79,12 +103,13 @@ def test_every_notebook_is_tested():
         "02_tune_postprocess.ipynb",
         "03_evaluate_and_search.ipynb",
         "04_export.ipynb",
+        "05_custom_decoder.ipynb",
     ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs for c in code), p.name
-        assert 'os.environ.get("DSPROBE_RECORDING"' in code[0].source, p.name
+        assert "notebook_paths()" in code[0].source, p.name
 
 
 def test_01_explore(workspace, monkeypatch):
@@ -107,16 +132,17 @@ def test_02_tune(workspace, monkeypatch):
         run_notebook("02_tune_postprocess.ipynb", monkeypatch, env_for(workspace))
     )
     assert WIDGET_VIEW in kinds and "decode:yolov8" in text
-    assert workspace["spec"].exists()
+    assert "'map50':" in text and "'f1':" in text  # the whole recording scored (tuner.score)
 
 
 def test_03_evaluate_and_search(workspace, monkeypatch):
     text, kinds = outputs(
         run_notebook("03_evaluate_and_search.ipynb", monkeypatch, env_for(workspace))
     )
-    assert "mAP@0.5 " in text and f"saved {workspace['spec']}" in text
-    assert kinds.count("image/png") == 3  # PR curves, two crop galleries
-    assert kinds.count(WIDGET_VIEW) >= 2  # search panel, tuner
+    assert "mAP@0.5 " in text and "f1_fp_budget(fp_per_frame=0.1)" in text  # objectives table
+    assert "[class-attrs-" in text  # per-class thresholds exported
+    assert kinds.count("image/png") == 3  # operating curves, error types, confusion matrix
+    assert kinds.count(WIDGET_VIEW) >= 4  # gallery, tuner, objectives panel, save button
 
 
 def test_03_with_a_reference_recording_instead_of_ground_truth(workspace, monkeypatch, tmp_path):
@@ -135,3 +161,14 @@ def test_04_export(workspace, monkeypatch):
     text, _ = outputs(run_notebook("04_export.ipynb", monkeypatch, env_for(workspace)))
     assert "[class-attrs-all]" in text and "pre-cluster-threshold=" in text
     assert "the saved spec reproduces all" in text
+
+
+def test_05_custom_decoder(workspace, monkeypatch, tmp_path):
+    """The user's CenterNet-style decoder: tuned, searched, exported, run live == replay."""
+    env = {**env_for(workspace), "DSPROBE_WORKDIR": tmp_path}
+    text, kinds = outputs(run_notebook("05_custom_decoder.ipynb", monkeypatch, env))
+    assert "decode:__main__:centernet_decoder" in text and WIDGET_VIEW in kinds
+    assert "best: {'wh_scale':" in text and "def local_max(" in text  # searched, exported
+    assert "Nothing was executed" in text  # no consent, no import
+    assert "live == replay on 60 of 60 frames" in text
+    assert (tmp_path / "tuned" / "user_steps.py").exists()

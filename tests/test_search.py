@@ -9,7 +9,6 @@ import pytest
 
 from dsprobe.analysis.evaluate import GroundTruth, evaluate, ground_truth_from_detections
 from dsprobe.analysis.search import Reclusterer, _selection_frame, search
-from dsprobe.analysis.settings import apply_params, get_param
 from dsprobe.detections import Detections
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import StepContext
@@ -102,7 +101,7 @@ def test_reclusterer_equals_running_the_steps_on_random_settings():
     dec = decoded_from(random_candidates(rng, 40), pp)
     rc = Reclusterer(dec)
     for _ in range(60):
-        q = apply_params(pp, random_setting(rng))
+        q = pp.set_params(random_setting(rng))
         assert rc.fast_path(q)
         fast, slow = rc.run(q), dec.run(q)
         assert fast.keys() == slow.keys()
@@ -119,10 +118,10 @@ def test_reclusterer_reuses_one_clustering_for_thresholds_and_topk():
     rc = Reclusterer(dec, floor=0.05)
     for t in (0.5, 0.2, 0.05, 0.9):
         for k in (-1, 0, 1, 3):
-            q = apply_params(pp, {"pre_cluster_threshold": t, "topk": k})
+            q = pp.set_params({"pre_cluster_threshold": t, "topk": k})
             assert all(rc.run(q)[r].equals(d) for r, d in dec.run(q).items())
     assert rc.cluster_runs == 1
-    rc.run(apply_params(pp, {"pre_cluster_threshold": 0.01}))  # below the floor: cluster again
+    rc.run(pp.set_params({"pre_cluster_threshold": 0.01}))  # below the floor: cluster again
     assert rc.cluster_runs == 2
 
 
@@ -138,7 +137,7 @@ def test_reclusterer_cluster_mode_none_and_fallback_for_other_chains():
         rc = Reclusterer(dec)
         assert rc.fast_path(pp) == (pp.steps[2].name == "none")
         for t in (0.1, 0.6):
-            q = apply_params(pp, {"pre_cluster_threshold": t})
+            q = pp.set_params({"pre_cluster_threshold": t})
             fast, slow = rc.run(q), dec.run(q)
             assert all(fast[r].equals(slow[r]) for r in slow)
             assert rc.counts(q).sum() == sum(len(d) for d in slow.values())
@@ -153,19 +152,19 @@ def test_reclusterer_refuses_candidates_of_another_decoder():
 
 def test_apply_params_per_class_and_object_filter():
     pp = base_postprocess()
-    q = apply_params(pp, {"pre_cluster_threshold": 0.6}, class_id=1)
+    q = pp.set_params({"pre_cluster_threshold": 0.6}, class_id=1)
     assert q.step("filter").params["pre_cluster_threshold"] == [0.25, 0.6, 0.25]
-    assert get_param(q, "pre_cluster_threshold", class_id=1) == 0.6
-    back = apply_params(q, {"pre_cluster_threshold": 0.25}, class_id=1)
+    assert q.get_param("pre_cluster_threshold", class_id=1) == 0.6
+    back = q.set_params({"pre_cluster_threshold": 0.25}, class_id=1)
     assert (
         back.step("filter").params["pre_cluster_threshold"] == 0.25
     )  # equal values collapse to a scalar
-    assert get_param(pp, "topk") == -1  # the nms step's default when the spec leaves it out
-    f = apply_params(pp, {"detected_min_w": 12})
+    assert pp.get_param("topk") == -1  # the nms step's default when the spec leaves it out
+    f = pp.set_params({"detected_min_w": 12})
     assert [s.kind + ":" + s.name for s in f.steps][-2:] == ["scale:nvinfer", "filter:objects"]
     assert f.steps[-1].params == {"detected_min_w": 12}
     with pytest.raises(ValueError, match="no step .* takes a param 'bogus'"):
-        apply_params(pp, {"bogus": 1})
+        pp.set_params({"bogus": 1})
 
 
 def _known_case(rng: np.random.Generator, n_frames: int = 30):
@@ -227,7 +226,7 @@ def test_search_finds_the_known_best_setting_and_scores_exactly():
     assert res.best.step("cluster").params["iou_threshold"] == 0.5
     # every score equals a fresh evaluate() of the detections the plain steps produce
     for _, row in res.table.iterrows():
-        q = apply_params(pp, {k: row[k].item() for k in grid})
+        q = pp.set_params({k: row[k].item() for k in grid})
         r = evaluate(detections_frame(dec.recording, dec.run(q)), gt, frames)
         assert row["map50"] == pytest.approx(r.map50, abs=1e-12)
         assert row["map50_95"] == pytest.approx(r.map50_95, abs=1e-12)
@@ -256,7 +255,7 @@ def test_incremental_scorer_with_ties_matches_evaluate():
     res = search(dec, gt, grid, method="random", n_random=10, seed=1)
     assert len(res.table) == 10
     for _, row in res.table.iterrows():
-        q = apply_params(pp, {k: row[k].item() for k in grid})
+        q = pp.set_params({k: row[k].item() for k in grid})
         r = evaluate(detections_frame(dec.recording, dec.run(q)), gt)
         assert (row["map50"], row["map50_95"]) == pytest.approx((r.map50, r.map50_95), abs=1e-12)
 
@@ -289,7 +288,7 @@ def test_search_on_the_sample_recording_matches_plain_runs(sample_recording, sam
     res = search(dec, gt, grid, progress=False)
     frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
     for _, row in res.table.iterrows():
-        q = apply_params(pp, {k: row[k].item() for k in grid})
+        q = pp.set_params({k: row[k].item() for k in grid})
         r = evaluate(q.run_recording(rec), gt, frames)
         assert (row["map50"], row["map50_95"], row["detections"]) == pytest.approx(
             (r.map50, r.map50_95, r.num_detections), abs=1e-12
@@ -319,3 +318,89 @@ def test_scorer_rematches_a_cut_that_is_not_a_low_score_suffix():
     assert scorer.rematched == 1
     fresh = evaluate(detections_frame(dec.recording, dec.run(pp)), gt, frames)
     assert (full.map50, full.map50_95) == (fresh.map50, fresh.map50_95)
+
+
+def user_yolo(layers, ctx, *, score_threshold: float = 0.001, drop_class: int = -1):
+    """The user's decoder (the built-in YOLOv8 decoder behind a user function)."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("decode", "yolov8")(layers, ctx, score_threshold=score_threshold)
+    return d[d.class_ids != drop_class]
+
+
+def fussy_cluster(dets, ctx, *, iou_threshold: float = 0.5):
+    """The user's cluster step: fails for one setting (NaN boxes), runs nvinfer's NMS otherwise."""
+    from dsprobe.postprocess.registry import get_step
+
+    if iou_threshold > 0.55:
+        return Detections(np.full_like(dets.boxes, np.nan), dets.scores, dets.class_ids, dets.space)
+    return get_step("cluster", "nms")(dets, ctx, iou_threshold=iou_threshold)
+
+
+def test_search_over_user_steps_decodes_per_decoder_setting_and_marks_failures(
+    sample_recording, sample_videos
+):
+    from dsprobe import open_recording
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    rec = open_recording(sample_recording)
+    base = Postprocess.from_nvinfer_config(rec.config(), decoder=user_yolo)
+    steps = [s.to_dict() for s in base.steps]
+    steps[0]["name"], steps[2] = user_yolo, {"kind": "cluster", "name": fussy_cluster}
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+    grid = {"drop_class": [-1, 0], "iou_threshold": [0.45, 0.6]}
+    res = search(pp.decode_recording(rec), gt, grid)
+    frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
+    failed = res.table[res.table["error"] != ""]
+    assert sorted(failed["iou_threshold"]) == [0.6, 0.6] and failed["map50"].isna().all()
+    assert failed["error"].str.contains(r"cluster 'test_search:fussy_cluster'.*NaN/inf").all()
+    ok = res.table[res.table["error"] == ""]
+    assert len(ok) == 2 and ok["map50"].notna().all()
+    for _, row in ok.iterrows():  # each score equals a plain run of that setting (decoded anew)
+        q = pp.set_params({k: row[k] for k in grid})
+        r = evaluate(q.run_recording(rec), gt, frames)
+        assert row["map50"] == pytest.approx(r.map50, abs=1e-12)
+        assert row["detections"] == r.num_detections
+    assert res.best_params["drop_class"] == -1  # dropping a class of the sample loses its boxes
+    rec.close()
+
+
+def keep_confident(dets, ctx, *, floor: float = 0.0):
+    """The user's filter step."""
+    return dets[dets.scores >= floor]
+
+
+def grown(dets, ctx, *, margin: float = 0.0):
+    """The user's scale step: nvinfer's mapping, then each box grown by ``margin`` frame px."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("scale", "nvinfer")(dets, ctx)
+    m = np.float32([-margin, -margin, margin, margin])
+    return Detections(d.boxes + m, d.scores, d.class_ids, "frame")
+
+
+def test_search_over_user_filter_and_scale_params(sample_recording, sample_videos):
+    from dsprobe import open_recording
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    rec = open_recording(sample_recording)
+    base = Postprocess.from_nvinfer_config(rec.config())
+    steps = [s.to_dict() for s in base.steps[:3]]
+    steps[1:1] = [{"kind": "filter", "name": keep_confident}]
+    steps.append({"kind": "scale", "name": grown})
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+    grid = {"floor": [0.0, 0.6], "margin": [0.0, 6.0]}
+    res = search(pp.decode_recording(rec), gt, grid, metric="map50_95")
+    frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
+    assert len(res.table) == 4 and "error" not in res.table
+    for _, row in res.table.iterrows():
+        r = evaluate(pp.set_params({k: float(row[k]) for k in grid}).run_recording(rec), gt, frames)
+        assert (row["map50"], row["map50_95"]) == pytest.approx((r.map50, r.map50_95), abs=1e-12)
+    assert res.best_params["margin"] == 0.0  # grown boxes fit the ground truth worse
+    rec.close()

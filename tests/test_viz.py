@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsprobe.analysis.evaluate import error_table, ground_truth_from_detections
+from dsprobe.analysis.errors import error_table
+from dsprobe.analysis.evaluate import ground_truth_from_detections
 from dsprobe.detections import Detections
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -112,7 +113,7 @@ def test_ab_highlights_boxes_on_one_side_only():
     assert len(pa) == 3 and len(pb) == 3
     yellow = matplotlib.colors.to_rgba(viz.HIGHLIGHT)
     assert [p.get_edgecolor() == yellow for p in pa].count(True) == 1
-    assert "A: 3 boxes, 1 only here" in fig.axes[0].get_title()
+    assert fig.dsprobe_titles[0] == "A: 3 boxes, 1 only here"
 
 
 def test_counts_by_stream_and_frame_gaps():
@@ -204,10 +205,15 @@ def test_error_crops_gallery():
 
 
 def test_core_never_imports_matplotlib_or_ipywidgets():
+    """Importing every module of the package (the notebook ones too: they import matplotlib and
+    ipywidgets only when drawing) and using the top-level API pulls in no plotting or widget library."""
     code = (
-        "import sys, dsprobe, dsprobe.analysis.search, dsprobe.analysis.evaluate, dsprobe.analysis.export, dsprobe.postprocess, "
-        "dsprobe.recording, dsprobe.notebook.plots, dsprobe.notebook.tuner, dsprobe.analysis.settings, dsprobe.notebook.figures, dsprobe.notebook.browser, "
-        "dsprobe.postprocess.replay, dsprobe.cli.compare, dsprobe.nvinfer.keys\n"
+        "import importlib, pkgutil, sys, dsprobe\n"
+        "names = [m.name for m in pkgutil.walk_packages(dsprobe.__path__, 'dsprobe.')\n"
+        "         if not m.name.endswith('__main__')]\n"
+        "assert len(names) > 40, names\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
         "from dsprobe import Postprocess, open_recording\n"
         "bad = [m for m in ('matplotlib', 'ipywidgets', 'IPython') if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -223,25 +229,75 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
         viz.new_figure()
 
 
-def test_frame_canvas_redraws_only_the_boxes_and_matches_a_full_draw():
+def test_frame_canvas_reuses_the_picture_and_matches_a_fresh_draw():
     f = fake_frame()
     a = Detections([[10, 20, 110, 220], [500, 300, 700, 400]], [0.8, 0.5], [0, 2], "frame")
     b = a[[0]]
     canvas = viz.FrameCanvas()
-    first = canvas.draw(f, [(a, None, "two")], ["a", "b", "c"])
+    first = canvas.draw(f, [viz.Panel(a, None, "two")], ["a", "b", "c"])
     assert len(first[0]) == 2 and canvas.full_draws == 1
-    drawn = canvas.draw(
-        f, [(b, np.array([True]), "one")], ["a", "b", "c"]
-    )  # same frame: picture reused
-    assert canvas.full_draws == 1 and len(drawn[0]) == 1
-    assert drawn[0][0].get_edgecolor() == matplotlib.colors.to_rgba(viz.HIGHLIGHT)
-    assert len(canvas.axes[0].patches) == 1  # the first draw's boxes are gone
-    blitted = canvas.rgb().astype(int)
+    assert canvas.size == (f.image.shape[1], f.image.shape[0])  # the recorded resolution
+    drawn = canvas.draw(f, [viz.Panel(b, np.array([True]), "one")], ["a", "b", "c"])
+    assert canvas.full_draws == 1 and len(drawn[0]) == 1  # same frame: picture reused
+    assert drawn[0][0].color == viz.HIGHLIGHT and drawn[0][0].width > first[0][0].width
     fresh = viz.FrameCanvas()
-    fresh.draw(f, [(b, np.array([True]), "one")], ["a", "b", "c"])
-    assert (
-        np.abs(blitted - fresh.rgb().astype(int)).max() <= 2
-    )  # same picture as drawing from scratch
-    canvas.draw(fake_frame(frame_num=4), [(a, None, "next")])
+    fresh.draw(f, [viz.Panel(b, np.array([True]), "one")], ["a", "b", "c"])
+    assert np.array_equal(canvas.rgb(), fresh.rgb())  # the first draw's boxes are gone
+    # boxes are mapped from frame pixels onto the recorded image (image_rect)
+    left, top, w, h = f.image_rect
+    x1 = (10 - left) * f.image.shape[1] / w
+    assert drawn[0][0].box[0] == pytest.approx(x1)
+    ab = viz.FrameCanvas(2)
+    two = ab.draw(f, [viz.Panel(a), viz.Panel(b, colors=["#ff4136"])], gt=b)
+    assert ab.size[0] == 2 * f.image.shape[1] + 4 and two[1][0].color == "#ff4136"
+    canvas.draw(fake_frame(frame_num=4), [viz.Panel(a, None, "next")])
     assert canvas.full_draws == 2
     assert canvas.jpeg()[:2] == b"\xff\xd8"
+
+
+def test_error_analysis_views(sample_recording, sample_videos):
+    pytest.importorskip("ipywidgets")
+    from dsprobe import Postprocess, open_recording
+    from dsprobe.analysis.errors import ERROR_TYPES, confusion_matrix, error_runs
+    from dsprobe.analysis.evaluate import load_ground_truth
+    from dsprobe.analysis.operating import SettingScorer
+    from dsprobe.analysis.search import Reclusterer
+
+    with open_recording(sample_recording) as rec:
+        gt = load_ground_truth(sample_videos.gt_json, frame_size=rec[0].frame_size)
+        pp = Postprocess.from_nvinfer_config(rec.config())
+        decoded = pp.decode_recording(rec)
+        rc = Reclusterer(decoded)
+        det = rc.detections_frame(pp, pp.labels)
+        frames = list(zip(rec.frames["source_id"].astype(int), rec.frames["frame_num"].astype(int)))
+        errors = error_table(det, gt, frames)
+        runs = error_runs(errors)
+        assert len(runs) < len(errors)  # errors repeat over frames; runs do not
+        fig = viz.plot_error_breakdown(errors, runs)
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(ERROR_TYPES)
+        cm = confusion_matrix(det, gt, pp.labels, frames)
+        assert len(viz.plot_confusion(cm).axes[0].texts) == cm.size
+        low = pp.set_params({"pre_cluster_threshold": 0.05})
+        m = SettingScorer(rc, gt, sorted(decoded.candidates)).matches(low)
+        fig = viz.plot_operating_curves(m, 0.25, pp.labels)
+        pr, f1 = fig.axes
+        n = sum(1 for v in m.num_gt.values() if v)
+        assert len(f1.lines) == 3 * n  # per class: curve, current-threshold line, dot
+        assert all(x == 0.25 for line in f1.lines[1::3] for x in line.get_xdata())
+
+        class Browser:
+            calls: list = []
+
+            def goto(self, s, f):
+                self.calls.append((s, f))
+
+        b = Browser()
+        gallery = viz.ErrorGallery(rec, runs, pp.labels, browser=b, per_type=3)
+        shown = [t for t in ERROR_TYPES if gallery.entries[t]]
+        entry = gallery.entries[shown[0]][0]
+        img, caption, button = entry.children
+        assert img.value[:2] == b"\xff\xd8" and "source" in caption.value
+        button.click()
+        first = runs[runs["type"] == shown[0]].iloc[0]
+        assert b.calls == [(int(first["source_id"]), int(first["frame_num"]))]
+        assert all(len(v) <= 3 for v in gallery.entries.values())

@@ -3,8 +3,10 @@ exactly as the postprocess says."""
 
 from __future__ import annotations
 
+import io
 import re
 import sys
+from typing import Annotated, Literal
 
 import numpy as np
 import pytest
@@ -12,9 +14,8 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
-from dsprobe import Postprocess, open_recording  # noqa: E402
-from dsprobe.analysis.settings import apply_params  # noqa: E402
-from dsprobe.notebook.tuner import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
+from dsprobe import Postprocess, Range, open_recording  # noqa: E402
+from dsprobe.notebook import ALL_CLASSES, Explorer, Tuner, search_panel  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def live_recording(sample_videos, tmp_path_factory):
 
 @pytest.fixture
 def tuner(live_recording):
-    return Tuner(live_recording)
+    return Tuner(live_recording, background=False)
 
 
 def shown_count(t) -> int:
@@ -63,7 +64,12 @@ def test_tuner_starts_with_the_config_postprocess(tuner, live_recording):
     frame = live_recording[tuner.row]
     assert tuner.detections.equals(expected(frame))
     assert tuner.num_patches == len(tuner.detections) == shown_count(tuner)
-    assert tuner.image.value[:2] == b"\xff\xd8" and tuner.counts_image.value[:4] == b"\x89PNG"
+    assert tuner.image.value[:2] == b"\xff\xd8" and tuner.timeline.image.value[:4] == b"\x89PNG"
+    # drawn at the recorded image's resolution, not stretched to a figure size
+    from PIL import Image
+
+    shown = Image.open(io.BytesIO(tuner.image.value)).size
+    assert shown == (frame.image.shape[1], frame.image.shape[0])
 
 
 def test_threshold_slider_changes_boxes_and_counts_as_the_postprocess_says(tuner, live_recording):
@@ -74,8 +80,8 @@ def test_threshold_slider_changes_boxes_and_counts_as_the_postprocess_says(tuner
         float(scores[len(scores) // 2]) + 0.005, 2
     )  # between two scores: drops the lower half
     tuner.threshold.value = thr
-    pp = apply_params(
-        Postprocess.from_nvinfer_config(live_recording.config()), {"pre_cluster_threshold": thr}
+    pp = Postprocess.from_nvinfer_config(live_recording.config()).set_params(
+        {"pre_cluster_threshold": thr}
     )
     assert tuner.postprocess.to_dict() == pp.to_dict()
     expected = pp(live_recording[tuner.row])
@@ -98,7 +104,9 @@ def test_per_class_threshold_only_touches_that_class(tuner):
     assert c not in tuner.detections.class_ids
     assert len(tuner.detections) == int((classes != c).sum())
     tuner.class_select.value = ALL_CLASSES
-    assert tuner.threshold.value == pytest.approx(0.25 if c else 1.0)  # shows class 0's value
+    # "all classes" shows the value most classes share and names the class that differs
+    assert tuner.threshold.value == pytest.approx(0.25)
+    assert f"{tuner.labels[c]} 1" in tuner.per_class_note.value
 
 
 def test_iou_topk_size_and_cluster_controls(tuner, live_recording):
@@ -157,8 +165,17 @@ def test_ab_shows_both_settings_and_the_differing_boxes(tuner, live_recording):
 
 
 def test_stream_and_frame_navigation(tuner, live_recording):
-    tuner.stream.value = 1
+    tuner.frame.value = tuner.frame.options[5][1]
+    fnum0 = tuner.frame_view.frame_num
+    tuner.stream.value = 1  # keeps the frame number
     assert live_recording[tuner.row].source_id == 1
+    assert tuner.frame_view.frame_num == fnum0
+    tuner.player.step(1)
+    assert tuner.frame_view.frame_num == fnum0 + 1 and tuner.player.play.value == 6
+    tuner.player.step(-10)
+    assert tuner.frame.value == tuner.frame.options[0][1]
+    tuner.player.play.value = 3  # what the play button does, one tick
+    assert tuner.frame.value == tuner.frame.options[3][1]
     fnum = int(tuner.frame.options[3][0])
     tuner.goto(1, fnum)
     assert (tuner.frame_view.source_id, tuner.frame_view.frame_num) == (1, fnum)
@@ -197,3 +214,188 @@ def test_widgets_need_ipywidgets(monkeypatch, live_recording):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     with pytest.raises(ImportError, match=r"pip install 'dsprobe\[notebook\]'"):
         Explorer(live_recording)
+
+
+@pytest.fixture(scope="module")
+def sample_gt(sample_videos):
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    return load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+
+
+def recorded_frames(rec):
+    return list(zip(rec.frames["source_id"].astype(int), rec.frames["frame_num"].astype(int)))
+
+
+def test_tuner_judges_the_frame_and_scores_the_recording(live_recording, sample_gt):
+    from dsprobe.analysis.errors import frame_matches
+    from dsprobe.analysis.evaluate import evaluate
+
+    t = Tuner(live_recording, gt=sample_gt, background=False)
+    busy_frame(t)
+    v = t.frame_view
+    m = frame_matches(t.detections, sample_gt.for_frame(v.source_id, v.frame_num))[:, 0]
+    out = t.frame_outcome
+    assert out.tp == int((m >= 0).sum()) and out.fp == int((m < 0).sum())
+    assert out.colors.count("#2ecc40") == out.tp and len(out.missed) == out.fn
+    assert f"TP {out.tp}" in t.frame_metrics.value and f"FP {out.fp}" in t.frame_metrics.value
+    frames = recorded_frames(live_recording)
+    for thr in (0.25, 0.55):  # the first scores fresh, the second by masking the cached table
+        t.class_select.value = ALL_CLASSES
+        t.threshold.value = thr
+        r = evaluate(t.postprocess.run_recording(live_recording), sample_gt, frames)
+        assert t.score.scores["map50"] == pytest.approx(r.map50, abs=1e-12)
+        assert t.score.scores["map50_95"] == pytest.approx(r.map50_95, abs=1e-12)
+        assert f"mAP@0.5 <b>{r.map50:.3f}</b>" in t.metrics_text.value
+    # A/B keeps the ground truth and shows metric deltas
+    t.set_b.click()
+    t.threshold.value = 0.3
+    assert t.score_b is not None and "vs B" in t.metrics_text.value
+    d = t.score.scores["f1"] - t.score_b.scores["f1"]
+    assert f"({d:+.3f} vs B)" in t.metrics_text.value
+    assert t.canvas(2).full_draws >= 1 and "vs B" in t.frame_metrics.value
+
+
+def test_whole_recording_results_come_from_the_background(live_recording, sample_gt):
+    t = Tuner(live_recording, gt=sample_gt)  # background worker
+    t.wait()
+    t.iou.value = 0.3
+    assert "dsprobe-metrics-busy" in t.metrics_text.value or "&#8987;" in t.metrics_text.value
+    t.wait()
+    assert "dsprobe-metrics" in t.metrics_text.value and "&#8987;" not in t.metrics_text.value
+    assert t.postprocess.step("cluster").params["iou_threshold"] == 0.3
+    assert not t.worker.errors
+
+
+def test_timeline_click_jumps_and_zooms(tuner):
+    tl = tuner.timeline
+    assert tl.renders >= 1 and set(tl.series) == {"detections"}
+    lo, hi = tl.shown()
+    fn = tl.click(0.045 + 0.945 * 0.5)  # the middle of the axes
+    assert abs(fn - (lo + hi) / 2) <= 1
+    assert tuner.frame_view.frame_num == fn
+    tl.zoom(0.5)
+    assert tl.window is not None and tl.window[1] - tl.window[0] < hi - lo
+    assert lo <= tl.frame_at(0.5) <= hi
+    tl._on_event({"type": "wheel", "deltaY": 1, "relativeX": 450, "boundingRectWidth": 900})
+    tl.reset_zoom()
+    assert tl.window is None
+
+
+def test_nothing_is_saved_until_the_button_is_clicked(tuner, tmp_path):
+    path = tmp_path / "sub" / "spec.json"
+    tuner.saver.path.value = str(path)
+    tuner.threshold.value = 0.4
+    assert not path.exists()
+    tuner.saver.button.click()
+    assert path.exists() and f"saved {path}" in tuner.saver.message.value
+    assert Postprocess.load(path).to_dict() == tuner.postprocess.to_dict()
+
+
+def test_tuner_reuses_a_decoded_recording(live_recording):
+    pp = Postprocess.from_nvinfer_config(live_recording.config())
+    decoded = pp.decode_recording(live_recording)
+    t = Tuner(live_recording, decoded=decoded, background=False)
+    assert t.decoded is decoded and t.postprocess is pp
+    assert t.detections.equals(pp(live_recording[t.row]))
+
+
+# ---------------------------------------------------------------------------------------------- user steps
+def my_yolo(
+    layers,
+    ctx,
+    *,
+    score_threshold: Annotated[float, Range(0.0, 1.0)] = 0.001,
+    only_first_class: bool = False,
+    box: Literal["cxcywh", "xyxy"] = "cxcywh",
+):
+    """The user's decoder: the built-in YOLOv8 decoder behind a user function."""
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("decode", "yolov8")(layers, ctx, score_threshold=score_threshold, box_format=box)
+    return d[d.class_ids == 0] if only_first_class else d
+
+
+def picky_filter(dets, ctx, *, explode: bool = False):
+    if explode:
+        raise RuntimeError("picky filter gave up")
+    return dets
+
+
+def test_tuner_with_user_decoder_and_filter(live_recording):
+    base = Postprocess.from_nvinfer_config(live_recording.config(), decoder=my_yolo)
+    steps = [s.to_dict() for s in base.steps]
+    steps[0]["name"] = my_yolo
+    steps.insert(1, {"kind": "filter", "name": picky_filter})
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    t = Tuner(live_recording, pp)
+    busy_frame(t)
+    name = pp.steps[0].name
+    assert t.decoder.value == name and ("my_yolo (yours)", name) in t.decoder.options
+    ctl = t.param_controls
+    assert set(ctl) == {"score_threshold", "only_first_class", "box", "explode"}
+    assert type(ctl["score_threshold"]).__name__ == "FloatSlider"
+    assert (ctl["score_threshold"].min, ctl["score_threshold"].max) == (0.0, 1.0)
+    assert type(ctl["only_first_class"]).__name__ == "Checkbox"
+    assert ctl["box"].options == ("cxcywh", "xyxy")
+    ctl["only_first_class"].value = True  # a decoder param: decoded again, boxes as the spec says
+    expected = pp.set_params({"only_first_class": True})
+    assert t.postprocess.to_dict() == expected.to_dict()
+    assert t.detections.same_objects(expected(t.frame_view)) and set(t.detections.class_ids) <= {0}
+    t.wait()  # the whole-recording counts are computed in the background
+    assert t.counts.to_numpy().sum() == len(expected.run_recording(live_recording))
+    ctl["explode"].value = True  # the user's filter raises: one line in the panel naming it
+    t.wait()
+    assert (
+        "picky_filter" in t.status.value and "RuntimeError: picky filter gave up" in t.status.value
+    )
+    assert "\n" not in t.status.value
+    ctl["explode"].value = False
+    t.wait()
+    t.decoder.value = "yolov8"  # the built-in, then the user's function again
+    assert t.postprocess.steps[0].name == "yolov8" and not {"score_threshold"} & set(
+        t.param_controls
+    )
+    t.decoder.value = name
+    assert t.postprocess.steps[0].name == name and "score_threshold" in t.param_controls
+
+
+def top_per_class(dets, ctx, *, keep: Annotated[int, Range(1, 20)] = 3):
+    """The user's cluster step: the ``keep`` best boxes of each class."""
+    order = np.lexsort((-dets.scores, dets.class_ids))
+    d = dets[order]
+    rank = np.arange(len(d)) - np.searchsorted(d.class_ids, d.class_ids)
+    return d[rank < keep]
+
+
+def grow(dets, ctx, *, margin: float = 0.0):
+    """The user's scale step: nvinfer's mapping, then each box grown by ``margin`` frame px."""
+    from dsprobe import Detections
+    from dsprobe.postprocess.registry import get_step
+
+    d = get_step("scale", "nvinfer")(dets, ctx)
+    m = np.float32([-margin, -margin, margin, margin])
+    return Detections(d.boxes + m, d.scores, d.class_ids, "frame")
+
+
+def test_tuner_with_user_cluster_and_scale_steps(live_recording):
+    base = Postprocess.from_nvinfer_config(live_recording.config())
+    steps = [s.to_dict() for s in base.steps[:2]]
+    steps += [{"kind": "cluster", "name": top_per_class}, {"kind": "scale", "name": grow}]
+    pp = Postprocess(
+        steps, labels=base.labels, num_classes=base.num_classes, geometry=base.geometry
+    )
+    t = Tuner(live_recording, pp)
+    busy_frame(t)
+    assert t.cluster.value == pp.steps[2].name
+    assert ("top_per_class (yours)", pp.steps[2].name) in t.cluster.options
+    assert set(t.param_controls) == {"keep", "margin"}
+    assert type(t.param_controls["keep"]).__name__ == "IntSlider"
+    t.param_controls["keep"].value = 1
+    t.param_controls["margin"].value = 4.0
+    expected = pp.set_params({"keep": 1, "margin": 4.0})
+    assert t.postprocess.to_dict() == expected.to_dict()
+    assert t.detections.same_objects(expected(t.frame_view))
+    assert len(t.detections) <= len(base.labels)

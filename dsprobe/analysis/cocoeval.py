@@ -59,6 +59,19 @@ def coco_results(detections: pd.DataFrame, image_ids: set[int] | None = None) ->
     ]
 
 
+def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) -> EvalResult:
+    """EvalResult from an accumulated pycocotools ``COCOeval`` (area range 0 = all, the last maxDets)."""
+    acc = Accumulated(
+        ev.eval["precision"][:, :, :, 0, -1],
+        ev.eval["recall"][:, :, 0, -1],
+        np.asarray(ev.params.catIds, np.int64),
+        np.asarray(ev.params.iouThrs),
+        num_images,
+        num_detections,
+    )
+    return coco_scores(acc, gt)
+
+
 def pycocotools_evaluate(
     detections: pd.DataFrame,
     gt: GroundTruth,
@@ -83,13 +96,4 @@ def pycocotools_evaluate(
         ev.params.maxDets = [1, 10, max_det]
         ev.evaluate()
         ev.accumulate()
-    prec = ev.eval["precision"][:, :, :, 0, -1]
-    acc = Accumulated(
-        prec,
-        ev.eval["recall"][:, :, 0, -1],
-        np.asarray(ev.params.catIds, np.int64),
-        ev.params.iouThrs,
-        len(ids),
-        len(res),
-    )
-    return coco_scores(acc, gt)
+    return eval_result(ev, gt, len(ids), len(res))

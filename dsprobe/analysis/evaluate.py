@@ -23,6 +23,7 @@ from dsprobe.analysis.matching import (
     match_table,
 )
 from dsprobe.detections import Detections
+from dsprobe.nvinfer.geometry import muxer_content_size
 
 
 def frame_image_id(source_id: int, frame_num: int) -> int:
@@ -61,8 +62,6 @@ def source_to_frame_scale(
 ) -> tuple[float, float]:
     """(sx, sy) mapping source-video pixels to frame (nvstreammux) pixels: stretched by default, or
     one truncated scale with ``keep_aspect`` (``enable-padding=1``, picture at the top-left)."""
-    from dsprobe.reference.preprocess import muxer_content_size
-
     sw, sh = source_size
     if not keep_aspect:
         return frame_size[0] / sw, frame_size[1] / sh
@@ -333,68 +332,3 @@ def ground_truth_from_detections(
         }
     )
     return GroundTruth(coco, boxes, list(labels))
-
-
-def error_table(
-    detections: pd.DataFrame,
-    gt: GroundTruth,
-    frames: Sequence[tuple[int, int]] | None = None,
-    iou_threshold: float = 0.5,
-    min_score: float = 0.0,
-) -> pd.DataFrame:
-    """False positives and misses at an operating point: per frame, detections with ``score >=
-    min_score`` are matched one-to-one to ground truth (same class, IoU >= ``iou_threshold``, see
-    :func:`match`). One row per error: ``kind`` ("false_positive" or "missed"), source_id, frame_num,
-    x1, y1, x2, y2 (frame px), class_id, score (NaN for a miss), best_iou (with any box of the other set)."""
-    d = detections[detections["score"] >= min_score]
-    if frames is None:
-        frames = sorted(
-            {(int(s), int(f)) for s, f in zip(d["source_id"], d["frame_num"])}
-            | {(int(s), int(f)) for s, f in zip(gt.boxes["source_id"], gt.boxes["frame_num"])}
-        )
-    det_groups = dict(list(d.groupby(["source_id", "frame_num"])))
-    gt_groups = dict(list(gt.boxes.groupby(["source_id", "frame_num"])))
-    cols = ["x1", "y1", "x2", "y2"]
-    rows = []
-    for s, f in frames:
-        key = (int(s), int(f))
-        dd, gg = det_groups.get(key), gt_groups.get(key)
-        a = (
-            Detections(
-                dd[cols].to_numpy(), dd["score"].to_numpy(), dd["class_id"].to_numpy(), "frame"
-            )
-            if dd is not None
-            else Detections.empty("frame")
-        )
-        b = (
-            Detections(gg[cols].to_numpy(), np.ones(len(gg)), gg["class_id"].to_numpy(), "frame")
-            if gg is not None
-            else Detections.empty("frame")
-        )
-        m = match(a, b, iou_threshold)
-        iou = box_iou(a.boxes, b.boxes)
-        for i in m.unmatched_a:
-            rows.append(
-                (
-                    "false_positive",
-                    *key,
-                    *a.boxes[i].tolist(),
-                    int(a.class_ids[i]),
-                    float(a.scores[i]),
-                    float(iou[i].max()) if iou.shape[1] else 0.0,
-                )
-            )
-        for j in m.unmatched_b:
-            rows.append(
-                (
-                    "missed",
-                    *key,
-                    *b.boxes[j].tolist(),
-                    int(b.class_ids[j]),
-                    float("nan"),
-                    float(iou[:, j].max()) if iou.shape[0] else 0.0,
-                )
-            )
-    return pd.DataFrame(
-        rows, columns=["kind", "source_id", "frame_num", *cols, "class_id", "score", "best_iou"]
-    )

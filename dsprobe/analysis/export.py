@@ -1,35 +1,17 @@
-"""``dsprobe export-nvinfer``: the nvinfer ``[class-attrs-*]`` keys equivalent to a postprocess spec,
-and a clear list of what nvinfer cannot express (for users who stay with nvinfer's own parsers)."""
+"""The nvinfer ``[property]`` / ``[class-attrs-*]`` keys equivalent to a postprocess spec, and a clear
+list of what nvinfer cannot express (for users who stay with nvinfer's own parsers).
+``dsprobe export-nvinfer`` (:mod:`dsprobe.cli.export_nvinfer`) prints them."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
-
-_CLUSTER_MODES = {"group_rectangles": 0, "dbscan": 1, "nms": 2, "none": 4}
-_CLUSTER_KEYS = {
-    "iou_threshold": "nms-iou-threshold",
-    "post_cluster_threshold": "post-cluster-threshold",
-    "topk": "topk",
-    "eps": "eps",
-    "group_threshold": "group-threshold",
-    "min_boxes": "minBoxes",
-    "min_score": "dbscan-min-score",
-}
-_OBJECT_KEYS = {
-    "detected_min_w": "detected-min-w",
-    "detected_min_h": "detected-min-h",
-    "detected_max_w": "detected-max-w",
-    "detected_max_h": "detected-max-h",
-    "roi_top_offset": "roi-top-offset",
-    "roi_bottom_offset": "roi-bottom-offset",
-}
+from dsprobe.nvinfer.config import NvinferConfigError, parse_nvinfer_config
+from dsprobe.postprocess.nvinfer_params import cluster_mode_of, rows_for_step
+from dsprobe.postprocess.pipeline import Postprocess
 
 
 @dataclass
@@ -56,6 +38,8 @@ class NvinferExport:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):  # a list property (filter-out-class-ids)
+        return ";".join(_fmt(x) for x in v)
     if isinstance(v, (bool, np.bool_)):
         return "1" if v else "0"
     if isinstance(v, float):
@@ -63,88 +47,72 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _put(exp: NvinferExport, key: str, value: Any) -> None:
+def _put(exp: NvinferExport, key: str, value: Any, unset: Any = None) -> None:
     """Scalar -> [class-attrs-all]; per-class list -> its most common value in [class-attrs-all] and
-    the others in [class-attrs-N]."""
-    if np.ndim(value) == 0:
-        exp.class_attrs.setdefault(-1, {})[key] = _fmt(value)
-        return
-    vals = list(value)
+    the others in [class-attrs-N]. A value equal to ``unset`` (the key's "absent") is not written."""
+    vals = [value] if np.ndim(value) == 0 else list(value)
     if not vals:
         return
     common = max(set(vals), key=vals.count)  # the most common value goes to [class-attrs-all]
-    exp.class_attrs.setdefault(-1, {})[key] = _fmt(common)
+    if common != unset:
+        exp.class_attrs.setdefault(-1, {})[key] = _fmt(common)
     for cid, v in enumerate(vals):
-        if v != common:
+        if v != common and v != unset:
             exp.class_attrs.setdefault(cid, {})[key] = _fmt(v)
 
 
-def to_nvinfer(pp: Postprocess) -> NvinferExport:  # noqa: C901 (to be table-driven)
-    """Map ``pp`` onto nvinfer config keys; anything else goes to ``unsupported`` with the reason."""
+def to_nvinfer(pp: Postprocess) -> NvinferExport:
+    """Map ``pp`` onto nvinfer config keys through the key table
+    (:mod:`dsprobe.postprocess.nvinfer_params`): each step's mapped params with their current values
+    (the spec's, else the function's default; object-filter keys only when set); anything nvinfer
+    cannot express goes to ``unsupported`` with the reason."""
     exp = NvinferExport()
-    decode = pp.steps[0]
-    exp.unsupported.append(
-        f"decoder {decode.name!r}: nvinfer needs a parser for this output layout "
-        "(network-type=0 with its built-in DetectNet parser only fits 'detectnet_v2'; "
-        "otherwise a C++ parse-bbox-func-name)"
-        if decode.name != "detectnet_v2"
-        else "decoder 'detectnet_v2' is nvinfer's built-in parser: use network-type=0, no custom parser"
-    )
-    if pp.num_classes:
-        exp.property["num-detected-classes"] = str(pp.num_classes)
-    for s in pp.steps[1:]:
-        if s.kind == "filter" and s.name == "threshold":
-            _put(exp, "pre-cluster-threshold", s.params.get("pre_cluster_threshold", 0.2))
-        elif s.kind == "cluster" and s.name in _CLUSTER_MODES:
-            mode = _CLUSTER_MODES[s.name]
-            if s.name == "dbscan" and s.params.get("then_nms"):
-                mode = 3
+    exp.unsupported.append(_decoder_note(pp.steps[0].name))
+    for i, s in enumerate(pp.steps[1:], start=1):
+        rows = rows_for_step(s.kind, s.name)
+        if s.kind == "cluster":
+            mode = cluster_mode_of(s.name, pp.resolved_params(i))
+            if mode is None:
+                exp.unsupported.append(f"cluster step {s.name!r} has no nvinfer cluster-mode")
+                continue
             exp.property["cluster-mode"] = str(mode)
-            for k, v in s.params.items():
-                if k in _CLUSTER_KEYS:
-                    _put(exp, _CLUSTER_KEYS[k], v)
-            if s.name == "group_rectangles" and not s.params.get("opencv_build", False):
-                exp.unsupported.append(
-                    "cluster-mode=0 runs as NMS(0.5, top-20) in nvinfer builds without OpenCV "
-                    "(the default since DeepStream 6.0)"
-                )
-        elif s.kind == "cluster":
-            exp.unsupported.append(f"cluster step {s.name!r} has no nvinfer cluster-mode")
-        elif s.kind == "scale" and s.name == "nvinfer":
-            for k in ("maintain_aspect_ratio", "symmetric_padding"):
-                if s.params.get(k) is not None:
-                    exp.property[k.replace("_", "-")] = _fmt(bool(s.params[k]))
-        elif s.kind == "scale":
-            exp.unsupported.append(
-                f"scale step {s.name!r}: nvinfer always maps boxes back its own way"
-            )
-        elif s.kind == "filter" and s.name == "objects":
-            for k, v in s.params.items():
-                if k in _OBJECT_KEYS:
-                    _put(exp, _OBJECT_KEYS[k], v)
-                elif k == "filter_out_class_ids" and v:
-                    exp.property["filter-out-class-ids"] = ";".join(str(c) for c in v)
-                elif k == "crop_objects_to_roi_boundary":
-                    exp.property["crop-objects-to-roi-boundary"] = _fmt(bool(v))
-        else:
+        elif not rows:
             exp.unsupported.append(f"{s.kind} step {s.name!r} has no nvinfer key")
+            continue
+        values = pp.resolved_params(i)
+        for row in rows:
+            value = values.get(row.param)
+            if value is None or (row.only_if_set and not row.is_set(value)):
+                continue
+            if row.per_class:
+                _put(exp, row.key, value, row.unset)
+            else:
+                exp.property[row.key] = _fmt(value)
+        if s.name == "group_rectangles" and not values.get("opencv_build", False):
+            exp.unsupported.append(
+                "cluster-mode=0 runs as NMS(0.5, top-20) in nvinfer builds without OpenCV "
+                "(the default since DeepStream 6.0)"
+            )
+    if pp.num_classes and not int(exp.property.get("num-detected-classes", 0)):
+        exp.property["num-detected-classes"] = str(pp.num_classes)
+    _check_accepted(exp)
     return exp
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="postprocess spec (JSON) saved by Postprocess.save")
-    p.add_argument("-o", "--output", help="write the keys to this file instead of printing them")
-
-
-def run(args: argparse.Namespace) -> int:
+def _check_accepted(exp: NvinferExport) -> None:
+    """Read the keys back as nvinfer's config reader would (types and ranges): an export never
+    writes a value nvinfer refuses (ValueError naming the key and the value instead)."""
     try:
-        exp = to_nvinfer(Postprocess.load(args.spec))
-    except PostprocessError as exc:
-        print(f"dsprobe export-nvinfer: {exc}", file=sys.stderr)
-        return 1
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(exp.text())
-    else:
-        print(exp.text(), end="")
-    return 0
+        parse_nvinfer_config(exp.text(), source="<export-nvinfer>")
+    except NvinferConfigError as exc:
+        raise ValueError(f"export-nvinfer: nvinfer would refuse {exc}; nothing written") from None
+
+
+def _decoder_note(name: str) -> str:
+    if name == "detectnet_v2":
+        return "decoder 'detectnet_v2' is nvinfer's built-in parser: use network-type=0, no custom parser"
+    return (
+        f"decoder {name!r}: nvinfer needs a parser for this output layout "
+        "(network-type=0 with its built-in DetectNet parser only fits 'detectnet_v2'; "
+        "otherwise a C++ parse-bbox-func-name)"
+    )

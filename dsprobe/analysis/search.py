@@ -36,10 +36,12 @@ from dsprobe.analysis.evaluate import (
     frame_image_id,
 )
 from dsprobe.analysis.matching import accumulate, detection_arrays, match_table
-from dsprobe.analysis.settings import apply_params, get_param, param_owner, plain, step_defaults
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
+from dsprobe.postprocess.gpu.backend import resolve_device
+from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
+from dsprobe.postprocess.registry import one_line
 from dsprobe.postprocess.replay import DecodedRecording
 
 #: params the fast path gets by masking instead of re-clustering
@@ -67,6 +69,7 @@ class _Clustered:
     scores: np.ndarray
     class_ids: np.ndarray
     group_start: np.ndarray  # flat index of the first box of each box's (frame, class) run
+    on_device: Any = None  # the clustered boxes on the GPU (device="cuda")
 
 
 @dataclass
@@ -97,14 +100,26 @@ class Reclusterer:
 
     ``floor``: the lowest pre-cluster threshold to cluster at when a setting first needs clustering
     (lower requests re-cluster; default: the requested threshold). ``max_cached`` clusterings are kept.
+    ``device="cuda"``: clustering and scaling run on the GPU for all frames at once
+    (:mod:`dsprobe.postprocess.gpu.recluster`, same results; CPU with one warning when no GPU).
     """
 
     def __init__(
-        self, decoded: DecodedRecording, floor: float | None = None, max_cached: int = 8
+        self,
+        decoded: DecodedRecording,
+        floor: float | None = None,
+        max_cached: int = 8,
+        device: str = "cpu",
     ) -> None:
         self.decoded = decoded
         self.floor = floor
         self.max_cached = max_cached
+        self.device = resolve_device(device)
+        self._gpu = None
+        if self.device == "cuda":
+            from dsprobe.postprocess.gpu.recluster import GpuCandidates
+
+            self._gpu = GpuCandidates(decoded)
         self._clustered: dict[str, _Clustered] = {}
         self._scaled: dict[str, tuple[np.ndarray, ...]] = {}
         self.cluster_runs = (
@@ -151,20 +166,18 @@ class Reclusterer:
                 f"{pp}: no fast path (needs decode -> filter:threshold -> cluster:nms|none "
                 "-> scale/filter steps)"
             )
-        thr = pp.steps[1].params.get(
-            "pre_cluster_threshold", step_defaults(pp.steps[1], False)["pre_cluster_threshold"]
-        )
+        thr = pp.resolved_params(1)["pre_cluster_threshold"]
         cl = self._clustering(pp, float(np.min(thr)))
         key = self._post_key(pp, cl)
         rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(
             pp, cl, key
         )
         cparams = pp.steps[2].params
-        mask = cl.scores >= values_per_row(thr, cl.class_ids, "pre_cluster_threshold")
+        mask = cl.scores >= _per_box(thr, cl.class_ids, "pre_cluster_threshold")
         if pp.steps[2].name == "nms":
             post = cparams.get("post_cluster_threshold", 0.0)
-            mask &= cl.scores > values_per_row(post, cl.class_ids, "post_cluster_threshold")
-        topk = values_per_row(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
+            mask &= cl.scores > _per_box(post, cl.class_ids, "post_cluster_threshold")
+        topk = _per_box(cparams.get("topk", -1), cl.class_ids, "topk", np.int64)
         if len(mask) and np.any(topk >= 0):
             csum = np.cumsum(mask)
             rank = csum - (
@@ -220,6 +233,12 @@ class Reclusterer:
             topk=-1,
             **({"post_cluster_threshold": float("-inf")} if pp.steps[2].name == "nms" else {}),
         )
+        if self._gpu is not None:
+            per_row, offsets, scores_a, classes_a, row_a, kept = self._gpu.cluster(base)
+            cl = _Clustered(
+                floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a), kept
+            )
+            return self._remember(key, cl)
         per_row, offsets, scores, classes = {}, {}, [], []
         n = 0
         for r in self.rows:
@@ -233,10 +252,10 @@ class Reclusterer:
         scores_a = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         classes_a = np.concatenate(classes) if classes else np.zeros(0, np.int32)
         row_a = np.repeat(np.array(self.rows, np.int64), [len(d) for d in per_row.values()])
-        new_run = np.ones(len(scores_a), bool)
-        new_run[1:] = (row_a[1:] != row_a[:-1]) | (classes_a[1:] != classes_a[:-1])
-        group_start = np.maximum.accumulate(np.where(new_run, np.arange(len(scores_a)), 0))
-        cl = _Clustered(floor, per_row, offsets, scores_a, classes_a, group_start)
+        cl = _Clustered(floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a))
+        return self._remember(key, cl)
+
+    def _remember(self, key: str, cl: _Clustered) -> _Clustered:
         self.cluster_runs += 1
         if key in self._clustered:
             del self._clustered[key]
@@ -247,6 +266,12 @@ class Reclusterer:
 
     def _scale(self, pp: Postprocess, cl: _Clustered, key: str) -> tuple:
         """Run the steps after clustering on every clustered box, tagged to follow survivors."""
+        if self._gpu is not None and cl.on_device is not None and self._gpu.can_scale(pp):
+            value = self._gpu.scale(pp, cl.on_device)
+            self._scaled[key] = value
+            while len(self._scaled) > self.max_cached:
+                del self._scaled[next(iter(self._scaled))]
+            return value
         rows, boxes, scores, classes, tags, per_row = [], [], [], [], [], {}
         n = 0
         for r, d in cl.per_row.items():
@@ -280,6 +305,21 @@ class Reclusterer:
         while len(self._scaled) > self.max_cached:
             del self._scaled[next(iter(self._scaled))]
         return value
+
+
+def _per_box(value: Any, classes: np.ndarray, name: str, dtype: type = np.float32) -> Any:
+    """A per-class param for every box: ``values_per_row``, or one ``dtype`` scalar for a scalar
+    (the same comparisons without an array per setting)."""
+    if np.ndim(value) == 0:
+        return dtype(value)
+    return values_per_row(value, classes, name, dtype)
+
+
+def _run_starts(row_a: np.ndarray, classes_a: np.ndarray) -> np.ndarray:
+    """Flat index of the first box of each box's (frame, class) run."""
+    new_run = np.ones(len(classes_a), bool)
+    new_run[1:] = (row_a[1:] != row_a[:-1]) | (classes_a[1:] != classes_a[:-1])
+    return np.maximum.accumulate(np.where(new_run, np.arange(len(classes_a)), 0))
 
 
 def _selection_frame(
@@ -358,9 +398,11 @@ class SearchResult:
         )
 
 
-def _combos(
+def setting_combinations(
     grid: Mapping[str, Sequence[Any]], method: str, n_random: int, seed: int
 ) -> list[tuple]:
+    """The value tuples a search tries: every combination of ``grid`` (``method="grid"``) or
+    ``n_random`` of them drawn with ``seed`` (``"random"``), in ``grid``'s order."""
     names = list(grid)
     for n in names:
         if not len(grid[n]):
@@ -377,6 +419,60 @@ def _combos(
     return combos
 
 
+def _postprocesses(
+    base: Postprocess, settings: Sequence[Mapping[str, Any]]
+) -> tuple[dict[int, Postprocess], dict[int, str]]:
+    """Each setting applied to ``base``; a setting a step refuses is recorded as failed."""
+    pps: dict[int, Postprocess] = {}
+    errors: dict[int, str] = {}
+    for i, p in enumerate(settings):
+        try:
+            pps[i] = base.set_params(p)
+        except (ValueError, PostprocessError) as exc:
+            errors[i] = one_line(exc)
+    return pps, errors
+
+
+class _Decoders:
+    """A Reclusterer per decode step: settings of the decoder's own params (the user's decoder's
+    too) decode the same frames again, once per distinct decode step."""
+
+    def __init__(self, decoded: DecodedRecording, reclusterer: Reclusterer) -> None:
+        self.decoded, self.floor = decoded, reclusterer.floor
+        self.device = reclusterer.device  # new decoders decode and re-cluster where it does
+        self.by_decoder: dict[str, Reclusterer | str] = {
+            _key(self.decode_of(decoded.postprocess)): reclusterer
+        }
+
+    @staticmethod
+    def decode_of(pp: Postprocess) -> dict[str, Any]:
+        return pp.steps[0].to_dict()
+
+    def of(self, pp: Postprocess) -> Reclusterer:
+        key = _key(self.decode_of(pp))
+        if key not in self.by_decoder:
+            try:
+                dev = self.device
+                rows = sorted(self.decoded.candidates)
+                dec = pp.to(dev).decode_recording(self.decoded.recording, rows)
+                self.by_decoder[key] = Reclusterer(dec, floor=self.floor, device=dev)
+            except PostprocessError as exc:  # the decoder failed: every setting of it fails
+                self.by_decoder[key] = one_line(exc)
+        rc = self.by_decoder[key]
+        if isinstance(rc, str):
+            raise PostprocessError(rc)
+        return rc
+
+    def group(self, pp: Postprocess, errors: dict[int, str], i: int) -> tuple[str, str]:
+        """(decoder key, clustering key or "" for no fast path); a failing decoder fails setting i."""
+        try:
+            rc = self.of(pp)
+        except PostprocessError as exc:
+            errors[i] = one_line(exc)
+            return ("", "")
+        return (_key(self.decode_of(pp)), rc._cluster_key(pp) if rc.fast_path(pp) else "")
+
+
 def search(
     decoded: DecodedRecording,
     gt: GroundTruth,
@@ -389,32 +485,38 @@ def search(
     seed: int = 0,
     progress: bool = False,
     reclusterer: Reclusterer | None = None,
+    device: str = "cpu",
 ) -> SearchResult:
     """Try every combination of ``grid`` (``method="grid"``) or ``n_random`` of them drawn at random
     (``"random"``), re-using the decoded candidates; score each with COCO mAP against ``gt`` over
     ``frames`` ((source_id, frame_num); default every decoded frame). ``grid`` maps param names
     (``pre_cluster_threshold``, ``iou_threshold``, ``topk``, ``post_cluster_threshold``, object filter
-    params, any cluster step param) to value lists. ``metric``: "map50" or "map50_95"."""
+    params, any step's param by name, the user's own steps' included) to value lists; a decoder param
+    decodes again once per value. ``metric``: "map50" or "map50_95". A setting whose step fails (the
+    user's function raised, returned NaN boxes...) is kept in the table with NaN scores and its
+    one-line message in an ``error`` column (present only then); the search goes on.
+    ``device="cuda"``: the re-clustering runs on the GPU (``docs/gpu.md``); the same table results."""
     if metric not in ("map50", "map50_95"):
         raise ValueError(f"search: metric must be 'map50' or 'map50_95', got {metric!r}")
     names = list(grid)
-    combos = _combos(grid, method, n_random, seed)
+    combos = setting_combinations(grid, method, n_random, seed)
     base = decoded.postprocess
     for n in names:
-        param_owner(base, n)  # fail early on a name no step takes
+        base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
     if frames is None:
         f = rec.frames.iloc[sorted(decoded.candidates)]
         frames = list(zip(f["source_id"].astype(int), f["frame_num"].astype(int)))
     if reclusterer is None:
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
-        floors.append(float(np.min(get_param(base, "pre_cluster_threshold"))))
-        reclusterer = Reclusterer(decoded, floor=min(floors))
+        floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
+        reclusterer = Reclusterer(decoded, floor=min(floors), device=device)
     settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
-    pps = [apply_params(base, p) for p in settings]
-    # settings that share a clustering run back to back, so each clustering is evaluated once
-    group = [reclusterer._cluster_key(pp) if reclusterer.fast_path(pp) else "" for pp in pps]
-    order = sorted(range(len(pps)), key=lambda i: group[i])
+    pps, errors = _postprocesses(base, settings)
+    decoders = _Decoders(decoded, reclusterer)
+    # settings that share a decoder and a clustering run back to back: each is evaluated once
+    group = {i: decoders.group(pp, errors, i) for i, pp in pps.items()}
+    order = sorted((i for i in pps if i not in errors), key=lambda i: group[i])
     scorer: tuple[str, _Scorer] | None = None
     results: dict[int, EvalResult] = {}
     it: Iterable = order
@@ -426,29 +528,35 @@ def search(
         except ImportError:
             pass
     for i in it:
-        pp = pps[i]
-        r = None
-        if group[i]:
-            sel = reclusterer.select(pp)
-            if scorer is None or scorer[0] != sel.key:
-                scorer = (sel.key, _Scorer(rec, sel, gt, frames))
-            r = scorer[1].score(sel.keep)
-        else:
-            r = evaluate(reclusterer.detections_frame(pp), gt, frames)
+        pp, rc = pps[i], decoders.of(pps[i])
+        try:
+            if group[i][1]:
+                sel = rc.select(pp)
+                if scorer is None or scorer[0] != group[i][0] + sel.key:
+                    scorer = (group[i][0] + sel.key, _Scorer(rec, sel, gt, frames))
+                r = scorer[1].score(sel.keep)
+            else:
+                r = evaluate(rc.detections_frame(pp), gt, frames)
+        except PostprocessError as exc:  # the user's step failed for this setting: go on
+            errors[i] = one_line(exc)
+            continue
         results[i] = r
+    nan = float("nan")
     rows = [
         {
             **settings[i],
-            "map50": results[i].map50,
-            "map50_95": results[i].map50_95,
-            "detections": results[i].num_detections,
+            "map50": results[i].map50 if i in results else nan,
+            "map50_95": results[i].map50_95 if i in results else nan,
+            "detections": results[i].num_detections if i in results else -1,
+            **({"error": errors.get(i, "")} if errors else {}),  # only when a setting failed
         }
         for i in range(len(settings))
     ]
-    table = (
-        pd.DataFrame(rows)
-        .sort_values(metric, ascending=False, kind="stable")
-        .reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(
+        metric, ascending=False, kind="stable", na_position="last"
     )
-    best_params = {n: plain(table.iloc[0][n]) for n in names}
-    return SearchResult(table, best_params, apply_params(base, best_params), metric)
+    if not results:
+        raise PostprocessError(f"search: every setting failed; the first: {table['error'].iloc[0]}")
+    best_params = dict(settings[int(table.index[0])])  # as given: a table row may upcast ints
+    table = table.reset_index(drop=True)
+    return SearchResult(table, best_params, base.set_params(best_params), metric)

@@ -15,8 +15,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "drift between two recordings, layer by layer and box by box",
     ),
     "export-nvinfer": (
-        "dsprobe.analysis.export",
+        "dsprobe.cli.export_nvinfer",
         "print the nvinfer [class-attrs-*] keys of a postprocess spec",
+    ),
+    "doctor": (
+        "dsprobe.cli.doctor",
+        "check GIE configs (and the device's Python) for settings that break recording",
     ),
     "record-onnx": (
         "dsprobe.cli.record_onnx",

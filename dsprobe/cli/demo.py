@@ -70,6 +70,7 @@ class Demo:
         )
 
     def record(self) -> None:
+        from dsprobe import RecorderOptions
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
 
@@ -82,6 +83,7 @@ class Demo:
             muxer=MUXER_SIZE,
             batch=self.batch,
             progress=False,
+            recorder=RecorderOptions(overwrite=True),  # the demo's own output folder
         )
         self.state["recording"] = path
         self.log(
@@ -144,7 +146,7 @@ class Demo:
         self.log(f"exported the tuned postprocess: {spec} (nvinfer [class-attrs-*] keys: {keys})")
 
     def live(self) -> None:
-        from dsprobe import Postprocess, open_recording
+        from dsprobe import Postprocess, RecorderOptions, open_recording
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
 
@@ -160,6 +162,7 @@ class Demo:
             postprocess=spec,
             images=False,
             progress=False,
+            recorder=RecorderOptions(overwrite=True),
         )
         replay = self.state["rec"]
         equal = 0
@@ -229,7 +232,7 @@ class Demo:
         of the tuned postprocess."""
         import pandas as pd
 
-        from dsprobe.analysis.evaluate import error_table
+        from dsprobe.analysis.errors import error_table
 
         df, gt, frames = self.state["after_df"], self.state["gt"], self.state["frames"]
         errors = error_table(df, gt, frames)
@@ -256,7 +259,7 @@ class Demo:
 
     def _overlays(self) -> list[str]:
         from dsprobe.notebook.figures import pyplot
-        from dsprobe.notebook.plots import plot_frame
+        from dsprobe.notebook.frames import plot_frame
 
         plt = pyplot()
         rec, tuned, gt = self.state["rec"], self.state["tuned"], self.state["gt"]
@@ -273,6 +276,15 @@ class Demo:
                 plt.close(fig)
                 shots.append(name)
         return shots
+
+    def _evaluation(self) -> list[str]:
+        """Errors by TIDE type and the best settings per objective (demo_evaluation.py)."""
+        from dsprobe.cli.demo_evaluation import evaluation_section
+
+        st = self.state
+        return evaluation_section(
+            st["rec"], st["tuned"], st["gt"], st["frames"], self.grid, self.out
+        )
 
     def _report_markdown(self) -> str:
         before, after = self.state["before"], self.state["after"]
@@ -309,6 +321,7 @@ class Demo:
             "| " + " | ".join(str(v) for v in row) + " |"
             for row in per_stream.itertuples(index=False)
         ]
+        lines += self._evaluation()
         eq, n = self.state["live_equal"]
         lines += [
             "",
@@ -330,7 +343,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
     """The small sample recording (both sample streams, ``seconds`` each, JPEG images downscaled to
     640x360 at quality 60, gzip-9 tensors, the config's postprocess as the pipeline's objects) and its
     ground truth ``<stem>_gt.json`` beside it."""
-    from dsprobe import Postprocess
+    from dsprobe import Postprocess, RecorderOptions
     from dsprobe.nvinfer.config import load_nvinfer_config
     from dsprobe.reference.recorder import record_onnx
     from dsprobe.sample import CONFIG_PATH, MUXER_SIZE, make_videos
@@ -348,9 +361,7 @@ def make_sample(path: str | Path = SAMPLE_RECORDING, seconds: float = 1.6) -> Pa
             muxer=MUXER_SIZE,
             batch=2,
             progress=False,
-            image_max_size=640,
-            image_quality=60,
-            compression="gzip-9",
+            recorder=RecorderOptions(image_quality=60, compression="gzip-9"),
             postprocess=Postprocess.from_nvinfer_config(load_nvinfer_config(CONFIG_PATH)),
             notes={
                 "recorded_by": "python -m dsprobe.cli.demo --make-sample",

@@ -55,7 +55,7 @@ def _summary(rec: Recording) -> dict[str, Any]:
             "preprocessing": {k: pre[k] for k in _GEOMETRY_KEYS} if pre else None,
         }
     encodings: dict[str, int] = {}
-    for seg in rec._segs:
+    for seg in rec.segments:
         codes = seg.f["images/encoding"][:]
         for code, count in zip(*np.unique(codes, return_counts=True)):
             encodings[IMAGE_ENCODINGS[int(code)]] = encodings.get(
@@ -172,8 +172,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         s = summarize(args.path)
-    except RecordingError as exc:
-        print(f"dsprobe inspect: {exc}", file=sys.stderr)
-        return 1
+    except (RecordingError, OSError) as exc:  # one line, exit 2, never a traceback
+        print("dsprobe inspect: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
     print(json.dumps(s, indent=2) if args.json else format_text(s))
     return 0

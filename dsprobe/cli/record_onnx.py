@@ -88,13 +88,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compression", help="tensor compression (lzf, gzip, gzip-N, ...; default none)"
     )
     p.add_argument("-o", "--output", required=True, help="recording to write (.h5)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing recording at --output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from dsprobe.nvinfer.config import NvinferConfigError
     from dsprobe.postprocess.pipeline import PostprocessError
+    from dsprobe.recording.options import RecorderOptions
     from dsprobe.recording.reader import RecordingError
-    from dsprobe.reference.recorder import record_onnx
+    from dsprobe.reference.recorder import ReferenceOptions, record_onnx
     from dsprobe.reference.runner import ModelError
     from dsprobe.reference.video import VideoError
 
@@ -102,26 +106,26 @@ def run(args: argparse.Namespace) -> int:
         print("dsprobe record-onnx: more --sgie-model than --sgie-config", file=sys.stderr)
         return 2
     models = args.sgie_model + [None] * (len(args.sgie_config) - len(args.sgie_model))
+    options = ReferenceOptions(
+        muxer=args.muxer,
+        muxer_keep_aspect=args.muxer_keep_aspect,
+        muxer_filter=args.muxer_filter,
+        batch=args.batch,
+        images=not args.no_images,
+        object_images=args.object_images,
+        max_frames=args.max_frames,
+        postprocess=args.postprocess,
+        secondary=list(zip(args.sgie_config, models)),
+        decoder=args.decoder,
+        deepstream_version=args.deepstream_version,
+        progress=sys.stderr.isatty(),
+    )
     try:
+        recorder = RecorderOptions(
+            image_max_size=args.image_size, compression=args.compression, overwrite=args.overwrite
+        )
         s = record_onnx(
-            args.video,
-            args.config,
-            args.model,
-            args.output,
-            muxer=args.muxer,
-            muxer_keep_aspect=args.muxer_keep_aspect,
-            muxer_filter=args.muxer_filter,
-            batch=args.batch,
-            images=not args.no_images,
-            image_max_size=args.image_size,
-            max_frames=args.max_frames,
-            postprocess=args.postprocess,
-            secondary=list(zip(args.sgie_config, models)),
-            decoder=args.decoder,
-            object_images=args.object_images,
-            deepstream_version=args.deepstream_version,
-            compression=args.compression,
-            progress=sys.stderr.isatty(),
+            args.video, args.config, args.model, args.output, options, recorder=recorder
         )
     except (
         VideoError,

@@ -1,34 +1,93 @@
-"""``attach_postprocess``: run a tuned Postprocess in the pipeline and add NvDsObjectMeta.
+"""``attach_postprocess``: run a tuned Postprocess in the pipeline and add its output as metadata.
 
 For each frame (PGIE tensor meta) or object (SGIE tensor meta) of the chosen GIE, the SAME
-:class:`dsprobe.Postprocess` the notebook used turns the copied tensors into frame-pixel detections,
-which are added from the meta pools (pyds_api.md §4): rect in muxer pixels, class id, confidence,
-label (< 128 bytes), untracked object id, ``unique_component_id`` for a downstream SGIE's
-``operate-on-gie-id``, parent for SGIE detections. Optional: keypoints as display meta circles, and
-per-object vectors (embeddings) as user meta readable with :func:`read_vector_user_meta`.
+:class:`dsprobe.Postprocess` the notebook used turns the copied tensors into frame-pixel results,
+which are added from the meta pools (see :mod:`dsprobe.deepstream.addmeta` for the fields):
+
+* ``output="objects"`` (detectors): NvDsObjectMeta per detection (the parent object for SGIE
+  detections), ``unique_component_id`` for a downstream SGIE's ``operate-on-gie-id``, and
+  ``frame_meta.bInferDone = True`` on every frame the GIE's tensors were processed (as nvinfer, the
+  Python ssd-parser sample and every C detector do; nvtracker reads it). Optional keypoints as
+  display-meta circles, and per-object vectors (embeddings) as user meta.
+* ``output="classifier"`` (SGIE classifiers): one NvDsClassifierMeta with an NvDsLabelInfo per
+  attribute on the object the SGIE ran on, as nvinfer's own classifier output; read it downstream
+  from ``obj_meta.classifier_meta_list`` like any SGIE classification.
+
+The tensors are copied and the postprocess runs before the batch-meta lock is taken; the lock is
+held only while metas are added.
 """
 
 from __future__ import annotations
 
-import ctypes
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Iterable
 
-import numpy as np
-
-from dsprobe.deepstream.meta import (
-    network_size,
-    object_metas,
-    read_tensor_meta,
-    rect_of,
-    tensor_metas,
+from dsprobe.deepstream.addmeta import (
+    ObjectStyle,
+    VectorUserMeta,
+    add_classifier_meta,
+    add_object,
+    classifier_results,
+    draw_circles,
 )
-from dsprobe.deepstream.probe import PadProbe, ProbeHandle, ProbeStats, attach, find_muxer_size
+from dsprobe.deepstream.base import PadProbe, ProbeHandle, ProbeStats, attach
+from dsprobe.deepstream.meta import network_size, object_metas, read_tensor_meta, rect_of
+from dsprobe.deepstream.sizes import FrameSizes
+from dsprobe.deepstream.tensors import TensorMetaReader
 from dsprobe.detections import Detections
-from dsprobe.records import UNTRACKED_OBJECT_ID
 
-VECTOR_META_TYPE = "DSPROBE.VECTOR.USER_META"
-LABEL_BYTES = 127  # obj_label is char[128]; pyds copies without a terminator or bounds check
-MAX_DISPLAY_ELEMENTS = 16  # MAX_ELEMENTS_IN_DISPLAY_META
+OUTPUTS = ("objects", "classifier")
+
+
+@dataclass(frozen=True)
+class PostprocessProbeOptions:
+    """Options of :func:`attach_postprocess` (all optional).
+
+    * ``unique_id``: gie-unique-id whose tensors to use. None: the first GIE whose tensor meta the
+      probe sees (logged); pass it whenever several GIEs attach tensor meta.
+    * ``output``: ``"objects"`` (NvDsObjectMeta per detection) or ``"classifier"``
+      (NvDsClassifierMeta on the object an SGIE classifier ran on).
+    * ``component_id``: ``unique_component_id`` of what is added (default: the GIE's id, which is
+      what a downstream SGIE's ``operate-on-gie-id`` names).
+    * ``muxer_size``: (width, height) of the nvstreammux output; found from the pipeline when None.
+    * ``labels``: class labels (default: the postprocess's); for ``"classifier"`` one line per
+      attribute with classes separated by ``;`` (nvinfer's classifier label file).
+    * ``style``: :class:`ObjectStyle` (border, font, text background; ``draw=False`` hides them).
+    * ``keypoints``: draw keypoints (confidence > 0.5) as circles.
+    * ``vectors``: attach each detection's vector as user meta (takes pyds' single process-wide
+      user-meta callback slot; see :class:`dsprobe.deepstream.addmeta.VectorUserMeta`).
+    """
+
+    unique_id: int | None = None
+    output: str = "objects"
+    component_id: int | None = None
+    muxer_size: tuple[int, int] | None = None
+    labels: tuple[str, ...] | None = None
+    style: ObjectStyle = ObjectStyle()
+    keypoints: bool = False
+    vectors: bool = False
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(
+                f"attach_postprocess: output={self.output!r}; expected one of {OUTPUTS}"
+            )
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+
+
+def postprocess_options(
+    options: PostprocessProbeOptions | None, overrides: dict
+) -> PostprocessProbeOptions:
+    """``options`` with keyword ``overrides`` applied (``draw=False`` is ``style.draw``)."""
+    opts = options or PostprocessProbeOptions()
+    if "draw" in overrides:
+        overrides = dict(overrides)
+        overrides["style"] = dataclasses.replace(
+            overrides.get("style", opts.style), draw=bool(overrides.pop("draw"))
+        )
+    return dataclasses.replace(opts, **overrides) if overrides else opts
 
 
 class _Frame:
@@ -39,163 +98,156 @@ class _Frame:
         self.frame_size = frame_size
 
 
-def _pack_vector(pyds: Any, vec: np.ndarray) -> Any:
-    """A g_malloc'd ``{int32 dim; float32 v[dim]}`` block wrapped in a capsule for user_meta_data."""
-    v = np.ascontiguousarray(vec, np.float32)
-    payload = np.concatenate([np.array([v.size], np.int32).view(np.float32), v]).tobytes()
-    addr = pyds.alloc_buffer(len(payload))
-    ctypes.memmove(addr, payload, len(payload))
-    new_capsule = ctypes.pythonapi.PyCapsule_New
-    new_capsule.restype = ctypes.py_object
-    new_capsule.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
-    return new_capsule(addr, None, None)
-
-
-def read_vector_user_meta(pyds: Any, user_meta: Any) -> np.ndarray:
-    """Downstream: the float32 vector dsprobe attached as user meta (``{int32 dim; float32 v[dim]}``)."""
-    addr = pyds.get_ptr(user_meta.user_meta_data)
-    dim = ctypes.c_int32.from_address(addr).value
-    return np.array((ctypes.c_float * dim).from_address(addr + 4), dtype=np.float32)
-
-
-def _release_vector(pyds: Any) -> Any:
-    def release(data: Any, user_data: Any) -> None:
-        um = pyds.NvDsUserMeta.cast(data)
-        pyds.free_gbuffer(um.user_meta_data)
-
-    return release
-
-
-def _copy_vector(pyds: Any) -> Any:
-    def copy(data: Any, user_data: Any) -> Any:
-        um = pyds.NvDsUserMeta.cast(data)
-        return _pack_vector(pyds, read_vector_user_meta(pyds, um))
-
-    return copy
-
-
 class PostprocessProbe(PadProbe):
     """The live postprocess pad-probe callback (testable without GStreamer)."""
-
-    lock_meta = True  # it adds object meta
 
     def __init__(
         self,
         postprocess: Any,
+        options: PostprocessProbeOptions | None = None,
         *,
-        unique_id: int | None = None,
-        component_id: int | None = None,
-        muxer_size: tuple[int, int] | None = None,
-        labels: Iterable[str] | None = None,
-        draw: bool = True,
-        keypoints: bool = False,
-        vectors: bool = False,
+        trust: bool = False,
+        **kw,
     ) -> None:
-        if not hasattr(postprocess, "run"):
+        if not hasattr(postprocess, "run"):  # a spec file or an exported bundle folder
             from dsprobe.postprocess import Postprocess
 
-            postprocess = Postprocess.load(postprocess)
+            postprocess = Postprocess.load(postprocess, trust=trust)
         self.pp = postprocess
-        self.unique_id = unique_id
-        self.component_id = component_id
-        self.muxer_size = muxer_size
-        self.labels = list(labels) if labels is not None else list(postprocess.labels)
-        self.draw = draw
-        self.keypoints = keypoints
-        self.vectors = vectors
+        self.options = opts = postprocess_options(options, kw)
+        self.unique_id = opts.unique_id
+        self.labels = list(opts.labels) if opts.labels is not None else list(postprocess.labels)
         self.stats = ProbeStats()
+        self.sizes = FrameSizes(opts.muxer_size, self.stats)
+        self.tensors = TensorMetaReader(self.stats)
         self.objects_added = 0
-        self._vector_meta: tuple[Any, Any, Any] | None = (
-            None  # (meta type, copy func, release func)
-        )
+        self.classifier_metas_added = 0
+        self._vectors: VectorUserMeta | None = None
 
-    def _frame(self, pyds: Any, buf_hash: int, batch_meta: Any, fm: Any) -> None:
-        size = self.muxer_size or (int(fm.source_frame_width), int(fm.source_frame_height))
-        uids = None if self.unique_id is None else (self.unique_id,)
-        for tm in tensor_metas(pyds, fm.frame_user_meta_list, uids):
-            self.stats.tensor_metas += 1
+    def _batch_meta(self, pyds: Any, buf_hash: int, batch_meta: Any) -> None:
+        """Postprocess every frame first (no lock), then add the metas under the meta lock."""
+        work = []
+        for fm in self.frames(pyds, batch_meta):
+            try:
+                work.append((fm, self._compute(pyds, batch_meta, fm)))
+            except Exception as exc:
+                self.stats.error(f"frame:{type(exc).__name__}", exc)
+        if not any(items for _, items in work):
+            return
+        pyds.nvds_acquire_meta_lock(batch_meta)
+        try:
+            for fm, items in work:
+                try:
+                    self._add(pyds, batch_meta, fm, items)
+                except Exception as exc:
+                    self.stats.error(f"frame:{type(exc).__name__}", exc)
+        finally:
+            pyds.nvds_release_meta_lock(batch_meta)
+
+    def _compute(self, pyds: Any, batch_meta: Any, fm: Any) -> list:
+        """[(parent object or None, gie id, Detections, frame size)] for the chosen GIE's tensor
+        metas of ``fm``."""
+        size = self.sizes.frame_size(fm)
+        items = []
+        for tm in self._metas(pyds, batch_meta, fm.frame_user_meta_list):
             ctx = self.pp.context(_Frame(network_size(tm), size))
-            dets = self.pp.run(read_tensor_meta(pyds, tm), ctx)
-            self._add(pyds, batch_meta, fm, dets, None, int(tm.unique_id))
+            items.append((None, int(tm.unique_id), self._run(pyds, tm, ctx), size))
         for om in list(object_metas(pyds, fm)):
-            for tm in tensor_metas(pyds, om.obj_user_meta_list, uids):
-                self.stats.tensor_metas += 1
+            for tm in self._metas(pyds, batch_meta, om.obj_user_meta_list):
                 ctx = self.pp.context(_Frame(network_size(tm), size), crop_rect=rect_of(om))
-                dets = self.pp.run(read_tensor_meta(pyds, tm), ctx)
-                self._add(pyds, batch_meta, fm, dets, om, int(tm.unique_id))
+                items.append((om, int(tm.unique_id), self._run(pyds, tm, ctx), size))
+        return items
 
-    def _add(
-        self, pyds: Any, batch_meta: Any, fm: Any, dets: Detections, parent: Any, gie_id: int
-    ) -> None:
-        comp = self.component_id if self.component_id is not None else gie_id
+    def _metas(self, pyds: Any, batch_meta: Any, user_meta_list: Any) -> Iterable[Any]:
+        for tm in self.tensors.metas(pyds, batch_meta, user_meta_list):
+            if self.unique_id is None:
+                self.unique_id = int(tm.unique_id)
+                self.stats.warn_once(
+                    "unique-id-default",
+                    f"attach_postprocess without unique_id: using gie-unique-id {self.unique_id}, "
+                    "the first GIE seen; pass unique_id= to choose",
+                )
+            if int(tm.unique_id) == self.unique_id:
+                self.stats.tensor_metas += 1
+                yield tm
+
+    def _run(self, pyds: Any, tm: Any, ctx: Any) -> Detections:
+        return self.pp.run(read_tensor_meta(pyds, tm, check=self.tensors.check), ctx)
+
+    def _add(self, pyds: Any, batch_meta: Any, fm: Any, items: list) -> None:
+        opts = self.options
+        for parent, gie_id, dets, size in items:
+            comp = opts.component_id if opts.component_id is not None else gie_id
+            if opts.output == "classifier":
+                if parent is None:
+                    raise ValueError(
+                        'output="classifier" needs SGIE tensor meta (per object); got frame-level '
+                        f"tensor meta of gie-unique-id {gie_id}"
+                    )
+                results = classifier_results(dets, self.labels)
+                if add_classifier_meta(pyds, batch_meta, parent, results, component_id=comp):
+                    self.classifier_metas_added += 1
+                continue
+            self._add_objects(pyds, batch_meta, fm, dets, parent, comp, size)
+            fm.bInferDone = True  # a detector ran on this frame (also with 0 detections)
+
+    def _add_objects(self, pyds, batch_meta, fm, dets, parent, comp, size) -> None:
+        opts = self.options
         circles = []
         for i in range(len(dets)):
             x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
             c = int(dets.class_ids[i])
-            om = pyds.nvds_acquire_obj_meta_from_pool(batch_meta)
-            om.unique_component_id = comp
-            om.class_id = c
-            om.confidence = float(dets.scores[i])
-            om.object_id = UNTRACKED_OBJECT_ID
-            r = om.rect_params
-            r.left, r.top, r.width, r.height = x1, y1, x2 - x1, y2 - y1
-            bb = om.detector_bbox_info.org_bbox_coords
-            bb.left, bb.top, bb.width, bb.height = x1, y1, x2 - x1, y2 - y1
-            r.border_width = 2 if self.draw else 0
-            r.border_color.set(0.0, 1.0, 0.0, 1.0)
-            r.has_bg_color = 0
             label = self.labels[c] if 0 <= c < len(self.labels) else str(c)
-            om.obj_label = label.encode("utf-8")[:LABEL_BYTES].decode("utf-8", "ignore")
-            if self.draw:
-                om.text_params.display_text = f"{label} {float(dets.scores[i]):.2f}"
-            if self.vectors and dets.vectors is not None:
-                self._attach_vector(pyds, batch_meta, om, dets.vectors[i])
-            pyds.nvds_add_obj_meta_to_frame(fm, om, parent)
+            om = add_object(
+                pyds,
+                batch_meta,
+                fm,
+                (x1, y1, x2 - x1, y2 - y1),
+                c,
+                float(dets.scores[i]),
+                label,
+                component_id=comp,
+                parent=parent,
+                style=opts.style,
+            )
             self.objects_added += 1
-            if self.keypoints and dets.keypoints is not None:
+            if opts.vectors and dets.vectors is not None:
+                if self._vectors is None:
+                    self._vectors = VectorUserMeta(pyds, self.stats.error)
+                self._vectors.attach(batch_meta, om, dets.vectors[i])
+            if opts.keypoints and dets.keypoints is not None:
                 circles += [(float(x), float(y)) for x, y, v in dets.keypoints[i] if v > 0.5]
         if circles:
-            self._draw_circles(pyds, batch_meta, fm, circles)
-
-    def _attach_vector(self, pyds: Any, batch_meta: Any, om: Any, vec: np.ndarray) -> None:
-        if self._vector_meta is None:  # once: the meta type and the copy/release callbacks
-            pyds.user_copyfunc  # noqa: B018 - attribute check: fails early on bindings without callbacks
-            meta_type = pyds.nvds_get_user_meta_type(VECTOR_META_TYPE)
-            if hasattr(pyds, "NvDsMetaType") and callable(pyds.NvDsMetaType):
-                meta_type = pyds.NvDsMetaType(meta_type)
-            self._vector_meta = (meta_type, _copy_vector(pyds), _release_vector(pyds))
-        meta_type, copy, release = self._vector_meta
-        um = pyds.nvds_acquire_user_meta_from_pool(batch_meta)
-        um.user_meta_data = _pack_vector(pyds, vec)
-        um.base_meta.meta_type = meta_type
-        pyds.user_copyfunc(um, copy)
-        pyds.user_releasefunc(um, release)
-        pyds.nvds_add_user_meta_to_obj(om, um)
-
-    def _draw_circles(
-        self, pyds: Any, batch_meta: Any, fm: Any, points: list[tuple[float, float]]
-    ) -> None:
-        for start in range(0, len(points), MAX_DISPLAY_ELEMENTS):
-            dm = pyds.nvds_acquire_display_meta_from_pool(batch_meta)
-            chunk = points[start : start + MAX_DISPLAY_ELEMENTS]
-            for k, (x, y) in enumerate(chunk):
-                cp = dm.circle_params[k]
-                cp.xc, cp.yc, cp.radius = int(x), int(y), 3
-                cp.circle_color.set(1.0, 0.2, 0.2, 1.0)
-            dm.num_circles = len(chunk)
-            pyds.nvds_add_display_meta_to_frame(fm, dm)
+            draw_circles(pyds, batch_meta, fm, circles, size)
 
 
-def attach_postprocess(target: Any, postprocess: Any, **options: Any) -> ProbeHandle:
-    """Run ``postprocess`` (a Postprocess or a spec path) on the tensor meta upstream of ``target``.
+def attach_postprocess(
+    target: Any,
+    postprocess: Any,
+    options: PostprocessProbeOptions | None = None,
+    *,
+    trust: bool = False,
+    **overrides: Any,
+) -> ProbeHandle:
+    """Run ``postprocess`` (a Postprocess, a spec path or an exported bundle folder) on the tensor
+    meta upstream of ``target``. A bundle holding your own functions (``pp.export("tuned/")``) is
+    imported only with ``trust=True``, and only if its module is unchanged since the export
+    (SHA-256 in its spec); without consent it raises before anything runs.
 
     ``target``: the nvinfer element (probe on its src pad; put it upstream of the tracker and of any
-    SGIE that should see the objects) or a Gst.Pad. Options: ``unique_id`` (GIE whose tensors to use),
-    ``component_id`` (``unique_component_id`` of the added objects; default the GIE's id, which is what
-    a downstream SGIE's ``operate-on-gie-id`` names), ``muxer_size`` (found from the pipeline's
-    nvstreammux when possible), ``labels``, ``draw``, ``keypoints``, ``vectors``.
-    Call ``pyds.unset_callback_funcs()`` before exit when ``vectors=True`` (pyds requirement).
+    SGIE that should see the objects) or a Gst.Pad. ``options``: a :class:`PostprocessProbeOptions`, or
+    its fields as keywords (``unique_id``, ``output``, ``component_id``, ``muxer_size``, ``labels``,
+    ``style``, ``draw``, ``keypoints``, ``vectors``). ``muxer_size`` is read from the pipeline's
+    nvstreammux when not given. Call ``pyds.unset_callback_funcs()`` before exit when
+    ``vectors=True`` (pyds requirement).
+
+    Classifier SGIE, e.g. a tuned ``decode classifier`` postprocess on an SGIE with
+    ``network-type=100``, ``output-tensor-meta=1``, ``classifier-async-mode=0``::
+
+        attach_postprocess(sgie, "tuned_classifier.json", unique_id=2, output="classifier")
     """
-    if options.get("muxer_size") is None:
-        options["muxer_size"] = find_muxer_size(target)
-    return attach(target, PostprocessProbe(postprocess, **options))
+    from dsprobe.deepstream.attach_checks import check_postprocess_attach
+
+    probe = PostprocessProbe(postprocess, postprocess_options(options, overrides), trust=trust)
+    check_postprocess_attach(probe, target)
+    return attach(target, probe)

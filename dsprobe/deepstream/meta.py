@@ -1,4 +1,4 @@
-"""Walking DeepStream metadata and copying tensor output out of it (pyds_api.md §1, §2).
+"""Walking DeepStream metadata and copying tensor output out of it (docs/pyds-notes.md).
 
 Everything returned is an owned copy: nvinfer's output buffers go back to its pool once the
 buffer's meta is released, so nothing here keeps a view past the probe.
@@ -7,12 +7,15 @@ buffer's meta is released, so nothing here keeps a view past the probe.
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
-#: NvDsInferDataType integer -> numpy dtype (INT64=4 and UINT8=5 exist only in newer C headers;
-#: pyds 1.2 has no enum members for them, so map on the integer value)
+from dsprobe.records import Classification
+
+#: NvDsInferDataType integer -> numpy dtype. 0-3 are pyds' enum members; INT64=4 (DeepStream 7.1
+#: nvdsinfer.h) and UINT8=5 (9.1) are not bound by pyds 1.2, so they are mapped on the integer value
+#: and checked at run time against the pointer spacing (dsprobe.deepstream.tensors).
 DATA_TYPES = {
     0: np.dtype(np.float32),
     1: np.dtype(np.float16),
@@ -79,12 +82,17 @@ def layer_dims(info: Any) -> tuple[int, ...]:
 
 
 def read_tensor_meta(
-    pyds: Any, tensor_meta: Any, names: set[str] | None = None
+    pyds: Any,
+    tensor_meta: Any,
+    names: Collection[str] | None = None,
+    check: Callable[[int, str, int], bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """Copies of every output layer (name -> array with its true dtype and per-frame shape).
 
     Reads the host pointer array ``out_buf_ptrs_host`` (one capsule holding a ``void*[]``) directly,
-    not ``get_nvds_LayerInfo``, which writes into nvinfer's layer-info array shared by all frames.
+    not ``get_nvds_LayerInfo``, which writes into nvinfer's layer-info array (shared by all frames
+    before DeepStream 6.2). ``check(unique_id, layer, dtype code)`` may veto a layer before its bytes
+    are touched (returns False: the layer is left out).
     """
     n = int(tensor_meta.num_output_layers)
     ptrs = (ctypes.c_void_p * n).from_address(pyds.get_ptr(tensor_meta.out_buf_ptrs_host))
@@ -98,10 +106,12 @@ def read_tensor_meta(
         dtype = DATA_TYPES.get(code)
         if dtype is None:
             raise MetaError(f"layer {name!r}: unknown NvDsInferDataType {code}")
+        if check is not None and not check(int(tensor_meta.unique_id), name, code):
+            continue
         shape = layer_dims(info)
         addr = ptrs[i]
         if not addr:
-            raise MetaError(f"layer {name!r}: host buffer is NULL (disable-output-host-copy set?)")
+            raise MetaError(f"layer {name!r}: host buffer pointer is NULL")
         count = int(np.prod(shape)) if shape else 1
         raw = (ctypes.c_char * (count * dtype.itemsize)).from_address(addr)
         out[name] = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape).copy()
@@ -120,3 +130,24 @@ def rect_of(obj_meta: Any) -> tuple[float, float, float, float]:
     """``rect_params`` as (left, top, width, height) in frame (nvstreammux output) pixels."""
     r = obj_meta.rect_params
     return (float(r.left), float(r.top), float(r.width), float(r.height))
+
+
+def classifications(pyds: Any, obj_meta: Any) -> list[Classification]:
+    """The NvDsClassifierMeta / NvDsLabelInfo on an object (``obj_meta.classifier_meta_list``), one
+    :class:`Classification` per label info, in list order (what nvinfer's SGIE classifiers attach)."""
+    out = []
+    for cdata in iter_list(obj_meta.classifier_meta_list):
+        cm = pyds.NvDsClassifierMeta.cast(cdata)
+        comp = int(cm.unique_component_id)
+        for ldata in iter_list(cm.label_info_list):
+            li = pyds.NvDsLabelInfo.cast(ldata)
+            out.append(
+                Classification(
+                    unique_component_id=comp,
+                    attribute=int(li.label_id),
+                    class_id=int(li.result_class_id),
+                    confidence=float(li.result_prob),
+                    label=str(li.result_label or ""),
+                )
+            )
+    return out

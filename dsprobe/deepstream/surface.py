@@ -1,4 +1,4 @@
-"""Frame pixels out of a batched NvBufSurface (pyds_api.md §3): map, copy, unmap.
+"""Frame pixels out of a batched NvBufSurface (docs/pyds-notes.md §3): map, copy, unmap.
 
 ``get_nvds_buf_surface(hash(buf), batch_id)`` gives an (H, W, 4) RGBA (or RGB) uint8 **view** with
 strides ``(pitch, C, 1)``: not contiguous, valid only inside the probe, and on Jetson mapped until
@@ -26,9 +26,36 @@ RGBA_CAPS_FIX = (
 )
 
 
-def is_jetson() -> bool:
-    """Integrated GPU (Jetson): aarch64 with the Tegra release file (SBSA servers are aarch64 too)."""
-    return platform.machine() == "aarch64" and os.path.exists("/etc/nv_tegra_release")
+#: files that exist on Jetson (L4T) and not on dGPU / SBSA hosts; any one of them is enough
+TEGRA_MARKERS = (
+    "/etc/nv_tegra_release",
+    "/sys/module/tegra_fuse",
+    "/sys/devices/soc0/family",  # "Tegra" on L4T
+    "/proc/device-tree/compatible",  # contains "nvidia,tegra"
+)
+
+
+def is_jetson(root: str = "/") -> bool:
+    """Integrated GPU (Jetson): aarch64 with any Tegra marker (``/etc/nv_tegra_release`` alone is
+    missing on some installs and in containers that do not mount it; SBSA servers are aarch64 too).
+    NVIDIA's samples ask CUDA (``platform_info.py``: device property ``integrated``); dsprobe does
+    not import CUDA, and the probe no longer depends on this answer for unmapping (it always
+    unmaps), only for whether dGPU memory rules apply."""
+    if platform.machine() != "aarch64":
+        return False
+    for marker in TEGRA_MARKERS:
+        path = os.path.join(root, marker.lstrip("/"))
+        if not os.path.exists(path):
+            continue
+        if marker.endswith(("family", "compatible")):
+            try:
+                with open(path, "rb") as fh:
+                    if b"tegra" not in fh.read(4096).lower():
+                        continue
+            except OSError:
+                continue
+        return True
+    return False
 
 
 def subsample_step(height: int, width: int, max_size: int) -> int:
@@ -84,20 +111,24 @@ def crop_copy(
 
 
 class SurfaceReader:
-    """Maps frames of a batch for reading; after the first non-RGBA/RGB surface it stays off.
+    """Maps frames of a batch for reading; once disabled (a format pyds refuses, device memory, a
+    tiler upstream) it yields None and says why once through ``warn(kind, message)``.
 
-    ``on_unsupported(message)`` is called once with the exact fix (caps to add) when
-    ``get_nvds_buf_surface`` refuses the format; from then on :meth:`mapped` yields None.
-    """
+    The surface is always unmapped after use: ``unmap_nvds_buf_surface`` unmaps only what
+    ``get_nvds_buf_surface`` mapped (Jetson) and is a no-op otherwise (``bindfunctions.cpp``), so
+    platform detection cannot leak mappings (pyds < 1.1.6 has no unmap: skipped)."""
 
-    def __init__(self, jetson: bool, on_unsupported: Callable[[str], None]) -> None:
-        self.jetson = jetson
+    def __init__(self, warn: Callable[[str, str], None]) -> None:
         self.enabled = True
-        self._on_unsupported = on_unsupported
+        self._warn = warn
+
+    def disable(self, kind: str, message: str) -> None:
+        self.enabled = False
+        self._warn(kind, message)
 
     @contextmanager
     def mapped(self, pyds: Any, buf_hash: int, batch_id: int) -> Iterator[np.ndarray | None]:
-        """The surface view of frame ``batch_id`` (None if unavailable); unmapped on exit on Jetson.
+        """The surface view of frame ``batch_id`` (None if unavailable), unmapped on exit.
         Copy what you need inside the ``with``: the view is invalid after it."""
         if not self.enabled:
             yield None
@@ -105,10 +136,10 @@ class SurfaceReader:
         try:
             view = pyds.get_nvds_buf_surface(buf_hash, batch_id)
         except RuntimeError as exc:  # pyds refuses anything but RGBA (and RGB from pyds 1.1.11)
-            self.enabled = False
-            self._on_unsupported(
+            self.disable(
+                "surface-format",
                 f"cannot read frame pixels ({exc}); recording tensors without images. "
-                f"To get images, {RGBA_CAPS_FIX}"
+                f"To get images, {RGBA_CAPS_FIX}",
             )
             view = None
         if view is None:
@@ -117,5 +148,6 @@ class SurfaceReader:
         try:
             yield view
         finally:
-            if self.jetson:
-                pyds.unmap_nvds_buf_surface(buf_hash, batch_id)
+            unmap = getattr(pyds, "unmap_nvds_buf_surface", None)
+            if unmap is not None:
+                unmap(buf_hash, batch_id)

@@ -5,6 +5,14 @@ imports it. Notebooks import from here: ``from dsprobe.notebook import Tuner, pl
 """
 
 from dsprobe.notebook.browser import Explorer, FrameBrowser
+from dsprobe.notebook.controls import Player, SaveSpec, Zoom
+from dsprobe.notebook.errors_view import (
+    ErrorGallery,
+    error_thumbnail,
+    plot_confusion,
+    plot_error_breakdown,
+    plot_operating_curves,
+)
 from dsprobe.notebook.figures import (
     HIGHLIGHT,
     PALETTE,
@@ -15,30 +23,46 @@ from dsprobe.notebook.figures import (
     new_figure,
     pyplot,
 )
-from dsprobe.notebook.plots import (
-    FrameCanvas,
+from dsprobe.notebook.frames import (
     ab_difference,
+    draw_detections,
+    plot_ab,
+    plot_frame,
+    show_image,
+)
+from dsprobe.notebook.plots import (
     counts_by_stream,
     crop_gallery,
-    draw_detections,
     error_crops,
     frame_gaps,
-    plot_ab,
     plot_counts,
-    plot_frame,
     plot_frame_gaps,
     plot_heatmap,
     plot_pr_curves,
     plot_score_distributions,
-    show_image,
 )
-from dsprobe.notebook.tuner import ALL_CLASSES, Tuner, search_panel
+from dsprobe.notebook.raster import OUTCOME_COLORS, FrameCanvas, Panel
+from dsprobe.notebook.search_view import objectives_panel, search_panel
+from dsprobe.notebook.timeline import Timeline
+from dsprobe.notebook.tuner import ALL_CLASSES, Tuner
 
 __all__ = [
+    "ErrorGallery",
+    "Player",
+    "SaveSpec",
+    "Timeline",
+    "Zoom",
+    "error_thumbnail",
+    "objectives_panel",
+    "plot_confusion",
+    "plot_error_breakdown",
+    "plot_operating_curves",
     "ALL_CLASSES",
     "HIGHLIGHT",
     "PALETTE",
     "Explorer",
+    "OUTCOME_COLORS",
+    "Panel",
     "FrameBrowser",
     "FrameCanvas",
     "Tuner",

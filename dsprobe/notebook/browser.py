@@ -13,17 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.notebook.plots import FrameCanvas
+from dsprobe.notebook.controls import Player, Zoom, require_ipywidgets
+from dsprobe.notebook.raster import FrameCanvas, Panel
 
-
-def _ipywidgets() -> Any:
-    try:
-        import ipywidgets
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError(
-            "the notebook widgets need ipywidgets and matplotlib: pip install 'dsprobe[notebook]'"
-        ) from exc
-    return ipywidgets
+__all__ = ["Explorer", "FrameBrowser", "recording_config", "require_ipywidgets"]
 
 
 class _Widget:
@@ -41,9 +34,12 @@ class _Widget:
 
 
 class FrameBrowser(_Widget, abc.ABC):
-    """Stream selector + frame slider over ``rows`` of a recording, and an image of the chosen frame.
+    """Stream selector + frame slider over ``rows`` of a recording, play / step buttons
+    (``player``), and an image of the chosen frame at its recorded resolution in a zoomable,
+    scrollable box (``zoom``).
 
-    ``frame.value`` is the frame row (``rec.frames`` index); the slider shows frame numbers.
+    ``frame.value`` is the frame row (``rec.frames`` index); the slider shows frame numbers. Changing
+    stream keeps the frame number (the nearest one the other stream has).
     """
 
     def __init__(
@@ -53,13 +49,11 @@ class FrameBrowser(_Widget, abc.ABC):
         *,
         labels: Sequence[str] = (),
         gt: Any = None,
-        figsize: tuple[float, float] = (8, 4.5),
     ) -> None:
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.rec = rec
         self.labels = list(labels)
         self.gt = gt
-        self.figsize = figsize
         f = rec.frames
         self.rows = np.asarray(sorted(f.index if rows is None else rows), np.int64)
         if not len(self.rows):
@@ -79,15 +73,33 @@ class FrameBrowser(_Widget, abc.ABC):
             options=self._frame_options(first),
             description="frame",
             continuous_update=False,
-            layout=w.Layout(width="600px"),
+            layout=w.Layout(width="480px"),
         )
-        self.image = w.Image(format="jpeg", layout=w.Layout(max_width="100%"))
+        self.image = w.Image(format="jpeg")
+        self.image.add_class("dsprobe-picture")
+        self.zoom = Zoom(self.image)
+        self.player = Player(self.frame)
         self.count_text = w.HTML()
         self.status = w.HTML(layout=w.Layout(margin="0 0 0 24px"))
         self.stream.observe(self._on_stream, "value")
         self.frame.observe(self._on_frame, "value")
         self.render_seconds = 0.0
         self._canvases: dict[int, FrameCanvas] = {}
+
+    def navigation(self) -> Any:
+        """The stream / frame / play / zoom row."""
+        w = require_ipywidgets()
+        return w.HBox(
+            [self.stream, self.frame, self.player.widget, self.zoom.level],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+
+    def show_picture(self, canvas: FrameCanvas) -> None:
+        """Put ``canvas``'s picture into the image (natural width = recorded width x panels)."""
+        self.image.value = canvas.jpeg()
+        width = int(canvas.width)
+        if width != self.zoom.natural_width:
+            self.zoom.apply(width)
 
     def canvas(self, ncols: int = 1) -> FrameCanvas:
         """The reused figure for one panel (or two, A/B)."""
@@ -111,32 +123,49 @@ class FrameBrowser(_Widget, abc.ABC):
             self._view = self.rec[self.row]
         return self._view
 
+    def nearest_row(self, source_id: int, frame_num: int) -> int:
+        """The row of ``source_id``'s frame nearest ``frame_num``."""
+        g = self._by_stream[int(source_id)]
+        fn = g["frame_num"].to_numpy()
+        return int(g.index[int(np.argmin(np.abs(fn - int(frame_num))))])
+
     def goto(self, source_id: int, frame_num: int | None = None) -> None:
-        """Show ``frame_num`` of stream ``source_id`` (default: its first frame)."""
+        """Show ``frame_num`` of stream ``source_id`` (default: its first frame; the nearest recorded
+        frame when that number is missing)."""
+        source_id = int(source_id)
+        row = (
+            self.nearest_row(source_id, frame_num)
+            if frame_num is not None
+            else int(self._by_stream[source_id].index[0])
+        )
         self._syncing = True
         try:
-            self.stream.value = int(source_id)
-            self.frame.options = self._frame_options(int(source_id))
+            if self.stream.value != source_id:
+                self.stream.value = source_id
+                self.frame.options = self._frame_options(source_id)
+            self.frame.value = row
         finally:
             self._syncing = False
-        opts = dict(self.frame.options)
-        self.frame.value = (
-            opts[str(frame_num)] if frame_num is not None else self.frame.options[0][1]
-        )
+        self.player.sync()
         self.render()
 
     def _on_stream(self, change: dict) -> None:
         if self._syncing:
             return
+        current = int(self.rec.frames.at[self.row, "frame_num"])
+        row = self.nearest_row(int(change["new"]), current)
         self._syncing = True
         try:
             self.frame.options = self._frame_options(int(change["new"]))
+            self.frame.value = row
         finally:
             self._syncing = False
+        self.player.sync()
         self.render()
 
     def _on_frame(self, change: dict) -> None:
         if not self._syncing:
+            self.player.sync()
             self.render()
 
     def _gt_for_frame(self) -> Detections | None:
@@ -169,16 +198,15 @@ class Explorer(FrameBrowser):
         gt: Any = None,
     ) -> None:
         if labels is None:
-            cfg = _config(rec)
+            cfg = recording_config(rec)
             labels = cfg.labels() if cfg is not None else ()
         super().__init__(rec, rows, labels=labels, gt=gt)
-        w = _ipywidgets()
+        w = require_ipywidgets()
         self.info = w.HTML()
         self.detections = Detections.empty("frame")
         self.num_patches = 0
-        self.widget = w.VBox(
-            [w.HBox([self.stream, self.frame]), self.count_text, self.image, self.info]
-        )
+        self.widget = w.VBox([self.navigation(), self.count_text, self.zoom.box, self.info])
+        self.widget.add_class("dsprobe-explorer")
         self.render()
 
     def render(self) -> None:
@@ -186,22 +214,12 @@ class Explorer(FrameBrowser):
         v = self.frame_view
         self.detections = v.detections
         canvas = self.canvas(1)
-        drawn = canvas.draw(
-            v,
-            [
-                (
-                    self.detections,
-                    None,
-                    f"source {v.source_id} frame {v.frame_num}: recorded detections",
-                )
-            ],
-            self.labels,
-            gt=self._gt_for_frame(),
-        )
+        drawn = canvas.draw(v, [Panel(self.detections)], self.labels, gt=self._gt_for_frame())
         self.num_patches = len(drawn[0])
-        self.image.value = canvas.jpeg()
+        self.show_picture(canvas)
         rec_det = int(self.rec.frames.at[v.row, "num_detections"])
         self.count_text.value = (
+            f"source {v.source_id} frame {v.frame_num}: "
             f'<b><span class="dsprobe-count">{len(self.detections)}</span></b> recorded '
             f"detections{'' if rec_det else ' (none recorded on this frame)'}"
         )
@@ -216,7 +234,9 @@ class Explorer(FrameBrowser):
         self.render_seconds = time.perf_counter() - t0
 
 
-def _config(rec: Any) -> Any:
+def recording_config(rec: Any) -> Any:
+    """The recording's nvinfer config, or None when it holds several GIEs (the caller then names labels
+    or a postprocess itself)."""
     try:
         return rec.config()
     except ValueError:  # several GIEs: the caller names labels / a postprocess

@@ -96,6 +96,15 @@ def figure_jpeg(fig: Any, quality: int = 90) -> bytes:
     return jpeg_bytes(np.asarray(fig.canvas.buffer_rgba())[..., :3], quality)
 
 
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an HxWx3 uint8 picture (fast zlib level: for line art redrawn often)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def color(class_id: int) -> str:
     return PALETTE[int(class_id) % len(PALETTE)]
 

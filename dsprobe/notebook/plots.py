@@ -1,12 +1,11 @@
-"""Drawing with matplotlib (imported lazily; ``pip install 'dsprobe[notebook]'``): boxes and keypoints on
-recorded images in frame pixels, A/B differences, per-frame counts, score distributions, frame gaps,
+"""Plots with matplotlib (imported lazily; ``pip install 'dsprobe[notebook]'``): per-frame counts, score distributions, frame gaps,
 PR curves, search heat maps and crop galleries. The core never imports this module.
 
 Figure plumbing (Agg figures, PNG/JPEG bytes, palette, labels) is :mod:`dsprobe.notebook.figures`; its names
 are importable from here too. Every ``plot_*`` function returns a :class:`matplotlib.figure.Figure` that pyplot does not track (no
 figure piles up, nothing is shown twice in a notebook); a notebook shows it as the cell's value, and
 :func:`figure_png` renders it to PNG bytes (what the widgets put in an ``ipywidgets.Image``).
-Axes of frame pictures are frame pixels (nvstreammux output), y down.
+Frames with boxes are :mod:`dsprobe.notebook.frames`.
 """
 
 from __future__ import annotations
@@ -16,242 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from dsprobe.detections import Detections
 from dsprobe.notebook.figures import (
-    HIGHLIGHT,
     PALETTE,
     axes_for,
     color,
-    jpeg_bytes,
     label_of,
     new_figure,
 )
-
-
-# ---------------------------------------------------------------------------------------------- frames
-def show_image(
-    ax: Any,
-    image: np.ndarray | None,
-    image_rect: Sequence[float] | None,
-    frame_size: tuple[int, int],
-) -> None:
-    """Draw the recorded image stretched over the frame rectangle it covers (axes in frame pixels)."""
-    fw, fh = frame_size
-    if image is not None:
-        left, top, w, h = image_rect if image_rect is not None else (0, 0, fw, fh)
-        ax.imshow(image, extent=(left, left + w, top + h, top), interpolation="nearest")
-    else:
-        ax.set_facecolor("#303030")
-        ax.text(
-            fw / 2, fh / 2, "no image recorded", color="white", ha="center", va="center", fontsize=9
-        )
-    ax.set_xlim(0, fw)
-    ax.set_ylim(fh, 0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def draw_detections(
-    ax: Any,
-    dets: Detections,
-    labels: Sequence[str] = (),
-    *,
-    linestyle: str = "-",
-    linewidth: float = 1.5,
-    edgecolor: str | None = None,
-    show_scores: bool = True,
-) -> list:
-    """Rectangles (and visible keypoints) for frame-pixel ``dets``; returns the rectangles added
-    (one per detection)."""
-    from matplotlib.patches import Rectangle
-
-    patches = []
-    for i, ((x1, y1, x2, y2), s, c) in enumerate(
-        zip(dets.boxes.tolist(), dets.scores.tolist(), dets.class_ids.tolist())
-    ):
-        col = edgecolor or color(c)
-        p = Rectangle(
-            (x1, y1),
-            x2 - x1,
-            y2 - y1,
-            fill=False,
-            edgecolor=col,
-            linewidth=linewidth,
-            linestyle=linestyle,
-        )
-        ax.add_patch(p)
-        patches.append(p)
-        if show_scores:
-            ax.text(
-                x1,
-                y1 - 2,
-                f"{label_of(c, labels)} {s:.2f}",
-                color="black" if col == HIGHLIGHT else "white",
-                fontsize=7,
-                bbox=dict(facecolor=col, edgecolor="none", pad=1, alpha=0.8),
-                clip_on=True,
-            )
-        if dets.keypoints is not None:
-            kp = dets.keypoints[i]
-            vis = kp[:, 2] > 0.5
-            ax.scatter(kp[vis, 0], kp[vis, 1], s=8, c=col)
-    return patches
-
-
-def plot_frame(
-    frame: Any,
-    dets: Detections | None = None,
-    labels: Sequence[str] = (),
-    *,
-    ax: Any = None,
-    gt: Detections | None = None,
-    title: str | None = None,
-    highlight: np.ndarray | None = None,
-) -> Any:
-    """A recorded frame (FrameView) with ``dets`` (default: the pipeline's own recorded objects),
-    optional ground truth (dashed white) and ``highlight`` (bool mask: boxes drawn thick yellow).
-    Returns the figure; ``fig.dsprobe_patches`` holds the detection rectangles drawn."""
-    own = ax is None
-    fig, ax = axes_for(ax, (8, 4.8))
-    if own:
-        fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.94)
-    show_image(ax, frame.image, frame.image_rect, frame.frame_size)
-    if gt is not None:
-        draw_detections(
-            ax, gt, labels, linestyle="--", edgecolor="white", show_scores=False, linewidth=1
-        )
-    d = frame.detections if dets is None else dets
-    hl = np.zeros(len(d), bool) if highlight is None else np.asarray(highlight, bool)
-    patches = draw_detections(ax, d[~hl], labels) + draw_detections(
-        ax, d[hl], labels, edgecolor=HIGHLIGHT, linewidth=3
-    )
-    ax.set_title(
-        title or f"source {frame.source_id} frame {frame.frame_num}: {len(d)} detections",
-        fontsize=9,
-    )
-    fig.dsprobe_patches = patches
-    return fig
-
-
-class FrameCanvas:
-    """A figure reused for redraws of detections on recorded frames (what the widgets use).
-
-    The frame picture (and ground truth) is drawn once per frame and kept as a bitmap; each redraw
-    restores it and draws only the boxes, labels and titles (Agg blitting), which is several times
-    cheaper than drawing a new figure. ``ncols=2`` gives side-by-side panels (A/B)."""
-
-    def __init__(
-        self, ncols: int = 1, figsize: tuple[float, float] | None = None, dpi: float = 80
-    ) -> None:
-        self.fig = new_figure(figsize or ((8, 4.8) if ncols == 1 else (12, 3.7)), dpi)
-        self.axes = [self.fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-        self.fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.93, wspace=0.02)
-        self._key: Any = None
-        self._background: Any = None
-        self._overlay: list = []
-        self.full_draws = 0  # how often the picture itself was drawn
-
-    def draw(
-        self,
-        frame: Any,
-        panels: Sequence[tuple[Detections, np.ndarray | None, str]],
-        labels: Sequence[str] = (),
-        gt: Detections | None = None,
-    ) -> list[list]:
-        """Draw ``panels`` (detections in frame px, highlight mask or None, title), one per axes, on
-        ``frame``; returns each panel's rectangles (one per detection)."""
-        canvas = self.fig.canvas
-        key = (
-            getattr(frame, "row", None),
-            frame.source_id,
-            frame.frame_num,
-            id(frame.image),
-            None if gt is None else gt.boxes.tobytes(),
-        )
-        for a in self._overlay:
-            a.remove()
-        self._overlay = []
-        if key != self._key:
-            for ax in self.axes:
-                ax.clear()
-                show_image(ax, frame.image, frame.image_rect, frame.frame_size)
-                if gt is not None:
-                    draw_detections(
-                        ax,
-                        gt,
-                        labels,
-                        linestyle="--",
-                        edgecolor="white",
-                        show_scores=False,
-                        linewidth=1,
-                    )
-                ax.set_title("", fontsize=9)
-            canvas.draw()
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-            self._key = key
-            self.full_draws += 1
-        else:
-            canvas.restore_region(self._background)
-        drawn = []
-        for ax, (dets, highlight, title) in zip(self.axes, panels):
-            before = set(ax.get_children())
-            hl = np.zeros(len(dets), bool) if highlight is None else np.asarray(highlight, bool)
-            drawn.append(
-                draw_detections(ax, dets[~hl], labels)
-                + draw_detections(ax, dets[hl], labels, edgecolor=HIGHLIGHT, linewidth=3)
-            )
-            ax.set_title(title, fontsize=9)
-            new = [a for a in ax.get_children() if a not in before]
-            self._overlay += new
-            for a in new + [ax.title]:
-                ax.draw_artist(a)
-        return drawn
-
-    def rgb(self) -> np.ndarray:
-        """The current picture, HxWx3 uint8 (as last drawn: no full redraw)."""
-        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
-
-    def jpeg(self, quality: int = 90) -> bytes:
-        return jpeg_bytes(self.rgb(), quality)
-
-
-def ab_difference(
-    a: Detections, b: Detections, iou_threshold: float = 0.9
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of boxes in ``a`` with no counterpart in ``b`` and vice versa (same class and
-    IoU >= ``iou_threshold`` counts as the same box; 0.9 treats a box that moved as different)."""
-    from dsprobe.analysis.evaluate import match
-
-    m = match(a, b, iou_threshold)
-    only_a = np.zeros(len(a), bool)
-    only_b = np.zeros(len(b), bool)
-    only_a[m.unmatched_a] = True
-    only_b[m.unmatched_b] = True
-    return only_a, only_b
-
-
-def plot_ab(
-    frame: Any,
-    a: Detections,
-    b: Detections,
-    labels: Sequence[str] = (),
-    names: tuple[str, str] = ("A", "B"),
-    iou_threshold: float = 0.9,
-    canvas: FrameCanvas | None = None,
-) -> Any:
-    """Side by side A / B on the same frame; boxes present on one side only are drawn thick yellow.
-    Returns the figure (of ``canvas`` when given); ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)``
-    and ``fig.dsprobe_only`` the two one-side-only masks."""
-    canvas = canvas or FrameCanvas(ncols=2)
-    only_a, only_b = ab_difference(a, b, iou_threshold)
-    panels = [
-        (d, only, f"{name}: {len(d)} boxes, {int(only.sum())} only here")
-        for d, only, name in ((a, only_a, names[0]), (b, only_b, names[1]))
-    ]
-    fig = canvas.fig
-    fig.dsprobe_patches = tuple(canvas.draw(frame, panels, labels))
-    fig.dsprobe_only = (only_a, only_b)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------- tables

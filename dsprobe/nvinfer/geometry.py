@@ -1,7 +1,7 @@
 """nvinfer's crop / letterbox geometry, shared by preprocessing (reference recorder) and box scaling.
 
 Exactly as ``get_converted_buffer`` and ``attach_metadata_detector`` in gst-nvinfer
-(``shared/reference/nvinfer_semantics.md`` §1.1, §1.2, §1.6):
+(``docs/nvinfer-semantics.md`` §1.1, §1.2, §1.6):
 
 * the crop rect is even-rounded: left/top rounded **up** to even, width/height **down** to even,
   after C truncation to unsigned int;
@@ -114,3 +114,11 @@ def crop_to_network(boxes: np.ndarray, t: CropTransform) -> np.ndarray:
     return np.stack(
         [x1, y1, x1 + (b[:, 2] - b[:, 0]) * t.ratio_x, y1 + (b[:, 3] - b[:, 1]) * t.ratio_y], axis=1
     )
+
+
+def muxer_content_size(source: tuple[int, int], muxer: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) in pixels that a ``source`` picture covers inside the nvstreammux frame when the
+    muxer keeps the aspect ratio (``enable-padding=1``): one scale for both axes, sizes truncated, the
+    picture at the top-left and the rest padded."""
+    scale = min(muxer[0] / source[0], muxer[1] / source[1])
+    return int(source[0] * scale), int(source[1] * scale)

@@ -3,7 +3,7 @@
 All work on Detections in any space and return them ordered as nvinfer emits: class by class
 (0, 1, ...), within a class by descending confidence (see :func:`topk_per_class` for the one
 exception). Per-class params accept a scalar or a list indexed by class id
-(``nvinfer_semantics.md`` §3).
+(``docs/nvinfer-semantics.md`` §3).
 
 IoU and the greedy sweeps (nvinfer's float32 box convention, bit-identical to its loops) live in
 :mod:`dsprobe.postprocess.iou`.

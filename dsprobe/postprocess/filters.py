@@ -1,5 +1,5 @@
 """Filter steps: nvinfer's pre-cluster threshold (network space, before clustering) and its
-object filters (after mapping to the frame), ``nvinfer_semantics.md`` §1.6 and §3.
+object filters (after mapping to the frame), ``docs/nvinfer-semantics.md`` §1.6 and §3.
 
 nvinfer applies the object filters to ``left, top, width, height`` float32 rects;
 :func:`nvinfer_object_filter` does exactly that on rect arrays. A box ``x1, y1, x2, y2`` stands for

@@ -12,57 +12,37 @@ function's signature (names, annotations, defaults) when the Postprocess is buil
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.nvinfer.config import (
-    CLUSTER_DBSCAN,
-    CLUSTER_DBSCAN_NMS,
-    CLUSTER_GROUP_RECTANGLES,
-    CLUSTER_NMS,
-    CLUSTER_NONE,
-    NvinferConfig,
-    Preprocessing,
-)
+from dsprobe.nvinfer.config import Preprocessing
 from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.params import check_params
-from dsprobe.postprocess.registry import STEP_KINDS, StepContext, get_step
+from dsprobe.postprocess.registry import (
+    STEP_KINDS,
+    PostprocessError,
+    Step,
+    StepContext,
+    check_output,
+    get_step,
+    is_builtin,
+    one_line,
+)
+from dsprobe.postprocess.replay import (
+    DecodedRecording,
+    decode_recording,
+    detections_by_row,
+    detections_frame,
+    tag_parent,
+)
 from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
-
-if TYPE_CHECKING:
-    from dsprobe.postprocess.replay import DecodedRecording
-
-SPEC_FORMAT = "dsprobe-postprocess"
-SPEC_VERSION = 1
+from dsprobe.postprocess.spec import SpecFiles
+from dsprobe.postprocess.tunable import TunableParams
 
 
-class PostprocessError(ValueError):
-    """A bad spec or a step that failed; the message names the step and what was expected."""
-
-
-@dataclass
-class Step:
-    """One step: ``kind`` in decode/filter/cluster/scale, registered ``name`` (or "module:function")."""
-
-    kind: str
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
-
-
-def _scalar_or_list(values: Sequence) -> Any:
-    vals = list(values)
-    return vals[0] if vals and all(v == vals[0] for v in vals) else vals
-
-
-class Postprocess:
+class Postprocess(SpecFiles, TunableParams):
     """A postprocess spec plus the resolved step functions.
 
     * ``steps``: list of :class:`Step` (or dicts), exactly one ``decode`` first.
@@ -93,6 +73,9 @@ class Postprocess:
         if sum(s.kind == "decode" for s in self.steps) != 1:
             raise PostprocessError("a Postprocess has exactly one 'decode' step")
         self._fns = [self._resolve(i, s) for i, s in enumerate(self.steps)]
+        self._user = [not is_builtin(fn) for fn in self._fns]  # user code: outputs checked
+        #: where batches run: "cpu", or "cuda" after :meth:`to` (not part of the spec)
+        self.device = "cpu"
 
     def _step(self, i: int, s: Step | Mapping[str, Any]) -> Step:
         """A Step from a Step or dict; a function given as ``name`` is kept in ``functions`` under its
@@ -151,196 +134,22 @@ class Postprocess:
             raise PostprocessError(str(exc)) from None
         return fn
 
-    @classmethod
-    def from_nvinfer_config(
-        cls,
-        cfg: NvinferConfig,
-        decoder: str | Callable = "yolov8",
-        decoder_params: Mapping | None = None,
-        *,
-        deepstream_version: float = 7.1,
-        opencv_build: bool = False,
-        labels: Sequence[str] | None = None,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-        **more_decoder_params: Any,
-    ) -> "Postprocess":
-        """The spec equivalent to an nvinfer config, with ``decoder`` (registered name, function or
-        ``"module:function"``) in place of nvinfer's parser and ``decoder_params`` /
-        ``**more_decoder_params`` as its params:
-
-        ``decode -> filter:threshold`` (pre-cluster-threshold, num-detected-classes) ``-> cluster``
-        (cluster-mode 2 ``nms``; 0 ``group_rectangles`` (NMS(0.5, top-20) unless ``opencv_build``);
-        4 ``none``; 1/3 ``dbscan`` (approximation)) ``-> scale:nvinfer`` (maintain-aspect-ratio,
-        symmetric-padding, ``deepstream_version``) ``-> filter:objects`` (filter-out-class-ids,
-        detected-min/max-w/h, roi-top/bottom-offset, crop-objects-to-roi-boundary; only when set).
-        Per-class values become lists indexed by class id (a scalar when all classes agree). The
-        config's geometry and labels go into the spec."""
-        n = cfg.num_detected_classes or 1
-        pc = lambda name: _scalar_or_list(cfg.per_class(name, n))  # noqa: E731
-        decode_params = {**dict(decoder_params or {}), **more_decoder_params}
-        steps = [
-            Step("decode", decoder, decode_params),  # type: ignore[arg-type]
-            Step(
-                "filter",
-                "threshold",
-                {
-                    "pre_cluster_threshold": pc("pre_cluster_threshold"),
-                    "num_classes": cfg.num_detected_classes,
-                },
-            ),
-        ]
-        mode = cfg.cluster_mode
-        if mode == CLUSTER_NMS:
-            steps.append(
-                Step(
-                    "cluster",
-                    "nms",
-                    {
-                        "iou_threshold": pc("nms_iou_threshold"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                    },
-                )
-            )
-        elif mode == CLUSTER_GROUP_RECTANGLES:
-            steps.append(
-                Step(
-                    "cluster",
-                    "group_rectangles",
-                    {
-                        "group_threshold": pc("group_threshold"),
-                        "eps": pc("eps"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "opencv_build": opencv_build,
-                    },
-                )
-            )
-        elif mode == CLUSTER_NONE:
-            steps.append(Step("cluster", "none", {"topk": pc("topk")}))
-        elif mode in (CLUSTER_DBSCAN, CLUSTER_DBSCAN_NMS):
-            steps.append(
-                Step(
-                    "cluster",
-                    "dbscan",
-                    {
-                        "eps": pc("eps"),
-                        "min_boxes": pc("min_boxes"),
-                        "min_score": pc("dbscan_min_score"),
-                        "post_cluster_threshold": pc("post_cluster_threshold"),
-                        "topk": pc("topk"),
-                        "then_nms": mode == CLUSTER_DBSCAN_NMS,
-                        "iou_threshold": pc("nms_iou_threshold"),
-                    },
-                )
-            )
-        else:
-            raise PostprocessError(f"{cfg.path or 'config'}: unknown cluster-mode {mode}")
-        pre = cfg.preprocessing
-        steps.append(
-            Step(
-                "scale",
-                "nvinfer",
-                {
-                    "maintain_aspect_ratio": pre.maintain_aspect_ratio,
-                    "symmetric_padding": pre.symmetric_padding,
-                    "deepstream_version": deepstream_version,
-                },
-            )
-        )
-        # nvinfer always runs its object checks: even with every key at 0 they drop boxes that cross
-        # the frame's bottom edge (and, before DeepStream 9, its top edge). Only non-default keys are listed.
-        obj: dict[str, Any] = {}
-        if cfg.filter_out_class_ids:
-            obj["filter_out_class_ids"] = list(cfg.filter_out_class_ids)
-        for name in (
-            "detected_min_w",
-            "detected_min_h",
-            "detected_max_w",
-            "detected_max_h",
-            "roi_top_offset",
-            "roi_bottom_offset",
-        ):
-            if any(v != 0 for v in cfg.per_class(name, n)):
-                obj[name] = pc(name)
-        if cfg.crop_objects_to_roi_boundary:
-            obj["crop_objects_to_roi_boundary"] = True
-        steps.append(Step("filter", "objects", obj))
-        return cls(
+    def _copy(self, steps: Sequence[Step], device: str | None = None) -> "Postprocess":
+        """The one copy path: these steps with this Postprocess's labels, classes, geometry,
+        import permission, resolved user functions and device (or ``device``)."""
+        pp = Postprocess(
             steps,
-            labels=labels if labels is not None else cfg.labels(),
-            num_classes=cfg.num_detected_classes,
-            geometry=pre,
-            allow_import=allow_import,
-            functions=functions,
+            labels=self.labels,
+            num_classes=self.num_classes,
+            geometry=self.geometry,
+            allow_import=self.allow_import,
+            functions=self._functions,
         )
+        pp.device = self.device if device is None else device
+        return pp
 
-    # ------------------------------------------------------------------ spec
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": SPEC_FORMAT,
-            "version": SPEC_VERSION,
-            "labels": self.labels,
-            "num_classes": self.num_classes,
-            "geometry": None
-            if self.geometry is None
-            else {
-                "network_width": self.geometry.network_width,
-                "network_height": self.geometry.network_height,
-                "network_channels": self.geometry.network_channels,
-                "maintain_aspect_ratio": self.geometry.maintain_aspect_ratio,
-                "symmetric_padding": self.geometry.symmetric_padding,
-            },
-            "steps": [s.to_dict() for s in self.steps],
-        }
-
-    @classmethod
-    def from_dict(
-        cls,
-        d: Mapping[str, Any],
-        *,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-    ) -> "Postprocess":
-        if d.get("format") != SPEC_FORMAT:
-            raise PostprocessError(f"not a dsprobe postprocess spec (format={d.get('format')!r})")
-        if int(d.get("version", 0)) > SPEC_VERSION:
-            raise PostprocessError(
-                f"postprocess spec version {d['version']} is newer than this dsprobe "
-                f"({SPEC_VERSION}); upgrade dsprobe"
-            )
-        g = d.get("geometry")
-        return cls(
-            d["steps"],
-            labels=d.get("labels", ()),
-            num_classes=int(d.get("num_classes", 0)),
-            geometry=Preprocessing(**g) if g else None,
-            allow_import=allow_import,
-            functions=functions,
-        )
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return p
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        allow_import: bool = False,
-        functions: Mapping[str, Callable] | None = None,
-    ) -> "Postprocess":
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError) as exc:
-            raise PostprocessError(f"{p}: cannot read postprocess spec: {exc}") from None
-        try:
-            return cls.from_dict(d, allow_import=allow_import, functions=functions)
-        except PostprocessError as exc:
-            raise PostprocessError(f"{p}: {exc}") from None
+    def _step_copies(self) -> list[Step]:
+        return [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
 
     def with_params(self, kind_or_index: str | int, **params: Any) -> "Postprocess":
         """A copy with ``params`` updated in the first step of ``kind`` (or step number ``index``)."""
@@ -351,32 +160,39 @@ class Postprocess:
         )
         if idx is None:
             raise PostprocessError(f"no {kind_or_index!r} step in this postprocess")
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+        steps = self._step_copies()
         steps[idx].params.update(params)
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
-        )
+        return self._copy(steps)
 
-    def with_step(self, kind: str, name: str, **params: Any) -> "Postprocess":
-        """A copy whose first ``kind`` step is replaced by ``name`` with ``params``."""
-        steps = [Step(s.kind, s.name, dict(s.params)) for s in self.steps]
+    def with_step(self, kind: str, name: str | Callable, **params: Any) -> "Postprocess":
+        """A copy whose first ``kind`` step is replaced by ``name`` (registered name, function or
+        ``"module:function"``) with ``params``."""
+        steps = self._step_copies()
         idx = next((i for i, s in enumerate(steps) if s.kind == kind), None)
         if idx is None:
             raise PostprocessError(f"no {kind!r} step in this postprocess")
-        steps[idx] = Step(kind, name, dict(params))
-        return Postprocess(
-            steps,
-            labels=self.labels,
-            num_classes=self.num_classes,
-            geometry=self.geometry,
-            allow_import=self.allow_import,
-            functions=self._functions,
-        )
+        steps[idx] = Step(kind, name, dict(params))  # type: ignore[arg-type]
+        return self._copy(steps)
+
+    def to(self, device: str) -> "Postprocess":
+        """A copy whose batch paths (:meth:`run_batch`, :meth:`run_recording`,
+        :meth:`detections_by_row`, :meth:`decode_recording`) run on ``device``: ``"cpu"`` or
+        ``"cuda"`` (CuPy, ``pip install 'dsprobe[gpu]'``; ``docs/gpu.md``). Results are identical.
+
+        When CuPy or a GPU is missing, or a step has no GPU kernel, one
+        :class:`~dsprobe.postprocess.gpu.backend.GpuFallbackWarning` says why and the copy stays on
+        the CPU (``.device`` tells). The device is not part of the saved spec."""
+        from dsprobe.postprocess.gpu.backend import resolve_device
+
+        return self._copy(self._step_copies(), resolve_device(device, self))
+
+    def _gpu_plan(self) -> Any:
+        """The GPU plan when this Postprocess is on "cuda" and every step has a GPU kernel, else None."""
+        if self.device != "cuda":
+            return None
+        from dsprobe.postprocess.gpu.backend import gpu_plan
+
+        return gpu_plan(self)
 
     def step(self, kind: str) -> Step:
         for s in self.steps:
@@ -436,11 +252,17 @@ class Postprocess:
             except PostprocessError:
                 raise
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise PostprocessError(f"{self._where(i, fused)}: {exc}") from exc
+                raise PostprocessError(f"{self._where(i, fused)}: {one_line(exc)}") from exc
+            except Exception as exc:  # the user's own code may raise anything: name it, one line
+                raise PostprocessError(
+                    f"{self._where(i, fused)}: {type(exc).__name__}: {one_line(exc)}"
+                ) from exc
             if not isinstance(dets, Detections):
                 raise PostprocessError(
                     f"{self._where(i, fused)} returned {type(dets).__name__}, expected Detections"
                 )
+            if self._user[i]:
+                check_output(self._where(i), dets)
             i += 2 if fused else 1
         assert dets is not None
         return dets
@@ -452,6 +274,28 @@ class Postprocess:
             if fused
             else f"step {i} ({s.kind} {s.name!r})"
         )
+
+    def run_batch(
+        self,
+        layers: Mapping[str, Any],
+        contexts: Sequence[StepContext],
+        *,
+        stop: int | None = None,
+    ) -> list[Detections]:
+        """One Detections per frame of a batch: ``layers`` maps each layer name to an array with the
+        frames on its first axis (numpy, or CuPy on the GPU: e.g. nvinfer's device buffers),
+        ``contexts`` one StepContext per frame. Equals ``run({n: a[i] ...}, contexts[i])`` per frame;
+        on ``device="cuda"`` the whole batch runs on the GPU."""
+        plan = self._gpu_plan()
+        if plan is not None:
+            from dsprobe.postprocess.gpu.runner import run_batch
+
+            return run_batch(self, plan, layers, contexts, stop)
+        host = {n: a.get() if hasattr(a, "get") else a for n, a in layers.items()}  # CuPy -> numpy
+        return [
+            self.run({n: np.asarray(a[i]) for n, a in host.items()}, ctx, stop=stop)
+            for i, ctx in enumerate(contexts)
+        ]
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.
@@ -489,8 +333,6 @@ class Postprocess:
         per_frame = self.detections_by_row(
             rec, rows, unique_id=unique_id, progress=progress, batch=batch
         )
-        from dsprobe.postprocess.replay import detections_frame
-
         return detections_frame(rec, per_frame, self.labels)
 
     def detections_by_row(
@@ -504,39 +346,36 @@ class Postprocess:
         stop: int | None = None,
     ) -> dict[int, Detections]:
         """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`)."""
-        from dsprobe.postprocess.replay import detections_by_row
+        runs only steps ``[0, stop)``. Layers are read in blocks (:mod:`dsprobe.postprocess.replay`);
+        on ``device="cuda"`` each block runs as one GPU batch (``batch`` frames, at least 256)."""
+        if self._gpu_plan() is not None:
+            from dsprobe.postprocess.gpu.replay import GPU_BATCH
+            from dsprobe.postprocess.gpu.replay import detections_by_row as on_gpu
 
+            return on_gpu(
+                self,
+                rec,
+                rows,
+                unique_id=unique_id,
+                progress=progress,
+                batch=max(batch, GPU_BATCH),
+                stop=stop,
+            )
         return detections_by_row(
             self, rec, rows, unique_id=unique_id, progress=progress, batch=batch, stop=stop
         )
 
     def decode_recording(
         self, rec: Any, rows: Iterable[int] | None = None, **kw: Any
-    ) -> "DecodedRecording":
+    ) -> DecodedRecording:
         """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
         clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
         steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
-        from dsprobe.postprocess.replay import decode_recording
-
         return decode_recording(self, rec, rows, **kw)
 
     def __repr__(self) -> str:
-        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + ")"
-
-
-def tag_parent(d: Detections, parent_index: int) -> Detections:
-    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
-    return Detections(
-        d.boxes,
-        d.scores,
-        d.class_ids,
-        d.space,
-        keypoints=d.keypoints,
-        vectors=d.vectors,
-        masks=d.masks,
-        object_ids=np.full(len(d), parent_index, np.uint64),
-    )
+        on = "" if self.device == "cpu" else f", device={self.device!r}"
+        return "Postprocess(" + " -> ".join(f"{s.kind}:{s.name}" for s in self.steps) + on + ")"
 
 
 def function_ref(fn: Callable) -> str:

@@ -15,8 +15,10 @@ caller passes ``allow_import=True``.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
 
 StepKind = Literal["decode", "filter", "cluster", "scale"]
 STEP_KINDS: tuple[str, ...] = ("decode", "filter", "cluster", "scale")
@@ -43,6 +45,22 @@ class StepContext:
     num_classes: int = 0
     labels: tuple[str, ...] = ()
     geometry: object | None = None
+
+
+@dataclass
+class Step:
+    """One step: ``kind`` in decode/filter/cluster/scale, registered ``name`` (or "module:function")."""
+
+    kind: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "params": dict(self.params)}
+
+
+class PostprocessError(ValueError):
+    """A bad spec or a step that failed; the message names the step and what was expected."""
 
 
 class UnknownStepError(KeyError):
@@ -83,6 +101,31 @@ def get_step(kind: StepKind, name: str, *, allow_import: bool = False) -> Callab
     raise UnknownStepError(
         f"unknown {kind} step {name!r}; registered {kind} steps: {', '.join(sorted(_REGISTRY[kind])) or '(none)'}"
     )
+
+
+def is_builtin(fn: Callable) -> bool:
+    """Whether ``fn`` is one of dsprobe's own registered steps (anything else is the user's code:
+    its output is checked, and an exported bundle carries its source)."""
+    _load_builtin_steps()
+    module = getattr(fn, "__module__", "") or ""
+    return module.startswith("dsprobe.") and any(
+        fn is f for r in _REGISTRY.values() for f in r.values()
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its first)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def check_output(where: str, dets: Any) -> None:
+    """A user step's result must have finite boxes and scores: PostprocessError naming ``where``."""
+    bad = ~(np.isfinite(dets.boxes).all(axis=1) & np.isfinite(dets.scores))
+    if bad.any():
+        raise PostprocessError(
+            f"{where} returned {int(bad.sum())} of {len(bad)} boxes with NaN/inf corners or scores"
+        )
 
 
 def step_names(kind: StepKind) -> list[str]:

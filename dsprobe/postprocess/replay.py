@@ -10,12 +10,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, tag_parent
-from dsprobe.postprocess.registry import StepContext
+from dsprobe.postprocess.registry import PostprocessError, StepContext
+
+#: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
+PostprocessLike = Any
 
 
 def detections_by_row(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     rows: Iterable[int] | None = None,
     *,
@@ -27,7 +29,7 @@ def detections_by_row(
     """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
     runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
     (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
-    rows = _frame_rows(rec, rows, unique_id)
+    rows = frame_rows(rec, rows, unique_id)
     f = rec.frames
     col = {
         c: f[c].to_numpy()
@@ -42,7 +44,7 @@ def detections_by_row(
     }
 
     def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
-        size = _Sizes(
+        size = FrameSizes(
             (int(col["network_width"][r]), int(col["network_height"][r])),
             (int(col["frame_width"][r]), int(col["frame_height"][r])),
         )
@@ -50,11 +52,11 @@ def detections_by_row(
 
     out: dict[int, Detections] = {}
     layered = col["layer_row"][rows] >= 0
-    frame_rows, object_rows = rows[layered], rows[~layered]
+    layer_rows, object_rows = rows[layered], rows[~layered]
     blocks = [
         (int(u), blk)
-        for u in dict.fromkeys(col["unique_id"][frame_rows].tolist())
-        for rs in [frame_rows[col["unique_id"][frame_rows] == u]]
+        for u in dict.fromkeys(col["unique_id"][layer_rows].tolist())
+        for rs in [layer_rows[col["unique_id"][layer_rows] == u]]
         for blk in np.array_split(rs, -(-len(rs) // batch))
     ]
     for uid, block in _progress(blocks, progress):
@@ -68,7 +70,7 @@ def detections_by_row(
 
 
 def _object_rows(
-    pp: Postprocess,
+    pp: PostprocessLike,
     rec: Any,
     object_rows: np.ndarray,
     col: Mapping[str, np.ndarray],
@@ -107,12 +109,12 @@ def _object_rows(
 
 
 def decode_recording(
-    pp: Postprocess, rec: Any, rows: Iterable[int] | None = None, **kw: Any
+    pp: PostprocessLike, rec: Any, rows: Iterable[int] | None = None, **kw: Any
 ) -> "DecodedRecording":
     """Decode once for many PGIE frames and cache the candidates (network pixels), so thresholds,
     clustering and scaling can be swept cheaply: ``dec.run(pp.with_params(...))`` re-runs only the
     steps after the decoder (:mod:`dsprobe.analysis.search` adds exact cached re-clustering on top)."""
-    rows = _frame_rows(rec, rows, kw.pop("unique_id", None))
+    rows = frame_rows(rec, rows, kw.pop("unique_id", None))
     sgie = rows[rec.frames["layer_row"].to_numpy()[rows] < 0] if len(rows) else rows
     if len(sgie):
         raise PostprocessError(
@@ -129,12 +131,12 @@ def decode_recording(
 class DecodedRecording:
     """Decoder output (candidates in network pixels) per frame row, ready for re-running the rest."""
 
-    postprocess: Postprocess
+    postprocess: PostprocessLike
     candidates: dict[int, Detections]
     contexts: dict[int, StepContext]
     recording: Any = None
 
-    def run(self, postprocess: Postprocess | None = None) -> dict[int, Detections]:
+    def run(self, postprocess: PostprocessLike | None = None) -> dict[int, Detections]:
         """Apply every step after the decoder of ``postprocess`` (default: the decoding one) to the
         cached candidates; its decode step must equal the cached one."""
         pp = postprocess or self.postprocess
@@ -148,7 +150,7 @@ class DecodedRecording:
 
 
 @dataclass(frozen=True)
-class _Sizes:
+class FrameSizes:
     """What :meth:`Postprocess.context` reads of a frame."""
 
     network_size: tuple[int, int]
@@ -164,7 +166,8 @@ class _RowContext:
         self.frame_size = (int(r["frame_width"]), int(r["frame_height"]))
 
 
-def _frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> np.ndarray:
+def frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> np.ndarray:
+    """Rows to run: ``rows``, or every frame with tensors (of ``unique_id`` when given)."""
     f = rec.frames
     if rows is None:
         mask = (f["layer_row"] >= 0) | (f["object_count"] > 0)
@@ -215,3 +218,17 @@ def _progress(it: Sequence, enabled: bool) -> Iterable:
     except ImportError:
         return it
     return tqdm(it, total=len(it), desc="postprocess", unit="block")
+
+
+def tag_parent(d: Detections, parent_index: int) -> Detections:
+    """``d`` with ``object_ids`` set to the SGIE parent's index in the frame's objects."""
+    return Detections(
+        d.boxes,
+        d.scores,
+        d.class_ids,
+        d.space,
+        keypoints=d.keypoints,
+        vectors=d.vectors,
+        masks=d.masks,
+        object_ids=np.full(len(d), parent_index, np.uint64),
+    )

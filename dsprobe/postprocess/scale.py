@@ -1,6 +1,6 @@
 """Scale steps: network-input pixels -> frame (nvstreammux) pixels.
 
-``scale:nvinfer`` is nvinfer's ``attach_metadata_detector`` (``nvinfer_semantics.md`` §1.6), in its
+``scale:nvinfer`` is nvinfer's ``attach_metadata_detector`` (``docs/nvinfer-semantics.md`` §1.6), in its
 float32/double arithmetic: for each object ``left = float32((float32(x1 - offset_left)) / ratio_x)``,
 ``width = float32(width / ratio_x)`` (double ratio), then (DeepStream >= 9) negative left/top set to 0,
 then (SGIE) the parent's float32 ``left/top`` added in float32. The geometry (even-rounded crop,

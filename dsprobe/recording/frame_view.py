@@ -7,27 +7,25 @@ only for that row.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.recording import images as imgs
 from dsprobe.recording.schema import IMAGE_ENCODINGS, OBJECT_COLUMNS
+from dsprobe.recording.segment_reader import SegmentReader
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord, Rect
-
-if TYPE_CHECKING:
-    from dsprobe.recording.reader import Recording
 
 
 class FrameView:
-    """Lazy view of one recorded frame (row ``row`` of ``Recording.frames``); reads on first access."""
+    """Lazy view of one recorded frame: row ``local_row`` of the file ``segment``, which is row ``row``
+    of ``Recording.frames``; tensors, pictures and objects are read on first access."""
 
-    def __init__(self, rec: "Recording", row: int) -> None:
-        self.rec = rec
+    def __init__(self, segment: SegmentReader, local_row: int, row: int) -> None:
         self.row = row
-        self._seg = rec._segs[int(rec._seg_of[row])]
-        self._r = {c: v[int(rec._local[row])] for c, v in self._seg.frames.items()}
+        self._seg = segment
+        self._local_row = local_row
+        self._r = {c: v[local_row] for c, v in segment.frames.items()}
         r = self._r
         self.source_id = int(r["source_id"])
         self.frame_num = int(r["frame_num"])
@@ -99,6 +97,7 @@ class FrameView:
             for c in OBJECT_COLUMNS
         }
         out = []
+        classes = self._seg.classifications(self._local_row, table)
         for k in range(count):
             layers = (
                 self._layers("object_layers", int(cols["layer_row"][k]))
@@ -117,6 +116,7 @@ class FrameView:
                     parent_object_id=int(cols["parent_object_id"][k]),
                     layers=layers,
                     image=self._stored_image(int(cols["image_row"][k])),
+                    classifications=classes.get(k, []),
                 )
             )
         return out

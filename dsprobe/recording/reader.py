@@ -9,7 +9,7 @@ schema, not a recording) is a :class:`RecordingError` naming the file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -109,6 +109,11 @@ class Recording:
 
     # ------------------------------------------------------------------ file-level
     @property
+    def segments(self) -> list[SegmentReader]:
+        """The open files in segment order (one per path of :attr:`paths`)."""
+        return list(self._segs)
+
+    @property
     def attrs(self) -> dict[str, Any]:
         """File-level attributes of the first file (schema_version, dsprobe_version, created, host, notes...)."""
         return dict(self._segs[0].attrs)
@@ -184,20 +189,30 @@ class Recording:
         return None if a is None else a["config_text"]
 
     def config(self, unique_id: int | None = None) -> NvinferConfig | None:
-        """The nvinfer config stored for ``unique_id`` as parsed when recorded (default: the only one)."""
+        """The nvinfer config stored for ``unique_id`` as parsed when recorded (default: the only one),
+        carrying the labels read at record time: nothing on this machine is opened for it (a
+        recording without stored labels gives none)."""
         a = self._config_attrs(unique_id)
         if a is None:
             return None
+        where = f"{self.paths[0]}: /gies/{a.get('unique_id', unique_id)}"
         try:
-            return NvinferConfig.from_dict(json.loads(a["config_json"]))
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-        ):  # a config dict from another dsprobe version: parse the text
-            return parse_nvinfer_config(
-                a["config_text"], source=a.get("config_path") or "<recorded config>"
-            )
+            labels = json.loads(a.get("labels_json", "[]"))
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ValueError("labels_json is not a list of text")
+        except ValueError as exc:
+            raise RecordingError(f"{where}: bad stored labels ({exc})") from None
+        try:
+            cfg = NvinferConfig.from_dict(json.loads(a["config_json"]))
+        except (KeyError, TypeError, ValueError):
+            # a config dict from another dsprobe version: parse the stored text
+            try:
+                cfg = parse_nvinfer_config(
+                    str(a.get("config_text", "")), source=f"{where}/config_text"
+                )
+            except ValueError as exc:
+                raise RecordingError(f"{where}: bad stored nvinfer config ({exc})") from None
+        return replace(cfg, embedded_labels=tuple(labels))
 
     @property
     def streams(self) -> pd.DataFrame:
@@ -247,7 +262,7 @@ class Recording:
     ) -> "FrameView | list[FrameView]":
         """``rec[i]`` a FrameView; ``rec[a:b]`` / ``rec[[i, j]]`` a list of lazy FrameViews."""
         if isinstance(index, slice):
-            return [FrameView(self, i) for i in range(*index.indices(len(self)))]
+            return [self._view(i) for i in range(*index.indices(len(self)))]
         if isinstance(index, (list, tuple, np.ndarray)):
             return [self[int(i)] for i in np.asarray(index).reshape(-1)]
         i = int(index)
@@ -257,11 +272,14 @@ class Recording:
             raise IndexError(
                 f"frame row {index} out of range for a recording of {len(self)} frames"
             )
-        return FrameView(self, i)
+        return self._view(i)
 
     def __iter__(self) -> Iterator["FrameView"]:
         for i in range(len(self)):
-            yield FrameView(self, i)
+            yield self._view(i)
+
+    def _view(self, row: int) -> FrameView:
+        return FrameView(self._segs[int(self._seg_of[row])], int(self._local[row]), row)
 
     def find(self, source_id: int, frame_num: int, unique_id: int | None = None) -> "FrameView":
         """The frame of ``source_id`` with ``frame_num`` (and GIE ``unique_id`` if several)."""
@@ -275,7 +293,7 @@ class Recording:
                 f"{self.paths[0]}: no frame {frame_num} of source {source_id}"
                 f"{f' from GIE {unique_id}' if unique_id is not None else ''}"
             )
-        return FrameView(self, int(rows[0]))
+        return self._view(int(rows[0]))
 
     def layer(
         self, name: str, unique_id: int | None = None, per_object: bool | None = None

@@ -54,6 +54,20 @@ OBJECT_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "image_row": ("int64", ()),  # crop image row in /images, -1 none
 }
 
+#: /classifications: one row per NvDsLabelInfo on an object of /objects (table 0) or /detections
+#: (table 1), in frame order; absent in files written before dsprobe recorded classifier meta.
+CLASSIFICATION_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "frame_row": ("int64", ()),
+    "table": ("uint8", ()),  # 0: /objects, 1: /detections
+    "object_index": ("int32", ()),  # index within that frame's objects / detections
+    "unique_component_id": ("int32", ()),  # the classifier's gie-unique-id
+    "attribute": ("int32", ()),  # NvDsLabelInfo.label_id (output layer index)
+    "class_id": ("int32", ()),  # result_class_id
+    "confidence": ("float32", ()),  # result_prob
+    "label": ("S128", ()),  # result_label, UTF-8
+}
+CLASSIFICATION_TABLES = ("objects", "detections")
+
 #: /images: one row per stored picture; its bytes are /images/data[offset:offset + nbytes] (1-D uint8)
 IMAGE_COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "frame_row": ("int64", ()),

@@ -1,93 +1,51 @@
-"""One HDF5 segment file being written by the Recorder's thread: its datasets, row buffers and block
-writes (tables of frames/objects/detections/images, one dataset per layer, a byte store for images),
-plus the checks that keep a bad frame or a full disk from ever reaching HDF5 half-written."""
+"""One HDF5 segment file being written by the Recorder's thread (:class:`Segment`): its header, row
+buffers and block writes (tables of frames/objects/detections/images, one dataset per layer, a byte
+store for images)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from dsprobe.recording.datasets import ByteStore, LayerSet, Table
-from dsprobe.recording.schema import (
-    FORMAT_NAME,
-    FRAME_COLUMNS,
-    IMAGE_COLUMNS,
-    IMAGE_ENCODINGS,
-    OBJECT_COLUMNS,
-    SCHEMA_VERSION,
-    jsonable,
-)
-from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dsprobe.recording.writer import Recorder
-
-_INT64_MAX = (1 << 63) - 1
-#: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
-TABLE_BLOCK_FRAMES = 256
+from dsprobe.nvinfer.config import NvinferConfig
+from dsprobe.recording.frame_rows import CHUNK_CACHE_BYTES, FrameRows
+from dsprobe.recording.schema import FORMAT_NAME, SCHEMA_VERSION, jsonable
+from dsprobe.records import FrameRecord
 
 
-class _InvalidFrame(ValueError):
-    pass
+@dataclass(frozen=True)
+class SegmentHeader:
+    """What every segment file of one recording stores in its header (same for all segments)."""
+
+    recording_id: str
+    notes: str  # free text, or JSON
+    options_json: str  # RecorderOptions.to_json() as JSON
+    configs: Mapping[int, NvinferConfig]  # gie_unique_id -> config
+    labels: Mapping[int, Sequence[str]]  # gie_unique_id -> label file contents read at record time
+    compression: str | None
 
 
-class _NoSpace(OSError):
-    pass
-
-
-#: Room kept free for HDF5 metadata and closing the file cleanly when judging "disk full".
-SPACE_MARGIN_BYTES = 4 << 20
-
-
-def _check_space(path: Path, pending: int) -> None:
-    """Raise _NoSpace when ``pending`` bytes (+ margin) do not fit on the file system or under RLIMIT_FSIZE.
-
-    Checked before every block write so HDF5 never meets ENOSPC/EFBIG mid-write: a failed HDF5 write
-    leaves a file that cannot be closed cleanly.
-    """
-    need = int(pending * 1.05) + SPACE_MARGIN_BYTES
-    free = shutil.disk_usage(path.parent).free
-    if free < need:
-        raise _NoSpace(
-            f"disk full: {free} bytes free on the file system of {path.parent}, "
-            f"a block of {pending} bytes needs {need} with the margin"
-        )
-    try:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
-        return
-    if limit != resource.RLIM_INFINITY:
-        size = path.stat().st_size if path.exists() else 0
-        if size + need > limit:
-            raise _NoSpace(
-                f"file size limit: {path} is {size} bytes, RLIMIT_FSIZE is {limit}, "
-                f"a block of {pending} bytes needs {need} with the margin"
-            )
-
-
-class _Segment:
+class Segment:
     """One HDF5 file being written: row buffers and block writes."""
 
-    def __init__(self, path: Path, rec: Recorder, index: int, closed_bytes: int) -> None:
+    def __init__(self, path: Path, header: SegmentHeader, index: int, closed_bytes: int) -> None:
         self.path = path
-        self.rec = rec
+        self.header = header
         self.closed_bytes = closed_bytes
         self.opened = time.monotonic()
         # built under a temporary name and renamed after its first flush: a kill -9 at any moment never
         # leaves a half-created file under the recording's name
         creating = path.with_name(path.name + ".creating")
-        self.f = h5py.File(creating, "w")
+        self.f = h5py.File(creating, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
         a = self.f.attrs
         from dsprobe import __version__
 
@@ -96,12 +54,10 @@ class _Segment:
         a["dsprobe_version"] = __version__
         a["created"] = datetime.now(timezone.utc).isoformat()
         a["host"] = socket.gethostname()
-        a["recording_id"] = rec.recording_id
+        a["recording_id"] = header.recording_id
         a["segment_index"] = index
-        a["notes"] = (
-            rec.notes if isinstance(rec.notes, str) else json.dumps(jsonable(rec.notes or {}))
-        )
-        a["recorder_options"] = json.dumps(rec.options)
+        a["notes"] = header.notes
+        a["recorder_options"] = header.options_json
         a["software"] = json.dumps(
             {"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "numpy": np.__version__}
         )
@@ -109,192 +65,56 @@ class _Segment:
         a["frames_committed"] = 0
         a["closed_cleanly"] = False
         gies = self.f.create_group("gies")
-        for uid, cfg in rec.configs.items():
+        for uid, cfg in header.configs.items():
             g = gies.create_group(str(uid))
             g.attrs["config_text"] = cfg.text
             g.attrs["config_path"] = cfg.path or ""
             g.attrs["config_json"] = json.dumps(cfg.to_dict())
-        self.tables = {
-            name: Table(self.f, name, cols)
-            for name, cols in (
-                ("frames", FRAME_COLUMNS),
-                ("objects", OBJECT_COLUMNS),
-                ("detections", OBJECT_COLUMNS),
-                ("images", IMAGE_COLUMNS),
-            )
-        }
-        self.image_data = ByteStore(self.f, "images/data")
-        self.image_bytes = 0
-        self.layer_sets: dict[tuple[str, int, str], LayerSet] = {}
-        self.layer_names: dict[tuple[str, int], frozenset] = {}
-        self.pending_images: list[np.ndarray] = []
-        self.pending_frames = 0
-        self.pending_bytes = 0
+            g.attrs["labels_json"] = json.dumps(list(header.labels.get(uid, ())))
+        self.rows = FrameRows(self.f, header.compression)
         self.dirty = False
         self.f.flush()
         os.replace(creating, path)
 
+    # ------------------------------------------------------------------ rows
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
-        """Buffer one frame's rows; raises _InvalidFrame (before buffering anything) on bad input."""
-        _check_fields(frame)
-        self._check_layers("layers", frame.unique_id, frame.layers, frame)
-        for o in frame.objects:
-            self._check_layers("object_layers", frame.unique_id, o.layers, frame)
-        images = [_image_payload(frame.image)] + [_image_payload(o.image) for o in frame.objects]
-        frame_row = self.tables["frames"].count
-        layer_row = self._add_layers("layers", frame.unique_id, frame.layers)
-        image_row = self._add_image(frame_row, frame.image, images[0])
-        obj_start = self.tables["objects"].count
-        for o, payload in zip(frame.objects, images[1:]):
-            self._add_object(
-                "objects",
-                frame_row,
-                o,
-                self._add_layers("object_layers", frame.unique_id, o.layers),
-                self._add_image(frame_row, o.image, payload),
-            )
-        det_start = self.tables["detections"].count
-        for d in frame.detections:
-            self._add_object("detections", frame_row, d, -1, -1)
-        self.tables["frames"].append(
-            {
-                "source_id": frame.source_id,
-                "frame_num": frame.frame_num,
-                "pts_ns": _int64(frame.pts_ns),
-                "ntp_timestamp": _int64(frame.ntp_timestamp),
-                "unique_id": frame.unique_id,
-                "batch_id": frame.batch_id,
-                "pad_index": frame.pad_index,
-                "network_size": tuple(frame.network_size),
-                "frame_size": tuple(frame.frame_size),
-                "recv_time_ns": recv_ns,
-                "layer_row": layer_row,
-                "image_row": image_row,
-                "object_start": obj_start,
-                "object_count": len(frame.objects),
-                "detection_start": det_start,
-                "detection_count": len(frame.detections),
-            }
-        )
-        self.pending_frames += 1
-        self.pending_bytes += (
-            256 * (1 + len(frame.objects) + len(frame.detections))
-            + sum(a.nbytes for a in frame.layers.values())
-            + sum(a.nbytes for o in frame.objects for a in o.layers.values())
-            + sum(p[0].size for p in images if p is not None)
-        )
+        """Buffer one checked frame (all or nothing; InvalidFrame when its layers do not fit)."""
+        self.rows.add(frame, recv_ns)
         self.dirty = True
 
-    def _check_layers(
-        self, group: str, uid: int, layers: Mapping[str, np.ndarray], frame: FrameRecord
-    ) -> None:
-        if not layers:
-            return
-        where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
-        known = self.layer_names.setdefault((group, uid), frozenset(layers))
-        if frozenset(layers) != known:
-            raise _InvalidFrame(
-                f"{where}: layers {sorted(layers)} differ from the recording's {sorted(known)}; "
-                "record a fixed set of layers per GIE (Recorder(layers=...)); frame dropped"
-            )
-        for name, arr in layers.items():
-            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiub":
-                raise _InvalidFrame(
-                    f"{where}: layer {name!r} is not a numeric numpy array "
-                    f"({type(arr).__name__} {getattr(arr, 'dtype', '')}); frame dropped"
-                )
-            ls = self.layer_sets.get((group, uid, name))
-            if ls is not None and (arr.shape != ls.shape or arr.dtype != ls.dtype):
-                raise _InvalidFrame(
-                    f"{where}: layer {name!r} changed from {ls.dtype}{list(ls.shape)} to "
-                    f"{arr.dtype}{list(arr.shape)}; frame dropped"
-                )
+    @property
+    def pending_frames(self) -> int:
+        return self.rows.pending_frames
 
-    def _add_layers(self, group: str, uid: int, layers: Mapping[str, np.ndarray]) -> int:
-        row = -1
-        for name, arr in layers.items():
-            key = (group, uid, name)
-            ls = self.layer_sets.get(key)
-            if ls is None:
-                ls = self.layer_sets[key] = LayerSet(
-                    self.f, group, uid, name, arr, self.rec.compression
-                )
-            row = ls.append(arr)
-        return row
-
-    def _add_image(self, frame_row: int, image: ImageRecord | None, payload: tuple | None) -> int:
-        if image is None or payload is None:
-            return -1
-        data, shape = payload
-        self.pending_images.append(data)
-        offset, self.image_bytes = self.image_bytes, self.image_bytes + data.size
-        return self.tables["images"].append(
-            {
-                "frame_row": frame_row,
-                "offset": offset,
-                "nbytes": data.size,
-                "rect": tuple(image.rect),
-                "shape": shape,
-                "encoding": IMAGE_ENCODINGS.index(image.encoding),
-            }
-        )
-
-    def _add_object(
-        self, table: str, frame_row: int, o: ObjectRecord, layer_row: int, image_row: int
-    ) -> None:
-        self.tables[table].append(
-            {
-                "frame_row": frame_row,
-                "rect": tuple(o.rect),
-                "class_id": o.class_id,
-                "confidence": o.confidence,
-                "object_id": o.object_id,
-                "unique_component_id": o.unique_component_id,
-                "parent_index": o.parent_index,
-                "parent_object_id": o.parent_object_id,
-                "label": _label_bytes(o.label),
-                "layer_row": layer_row,
-                "image_row": image_row,
-            }
-        )
+    @property
+    def pending_bytes(self) -> int:
+        return self.rows.pending_bytes
 
     def write_pending(self, tables: bool = True) -> int:
-        """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
-        :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
-        written in bigger blocks; a flush always writes them). Returns the number of frames whose rows
-        are now all in the file."""
-        for ls in self.layer_sets.values():
-            ls.write()
-        if self.pending_images:
-            self.image_data.extend(self.pending_images)
-            self.pending_images = []
-        self.pending_frames, self.pending_bytes = 0, 0
-        frames = self.tables["frames"]
-        if not (tables or len(frames.pending) >= TABLE_BLOCK_FRAMES):
-            return 0
-        n = len(frames.pending)
-        for name in (
-            "objects",
-            "detections",
-            "images",
-            "frames",
-        ):  # frames last: they point at the rest
-            self.tables[name].write()
-        return n
+        return self.rows.write_pending(tables)
 
-    def discard_pending(self) -> None:
-        """Forget buffered rows (used when there is no room left to write them)."""
-        for buf in (*self.tables.values(), *self.layer_sets.values()):
-            buf.discard()
-        self.image_bytes -= sum(p.size for p in self.pending_images)
-        self.pending_images = []
-        self.pending_frames = self.pending_bytes = 0
+    def discard_pending(self) -> int:
+        return self.rows.discard_pending()
 
-    def flush(self, stats: dict) -> None:
-        self.f.attrs["stats"] = json.dumps(jsonable(stats))
-        self.f.attrs["frames_committed"] = self.tables["frames"].count
+    def flush_bytes(self) -> int:
+        return self.rows.flush_bytes()
+
+    # ------------------------------------------------------------------ commit, close
+    def commit(self, stats: dict) -> None:
+        """Make everything written so far visible to readers, in two steps: the data (and the new
+        extents) reach the disk first (flush + fsync), then ``frames_committed`` advances (flush +
+        fsync). A reader of a file that was not closed trusts ``frames_committed`` only, so a crash or
+        a full disk at any point never shows a frame whose data is not on disk."""
         self.f.flush()
+        self._fsync()
+        self.f.attrs["frames_committed"] = self.rows.tables["frames"].count
+        self.f.attrs["stats"] = json.dumps(jsonable(stats))
+        self.f.flush()
+        self._fsync()
         self.dirty = False
+
+    def _fsync(self) -> None:
+        os.fsync(self.f.id.get_vfd_handle())
 
     def size(self) -> int:
         try:
@@ -328,59 +148,3 @@ class _Segment:
             self.f.close()
         except Exception:
             pass
-
-
-def _check_fields(frame: FrameRecord) -> None:
-    """Reject a frame whose scalar fields would not fit the tables (before anything is buffered)."""
-    where = f"source {frame.source_id}, frame {frame.frame_num}"
-    try:
-        for name, value, n in (
-            ("network_size", frame.network_size, 3),
-            ("frame_size", frame.frame_size, 2),
-        ):
-            if len(value) != n:
-                raise ValueError(f"{name} needs {n} values, got {value!r}")
-        for kind, objs in (("object", frame.objects), ("detection", frame.detections)):
-            for i, o in enumerate(objs):
-                if len(o.rect) != 4:
-                    raise ValueError(
-                        f"{kind} {i}: rect needs (left, top, width, height), got {o.rect!r}"
-                    )
-                float(o.confidence), int(o.class_id), int(o.object_id), int(o.parent_object_id)
-        int(frame.source_id), int(frame.frame_num), int(frame.pts_ns), int(frame.unique_id)
-    except (TypeError, ValueError) as exc:
-        raise _InvalidFrame(f"{where}: {exc}; frame dropped") from None
-
-
-def _image_payload(image: ImageRecord | None) -> tuple[np.ndarray, tuple[int, int, int]] | None:
-    """(uint8 bytes to store, decoded (H, W, C)) for an image already prepared by the recorder."""
-    if image is None:
-        return None
-    if image.encoding == "raw":
-        arr = np.ascontiguousarray(image.data, dtype=np.uint8)
-        shape = arr.shape if arr.ndim == 3 else (*arr.shape, 1)
-        return arr.reshape(-1), tuple(int(v) for v in shape)
-    data = bytes(image.data)
-    return np.frombuffer(data, np.uint8), _encoded_shape(data)
-
-
-def _encoded_shape(data: bytes) -> tuple[int, int, int]:
-    try:
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            return (im.height, im.width, len(im.getbands()))
-    except Exception:
-        return (0, 0, 0)
-
-
-def _label_bytes(label: str) -> bytes:
-    b = label.encode("utf-8")[:128]
-    return b.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in half
-
-
-def _int64(v: int) -> int:
-    """uint64 times (GST_CLOCK_TIME_NONE...) that do not fit int64 are stored as -1."""
-    return int(v) if int(v) <= _INT64_MAX else -1

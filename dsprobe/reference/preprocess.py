@@ -1,4 +1,4 @@
-"""nvinfer's preprocessing in numpy (shared/reference/nvinfer_semantics.md §1, §7).
+"""nvinfer's preprocessing in numpy (docs/nvinfer-semantics.md §1, §7).
 
 Order, as nvinfer: frame at nvstreammux size -> even-rounded crop -> resize into the (letterboxed)
 network rectangle, **quantised to uint8** -> zero padding -> ``net-scale-factor * (x - mean)`` in
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dsprobe.nvinfer.config import Preprocessing
-from dsprobe.nvinfer.geometry import CropTransform, nvinfer_transform
+from dsprobe.nvinfer.geometry import CropTransform, muxer_content_size, nvinfer_transform
 
 Rect = tuple[float, float, float, float]
 
@@ -99,12 +99,6 @@ def muxer_scale(
     out = np.zeros((height, width, frame.shape[2]), np.uint8)
     out[:dh, :dw] = resize(frame, dw, dh, scaling_filter)
     return out
-
-
-def muxer_content_size(source: tuple[int, int], muxer: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) the picture covers in the muxer frame with ``enable-padding=1`` (truncated)."""
-    scale = min(muxer[0] / source[0], muxer[1] / source[1])
-    return int(source[0] * scale), int(source[1] * scale)
 
 
 def clip_rect(rect: Rect, frame_size: tuple[int, int]) -> tuple[Rect, bool]:

@@ -1,5 +1,5 @@
 """Which objects a secondary GIE (process-mode=2) infers on, as nvinfer's ``should_infer_object``
-decides (shared/reference/nvinfer_semantics.md §1.7), for objects that no tracker has seen.
+decides (docs/nvinfer-semantics.md §1.7), for objects that no tracker has seen.
 
 * ``operate-on-gie-id``: only objects whose ``unique_component_id`` is that GIE (-1: any).
 * ``input-object-min-width/height``: skip when the rect is smaller, the minimum being raised to

@@ -7,7 +7,7 @@ the decoder, the param or layer and what was expected, and a missing layer raise
 :class:`~dsprobe.postprocess.layers.LayerNotFoundError` listing the recorded layers and shapes.
 
 ============================  ======================================================================
-name                          layout (``nvinfer_semantics.md`` §2, §5, §6)
+name                          layout (``docs/nvinfer-semantics.md`` §2, §5, §6)
 ============================  ======================================================================
 ``yolov8``                    Ultralytics YOLOv8/v5u/v9/YOLO11 raw ``(4 + nc, anchors)`` or transposed
 ``yolov8_pose``               + keypoints -> ``Detections.keypoints`` ``(N, K, 3)``

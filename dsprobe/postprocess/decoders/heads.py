@@ -69,7 +69,7 @@ def classify(
     labels: Sequence[str] | Sequence[Sequence[str]] | None = None,
     step: str = "classify",
 ) -> list[Attribute]:
-    """nvinfer's classifier parser (``parseAttributesFromSoftmaxLayers``, ``nvinfer_semantics.md`` §6.1):
+    """nvinfer's classifier parser (``parseAttributesFromSoftmaxLayers``, ``docs/nvinfer-semantics.md`` §6.1):
     each output layer is one attribute; its best class is kept when its probability is
     ``> classifier_threshold`` and ``> 0`` (strict, first index on ties). nvinfer applies no softmax:
     the model must output probabilities. ``softmax=True`` reproduces TAO's

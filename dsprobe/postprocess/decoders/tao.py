@@ -1,6 +1,6 @@
 """Decoders for NVIDIA / TensorFlow / TAO layouts: NMS-in-graph outputs (EfficientNMS, BatchedNMS,
 TF-OD API), the TensorRT NMS plugin records (Caffe/UFF SSD, TAO SSD/DSSD/RetinaNet/FasterRCNN),
-nvinfer's built-in DetectNet_v2 grid parser, and DETR-style query heads (``nvinfer_semantics.md``
+nvinfer's built-in DetectNet_v2 grid parser, and DETR-style query heads (``docs/nvinfer-semantics.md``
 §2 and §5).
 
 All return candidates in network-input pixels, boxes ``x1, y1, x2, y2``. Where an nvinfer sample or
@@ -332,7 +332,7 @@ def decode_detectnet_v2(
     bbox_norm: float = DETECTNET_BBOX_NORM,
 ) -> Detections:
     """nvinfer's built-in DetectNet_v2 / resnet10 parser (network-type=0 with no parse-bbox-func-name;
-    TAO PeopleNet, TrafficCamNet, DashCamNet...), ``nvinfer_semantics.md`` §2.
+    TAO PeopleNet, TrafficCamNet, DashCamNet...), ``docs/nvinfer-semantics.md`` §2.
 
     * Layers: coverage ``(C, gh, gw)`` (sigmoid applied) = the layer whose name contains ``"cov"``,
       boxes ``(4C, gh, gw)`` = the one containing ``"bbox"`` (or ``cov_layer`` / ``bbox_layer``).

@@ -1,6 +1,6 @@
 """YOLO-family decoders: Ultralytics raw heads (detect / pose / seg), YOLOv5/v7/YOLOX, NMS-free
 ``(N, 6)`` outputs (DeepStream-Yolo, YOLOv10 / end-to-end exports) and separate boxes + scores
-layers (YOLO-NAS, older DeepStream-Yolo). Layouts: ``nvinfer_semantics.md`` §5.
+layers (YOLO-NAS, older DeepStream-Yolo). Layouts: ``docs/nvinfer-semantics.md`` §5.
 
 All return candidates in network-input pixels (letterbox included), boxes ``x1, y1, x2, y2``.
 ``score_threshold`` is a cheap ``score >= threshold`` cut so clustering sees few boxes; keep it at or
@@ -216,7 +216,7 @@ def decode_yolox(
     layout: Layout = "auto",
 ) -> Detections:
     """YOLOX with ``decode_in_inference=True``: ``(anchors, 5 + nc)`` like YOLOv5 (objectness x class).
-    Mind YOLOX's top-left letterbox and BGR 0-255 input (``nvinfer_semantics.md`` §5)."""
+    Mind YOLOX's top-left letterbox and BGR 0-255 input (``docs/nvinfer-semantics.md`` §5)."""
     return decode_yolov5(
         layers,
         ctx,
