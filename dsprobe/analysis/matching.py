@@ -36,13 +36,10 @@ COCO's loop for just their (image, class).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dsprobe.analysis.evaluate import GroundTruth
 
 #: COCO's IoU thresholds (0.5:0.05:0.95) and recall thresholds (0:0.01:1), built as pycocotools does
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -228,14 +225,15 @@ def detection_arrays(detections: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def match_table(
     detections: pd.DataFrame | dict[str, np.ndarray],
-    gt: GroundTruth | GroundTruthArrays,
+    gt: Any,
     image_ids: Sequence[int],
     iou_thresholds: np.ndarray = IOU_THRESHOLDS,
 ) -> MatchTable:
     """Match ``detections`` (a DataFrame with source_id, frame_num, x1..y2 frame px, score,
     class_id; or :func:`detection_arrays`) to ``gt`` on the frames ``image_ids`` (``frame_image_id``
     numbers) as COCO does; detections on other frames or of classes the ground truth does not list
-    are left out."""
+    are left out. ``gt``: a :class:`~dsprobe.analysis.evaluate.GroundTruth` (its ``arrays()``) or
+    :class:`GroundTruthArrays`."""
     d = detection_arrays(detections) if isinstance(detections, pd.DataFrame) else detections
     g = gt if isinstance(gt, GroundTruthArrays) else gt.arrays()
     images = np.unique(np.asarray(image_ids, np.int64))
