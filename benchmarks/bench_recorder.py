@@ -28,9 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from dsprobe import FrameRecord, ImageRecord, Recorder, RecorderOptions
+from dsprobe import FrameRecord, ImageRecord, ObjectRecord, Recorder, RecorderOptions
 from dsprobe.recording.schema import COMPRESSIONS
+from dsprobe.recording.segment import Segment, SegmentHeader
 from dsprobe.recording.synthetic import synthetic_image, yolov8_like_output
+from dsprobe.recording.validate import check_frame
 
 
 def make_frames(n_distinct: int, fp16_engine: bool = False) -> list[FrameRecord]:
@@ -120,6 +122,57 @@ def bench_recorder(
     dt = time.perf_counter() - t0
     assert rec.stats["written"] == n and not rec.failed, rec.stats
     return dt, sum(p.stat().st_size for p in rec.paths)
+
+
+def bench_protocol_cost(
+    frames: list[FrameRecord], workdir: Path, rec_s: list[float], n: int
+) -> None:
+    """What the safety checks cost, measured apart: validating a frame (every field, on the writer
+    thread) and the commit protocol (flush + fsync of the data, then of frames_committed) against a
+    single plain HDF5 flush, both after the same block of frames."""
+    busy = replace(
+        frames[0],
+        detections=[
+            ObjectRecord((1.0, 2.0, 30.0, 40.0), i % 80, 0.5, label="x") for i in range(100)
+        ],
+    )
+    val: dict[str, list[float]] = {"yolo": [], "yolo+100": []}
+    for _ in range(7):
+        for key, f in (("yolo", frames[0]), ("yolo+100", busy)):
+            t0 = time.perf_counter()
+            for _ in range(200):
+                check_frame(f)
+            val[key].append((time.perf_counter() - t0) / 200 * 1e6)
+    commit_ms, flush_ms = [], []
+    for rep in range(5):
+        for kind in ("commit", "flush") if rep % 2 else ("flush", "commit"):
+            path = workdir / f"proto_{kind}.h5"
+            seg = Segment(path, SegmentHeader("bench", "", "{}", {}, {}, None), 0, 0)
+            for i in range(16):
+                seg.add(check_frame(frame_at(frames, i)), 0)
+            seg.write_pending(True)
+            t0 = time.perf_counter()
+            if kind == "commit":
+                seg.commit({})
+            else:
+                seg.f.flush()
+            (commit_ms if kind == "commit" else flush_ms).append((time.perf_counter() - t0) * 1e3)
+            seg.close()
+            path.unlink()
+    per_frame_ms = float(np.median(rec_s)) / n * 1e3
+    v = {k: float(np.median(x)) for k, x in val.items()}
+    print("\n4. cost of the safety checks (medians of interleaved runs; ranges in brackets)")
+    for k, label in (("yolo", "the frame above"), ("yolo+100", "same + 100 detections")):
+        print(
+            f"   validate {label:<24} {v[k]:8.1f} us [{min(val[k]):.1f}-{max(val[k]):.1f}] "
+            f"= {v[k] / 1e3 / per_frame_ms * 100:.2f}% of the writer's time per frame"
+        )
+    c, f = float(np.median(commit_ms)), float(np.median(flush_ms))
+    print(
+        f"   commit (flush+fsync, attr, flush+fsync) {c:7.1f} ms [{min(commit_ms):.1f}-{max(commit_ms):.1f}] "
+        f"vs one plain flush {f:.1f} ms [{min(flush_ms):.1f}-{max(flush_ms):.1f}] after 16 frames; "
+        f"once per flush_interval_s (1 s): {(c - f) / 10:.2f}% of a second"
+    )
 
 
 Timing = tuple[float, float]  # (wall seconds, CPU seconds of the whole process)
@@ -232,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"   noise floor: the raw write against itself, same pairing: median {np.median(floor):.2f}x, "
                 f"per-run {', '.join(f'{r:.2f}' for r in floor)} (1.00x on a quiet machine)"
             )
+
+        bench_protocol_cost(frames, workdir, rec_s, n)
 
         print(
             f"\n3. compression, {n // 2} frames with JPEG images (default first); bytes per frame on disk"

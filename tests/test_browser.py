@@ -1,6 +1,18 @@
 """A real browser: JupyterLab started headless on a free localhost port, Debian's Chromium driven by
-Selenium opens 02_tune_postprocess.ipynb, runs it, moves the threshold slider, and the box count the
-tuner renders as text changes to what the postprocess says. Screenshots: out/test-artifacts/."""
+Selenium.
+
+* On the sample recording: 02_tune_postprocess.ipynb runs, the threshold readout is typed into, and
+  the box count the tuner shows changes to what the postprocess says.
+* On a generated 5,000-frame recording (2 streams x 2,500 frames, with ground truth): the tuner is
+  driven as a user would (threshold, frame step, play, stream change, NMS IoU, timeline click and
+  zoom, picture zoom, A/B, save) and the latency of each, from the user's event to the redrawn
+  picture / metrics in the page, is measured in the page (performance.now(), a MutationObserver)
+  and written to out/test-artifacts/browser_latencies.json (``benchmarks/bench_tuner.py`` prints it
+  against the targets). No latency is asserted: the machine is shared and noisy.
+* Notebooks 01 and 03 (error gallery, objectives panel) on the sample.
+
+Screenshots of each widget go to out/test-artifacts/; with ``DSPROBE_UPDATE_SCREENSHOTS=1`` small
+PNG copies also go to docs/images/ (what docs/notebooks.md shows)."""
 
 from __future__ import annotations
 
@@ -20,6 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "out" / "test-artifacts"
+DOC_IMAGES = ROOT / "docs" / "images"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "dsprobe-browser-test"
 
@@ -40,26 +53,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(sample_recording, sample_videos, tmp_path):
-    """JupyterLab on a free port, token known, serving a temp copy of the tuning notebook."""
-    _require_browser()
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory):
+    """5,000 frames (2 streams x 2,500) with ground truth, generated in ~10 s."""
+    from dsprobe.sample.long_recording import make_long_recording
+
+    return make_long_recording(tmp_path_factory.mktemp("long") / "long.h5")
+
+
+def start_lab(tmp_path: Path, notebooks: list[str], env: dict[str, str]):
+    """JupyterLab on a free port, token known, serving temp copies of ``notebooks``; returns
+    (url, process, log)."""
     root = tmp_path / "lab"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / "02_tune_postprocess.ipynb", root)
+    for name in notebooks:
+        shutil.copy(ROOT / "notebooks" / name, root)
     settings = tmp_path / "settings" / "@jupyterlab"
     for ext, name, value in (
         ("apputils-extension", "notification", {"fetchNews": "false", "checkForUpdates": False}),
-        ("notebook-extension", "tracker", {"autoStartDefaultKernel": True}),
+        (
+            "notebook-extension",
+            "tracker",
+            {"autoStartDefaultKernel": True, "windowingMode": "none"},
+        ),
     ):
         (settings / ext).mkdir(parents=True)
         (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port = _free_port()
-    env = {
+    full_env = {
         **os.environ,
-        "DSPROBE_RECORDING": str(sample_recording),
-        "DSPROBE_GROUND_TRUTH": str(sample_videos.gt_json),
-        "DSPROBE_SPEC": str(tmp_path / "tuned.json"),
+        **{k: str(v) for k, v in env.items()},
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
@@ -80,32 +103,33 @@ def lab(sample_recording, sample_videos, tmp_path):
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env,
+        env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=root,
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2).read()
-                break
-            except OSError as exc:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}"
-                    ) from exc
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+    deadline = time.time() + 90
+    while True:
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2).read()
+            return url, proc, log
+        except OSError as exc:
+            if proc.poll() is not None or time.time() > deadline:
+                stop_lab(proc, log)
+                raise RuntimeError(
+                    f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}"
+                ) from exc
+            time.sleep(0.5)
+
+
+def stop_lab(proc, log) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 @pytest.fixture
@@ -137,6 +161,161 @@ def browser(tmp_path):
         driver.quit()
 
 
+# ---------------------------------------------------------------------------------------------- page helpers
+def By():
+    from selenium.webdriver.common.by import By as _By
+
+    return _By
+
+
+def kernel_idle(d) -> bool:
+    b = By()
+    return bool(
+        d.find_elements(
+            b.XPATH,
+            "//*[contains(@class,'jp-Notebook-ExecutionIndicator') and contains(@data-status,'idle')]",
+        )
+        or d.find_elements(b.XPATH, "//*[contains(text(),'Python 3 (ipykernel) | Idle')]")
+    )
+
+
+def run_all(browser, url: str, notebook: str, wait_css: str, timeout: float = 240) -> None:
+    """Open ``notebook``, Run All Cells, wait for ``wait_css`` to appear and the kernel to go idle."""
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    b = By()
+    wait = WebDriverWait(browser, timeout)
+    browser.get(f"{url}/lab/tree/{notebook}?token={TOKEN}")
+    wait.until(EC.presence_of_element_located((b.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")))
+    time.sleep(2.0)
+    for button in browser.find_elements(
+        b.XPATH, "//dialog//button[.//*[text()='Select'] or text()='Select']"
+    ):
+        button.click()  # "Select Kernel" (only when the preferred-kernel setting is not honoured)
+    wait.until(kernel_idle)
+    wait.until(
+        EC.element_to_be_clickable(
+            (b.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Run']]")
+        )
+    ).click()
+    wait.until(
+        EC.element_to_be_clickable(
+            (b.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Run All Cells']]")
+        )
+    ).click()
+    wait.until(EC.visibility_of_element_located((b.CSS_SELECTOR, wait_css)))
+    time.sleep(1.0)
+    wait.until(kernel_idle)
+
+
+WATCH_JS = """
+const w = window.__dsp = {t0: null, changes: []};
+const mark = () => { w.t0 = performance.now(); };
+document.addEventListener('click', mark, true);
+document.addEventListener('change', mark, true);
+document.addEventListener('keydown', e => { if (e.key === 'Enter') mark(); }, true);
+const obs = new MutationObserver(ms => {
+  for (const m of ms) {
+    const el = m.target.nodeType === 1 ? m.target : m.target.parentElement;
+    const host = el.closest('.dsprobe-picture, .dsprobe-timeline, .dsprobe-metrics-line, .widget-html');
+    w.changes.push({t: performance.now(), cls: host ? host.className : el.className});
+  }
+});
+obs.observe(document.body, {attributes: true, attributeFilter: ['src'], subtree: true,
+                            childList: true, characterData: true});
+"""
+
+
+def latency(browser, what: str, action, timeout: float = 120) -> float:
+    """Seconds from the user's event (click / change / Enter, stamped in the page) to the first
+    change of an element whose class contains ``what`` after it."""
+    browser.execute_script("window.__dsp.t0 = null; window.__dsp.changes = [];")
+    action()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = browser.execute_script(
+            "const w = window.__dsp; if (w.t0 === null) return null;"
+            "const c = w.changes.find(c => c.t >= w.t0 && c.cls.includes(arguments[0]));"
+            "return c ? (c.t - w.t0) / 1000 : null;",
+            what,
+        )
+        if got is not None:
+            return float(got)
+        time.sleep(0.01)
+    raise AssertionError(f"no change of .{what} within {timeout} s")
+
+
+def type_readout(browser, label: str, value: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    b = By()
+    slider = browser.find_element(
+        b.XPATH, f"//div[contains(@class,'widget-slider')][.//label[contains(text(),'{label}')]]"
+    )
+    readout = slider.find_element(b.CSS_SELECTOR, ".widget-readout")
+    readout.click()
+    readout.send_keys(Keys.CONTROL, "a")
+    readout.send_keys(value, Keys.ENTER)
+
+
+def button(browser, text: str, scope: str = ".dsprobe-tuner"):
+    b = By()
+    return browser.find_element(
+        b.XPATH,
+        f"//*[contains(@class,'{scope.strip('.')}')]//button[normalize-space(.)='{text}']",
+    )
+
+
+def shot(element, name: str, max_width: int = 900) -> Path:
+    """A PNG of one widget (out/test-artifacts); a small palette copy in docs/images when asked."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    element.parent.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+    time.sleep(0.5)
+    element.screenshot(str(path))
+    if os.environ.get("DSPROBE_UPDATE_SCREENSHOTS") == "1":
+        from PIL import Image
+
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        im = Image.open(path).convert("RGB")
+        if im.width > max_width:
+            im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
+        im.quantize(colors=128).save(DOC_IMAGES / f"{name}.png", optimize=True)
+    return path
+
+
+def select_with(browser, option: str):
+    """The tuner's dropdown that offers ``option`` (ipywidgets writes spaces in labels as U+00A0)."""
+    from selenium.webdriver.support.ui import Select
+
+    for el in browser.find_elements(By().CSS_SELECTOR, ".dsprobe-tuner select"):
+        sel = Select(el)
+        if any(o.text.replace("\u00a0", " ") == option for o in sel.options):
+            return sel
+    raise AssertionError(f"no dropdown offers {option!r}")
+
+
+def settled(browser, pred, timeout: float = 30) -> tuple[int, int]:
+    """The (source, frame) the tuner says it shows once ``pred`` holds for it (the picture can
+    arrive a moment before the text)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda d: pred(shown_frame(d)))
+    return shown_frame(browser)
+
+
+def shown_frame(browser) -> tuple[int, int]:
+    """(source, frame) the tuner's text says it shows."""
+    import re
+
+    text = browser.find_element(By().CSS_SELECTOR, ".dsprobe-tuner").text
+    m = re.search(r"source (\d+) frame (\d+):", text)
+    assert m, text[:300]
+    return int(m.group(1)), int(m.group(2))
+
+
+# ---------------------------------------------------------------------------------------------- tests
 def expected_counts(recording: Path) -> tuple[int, float, int]:
     """Boxes on the tuner's first frame with the config's settings, a threshold that removes some,
     and the boxes left at that threshold, from the library."""
@@ -154,75 +333,209 @@ def expected_counts(recording: Path) -> tuple[int, float, int]:
         return len(dets), round(thr, 2), len(after)
 
 
-def test_tuner_in_jupyterlab_moves_threshold_and_count_changes(lab, browser, sample_recording):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as EC
+def test_tuner_in_jupyterlab_moves_threshold_and_count_changes(
+    browser, sample_recording, sample_videos, tmp_path
+):
+    _require_browser()
+    b = By()
     from selenium.webdriver.support.ui import WebDriverWait
 
     n_before, thr, n_after = expected_counts(sample_recording)
     assert n_after < n_before
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, 120)
-    browser.get(f"{lab}/lab/tree/02_tune_postprocess.ipynb?token={TOKEN}")
+    env = {
+        "DSPROBE_RECORDING": sample_recording,
+        "DSPROBE_GROUND_TRUTH": sample_videos.gt_json,
+        "DSPROBE_SPEC": tmp_path / "tuned.json",
+    }
+    url, proc, log = start_lab(tmp_path, ["02_tune_postprocess.ipynb"], env)
     try:
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")))
-        time.sleep(2.0)
-        for button in browser.find_elements(
-            By.XPATH, "//dialog//button[.//*[text()='Select'] or text()='Select']"
-        ):
-            button.click()  # "Select Kernel" (only when the preferred-kernel setting is not honoured)
-        # the kernel is up when the toolbar's status says Idle
-        wait.until(
-            lambda d: (
-                d.find_elements(
-                    By.XPATH,
-                    "//*[contains(@class,'jp-Notebook-ExecutionIndicator')"
-                    " and contains(@data-status,'idle')]",
-                )
-                or d.find_elements(By.XPATH, "//*[contains(text(),'Python 3 (ipykernel) | Idle')]")
-            )
-        )
-        menu = wait.until(
-            EC.element_to_be_clickable(
-                (By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Run']]")
-            )
-        )
-        menu.click()
-        wait.until(
-            EC.element_to_be_clickable(
-                (By.XPATH, "//li[contains(@class,'lm-Menu-item')][.//div[text()='Run All Cells']]")
-            )
-        ).click()
-        count = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".dsprobe-count")))
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".dsprobe-count").text.strip() != "")
-        tuner = count.find_element(
-            By.XPATH, "ancestor::div[contains(@class,'jp-OutputArea-output')][1]"
-        )
-        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", tuner)
-        time.sleep(1.0)  # let the image render before the screenshot
-        browser.save_screenshot(str(ARTIFACTS / "browser_tuner_before.png"))
+        run_all(browser, url, "02_tune_postprocess.ipynb", ".dsprobe-count")
+        count = browser.find_element(b.CSS_SELECTOR, ".dsprobe-count")
         assert int(count.text) == n_before
-
-        slider = browser.find_element(
-            By.XPATH,
-            "//div[contains(@class,'widget-slider')][.//label[contains(text(),'pre-cluster thr')]]",
+        type_readout(browser, "pre-cluster thr", f"{thr:.2f}")
+        WebDriverWait(browser, 60).until(
+            lambda d: d.find_element(b.CSS_SELECTOR, ".dsprobe-count").text.strip() == str(n_after)
         )
-        readout = slider.find_element(By.CSS_SELECTOR, ".widget-readout")
-        assert float(readout.text) == pytest.approx(0.25)
-        readout.click()
-        readout.send_keys(Keys.CONTROL, "a")
-        readout.send_keys(f"{thr:.2f}", Keys.ENTER)
-        wait.until(
-            lambda d: d.find_element(By.CSS_SELECTOR, ".dsprobe-count").text.strip() == str(n_after)
-        )
-        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", tuner)
-        time.sleep(1.0)
-        browser.save_screenshot(str(ARTIFACTS / "browser_tuner_after.png"))
-        assert float(slider.find_element(By.CSS_SELECTOR, ".widget-readout").text) == pytest.approx(
-            thr
-        )
-        assert int(browser.find_element(By.CSS_SELECTOR, ".dsprobe-count").text) == n_after
+        assert not (tmp_path / "tuned.json").exists()  # Run All wrote nothing
     except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "browser_tuner_failure.png"))
         raise
+    finally:
+        stop_lab(proc, log)
+
+
+def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (one user session)
+    browser, long_recording, tmp_path
+):
+    _require_browser()
+    b = By()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rec_path, gt_path = long_recording
+    spec = tmp_path / "saved" / "tuned.json"
+    env = {"DSPROBE_RECORDING": rec_path, "DSPROBE_GROUND_TRUTH": gt_path, "DSPROBE_SPEC": spec}
+    url, proc, log = start_lab(tmp_path, ["02_tune_postprocess.ipynb"], env)
+    lat: dict[str, list[float]] = {}
+
+    def measure(name: str, what: str, action) -> float:
+        v = latency(browser, what, action)
+        lat.setdefault(name, []).append(v)
+        return v
+
+    try:
+        run_all(browser, url, "02_tune_postprocess.ipynb", ".dsprobe-metrics-line .dsprobe-metrics")
+        browser.execute_script(WATCH_JS)
+        tuner = browser.find_element(b.CSS_SELECTOR, ".dsprobe-tuner")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", tuner)
+        assert "5000 frames" in browser.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
+        shot(tuner, "tuner")
+        # threshold: the frame redraws, the whole recording re-scores in the background (values
+        # alternate low / high so the first frame's boxes change every time)
+        for v in ("0.60", "0.30", "0.75", "0.30", "0.60"):
+            measure(
+                "threshold -> frame",
+                "dsprobe-picture",
+                lambda v=v: type_readout(browser, "pre-cluster thr", v),
+            )
+            WebDriverWait(browser, 120).until(
+                lambda d: (
+                    "\u231b" not in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
+                )
+            )
+        # frame steps and the play button
+        for _ in range(4):
+            measure("frame step -> frame", "dsprobe-picture", lambda: button(browser, "+1").click())
+        f0 = shown_frame(browser)
+        for _ in range(3):
+            measure("frame +10 -> frame", "dsprobe-picture", lambda: button(browser, "+10").click())
+        settled(browser, lambda sf: sf[1] == f0[1] + 30)
+        play = browser.find_element(b.CSS_SELECTOR, ".dsprobe-tuner .widget-play button")
+        play.click()  # the first button: play, and while playing, pause (the second stops: frame 0)
+        time.sleep(2.0)
+        play.click()
+        time.sleep(1.0)
+        WebDriverWait(browser, 30).until(kernel_idle)
+        assert shown_frame(browser)[1] > f0[1] + 30
+        # stream change keeps the frame number
+        here = shown_frame(browser)
+        stream = select_with(browser, "source 1")
+        measure("stream -> frame", "dsprobe-picture", lambda: stream.select_by_index(1))
+        settled(browser, lambda sf: sf == (1, here[1]))
+        # clustering: NMS IoU (the frame at once, the metrics when the background thread has them)
+        for v in ("0.90", "0.30"):
+            measure(
+                "NMS IoU -> frame",
+                "dsprobe-picture",
+                lambda v=v: type_readout(browser, "NMS IoU", v),
+            )
+            t0 = time.perf_counter()
+            WebDriverWait(browser, 180).until(
+                lambda d: (
+                    "\u231b" not in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
+                )
+            )
+            lat.setdefault("NMS IoU -> whole-recording metrics", []).append(
+                time.perf_counter() - t0
+            )
+        # the timeline: click jumps, + zooms
+        timeline = browser.find_element(b.CSS_SELECTOR, "img.dsprobe-timeline")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", timeline)
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        width = timeline.size["width"]
+        for frac in (0.25, 0.75):
+            x = int(width * (0.045 + 0.945 * frac)) - width // 2
+            measure(
+                "timeline click -> frame",
+                "dsprobe-picture",
+                lambda x=x: (
+                    ActionChains(browser)
+                    .move_to_element_with_offset(timeline, x, 0)
+                    .click()
+                    .perform()
+                ),
+            )
+            fn = settled(browser, lambda sf, frac=frac: abs(sf[1] - 2500 * frac) < 60)[1]
+            assert abs(fn - 2500 * frac) < 60, (frac, fn)
+        measure(
+            "timeline zoom -> timeline", "dsprobe-timeline", lambda: button(browser, "+").click()
+        )
+        shot(browser.find_element(b.CSS_SELECTOR, "img.dsprobe-timeline"), "timeline")
+        # picture zoom (recorded resolution x2, scroll to pan)
+        zoom = select_with(browser, "200%")
+        zoom.select_by_visible_text("200%")
+        img = browser.find_element(b.CSS_SELECTOR, "img.dsprobe-picture")
+        WebDriverWait(browser, 30).until(lambda d: img.size["width"] == 2 * 320)
+        zoom.select_by_visible_text("fit")
+        # A/B: freeze B, change A; both keep the ground truth, metrics show deltas
+        button(browser, "B \u2190 A").click()
+        measure(
+            "threshold (A/B) -> frame",
+            "dsprobe-picture",
+            lambda: type_readout(browser, "pre-cluster thr", "0.30"),
+        )
+        WebDriverWait(browser, 120).until(
+            lambda d: "vs B" in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
+        )
+        shot(tuner, "tuner_ab")
+        # save only on click
+        assert not spec.exists()
+        button(browser, "save").click()
+        WebDriverWait(browser, 30).until(lambda d: spec.exists())
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "browser_long_failure.png"))
+        raise
+    finally:
+        stop_lab(proc, log)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "browser_latencies.json").write_text(
+            json.dumps({"recording_frames": 5000, "seconds": lat}, indent=2)
+        )
+    assert all(v > 0 for vals in lat.values() for v in vals)
+
+
+def test_explorer_gallery_and_objectives_in_jupyterlab(
+    browser, sample_recording, sample_videos, tmp_path
+):
+    _require_browser()
+    b = By()
+    env = {
+        "DSPROBE_RECORDING": sample_recording,
+        "DSPROBE_GROUND_TRUTH": sample_videos.gt_json,
+        "DSPROBE_SPEC": tmp_path / "tuned.json",
+    }
+    url, proc, log = start_lab(
+        tmp_path, ["01_explore_recording.ipynb", "03_evaluate_and_search.ipynb"], env
+    )
+    try:
+        run_all(browser, url, "01_explore_recording.ipynb", ".dsprobe-explorer")
+        shot(browser.find_element(b.CSS_SELECTOR, ".dsprobe-explorer"), "explorer")
+        run_all(browser, url, "03_evaluate_and_search.ipynb", ".dsprobe-objectives-panel")
+        gallery = browser.find_element(b.CSS_SELECTOR, ".dsprobe-gallery")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", gallery)
+        shot(gallery, "error_gallery")
+        before = shown_frame(browser)
+        opens = gallery.find_elements(b.XPATH, ".//button[normalize-space(.)='open']")
+        target = next(o for o in opens if o.is_displayed())
+        caption = target.find_element(b.XPATH, "./preceding-sibling::*[1]").text
+        target.click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(
+            lambda d: shown_frame(d) != before or f"source {before[0]} frame {before[1]}" in caption
+        )
+        src, fn = shown_frame(browser)
+        assert f"source {src}" in caption and str(fn) in caption
+        panel = browser.find_element(b.CSS_SELECTOR, ".dsprobe-objectives-panel")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", panel)
+        assert "f1_fp_budget" in panel.text
+        shot(panel, "objectives_panel")
+        assert not (tmp_path / "tuned.json").exists()
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "browser_gallery_failure.png"))
+        raise
+    finally:
+        stop_lab(proc, log)

@@ -164,4 +164,5 @@ def test_cli_json_plot_and_errors(fp16_recording, sample_recording, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 1 and "none.h5" in bad.stderr
+    assert bad.returncode == 2 and "none.h5" in bad.stderr  # a bad recording: one line, exit 2
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -528,3 +528,52 @@ def test_read_tensor_meta_device_names_what_it_cannot_read():
     )
     with pytest.raises(MetaError, match="layer 'odd': unknown NvDsInferDataType 9"):
         read_tensor_meta_device(pyds, odd)
+
+
+def test_cpu_run_batch_takes_arrays_with_a_get_method_like_cupy():
+    """On the CPU (e.g. after a fallback) run_batch copies CuPy-like arrays to the host first."""
+
+    class DeviceArray:  # what the CPU path needs of a CuPy array: .get() -> numpy
+        def __init__(self, a):
+            self.a = a
+
+        def get(self):
+            return self.a
+
+        def __getitem__(self, i):
+            raise TypeError("implicit conversion to a NumPy array is not allowed")
+
+    x = np.random.default_rng(3).random((2, 9, 40), np.float32)
+    ctx = [StepContext((64, 64), (64, 48), num_classes=5)] * 2
+    pp = nvinfer_chain()
+    got = pp.run_batch({"output0": DeviceArray(x)}, ctx)
+    assert all(a.equals(b) for a, b in zip(got, pp.run_batch({"output0": x}, ctx)))
+
+
+def test_tuner_device_argument_falls_back_with_one_warning(monkeypatch, tmp_path):
+    """``Tuner(rec, device="cuda")`` without CuPy: one GpuFallbackWarning, then the CPU, same boxes."""
+    pytest.importorskip("ipywidgets")
+    from dsprobe import Recorder, open_recording
+    from dsprobe.notebook import Tuner
+    from dsprobe.recording.synthetic import synthetic_frame
+
+    rng = np.random.default_rng(6)
+    with Recorder(tmp_path / "t.h5", drop_when_full=False) as rec:
+        for i in range(4):
+            rec.record(synthetic_frame(rng, 0, i))
+    r = open_recording(tmp_path / "t.h5")
+    pp = Postprocess(
+        [
+            Step("decode", "yolov8", {"score_threshold": 0.05}),
+            Step("filter", "threshold", {"pre_cluster_threshold": 0.25, "num_classes": 80}),
+            Step("cluster", "nms", {"iou_threshold": 0.45}),
+            Step("scale", "nvinfer", {}),
+        ],
+        num_classes=80,
+    )
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.warns(GpuFallbackWarning) as caught:
+        t = Tuner(r, pp, device="cuda", background=False)
+    assert len(caught) == 1 and "CuPy is not installed" in str(caught[0].message)
+    assert t.device == "cpu" and t.reclusterer.device == "cpu"
+    assert t.detections.equals(pp(r[t.row]))

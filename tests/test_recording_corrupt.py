@@ -168,6 +168,6 @@ def test_inspect_text_and_json(good, capsys):
 def test_inspect_bad_file_exits_1(tmp_path, capsys):
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"x" * 10)
-    assert cli_main(["inspect", str(junk)]) == 1
+    assert cli_main(["inspect", str(junk)]) == 2
     err = capsys.readouterr().err
     assert "junk.h5" in err and "Traceback" not in err

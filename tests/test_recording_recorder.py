@@ -109,7 +109,7 @@ def test_invalid_frames_are_counted_not_raised(tmp_path, caplog):
         rec.record(None)  # not a frame at all
         assert rec.record(frame(6))
     st = rec.stats
-    assert st["dropped_invalid"] == 5 and st["errors"] == 6 and st["written"] == 2
+    assert st["dropped_invalid"] == 6 and st["errors"] == 6 and st["written"] == 2  # None too
     with open_recording(path) as r:
         assert list(r.frames["frame_num"]) == [0, 6]
     assert "changed from float32[3] to float32[4]" in caplog.text  # first of its kind is logged

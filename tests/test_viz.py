@@ -229,25 +229,27 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
         viz.new_figure()
 
 
-def test_frame_canvas_redraws_only_the_boxes_and_matches_a_full_draw():
+def test_frame_canvas_reuses_the_picture_and_matches_a_fresh_draw():
     f = fake_frame()
     a = Detections([[10, 20, 110, 220], [500, 300, 700, 400]], [0.8, 0.5], [0, 2], "frame")
     b = a[[0]]
     canvas = viz.FrameCanvas()
     first = canvas.draw(f, [viz.Panel(a, None, "two")], ["a", "b", "c"])
     assert len(first[0]) == 2 and canvas.full_draws == 1
-    drawn = canvas.draw(
-        f, [viz.Panel(b, np.array([True]), "one")], ["a", "b", "c"]
-    )  # same frame: picture reused
-    assert canvas.full_draws == 1 and len(drawn[0]) == 1
-    assert drawn[0][0].get_edgecolor() == matplotlib.colors.to_rgba(viz.HIGHLIGHT)
-    assert len(canvas.axes[0].patches) == 1  # the first draw's boxes are gone
-    blitted = canvas.rgb().astype(int)
+    assert canvas.size == (f.image.shape[1], f.image.shape[0])  # the recorded resolution
+    drawn = canvas.draw(f, [viz.Panel(b, np.array([True]), "one")], ["a", "b", "c"])
+    assert canvas.full_draws == 1 and len(drawn[0]) == 1  # same frame: picture reused
+    assert drawn[0][0].color == viz.HIGHLIGHT and drawn[0][0].width > first[0][0].width
     fresh = viz.FrameCanvas()
     fresh.draw(f, [viz.Panel(b, np.array([True]), "one")], ["a", "b", "c"])
-    assert (
-        np.abs(blitted - fresh.rgb().astype(int)).max() <= 2
-    )  # same picture as drawing from scratch
+    assert np.array_equal(canvas.rgb(), fresh.rgb())  # the first draw's boxes are gone
+    # boxes are mapped from frame pixels onto the recorded image (image_rect)
+    left, top, w, h = f.image_rect
+    x1 = (10 - left) * f.image.shape[1] / w
+    assert drawn[0][0].box[0] == pytest.approx(x1)
+    ab = viz.FrameCanvas(2)
+    two = ab.draw(f, [viz.Panel(a), viz.Panel(b, colors=["#ff4136"])], gt=b)
+    assert ab.size[0] == 2 * f.image.shape[1] + 4 and two[1][0].color == "#ff4136"
     canvas.draw(fake_frame(frame_num=4), [viz.Panel(a, None, "next")])
     assert canvas.full_draws == 2
     assert canvas.jpeg()[:2] == b"\xff\xd8"

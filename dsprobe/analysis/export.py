@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from dsprobe.nvinfer.config import NvinferConfigError, parse_nvinfer_config
 from dsprobe.postprocess.nvinfer_params import cluster_mode_of, rows_for_step
 from dsprobe.postprocess.pipeline import Postprocess
 
@@ -94,7 +95,17 @@ def to_nvinfer(pp: Postprocess) -> NvinferExport:
             )
     if pp.num_classes and not int(exp.property.get("num-detected-classes", 0)):
         exp.property["num-detected-classes"] = str(pp.num_classes)
+    _check_accepted(exp)
     return exp
+
+
+def _check_accepted(exp: NvinferExport) -> None:
+    """Read the keys back as nvinfer's config reader would (types and ranges): an export never
+    writes a value nvinfer refuses (ValueError naming the key and the value instead)."""
+    try:
+        parse_nvinfer_config(exp.text(), source="<export-nvinfer>")
+    except NvinferConfigError as exc:
+        raise ValueError(f"export-nvinfer: nvinfer would refuse {exc}; nothing written") from None
 
 
 def _decoder_note(name: str) -> str:

@@ -70,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         pp = Postprocess.load(args.postprocess) if args.postprocess else None
         rep = compare(args.a, args.b, pp, args.by, args.iou)
-    except (RecordingError, PostprocessError, ValueError, KeyError) as exc:
-        print(f"dsprobe compare: {exc}", file=sys.stderr)
+    except (RecordingError, OSError) as exc:  # a bad recording: one line, exit 2
+        print("dsprobe compare: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    except (PostprocessError, ValueError, KeyError) as exc:
+        print("dsprobe compare: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     print(json.dumps(rep.to_dict(), indent=2) if args.json else rep.text())
     if args.plot:

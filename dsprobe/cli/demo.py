@@ -70,6 +70,7 @@ class Demo:
         )
 
     def record(self) -> None:
+        from dsprobe import RecorderOptions
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
 
@@ -82,6 +83,7 @@ class Demo:
             muxer=MUXER_SIZE,
             batch=self.batch,
             progress=False,
+            recorder=RecorderOptions(overwrite=True),  # the demo's own output folder
         )
         self.state["recording"] = path
         self.log(
@@ -144,7 +146,7 @@ class Demo:
         self.log(f"exported the tuned postprocess: {spec} (nvinfer [class-attrs-*] keys: {keys})")
 
     def live(self) -> None:
-        from dsprobe import Postprocess, open_recording
+        from dsprobe import Postprocess, RecorderOptions, open_recording
         from dsprobe.reference.recorder import record_onnx
         from dsprobe.sample import CONFIG_PATH, MUXER_SIZE
 
@@ -160,6 +162,7 @@ class Demo:
             postprocess=spec,
             images=False,
             progress=False,
+            recorder=RecorderOptions(overwrite=True),
         )
         replay = self.state["rec"]
         equal = 0

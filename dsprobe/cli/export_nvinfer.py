@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         exp = to_nvinfer(Postprocess.load(args.spec))
-    except PostprocessError as exc:
-        print(f"dsprobe export-nvinfer: {exc}", file=sys.stderr)
+    except (PostprocessError, ValueError) as exc:  # a bad spec, or a value nvinfer would refuse
+        print("dsprobe export-nvinfer: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     if args.output:
         with open(args.output, "w") as fh:

@@ -184,8 +184,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         s = summarize(args.path)
-    except RecordingError as exc:
-        print(f"dsprobe inspect: {exc}", file=sys.stderr)
-        return 1
+    except (RecordingError, OSError) as exc:  # one line, exit 2, never a traceback
+        print("dsprobe inspect: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
     print(json.dumps(s, indent=2) if args.json else format_text(s))
     return 0

@@ -88,6 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compression", help="tensor compression (lzf, gzip, gzip-N, ...; default none)"
     )
     p.add_argument("-o", "--output", required=True, help="recording to write (.h5)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing recording at --output"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     try:
-        recorder = RecorderOptions(image_max_size=args.image_size, compression=args.compression)
+        recorder = RecorderOptions(
+            image_max_size=args.image_size, compression=args.compression, overwrite=args.overwrite
+        )
         s = record_onnx(
             args.video, args.config, args.model, args.output, options, recorder=recorder
         )

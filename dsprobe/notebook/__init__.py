@@ -24,9 +24,6 @@ from dsprobe.notebook.figures import (
     pyplot,
 )
 from dsprobe.notebook.frames import (
-    OUTCOME_COLORS,
-    FrameCanvas,
-    Panel,
     ab_difference,
     draw_detections,
     plot_ab,
@@ -44,6 +41,7 @@ from dsprobe.notebook.plots import (
     plot_pr_curves,
     plot_score_distributions,
 )
+from dsprobe.notebook.raster import OUTCOME_COLORS, FrameCanvas, Panel
 from dsprobe.notebook.search_view import objectives_panel, search_panel
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner import ALL_CLASSES, Tuner

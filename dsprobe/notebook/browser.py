@@ -14,7 +14,7 @@ import numpy as np
 
 from dsprobe.detections import Detections
 from dsprobe.notebook.controls import Player, Zoom, require_ipywidgets
-from dsprobe.notebook.frames import FrameCanvas, Panel
+from dsprobe.notebook.raster import FrameCanvas, Panel
 
 __all__ = ["Explorer", "FrameBrowser", "recording_config", "require_ipywidgets"]
 
@@ -76,6 +76,7 @@ class FrameBrowser(_Widget, abc.ABC):
             layout=w.Layout(width="600px"),
         )
         self.image = w.Image(format="jpeg")
+        self.image.add_class("dsprobe-picture")
         self.zoom = Zoom(self.image)
         self.player = Player(self.frame)
         self.count_text = w.HTML()
@@ -93,7 +94,7 @@ class FrameBrowser(_Widget, abc.ABC):
     def show_picture(self, canvas: FrameCanvas) -> None:
         """Put ``canvas``'s picture into the image (natural width = recorded width x panels)."""
         self.image.value = canvas.jpeg()
-        width = int(canvas.fig.bbox.width)
+        width = int(canvas.width)
         if width != self.zoom.natural_width:
             self.zoom.apply(width)
 
@@ -202,6 +203,7 @@ class Explorer(FrameBrowser):
         self.detections = Detections.empty("frame")
         self.num_patches = 0
         self.widget = w.VBox([self.navigation(), self.count_text, self.zoom.box, self.info])
+        self.widget.add_class("dsprobe-explorer")
         self.render()
 
     def render(self) -> None:

@@ -38,9 +38,11 @@ class Player:
             layout=w.Layout(width="110px"),
         )
         self.buttons = []
-        for step, text in ((-10, "\u23ea"), (-1, "\u25c0"), (1, "\u25b6"), (10, "\u23e9")):
+        for step in (-10, -1, 1, 10):
             b = w.Button(
-                description=text, tooltip=f"{step:+d} frames", layout=w.Layout(width="38px")
+                description=f"{step:+d}".replace("-", "\u2212"),
+                tooltip=f"{step:+d} frames",
+                layout=w.Layout(width="46px"),
             )
             b.on_click(lambda _, s=step: self.step(s))
             self.buttons.append(b)

@@ -16,7 +16,7 @@ from dsprobe.analysis.errors import ERROR_TYPES
 from dsprobe.analysis.objectives import Matches, confidence_sweep
 from dsprobe.notebook.controls import require_ipywidgets
 from dsprobe.notebook.figures import PALETTE, label_of, new_figure
-from dsprobe.notebook.frames import OUTCOME_COLORS
+from dsprobe.notebook.raster import OUTCOME_COLORS
 
 
 def _threshold_of(threshold: float | Sequence[float] | Mapping[int, float], c: int) -> float:
@@ -157,12 +157,15 @@ def _caption(e: Mapping[str, Any], labels: Sequence[str]) -> str:
         what += f" {e['score']:.2f}"
     if e["type"] in ("classification", "both") and e.get("gt_class_id", -1) >= 0:
         what += f" (is {label_of(int(e['gt_class_id']), labels)})"
-    span = (
-        f"frame {e['first_frame']}"
+    run = (
+        ""
         if e["first_frame"] == e["last_frame"]
-        else f"frames {e['first_frame']}-{e['last_frame']} ({e['frames']})"
+        else f"<br>run {e['first_frame']}-{e['last_frame']} ({e['frames']} frames)"
     )
-    return f"<small><b>{html.escape(what)}</b><br>source {e['source_id']} {span}</small>"
+    return (
+        f"<small><b>{html.escape(what)}</b><br>source {e['source_id']} frame {e['frame_num']}"
+        f"{run}</small>"
+    )
 
 
 class ErrorGallery:
@@ -196,6 +199,7 @@ class ErrorGallery:
             titles.append(f"{t} ({total})")
         self.tabs = w.Tab(children=tabs, titles=titles)
         self.widget = self.tabs
+        self.widget.add_class("dsprobe-gallery")
 
     def _entry(self, w: Any, e: dict) -> Any:
         frame = self.rec.find(int(e["source_id"]), int(e["frame_num"]))

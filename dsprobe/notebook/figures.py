@@ -96,15 +96,12 @@ def figure_jpeg(fig: Any, quality: int = 90) -> bytes:
     return jpeg_bytes(np.asarray(fig.canvas.buffer_rgba())[..., :3], quality)
 
 
-def buffer_png(fig: Any) -> bytes:
-    """PNG bytes of the figure's Agg buffer as last drawn (no redraw; fast zlib level): for blitted
-    line art such as the timeline."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an HxWx3 uint8 picture (fast zlib level: for line art redrawn often)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).save(
-        buf, format="PNG", compress_level=1
-    )
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

@@ -1,21 +1,17 @@
-"""Recorded frames with boxes (matplotlib, imported lazily; ``pip install 'dsprobe[notebook]'``):
-boxes and keypoints in frame pixels on the recorded image, ground truth, true / false positive and
-missed-object colouring, A/B differences, and :class:`FrameCanvas`, the reused figure the widgets
-redraw. Axes are frame pixels (nvstreammux output), y down; the widgets' canvas has one figure pixel
-per recorded image pixel (frames are drawn at their recorded resolution, never stretched)."""
+"""Recorded frames with boxes as matplotlib figures (imported lazily; ``pip install
+'dsprobe[notebook]'``): boxes and keypoints in frame pixels on the recorded image, ground truth, A/B
+differences (for reports and notebooks; the widgets draw with :mod:`dsprobe.notebook.raster`).
+Axes are frame pixels (nvstreammux output), y down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.notebook.figures import HIGHLIGHT, axes_for, color, jpeg_bytes, label_of, new_figure
-
-#: box colours when detections are judged against ground truth
-OUTCOME_COLORS = {"tp": "#2ecc40", "fp": "#ff4136", "missed": "#ff851b", "gt": "white"}
+from dsprobe.notebook.figures import HIGHLIGHT, axes_for, color, label_of, new_figure
+from dsprobe.notebook.raster import OUTCOME_COLORS
 
 
 def show_image(
@@ -125,18 +121,6 @@ def draw_ground_truth(ax: Any, gt: Detections, labels: Sequence[str] = (), **kw:
     return draw_detections(ax, gt, labels, **{**style, **kw})
 
 
-@dataclass
-class Panel:
-    """One panel of a :class:`FrameCanvas`: detections (frame px), an optional highlight mask (thick
-    yellow), a title, optional per-box colours and ground-truth boxes to draw as missed (orange)."""
-
-    dets: Detections
-    highlight: np.ndarray | None = None
-    title: str = ""
-    colors: Sequence[str] | None = None
-    missed: Detections | None = None
-
-
 def plot_frame(
     frame: Any,
     dets: Detections | None = None,
@@ -170,116 +154,6 @@ def plot_frame(
     return fig
 
 
-def _picture_size(frame: Any) -> tuple[int, int]:
-    """(width, height) the frame is drawn at: its recorded image's, else the frame's."""
-    img = getattr(frame, "image", None)
-    if img is not None:
-        return int(img.shape[1]), int(img.shape[0])
-    return int(frame.frame_size[0]), int(frame.frame_size[1])
-
-
-class FrameCanvas:
-    """A figure reused for redraws of detections on recorded frames (what the widgets use).
-
-    One figure pixel per recorded image pixel (``ncols`` panels side by side, no margins: titles
-    belong in the widget's text). The picture (and ground truth) is drawn once per frame and kept as
-    a bitmap; each redraw restores it and draws only the boxes and labels (Agg blitting)."""
-
-    def __init__(self, ncols: int = 1, dpi: float = 100) -> None:
-        self.ncols, self.dpi = ncols, dpi
-        self.fig: Any = None
-        self.axes: list = []
-        self.size: tuple[int, int] = (0, 0)
-        self._key: Any = None
-        self._background: Any = None
-        self._overlay: list = []
-        self.full_draws = 0  # how often the picture itself was drawn
-
-    def _ensure(self, size: tuple[int, int]) -> None:
-        if self.fig is not None and size == self.size:
-            return
-        w, h = size
-        gap = 4 if self.ncols > 1 else 0
-        total = w * self.ncols + gap * (self.ncols - 1)
-        self.fig = new_figure((total / self.dpi, h / self.dpi), self.dpi)
-        self.axes = [
-            self.fig.add_axes([k * (w + gap) / total, 0, w / total, 1]) for k in range(self.ncols)
-        ]
-        for ax in self.axes:
-            ax.set_axis_off()
-        self.size, self._key, self._overlay = size, None, []
-
-    def draw(
-        self,
-        frame: Any,
-        panels: Sequence[Panel],
-        labels: Sequence[str] = (),
-        gt: Detections | None = None,
-    ) -> list[list]:
-        """Draw ``panels`` (one per axes) on ``frame``; returns each panel's rectangles (one per
-        detection)."""
-        self._ensure(_picture_size(frame))
-        canvas = self.fig.canvas
-        key = (
-            getattr(frame, "row", None),
-            frame.source_id,
-            frame.frame_num,
-            id(frame.image),
-            None if gt is None else gt.boxes.tobytes(),
-        )
-        for a in self._overlay:
-            a.remove()
-        self._overlay = []
-        if key != self._key:
-            for ax in self.axes:
-                ax.clear()
-                ax.set_axis_off()
-                show_image(ax, frame.image, frame.image_rect, frame.frame_size)
-                if gt is not None:
-                    draw_ground_truth(ax, gt, labels)
-            canvas.draw()
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-            self._key = key
-            self.full_draws += 1
-        else:
-            canvas.restore_region(self._background)
-        drawn = []
-        for ax, p in zip(self.axes, panels):
-            before = set(ax.get_children())
-            placer = _LabelPlacer(ax)
-            if p.missed is not None and len(p.missed):
-                draw_ground_truth(
-                    ax, p.missed, labels, edgecolor=OUTCOME_COLORS["missed"], linewidth=2.5
-                )
-            d = p.dets
-            hl = np.zeros(len(d), bool) if p.highlight is None else np.asarray(p.highlight, bool)
-            cols = None if p.colors is None else np.asarray(p.colors, object)
-            drawn.append(
-                draw_detections(
-                    ax,
-                    d[~hl],
-                    labels,
-                    edgecolors=None if cols is None else list(cols[~hl]),
-                    placer=placer,
-                )
-                + draw_detections(
-                    ax, d[hl], labels, edgecolor=HIGHLIGHT, linewidth=3, placer=placer
-                )
-            )
-            new = [a for a in ax.get_children() if a not in before]
-            self._overlay += new
-            for a in new:
-                ax.draw_artist(a)
-        return drawn
-
-    def rgb(self) -> np.ndarray:
-        """The current picture, HxWx3 uint8 (as last drawn: no full redraw)."""
-        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
-
-    def jpeg(self, quality: int = 90) -> bytes:
-        return jpeg_bytes(self.rgb(), quality)
-
-
 def ab_difference(
     a: Detections, b: Detections, iou_threshold: float = 0.9
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -302,22 +176,24 @@ def plot_ab(
     labels: Sequence[str] = (),
     names: tuple[str, str] = ("A", "B"),
     iou_threshold: float = 0.9,
-    canvas: FrameCanvas | None = None,
     gt: Detections | None = None,
 ) -> Any:
     """Side by side A / B on the same frame (with ground truth ``gt``, dashed white, on both); boxes
-    present on one side only are drawn thick yellow. Returns the figure (of ``canvas`` when given);
-    ``fig.dsprobe_patches`` is ``(A rectangles, B rectangles)``, ``fig.dsprobe_only`` the two
-    one-side-only masks and ``fig.dsprobe_titles`` the panel titles."""
-    canvas = canvas or FrameCanvas(ncols=2)
+    present on one side only are drawn thick yellow. ``fig.dsprobe_patches`` is ``(A rectangles,
+    B rectangles)``, ``fig.dsprobe_only`` the two one-side-only masks and ``fig.dsprobe_titles`` the
+    panel titles. (The widgets draw the same with :class:`~dsprobe.notebook.raster.FrameCanvas`.)"""
     only_a, only_b = ab_difference(a, b, iou_threshold)
-    panels = [
-        Panel(d, only, f"{name}: {len(d)} boxes, {int(only.sum())} only here")
-        for d, only, name in ((a, only_a, names[0]), (b, only_b, names[1]))
-    ]
-    drawn = canvas.draw(frame, panels, labels, gt=gt)
-    fig = canvas.fig
-    fig.dsprobe_patches = tuple(drawn)
+    fig = new_figure((12, 3.7))
+    patches, titles = [], []
+    for k, (d, only, name) in enumerate(((a, only_a, names[0]), (b, only_b, names[1]))):
+        title = f"{name}: {len(d)} boxes, {int(only.sum())} only here"
+        f = plot_frame(
+            frame, d, labels, ax=fig.add_subplot(1, 2, k + 1), gt=gt, title=title, highlight=only
+        )
+        patches.append(f.dsprobe_patches)
+        titles.append(title)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.93, wspace=0.02)
+    fig.dsprobe_patches = tuple(patches)
     fig.dsprobe_only = (only_a, only_b)
-    fig.dsprobe_titles = [p.title for p in panels]  # the widgets show titles as text
+    fig.dsprobe_titles = titles
     return fig

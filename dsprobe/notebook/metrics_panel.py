@@ -20,13 +20,17 @@ from dsprobe.analysis.errors import type_frame
 from dsprobe.analysis.objectives import Matches, score_all
 from dsprobe.analysis.operating import SettingScorer
 from dsprobe.detections import Detections
-from dsprobe.notebook.frames import OUTCOME_COLORS
+from dsprobe.notebook.raster import OUTCOME_COLORS
 
 
 class Worker:
-    """One background thread; only the newest job matters (a job superseded before it starts is
-    skipped, one superseded while running has its result dropped). ``background=False`` runs jobs
-    inline (scripts, tests)."""
+    """One background thread for slow jobs; only the newest job matters (one superseded before it
+    starts is skipped, one superseded while running has its result dropped).
+
+    Results are applied on the thread that submitted the job (the kernel's main thread), never on
+    the worker: widgets and matplotlib are not thread-safe. In a notebook the kernel's event loop
+    runs the ``done`` callback as soon as it is idle (``call_soon_threadsafe``); ``wait()`` applies
+    it at once. ``background=False`` runs jobs inline (scripts, tests)."""
 
     def __init__(self, background: bool = True) -> None:
         self.background = background
@@ -36,6 +40,7 @@ class Worker:
         self._gen = 0
         self._lock = threading.Lock()
         self._last: Future | None = None
+        self._pending: tuple | None = None  # (gen, callback, value) ready to apply
         self.errors: list[BaseException] = []
 
     def submit(
@@ -47,29 +52,52 @@ class Worker:
         with self._lock:
             self._gen += 1
             gen = self._gen
+        if self._pool is None:
+            try:
+                done(job())
+            except Exception as exc:  # reported in the widget, never raised into the UI loop
+                self.errors.append(exc)
+                failed(exc)
+            return
+        loop = _running_loop()
 
         def run() -> None:
             if gen != self._gen:
                 return
             try:
-                result = job()
-            except Exception as exc:  # reported in the widget, never raised into the UI loop
+                item = (gen, done, job())
+            except Exception as exc:
                 self.errors.append(exc)
-                if gen == self._gen:
-                    failed(exc)
-                return
-            if gen == self._gen:
-                done(result)
+                item = (gen, failed, exc)
+            with self._lock:
+                self._pending = item
+            if loop is not None:
+                loop.call_soon_threadsafe(self.deliver)
 
-        if self._pool is None:
-            run()
-        else:
-            self._last = self._pool.submit(run)
+        self._last = self._pool.submit(run)
+
+    def deliver(self) -> None:
+        """Apply the newest finished job's result (on the calling thread); stale ones are dropped."""
+        with self._lock:
+            item, self._pending = self._pending, None
+        if item is not None and item[0] == self._gen:
+            item[1](item[2])
 
     def wait(self, timeout: float | None = 120) -> None:
-        """Block until the newest job has finished (tests, benchmarks)."""
+        """Block until the newest job has finished, then apply its result (tests, scripts, cells)."""
         if self._last is not None:
             self._last.result(timeout)
+        self.deliver()
+
+
+def _running_loop() -> Any:
+    """The asyncio loop of the calling thread (the kernel's, inside a notebook), else None."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass

@@ -93,5 +93,6 @@ def objectives_panel(
         button.on_click(lambda _: tuner.set_postprocess(found.best(choose.value)))
         parts.append(button)
     box = w.VBox(parts)
+    box.add_class("dsprobe-objectives-panel")
     box.dsprobe_choose = choose
     return box

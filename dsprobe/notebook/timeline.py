@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from dsprobe.notebook.controls import require_ipywidgets
-from dsprobe.notebook.figures import buffer_png, new_figure
+from dsprobe.notebook.figures import new_figure, png_bytes
 
 #: the axes' place in the figure (fractions): clicks are mapped through it
 _AXES = (0.045, 0.2, 0.945, 0.68)
@@ -38,6 +38,7 @@ class Timeline:
         self.image = w.Image(
             format="png", layout=w.Layout(width=f"{width}px", height=f"{height}px")
         )
+        self.image.add_class("dsprobe-timeline")
         self.series: dict[str, tuple[np.ndarray, np.ndarray, dict]] = {}
         self.extent: tuple[float, float] = (0.0, 1.0)
         self.window: tuple[float, float] | None = None
@@ -47,7 +48,6 @@ class Timeline:
         self.fig = new_figure((width / 100, height / 100), 100)
         self.ax = self.fig.add_axes(_AXES)
         self._background: Any = None
-        self._marker: Any = None
         buttons = []
         for text, tip, fn in (
             ("\u2212", "zoom out", lambda: self.zoom(2.0)),
@@ -175,22 +175,24 @@ class Timeline:
         ax.set_title(f"{self.title} ({span}; click to jump){self.note}", fontsize=8)
         if self.series:
             ax.legend(fontsize=7, loc="upper right", ncol=len(self.series))
-        canvas = self.fig.canvas
-        canvas.draw()
-        self._background = canvas.copy_from_bbox(self.fig.bbox)
-        self._marker = None
+        self.fig.canvas.draw()
+        self._background = np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+        bb = self.ax.get_window_extent()
+        h = self._background.shape[0]
+        self._axes_px = (bb.x0, bb.x1, int(h - bb.y1), int(h - bb.y0))  # x0, x1, top, bottom
         self.renders += 1
         self._blit()
 
     def _blit(self) -> None:
+        """The plot with the current-frame marker: a black line drawn into the cached bitmap."""
         if self._background is None:
             return
-        canvas = self.fig.canvas
-        canvas.restore_region(self._background)
-        if self._marker is not None:
-            self._marker.remove()
-            self._marker = None
+        img = self._background
         if self.current is not None:
-            self._marker = self.ax.axvline(self.current, color="black", linewidth=1)
-            self.ax.draw_artist(self._marker)
-        self.image.value = buffer_png(self.fig)
+            lo, hi = self.shown()
+            x0, x1, top, bottom = self._axes_px
+            x = int(round(x0 + (self.current - lo) / (hi - lo) * (x1 - x0)))
+            if int(x0) <= x < int(x1) + 1:
+                img = img.copy()
+                img[top:bottom, max(x - 1, 0) : x + 1] = 0
+        self.image.value = png_bytes(img)

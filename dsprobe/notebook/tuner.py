@@ -220,6 +220,9 @@ class Tuner(TunerDisplay):
             ]
         )
         self.timeline.widget.layout.display = None if show_counts else "none"
+        self.widget.add_class("dsprobe-tuner")
+        self.metrics_text.add_class("dsprobe-metrics-line")
+        self.frame_metrics.add_class("dsprobe-frame-metrics-line")
         self.render(counts=True)
 
     # ---------------------------------------------------------------- postprocess state

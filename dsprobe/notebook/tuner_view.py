@@ -13,9 +13,10 @@ import pandas as pd
 
 from dsprobe.analysis.search import Reclusterer
 from dsprobe.notebook.browser import FrameBrowser
-from dsprobe.notebook.frames import OUTCOME_COLORS, Panel, plot_ab
+from dsprobe.notebook.frames import ab_difference
 from dsprobe.notebook.metrics_panel import frame_html, recording_html
 from dsprobe.notebook.plots import counts_by_stream
+from dsprobe.notebook.raster import OUTCOME_COLORS, Panel
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 
 
@@ -36,16 +37,18 @@ class TunerDisplay(FrameBrowser):
         t0 = time.perf_counter()
         v = self.frame_view
         try:
-            self.detections = self.postprocess(v)
+            self.detections = self._run_frame(self.postprocess, v)
             self.detections_b = (
-                self.postprocess_b(v) if self.ab.value and self.postprocess_b else None
+                self._run_frame(self.postprocess_b, v)
+                if self.ab.value and self.postprocess_b
+                else None
             )
         except PostprocessError as exc:
             self._set_status(str(exc), error=True)
             return
         self._set_status(self._describe())
-        gt = self._gt_for_frame()
         ev = self.evaluator
+        gt = ev.gt_for_row(v.row) if ev is not None else self._gt_for_frame()
         out = ev.frame(v.row, self.detections) if ev is not None else None
         out_b = (
             ev.frame(v.row, self.detections_b)
@@ -56,9 +59,15 @@ class TunerDisplay(FrameBrowser):
         where = f"source {v.source_id} frame {v.frame_num}: "
         if self.detections_b is not None:
             canvas = self.canvas(2)
-            fig = plot_ab(v, self.detections, self.detections_b, self.labels, canvas=canvas, gt=gt)
-            self.num_patches = len(fig.dsprobe_patches[0])
-            only = int(sum(m.sum() for m in fig.dsprobe_only))
+            only_a, only_b = ab_difference(self.detections, self.detections_b)
+            drawn = canvas.draw(
+                v,
+                [Panel(self.detections, only_a), Panel(self.detections_b, only_b)],
+                self.labels,
+                gt=gt,
+            )
+            self.num_patches = len(drawn[0])
+            only = int(only_a.sum() + only_b.sum())
             text = (
                 f'{where}A: <b><span class="dsprobe-count">{len(self.detections)}</span></b> boxes'
                 f' &middot; B: <b><span class="dsprobe-count-b">{len(self.detections_b)}</span></b>'
@@ -82,6 +91,14 @@ class TunerDisplay(FrameBrowser):
             self.refresh_recording()
         elif self.show_counts:
             self._update_timeline()
+
+    def _run_frame(self, pp: Postprocess, v: Any) -> Any:
+        """``pp`` on frame ``v``, from the cached decoder output when ``pp`` decodes the same way
+        (identical to ``pp(v)``, without decoding the frame again)."""
+        dec = self.decoded
+        if v.row in dec.candidates and pp.steps[0].to_dict() == dec.postprocess.steps[0].to_dict():
+            return pp.run({}, dec.contexts[v.row], start=1, dets=dec.candidates[v.row])
+        return pp(v)
 
     def _describe(self) -> str:
         s = self.postprocess.steps

@@ -8,6 +8,7 @@ value raises :class:`NvinferConfigError` naming the file, the line and the key.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,6 +19,7 @@ from dsprobe.nvinfer.nvinferserver import (
     is_nvinferserver_text,
     nvinferserver_sections,
 )
+from dsprobe.nvinfer.ranges import check_value
 
 # cluster-mode values
 CLUSTER_GROUP_RECTANGLES, CLUSTER_DBSCAN, CLUSTER_NMS, CLUSTER_DBSCAN_NMS, CLUSTER_NONE = (
@@ -134,6 +136,9 @@ class NvinferConfig:
     class_attrs_all: ClassAttrs = field(default_factory=ClassAttrs)
     class_attrs: Mapping[int, ClassAttrs] = field(default_factory=dict)
     unknown_keys: tuple[str, ...] = ()
+    #: the label file's contents when the config travels without its files (read from a recording):
+    #: then :meth:`labels` never opens a path
+    embedded_labels: tuple[str, ...] | None = None
 
     def attrs_for(self, class_id: int) -> ClassAttrs:
         """The effective attributes of ``class_id`` (``[class-attrs-N]`` over ``[class-attrs-all]``)."""
@@ -145,10 +150,15 @@ class NvinferConfig:
         return [getattr(self.attrs_for(c), name) for c in range(n)]
 
     def labels(self, base_dir: str | Path | None = None) -> list[str]:
-        """Labels from ``labelfile-path`` (relative to the config's folder); [] when unavailable.
+        """Labels from ``labelfile-path`` (relative to the config's folder), or the embedded ones;
+        [] when the config names no label file, or (with a warning) when the file is missing. A label
+        file that is not a regular file, not UTF-8 text or over 16 MiB is an NvinferConfigError
+        naming both files.
 
         Detector label files have one class per line; a ``;``-separated line gives its first field.
         """
+        if self.embedded_labels is not None:
+            return list(self.embedded_labels)
         if not self.labelfile_path:
             return []
         p = Path(self.labelfile_path)
@@ -157,9 +167,7 @@ class NvinferConfig:
                 Path(base_dir) if base_dir else (Path(self.path).parent if self.path else Path("."))
             )
             p = base / p
-        if not p.exists():
-            return []
-        return [line.split(";")[0].strip() for line in p.read_text().splitlines() if line.strip()]
+        return read_label_file(p, self.path or "config")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (class attrs keyed by class id as str)."""
@@ -175,7 +183,47 @@ class NvinferConfig:
         d["class_attrs_all"] = ClassAttrs(**d.get("class_attrs_all", {}))
         d["class_attrs"] = {int(k): ClassAttrs(**v) for k, v in d.get("class_attrs", {}).items()}
         names = {f.name for f in fields(cls)}
-        return cls(**_tuples({k: v for k, v in d.items() if k in names}))
+        cfg = cls(**_tuples({k: v for k, v in d.items() if k in names}))
+        for key, value in (  # what sizes tables built from it (a stored config may be crafted)
+            ("num-detected-classes", cfg.num_detected_classes),
+            ("cluster-mode", cfg.cluster_mode),
+            ("batch-size", cfg.batch_size),
+        ):
+            check_value(key, value)
+        return cfg
+
+
+#: a config file larger than this is refused (nvinfer's are a few KB)
+MAX_CONFIG_BYTES = 1 << 20
+#: a label file larger than this is refused (nvinfer's are a few KB)
+MAX_LABEL_FILE_BYTES = 16 << 20
+
+
+def read_label_file(path: Path, config: str = "config") -> list[str]:
+    """The labels in the nvinfer label file ``path`` named by ``config`` (see NvinferConfig.labels)."""
+    where = f"{config}: labelfile-path {path}"
+    try:
+        if not path.exists():  # nvinfer refuses to start on it; a replay can go on with numbers
+            warnings.warn(
+                f"{where} does not exist: no labels (class numbers instead)", stacklevel=3
+            )
+            return []
+        if not path.is_file():
+            raise NvinferConfigError(f"{where} is not a regular file")
+        if path.stat().st_size > MAX_LABEL_FILE_BYTES:
+            raise NvinferConfigError(f"{where} is larger than {MAX_LABEL_FILE_BYTES} bytes")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise NvinferConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NvinferConfigError(
+            f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    if "\0" in text:
+        raise NvinferConfigError(f"{where} is binary, not a label file")
+    return [line.split(";")[0].strip() for line in text.splitlines() if line.strip()]
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,9 +235,18 @@ def load_nvinfer_config(path: str | Path) -> NvinferConfig:
     """Parse the nvinfer config file at ``path`` (``.yml``/``.yaml`` as YAML, else key=value)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
+            raise NvinferConfigError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
+        raw = p.read_bytes()
     except OSError as exc:
         raise NvinferConfigError(f"{p}: cannot read nvinfer config: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise NvinferConfigError(
+            f"{p}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); an nvinfer config is text"
+        ) from None
     return parse_nvinfer_config(text, source=str(p))
 
 
@@ -269,9 +326,15 @@ def _read_yaml(text: str, source: str) -> _Sections:
             f"{source}: reading YAML nvinfer configs needs PyYAML (pip install pyyaml)"
         ) from exc
     try:
+        for event in yaml.parse(text):  # aliases could multiply the document (an alias bomb)
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise NvinferConfigError(
+                    f"{source}:{event.start_mark.line + 1}: YAML anchors and aliases are not "
+                    "allowed in an nvinfer config"
+                )
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise NvinferConfigError(f"{source}: not valid YAML: {exc}") from exc
+        raise NvinferConfigError(f"{source}: not valid YAML: {exc}") from None
     sections: _Sections = {}
     if root is None:
         return sections
@@ -287,11 +350,16 @@ def _read_yaml(text: str, source: str) -> _Sections:
                 f"{source}:{key_node.start_mark.line + 1}: section {name!r} is not a mapping"
             )
         for k, v in value_node.value:
-            if isinstance(v, yaml.SequenceNode):
-                raw = ";".join(str(item.value) for item in v.value)
-            else:
-                raw = str(v.value)
-            sections[name].append((str(k.value), raw, k.start_mark.line + 1))
+            line = k.start_mark.line + 1
+            items = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            if not isinstance(k, yaml.ScalarNode) or not all(
+                isinstance(item, yaml.ScalarNode) for item in items
+            ):
+                raise NvinferConfigError(
+                    f"{source}:{line}: {name}: values are numbers, text or lists of them"
+                )
+            raw = ";".join(str(item.value) for item in items)
+            sections[name].append((str(k.value), raw, line))
     return sections
 
 
@@ -382,18 +450,19 @@ def _class_attrs(
         if name is None:
             continue
         value = _convert(conv, raw, source, lineno, key)
-        if name == "nms_iou_threshold" and not 0.0 <= value <= 1.0:
-            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be in [0, 1]")
-        if name == "topk" and value < 0:
-            raise NvinferConfigError(f"{source}:{lineno}: {key}={raw} must be >= 0")
         changes[name] = value
     return replace(base, **changes)
 
 
 def _convert(conv: Callable[[str], Any], raw: str, source: str, lineno: int, key: str) -> Any:
     try:
-        return conv(raw)
+        value = conv(raw)
     except ValueError as exc:
         raise NvinferConfigError(
             f"{source}:{lineno}: bad value for {key}: {raw!r} ({exc})"
         ) from None
+    try:
+        check_value(key, value)
+    except ValueError as exc:
+        raise NvinferConfigError(f"{source}:{lineno}: {exc}") from None
+    return value

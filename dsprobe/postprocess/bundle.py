@@ -61,9 +61,14 @@ def read_spec(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if p.is_dir():
         p = p / SPEC_FILE
     try:
-        return p, json.loads(p.read_text())
+        spec = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise PostprocessError(f"{p}: cannot read postprocess spec: {exc}") from None
+    if not isinstance(spec, dict):
+        raise PostprocessError(
+            f"{p}: not a dsprobe postprocess spec (format={type(spec).__name__!r})"
+        )
+    return p, spec
 
 
 def bundle_functions(spec_path: Path, spec: Mapping[str, Any], trust: bool) -> dict[str, Callable]:

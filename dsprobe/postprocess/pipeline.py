@@ -291,8 +291,9 @@ class Postprocess(SpecFiles, TunableParams):
             from dsprobe.postprocess.gpu.runner import run_batch
 
             return run_batch(self, plan, layers, contexts, stop)
+        host = {n: a.get() if hasattr(a, "get") else a for n, a in layers.items()}  # CuPy -> numpy
         return [
-            self.run({n: np.asarray(a[i]) for n, a in layers.items()}, ctx, stop=stop)
+            self.run({n: np.asarray(a[i]) for n, a in host.items()}, ctx, stop=stop)
             for i, ctx in enumerate(contexts)
         ]
 

@@ -13,6 +13,7 @@ from dsprobe.nvinfer.config import NvinferConfig, Preprocessing
 from dsprobe.postprocess.bundle import BundleError, bundle_functions, read_spec, write_bundle
 from dsprobe.postprocess.nvinfer_params import steps_from_config
 from dsprobe.postprocess.registry import PostprocessError
+from dsprobe.postprocess.spec_check import check_spec
 
 SPEC_FORMAT = "dsprobe-postprocess"
 SPEC_VERSION = 1
@@ -97,8 +98,10 @@ class SpecFiles:
         allow_import: bool = False,
         functions: Mapping[str, Callable] | None = None,
     ) -> P:
-        if d.get("format") != SPEC_FORMAT:
-            raise PostprocessError(f"not a dsprobe postprocess spec (format={d.get('format')!r})")
+        fmt = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+        if fmt != SPEC_FORMAT:
+            raise PostprocessError(f"not a dsprobe postprocess spec (format={fmt!r})")
+        check_spec(d)  # shape, sizes and every value's range, naming step and param
         if int(d.get("version", 0)) > SPEC_VERSION:
             raise PostprocessError(
                 f"postprocess spec version {d['version']} is newer than this dsprobe "

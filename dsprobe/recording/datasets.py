@@ -31,9 +31,10 @@ class RowBuffer:
         self.count += 1
         return self.count - 1
 
-    def discard(self) -> None:
-        self.count -= len(self.pending)
-        self.pending = []
+    def discard(self, keep: int = 0) -> None:
+        """Forget the pending rows after the first ``keep``."""
+        self.count -= len(self.pending) - keep
+        self.pending = self.pending[:keep]
 
     def take(self) -> tuple[int, list]:
         rows, self.pending = self.pending, []

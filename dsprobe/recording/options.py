@@ -26,6 +26,8 @@ class RecorderOptions:
       recorders that must keep every frame): ``record()`` waits for room.
     * ``compression``: None (default), "lzf", "gzip", "gzip-N", "blosc-lz4", "blosc-zstd" for tensor
       datasets (see docs/recording-format.md for measurements and why None is the default).
+    * ``overwrite``: replace an existing recording (the file or its segment series) at the path;
+      without it the Recorder refuses to start there.
     """
 
     layers: tuple[str, ...] | None = None
@@ -42,6 +44,7 @@ class RecorderOptions:
     queue_size: int = 64
     drop_when_full: bool = True
     compression: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.layers is not None:

@@ -9,7 +9,7 @@ schema, not a recording) is a :class:`RecordingError` naming the file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -189,20 +189,30 @@ class Recording:
         return None if a is None else a["config_text"]
 
     def config(self, unique_id: int | None = None) -> NvinferConfig | None:
-        """The nvinfer config stored for ``unique_id`` as parsed when recorded (default: the only one)."""
+        """The nvinfer config stored for ``unique_id`` as parsed when recorded (default: the only one),
+        carrying the labels read at record time: nothing on this machine is opened for it (a
+        recording without stored labels gives none)."""
         a = self._config_attrs(unique_id)
         if a is None:
             return None
+        where = f"{self.paths[0]}: /gies/{a.get('unique_id', unique_id)}"
         try:
-            return NvinferConfig.from_dict(json.loads(a["config_json"]))
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-        ):  # a config dict from another dsprobe version: parse the text
-            return parse_nvinfer_config(
-                a["config_text"], source=a.get("config_path") or "<recorded config>"
-            )
+            labels = json.loads(a.get("labels_json", "[]"))
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ValueError("labels_json is not a list of text")
+        except ValueError as exc:
+            raise RecordingError(f"{where}: bad stored labels ({exc})") from None
+        try:
+            cfg = NvinferConfig.from_dict(json.loads(a["config_json"]))
+        except (KeyError, TypeError, ValueError):
+            # a config dict from another dsprobe version: parse the stored text
+            try:
+                cfg = parse_nvinfer_config(
+                    str(a.get("config_text", "")), source=f"{where}/config_text"
+                )
+            except ValueError as exc:
+                raise RecordingError(f"{where}: bad stored nvinfer config ({exc})") from None
+        return replace(cfg, embedded_labels=tuple(labels))
 
     @property
     def streams(self) -> pd.DataFrame:

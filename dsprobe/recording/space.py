@@ -7,18 +7,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-#: Room kept free for HDF5 metadata and closing the file cleanly when judging "disk full".
-SPACE_MARGIN_BYTES = 4 << 20
+#: Room kept free besides what the next block and flush need, when judging "disk full" (the room
+#: for closing the file is held apart, in the lock file's reserve: see output.py).
+SPACE_MARGIN_BYTES = 1 << 20
 
 
 class NoSpace(OSError):
     """Not enough room on the file system (or under RLIMIT_FSIZE) for the next block + the margin."""
 
 
-def check_space(path: Path, pending: int) -> None:
-    """Raise NoSpace when ``pending`` bytes (+ margin) do not fit on the file system or under
-    RLIMIT_FSIZE."""
-    need = int(pending * 1.05) + SPACE_MARGIN_BYTES
+def check_space(path: Path, pending: int, flush: int) -> None:
+    """Raise NoSpace when the next block (``pending`` bytes), what the flush after it writes
+    (``flush`` bytes) and the margin do not fit on the file system or under RLIMIT_FSIZE."""
+    need = int(pending * 1.05) + flush + SPACE_MARGIN_BYTES
     free = shutil.disk_usage(path.parent).free
     if free < need:
         raise NoSpace(

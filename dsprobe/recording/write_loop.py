@@ -1,6 +1,10 @@
-"""The Recorder's writer thread (:class:`WriteLoop`): takes frames off the queue, prepares and buffers
-them into the open :class:`~dsprobe.recording.segment.Segment`, writes blocks, flushes at least every
-``flush_interval_s``, rotates segments, and on an I/O error stops with the reason kept in the stats."""
+"""The Recorder's writer thread (:class:`WriteLoop`): takes frames off the queue, checks, prepares and
+buffers them into the open :class:`~dsprobe.recording.segment.Segment`, writes blocks, commits at
+least every ``flush_interval_s``, rotates segments, and stops cleanly when the disk fills (its own
+check, before HDF5 sees ENOSPC) or an I/O error happens, with the reason kept in the stats.
+
+Counters always add up: ``received = written + dropped_* + queued`` (``queued``: accepted, not yet
+written or dropped)."""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ import time
 from pathlib import Path
 
 from dsprobe.recording.options import RecorderOptions
+from dsprobe.recording.output import OutputLock
 from dsprobe.recording.prepare import FramePreparer
 from dsprobe.recording.segment import Segment, SegmentHeader
 from dsprobe.recording.space import NoSpace, check_space
 from dsprobe.recording.stats import RecorderStats
+from dsprobe.recording.validate import check_frame
 from dsprobe.records import FrameRecord
 
 #: put on the queue by Recorder.close(): write everything before it, then close the file
@@ -20,7 +26,8 @@ STOP = object()
 
 
 class WriteLoop:
-    """The body of the writer thread of one Recorder (``run``)."""
+    """The body of the writer thread of one Recorder (``run``); ``open`` makes the first segment on
+    the caller's thread, so a path that cannot be written fails at once."""
 
     def __init__(
         self,
@@ -29,16 +36,22 @@ class WriteLoop:
         header: SegmentHeader,
         frames: queue.Queue,
         stats: RecorderStats,
+        lock: OutputLock,
     ) -> None:
         self.path = path
         self.options = options
         self.header = header
         self.queue = frames
         self.stats = stats
+        self.lock = lock
         self.prepare = FramePreparer(options, stats)
         self.failed = False
         self.segment: Segment | None = None
         self.last_flush = time.monotonic()
+        self.uncommitted = 0  # frames counted as written since the last commit
+
+    def open(self) -> None:
+        self.segment = self._open_segment()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -52,9 +65,7 @@ class WriteLoop:
             self._close_after_no_space()
         except Exception as exc:
             self._fail(exc)
-            if self.segment is not None:
-                self.segment.abandon(self.stats.snapshot())
-                self.segment = None
+            self._close_after_error()
         finally:
             self._finish()
 
@@ -89,55 +100,86 @@ class WriteLoop:
                 self._close_segment(seg)
 
     def _finish(self) -> None:
-        if self.segment is not None:
-            try:
-                self._flush(self.segment)
-                self._close_segment(self.segment)
-            except Exception as exc:
-                self._fail(exc)
-                self.segment.abandon(self.stats.snapshot())
-                self.segment = None
-        if self.stats.get("segments") == 0 and not self.failed:
-            # nothing was recorded: still leave a valid, empty recording behind
-            try:
-                self._close_segment(self._open_segment())
-            except Exception as exc:
-                self._fail(exc)
+        try:
+            if self.segment is not None:
+                try:
+                    self._flush(self.segment)
+                    self._close_segment(self.segment)
+                except NoSpace as exc:
+                    self._fail(exc)
+                    self._close_after_no_space()
+                except Exception as exc:
+                    self._fail(exc)
+                    self._close_after_error()
+        finally:
+            self.drain()
+            self.lock.close()
 
     # ------------------------------------------------------------------ frames and blocks
     def _add(self, segment: Segment, frame: FrameRecord, recv_ns: int) -> None:
         try:
-            segment.add(self.prepare(frame), recv_ns)
+            segment.add(self.prepare(check_frame(frame)), recv_ns)
         except Exception as exc:  # InvalidFrame, or an image Pillow cannot encode: this frame only
             self.stats.count("dropped_invalid")
+            self.stats.count("queued", n=-1)
             self.stats.error("invalid-frame", exc)
 
     def _write_block(self, segment: Segment, tables: bool = False) -> None:
-        check_space(segment.path, segment.pending_bytes)
-        self.stats.count("written", n=segment.write_pending(tables))
+        check_space(segment.path, segment.pending_bytes, segment.flush_bytes())
+        n = segment.write_pending(tables)
+        if n:
+            self.uncommitted += n
+            with self.stats.lock:
+                self.stats.values["written"] += n
+                self.stats.values["queued"] -= n
 
     def _flush(self, segment: Segment) -> None:
         self._write_block(segment, tables=True)
         self.stats.count("flushes")
-        segment.flush(self.stats.snapshot())
+        segment.commit(self.stats.snapshot())
+        self.uncommitted = 0
         self.stats.set(
             frames_flushed=self.stats.get("written"),
             bytes_written=segment.closed_bytes + segment.size(),
         )
 
     def _close_after_no_space(self) -> None:
+        """The own space check said no: forget what is buffered, commit what is written (the room
+        for it was checked), close cleanly; the reserve is given back for this."""
         segment, self.segment = self.segment, None
         if segment is None:
             return
-        lost = len(segment.tables["frames"].pending)  # frames not yet in the frames table
-        segment.discard_pending()
-        self.stats.count("dropped_stopped", n=lost)
+        self.lock.release_reserve()
+        self._lost(segment.discard_pending(), written=0)
         try:
-            segment.flush(self.stats.snapshot())
+            segment.commit(self.stats.snapshot())
+            self.uncommitted = 0
+            self.stats.set(frames_flushed=self.stats.get("written"))
             self._close_segment(segment)
-        except Exception as exc:  # pragma: no cover - the margin should leave room for the metadata
+        except Exception as exc:  # pragma: no cover - the reserve leaves room for the metadata
             self.stats.error("close", exc)
-            segment.abandon(self.stats.snapshot())
+            self._close_after_error(segment)
+
+    def _close_after_error(self, segment: Segment | None = None) -> None:
+        """HDF5 met an I/O error (the disk filled from outside, EFBIG...): after a failed write HDF5
+        may drop the data it could not write, so nothing more is written: the file is let go as
+        the last commit left it, where ``frames_committed`` names only frames whose data reached the
+        disk (a reader reads those). The frames written since are counted as lost."""
+        segment = segment or self.segment
+        self.segment = None
+        if segment is None:
+            return
+        self.lock.release_reserve()
+        self._lost(segment.discard_pending(), written=self.uncommitted)
+        self.uncommitted = 0
+        segment.abandon(self.stats.snapshot())
+
+    def _lost(self, pending: int, written: int) -> None:
+        with self.stats.lock:
+            v = self.stats.values
+            v["dropped_stopped"] += pending + written
+            v["queued"] -= pending
+            v["written"] -= written
 
     # ------------------------------------------------------------------ segments
     def _rotate_due(self, segment: Segment) -> bool:
@@ -157,7 +199,9 @@ class WriteLoop:
 
     def _open_segment(self) -> Segment:
         index = self.stats.get("segments")
-        seg = Segment(self.segment_path(index), self.header, index, self.stats.get("bytes_written"))
+        path = self.segment_path(index)
+        check_space(path, 0, 0)
+        seg = Segment(path, self.header, index, self.stats.get("bytes_written"))
         self.stats.count("segments")
         return seg
 
@@ -171,9 +215,13 @@ class WriteLoop:
     def _fail(self, exc: BaseException) -> None:
         self.stats.fail(exc)
         self.failed = True
-        while True:  # drain so producers never wait on us
+        self.drain()  # so producers never wait on us
+
+    def drain(self) -> None:
+        """Count the frames still queued (the writer has stopped) as dropped_stopped."""
+        while True:
             try:
                 if self.queue.get_nowait() is not STOP:
-                    self.stats.count("dropped_stopped")
+                    self._lost(1, written=0)
             except queue.Empty:
                 break

@@ -10,17 +10,21 @@ frames are counted as ``dropped_stopped``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
 import threading
 import time
 import uuid
+import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
-from dsprobe.nvinfer.config import configs_by_unique_id
+from dsprobe.nvinfer.config import NvinferConfig, NvinferConfigError, configs_by_unique_id
 from dsprobe.recording.options import RecorderOptions
+from dsprobe.recording.output import OutputError, OutputLock, config_inputs
 from dsprobe.recording.rate_limiter import RateLimiter
 from dsprobe.recording.schema import jsonable
 from dsprobe.recording.segment import SegmentHeader
@@ -51,11 +55,12 @@ class Recorder:
         notes: Any = None,
         **option_values: Any,
     ) -> None:
+        self._closed = True  # until the thread runs (__del__ of a half-made Recorder does nothing)
         self.options = RecorderOptions.build(options, **option_values)
         opts = self.options
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.configs = configs_by_unique_id(nvinfer_config)
+        labels = {uid: _labels(cfg, self.path) for uid, cfg in self.configs.items()}  # stored
         self.notes = notes
         self.recording_id = uuid.uuid4().hex
         self.limiter = RateLimiter(opts.every_n, opts.max_fps)
@@ -66,12 +71,27 @@ class Recorder:
             notes=notes if isinstance(notes, str) else json.dumps(jsonable(notes or {})),
             options_json=json.dumps(opts.to_json()),
             configs=self.configs,
+            labels=labels,
             compression=opts.compression,
         )
-        self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats)
-        self._closed = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot create its folder: {exc}") from None
+        lock = OutputLock(self.path, opts.overwrite, config_inputs(self.configs))
+        self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats, lock)
+        try:
+            self._loop.open()
+        except OSError as exc:
+            lock.close()
+            raise OutputError(f"{self.path}: cannot start the recording: {exc}") from None
+        except BaseException:
+            lock.close()
+            raise
         self._thread = threading.Thread(target=self._loop.run, name="dsprobe-recorder", daemon=True)
         self._thread.start()
+        self._closed = False
+        _OPEN.add(self)
 
     # ------------------------------------------------------------------ caller side (any thread)
     def admit(self, source_id: int, pts_ns: int, unique_id: int = 0) -> bool:
@@ -93,6 +113,10 @@ class Recorder:
         The recorder keeps the arrays of ``frame`` (no copy): hand over arrays you no longer change.
         """
         try:
+            if not isinstance(frame, FrameRecord):  # the only check on the caller's thread
+                self._stats.count("received", "dropped_invalid")
+                self._stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
+                return False
             if self._closed or self._loop.failed:
                 self._stats.count("received", "dropped_stopped")
                 return False
@@ -117,7 +141,8 @@ class Recorder:
                     self.path,
                 )
             return False
-        except Exception as exc:  # never into the caller
+        except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
+            self._stats.count("received", "dropped_invalid")
             self._stats.error("record", exc)
             return False
 
@@ -183,6 +208,8 @@ class Recorder:
             except queue.Full:
                 continue
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.drain()  # a frame put while the writer stopped: counted, never left queued
 
     def __enter__(self) -> "Recorder":
         return self
@@ -196,3 +223,38 @@ class Recorder:
                 self.close(timeout=5)
         except Exception:
             pass
+
+
+def _labels(cfg: NvinferConfig, path: Path) -> list[str]:
+    """The config's labels, read now (they are stored in the recording); a label file that cannot
+    be read is logged and recorded as no labels (nvinfer itself refuses to start on it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return cfg.labels()
+    except (NvinferConfigError, UserWarning) as exc:
+        log.warning("dsprobe recorder (%s): no labels stored: %s", path, exc)
+        return []
+
+
+#: Recorders not closed yet: closed at interpreter exit, so a script that ends (or is stopped with
+#: Ctrl-C) without close() still leaves every accepted frame in a cleanly closed file
+_OPEN: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
+#: the longest interpreter exit waits for one recorder to write what it has
+EXIT_TIMEOUT_S = 60.0
+
+
+@atexit.register
+def _close_open_recorders() -> (
+    None
+):  # pragma: no cover - runs at interpreter exit (tested in a child)
+    for rec in list(_OPEN):
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        while True:  # a second Ctrl-C must not leave the writer thread inside HDF5 at teardown
+            try:
+                rec.close(timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except KeyboardInterrupt:
+                continue
+            except Exception:
+                break

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from dsprobe.nvinfer.config import NvinferConfig
 from dsprobe.recording.options import RecorderOptions
+from dsprobe.recording.output import check_output
 from dsprobe.reference.frames import BatchRunner
 from dsprobe.reference.gie import Gie, GieSpec, load_gies
 from dsprobe.reference.video import VideoError, batches, probe_video
@@ -120,13 +121,21 @@ def record_onnx(
     * ``options``: a :class:`ReferenceOptions`; single options can also be given as keywords
       (``record_onnx(..., batch=2, max_frames=10)``), applied over ``options``.
     * ``recorder``: the :class:`~dsprobe.recording.options.RecorderOptions` of the Recorder that
-      writes ``output`` (image size and quality, compression...); it never drops a frame
-      (``drop_when_full=False``) and keeps pictures when ``images`` or ``object_images`` asks.
+      writes ``output`` (image size and quality, compression, ``overwrite``...); it never drops a
+      frame (``drop_when_full=False``) and keeps pictures when ``images`` or ``object_images`` asks.
+      ``output`` is checked before any model is loaded: not one of the inputs, not in use, not an
+      existing recording unless ``overwrite``.
     """
     from dsprobe.recording.writer import Recorder
 
     opts = ReferenceOptions.build(options, **option_values)
+    rec_opts = replace(
+        recorder or RecorderOptions(),
+        images=opts.images or opts.object_images,
+        drop_when_full=False,
+    )
     _check_videos(videos)
+    check_output(Path(output), rec_opts.overwrite, _inputs(videos, config, model, opts))
     pgie, sgies = load_gies(config, model, opts.secondary, opts.providers)
     postprocess = _postprocess(opts, pgie, sgies)
     labels = (postprocess.labels if postprocess is not None else []) or pgie.config.labels()
@@ -135,11 +144,7 @@ def record_onnx(
     t_start = time.perf_counter()
     rec = Recorder(
         output,
-        replace(
-            recorder or RecorderOptions(),
-            images=opts.images or opts.object_images,
-            drop_when_full=False,
-        ),
+        rec_opts,
         nvinfer_config={g.unique_id: g.config for g in [pgie] + sgies} if sgies else pgie.config,
         notes=opts.notes if opts.notes is not None else _default_notes(videos, pgie, sgies, opts),
     )
@@ -204,6 +209,18 @@ def _record_batches(
             "providers": pgie.model.providers,
         },
     )
+
+
+def _inputs(videos: Sequence[Any], config: Any, model: Any, opts: ReferenceOptions) -> list[Any]:
+    """Every file record_onnx reads (the output must be none of them)."""
+    files = [
+        *videos,
+        model,
+        opts.postprocess if isinstance(opts.postprocess, (str, Path)) else None,
+    ]
+    for spec in [config, *opts.secondary]:
+        files += list(spec) if isinstance(spec, tuple) else [spec]
+    return [f for f in files if isinstance(f, (str, Path)) and "\n" not in str(f)]
 
 
 def _check_videos(videos: Sequence[str | Path]) -> None:

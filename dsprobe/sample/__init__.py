@@ -132,6 +132,7 @@ def make_videos(
 def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     """The sample recording at ``path`` (with ``<stem>_gt.json`` beside it), made if missing: sample
     videos through the sample model with the reference recorder (needs ``dsprobe[onnx]``)."""
+    from dsprobe.recording.options import RecorderOptions
     from dsprobe.reference.recorder import record_onnx
 
     path = Path(path)
@@ -143,7 +144,16 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         v = make_videos(tmp, seconds=seconds)
         path.parent.mkdir(parents=True, exist_ok=True)
-        record_onnx(v.paths, CONFIG_PATH, None, path, muxer=MUXER_SIZE, batch=2, progress=False)
+        record_onnx(
+            v.paths,
+            CONFIG_PATH,
+            None,
+            path,
+            muxer=MUXER_SIZE,
+            batch=2,
+            progress=False,
+            recorder=RecorderOptions(overwrite=True),  # a sample without its ground truth is remade
+        )
         gt.write_text(v.gt_json.read_text())
     return path
 

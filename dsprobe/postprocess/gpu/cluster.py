@@ -97,20 +97,35 @@ def nms_keep(c: Candidates, start: Any, length: Any, iou_threshold: Any) -> Any:
     return alive.astype(bool)
 
 
+def per_box(value: Any, name: str, classes: Any, kept: Any, dtype: type = np.float32) -> Any:
+    """``value`` for every box: a scalar stays a scalar (no device work), a per-class list is looked
+    up by class id; as on the CPU, a list too short for a class among the ``kept`` boxes raises."""
+    import cupy
+
+    if scalar(value):
+        return dtype(np.float32(value)) if dtype is not np.float32 else np.float32(value)
+    arr = np.asarray(value, np.float32)
+    if bool(kept.any()):
+        top = int(classes[kept].max())
+        if top >= len(arr):
+            raise ValueError(f"{name} has {len(arr)} per-class values but class {top} occurs")
+    table = cupy.asarray(arr.astype(dtype))
+    return table[cupy.minimum(classes, len(arr) - 1)]  # other boxes are masked out
+
+
 def topk_mask(c: Candidates, keep: Any, run: Any, start: Any, topk: Any) -> Any:
     """``keep`` and'ed with nvinfer's top-k per run (rank among the kept; -1 = all, 0 = none)."""
     import cupy
 
     if scalar(topk) and topk < 0:
         return keep
-    kept = cupy.flatnonzero(keep)
-    k = per_class_table(topk, "topk", c.class_ids[kept]).astype(np.int64)
+    k = per_box(topk, "topk", c.class_ids, keep, np.int64)
     csum = cupy.cumsum(keep.astype(np.int32))
     before = (csum - keep)[start]  # kept boxes before each run
-    rank = (csum - 1)[kept] - before[run[kept]]
-    out = cupy.zeros_like(keep)
-    out[kept[(k < 0) | (rank < k)]] = True
-    return out
+    rank = csum - 1 - before[run]
+    if np.ndim(k) == 0:  # one top-k for every class (>= 0 here)
+        return keep & (rank < k)
+    return keep & ((k < 0) | (rank < k))
 
 
 def cluster(
@@ -129,9 +144,8 @@ def cluster(
     start, length, run = _runs(seg)
     if method == "nms":
         keep = nms_keep(c, start, length, iou_threshold)
-        kept = cupy.flatnonzero(keep)
-        post = per_class_table(post_cluster_threshold, "post_cluster_threshold", c.class_ids[kept])
-        keep[kept[~(c.scores[kept] > post)]] = False
+        post = per_box(post_cluster_threshold, "post_cluster_threshold", c.class_ids, keep)
+        keep &= c.scores > post
     else:
         keep = cupy.ones(c.n, bool)
     return c.take(cupy.flatnonzero(topk_mask(c, keep, run, start, topk)))
