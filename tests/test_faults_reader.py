@@ -269,3 +269,37 @@ def test_bit_flips_never_escape_as_other_errors(good, tmp_path):
             outcomes["error"] += 1
         path.unlink()
     assert sum(outcomes.values()) == TRIALS
+
+
+def test_a_file_being_written_by_another_process_says_so(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "busy.h5"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, numpy as np\n"
+            "from dsprobe import FrameRecord, Recorder\n"
+            "r = Recorder(sys.argv[1], flush_interval_s=0.05)\n"
+            "r.record(FrameRecord(0, 1, layers={'a': np.zeros(3, np.float32)}))\n"
+            "print('GO', flush=True); sys.stdin.readline(); r.close()\n",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.getcwd()),
+    )
+    try:
+        assert child.stdout.readline().strip() == "GO"
+        with pytest.raises(
+            RecordingError, match=rf"being written by another process \(pid {child.pid} "
+        ):
+            open_recording(path)
+    finally:
+        child.communicate("\n", timeout=30)
+    with open_recording(path) as r:  # closed: it reads
+        assert len(r) == 1 and r.closed_cleanly

@@ -362,6 +362,24 @@ def test_tuner_with_user_decoder_and_filter(live_recording):
     assert t.postprocess.steps[0].name == name and "score_threshold" in t.param_controls
 
 
+def test_export_button_writes_a_bundle_of_the_users_functions(live_recording, tmp_path):
+    pp = Postprocess.from_nvinfer_config(live_recording.config(), decoder=my_yolo)
+    t = Tuner(live_recording, pp.set_params({"only_first_class": True}), show_counts=False)
+    t.saver.path.value = str(tmp_path / "tuned.json")
+    t.saver.export_button.click()
+    assert f"exported {tmp_path / 'tuned'}/" in t.saver.message.value
+    back = Postprocess.load(tmp_path / "tuned", trust=True)
+    assert back.get_param("only_first_class") is True
+    assert back(t.frame_view).same_objects(t.postprocess(t.frame_view))
+    t.saver.path.value = str(tmp_path / "closure.json")  # what cannot be captured: said, not raised
+    limit = 0.5
+    t.set_postprocess(
+        pp.with_step("decode", lambda layers, ctx: my_yolo(layers, ctx, score_threshold=limit))
+    )
+    t.saver.export_button.click()
+    assert "not exported" in t.saver.message.value and "is a lambda" in t.saver.message.value
+
+
 def top_per_class(dets, ctx, *, keep: Annotated[int, Range(1, 20)] = 3):
     """The user's cluster step: the ``keep`` best boxes of each class."""
     order = np.lexsort((-dets.scores, dets.class_ids))

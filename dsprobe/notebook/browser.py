@@ -73,7 +73,7 @@ class FrameBrowser(_Widget, abc.ABC):
             options=self._frame_options(first),
             description="frame",
             continuous_update=False,
-            layout=w.Layout(width="600px"),
+            layout=w.Layout(width="480px"),
         )
         self.image = w.Image(format="jpeg")
         self.image.add_class("dsprobe-picture")
@@ -89,7 +89,10 @@ class FrameBrowser(_Widget, abc.ABC):
     def navigation(self) -> Any:
         """The stream / frame / play / zoom row."""
         w = require_ipywidgets()
-        return w.HBox([self.stream, self.frame, self.player.widget, self.zoom.level])
+        return w.HBox(
+            [self.stream, self.frame, self.player.widget, self.zoom.level],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
 
     def show_picture(self, canvas: FrameCanvas) -> None:
         """Put ``canvas``'s picture into the image (natural width = recorded width x panels)."""

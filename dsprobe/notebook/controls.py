@@ -42,13 +42,15 @@ class Player:
             b = w.Button(
                 description=f"{step:+d}".replace("-", "\u2212"),
                 tooltip=f"{step:+d} frames",
-                layout=w.Layout(width="46px"),
+                layout=w.Layout(width="52px", flex="0 0 auto"),
             )
             b.on_click(lambda _, s=step: self.step(s))
             self.buttons.append(b)
         self._syncing = False
         self.play.observe(self._on_play, "value")
-        self.widget = w.HBox([self.play, *self.buttons])
+        self.widget = w.HBox(
+            [self.play, *self.buttons], layout=w.Layout(overflow="visible", flex="0 0 auto")
+        )
 
     def index(self) -> int:
         values = [v for _, v in self.slider.options]
@@ -112,10 +114,17 @@ class SaveSpec:
         self.button = w.Button(
             description="save", button_style="primary", icon="save", layout=w.Layout(width="90px")
         )
+        self.export_button = w.Button(
+            description="export bundle",
+            tooltip="a folder: the spec plus the source of your own step functions (pp.export)",
+            icon="archive",
+            layout=w.Layout(width="130px"),
+        )
         self.message = w.HTML()
         self.saved: Path | None = None
         self.button.on_click(lambda _: self.save())
-        self.widget = w.HBox([self.path, self.button, self.message])
+        self.export_button.on_click(lambda _: self.export())
+        self.widget = w.HBox([self.path, self.button, self.export_button, self.message])
 
     def save(self) -> Path | None:
         """Write the spec to the typed file name; says where (or why not) next to the button."""
@@ -130,3 +139,22 @@ class SaveSpec:
             return None
         self.message.value = f"saved {html.escape(str(self.saved))}"
         return self.saved
+
+    def export(self) -> Path | None:
+        """Export a bundle (``get().export(folder)``) into the typed name without ``.json``: the spec
+        and the source of the user's own functions, for ``attach_postprocess(..., trust=True)``."""
+        p = Path(self.path.value).expanduser()
+        folder = p.with_suffix("") if p.suffix == ".json" else p
+        try:
+            spec = Path(self.get().export(folder))
+        except (
+            OSError,
+            ValueError,
+        ) as exc:  # BundleError (what cannot be captured) is a ValueError
+            self.message.value = (
+                f'<span style="color:#c00">not exported: {html.escape(str(exc))}</span>'
+            )
+            return None
+        self.saved = spec
+        self.message.value = f"exported {html.escape(str(folder))}/ (load it with trust=True)"
+        return spec

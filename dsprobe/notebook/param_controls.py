@@ -25,6 +25,14 @@ def step_options(kind: str, current: str | None) -> list[tuple[str, str]]:
     return options
 
 
+def with_option(options: Any, value: str | None) -> list:
+    """Dropdown ``options`` plus ``value`` (the user's function) when it is not one of them yet."""
+    options = list(options)
+    if value is not None and value not in [v for _, v in options]:
+        options.append((f"{value.rpartition(':')[2]} (yours)", value))
+    return options
+
+
 def param_control(key: str, spec: ParamSpec, value: Any) -> Any | None:
     """A widget for param ``key`` showing ``value``; None for params no widget fits (text, lists)."""
     w = require_ipywidgets()

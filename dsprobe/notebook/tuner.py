@@ -30,7 +30,7 @@ from dsprobe.notebook.browser import Explorer, FrameBrowser, recording_config
 from dsprobe.notebook.controls import SaveSpec, require_ipywidgets
 from dsprobe.notebook.figures import label_of
 from dsprobe.notebook.metrics_panel import Evaluator, RecordingScore, Worker
-from dsprobe.notebook.param_controls import param_control, shown, step_options
+from dsprobe.notebook.param_controls import param_control, shown, step_options, with_option
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner_view import TunerDisplay
 from dsprobe.postprocess.gpu.backend import resolve_device
@@ -253,7 +253,9 @@ class Tuner(TunerDisplay):
         self._syncing = True
         notes = []
         try:
+            self.decoder.options = with_option(self.decoder.options, pp.steps[0].name)
             self.decoder.value = pp.steps[0].name
+            self.cluster.options = with_option(self.cluster.options, cluster_name(pp))
             self.cluster.value = cluster_name(pp)
             self.cluster.disabled = self.cluster.value is None
             self._sync_step_params(specs)

@@ -62,7 +62,10 @@ class TunerDisplay(FrameBrowser):
             only_a, only_b = ab_difference(self.detections, self.detections_b)
             drawn = canvas.draw(
                 v,
-                [Panel(self.detections, only_a), Panel(self.detections_b, only_b)],
+                [
+                    Panel(self.detections, only_a, colors=_colors(out), missed=_missed(out)),
+                    Panel(self.detections_b, only_b, colors=_colors(out_b), missed=_missed(out_b)),
+                ],
                 self.labels,
                 gt=gt,
             )
@@ -185,6 +188,14 @@ class TunerDisplay(FrameBrowser):
     def _jump(self, frame_num: int) -> None:
         """Timeline click: show that frame of the current stream."""
         self.goto(int(self.stream.value), int(frame_num))
+
+
+def _colors(outcome: Any) -> Any:
+    return outcome.colors if outcome is not None else None
+
+
+def _missed(outcome: Any) -> Any:
+    return outcome.missed if outcome is not None else None
 
 
 __all__ = ["TunerDisplay"]

@@ -57,6 +57,7 @@ class FrameRows:
         self.pending_images: list[np.ndarray] = []
         self.pending_frames = 0
         self.pending_bytes = 0
+        self._cached, self._cached_for = 0, -1  # flush_bytes' cache part, for this many layer sets
 
     @property
     def frames_pending(self) -> int:
@@ -261,14 +262,17 @@ class FrameRows:
         """At most how many bytes the next flush writes besides the pending block: what HDF5's chunk
         cache may hold dirty for every dataset (two chunks of it at most, appending), the table rows
         of the frames not yet in the tables, and the metadata."""
-        chunked = [ds for t in self.tables.values() for ds in t.ds.values()]
-        chunked += [ls.ds for ls in self.layer_sets.values() if not ls.direct and ls.ds.chunks]
-        chunked.append(self.image_data.ds)
-        cached = sum(
-            min(CHUNK_CACHE_BYTES, 2 * int(np.prod(ds.chunks)) * ds.dtype.itemsize)
-            for ds in chunked
-        )
-        return cached + 1024 * self.frames_pending + FLUSH_METADATA_BYTES
+        n_sets = len(self.layer_sets)
+        if self._cached_for != n_sets:  # h5py property reads are slow: once per new dataset
+            chunked = [ds for t in self.tables.values() for ds in t.ds.values()]
+            chunked += [ls.ds for ls in self.layer_sets.values() if not ls.direct and ls.ds.chunks]
+            chunked.append(self.image_data.ds)
+            self._cached = sum(
+                min(CHUNK_CACHE_BYTES, 2 * int(np.prod(ds.chunks)) * ds.dtype.itemsize)
+                for ds in chunked
+            )
+            self._cached_for = n_sets
+        return self._cached + 1024 * self.frames_pending + FLUSH_METADATA_BYTES
 
 
 def _image_payload(image: ImageRecord | None) -> tuple[np.ndarray, tuple[int, int, int]] | None:

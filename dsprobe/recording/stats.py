@@ -44,6 +44,12 @@ class RecorderStats:
             for key in keys:
                 self.values[key] += n
 
+    def move(self, src: str, dst: str, n: int = 1) -> None:
+        """Move ``n`` from counter ``src`` to ``dst`` (a frame changing state: the sum stays)."""
+        with self.lock:
+            self.values[src] -= n
+            self.values[dst] += n
+
     def set(self, **values: Any) -> None:
         with self.lock:
             self.values.update(values)

@@ -101,6 +101,7 @@ class WriteLoop:
 
     def _finish(self) -> None:
         try:
+            self._settle()
             if self.segment is not None:
                 try:
                     self._flush(self.segment)
@@ -173,6 +174,16 @@ class WriteLoop:
         self._lost(segment.discard_pending(), written=self.uncommitted)
         self.uncommitted = 0
         segment.abandon(self.stats.snapshot())
+
+    def _settle(self) -> None:
+        """At close: counts of frames that never reached the queue (an interrupt between record()'s
+        count and its put) become dropped_stopped, so ``queued`` ends at 0."""
+        in_flight = (self.segment.rows.frames_pending if self.segment else 0) + self.queue.qsize()
+        with self.stats.lock:
+            ghosts = self.stats.values["queued"] - in_flight
+            if ghosts > 0:
+                self.stats.values["queued"] -= ghosts
+                self.stats.values["dropped_stopped"] += ghosts
 
     def _lost(self, pending: int, written: int) -> None:
         with self.stats.lock:

@@ -123,27 +123,30 @@ class Recorder:
             if not admitted and not self.admit(frame.source_id, frame.pts_ns, frame.unique_id):
                 return False
             item = (frame, time.time_ns())
+        except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
+            self._stats.count("received", "dropped_invalid")
+            self._stats.error("record", exc)
+            return False
+        # counted before the put: a KeyboardInterrupt between the two then leaves a count without a
+        # frame, which the writer settles when it closes, never a frame without a count
+        self._stats.count("received", "queued")
+        try:
             if self.options.drop_when_full:
                 self._queue.put_nowait(item)
             else:
                 while not self._put_waiting(item):
                     if self._loop.failed or not self._thread.is_alive():
-                        self._stats.count("received", "dropped_stopped")
+                        self._stats.move("queued", "dropped_stopped")
                         return False
-            self._stats.count("received", "queued")
             return True
         except queue.Full:
-            self._stats.count("received", "dropped_queue_full")
+            self._stats.move("queued", "dropped_queue_full")
             if self._stats.first("queue-full"):
                 log.warning(
                     "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
                     "see stats['dropped_queue_full'])",
                     self.path,
                 )
-            return False
-        except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
-            self._stats.count("received", "dropped_invalid")
-            self._stats.error("record", exc)
             return False
 
     def _put_waiting(self, item: tuple) -> bool:
