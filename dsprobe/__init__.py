@@ -46,6 +46,8 @@ _EXPORTS = {
     "Reclusterer": "dsprobe.analysis.search",
     "search_objectives": "dsprobe.analysis.operating",
     "to_nvinfer": "dsprobe.analysis.export",
+    "classifier_postprocess": "dsprobe.postprocess.sgie",
+    "embedding_postprocess": "dsprobe.postprocess.sgie",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

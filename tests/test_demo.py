@@ -28,6 +28,7 @@ def test_short_demo_writes_a_report(tmp_path):
         "tune",
         "export",
         "live",
+        "secondary",
         "report",
     ]
     demo.run()
@@ -53,6 +54,14 @@ def test_short_demo_writes_a_report(tmp_path):
         and "Per stream" in report
         and "identical detections on 30 of 30 frames" in report
     )
+    sgie = summary["secondary"]  # PGIE + SGIE: colour classifier and embedding, scored
+    assert sgie["objects"] > 50 and sgie["matched"] > 0.8 * sgie["objects"]
+    assert sgie["accuracy_at_best"] > 0.9 and 0 <= sgie["best_threshold"] < 1
+    assert sgie["nan_rows"] == 0 and sgie["reid_top1"] > 0.9 and sgie["auc"] > 0.95
+    assert sgie["same_median"] > sgie["different_median"]
+    assert sgie["live_equal_frames"] == sgie["live_frames"] == 30  # 1 s streams: all frames
+    assert "## Secondary model" in report and "Re-identification across frames" in report
+    assert "secondary_cosine.png" in report and (out / "secondary_cosine.png").exists()
     overlays = sorted(out.glob("overlay_*.png"))
     assert len(overlays) == 4 and all(f"![{p.name}]({p.name})" in report for p in overlays)
     # the evaluation section: errors by TIDE type, best setting per objective, per-class thresholds

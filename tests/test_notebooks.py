@@ -104,6 +104,7 @@ def test_every_notebook_is_tested():
         "03_evaluate_and_search.ipynb",
         "04_export.ipynb",
         "05_custom_decoder.ipynb",
+        "06_secondary.ipynb",
     ]
     for p in NOTEBOOKS.glob("*.ipynb"):  # committed without outputs, path cell first
         nb = nbformat.read(p, as_version=4)
@@ -172,3 +173,42 @@ def test_05_custom_decoder(workspace, monkeypatch, tmp_path):
     assert "Nothing was executed" in text  # no consent, no import
     assert "live == replay on 60 of 60 frames" in text
     assert (tmp_path / "tuned" / "user_steps.py").exists()
+
+
+@pytest.fixture(scope="module")
+def secondary_workspace(sample_videos, tmp_path_factory):
+    """PGIE + the secondary sample (crops stored) on the 2 s sample videos, and their ground truth."""
+    from dsprobe.reference.recorder import record_onnx
+    from dsprobe.sample import CONFIG_PATH, SECONDARY_CONFIG_PATH
+
+    d = tmp_path_factory.mktemp("secondary")
+    rec = d / "sgie.h5"
+    record_onnx(
+        sample_videos.paths,
+        CONFIG_PATH,
+        None,
+        rec,
+        batch=2,
+        images=False,
+        object_images=True,
+        secondary=[SECONDARY_CONFIG_PATH],
+        progress=False,
+    )
+    return {"recording": rec, "gt": Path(shutil.copy(sample_videos.gt_json, d / "sgie_gt.json"))}
+
+
+def test_06_secondary(secondary_workspace, monkeypatch):
+    ws = secondary_workspace
+    env = {
+        "DSPROBE_SECONDARY_RECORDING": ws["recording"],
+        "DSPROBE_GROUND_TRUTH": ws["gt"],
+        "DSPROBE_SPEC": ws["recording"].with_name("tuned.json"),  # 06 must not write it
+    }
+    nb = run_notebook("06_secondary.ipynb", monkeypatch, env)
+    text, kinds = outputs(nb)
+    assert "best classifier-threshold" in text and "'nan_rows': 0" in text
+    assert "'top1':" in text and "cosine:embedding" in text
+    assert "SGIE 2 objects paired by rect" in text  # dsprobe compare, engine stand-in vs ONNX
+    # galleries x2, sweep, norms, histograms, drifted crops; threshold view and projection explorer
+    assert kinds.count("image/png") >= 6 and kinds.count(WIDGET_VIEW) >= 2
+    assert (ws["recording"].parent / "sgie_bilinear.h5").exists()

@@ -83,11 +83,13 @@ class CompareReport:
     notes: list[str] = field(default_factory=list)
     worst_frames: list[dict[str, Any]] = field(default_factory=list)
     per_frame: pd.DataFrame | None = None
+    per_object: pd.DataFrame | None = None  # SGIE objects paired by rect: cosine / max|d| per layer
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (everything but the per-frame table)."""
         d = asdict(self)
         d.pop("per_frame")
+        d.pop("per_object")
         d["config_differences"] = {k: list(v) for k, v in self.config_differences.items()}
         return d
 
@@ -360,6 +362,14 @@ def _compare_objects(
         pairing.paired = len(pa)
         rep.objects.append(pairing)
         pa_arr, pb_arr = np.asarray(pa, np.int64), np.asarray(pb, np.int64)
+        table = pd.DataFrame(
+            {
+                "unique_id": uid,
+                "object_row_a": pa_arr,
+                "object_row_b": pb_arr,
+                "row_a": oa["row"].to_numpy()[pa_arr] if len(pa_arr) else pa_arr,
+            }
+        )
         for ia, ib in layers:
             if ia.unique_id != uid:
                 continue
@@ -378,6 +388,9 @@ def _compare_objects(
                     unique_id=uid,
                 )
             )
+            table[f"cosine:{ia.key}"] = np.concatenate(acc.cos) if acc.cos else []
+            table[f"max_abs:{ia.key}"] = np.concatenate(acc.row_max) if acc.row_max else []
+        rep.per_object = pd.concat([rep.per_object, table], ignore_index=True)
 
 
 def _compare_detections(

@@ -180,6 +180,29 @@ class Demo:
             f"{live_path}: live == replay on {equal}/{n} frames"
         )
 
+    def secondary(self) -> None:
+        """PGIE + the sample SGIE (colour classifier + embedding), scored; see ``demo_secondary``."""
+        from dsprobe import open_recording
+        from dsprobe.cli import demo_secondary as ds
+
+        path, live = self.out / "secondary.h5", self.out / "secondary_live.h5"
+        s = ds.record_secondary(self.state["videos"], path, self.batch, crops=True)
+        self.log(
+            f"recorded PGIE + SGIE (sample colour classifier + 128-d embedding, object crops) with the "
+            f"reference recorder: {s.objects} SGIE objects ({s.fps:.1f} frames/s) -> {path}"
+        )
+        with open_recording(path) as rec:
+            res = ds.score_secondary(rec, self.state["gt"])
+            ds.record_secondary(self.state["videos"], live, self.batch, False, ds.LIVE_FRAMES)
+            res["live_equal"] = ds.live_equals_replay(rec, live, res["best_threshold"])
+        res["figures"] = ds.figures(res, self.out)
+        self.state["secondary"] = res
+        self.log(
+            f"SGIE: colour accuracy {res['at_best']['accuracy']:.4f} at the best classifier-threshold "
+            f"{res['best_threshold']:g}; re-identification top-1 {res['reid']['top1']:.4f}; live == "
+            f"replay on {res['live_equal'][0]}/{res['live_equal'][1]} SGIE frames"
+        )
+
     def report(self) -> None:
         path = self.out / "report.md"
         path.write_text(self._report_markdown())
@@ -195,6 +218,10 @@ class Demo:
             "per_stream": self.state["per_stream"].to_dict(orient="records"),
             "step_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
+        if "secondary" in self.state:
+            from dsprobe.cli.demo_secondary import summary as secondary_summary
+
+            summary["secondary"] = secondary_summary(self.state["secondary"])
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         self.log(f"report: {path}")
 
@@ -206,6 +233,7 @@ class Demo:
             Step("tune", self.tune),
             Step("export", self.export),
             Step("live", self.live),
+            Step("secondary", self.secondary),
             Step("report", self.report),
         ]
 
@@ -336,6 +364,13 @@ class Demo:
                 lines += ["", "## Parameter search", "", f"![search]({self.state['heatmap']})"]
         except ImportError:
             lines += ["(matplotlib missing: no overlays; pip install 'dsprobe[notebook]')"]
+        if "secondary" in self.state:
+            from dsprobe.cli.demo_secondary import report_lines
+
+            lines += [
+                "",
+                *report_lines(self.state["secondary"], self.state["secondary"]["figures"]),
+            ]
         return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,9 @@ which are added from the meta pools (see :mod:`dsprobe.deepstream.addmeta` for t
 * ``output="classifier"`` (SGIE classifiers): one NvDsClassifierMeta with an NvDsLabelInfo per
   attribute on the object the SGIE ran on, as nvinfer's own classifier output; read it downstream
   from ``obj_meta.classifier_meta_list`` like any SGIE classification.
+* ``output="embedding"`` (SGIE embedding / re-id heads): the vector of each object (decode
+  ``embedding``) as user meta on the object the SGIE ran on (``{int32 dim; float32 v[dim]}``,
+  :func:`read_vector_user_meta`), see docs/secondary-models.md.
 
 The tensors are copied and the postprocess runs before the batch-meta lock is taken; the lock is
 held only while metas are added.
@@ -37,7 +40,7 @@ from dsprobe.deepstream.sizes import FrameSizes
 from dsprobe.deepstream.tensors import TensorMetaReader
 from dsprobe.detections import Detections
 
-OUTPUTS = ("objects", "classifier")
+OUTPUTS = ("objects", "classifier", "embedding")
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,9 @@ class PostprocessProbeOptions:
 
     * ``unique_id``: gie-unique-id whose tensors to use. None: the first GIE whose tensor meta the
       probe sees (logged); pass it whenever several GIEs attach tensor meta.
-    * ``output``: ``"objects"`` (NvDsObjectMeta per detection) or ``"classifier"``
-      (NvDsClassifierMeta on the object an SGIE classifier ran on).
+    * ``output``: ``"objects"`` (NvDsObjectMeta per detection), ``"classifier"``
+      (NvDsClassifierMeta on the object an SGIE classifier ran on) or ``"embedding"`` (the vector as
+      user meta on the object an SGIE embedding head ran on).
     * ``component_id``: ``unique_component_id`` of what is added (default: the GIE's id, which is
       what a downstream SGIE's ``operate-on-gie-id`` names).
     * ``muxer_size``: (width, height) of the nvstreammux output; found from the pipeline when None.
@@ -122,6 +126,7 @@ class PostprocessProbe(PadProbe):
         self.tensors = TensorMetaReader(self.stats)
         self.objects_added = 0
         self.classifier_metas_added = 0
+        self.vectors_added = 0
         self._vectors: VectorUserMeta | None = None
 
     def _batch_meta(self, pyds: Any, buf_hash: int, batch_meta: Any) -> None:
@@ -178,18 +183,31 @@ class PostprocessProbe(PadProbe):
         opts = self.options
         for parent, gie_id, dets, size in items:
             comp = opts.component_id if opts.component_id is not None else gie_id
+            if opts.output != "objects" and parent is None:
+                raise ValueError(
+                    f'output="{opts.output}" needs SGIE tensor meta (per object); got frame-level '
+                    f"tensor meta of gie-unique-id {gie_id}"
+                )
+            if opts.output == "embedding":
+                self._attach_vectors(pyds, batch_meta, parent, dets)
+                continue
             if opts.output == "classifier":
-                if parent is None:
-                    raise ValueError(
-                        'output="classifier" needs SGIE tensor meta (per object); got frame-level '
-                        f"tensor meta of gie-unique-id {gie_id}"
-                    )
                 results = classifier_results(dets, self.labels)
                 if add_classifier_meta(pyds, batch_meta, parent, results, component_id=comp):
                     self.classifier_metas_added += 1
                 continue
             self._add_objects(pyds, batch_meta, fm, dets, parent, comp, size)
             fm.bInferDone = True  # a detector ran on this frame (also with 0 detections)
+
+    def _attach_vectors(self, pyds: Any, batch_meta: Any, obj_meta: Any, dets: Detections) -> None:
+        """Each row's vector (an embedding postprocess gives one) as user meta on ``obj_meta``."""
+        if dets.vectors is None:
+            return
+        if self._vectors is None:
+            self._vectors = VectorUserMeta(pyds, self.stats.error)
+        for v in dets.vectors:
+            self._vectors.attach(batch_meta, obj_meta, v)
+            self.vectors_added += 1
 
     def _add_objects(self, pyds, batch_meta, fm, dets, parent, comp, size) -> None:
         opts = self.options

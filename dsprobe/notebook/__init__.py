@@ -43,6 +43,17 @@ from dsprobe.notebook.plots import (
 )
 from dsprobe.notebook.raster import OUTCOME_COLORS, FrameCanvas, Panel
 from dsprobe.notebook.search_view import objectives_panel, search_panel
+from dsprobe.notebook.secondary import (
+    ProjectionExplorer,
+    ThresholdView,
+    crop_grid,
+    gallery_by,
+    object_crop,
+    plot_cosine_histograms,
+    plot_norms,
+    plot_projection,
+    plot_threshold_sweep,
+)
 from dsprobe.notebook.timeline import Timeline
 from dsprobe.notebook.tuner import ALL_CLASSES, Tuner
 
@@ -65,11 +76,20 @@ __all__ = [
     "Panel",
     "FrameBrowser",
     "FrameCanvas",
+    "ProjectionExplorer",
+    "ThresholdView",
     "Tuner",
     "ab_difference",
     "color",
     "counts_by_stream",
     "crop_gallery",
+    "crop_grid",
+    "gallery_by",
+    "object_crop",
+    "plot_cosine_histograms",
+    "plot_norms",
+    "plot_projection",
+    "plot_threshold_sweep",
     "draw_detections",
     "error_crops",
     "figure_jpeg",

@@ -7,13 +7,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsprobe.sample.scenes import CLASSES, Scene
+from dsprobe.sample.scenes import CLASSES, COLOR_FAMILIES, Scene
 
 HERE = Path(__file__).resolve().parent
 MODEL_PATH = HERE / "model.onnx"
 CONFIG_PATH = HERE / "config_infer_primary.txt"
 LABELS_PATH = HERE / "labels.txt"
 LABELS = list(CLASSES)
+#: the secondary sample (process-mode=2 on the detector's objects): colour family + 128-d embedding
+SECONDARY_MODEL_PATH = HERE / "secondary.onnx"
+SECONDARY_CONFIG_PATH = HERE / "config_infer_secondary.txt"
+SECONDARY_LABELS = list(COLOR_FAMILIES)
 MUXER_SIZE = (1280, 720)
 VIDEO_SEEDS = (1, 2)  # the two sample streams
 HELDOUT_SEED = 999  # the held-out clip the model's mAP is reported on
@@ -59,7 +63,9 @@ def make_clip(
     When ``coco`` is given its ground truth is appended: image id ``source_id * 1_000_000 + frame_num``
     (frame_num 0-based, the decode order), ``file_name`` ``"<video name>#<frame_num>"``, category id =
     class id, ``bbox`` ``[x, y, w, h]`` in pixels of the source video (960x540 by default; scale by
-    ``muxer / size`` per axis for nvstreammux frames, e.g. 4/3 for 1280x720).
+    ``muxer / size`` per axis for nvstreammux frames, e.g. 4/3 for 1280x720). Each annotation also
+    carries ``track_id`` (the object's identity within this clip, the same on every frame) and
+    ``attributes: {"color": <COLOR_FAMILIES name>}`` (what the secondary sample model classifies).
     """
     import av  # lazy: pip install dsprobe[onnx]
 
@@ -76,8 +82,10 @@ def make_clip(
         else:
             stream.bit_rate = 4_000_000
         ann_id = len(coco["annotations"]) if coco is not None else 0
-        for i, (img, boxes, classes) in enumerate(scene.frames(n)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        for i in range(n):
+            truth = scene.render_truth()
+            scene.step()
+            frame = av.VideoFrame.from_ndarray(truth.image, format="rgb24")
             for packet in stream.encode(frame):
                 out.mux(packet)
             if coco is not None:
@@ -92,7 +100,12 @@ def make_clip(
                         "frame_num": i,
                     }
                 )
-                for b, c in zip(boxes.tolist(), classes.tolist()):
+                for b, c, k, col in zip(
+                    truth.boxes.tolist(),
+                    truth.classes.tolist(),
+                    truth.identities.tolist(),
+                    truth.colors.tolist(),
+                ):
                     ann_id += 1
                     coco["annotations"].append(
                         {
@@ -102,6 +115,8 @@ def make_clip(
                             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
                             "area": (b[2] - b[0]) * (b[3] - b[1]),
                             "iscrowd": 0,
+                            "track_id": int(k),
+                            "attributes": {"color": COLOR_FAMILIES[col]},
                         }
                     )
         for packet in stream.encode():
@@ -158,16 +173,58 @@ def ensure_sample_recording(path: str | Path, seconds: float = 20.0) -> Path:
     return path
 
 
-from dsprobe.sample.paths import NotebookPaths, notebook_paths  # noqa: E402
+def ensure_secondary_recording(path: str | Path, seconds: float = 4.0) -> Path:
+    """The secondary sample recording at ``path`` (with ``<stem>_gt.json`` beside it), made if
+    missing: the sample videos (``seconds`` each) through the detector and the secondary sample model
+    (``SECONDARY_CONFIG_PATH``) with the reference recorder, object crops stored, no frame images
+    (needs ``dsprobe[onnx]``)."""
+    from dsprobe.reference.recorder import record_onnx
+
+    path = Path(path)
+    gt = path.with_name(f"{path.stem}_gt.json")
+    if path.exists() and gt.exists():
+        return path
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        v = make_videos(tmp, seconds=seconds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record_onnx(
+            v.paths,
+            CONFIG_PATH,
+            None,
+            path,
+            muxer=MUXER_SIZE,
+            batch=2,
+            images=False,
+            object_images=True,
+            secondary=[SECONDARY_CONFIG_PATH],
+            progress=False,
+        )
+        gt.write_text(v.gt_json.read_text())
+    return path
+
+
+from dsprobe.sample.paths import (  # noqa: E402
+    NotebookPaths,
+    notebook_paths,
+    secondary_notebook_paths,
+)
 
 __all__ = [
     "NotebookPaths",
     "notebook_paths",
+    "secondary_notebook_paths",
     "ensure_sample_recording",
+    "ensure_secondary_recording",
     "MODEL_PATH",
     "CONFIG_PATH",
     "LABELS_PATH",
     "LABELS",
+    "SECONDARY_MODEL_PATH",
+    "SECONDARY_CONFIG_PATH",
+    "SECONDARY_LABELS",
+    "COLOR_FAMILIES",
     "MUXER_SIZE",
     "SampleVideos",
     "coco_categories",

@@ -40,3 +40,25 @@ def notebook_paths() -> NotebookPaths:
         rec, source = SAMPLE, "sample"
         gt = rec.with_name(f"{rec.stem}_gt.json")
     return NotebookPaths(rec, Path(env.get("DSPROBE_GROUND_TRUTH", gt)), spec, source)
+
+
+DEMO_SECONDARY = ROOT / "out" / "demo" / "secondary.h5"
+SECONDARY_SAMPLE = ROOT / "out" / "secondary_sample.h5"
+
+
+def secondary_notebook_paths() -> NotebookPaths:
+    """Notebook 06's SGIE recording: ``DSPROBE_SECONDARY_RECORDING`` (ground truth
+    ``DSPROBE_GROUND_TRUTH`` or ``<stem>_gt.json``) when set; else the demo's (``out/demo/secondary.h5``
+    with ``out/demo/videos/gt.json``) when ``make demo`` has made it; else ``out/secondary_sample.h5``
+    (``source == "sample"``: make it with ``dsprobe.sample.ensure_secondary_recording``)."""
+    env = os.environ
+    spec = Path(env.get("DSPROBE_SPEC", ROOT / "out" / "tuned_postprocess.json"))
+    if "DSPROBE_SECONDARY_RECORDING" in env:
+        rec, source = Path(env["DSPROBE_SECONDARY_RECORDING"]), "environment"
+        gt = rec.with_name(f"{rec.stem}_gt.json")
+    elif DEMO_SECONDARY.exists() and DEMO_GT.exists():
+        rec, gt, source = DEMO_SECONDARY, DEMO_GT, "demo"
+    else:
+        rec, source = SECONDARY_SAMPLE, "sample"
+        gt = rec.with_name(f"{rec.stem}_gt.json")
+    return NotebookPaths(rec, Path(env.get("DSPROBE_GROUND_TRUTH", gt)), spec, source)

@@ -10,6 +10,9 @@ Ground truth per frame: ``boxes`` (N, 4) float32 ``x1, y1, x2, y2`` in pixels of
 (pixel edges: a box covering pixel columns 10..19 is ``x1=10, x2=20``), the extent of the object's
 pixels inside the frame, including parts hidden by objects drawn on top; ``classes`` (N,) int32. An object
 is left out when less than ``MIN_VISIBLE`` of its pixels are visible (outside the frame or covered).
+:func:`render_truth` adds, per box, the object's identity (its index in the scene, the same on every
+frame) and its colour family (``COLOR_FAMILIES``, from its RGB colour), what the secondary sample
+model classifies and re-identifies.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ CLASSES = ("circle", "square", "triangle", "star")
 HERE = Path(__file__).resolve().parent
 BACKGROUNDS = tuple(sorted(HERE.glob("bg_*.jpg")))
 MIN_VISIBLE = 0.25
+#: the secondary sample's attribute: six hue families (60 degrees each, centred on red, yellow, ...)
+#: for the saturated colours, and the near-white / near-black ones (see :func:`color_family`)
+COLOR_FAMILIES = ("red", "yellow", "green", "cyan", "blue", "magenta", "white", "black")
 
 
 @dataclass
@@ -84,6 +90,29 @@ def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
     k = (np.array([5, 3, 1]) + h * 6) % 6
     rgb = v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
     return tuple(int(round(c * 255)) for c in rgb)
+
+
+def color_family(rgb: tuple[int, int, int]) -> int:
+    """Index into ``COLOR_FAMILIES`` of an RGB colour (0..255): ``white`` when every channel is >= 200,
+    ``black`` when every channel is < 60, else the hue family (hue rounded to the nearest multiple of
+    60 degrees: red 330..30, yellow 30..90, ...). :func:`_random_color` keeps the three groups apart
+    (saturated colours have a channel <= 115 and one >= 140)."""
+    r, g, b = (float(c) / 255.0 for c in rgb)
+    hi, lo = max(r, g, b), min(r, g, b)
+    if lo >= 200 / 255:
+        return 6
+    if hi < 60 / 255:
+        return 7
+    d = hi - lo
+    if d == 0:
+        return 6 if hi >= 0.5 else 7
+    if hi == r:
+        h = ((g - b) / d) % 6
+    elif hi == g:
+        h = (b - r) / d + 2
+    else:
+        h = (r - g) / d + 4
+    return int(np.floor(h + 0.5)) % 6
 
 
 def random_shapes(rng: np.random.Generator, width: int, height: int, n: int) -> list[Shape]:
@@ -159,11 +188,32 @@ def procedural_background(rng: np.random.Generator, width: int, height: int) -> 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@dataclass
+class FrameTruth:
+    """One rendered frame and its ground truth, row k of every array = box k.
+
+    ``boxes`` (N, 4) float32 x1y1x2y2 frame pixels; ``classes`` (N,) int32 shape class;
+    ``identities`` (N,) int32: the object's index in the scene's shape list (the same object keeps it
+    on every frame); ``colors`` (N,) int32: its ``COLOR_FAMILIES`` index."""
+
+    image: np.ndarray
+    boxes: np.ndarray
+    classes: np.ndarray
+    identities: np.ndarray
+    colors: np.ndarray
+
+
 def render(bg: np.ndarray, shapes: list[Shape]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``shapes`` (in order, later on top) onto a copy of ``bg`` (HxWx3 uint8).
 
     Returns (image HxWx3 uint8, boxes (N, 4) float32 x1y1x2y2 frame pixels, class ids (N,) int32), see
     the module docstring for what a box covers and which objects are left out."""
+    t = render_truth(bg, shapes)
+    return t.image, t.boxes, t.classes
+
+
+def render_truth(bg: np.ndarray, shapes: list[Shape]) -> FrameTruth:
+    """:func:`render` with each box's identity and colour family (:class:`FrameTruth`)."""
     img = bg.copy()
     h, w = img.shape[:2]
     owner = np.full((h, w), -1, np.int16)  # which shape is visible at each pixel
@@ -181,12 +231,18 @@ def render(bg: np.ndarray, shapes: list[Shape]) -> tuple[np.ndarray, np.ndarray,
         owner[y0:y1, x0:x1][m] = k
         cols, rows = np.flatnonzero(m.any(0)), np.flatnonzero(m.any(1))
         drawn.append((k, s, (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)))
-    boxes, classes = [], []
+    boxes, ids = [], []
     for k, s, (x0, y0, x1, y1) in drawn:
         if (owner[y0:y1, x0:x1] == k).sum() >= MIN_VISIBLE * full_area(s):
             boxes.append((x0, y0, x1, y1))
-            classes.append(s.class_id)
-    return img, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int32)
+            ids.append(k)
+    return FrameTruth(
+        img,
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array([shapes[k].class_id for k in ids], np.int32),
+        np.array(ids, np.int32),
+        np.array([color_family(shapes[k].color) for k in ids], np.int32),
+    )
 
 
 def full_area(s: Shape) -> float:
@@ -241,6 +297,10 @@ class Scene:
     def render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The current frame: (image, boxes x1y1x2y2, class ids), see :func:`render`."""
         return render(self.bg, self.shapes)
+
+    def render_truth(self) -> FrameTruth:
+        """The current frame with identities and colour families, see :func:`render_truth`."""
+        return render_truth(self.bg, self.shapes)
 
     def frames(self, n: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``n`` (image, boxes, class_ids) tuples, advancing the scene after each."""
