@@ -150,3 +150,26 @@ def test_doctor_reports_the_platform_it_ran_on():
     (plat,) = [f for f in found if f.key == "platform"]
     assert "numpy" in plat.problem and plat.level == "info"
     assert any(f.key == "pyds" for f in found)  # no pyds on this machine
+
+
+def test_inspect_counts_the_classifications(tmp_path, capsys):
+    from dsprobe.cli.inspect import summarize
+    from dsprobe.records import Classification, ObjectRecord
+
+    rec = Recorder(tmp_path / "c.h5", images=False)
+    objs = [
+        ObjectRecord((0, 0, 10, 10), classifications=[Classification(2, 0, 1, 0.9, "red")]),
+        ObjectRecord((5, 5, 10, 10)),
+    ]
+    rec.record(
+        FrameRecord(0, 0, unique_id=1, layers={"x": np.zeros(2, np.float32)}, detections=objs)
+    )
+    rec.close()
+    assert summarize(str(tmp_path / "c.h5"))["classifications"] == 1
+    assert main(["inspect", str(tmp_path / "c.h5")]) == 0
+    assert "1 classifications" in capsys.readouterr().out
+    f = open_recording(tmp_path / "c.h5")[0]
+    assert f.detection_objects[0].classifications == [
+        Classification(2, 0, 1, np.float32(0.9), "red")
+    ]
+    assert f.detection_objects[1].classifications == []

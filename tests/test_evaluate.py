@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dsprobe.analysis.cocoeval import coco_results
 from dsprobe.analysis.evaluate import (
     box_iou,
-    coco_results,
     evaluate,
     frame_image_id,
     ground_truth_from_detections,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dsprobe.analysis.evaluate import GroundTruth, evaluate, ground_truth_from_detections
-from dsprobe.analysis.search import Reclusterer, search
+from dsprobe.analysis.search import Reclusterer, _selection_frame, search
 from dsprobe.detections import Detections
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
 from dsprobe.postprocess.registry import StepContext
@@ -296,23 +296,28 @@ def test_search_on_the_sample_recording_matches_plain_runs(sample_recording, sam
     rec.close()
 
 
-def test_incremental_scorer_declines_a_cut_that_is_not_a_low_score_suffix():
-    from dsprobe.analysis.search import _CocoScorer
+def test_scorer_rematches_a_cut_that_is_not_a_low_score_suffix():
+    from dsprobe.analysis.search import _Scorer
 
     rng = np.random.default_rng(2)
     cands, gt, frames = _known_case(rng, n_frames=4)
     pp = base_postprocess("nms", iou_threshold=0.9)
     dec = decoded_from(cands, pp)
     sel = Reclusterer(dec).select(pp)
-    scorer = _CocoScorer(dec.recording, sel, gt, frames)
+    scorer = _Scorer(dec.recording, sel, gt, frames)
     keep = sel.keep.copy()
     r0 = np.flatnonzero(sel.rows == 0)
     best = r0[np.argmax(sel.scores[r0])]
     keep[best] = False  # drop the best box of frame 0 but keep lower ones of its class
-    assert scorer.score(keep) is None
+    assert scorer.table.subset(keep) is None
+    cut = scorer.score(keep)
+    assert scorer.rematched == 1
+    fresh_cut = evaluate(_selection_frame(dec.recording, sel, keep), gt, frames)
+    assert (cut.map50, cut.map50_95) == (fresh_cut.map50, fresh_cut.map50_95)
     full = scorer.score(sel.keep)
+    assert scorer.rematched == 1
     fresh = evaluate(detections_frame(dec.recording, dec.run(pp)), gt, frames)
-    assert (full.map50, full.map50_95) == pytest.approx((fresh.map50, fresh.map50_95), abs=1e-12)
+    assert (full.map50, full.map50_95) == (fresh.map50, fresh.map50_95)
 
 
 def user_yolo(layers, ctx, *, score_threshold: float = 0.001, drop_class: int = -1):

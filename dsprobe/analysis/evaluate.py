@@ -7,8 +7,6 @@ and are scaled to frame (nvstreammux) pixels, where dsprobe's detections live.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.matching import (
+    RECALL_THRESHOLDS,
+    Accumulated,
+    GroundTruthArrays,
+    accumulate,
+    match_table,
+)
 from dsprobe.detections import Detections
 from dsprobe.nvinfer.geometry import muxer_content_size
 
@@ -33,6 +38,13 @@ class GroundTruth:
     coco: dict
     boxes: pd.DataFrame
     categories: list[str]
+    _arrays: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def arrays(self) -> GroundTruthArrays:
+        """The COCO annotations as flat arrays (built once; what :func:`evaluate` matches against)."""
+        if self._arrays is None:
+            self._arrays = GroundTruthArrays.from_coco(self.coco)
+        return self._arrays
 
     def for_frame(self, source_id: int, frame_num: int) -> Detections:
         m = (self.boxes["source_id"] == source_id) & (self.boxes["frame_num"] == frame_num)
@@ -170,91 +182,50 @@ def evaluate(
     """COCO mAP of a detections DataFrame (``source_id, frame_num, x1..y2, score, class_id`` in frame
     pixels, as ``Postprocess.run_recording`` returns) against ``gt``, over ``frames`` ((source_id,
     frame_num) pairs; default: the frames present in ``detections`` plus those with no detection are
-    not known, so pass the recorded frames to count misses on empty frames)."""
-    try:
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("mAP uses pycocotools: pip install 'dsprobe[notebook]'") from exc
+    not known, so pass the recorded frames to count misses on empty frames).
+
+    The numbers are pycocotools' ``COCOeval`` (bbox, area all, 1000 detections per frame) to the last
+    bit, computed by :mod:`dsprobe.analysis.matching` (tested against pycocotools)."""
     if frames is None:
         frames = sorted(
             {(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])}
         )
     ids = sorted({frame_image_id(s, f) for s, f in frames})
-    idset = set(ids)
-    coco_gt = coco_ground_truth(gt, ids)
-    res = coco_results(detections, idset)
-    if not res:  # nothing detected: every class with ground truth scores 0
-        present = {a["category_id"] for a in coco_gt.dataset["annotations"]}
-        cats = sorted(gt.coco["categories"], key=lambda c: c["id"])
-        per = {c["name"]: 0.0 if c["id"] in present else float("nan") for c in cats}
-        return EvalResult(0.0, 0.0, per, {}, len(ids), 0, dict(per))
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(res)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = ids
-        ev.params.maxDets = [1, 10, 1000]
-        ev.evaluate()
-        ev.accumulate()
-    return eval_result(ev, gt, len(ids), len(res))
+    table = match_table(detections, gt, ids)
+    if table.num_detections == 0:
+        return empty_result(gt, ids)
+    return coco_scores(accumulate(table), gt)
 
 
-def coco_ground_truth(gt: GroundTruth, image_ids: Sequence[int]) -> Any:
-    """A pycocotools ``COCO`` holding ``gt``'s annotations of ``image_ids`` (frame pixels)."""
-    from pycocotools.coco import COCO
-
-    idset = set(image_ids)
-    coco_gt = COCO()
-    coco_gt.dataset = {
-        "images": [{"id": i} for i in sorted(idset)],
-        "annotations": [a for a in gt.coco["annotations"] if a["image_id"] in idset],
-        "categories": gt.coco["categories"],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt.createIndex()
-    return coco_gt
+def empty_result(gt: GroundTruth, image_ids: Sequence[int]) -> EvalResult:
+    """Nothing detected on ``image_ids``: every class with ground truth there scores 0, others NaN."""
+    g = gt.arrays()
+    present = set(g.category_id[np.isin(g.image_id, np.asarray(image_ids, np.int64))].tolist())
+    cats = sorted(gt.coco["categories"], key=lambda c: c["id"])
+    per = {c["name"]: 0.0 if c["id"] in present else float("nan") for c in cats}
+    return EvalResult(0.0, 0.0, per, {}, len(image_ids), 0, dict(per))
 
 
-def coco_results(detections: pd.DataFrame, image_ids: set[int] | None = None) -> list[dict]:
-    """COCO result dicts (bbox x, y, w, h in frame pixels) of a detections DataFrame, in its row order,
-    keeping frames in ``image_ids`` (``frame_image_id`` numbers; default all)."""
-    d = detections
-    img = [frame_image_id(s, f) for s, f in zip(d["source_id"], d["frame_num"])]
-    return [
-        {
-            "image_id": i,
-            "category_id": int(c),
-            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-            "score": float(s),
-        }
-        for i, x1, y1, x2, y2, s, c in zip(
-            img, d["x1"], d["y1"], d["x2"], d["y2"], d["score"], d["class_id"]
-        )
-        if image_ids is None or i in image_ids
-    ]
-
-
-def eval_result(ev: Any, gt: GroundTruth, num_images: int, num_detections: int) -> EvalResult:
-    """EvalResult from an accumulated pycocotools ``COCOeval`` (area range 0 = all, the last maxDets)."""
+def coco_scores(acc: Accumulated, gt: GroundTruth) -> EvalResult:
+    """EvalResult from COCO precision (``acc.precision`` ``(T, R, K)``, -1 where a class is absent)."""
     names = {c["id"]: c["name"] for c in gt.coco["categories"]}
-    prec = ev.eval["precision"]  # [T, R, K, A, M]
-    rec_thr = ev.params.recThrs
+    prec = acc.precision
     per_class, per_class_all, curves = {}, {}, {}
-    for k, cid in enumerate(ev.params.catIds):
-        p = prec[0, :, k, 0, -1]
+    for k, cid in enumerate(acc.category_ids):
+        p = prec[0, :, k]
         valid = p > -1
         per_class[names[cid]] = float(p[valid].mean()) if valid.any() else float("nan")
-        pk = prec[:, :, k, 0, -1]
+        pk = prec[:, :, k]
         per_class_all[names[cid]] = float(pk[pk > -1].mean()) if (pk > -1).any() else float("nan")
-        curves[names[cid]] = (rec_thr[valid], p[valid])
-    p50 = prec[0, :, :, 0, -1]
-    pall = prec[:, :, :, 0, -1]
+        curves[names[cid]] = (RECALL_THRESHOLDS[valid], p[valid])
+    p50 = prec[0]
     return EvalResult(
         float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
-        float(pall[pall > -1].mean()) if (pall > -1).any() else 0.0,
+        float(prec[prec > -1].mean()) if (prec > -1).any() else 0.0,
         per_class,
         curves,
-        num_images,
-        num_detections,
+        acc.num_images,
+        acc.num_detections,
         per_class_all,
     )
 

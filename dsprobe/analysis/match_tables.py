@@ -23,14 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from dsprobe.analysis.evaluate import (
-    EvalResult,
-    GroundTruth,
-    coco_ground_truth,
-    coco_results,
-    eval_result,
-    frame_image_id,
-)
+from dsprobe.analysis.cocoeval import coco_ground_truth, coco_results, eval_result
+from dsprobe.analysis.evaluate import EvalResult, GroundTruth, frame_image_id
 from dsprobe.analysis.objectives import Matches
 
 MAX_DETECTIONS = 1000  # per image, evaluate()'s last maxDets

@@ -10,16 +10,15 @@ score: a box's fate depends only on higher-scoring boxes, so dropping every box 
 never changes the fate of the others; top-k and the post-cluster threshold also only cut each
 class's score-ordered list. Any other chain falls back to running the steps.
 
-:func:`search` scores each setting with COCO mAP (pycocotools): per clustering setting it evaluates
-every image once and re-accumulates per threshold / top-k with the dropped detections taken out of
-pycocotools' own per-image match tables (exact for the same reason: COCO matches detections greedily
-in descending score order; when a cut is not a pure low-score suffix it scores that setting afresh).
+:func:`search` scores each setting with COCO mAP (pycocotools' numbers, computed by
+:mod:`dsprobe.analysis.matching`): per clustering setting it matches every box once and accumulates
+each threshold / top-k from the rows it keeps (exact for the same reason: COCO matches detections
+greedily in descending score order; when a cut is not a low-score suffix it matches that subset
+afresh).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 from dataclasses import dataclass, replace
@@ -31,12 +30,12 @@ import pandas as pd
 from dsprobe.analysis.evaluate import (
     EvalResult,
     GroundTruth,
-    coco_ground_truth,
-    coco_results,
-    eval_result,
+    coco_scores,
+    empty_result,
     evaluate,
     frame_image_id,
 )
+from dsprobe.analysis.matching import accumulate, detection_arrays, match_table
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.gpu.backend import resolve_device
@@ -355,88 +354,29 @@ def _selection_frame(
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-class _CocoScorer:
-    """COCO mAP of many subsets of one detection set: pycocotools evaluates every image once, then
-    each subset is accumulated from the per-image match tables with the dropped detections removed."""
+class _Scorer:
+    """COCO mAP of many subsets of one detection set: every box is matched once
+    (:func:`~dsprobe.analysis.matching.match_table`), then each subset is accumulated from the rows
+    it keeps (exact when, per frame and class, it drops a low-score suffix: COCO matches greedily in
+    descending score; any other cut is matched afresh)."""
 
     def __init__(
         self, rec: Any, sel: Selection, gt: GroundTruth, frames: Sequence[tuple[int, int]]
     ) -> None:
-        from pycocotools.cocoeval import COCOeval
+        self.gt = gt
+        self.ids = sorted({frame_image_id(s, f) for s, f in frames})
+        self.dets = detection_arrays(_selection_frame(rec, sel, np.ones(len(sel.rows), bool)))
+        self.table = match_table(self.dets, gt, self.ids)
+        self.rematched = 0  # subsets matched afresh (for tests)
 
-        self.gt, self.frames = gt, list(frames)
-        self.max_det = 1000  # evaluate()'s last maxDets
-        ids = sorted({frame_image_id(s, f) for s, f in self.frames})
-        self.num_images = len(ids)
-        everything = np.ones(len(sel.rows), bool)
-        df = _selection_frame(rec, sel, everything)
-        img = df["source_id"].to_numpy(np.int64) * 1_000_000 + df["frame_num"].to_numpy(np.int64)
-        self.inside = np.isin(
-            img, np.array(ids, np.int64)
-        )  # boxes on scored frames, in loadRes order
-        res = coco_results(df[self.inside])
-        self.ev = None
-        if res:
-            coco_gt = coco_ground_truth(gt, ids)
-            with contextlib.redirect_stdout(io.StringIO()):
-                ev = COCOeval(coco_gt, coco_gt.loadRes(res), "bbox")
-                ev.params.imgIds = ids
-                ev.params.areaRng, ev.params.areaRngLbl = (
-                    ev.params.areaRng[:1],
-                    ev.params.areaRngLbl[:1],
-                )
-                ev.params.maxDets = [self.max_det]
-                ev.evaluate()
-            self.ev = ev
-            self.base = ev.evalImgs
-            # per image/category: positions of its detections (COCO's score order) in loadRes order
-            self.pos = [
-                None if e is None else np.asarray(e["dtIds"], np.int64) - 1 for e in ev.evalImgs
-            ]
-            self.scores = [
-                None if e is None else np.asarray(e["dtScores"], np.float64) for e in ev.evalImgs
-            ]
-
-    def score(self, keep: np.ndarray) -> EvalResult | None:
-        """EvalResult of the boxes ``keep`` selects; None when a cut is not a low-score suffix of some
-        image's detections (the caller then evaluates that subset afresh)."""
-        k = keep[self.inside]
-        n = int(k.sum())
-        if n == 0 or self.ev is None:
-            return evaluate(
-                pd.DataFrame(
-                    columns=["source_id", "frame_num", "x1", "y1", "x2", "y2", "score", "class_id"]
-                ),
-                self.gt,
-                self.frames,
-            )
-        imgs = []
-        for e, pos, sc in zip(self.base, self.pos, self.scores):
-            if e is None or not len(pos):
-                imgs.append(e)
-                continue
-            m = k[pos]
-            kept = int(m.sum())
-            if kept == len(m):
-                imgs.append(e)
-                continue
-            if (
-                not m[:kept].all() or len(pos) >= self.max_det
-            ):  # not a suffix, or COCO cut at maxDets
-                return None
-            imgs.append(
-                {
-                    **e,
-                    "dtIds": e["dtIds"][:kept],
-                    "dtMatches": e["dtMatches"][:, :kept],
-                    "dtScores": sc[:kept],
-                    "dtIgnore": e["dtIgnore"][:, :kept],
-                }
-            )
-        self.ev.evalImgs = imgs
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.ev.accumulate()
-        return eval_result(self.ev, self.gt, self.num_images, n)
+    def score(self, keep: np.ndarray) -> EvalResult:
+        table = self.table.subset(keep)
+        if table is None:
+            self.rematched += 1
+            table = match_table({k: v[keep] for k, v in self.dets.items()}, self.gt, self.ids)
+        if table.num_detections == 0:
+            return empty_result(self.gt, self.ids)
+        return coco_scores(accumulate(table), self.gt)
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -577,7 +517,7 @@ def search(
     # settings that share a decoder and a clustering run back to back: each is evaluated once
     group = {i: decoders.group(pp, errors, i) for i, pp in pps.items()}
     order = sorted((i for i in pps if i not in errors), key=lambda i: group[i])
-    scorer: tuple[str, _CocoScorer] | None = None
+    scorer: tuple[str, _Scorer] | None = None
     results: dict[int, EvalResult] = {}
     it: Iterable = order
     if progress:
@@ -593,10 +533,8 @@ def search(
             if group[i][1]:
                 sel = rc.select(pp)
                 if scorer is None or scorer[0] != group[i][0] + sel.key:
-                    scorer = (group[i][0] + sel.key, _CocoScorer(rec, sel, gt, frames))
+                    scorer = (group[i][0] + sel.key, _Scorer(rec, sel, gt, frames))
                 r = scorer[1].score(sel.keep)
-                if r is None:  # a cut that is not a low-score suffix somewhere: score it afresh
-                    r = evaluate(_selection_frame(rec, sel, sel.keep), gt, frames)
             else:
                 r = evaluate(rc.detections_frame(pp), gt, frames)
         except PostprocessError as exc:  # the user's step failed for this setting: go on

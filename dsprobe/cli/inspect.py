@@ -93,11 +93,22 @@ def _summary(rec: Recording) -> dict[str, Any]:
         "images": {"frames_with_image": int(f["has_image"].sum()) if n else 0, "stored": encodings},
         "objects": int(f["object_count"].sum()) if n else 0,
         "detections": int(f["detection_count"].sum()) if n else 0,
+        "classifications": _classifications(rec),
         "frame_sizes": sorted(
             {(int(w), int(h)) for w, h in zip(f["frame_width"], f["frame_height"])}
         ),
         "recorder_stats": rec.stats,
     }
+
+
+def _classifications(rec: Recording) -> int:
+    """Classifier results stored for the recording's frames (/classifications rows)."""
+    total = 0
+    for seg in rec.segments:
+        rows = seg.classification_rows
+        if rows is not None:
+            total += int((rows < len(seg.frames["source_id"])).sum())
+    return total
 
 
 def format_text(s: dict[str, Any]) -> str:
@@ -111,7 +122,8 @@ def format_text(s: dict[str, Any]) -> str:
         f"frames     {s['frames']} over {s['time_span_s']:.2f} s of PTS ({s['wall_time_span_s']:.2f} s wall)",
         f"images     {s['images']['frames_with_image']} frames with an image; stored "
         f"{', '.join(f'{k} {v}' for k, v in s['images']['stored'].items()) or 'none'}",
-        f"objects    {s['objects']} SGIE objects   {s['detections']} detections (pipeline objects)",
+        f"objects    {s['objects']} SGIE objects   {s['detections']} detections (pipeline objects)   "
+        f"{s['classifications']} classifications",
         f"frame size {', '.join(f'{w}x{h}' for w, h in s['frame_sizes']) or '-'}",
     ]
     if s["notes"]:

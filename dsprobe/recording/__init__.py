@@ -1,10 +1,13 @@
-"""HDF5 recordings: the format (schema.py, docs/recording-format.md).
+"""HDF5 recordings: the format (schema.py, docs/recording-format.md; what is promised under faults:
+docs/reliability.md).
 
-Writing: the Recorder (writer.py) and its options (options.py); its writer thread (write_loop.py) prepares
-frames (prepare.py: layer selection, image policy), checks them (validate.py) and the free space
-(space.py), and writes one file at a time (segment.py) through block-written datasets (datasets.py);
-counters in stats.py, which frames to keep in rate_limiter.py. Reading: Recording (reader.py), one file
-opened and checked (segment_reader.py), one frame read lazily (frame_view.py)."""
+Writing: the Recorder (writer.py) and its options (options.py); the output path made safe (output.py:
+one writer per path, no overwrite, the lock file with the space reserve); its writer thread
+(write_loop.py) checks frames (validate.py), prepares them (prepare.py: layer selection, image policy),
+checks the free space (space.py) and writes one file at a time (segment.py: header, commit, close)
+through its rows (frame_rows.py) and block-written datasets (datasets.py); counters in stats.py, which
+frames to keep in rate_limiter.py. Reading: Recording (reader.py), one file opened and checked
+(segment_reader.py, file_checks.py: nothing trusted), one frame read lazily (frame_view.py)."""
 
 from dsprobe.recording.frame_view import FrameView
 from dsprobe.recording.options import RecorderOptions

@@ -125,7 +125,7 @@ class SegmentReader:
     def classifications(self, frame_row: int, table: str) -> dict[int, list[Classification]]:
         """``{object index: [Classification]}`` of one frame's ``table`` ("objects" or
         "detections"); empty for files without a /classifications table."""
-        rows = self._classification_rows
+        rows = self.classification_rows
         if rows is None:
             return {}
         lo, hi = np.searchsorted(rows, [frame_row, frame_row + 1])
@@ -152,8 +152,9 @@ class SegmentReader:
         return out
 
     @cached_property
-    def _classification_rows(self) -> np.ndarray | None:
-        """The /classifications frame_row column (sorted: rows are written in frame order)."""
+    def classification_rows(self) -> np.ndarray | None:
+        """The /classifications frame_row column (sorted: rows are written in frame order); None
+        for files written before the table existed. Rows of frames lost in a crash may follow."""
         if "classifications" not in self.f:
             return None
         g = self.f["classifications"]

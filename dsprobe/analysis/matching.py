@@ -1,0 +1,456 @@
+"""COCO box matching in numpy: per-detection match tables and their accumulation into precision.
+
+Gives the numbers pycocotools' ``COCOeval`` (iouType "bbox", area range "all", one max-detections
+limit) gives, to the last bit, without its per-(image, category) Python loops:
+
+* :func:`match_table` matches detections to ground truth once and returns a :class:`MatchTable`:
+  one row per detection (frame image id, class, score, its rank in COCO's order inside its (image,
+  class)) with, at each IoU threshold, the ground truth it matched (annotation id), the IoU, whether
+  it is a true positive and whether it is ignored (matched a crowd / out-of-range region);
+* :meth:`MatchTable.concat` merges tables of disjoint frame sets (partitions of a recording set);
+* :func:`accumulate` turns a table (or a subset of its detections) into COCO's precision array,
+  and :func:`scores_from_precision` into an ``EvalResult`` (mAP@0.5, mAP@0.5:0.95, per class).
+
+Memory is O(detections + ground truth boxes), not O(frames x classes).
+
+What makes it exact (each point is a line of ``cocoeval.py`` / ``maskApi.c``):
+
+* IoU is ``bbIou``'s float64 arithmetic on COCO ``[x, y, w, h]`` boxes: ``w = x2 - x1`` of the
+  detection taken in float64, right edge ``x + w``, ``fmin``/``fmax``, no overlap when ``w <= 0``
+  or ``h <= 0``, union = the detection's area for a crowd region;
+* a ground truth box is ignored when ``iscrowd`` is set or its ``area`` is outside ``[0, 1e10]``;
+  ignored boxes come after the others (stable), detections in descending score (stable, ties in
+  input order), at most ``max_det`` per (image, class);
+* greedy matching per IoU threshold ``t`` (``min(t, 1 - 1e-10)``): each detection in turn takes the
+  free (or crowd) box of highest IoU ``>= t``, the last one on ties, a regular box before an
+  ignored one; an unmatched detection with an area outside the range is ignored; a match to an
+  annotation whose id is 0 counts as no match (COCO stores ids in a zero-means-none array);
+* accumulation per class over frames in image id order: a stable sort by descending score, cumulative
+  TP/FP counts as float64, ``rc = tp / npig``, ``pr = tp / (fp + tp + eps)``, the running maximum from
+  the right and the precision at each recall threshold (``searchsorted(..., "left")``).
+
+Detections and ground truth with a non-finite IoU (NaN boxes) are matched by a transcription of
+COCO's loop for just their (image, class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: COCO's IoU thresholds (0.5:0.05:0.95) and recall thresholds (0:0.01:1), built as pycocotools does
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+#: COCO's area range "all" (px^2)
+AREA_RANGE = (0**2, 1e5**2)
+
+
+@dataclass
+class GroundTruthArrays:
+    """COCO ground truth annotations as flat arrays (frame pixels): image_id, category_id, id,
+    bbox ``(n, 4)`` x, y, w, h float64, area, iscrowd (int). Built once per GroundTruth."""
+
+    image_id: np.ndarray
+    category_id: np.ndarray
+    ann_id: np.ndarray
+    bbox: np.ndarray
+    area: np.ndarray
+    iscrowd: np.ndarray
+    category_ids: np.ndarray  # every category, sorted (COCO's catIds)
+
+    @classmethod
+    def from_coco(cls, coco: dict) -> GroundTruthArrays:
+        anns = coco["annotations"]
+        try:
+            bbox = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+            area = np.array([a["area"] for a in anns], np.float64)
+            ids = np.array([a["id"] for a in anns], np.int64)
+        except KeyError as exc:
+            raise ValueError(f"ground truth annotation without {exc.args[0]!r}") from None
+        return cls(
+            np.array([a["image_id"] for a in anns], np.int64),
+            np.array([a["category_id"] for a in anns], np.int64),
+            ids,
+            bbox,
+            area,
+            np.array([int(a.get("iscrowd", 0)) for a in anns], np.int64),
+            np.unique(np.array([c["id"] for c in coco["categories"]], np.int64)),
+        )
+
+
+@dataclass
+class MatchTable:
+    """Per-detection COCO match results of one set of frames (``image_ids``).
+
+    Rows are detections in (image_id, category_id, rank) order; ``T`` = len(``iou_thresholds``):
+
+    * ``index``: the detection's row in the input; ``image_id``, ``category_id``, ``score`` (float64);
+    * ``rank``: position inside its (image, category) in COCO's order (descending score, ties in input
+      order); COCO scores only ``rank < max_det``;
+    * ``gt_id`` ``(T, N)``: the matched annotation's id (-1: none); ``iou`` ``(T, N)``: that match's
+      IoU (0 when none); ``tp`` / ``ignored`` ``(T, N)``: true positive / left out of precision;
+    * ``num_gt``: per category of ``category_ids``, the ground truth boxes that count (not crowd, area
+      in range) on these frames; ``frame_rows``: the input rows on these frames (any class), of which
+      there are ``num_detections``; ``num_inputs``: the input's length.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    iou_thresholds: np.ndarray
+    index: np.ndarray
+    image_id: np.ndarray
+    category_id: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    gt_id: np.ndarray
+    iou: np.ndarray
+    tp: np.ndarray
+    ignored: np.ndarray
+    num_gt: np.ndarray
+    frame_rows: np.ndarray
+    num_inputs: int
+
+    @property
+    def num_detections(self) -> int:
+        return len(self.frame_rows)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def frame(self, threshold: int = 0) -> pd.DataFrame:
+        """One row per detection at IoU threshold number ``threshold`` (0: IoU 0.5)."""
+        return pd.DataFrame(
+            {
+                "index": self.index,
+                "image_id": self.image_id,
+                "category_id": self.category_id,
+                "score": self.score,
+                "rank": self.rank,
+                "gt_id": self.gt_id[threshold],
+                "iou": self.iou[threshold],
+                "tp": self.tp[threshold],
+                "ignored": self.ignored[threshold],
+            }
+        )
+
+    def subset(self, keep: np.ndarray) -> MatchTable | None:
+        """The table of the detections ``keep`` selects (a mask over the *input* rows), or None when
+        some (image, category) keeps detections after dropping one before them in COCO's order (then
+        the greedy matches can change: match the subset afresh)."""
+        k = np.asarray(keep, bool)[self.index]
+        same = np.ones(len(k), bool)
+        same[1:] = (self.image_id[1:] == self.image_id[:-1]) & (
+            self.category_id[1:] == self.category_id[:-1]
+        )
+        if np.any(k[1:] & ~k[:-1] & same[1:]):
+            return None
+        frame_rows = self.frame_rows[np.asarray(keep, bool)[self.frame_rows]]
+        return self._take(np.flatnonzero(k), frame_rows)
+
+    def _take(self, rows: np.ndarray, frame_rows: np.ndarray) -> MatchTable:
+        return MatchTable(
+            self.image_ids,
+            self.category_ids,
+            self.iou_thresholds,
+            self.index[rows],
+            self.image_id[rows],
+            self.category_id[rows],
+            self.score[rows],
+            self.rank[rows],
+            self.gt_id[:, rows],
+            self.iou[:, rows],
+            self.tp[:, rows],
+            self.ignored[:, rows],
+            self.num_gt,
+            frame_rows,
+            self.num_inputs,
+        )
+
+    @staticmethod
+    def concat(tables: Sequence[MatchTable]) -> MatchTable:
+        """One table from tables of disjoint frame sets (e.g. partitions); ``index`` is offset so it
+        counts rows of the inputs concatenated in the given order."""
+        if not tables:
+            raise ValueError("MatchTable.concat: no tables")
+        first = tables[0]
+        for t in tables[1:]:
+            if not np.array_equal(t.category_ids, first.category_ids) or not np.array_equal(
+                t.iou_thresholds, first.iou_thresholds
+            ):
+                raise ValueError("MatchTable.concat: tables scored against different categories")
+        images = np.concatenate([t.image_ids for t in tables])
+        if len(np.unique(images)) != len(images):
+            raise ValueError("MatchTable.concat: tables share frames (partitions must be disjoint)")
+        offsets = np.cumsum([0] + [t.num_inputs for t in tables[:-1]])
+        cat = lambda name, axis=0: np.concatenate([getattr(t, name) for t in tables], axis)  # noqa: E731
+        merged = MatchTable(
+            np.sort(images),
+            first.category_ids,
+            first.iou_thresholds,
+            np.concatenate([t.index + o for t, o in zip(tables, offsets)]),
+            cat("image_id"),
+            cat("category_id"),
+            cat("score"),
+            cat("rank"),
+            cat("gt_id", 1),
+            cat("iou", 1),
+            cat("tp", 1),
+            cat("ignored", 1),
+            np.sum([t.num_gt for t in tables], axis=0),
+            np.concatenate([t.frame_rows + o for t, o in zip(tables, offsets)]),
+            int(sum(t.num_inputs for t in tables)),
+        )
+        order = np.lexsort((merged.rank, merged.category_id, merged.image_id))
+        return merged._take(order, merged.frame_rows)
+
+
+def detection_arrays(detections: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Frame image ids, COCO boxes (x, y, w, h float64: ``w = x2 - x1`` in float64, as COCO result
+    dicts built from the values hold), scores (float64) and class ids of a detections DataFrame."""
+    d = detections
+    x1, y1 = d["x1"].to_numpy(np.float64), d["y1"].to_numpy(np.float64)
+    return {
+        "image_id": d["source_id"].to_numpy(np.int64) * 1_000_000
+        + d["frame_num"].to_numpy(np.int64),
+        "bbox": np.stack(
+            [x1, y1, d["x2"].to_numpy(np.float64) - x1, d["y2"].to_numpy(np.float64) - y1], 1
+        ).reshape(-1, 4),
+        "score": d["score"].to_numpy(np.float64),
+        "category_id": d["class_id"].to_numpy(np.int64),
+    }
+
+
+def match_table(
+    detections: pd.DataFrame | dict[str, np.ndarray],
+    gt: Any,
+    image_ids: Sequence[int],
+    iou_thresholds: np.ndarray = IOU_THRESHOLDS,
+) -> MatchTable:
+    """Match ``detections`` (a DataFrame with source_id, frame_num, x1..y2 frame px, score,
+    class_id; or :func:`detection_arrays`) to ``gt`` on the frames ``image_ids`` (``frame_image_id``
+    numbers) as COCO does; detections on other frames or of classes the ground truth does not list
+    are left out. ``gt``: a :class:`~dsprobe.analysis.evaluate.GroundTruth` (its ``arrays()``) or
+    :class:`GroundTruthArrays`."""
+    d = detection_arrays(detections) if isinstance(detections, pd.DataFrame) else detections
+    g = gt if isinstance(gt, GroundTruthArrays) else gt.arrays()
+    images = np.unique(np.asarray(image_ids, np.int64))
+    cats = g.category_ids
+    on_frame = np.isin(d["image_id"], images)
+    sel = np.flatnonzero(on_frame & np.isin(d["category_id"], cats))
+    gsel = np.flatnonzero(np.isin(g.image_id, images) & np.isin(g.category_id, cats))
+    # group key (image, category) -> one int; dets by key, descending score, input order
+    dkey = d["image_id"][sel] * len(cats) + np.searchsorted(cats, d["category_id"][sel])
+    score = d["score"][sel]
+    order = np.lexsort((sel, -score, dkey))
+    sel, dkey, score = sel[order], dkey[order], score[order]
+    starts = np.flatnonzero(np.r_[True, dkey[1:] != dkey[:-1]]) if len(dkey) else dkey
+    rank = np.arange(len(sel)) - np.repeat(starts, np.diff(np.r_[starts, len(sel)]))
+    # ground truth by key, regular before ignored (stable)
+    area = g.area[gsel]
+    g_ig = (g.iscrowd[gsel] != 0) | (area < AREA_RANGE[0]) | (area > AREA_RANGE[1])
+    gkey = g.image_id[gsel] * len(cats) + np.searchsorted(cats, g.category_id[gsel])
+    gorder = np.lexsort((gsel, g_ig, gkey))
+    gsel, gkey, g_ig = gsel[gorder], gkey[gorder], g_ig[gorder]
+    crowd = g.iscrowd[gsel] != 0
+    dbox, gbox = d["bbox"][sel], g.bbox[gsel]
+    # every (detection, ground truth) pair of the same key
+    lo, hi = np.searchsorted(gkey, dkey, "left"), np.searchsorted(gkey, dkey, "right")
+    n_pairs = hi - lo
+    pd_ = np.repeat(np.arange(len(sel)), n_pairs)
+    pg = np.arange(len(pd_)) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs) + lo[pd_]
+    piou = coco_iou(dbox[pd_], gbox[pg], crowd[pg])
+    thr = np.minimum(np.asarray(iou_thresholds, np.float64), 1 - 1e-10)
+    T = len(thr)
+    choice = np.full((T, len(sel)), -1, np.int64)  # chosen pair per (threshold, detection)
+    bad = ~np.isfinite(piou)
+    loop_keys = np.unique(dkey[pd_[bad]])
+    cand = ~(piou < thr.min()) & ~np.isin(dkey[pd_], loop_keys)
+    _greedy(pd_, pg, piou, cand, dkey, g_ig, crowd, thr, choice)
+    for key in loop_keys:
+        _greedy_loop(key, dkey, gkey, pd_, pg, piou, g_ig, crowd, thr, choice)
+    matched = choice >= 0
+    safe = np.where(matched, choice, 0)
+    pair_gt = pg[safe] if len(pg) else np.zeros_like(safe)
+    gt_id = np.where(matched, g.ann_id[gsel][pair_gt] if len(gsel) else -1, -1)
+    iou = np.where(matched, piou[safe] if len(piou) else 0.0, 0.0)
+    dbox_area = dbox[:, 2] * dbox[:, 3]
+    area_out = (dbox_area < AREA_RANGE[0]) | (dbox_area > AREA_RANGE[1])
+    none = ~matched | (gt_id == 0)  # COCO's dtMatches == 0
+    ignored = (matched & (g_ig[pair_gt] if len(g_ig) else False)) | (none & area_out)
+    num_gt = np.bincount(
+        np.searchsorted(cats, g.category_id[gsel][~g_ig]), minlength=len(cats)
+    ).astype(np.int64)
+    return MatchTable(
+        images,
+        cats,
+        np.asarray(iou_thresholds, np.float64),
+        sel,
+        d["image_id"][sel],
+        d["category_id"][sel],
+        score,
+        rank,
+        gt_id,
+        iou,
+        ~none & ~ignored,
+        ignored,
+        num_gt,
+        np.flatnonzero(on_frame),
+        len(on_frame),
+    )
+
+
+def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """``maskApi.c`` ``bbIou`` of paired x, y, w, h boxes (float64): 0 without overlap; over the
+    detection's own area for a crowd region."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        w = np.fmin(d[:, 2] + d[:, 0], g[:, 2] + g[:, 0]) - np.fmax(d[:, 0], g[:, 0])
+        h = np.fmin(d[:, 3] + d[:, 1], g[:, 3] + g[:, 1]) - np.fmax(d[:, 1], g[:, 1])
+        i = w * h
+        da = d[:, 2] * d[:, 3]
+        u = np.where(crowd, da, da + g[:, 2] * g[:, 3] - i)
+        return np.where((w <= 0) | (h <= 0), 0.0, i / u)
+
+
+def _choose(
+    det: np.ndarray, iou: np.ndarray, regular: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection run in ``det`` (pairs sorted by detection, then ground truth order): the pair
+    each threshold row of ``ok`` picks (-1: none): highest IoU among regular boxes, the last on
+    ties, else the same among ignored boxes. Returns (detections, picks ``(T, runs)``)."""
+    starts = np.flatnonzero(np.r_[True, det[1:] != det[:-1]])
+    pos = np.arange(len(det))
+    picks = []
+    for side in (regular, ~regular):
+        elig = ok & side
+        val = np.where(elig, iou, -np.inf)
+        best = np.maximum.reduceat(val, starts, axis=1)
+        seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(det)]))
+        hit = elig & (val == best[:, seg])
+        picks.append(np.maximum.reduceat(np.where(hit, pos, -1), starts, axis=1))
+    return det[starts], np.where(picks[0] >= 0, picks[0], picks[1])
+
+
+def _greedy(pd_, pg, piou, cand, dkey, g_ig, crowd, thr, choice) -> None:
+    """COCO's greedy matching of the candidate pairs, vectorised: detections whose boxes no other
+    detection wants are decided at once; the others in rounds, the r-th of each (image, class)."""
+    idx = np.flatnonzero(cand)
+    if not len(idx):
+        return
+    det, gtp = pd_[idx], pg[idx]
+    wants = np.bincount(gtp[~crowd[gtp]], minlength=len(g_ig))
+    contested_pair = (wants[gtp] > 1) & ~crowd[gtp]
+    contested_det = np.zeros(choice.shape[1], bool)
+    contested_det[det[contested_pair]] = True
+    regular = ~g_ig[gtp]
+    ok = piou[idx][None, :] >= thr[:, None]
+    free = ~contested_det[det]
+    if free.any():
+        dets, pick = _choose(det[free], piou[idx][free], regular[free], ok[:, free])
+        choice[:, dets] = np.where(pick >= 0, idx[free][np.maximum(pick, 0)], -1)
+    c = ~free
+    if not c.any():
+        return
+    cidx, cdet = idx[c], det[c]
+    # round of each contested detection: its order among the contested ones of its (image, class)
+    first = np.r_[True, cdet[1:] != cdet[:-1]]
+    grp = dkey[cdet[first]]
+    starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    rnd_run = np.arange(len(grp)) - np.repeat(starts, np.diff(np.r_[starts, len(grp)]))
+    rnd = np.repeat(rnd_run, np.diff(np.r_[np.flatnonzero(first), len(cdet)]))
+    by_round = np.argsort(rnd, kind="stable")
+    bounds = np.searchsorted(rnd[by_round], np.arange(int(rnd.max()) + 2))
+    cidx, cdet, cok = cidx[by_round], cdet[by_round], ok[:, c][:, by_round]
+    cg, ciou, creg = pg[cidx], piou[cidx], regular[c][by_round]
+    taken = np.zeros((len(thr), len(g_ig)), bool)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        g_r = cg[a:b]
+        elig = cok[:, a:b] & (~taken[:, g_r] | crowd[g_r])
+        dets, pick = _choose(cdet[a:b], ciou[a:b], creg[a:b], elig)
+        picked = np.where(pick >= 0, cidx[a:b][np.maximum(pick, 0)], -1)
+        choice[:, dets] = picked
+        t_i, d_i = np.nonzero(picked >= 0)
+        taken[t_i, pg[picked[t_i, d_i]]] = True
+
+
+def _greedy_loop(key, dkey, gkey, pd_, pg, piou, g_ig, crowd, thr, choice) -> None:
+    """COCO's ``evaluateImg`` loop, line by line, for one (image, class) (NaN IoUs included)."""
+    pairs = np.flatnonzero(dkey[pd_] == key)
+    dets = np.unique(pd_[pairs])
+    gts = np.flatnonzero(gkey == key)
+    ious = np.full((len(dets), len(gts)), np.nan)
+    ious[np.searchsorted(dets, pd_[pairs]), np.searchsorted(gts, pg[pairs])] = piou[pairs]
+    pair_of = np.full(ious.shape, -1, np.int64)
+    pair_of[np.searchsorted(dets, pd_[pairs]), np.searchsorted(gts, pg[pairs])] = pairs
+    for t_i, t in enumerate(thr):
+        gtm = np.zeros(len(gts), bool)
+        for d_i, det in enumerate(dets):
+            iou, m = t, -1
+            for g_i, g in enumerate(gts):
+                if gtm[g_i] and not crowd[g]:
+                    continue
+                if m > -1 and not g_ig[gts[m]] and g_ig[g]:
+                    break
+                if ious[d_i, g_i] < iou:
+                    continue
+                iou, m = ious[d_i, g_i], g_i
+            if m == -1:
+                continue
+            gtm[m] = True
+            choice[t_i, det] = pair_of[d_i, m]
+
+
+@dataclass
+class Accumulated:
+    """COCO precision ``(T, R, K)`` (-1 for a class without ground truth that counts) and recall
+    ``(T, K)`` at ``iou_thresholds`` x ``RECALL_THRESHOLDS`` x ``category_ids``."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    category_ids: np.ndarray
+    iou_thresholds: np.ndarray
+    num_images: int
+    num_detections: int
+
+
+def accumulate(table: MatchTable, max_det: int = 1000) -> Accumulated:
+    """COCO's ``accumulate`` (area range all, ``max_det`` per image and class) of ``table``."""
+    T, K, R = len(table.iou_thresholds), len(table.category_ids), len(RECALL_THRESHOLDS)
+    precision = -np.ones((T, R, K))
+    recall = -np.ones((T, K))
+    use = np.flatnonzero(table.rank < max_det)
+    k_of = np.searchsorted(table.category_ids, table.category_id[use])
+    order = use[np.lexsort((table.rank[use], table.image_id[use], -table.score[use], k_of))]
+    k_sorted = np.searchsorted(table.category_ids, table.category_id[order])
+    bounds = np.searchsorted(k_sorted, np.arange(K + 1))
+    tps = np.cumsum(table.tp[:, order], axis=1)
+    fps = np.cumsum(~table.tp[:, order] & ~table.ignored[:, order], axis=1)
+    for k in np.flatnonzero(table.num_gt > 0):
+        a, b = bounds[k], bounds[k + 1]
+        npig = int(table.num_gt[k])
+        if a == b:
+            precision[:, :, k] = 0.0
+            recall[:, k] = 0.0
+            continue
+        tp = (tps[:, a:b] - (tps[:, a - 1 : a] if a else 0)).astype(float)
+        fp = (fps[:, a:b] - (fps[:, a - 1 : a] if a else 0)).astype(float)
+        rc = tp / npig
+        pr = tp / (fp + tp + np.spacing(1))
+        recall[:, k] = rc[:, -1]
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+        nd = b - a
+        for t in range(T):
+            inds = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+            inside = inds < nd
+            precision[t, inside, k] = pr[t, inds[inside]]
+            precision[t, ~inside, k] = 0.0
+    return Accumulated(
+        precision,
+        recall,
+        table.category_ids,
+        table.iou_thresholds,
+        len(table.image_ids),
+        table.num_detections,
+    )

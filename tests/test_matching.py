@@ -1,0 +1,179 @@
+"""The numpy COCO matcher equals pycocotools' COCOeval bit for bit: per-detection match tables
+(dtMatches / dtIgnore), precision and recall arrays and the mAPs, on random cases with crowd regions,
+out-of-range areas, annotation id 0, identical twin boxes (IoU ties), score ties, NaN boxes and small
+max-detection limits, and on the sample recording; tables merge across partitions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dsprobe.analysis.evaluate import GroundTruth, evaluate, frame_image_id
+from dsprobe.analysis.matching import MatchTable, accumulate, match_table
+
+pytest.importorskip(
+    "pycocotools", reason="pycocotools is the reference the matcher is tested against"
+)
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+from dsprobe.analysis.cocoeval import (  # noqa: E402
+    coco_ground_truth,
+    coco_results,
+    pycocotools_evaluate,
+)
+
+
+def random_case(rng, n_img=20, n_cls=4, nan=False, zero_id=False):
+    anns, rows = [], []
+    aid = 0 if zero_id else 1
+    frames = [(i % 3, i) for i in range(n_img)]
+    for s, f in frames:
+        iid = frame_image_id(s, f)
+        objs = []
+        for _ in range(rng.integers(0, 8)):
+            x, y = rng.uniform(0, 100, 2)
+            w, h = rng.uniform(-2, 40, 2) if rng.random() < 0.1 else rng.uniform(1, 40, 2)
+            if rng.random() < 0.1:
+                w, h = rng.integers(1, 5, 2).astype(float)
+            c = int(rng.integers(0, n_cls))
+            area = float(w * h) if rng.random() > 0.05 else 2e10  # out of COCO's "all" range
+            ann = {"id": aid, "image_id": iid, "category_id": c, "bbox": [x, y, w, h]}
+            anns.append({**ann, "area": area, "iscrowd": int(rng.random() < 0.15)})
+            aid += 1
+            objs.append((x, y, w, h, c))
+            if rng.random() < 0.15:  # an identical twin: IoU ties between ground truth boxes
+                anns.append({**anns[-1], "id": aid, "iscrowd": int(rng.random() < 0.3)})
+                aid += 1
+        for x, y, w, h, c in objs:
+            for _ in range(rng.integers(0, 4)):
+                j = rng.normal(0, 3, 4) * (rng.random() < 0.8)
+                cc = c if rng.random() < 0.85 else int(rng.integers(0, n_cls + 1))
+                score = np.round(rng.random(), 1)  # ties
+                rows.append((s, f, x + j[0], y + j[1], x + w + j[2], y + h + j[3], score, cc))
+        for _ in range(rng.integers(0, 5)):
+            x, y = rng.uniform(0, 100, 2)
+            w, h = rng.uniform(0, 40, 2)
+            rows.append((s, f, x, y, x + w, y + h, np.round(rng.random(), 1), rng.integers(n_cls)))
+    cols = ["source_id", "frame_num", "x1", "y1", "x2", "y2", "score", "class_id"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ["x1", "y1", "x2", "y2", "score"]:
+        df[c] = df[c].astype(np.float32)
+    if nan and len(df):
+        df.loc[df.index[rng.integers(0, len(df))], "x2"] = np.nan
+    coco = {
+        "images": [{"id": frame_image_id(s, f)} for s, f in frames],
+        "annotations": anns,
+        "categories": [{"id": c, "name": f"c{c}"} for c in range(n_cls)],
+    }
+    return df, GroundTruth(coco, pd.DataFrame(), [f"c{c}" for c in range(n_cls)]), frames
+
+
+def reference(df, gt, ids, max_det):
+    """pycocotools' precision, recall and per-detection (dtMatches, dtIgnore) by detection id."""
+    cg = coco_ground_truth(gt, ids)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(cg, cg.loadRes(coco_results(df, set(ids))), "bbox")
+        ev.params.imgIds = ids
+        ev.params.maxDets = [max_det]
+        ev.params.areaRng = ev.params.areaRng[:1]
+        ev.evaluate()
+        ev.accumulate()
+    per_det = {}
+    for e in ev.evalImgs:
+        for j, d in enumerate(e["dtIds"] if e else []):
+            per_det[d] = (e["dtMatches"][:, j], e["dtIgnore"][:, j])
+    return ev.eval["precision"][:, :, :, 0, -1], ev.eval["recall"][:, :, 0, -1], per_det
+
+
+def assert_table_equals(table: MatchTable, per_det: dict, max_det: int) -> None:
+    dt_id = {row: k + 1 for k, row in enumerate(table.frame_rows)}  # loadRes numbering
+    checked = 0
+    for j in range(len(table)):
+        if table.rank[j] >= max_det:
+            continue
+        matches, ignore = per_det[dt_id[table.index[j]]]
+        np.testing.assert_array_equal(
+            matches, np.where(table.gt_id[:, j] < 0, 0, table.gt_id[:, j])
+        )
+        np.testing.assert_array_equal(ignore, table.ignored[:, j])
+        checked += 1
+    assert checked == sum(len(v[0]) > 0 for v in per_det.values())
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_matcher_equals_pycocotools_on_random_cases(seed):
+    rng = np.random.default_rng(seed)
+    df, gt, frames = random_case(rng, nan=seed % 5 == 0, zero_id=seed % 7 == 0)
+    if not len(df):
+        pytest.skip("this seed drew no detections (nothing for pycocotools to load)")
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    max_det = [1000, 2, 3][seed % 3]
+    prec, rec, per_det = reference(df, gt, ids, max_det)
+    table = match_table(df, gt, ids)
+    acc = accumulate(table, max_det=max_det)
+    assert_table_equals(table, per_det, max_det)
+    assert np.array_equal(prec, acc.precision) and np.array_equal(rec, acc.recall)
+    if max_det == 1000:
+        ours, theirs = evaluate(df, gt, frames), pycocotools_evaluate(df, gt, frames)
+        assert (ours.map50, ours.map50_95) == (theirs.map50, theirs.map50_95)
+        assert ours.num_detections == theirs.num_detections
+
+
+def test_matcher_exercises_its_paths():
+    """The random cases above reach contested boxes (rounds), crowd matches and the NaN loop."""
+    rng = np.random.default_rng(0)
+    df, gt, frames = random_case(rng, n_img=60, nan=True)
+    table = match_table(df, gt, [frame_image_id(s, f) for s, f in frames])
+    g = gt.arrays()
+    crowd_ids = set(g.ann_id[g.iscrowd != 0].tolist())
+    matched = table.gt_id[table.gt_id >= 0]
+    assert len(set(matched.tolist()) & crowd_ids) > 0
+    assert len(matched) > len(set(matched.tolist()))  # crowd boxes / thresholds reused
+    assert table.ignored.any() and table.tp.any() and (~table.tp & ~table.ignored).any()
+
+
+def test_matcher_equals_pycocotools_on_the_sample_recording(sample_recording, sample_videos):
+    from dsprobe import Postprocess, open_recording
+    from dsprobe.analysis.evaluate import load_ground_truth
+
+    rec = open_recording(sample_recording)
+    gt = load_ground_truth(sample_videos.gt_json, frame_size=(1280, 720))
+    frames = list(zip(rec.frames["source_id"], rec.frames["frame_num"]))
+    pp = Postprocess.from_nvinfer_config(rec.config())
+    for q in (pp, pp.with_params("filter", pre_cluster_threshold=0.05)):
+        df = q.run_recording(rec)
+        ours, theirs = evaluate(df, gt, frames), pycocotools_evaluate(df, gt, frames)
+        assert (ours.map50, ours.map50_95) == (theirs.map50, theirs.map50_95)
+        assert ours.per_class_ap50 == theirs.per_class_ap50
+        assert ours.per_class_ap50_95 == theirs.per_class_ap50_95
+    rec.close()
+
+
+def test_tables_of_partitions_merge_into_the_whole():
+    df, gt, frames = random_case(np.random.default_rng(3), n_img=30)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    whole = accumulate(match_table(df, gt, ids))
+    img = df["source_id"].to_numpy() * 1_000_000 + df["frame_num"].to_numpy()
+    parts = [ids[:11], ids[11:19], ids[19:]]
+    tables = [match_table(df[np.isin(img, p)], gt, p) for p in parts]
+    merged = accumulate(MatchTable.concat(tables))
+    assert np.array_equal(whole.precision, merged.precision)
+    assert merged.num_detections == whole.num_detections
+    with pytest.raises(ValueError, match="disjoint"):
+        MatchTable.concat([tables[0], tables[0]])
+
+
+def test_subset_of_a_table_is_the_table_of_the_subset():
+    df, gt, frames = random_case(np.random.default_rng(4), n_img=25)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    table = match_table(df, gt, ids)
+    keep = df["score"].to_numpy() >= 0.5  # a low-score suffix of every (frame, class)
+    sub = table.subset(keep)
+    fresh = match_table(df[keep], gt, ids)
+    assert np.array_equal(accumulate(sub).precision, accumulate(fresh).precision)
+    assert sub.num_detections == fresh.num_detections
+    assert table.frame(0)["tp"].sum() == table.tp[0].sum()
