@@ -21,7 +21,8 @@ class RecorderOptions:
       encoded are stored as they are.
     * ``segment_max_bytes`` / ``segment_max_seconds``: rotate into numbered segment files.
     * ``flush_interval_s``: longest time (seconds) an accepted frame waits before it is on disk.
-    * ``block_frames``: frames buffered per block write; ``queue_size``: frames the queue holds.
+    * ``block_frames``: frames buffered per block write (small frames: until the block holds 1 MiB
+      or 256 frames); ``queue_size``: frames the queue holds.
     * ``drop_when_full``: True (live pipelines): a full queue drops the frame; False (offline
       recorders that must keep every frame): ``record()`` waits for room.
     * ``compression``: None (default), "lzf", "gzip", "gzip-N", "blosc-lz4", "blosc-zstd" for tensor

@@ -35,7 +35,7 @@ class RecorderStats:
         self.path = path
         self.lock = threading.Lock()
         self.values: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-        self.values.update(failed_reason=None, last_error=None)
+        self.values.update(failed_reason=None, last_error=None, writer_cpu_s=0.0)
         self.sections: dict[str, dict] = {}
         self._error_kinds: set[str] = set()
 

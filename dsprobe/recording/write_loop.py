@@ -8,10 +8,10 @@ written or dropped)."""
 
 from __future__ import annotations
 
-import queue
 import time
 from pathlib import Path
 
+from dsprobe.recording.frame_queue import FrameQueue
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputLock
 from dsprobe.recording.prepare import FramePreparer
@@ -34,7 +34,7 @@ class WriteLoop:
         path: Path,
         options: RecorderOptions,
         header: SegmentHeader,
-        frames: queue.Queue,
+        frames: FrameQueue,
         stats: RecorderStats,
         lock: OutputLock,
     ) -> None:
@@ -70,16 +70,20 @@ class WriteLoop:
             self._finish()
 
     def _step(self) -> bool:
-        """Handle one queue item (or a flush timeout); False once the stop marker came."""
-        wait = max(0.0, self.options.flush_interval_s - (time.monotonic() - self.last_flush))
-        try:
-            item = self.queue.get(timeout=wait)
-        except queue.Empty:
-            item = None
-        stop = item is STOP
-        if item is not None and not stop:
+        """Handle the queued items (waiting for one up to the next flush), then flush if it is due;
+        False once the stop marker came."""
+        interval = self.options.flush_interval_s
+        item = self.queue.get(timeout=max(0.0, interval - (time.monotonic() - self.last_flush)))
+        stop = False
+        while item is not None:
+            if item is STOP:
+                stop = True
+                break
             self._take(*item)
-        if stop or time.monotonic() - self.last_flush >= self.options.flush_interval_s:
+            if time.monotonic() - self.last_flush >= interval:
+                break
+            item = self.queue.pop()
+        if stop or time.monotonic() - self.last_flush >= interval:
             self.last_flush = time.monotonic()
             seg = self.segment
             if seg is not None and seg.dirty:
@@ -93,7 +97,7 @@ class WriteLoop:
             self.segment = self._open_segment()
         seg = self.segment
         self._add(seg, frame, recv_ns)
-        if seg.pending_frames >= self.options.block_frames:
+        if seg.block_due(self.options.block_frames):
             self._write_block(seg)
             if self._rotate_due(seg):
                 self._flush(seg)
@@ -137,6 +141,7 @@ class WriteLoop:
     def _flush(self, segment: Segment) -> None:
         self._write_block(segment, tables=True)
         self.stats.count("flushes")
+        self.stats.set(writer_cpu_s=time.thread_time())
         segment.commit(self.stats.snapshot())
         self.uncommitted = 0
         self.stats.set(
@@ -231,8 +236,8 @@ class WriteLoop:
     def drain(self) -> None:
         """Count the frames still queued (the writer has stopped) as dropped_stopped."""
         while True:
-            try:
-                if self.queue.get_nowait() is not STOP:
-                    self._lost(1, written=0)
-            except queue.Empty:
+            item = self.queue.pop()
+            if item is None:
                 break
+            if item is not STOP:
+                self._lost(1, written=0)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dsprobe.nvinfer.config import NvinferConfig, NvinferConfigError, configs_by_unique_id
+from dsprobe.recording.frame_queue import FrameQueue
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputError, OutputLock, config_inputs
 from dsprobe.recording.rate_limiter import RateLimiter
@@ -64,7 +65,9 @@ class Recorder:
         self.notes = notes
         self.recording_id = uuid.uuid4().hex
         self.limiter = RateLimiter(opts.every_n, opts.max_fps)
-        self._queue: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        self._queue = FrameQueue(
+            opts.queue_size, wake_at=min(opts.block_frames, opts.queue_size // 2)
+        )
         self._stats = RecorderStats(self.path)
         header = SegmentHeader(
             recording_id=self.recording_id,
@@ -163,8 +166,9 @@ class Recorder:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters (received, queued, written, frames_flushed (safe on disk), dropped_*, errors,
-        flushes, segments, bytes_written, failed_reason, last_error), ``queue_depth`` and the
-        sections given to :meth:`update_stats`."""
+        flushes, segments, bytes_written, failed_reason, last_error), ``writer_cpu_s`` (CPU seconds
+        the writer has used, as of its last flush), ``queue_depth`` and the sections given to
+        :meth:`update_stats`."""
         out = self._stats.snapshot()
         out["queue_depth"] = self._queue.qsize()
         return out
