@@ -233,11 +233,11 @@ def test_small_frames_fill_whole_chunks_written_directly(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "write_rows", counting)
     arrays = [np.full(256, i, np.float32) for i in range(2000)]
     path = tmp_path / "small.h5"
-    with Recorder(path, images=False, drop_when_full=False, flush_interval_s=0.05) as rec:
+    with Recorder(path, images=False, drop_when_full=False, flush_interval_s=2.0) as rec:
         for i, a in enumerate(arrays):
             rec.record(FrameRecord(0, i, layers={"emb": a}))
             if i == 700:
-                time.sleep(0.1)  # a flush in the middle of a chunk
+                time.sleep(2.5)  # a flush in the middle of a chunk
     with h5py.File(path, "r") as f:
         ds = f["layers/1/emb"]
         np.testing.assert_array_equal(ds[()], np.stack(arrays))
@@ -257,6 +257,8 @@ def test_block_cadence_gathers_small_frames():
     assert seg_rows.block_due(16)
     seg_rows.pending_frames, seg_rows.pending_bytes = 3, 10 * BLOCK_MIN_BYTES
     assert not seg_rows.block_due(4) and seg_rows.block_due(3)
+    seg_rows.pending_frames, seg_rows.pending_bytes = 16, 100_000  # a segment of 400 kB rotates
+    assert not seg_rows.block_due(16) and seg_rows.block_due(16, min_bytes=100_000)  # per 100 kB
 
 
 def _rows_stub():

@@ -70,13 +70,11 @@ class FrameRows:
         """Frames whose rows are buffered, not yet in the file."""
         return len(self.tables["frames"].pending)
 
-    def block_due(self, block_frames: int) -> bool:
+    def block_due(self, block_frames: int, min_bytes: int = BLOCK_MIN_BYTES) -> bool:
         """True when the buffered frames make a block: ``block_frames`` of them, and at least
-        :data:`BLOCK_MIN_BYTES` or :data:`BLOCK_MAX_FRAMES` frames."""
+        ``min_bytes`` (:data:`BLOCK_MIN_BYTES`) or :data:`BLOCK_MAX_FRAMES` frames."""
         n = self.pending_frames
-        return n >= block_frames and (
-            self.pending_bytes >= BLOCK_MIN_BYTES or n >= BLOCK_MAX_FRAMES
-        )
+        return n >= block_frames and (self.pending_bytes >= min_bytes or n >= BLOCK_MAX_FRAMES)
 
     def _buffers(self) -> list[RowBuffer]:
         if len(self._all) != len(self.tables) + len(self.layer_sets):

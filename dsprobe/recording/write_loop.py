@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from dsprobe.recording.frame_queue import FrameQueue
+from dsprobe.recording.frame_rows import BLOCK_MIN_BYTES
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputLock
 from dsprobe.recording.prepare import FramePreparer
@@ -23,6 +25,13 @@ from dsprobe.records import FrameRecord
 
 #: put on the queue by Recorder.close(): write everything before it, then close the file
 STOP = object()
+
+
+def segment_path(path: Path, options: RecorderOptions, index: int) -> Path:
+    """The file of segment ``index`` (the recording's own path when it is not rotating)."""
+    if not options.rotating:
+        return path
+    return path.with_name(f"{path.stem}-{index:05d}{path.suffix or '.h5'}")
 
 
 class WriteLoop:
@@ -49,6 +58,14 @@ class WriteLoop:
         self.segment: Segment | None = None
         self.last_flush = time.monotonic()
         self.uncommitted = 0  # frames counted as written since the last commit
+        # blocks of small frames gather up to 1 MiB, but no more than a quarter of a size-rotated
+        # segment: a segment passes its size by less than that (rotation is judged per block)
+        self.block_bytes = min(
+            BLOCK_MIN_BYTES, (options.segment_max_bytes or BLOCK_MIN_BYTES * 4) // 4
+        )
+        #: called (on the writer's thread) after every commit, failure and at the end: a writer
+        #: process reports its counters to the caller there
+        self.report: Callable[[], None] | None = None
 
     def open(self) -> None:
         self.segment = self._open_segment()
@@ -97,7 +114,7 @@ class WriteLoop:
             self.segment = self._open_segment()
         seg = self.segment
         self._add(seg, frame, recv_ns)
-        if seg.block_due(self.options.block_frames):
+        if seg.block_due(self.options.block_frames, self.block_bytes):
             self._write_block(seg)
             if self._rotate_due(seg):
                 self._flush(seg)
@@ -119,6 +136,7 @@ class WriteLoop:
         finally:
             self.drain()
             self.lock.close()
+            self._report()
 
     # ------------------------------------------------------------------ frames and blocks
     def _add(self, segment: Segment, frame: FrameRecord, recv_ns: int) -> None:
@@ -148,6 +166,11 @@ class WriteLoop:
             frames_flushed=self.stats.get("written"),
             bytes_written=segment.closed_bytes + segment.size(),
         )
+        self._report()
+
+    def _report(self) -> None:
+        if self.report is not None:
+            self.report()
 
     def _close_after_no_space(self) -> None:
         """The own space check said no: forget what is buffered, commit what is written (the room
@@ -208,10 +231,7 @@ class WriteLoop:
         )
 
     def segment_path(self, index: int) -> Path:
-        """The file of segment ``index`` (the recording's own path when it is not rotating)."""
-        if not self.options.rotating:
-            return self.path
-        return self.path.with_name(f"{self.path.stem}-{index:05d}{self.path.suffix or '.h5'}")
+        return segment_path(self.path, self.options, index)
 
     def _open_segment(self) -> Segment:
         index = self.stats.get("segments")
@@ -232,6 +252,7 @@ class WriteLoop:
         self.stats.fail(exc)
         self.failed = True
         self.drain()  # so producers never wait on us
+        self._report()
 
     def drain(self) -> None:
         """Count the frames still queued (the writer has stopped) as dropped_stopped."""
