@@ -99,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     n = args.frames
     tiny, small = small_frames(n, 1), small_frames(n, 1024)
     opts = RecorderOptions(images=False, drop_when_full=False, queue_size=256)
+    popts = RecorderOptions(images=False, drop_when_full=False, queue_size=256, writer="process")
     contenders = {
         "tiny": lambda p: run_recorder(tiny, p, opts),
         "small": lambda p: run_recorder(small, p, opts),
         "raw": lambda p: run_raw(small, p),
+        "tiny-process": lambda p: run_recorder(tiny, p, popts),
+        "small-process": lambda p: run_recorder(small, p, popts),
     }
     got: dict[str, list] = {k: [] for k in contenders}
     loads = []
@@ -152,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"   per-round ratios {', '.join(f'{r:.2f}' for r in ratios)}; Recorder frames/s "
         f"{spread([n / r['wall'] for r in got['small']], fmt='.0f')}"
+    )
+    pratios = [raw["wall"] / r["wall"] for raw, r in zip(got["raw"], got["small-process"])]
+    pfixed = [r["writer_cpu"] / n * 1e6 for r in got["tiny-process"]]
+    print(
+        f"   writer='process': ratio raw/Recorder {spread(pratios)}x; writer process CPU "
+        f"{spread(pfixed, fmt='.1f')} us/frame on tiny frames (the pipe's copies and pickling "
+        "included), record() "
+        f"{spread([r['record'] / n * 1e6 for r in got['tiny-process']], fmt='.1f')} us"
     )
     print(
         f"   CPU per frame, all threads: raw {spread([r['cpu'] for r in got['raw']], 1e6 / n)} us, "

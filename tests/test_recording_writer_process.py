@@ -46,6 +46,10 @@ def test_same_file_as_the_per_frame_reference(tmp_path):
         assert r[1].image.shape == (9, 16, 3)  # images: through the pipe, as arrays
 
 
+class OnlyHere:
+    """A class the writer process cannot import (this test module is not on its path)."""
+
+
 def test_jpeg_and_bad_frames_in_the_process(tmp_path):
     path = tmp_path / "j.h5"
     rec = Recorder(path, writer="process", drop_when_full=False)
@@ -53,11 +57,14 @@ def test_jpeg_and_bad_frames_in_the_process(tmp_path):
     for n in range(20):
         img = ImageRecord(rng.integers(0, 255, (48, 64, 3), np.uint8), (0, 0, 64, 48))
         assert rec.record(FrameRecord(0, n, layers={"x": np.full(4, n, np.float32)}, image=img))
+        if n == 10:  # in the same message as good frames: only it is lost
+            rec.record(FrameRecord(0, 97, layers={"x": np.zeros(4, np.float32)}, image=OnlyHere()))
     rec.record(FrameRecord(0, 99, layers={"x": "not an array"}))  # dropped by the writer, named
     rec.record(FrameRecord(0, 98, layers={"x": np.zeros(4, np.float32)}, image=object()))
+    rec.record(FrameRecord(0, 96, layers={"x": np.zeros(4, np.float32)}, image=lambda: 0))
     rec.close()
     st = rec.stats
-    assert st["written"] == 20 and st["dropped_invalid"] == 2 and counters_add_up(st), st
+    assert st["written"] == 20 and st["dropped_invalid"] == 4 and counters_add_up(st), st
     assert (
         "layers" in st["last_error"] or "image" in st["last_error"] or "pickle" in st["last_error"]
     )

@@ -47,13 +47,18 @@ from dsprobe.recording.write_loop import STOP, WriteLoop
 
 #: message kinds, caller -> child
 INIT, FRAME, CALLER_STATS, END = 0, 1, 2, 3
-#: a message: kind, pickle bytes, number of out-of-band buffers; then one length per buffer
-HEAD = struct.Struct("<BQI")
+#: a message: kind and number of parts; per part its pickle's length and number of out-of-band
+#: buffers; then the buffers' lengths, the pickles, the buffers. Each part (a frame, or a report) is
+#: pickled apart, so a frame the other side cannot load costs that frame only.
+HEAD = struct.Struct("<BI")
+PART = struct.Struct("<QI")
 LENGTH = struct.Struct("<Q")
 #: how often the caller's counters and sections reach the child (seconds)
 STATS_EVERY_S = 0.5
 #: the longest the caller waits for the child to open the file
 START_TIMEOUT_S = 120.0
+#: frames sent in one message at most
+SEND_BATCH = 64
 #: pipe buffer asked for (Linux raises it up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
 PIPE_BYTES = 1 << 20
 
@@ -76,28 +81,43 @@ def read_into(f: io.FileIO, buf: Any) -> bool:
     return True
 
 
-def send(fd: int, kind: int, obj: Any) -> None:
-    """One message: ``obj`` pickled with its contiguous numpy arrays' bytes out of band."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
-    head = HEAD.pack(kind, len(data), len(raws)) + b"".join(LENGTH.pack(r.nbytes) for r in raws)
-    write_all(fd, head + data)
+class BadPart:
+    """Stands for a part whose pickle could not be loaded here (``error``: why)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def send(fd: int, kind: int, objs: list) -> None:
+    """One message of ``objs``, each pickled apart, contiguous numpy arrays' bytes out of band."""
+    heads, pickles, raws = [HEAD.pack(kind, len(objs))], [], []
+    for obj in objs:
+        buffers: list[pickle.PickleBuffer] = []
+        pickles.append(pickle.dumps(obj, protocol=5, buffer_callback=buffers.append))
+        heads.append(PART.pack(len(pickles[-1]), len(buffers)))
+        raws += [b.raw() for b in buffers]
+    heads += [LENGTH.pack(r.nbytes) for r in raws]
+    write_all(fd, b"".join(heads + pickles))
     for r in raws:
         write_all(fd, r)
 
 
-def receive(f: io.FileIO) -> tuple[int, Any] | None:
-    """The next message (kind, object), None at end of file (the other side closed or died)."""
+def receive(f: io.FileIO) -> tuple[int, list] | None:
+    """The next message (kind, its objects; a :class:`BadPart` for each that cannot be loaded),
+    None at end of file (the other side closed or died)."""
     import numpy as np
 
     head = bytearray(HEAD.size)
     if not read_into(f, head):
         return None
-    kind, n_data, n_buf = HEAD.unpack(head)
-    lengths = bytearray(LENGTH.size * n_buf)
-    data = bytearray(n_data)
-    if not read_into(f, lengths) or not read_into(f, data):
+    kind, n_parts = HEAD.unpack(head)
+    parts = bytearray(PART.size * n_parts)
+    if not read_into(f, parts):
+        return None
+    sizes = list(PART.iter_unpack(parts))
+    lengths = bytearray(LENGTH.size * sum(n for _, n in sizes))
+    pickles = [bytearray(n) for n, _ in sizes]
+    if not read_into(f, lengths) or not all(read_into(f, p) for p in pickles):
         return None
     buffers = []
     for (n,) in LENGTH.iter_unpack(lengths):
@@ -105,7 +125,14 @@ def receive(f: io.FileIO) -> tuple[int, Any] | None:
         if not read_into(f, buf):
             return None
         buffers.append(buf)
-    return kind, pickle.loads(data, buffers=buffers)
+    out, at = [], 0
+    for data, (_, n_buf) in zip(pickles, sizes):
+        try:
+            out.append(pickle.loads(data, buffers=buffers[at : at + n_buf]))
+        except Exception as exc:  # e.g. a class defined in the caller's __main__
+            out.append(BadPart(exc))
+        at += n_buf
+    return kind, out
 
 
 class WriterProcess:
@@ -153,14 +180,14 @@ class WriterProcess:
         self.fd = w_frames
         self.status = io.FileIO(r_status, "rb")
         try:
-            send(self.fd, INIT, (str(path), options, header, lock.head_len))
+            send(self.fd, INIT, [(str(path), options, header, lock.head_len)])
             reply = receive(self.status)
         except OSError:
             reply = None
-        if reply is None or reply[1][0] != "ready":
+        if reply is None or reply[1][0][0] != "ready":
             self._close_pipes()
             self.proc.wait()
-            why = reply[1][1] if reply else f"writer process ended ({self.exit_text()})"
+            why = reply[1][0][1] if reply else f"writer process ended ({self.exit_text()})"
             raise OutputError(f"{path}: cannot start the recording: {why}")
         self.feeder = threading.Thread(target=self._feed, name="dsprobe-recorder-feed", daemon=True)
         self.watcher = threading.Thread(
@@ -175,43 +202,55 @@ class WriterProcess:
         try:
             while True:
                 item = self.frames.get(timeout=STATS_EVERY_S)
+                batch = []  # the frames queued now go out in one message (one pickle, one header)
+                while item is not None and item is not STOP and len(batch) < SEND_BATCH:
+                    batch.append(item)
+                    item = self.frames.pop() if len(batch) < SEND_BATCH else None
+                if batch:
+                    self._send_frames(batch)
                 now = time.monotonic()
                 if item is STOP or now - last_stats >= STATS_EVERY_S:
                     last_stats = now
-                    if not self._send(CALLER_STATS, self._caller_stats()):
+                    if not self._send(CALLER_STATS, [self._caller_stats()]):
                         self._drain_after_death()
                         return
                 if item is STOP:
-                    self._send(END, None)
+                    self._send(END, [])
                     return
-                if item is None:
-                    continue
-                if self.failed:
-                    self.stats.move("queued", "dropped_stopped")
-                    continue
-                self._send_frame(item)
         finally:
             try:
                 os.close(self.fd)  # end of file for the child: it finishes what it has
             except OSError:
                 pass
 
-    def _send_frame(self, item: tuple) -> None:
+    def _send_frames(self, batch: list) -> None:
+        if self.failed:
+            self.stats.move("queued", "dropped_stopped", n=len(batch))
+            return
         try:
-            ok = self._send(FRAME, item)
-        except Exception as exc:  # cannot be pickled: a frame no writer could store
-            self.stats.move("queued", "dropped_invalid")
-            self.stats.error("invalid-frame", exc)
+            ok = self._send(FRAME, batch)
+        except Exception:  # one of them cannot be pickled: send them one by one
+            for item in batch:
+                try:
+                    ok = self._send(FRAME, [item])
+                except Exception as exc:  # a frame no writer could store
+                    self.stats.move("queued", "dropped_invalid")
+                    self.stats.error("invalid-frame", exc)
+                    continue
+                if ok:
+                    self.sent += 1
+                else:
+                    self.stats.move("queued", "dropped_stopped")
             return
         if ok:
-            self.sent += 1
+            self.sent += len(batch)
         else:
-            self.stats.move("queued", "dropped_stopped")
+            self.stats.move("queued", "dropped_stopped", n=len(batch))
 
-    def _send(self, kind: int, obj: Any) -> bool:
+    def _send(self, kind: int, objs: list) -> bool:
         """False when the child is gone (broken pipe)."""
         try:
-            send(self.fd, kind, obj)
+            send(self.fd, kind, objs)
             return True
         except OSError:
             self.failed = True
@@ -238,7 +277,7 @@ class WriterProcess:
                 msg = receive(self.status)
                 if msg is None:
                     break
-                kind, (what, values) = msg
+                what, values = msg[1][0]
                 with self.report_lock:
                     self.child = values
                     if what == "done":
@@ -323,14 +362,14 @@ def child_main() -> None:
     def report(what: str, values: dict[str, Any]) -> None:
         try:
             with report_lock:
-                send(w_status, 0, (what, values))
+                send(w_status, 0, [(what, values)])
         except OSError:  # the caller is gone: nothing to tell
             pass
 
     first = receive(frames_in)
     if first is None or first[0] != INIT:
         return
-    path_text, options, header, head_len = first[1]
+    path_text, options, header, head_len = first[1][0]
     path = Path(path_text)
     stats = RecorderStats(path)
     lock = OutputLock.inherited(path, lock_fd, head_len)
@@ -376,27 +415,31 @@ def _child_read(
 ) -> None:
     """Hand the caller's frames to the writer thread until END or the end of the pipe."""
     while True:
-        try:
-            msg = receive(frames_in)
-        except Exception as exc:  # a frame that cannot be unpickled here: that frame only
-            stats.count("dropped_invalid")
-            stats.count("queued", n=-1)
-            stats.error("invalid-frame", exc)
-            continue
+        msg = receive(frames_in)
         if msg is None or msg[0] == END:  # END, or the caller died: finish what we have
             return
-        kind, obj = msg
-        if kind == CALLER_STATS:
-            stats.base = obj["counters"]
-            for section, values in obj["sections"].items():
-                stats.update_section(section, values)
-        elif kind == FRAME:
-            while True:
-                if loop.failed or not writer.is_alive():
-                    stats.move("queued", "dropped_stopped")
-                    break
-                try:
-                    queue.put(obj, timeout=0.5)
-                    break
-                except Exception:  # full: the writer is busy; the pipe holds the caller back
-                    continue
+        kind, objs = msg
+        for obj in objs:
+            if isinstance(obj, BadPart):  # a frame that cannot be loaded here: that frame only
+                stats.move("queued", "dropped_invalid")
+                stats.error("invalid-frame", obj.error)
+            elif kind == CALLER_STATS:
+                stats.base = obj["counters"]
+                for section, values in obj["sections"].items():
+                    stats.update_section(section, values)
+            elif kind == FRAME:
+                _hand_over(obj, loop, queue, stats, writer)
+
+
+def _hand_over(
+    item: tuple, loop: WriteLoop, queue: FrameQueue, stats: RecorderStats, writer: threading.Thread
+) -> None:
+    while True:
+        if loop.failed or not writer.is_alive():
+            stats.move("queued", "dropped_stopped")
+            return
+        try:
+            queue.put(item, timeout=0.5)
+            return
+        except Exception:  # full: the writer is busy; the pipe holds the caller back
+            continue
