@@ -344,25 +344,18 @@ class Recording:
         with tensors of that GIE).
         """
         info = self.layer(name, unique_id)
-        table = self.object_table("objects") if info.per_object else self.frames
-        if info.per_object:
-            uid_col = (
-                self.frames["unique_id"].to_numpy()[table["row"].to_numpy()]
-                if len(table)
-                else np.zeros(0, int)
-            )
-        else:
-            uid_col = table["unique_id"].to_numpy()
-        layer_rows = table["layer_row"].to_numpy()
+        uid_col, layer_rows, segment = (
+            self._object_index if info.per_object else self._frame_index()
+        )
         if rows is None:
             rows = np.flatnonzero((uid_col == info.unique_id) & (layer_rows >= 0))
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), *info.shape), dtype=info.dtype)
         if not len(rows):
             return out
-        if rows.min() < 0 or rows.max() >= len(table):
+        if rows.min() < 0 or rows.max() >= len(layer_rows):
             raise IndexError(
-                f"{self.paths[0]}: rows out of range 0..{len(table) - 1} for layer {name!r}"
+                f"{self.paths[0]}: rows out of range 0..{len(layer_rows) - 1} for layer {name!r}"
             )
         bad = (layer_rows[rows] < 0) | (uid_col[rows] != info.unique_id)
         if bad.any():
@@ -371,7 +364,7 @@ class Recording:
                 f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
                 f"{name!r} of GIE {info.unique_id}"
             )
-        seg_idx = table["segment"].to_numpy()[rows]
+        seg_idx = segment[rows]
         local = layer_rows[rows]
         group = "object_layers" if info.per_object else "layers"
         for s in np.unique(seg_idx):
@@ -402,6 +395,20 @@ class Recording:
                 block = seg.read(what, ds, uniq)
             out[sel] = block[inverse.reshape(-1)]
         return out
+
+    def _frame_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every frame row (columns of :attr:`frames`)."""
+        f = self.frames
+        return f["unique_id"].to_numpy(), f["layer_row"].to_numpy(), f["segment"].to_numpy()
+
+    @cached_property
+    def _object_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every row of ``object_table("objects")``, taken
+        once as numpy (a block read must not copy the whole table)."""
+        t = self._object_tables["objects"]
+        frame = t["row"].to_numpy()
+        uid = self._frame_index()[0][frame] if len(t) else np.zeros(0, np.int64)
+        return uid, t["layer_row"].to_numpy(), t["segment"].to_numpy()
 
     def object_table(self, kind: str = "objects") -> pd.DataFrame:
         """All ``"objects"`` (SGIE inputs, with ``layer_row``) or ``"detections"`` (pipeline objects);
