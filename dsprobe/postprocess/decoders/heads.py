@@ -212,10 +212,15 @@ def decode_embedding_objects(
     n = len(objects)
     v = np.asarray(arr, np.float32).reshape(n, -1)
     if l2_normalize and n:
-        norm = row_norms(v.astype(np.float64)).astype(np.float32)
-        v = (
-            v / np.where(norm > 0, norm, np.float32(1))[:, None]
-        )  # x / 1 is x: zero (or NaN) rows kept
+        norm = np.empty(n, np.float32)
+        rows = max(1, (1 << 20) // max(v.shape[1], 1))  # float64 copies of about 8 MB, reused
+        buf = np.empty((min(n, rows), v.shape[1]), np.float64)
+        for a in range(0, n, rows):
+            b = buf[: min(rows, n - a)]
+            np.copyto(b, v[a : a + len(b)])
+            norm[a : a + len(b)] = row_norms(b)
+        # x / 1 is x: a zero (or NaN) row is kept as it is, as per object
+        v = v / np.where(norm > 0, norm, np.float32(1))[:, None]
     return Detections(
         whole_input(objects.context.network_size, n),
         np.ones(n, np.float32),
