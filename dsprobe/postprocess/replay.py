@@ -90,17 +90,13 @@ def _object_rows(
     the frame sizes; each layer is read once per block. A decode step with an object-batched variant
     runs once per block (:meth:`Postprocess.run_objects`), any other per object (``ctx`` is unused:
     the contexts are built per block)."""
-    objs = rec.object_table("objects")
-    frame_all = objs["row"].to_numpy()
-    keep = np.isin(frame_all, object_rows) & (objs["layer_row"].to_numpy() >= 0)
+    objs = rec.object_columns("objects")  # numpy columns of object_table("objects"), shared
+    frame_all = objs["row"]
+    keep = np.isin(frame_all, object_rows) & (objs["layer_row"] >= 0)
     table_rows = np.flatnonzero(keep)
     frame_of = frame_all[table_rows]
     parent = position_in_frame(frame_all)[table_rows]
-    rects = np.stack(
-        [objs[c].to_numpy(np.float64)[table_rows] for c in ("left", "top", "width", "height")],
-        axis=1,
-    )
-    del objs
+    rects = objs["rect"].reshape(-1, 4)[table_rows].astype(np.float64)  # left, top, width, height
     parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
     for uid, sizes, sel in _progress(_object_blocks(rec, col, frame_of, chunk), progress):
         names = [i.name for i in rec.layers.values() if i.unique_id == uid and i.per_object]

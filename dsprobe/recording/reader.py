@@ -405,10 +405,9 @@ class Recording:
     def _object_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(unique_id, layer_row, segment)`` of every row of ``object_table("objects")``, taken
         once as numpy (a block read must not copy the whole table)."""
-        t = self._object_tables["objects"]
-        frame = t["row"].to_numpy()
-        uid = self._frame_index()[0][frame] if len(t) else np.zeros(0, np.int64)
-        return uid, t["layer_row"].to_numpy(), t["segment"].to_numpy()
+        t = self._object_columns["objects"]
+        uid = self._frame_index()[0][t["row"]] if len(t["row"]) else np.zeros(0, np.int64)
+        return uid, t["layer_row"], t["segment"]
 
     def object_table(self, kind: str = "objects") -> pd.DataFrame:
         """All ``"objects"`` (SGIE inputs, with ``layer_row``) or ``"detections"`` (pipeline objects);
@@ -417,8 +416,17 @@ class Recording:
             raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
         return self._object_tables[kind].copy()
 
+    def object_columns(self, kind: str = "objects") -> dict[str, np.ndarray]:
+        """The rows of :meth:`object_table` as numpy columns, read once and shared (read-only): the
+        stored columns (``rect`` ``(N, 4)`` left, top, width, height in frame pixels, ``label`` as
+        UTF-8 bytes, ...) with ``row`` (frame row) for ``frame_row``, and ``segment``. For code that
+        needs a few columns of many objects (SGIE replay) without building the DataFrame."""
+        if kind not in ("objects", "detections"):
+            raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
+        return dict(self._object_columns[kind])
+
     @cached_property
-    def _object_tables(self) -> dict[str, pd.DataFrame]:
+    def _object_columns(self) -> dict[str, dict[str, np.ndarray]]:
         out = {}
         offsets = np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
         for kind in ("objects", "detections"):
@@ -435,13 +443,27 @@ class Recording:
                     c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n))
                     for c in OBJECT_COLUMNS
                 }
-                df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
-                df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
-                df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
-                df["row"] = df.pop("frame_row") + offsets[i]
-                df["segment"] = i
-                parts.append(df)
-            out[kind] = pd.concat(parts, ignore_index=True)
+                cols["row"] = cols.pop("frame_row") + offsets[i]
+                cols["segment"] = np.full(n, i, np.int64)
+                parts.append(cols)
+            cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+            for a in cols.values():
+                a.setflags(write=False)
+            out[kind] = cols
+        return out
+
+    @cached_property
+    def _object_tables(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for kind, cols in self._object_columns.items():
+            df = pd.DataFrame(
+                {c: v for c, v in cols.items() if v.ndim == 1 and c not in ("row", "segment")}
+            )
+            df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
+            df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
+            df["row"] = cols["row"]
+            df["segment"] = cols["segment"]
+            out[kind] = df
         return out
 
     def close(self) -> None:
