@@ -7,7 +7,8 @@ and an 8-class ``color`` probability layer:
 
 * copy: ``numpy.copyto`` of the same layer bytes (50 x (128 + 8) float32 = 27.2 KB per frame) into a
   preallocated buffer, the floor any recorder or reader pays;
-* h5py: a plain ``h5py`` read of both per-object datasets of the recording (the same bytes);
+* h5py: a plain ``h5py`` read of both per-object datasets of the recording (the same bytes, in the
+  replay's blocks of about 16 MiB);
 * record: a Recorder (default options, its own writer thread) given the FrameRecords, until
   ``close()`` returns (on disk);
 * raw: ``dsprobe.analysis.secondary.sgie_outputs`` (object table + one read per layer);
@@ -58,6 +59,7 @@ from dsprobe import (  # noqa: E402
 )
 from dsprobe.analysis.secondary import sgie_outputs  # noqa: E402
 from dsprobe.postprocess.decoders import decode_embedding  # noqa: E402
+from dsprobe.postprocess.replay import OBJECT_BLOCK_BYTES  # noqa: E402
 from dsprobe.sample import SECONDARY_CONFIG_PATH  # noqa: E402
 
 TARGET_RECORD_FPS = 30.0
@@ -134,12 +136,17 @@ def scale_recording(objects: int, per_frame: int, dim: int) -> Path:
 
 
 def h5py_read(path: Path) -> Callable[[], object]:
-    """Open the file and read every per-object layer dataset of GIE 2 with plain h5py."""
+    """Open the file and read every per-object layer dataset of GIE 2 with plain h5py, in blocks of
+    rows of about 16 MiB (as the replay reads them; one read of a whole 512 MB dataset was 3-6x
+    slower per byte here: a fresh half-gigabyte array)."""
 
     def run() -> object:
         with h5py.File(path, "r") as f:
-            g = f["object_layers/2"]
-            return [g[name][:] for name in g]
+            ds = list(f["object_layers/2"].values())
+            n = ds[0].shape[0]
+            row_bytes = sum(d.dtype.itemsize * int(np.prod(d.shape[1:])) for d in ds)
+            step = max(1, OBJECT_BLOCK_BYTES // row_bytes)
+            return [[d[a : a + step] for d in ds] for a in range(0, n, step)]
 
     return run
 

@@ -90,7 +90,7 @@ def _object_rows(
     the frame sizes; each layer is read once per block. A decode step with an object-batched variant
     runs once per block (:meth:`Postprocess.run_objects`), any other per object (``ctx`` is unused:
     the contexts are built per block)."""
-    objs = rec.object_columns("objects")  # numpy columns of object_table("objects"), shared
+    objs = rec.object_columns("objects", ["row", "layer_row", "rect"])  # numpy, read once
     frame_all = objs["row"]
     keep = np.isin(frame_all, object_rows) & (objs["layer_row"] >= 0)
     table_rows = np.flatnonzero(keep)

@@ -96,6 +96,7 @@ class Recording:
         frames.index.name = "row"
         self.frames: pd.DataFrame = frames
         self._seg_of = frames["segment"].to_numpy()
+        self._columns: dict[tuple[str, str], np.ndarray] = {}  # object_columns, read once
         self._local = frames["local_row"].to_numpy()
 
     def _check_one_recording(self) -> None:
@@ -405,7 +406,7 @@ class Recording:
     def _object_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(unique_id, layer_row, segment)`` of every row of ``object_table("objects")``, taken
         once as numpy (a block read must not copy the whole table)."""
-        t = self._object_columns["objects"]
+        t = self.object_columns("objects", ["row", "layer_row", "segment"])
         uid = self._frame_index()[0][t["row"]] if len(t["row"]) else np.zeros(0, np.int64)
         return uid, t["layer_row"], t["segment"]
 
@@ -416,46 +417,60 @@ class Recording:
             raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
         return self._object_tables[kind].copy()
 
-    def object_columns(self, kind: str = "objects") -> dict[str, np.ndarray]:
-        """The rows of :meth:`object_table` as numpy columns, read once and shared (read-only): the
-        stored columns (``rect`` ``(N, 4)`` left, top, width, height in frame pixels, ``label`` as
-        UTF-8 bytes, ...) with ``row`` (frame row) for ``frame_row``, and ``segment``. For code that
-        needs a few columns of many objects (SGIE replay) without building the DataFrame."""
+    def object_columns(
+        self, kind: str = "objects", columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Columns of :meth:`object_table` as numpy arrays, each read once and then shared
+        (read-only): the stored columns (``rect`` ``(N, 4)`` left, top, width, height in frame
+        pixels, ``label`` as UTF-8 bytes, ...) with ``row`` (frame row) for ``frame_row``, and
+        ``segment``; ``columns``: those only (default all). For code that needs a few columns of many
+        objects (SGIE replay) without building the DataFrame."""
         if kind not in ("objects", "detections"):
             raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
-        return dict(self._object_columns[kind])
+        names = [*OBJECT_COLUMNS, "row", "segment"]
+        names.remove("frame_row")
+        if columns is not None:
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise KeyError(f"no object column {unknown[0]!r}; columns: {', '.join(names)}")
+            names = list(columns)
+        return {c: self._object_column(kind, c) for c in names}
+
+    def _object_column(self, kind: str, name: str) -> np.ndarray:
+        key = (kind, name)
+        cached = self._columns.get(key)
+        if cached is not None:
+            return cached
+        parts = []
+        for i, seg in enumerate(self._segs):
+            fr = seg.frames
+            prefix = "object" if kind == "objects" else "detection"
+            n = (
+                int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
+                if len(fr["source_id"])
+                else 0
+            )
+            if name == "segment":
+                parts.append(np.full(n, i, np.int64))
+                continue
+            stored = "frame_row" if name == "row" else name
+            a = seg.read(f"/{kind}", seg.f[f"{kind}/{stored}"], slice(0, n))
+            parts.append(a + int(self._row_offsets[i]) if name == "row" else a)
+        out = np.concatenate(parts)
+        out.setflags(write=False)
+        self._columns[key] = out
+        return out
 
     @cached_property
-    def _object_columns(self) -> dict[str, dict[str, np.ndarray]]:
-        out = {}
-        offsets = np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
-        for kind in ("objects", "detections"):
-            parts = []
-            prefix = "object" if kind == "objects" else "detection"
-            for i, seg in enumerate(self._segs):
-                fr = seg.frames
-                n = (
-                    int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
-                    if len(fr["source_id"])
-                    else 0
-                )
-                cols = {
-                    c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n))
-                    for c in OBJECT_COLUMNS
-                }
-                cols["row"] = cols.pop("frame_row") + offsets[i]
-                cols["segment"] = np.full(n, i, np.int64)
-                parts.append(cols)
-            cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-            for a in cols.values():
-                a.setflags(write=False)
-            out[kind] = cols
-        return out
+    def _row_offsets(self) -> np.ndarray:
+        """The global frame row of each segment's first frame."""
+        return np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
 
     @cached_property
     def _object_tables(self) -> dict[str, pd.DataFrame]:
         out = {}
-        for kind, cols in self._object_columns.items():
+        for kind in ("objects", "detections"):
+            cols = self.object_columns(kind)
             df = pd.DataFrame(
                 {c: v for c, v in cols.items() if v.ndim == 1 and c not in ("row", "segment")}
             )
