@@ -227,7 +227,7 @@ def read_label_file(path: Path, config: str = "config") -> list[list[str]]:
     try:
         if not path.exists():  # nvinfer refuses to start on it; a replay can go on with numbers
             warnings.warn(
-                f"{where} does not exist: no labels (class numbers instead)", stacklevel=3
+                f"{where} does not exist: no labels (class numbers instead)", stacklevel=4
             )
             return []
         if not path.is_file():
