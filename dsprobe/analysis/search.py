@@ -108,6 +108,9 @@ class Reclusterer:
     (lower requests re-cluster; default: the requested threshold). ``max_cached`` clusterings are kept.
     ``device="cuda"``: clustering and scaling run on the GPU for all frames at once
     (:mod:`dsprobe.postprocess.gpu.recluster`, same results; CPU with one warning when no GPU).
+    On the CPU every frame is clustered at once from flat arrays (:mod:`dsprobe.analysis.floor`);
+    ``per_frame=True`` runs the steps frame by frame instead (the slow reference the flat path is
+    tested and benchmarked against; :func:`search` then also scores every cut by matching).
     """
 
     def __init__(
@@ -116,10 +119,12 @@ class Reclusterer:
         floor: float | None = None,
         max_cached: int = 8,
         device: str = "cpu",
+        per_frame: bool = False,
     ) -> None:
         self.decoded = decoded
         self.floor = floor
         self.max_cached = max_cached
+        self.per_frame = per_frame
         self.device = resolve_device(device)
         self._gpu = None
         if self.device == "cuda":
@@ -275,17 +280,18 @@ class Reclusterer:
                 floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a), kept
             )
             return self._remember(key, cl)
-        fc = self._floor_candidates(pp, floor)
         iou = pp.steps[2].params.get("iou_threshold", 0.3)
-        if pp.steps[2].name == "none" or fc.covers(iou):
-            kept = fc.nms(iou) if pp.steps[2].name == "nms" else np.ones(len(fc), bool)
-            idx = np.flatnonzero(kept)
-            classes_a = fc.dets.class_ids[idx]
-            starts = _run_starts(fc.rows[idx], classes_a)
-            cl = _Clustered(
-                floor, None, None, fc.dets.scores[idx], classes_a, starts, source=(fc, kept)
-            )
-            return self._remember(key, cl)
+        if not self.per_frame:
+            fc = self._floor_candidates(pp, floor)
+            if pp.steps[2].name == "none" or fc.covers(iou):
+                kept = fc.nms(iou) if pp.steps[2].name == "nms" else np.ones(len(fc), bool)
+                idx = np.flatnonzero(kept)
+                classes_a = fc.dets.class_ids[idx]
+                starts = _run_starts(fc.rows[idx], classes_a)
+                cl = _Clustered(
+                    floor, None, None, fc.dets.scores[idx], classes_a, starts, source=(fc, kept)
+                )
+                return self._remember(key, cl)
         per_row, offsets, scores, classes = {}, {}, [], []
         n = 0
         for r in self.rows:
@@ -489,6 +495,7 @@ class _Scorer:
         gt: GroundTruth,
         frames: Sequence[tuple[int, int]],
         plans: dict[int, tuple[Scaled, MatchPlan]] | None = None,
+        cuts: bool = True,
     ) -> None:
         self.gt, self.rec, self.sel = gt, rec, sel
         self.ids = sorted({frame_image_id(s, f) for s, f in frames})
@@ -516,7 +523,7 @@ class _Scorer:
                 self.ids,
             )
             self.subset = None
-        self.cuts = self.plan.cuts(self.subset)
+        self.cuts = self.plan.cuts(self.subset) if cuts else None
         self._table: Any = None
         self.rematched = 0  # subsets matched afresh (for tests)
 
@@ -528,7 +535,7 @@ class _Scorer:
         return self._table
 
     def score(self, keep: np.ndarray) -> EvalResult:
-        acc = self.cuts.accumulate(keep)
+        acc = self.cuts.accumulate(keep) if self.cuts is not None else None
         if acc is None:
             table = self.table.subset(keep)
             if table is None:
@@ -545,6 +552,7 @@ class _Scorer:
 
     def score_cut(self, pre: np.ndarray, post: np.ndarray) -> EvalResult:
         """:meth:`score` of the boxes scoring ``>= pre[class]`` and ``> post[class]``."""
+        assert self.cuts is not None
         acc = self.cuts.accumulate_scores(pre, post)
         if acc.num_detections == 0:
             return empty_result(self.gt, self.ids)
@@ -713,8 +721,9 @@ def search(
             if group[i][1]:
                 key = group[i][0] + rc.selection_key(pp)
                 if scorer is None or scorer[0] != key:
-                    scorer = (key, _Scorer(rec, rc.select(pp), gt, frames, plans))
-                cut = rc.score_cut(pp)
+                    cuts = not rc.per_frame  # per_frame: the reference, every cut matched
+                    scorer = (key, _Scorer(rec, rc.select(pp), gt, frames, plans, cuts))
+                cut = rc.score_cut(pp) if scorer[1].cuts is not None else None
                 r = (
                     scorer[1].score_cut(*cut)
                     if cut is not None
