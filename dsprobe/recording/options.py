@@ -32,7 +32,9 @@ class RecorderOptions:
       datasets (see docs/recording-format.md for measurements and why None is the default).
     * ``writer``: "thread" (default) writes on a thread of the caller's process; "process" writes
       in a child process fed through a pipe, so HDF5 and JPEG work never holds the caller's GIL (a
-      live pipeline's probe never waits on it); see docs/reliability.md for what its death costs.
+      live pipeline's probe does not wait on it; ~45 us of pickling per frame, so not for many
+      small frames); see docs/performance.md for measurements, docs/reliability.md for what its
+      death costs.
     * ``overwrite``: replace an existing recording (the file or its segment series) at the path;
       without it the Recorder refuses to start there.
     """

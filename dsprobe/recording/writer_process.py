@@ -57,6 +57,8 @@ LENGTH = struct.Struct("<Q")
 STATS_EVERY_S = 0.5
 #: the longest the caller waits for the child to open the file
 START_TIMEOUT_S = 120.0
+#: arrays smaller than this travel inside the pickle, bigger ones as buffers of their own
+IN_BAND_BYTES = 64 << 10
 #: frames sent in one message at most
 SEND_BATCH = 64
 #: pipe buffer asked for (Linux raises it up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
@@ -81,6 +83,20 @@ def read_into(f: io.FileIO, buf: Any) -> bool:
     return True
 
 
+#: niceness added to the writer process and the feeder thread: on a busy CPU the pipeline's threads
+#: (the probe among them) go first, the writer takes what is left (its queue absorbs the rest)
+WRITER_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux: niceness is per thread)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICENESS)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not allowed
+        pass
+
+
 class BadPart:
     """Stands for a part whose pickle could not be loaded here (``error``: why)."""
 
@@ -93,7 +109,14 @@ def send(fd: int, kind: int, objs: list) -> None:
     heads, pickles, raws = [HEAD.pack(kind, len(objs))], [], []
     for obj in objs:
         buffers: list[pickle.PickleBuffer] = []
-        pickles.append(pickle.dumps(obj, protocol=5, buffer_callback=buffers.append))
+
+        def out_of_band(b: pickle.PickleBuffer, buffers: list = buffers) -> bool:
+            if b.raw().nbytes < IN_BAND_BYTES:
+                return True  # small arrays: in the pickle (a buffer of its own costs more)
+            buffers.append(b)
+            return False
+
+        pickles.append(pickle.dumps(obj, protocol=5, buffer_callback=out_of_band))
         heads.append(PART.pack(len(pickles[-1]), len(buffers)))
         raws += [b.raw() for b in buffers]
     heads += [LENGTH.pack(r.nbytes) for r in raws]
@@ -198,6 +221,7 @@ class WriterProcess:
 
     # ------------------------------------------------------------------ feeding
     def _feed(self) -> None:
+        lower_priority()
         last_stats = 0.0
         try:
             while True:
@@ -355,6 +379,7 @@ class WriterProcess:
 def child_main() -> None:
     """Entry point of the writer process: ``argv``: root, frame pipe, report pipe, lock fd."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller stops us (close / atexit)
+    lower_priority()
     r_frames, w_status, lock_fd = (int(v) for v in sys.argv[2:5])
     frames_in = io.FileIO(r_frames, "rb")
     report_lock = threading.Lock()
