@@ -195,3 +195,40 @@ def test_sigkill_of_the_caller_lets_the_writer_close_the_file(tmp_path):
     assert (
         not (tmp_path / "loop.h5.lock").exists() or True
     )  # the lock file may stay: its holder died
+
+
+@pytest.mark.parametrize("fs_mb,kb", [(12, 200), (20, 300)])
+def test_disk_full_in_the_writer_process_never_costs_a_flushed_frame(tmp_path, fs_mb, kb):
+    from test_faults_recorder import frame, mount_tmpfs
+
+    mnt = mount_tmpfs(tmp_path, fs_mb)
+    if mnt is None:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        path = mnt / "full.h5"
+        rec = Recorder(
+            path,
+            writer="process",
+            flush_interval_s=0.03,
+            block_frames=4,
+            image_format="raw",
+            drop_when_full=False,
+        )
+        for n in range(fs_mb * 1024 // kb * 2):  # twice what fits
+            rec.record(frame(n, kb))
+            if n % 8 == 0:
+                time.sleep(0.01)
+            if rec.failed:
+                break
+        rec.close()
+        st = rec.stats
+        assert rec.failed and counters_add_up(st) and st["queued"] == 0, st
+        assert st["failed_reason"].startswith("NoSpace: disk full"), st["failed_reason"]
+        with open_recording(path) as r:
+            assert r.closed_cleanly
+            assert len(r) == st["written"] == st["frames_flushed"] > 0
+            assert r.stats["failed_reason"] == st["failed_reason"]
+            got = r.read_layer("out")
+            np.testing.assert_array_equal(got[:, 0], np.arange(1, len(r) + 1))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
