@@ -58,4 +58,8 @@ test-numpy1: $(VENV_NP1)/.installed
 	$(VENV_NP1)/bin/python -c "import numpy; assert numpy.__version__ < '2', numpy.__version__; print('numpy', numpy.__version__)"
 	$(VENV_NP1)/bin/python -m pytest -q tests/test_nvinfer_config.py tests/test_geometry.py tests/test_detections.py \
 		tests/test_registry.py tests/test_decoders.py tests/test_cluster.py tests/test_scale.py tests/test_pipeline.py \
-		tests/test_deepstream_probe.py tests/test_deepstream_live.py tests/test_recording_roundtrip.py
+		tests/test_deepstream_probe.py tests/test_deepstream_live.py tests/test_recording_roundtrip.py \
+		tests/test_deepstream_fixes.py tests/test_deepstream_double.py tests/test_deepstream_doctor.py \
+		tests/test_faults_recorder.py tests/test_recording_crash.py tests/test_recording_recorder.py \
+		tests/test_bundle.py tests/test_user_steps_live.py tests/test_secondary_live.py tests/test_params.py \
+		--deselect tests/test_faults_recorder.py::test_record_onnx_checks_its_output_before_any_model_or_frame

@@ -179,13 +179,26 @@ def kernel_idle(d) -> bool:
     )
 
 
+def patient_wait(browser, timeout: float):
+    """A WebDriverWait that retries while JupyterLab re-renders a widget: an element found a moment
+    ago can be replaced before its text is read (StaleElementReferenceException) or be briefly
+    absent; both only mean "not yet"."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(
+        browser,
+        timeout,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
+
+
 def run_all(browser, url: str, notebook: str, wait_css: str, timeout: float = 240) -> None:
     """Open ``notebook``, Run All Cells, wait for ``wait_css`` to appear and the kernel to go idle."""
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     b = By()
-    wait = WebDriverWait(browser, timeout)
+    wait = patient_wait(browser, timeout)
     browser.get(f"{url}/lab/tree/{notebook}?token={TOKEN}")
     wait.until(EC.presence_of_element_located((b.CSS_SELECTOR, ".jp-NotebookPanel .jp-Cell")))
     time.sleep(2.0)
@@ -299,9 +312,8 @@ def select_with(browser, option: str):
 def settled(browser, pred, timeout: float = 30) -> tuple[int, int]:
     """The (source, frame) the tuner says it shows once ``pred`` holds for it (the picture can
     arrive a moment before the text)."""
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, timeout).until(lambda d: pred(shown_frame(d)))
+    patient_wait(browser, timeout).until(lambda d: pred(shown_frame(d)))
     return shown_frame(browser)
 
 
@@ -338,7 +350,6 @@ def test_tuner_in_jupyterlab_moves_threshold_and_count_changes(
 ):
     _require_browser()
     b = By()
-    from selenium.webdriver.support.ui import WebDriverWait
 
     n_before, thr, n_after = expected_counts(sample_recording)
     assert n_after < n_before
@@ -350,10 +361,16 @@ def test_tuner_in_jupyterlab_moves_threshold_and_count_changes(
     url, proc, log = start_lab(tmp_path, ["02_tune_postprocess.ipynb"], env)
     try:
         run_all(browser, url, "02_tune_postprocess.ipynb", ".dsprobe-count")
-        count = browser.find_element(b.CSS_SELECTOR, ".dsprobe-count")
-        assert int(count.text) == n_before
+        shown: list[str] = []
+        patient_wait(browser, 30).until(
+            lambda d: (
+                shown.append(d.find_element(b.CSS_SELECTOR, ".dsprobe-count").text.strip())
+                or shown[-1] != ""
+            )
+        )
+        assert int(shown[-1]) == n_before
         type_readout(browser, "pre-cluster thr", f"{thr:.2f}")
-        WebDriverWait(browser, 60).until(
+        patient_wait(browser, 60).until(
             lambda d: d.find_element(b.CSS_SELECTOR, ".dsprobe-count").text.strip() == str(n_after)
         )
         assert not (tmp_path / "tuned.json").exists()  # Run All wrote nothing
@@ -370,7 +387,6 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
 ):
     _require_browser()
     b = By()
-    from selenium.webdriver.support.ui import WebDriverWait
 
     rec_path, gt_path = long_recording
     spec = tmp_path / "saved" / "tuned.json"
@@ -398,7 +414,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
                 "dsprobe-picture",
                 lambda v=v: type_readout(browser, "pre-cluster thr", v),
             )
-            WebDriverWait(browser, 120).until(
+            patient_wait(browser, 120).until(
                 lambda d: (
                     "\u231b" not in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
                 )
@@ -415,7 +431,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
         time.sleep(2.0)
         play.click()
         time.sleep(1.0)
-        WebDriverWait(browser, 30).until(kernel_idle)
+        patient_wait(browser, 30).until(kernel_idle)
         assert shown_frame(browser)[1] > f0[1] + 30
         # stream change keeps the frame number
         here = shown_frame(browser)
@@ -430,7 +446,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
                 lambda v=v: type_readout(browser, "NMS IoU", v),
             )
             t0 = time.perf_counter()
-            WebDriverWait(browser, 180).until(
+            patient_wait(browser, 180).until(
                 lambda d: (
                     "\u231b" not in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
                 )
@@ -466,7 +482,7 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
         zoom = select_with(browser, "200%")
         zoom.select_by_visible_text("200%")
         img = browser.find_element(b.CSS_SELECTOR, "img.dsprobe-picture")
-        WebDriverWait(browser, 30).until(lambda d: img.size["width"] == 2 * 320)
+        patient_wait(browser, 30).until(lambda d: img.size["width"] == 2 * 320)
         zoom.select_by_visible_text("fit")
         # A/B: freeze B, change A; both keep the ground truth, metrics show deltas
         button(browser, "B \u2190 A").click()
@@ -475,14 +491,14 @@ def test_tuner_on_5000_frames_records_latencies_and_screenshots(  # noqa: C901 (
             "dsprobe-picture",
             lambda: type_readout(browser, "pre-cluster thr", "0.30"),
         )
-        WebDriverWait(browser, 120).until(
+        patient_wait(browser, 120).until(
             lambda d: "vs B" in d.find_element(b.CSS_SELECTOR, ".dsprobe-metrics-line").text
         )
         shot(tuner, "tuner_ab")
         # save only on click
         assert not spec.exists()
         button(browser, "save").click()
-        WebDriverWait(browser, 30).until(lambda d: spec.exists())
+        patient_wait(browser, 30).until(lambda d: spec.exists())
     except Exception:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "browser_long_failure.png"))
@@ -521,9 +537,8 @@ def test_explorer_gallery_and_objectives_in_jupyterlab(
         target = next(o for o in opens if o.is_displayed())
         caption = target.find_element(b.XPATH, "./preceding-sibling::*[1]").text
         target.click()
-        from selenium.webdriver.support.ui import WebDriverWait
 
-        WebDriverWait(browser, 30).until(
+        patient_wait(browser, 30).until(
             lambda d: shown_frame(d) != before or f"source {before[0]} frame {before[1]}" in caption
         )
         src, fn = shown_frame(browser)

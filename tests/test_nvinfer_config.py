@@ -80,6 +80,18 @@ def test_labels_resolved_next_to_config(tmp_path):
     assert load_nvinfer_config(tmp_path / "c.txt").labels() == ["car", "person", "bicycle"]
 
 
+def test_classifier_label_file_is_one_line_per_output_layer(tmp_path):
+    """nvinfer reads a classifier's label file as labels[layer][attribute] (DeepStream's
+    Secondary_CarColor/labels.txt is one ';'-separated line): every field counts, not the first."""
+    (tmp_path / "labels.txt").write_text("black; blue;red;\nsedan;suv\n")
+    (tmp_path / "c.txt").write_text("[property]\nnetwork-type=1\nlabelfile-path=labels.txt\n")
+    (tmp_path / "d.txt").write_text("[property]\nnetwork-type=0\nlabelfile-path=labels.txt\n")
+    cls = load_nvinfer_config(tmp_path / "c.txt")
+    assert cls.labels() == ["black", "blue", "red"]
+    assert cls.classifier_labels() == [["black", "blue", "red"], ["sedan", "suv"]]
+    assert load_nvinfer_config(tmp_path / "d.txt").labels() == ["black", "sedan"]
+
+
 def test_defaults_when_keys_absent():
     cfg = parse_nvinfer_config("[property]\nnum-detected-classes=2\n")
     assert cfg.gie_unique_id == DEFAULT_GIE_UNIQUE_ID and cfg.cluster_mode == 0

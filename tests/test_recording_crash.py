@@ -31,8 +31,15 @@ CHILD = textwrap.dedent("""
         rec.record(frame(n))
     while rec.stats["frames_flushed"] < 40:     # all 40 written and flushed
         time.sleep(0.01)
-    print("FLUSHED", flush=True)
     n = 40
+    if segment_bytes:                            # and a second segment begun (compressed frames
+        from pathlib import Path                 # are small: how many it takes varies)
+        p = Path(path)
+        while len(list(p.parent.glob(p.stem + "-*.h5"))) < 2:
+            rec.record(frame(n))
+            n += 1
+            time.sleep(0.001)
+    print("FLUSHED", flush=True)
     while True:                                  # keep writing until killed
         rec.record(frame(n))
         n += 1

@@ -155,10 +155,31 @@ class NvinferConfig:
         file that is not a regular file, not UTF-8 text or over 16 MiB is an NvinferConfigError
         naming both files.
 
-        Detector label files have one class per line; a ``;``-separated line gives its first field.
+        Detector label files have one class per line; a ``;``-separated line gives its first field
+        (nvinfer uses ``labels[class_id][0]``). Classifier label files (``network-type=1``) hold one
+        line per output layer with that layer's labels ``;``-separated (nvinfer's
+        ``labels[layer][attribute]``): this returns the first layer's labels, and
+        :meth:`classifier_labels` every layer's.
         """
+        lines = self.label_lines(base_dir)
+        if self.network_type == NETWORK_CLASSIFIER:
+            return list(lines[0]) if lines else []
+        return [fields[0] for fields in lines]
+
+    def classifier_labels(self, base_dir: str | Path | None = None) -> list[list[str]]:
+        """A classifier's labels per output layer: ``[layer][attribute]``, as nvinfer parses a label
+        file (one line per output layer, ``;``-separated). Embedded labels count as one layer."""
+        return [list(fields) for fields in self.label_lines(base_dir)]
+
+    def label_lines(self, base_dir: str | Path | None = None) -> list[list[str]]:
+        """The label file as nvinfer reads it: one entry per non-empty line, each line split at
+        ``;`` with surrounding blanks stripped and a trailing ``;`` ignored (embedded labels: one
+        line per class for a detector, one line holding all of them for a classifier)."""
         if self.embedded_labels is not None:
-            return list(self.embedded_labels)
+            embedded = [str(x) for x in self.embedded_labels]
+            if self.network_type == NETWORK_CLASSIFIER:
+                return [embedded] if embedded else []
+            return [[x] for x in embedded]
         if not self.labelfile_path:
             return []
         p = Path(self.labelfile_path)
@@ -199,13 +220,14 @@ MAX_CONFIG_BYTES = 1 << 20
 MAX_LABEL_FILE_BYTES = 16 << 20
 
 
-def read_label_file(path: Path, config: str = "config") -> list[str]:
-    """The labels in the nvinfer label file ``path`` named by ``config`` (see NvinferConfig.labels)."""
+def read_label_file(path: Path, config: str = "config") -> list[list[str]]:
+    """The nvinfer label file ``path`` named by ``config``, one list of ``;``-separated fields per
+    non-empty line (see NvinferConfig.label_lines)."""
     where = f"{config}: labelfile-path {path}"
     try:
         if not path.exists():  # nvinfer refuses to start on it; a replay can go on with numbers
             warnings.warn(
-                f"{where} does not exist: no labels (class numbers instead)", stacklevel=3
+                f"{where} does not exist: no labels (class numbers instead)", stacklevel=4
             )
             return []
         if not path.is_file():
@@ -223,7 +245,12 @@ def read_label_file(path: Path, config: str = "config") -> list[str]:
         ) from None
     if "\0" in text:
         raise NvinferConfigError(f"{where} is binary, not a label file")
-    return [line.split(";")[0].strip() for line in text.splitlines() if line.strip()]
+    lines = []
+    for line in text.splitlines():
+        if line.strip():
+            fields = [f.strip() for f in line.split(";")]
+            lines.append(fields[:-1] if len(fields) > 1 and not fields[-1] else fields)
+    return lines
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
