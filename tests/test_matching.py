@@ -177,3 +177,73 @@ def test_subset_of_a_table_is_the_table_of_the_subset():
     assert np.array_equal(accumulate(sub).precision, accumulate(fresh).precision)
     assert sub.num_detections == fresh.num_detections
     assert table.frame(0)["tp"].sum() == table.tp[0].sum()
+
+
+def assert_tables_equal(a: MatchTable, b: MatchTable) -> None:
+    for name in MatchTable.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+        else:
+            assert x == y, name
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_match_plan_of_a_subset_equals_matching_the_subset(seed):
+    from dsprobe.analysis.matching import MatchPlan
+
+    rng = np.random.default_rng(200 + seed)
+    df, gt, frames = random_case(rng, nan=seed % 4 == 0, zero_id=seed % 5 == 0)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)[: 18 if seed % 3 == 0 else None]
+    plan = MatchPlan(df, gt, ids)
+    assert_tables_equal(plan.table(), match_table(df, gt, ids))
+    for keep in (
+        rng.random(len(df)) < 0.6,  # any subset: its own greedy matching
+        df["score"].to_numpy() >= 0.5,
+        np.zeros(len(df), bool),
+    ):
+        assert_tables_equal(plan.table(keep), match_table(df[keep], gt, ids))
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_cut_accumulator_equals_accumulating_each_cut(seed):
+    """Every score cut (scalar, per class, with a post threshold) of a subset, through the prefix
+    sums of one CutAccumulator, equals accumulate() of the subset's table cut, bit for bit;
+    ``accumulate`` refuses a cut that is not a per-class prefix."""
+    from dsprobe.analysis.matching import MatchPlan
+
+    rng = np.random.default_rng(300 + seed)
+    df, gt, frames = random_case(rng, n_img=25, nan=seed % 4 == 0, zero_id=seed % 6 == 0)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    max_det = [1000, 2, 3][seed % 3]
+    base = None if seed % 2 else rng.random(len(df)) < 0.7
+    plan = MatchPlan(df, gt, ids)
+    cuts = plan.cuts(base, max_det=max_det)
+    table = plan.table(base)
+    sub = df if base is None else df[base]
+    s, c = sub["score"].to_numpy(np.float32), sub["class_id"].to_numpy()
+    n_cls = int(df["class_id"].max()) + 1 if len(df) else 1
+    for pre, post in [
+        (np.full(n_cls, t, np.float32), np.full(n_cls, -np.inf, np.float32))
+        for t in (0.0, 0.3, 0.5, 0.95, 1.5)
+    ] + [
+        (
+            rng.choice([0.0, 0.2, 0.5, 0.7], n_cls).astype(np.float32),
+            np.full(n_cls, 0.4, np.float32),
+        )
+    ]:
+        keep = (s >= pre[c]) & (s > post[c])
+        ref = accumulate(table.subset(keep), max_det=max_det)
+        for got in (cuts.accumulate(keep), cuts.accumulate_scores(pre, post)):
+            assert got is not None
+            assert np.array_equal(got.precision, ref.precision)
+            assert np.array_equal(got.recall, ref.recall)
+            assert got.num_detections == ref.num_detections
+    # dropping a class's best detection but keeping lower ones is no prefix: refused
+    for cc in np.unique(c[c < 4]):  # the ground truth's categories
+        idx = np.flatnonzero(c == cc)
+        if len(np.unique(s[idx])) > 1:
+            keep = np.ones(len(s), bool)
+            keep[idx[np.argmax(s[idx])]] = False
+            assert cuts.accumulate(keep) is None
+            break

@@ -404,3 +404,191 @@ def test_search_over_user_filter_and_scale_params(sample_recording, sample_video
         assert (row["map50"], row["map50_95"]) == pytest.approx((r.map50, r.map50_95), abs=1e-12)
     assert res.best_params["margin"] == 0.0  # grown boxes fit the ground truth worse
     rec.close()
+
+
+# ------------------------------------------------------------------------ the flat CPU path vs the reference
+# Reclusterer clusters every frame at once (dsprobe.analysis.floor: one NMS pair graph for all IoU
+# thresholds) and search scores threshold cuts from one match plan per floor; per_frame=True is the
+# reference (the steps frame by frame, every cut matched): the two must agree exactly.
+
+NC = 80
+
+
+def many_class_candidates(
+    rng: np.random.Generator, n_frames: int, weird: bool = False, extras: bool = False
+) -> list[Detections]:
+    """Up to 80 classes, clumps of overlapping boxes (chains too), scores on a 0.05 grid (ties),
+    every 4th frame empty; ``weird``: NaN, inverted, zero-size and huge boxes; ``extras``: object
+    ids and keypoints to carry through."""
+    out = []
+    for f in range(n_frames):
+        boxes, scores, classes = [], [], []
+        for _ in range(0 if f % 4 == 0 else rng.integers(1, 25)):
+            c = int(rng.integers(0, NC + 2))  # >= NC: dropped by the threshold step
+            x, y = rng.uniform(0, 300, 2)
+            w, h = rng.uniform(4, 60, 2)
+            for k in range(rng.integers(1, 9)):
+                dx = k * w * rng.uniform(0.05, 0.4) if rng.random() < 0.3 else rng.normal(0, 4)
+                boxes.append([x + dx, y, x + dx + w, y + h])
+                scores.append(np.round(rng.uniform(0, 1) / 0.05) * 0.05)
+                classes.append(c)
+        b = np.array(boxes, np.float32).reshape(-1, 4)
+        if weird and len(b):
+            pick = rng.integers(0, len(b), 4)
+            b[pick[0], 2] = np.nan
+            b[pick[1], [0, 2]] = b[pick[1], [2, 0]]  # inverted
+            b[pick[2], 2:] = b[pick[2], :2]  # zero size
+            b[pick[3]] = [-1e30, -1e30, 1e30, 1e30]
+        n = len(b)
+        out.append(
+            Detections(
+                b,
+                scores,
+                classes,
+                "network",
+                object_ids=np.arange(n, dtype=np.uint64) + 1000 * f if extras else None,
+                keypoints=rng.uniform(0, 320, (n, 2, 3)).astype(np.float32) if extras else None,
+            )
+        )
+    return out
+
+
+def many_class_postprocess(**cluster_params) -> Postprocess:
+    steps = [
+        Step("decode", "yolov8"),
+        Step("filter", "threshold", {"pre_cluster_threshold": 0.2, "num_classes": NC}),
+        Step("cluster", "nms", {"iou_threshold": 0.5, **cluster_params}),
+        Step("scale", "nvinfer", {"maintain_aspect_ratio": True}),
+    ]
+    return Postprocess(steps, labels=[f"c{c}" for c in range(NC)], num_classes=NC)
+
+
+def decoded_many(cands: list[Detections], pp: Postprocess) -> DecodedRecording:
+    """Two frame sizes in runs (several context runs for the flat scaling)."""
+    ctxs = {}
+    for i in range(len(cands)):
+        size = FRAME if (i // 3) % 2 == 0 else (960, 540)
+        ctxs[i] = StepContext(
+            network_size=NET, frame_size=size, crop_rect=(0.0, 0.0, *map(float, size))
+        )
+    rec = FakeRecording(len(cands))
+    rec.frames["frame_width"] = [c.frame_size[0] for c in ctxs.values()]
+    rec.frames["frame_height"] = [c.frame_size[1] for c in ctxs.values()]
+    return DecodedRecording(pp, dict(enumerate(cands)), ctxs, rec)
+
+
+def same_bits(a: Detections, b: Detections) -> bool:
+    """Detections.equals, NaN boxes included: every array bit for bit."""
+    fields = ("boxes", "scores", "class_ids", "keypoints", "vectors", "masks", "object_ids")
+    if a.space != b.space or len(a) != len(b):
+        return False
+    for name in fields:
+        x, y = getattr(a, name), getattr(b, name)
+        if (x is None) != (y is None):
+            return False
+        if x is not None and not (
+            x.dtype == y.dtype
+            and np.array_equal(
+                np.ascontiguousarray(x).view(np.uint8), np.ascontiguousarray(y).view(np.uint8)
+            )
+        ):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("weird", [False, True])
+def test_nms_pair_graph_equals_greedy_nms_for_every_threshold(weird):
+    from dsprobe.postprocess.cluster import class_score_order
+    from dsprobe.postprocess.iou import greedy_graph, greedy_nms, suppression_pairs
+
+    rng = np.random.default_rng(21 + weird)
+    parts = many_class_candidates(rng, 12, weird=weird)
+    parts = [d[d.class_ids < NC] for d in parts]
+    parts = [d[class_score_order(d.scores, d.class_ids)] for d in parts]
+    flat = Detections.concatenate(parts)
+    frame = np.repeat(np.arange(len(parts)), [len(d) for d in parts])
+    group = frame * NC + flat.class_ids
+    for floor, thresholds in ((0.3, (0.3, 0.45, 0.7, 1.0)), (0.0, (0.0, 0.5)), (-0.5, (-0.5, 0.2))):
+        src, dst, iou = suppression_pairs(flat.boxes, group, floor, max_pairs=500)
+        assert np.all(src < dst) and np.all(group[src] == group[dst])
+        for thr in thresholds:
+            hit = ~(iou <= np.float32(thr))
+            kept = np.flatnonzero(greedy_graph(len(flat), src[hit], dst[hit]))
+            ref = [
+                np.flatnonzero(group == g)[
+                    greedy_nms(flat.boxes[group == g], flat.scores[group == g], thr)
+                ]
+                for g in np.unique(group)
+            ]
+            ref = np.sort(np.concatenate(ref)) if ref else np.zeros(0, np.int64)
+            assert np.array_equal(kept, ref), (floor, thr)
+
+
+@pytest.mark.parametrize("weird", [False, True])
+def test_flat_reclusterer_equals_the_per_frame_steps_with_80_classes(weird):
+    rng = np.random.default_rng(31 + weird)
+    pp = many_class_postprocess()
+    dec = decoded_many(many_class_candidates(rng, 24, weird=weird, extras=True), pp)
+    flat, ref = Reclusterer(dec, floor=0.05), Reclusterer(dec, floor=0.05, per_frame=True)
+    per_class = lambda lo, hi: np.round(rng.uniform(lo, hi, NC + 2), 2).tolist()  # noqa: E731
+    settings = [
+        {"pre_cluster_threshold": 0.05, "iou_threshold": 0.3},
+        {"pre_cluster_threshold": 0.5, "iou_threshold": 0.75},
+        {"pre_cluster_threshold": 0.35, "iou_threshold": 0.0},
+        {"pre_cluster_threshold": 0.2, "iou_threshold": per_class(0.2, 0.8)},
+        {"pre_cluster_threshold": per_class(0.05, 0.6), "post_cluster_threshold": 0.4},
+        {"pre_cluster_threshold": 0.1, "iou_threshold": 0.45, "topk": 2},
+        {"pre_cluster_threshold": 0.1, "detected_min_w": 30, "roi_top_offset": 100},
+        {"pre_cluster_threshold": 0.1, "iou_threshold": [0.5] * 3},  # too short: the step's error
+    ]
+    for p in settings:
+        q = pp.set_params(p)
+        try:
+            expected = dec.run(q)
+        except PostprocessError as exc:
+            with pytest.raises(PostprocessError, match="iou_threshold"):
+                flat.run(q)
+            assert "iou_threshold" in str(exc)
+            continue
+        for rc in (flat, ref):
+            got = rc.run(q)
+            assert got.keys() == expected.keys()
+            for r in expected:
+                assert same_bits(got[r], expected[r]), (p, r)
+        assert flat.counts(q).equals(ref.counts(q))
+    assert flat._floors is not None  # the flat path ran
+
+
+def test_search_flat_equals_the_per_frame_reference_with_80_classes():
+    rng = np.random.default_rng(41)
+    cands = many_class_candidates(rng, 40)
+    pp = many_class_postprocess()
+    dec = decoded_many(cands, pp)
+    ref_dets = detections_frame(dec.recording, dec.run(pp.set_params({"iou_threshold": 0.4})))
+    gt = ground_truth_from_detections(
+        ref_dets[ref_dets["score"] > 0.55],
+        [f"c{c}" for c in range(NC)],
+        [(i % 2, i // 2) for i in range(len(cands))],
+    )
+    frames = [(i % 2, i // 2) for i in range(len(cands))]
+    grid = {
+        "pre_cluster_threshold": [0.05, 0.3, 0.5, 0.55, 0.9],
+        "iou_threshold": [0.3, 0.45, 0.6, 1.0],
+        "post_cluster_threshold": [0.0, 0.5],
+        "topk": [-1, 3],
+    }
+    fast = search(dec, gt, grid, frames=frames)
+    slow = search(
+        dec, gt, grid, frames=frames, reclusterer=Reclusterer(dec, floor=0.05, per_frame=True)
+    )
+    assert fast.table.equals(slow.table)  # every number, to the last bit, in the same order
+    assert fast.best_params == slow.best_params
+    assert fast.table["map50"].nunique() > 5  # the grid matters
+    for _, row in fast.table.sample(6, random_state=0).iterrows():
+        q = pp.set_params({k: row[k].item() for k in grid})
+        r = evaluate(detections_frame(dec.recording, dec.run(q)), gt, frames)
+        assert (row["map50"], row["map50_95"], row["detections"]) == (
+            r.map50,
+            r.map50_95,
+            r.num_detections,
+        )

@@ -36,7 +36,7 @@ COCO's loop for just their (image, class).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -234,72 +234,361 @@ def match_table(
     numbers) as COCO does; detections on other frames or of classes the ground truth does not list
     are left out. ``gt``: a :class:`~dsprobe.analysis.evaluate.GroundTruth` (its ``arrays()``) or
     :class:`GroundTruthArrays`."""
-    d = detection_arrays(detections) if isinstance(detections, pd.DataFrame) else detections
-    g = gt if isinstance(gt, GroundTruthArrays) else gt.arrays()
-    images = np.unique(np.asarray(image_ids, np.int64))
-    cats = g.category_ids
-    on_frame = np.isin(d["image_id"], images)
-    sel = np.flatnonzero(on_frame & np.isin(d["category_id"], cats))
-    gsel = np.flatnonzero(np.isin(g.image_id, images) & np.isin(g.category_id, cats))
-    # group key (image, category) -> one int; dets by key, descending score, input order
-    dkey = d["image_id"][sel] * len(cats) + np.searchsorted(cats, d["category_id"][sel])
-    score = d["score"][sel]
-    order = np.lexsort((sel, -score, dkey))
-    sel, dkey, score = sel[order], dkey[order], score[order]
-    starts = np.flatnonzero(np.r_[True, dkey[1:] != dkey[:-1]]) if len(dkey) else dkey
-    rank = np.arange(len(sel)) - np.repeat(starts, np.diff(np.r_[starts, len(sel)]))
-    # ground truth by key, regular before ignored (stable)
-    area = g.area[gsel]
-    g_ig = (g.iscrowd[gsel] != 0) | (area < AREA_RANGE[0]) | (area > AREA_RANGE[1])
-    gkey = g.image_id[gsel] * len(cats) + np.searchsorted(cats, g.category_id[gsel])
-    gorder = np.lexsort((gsel, g_ig, gkey))
-    gsel, gkey, g_ig = gsel[gorder], gkey[gorder], g_ig[gorder]
-    crowd = g.iscrowd[gsel] != 0
-    dbox, gbox = d["bbox"][sel], g.bbox[gsel]
-    # every (detection, ground truth) pair of the same key
-    lo, hi = np.searchsorted(gkey, dkey, "left"), np.searchsorted(gkey, dkey, "right")
-    n_pairs = hi - lo
-    pd_ = np.repeat(np.arange(len(sel)), n_pairs)
-    pg = np.arange(len(pd_)) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs) + lo[pd_]
-    piou = coco_iou(dbox[pd_], gbox[pg], crowd[pg])
-    thr = np.minimum(np.asarray(iou_thresholds, np.float64), 1 - 1e-10)
-    T = len(thr)
-    choice = np.full((T, len(sel)), -1, np.int64)  # chosen pair per (threshold, detection)
-    bad = ~np.isfinite(piou)
-    loop_keys = np.unique(dkey[pd_[bad]])
-    cand = ~(piou < thr.min()) & ~np.isin(dkey[pd_], loop_keys)
-    _greedy(pd_, pg, piou, cand, dkey, g_ig, crowd, thr, choice)
-    for key in loop_keys:
-        _greedy_loop(key, dkey, gkey, pd_, pg, piou, g_ig, crowd, thr, choice)
-    matched = choice >= 0
-    safe = np.where(matched, choice, 0)
-    pair_gt = pg[safe] if len(pg) else np.zeros_like(safe)
-    gt_id = np.where(matched, g.ann_id[gsel][pair_gt] if len(gsel) else -1, -1)
-    iou = np.where(matched, piou[safe] if len(piou) else 0.0, 0.0)
-    dbox_area = dbox[:, 2] * dbox[:, 3]
-    area_out = (dbox_area < AREA_RANGE[0]) | (dbox_area > AREA_RANGE[1])
-    none = ~matched | (gt_id == 0)  # COCO's dtMatches == 0
-    ignored = (matched & (g_ig[pair_gt] if len(g_ig) else False)) | (none & area_out)
-    num_gt = np.bincount(
-        np.searchsorted(cats, g.category_id[gsel][~g_ig]), minlength=len(cats)
-    ).astype(np.int64)
-    return MatchTable(
-        images,
-        cats,
-        np.asarray(iou_thresholds, np.float64),
-        sel,
-        d["image_id"][sel],
-        d["category_id"][sel],
-        score,
-        rank,
-        gt_id,
-        iou,
-        ~none & ~ignored,
-        ignored,
-        num_gt,
-        np.flatnonzero(on_frame),
-        len(on_frame),
-    )
+    return MatchPlan(detections, gt, image_ids, iou_thresholds).table()
+
+
+@dataclass
+class _Matched:
+    """The result of matching a subset of a :class:`MatchPlan`'s detections (see ``MatchPlan.match``)."""
+
+    rows: np.ndarray  # the plan's rows kept (table order)
+    rank: np.ndarray
+    paired: np.ndarray  # positions (among ``rows``) of the detections with candidate pairs
+    choice: np.ndarray  # (T, len(paired)) the chosen pair (index into ``pairs``), -1 none
+    pairs: np.ndarray  # the plan's pairs kept
+
+
+class MatchPlan:
+    """What :func:`match_table` does before matching, done once for one detection set so that many
+    subsets of it can be matched: COCO's order of the detections, every (detection, ground truth)
+    pair of the same (image, class) and their IoU. ``table(keep)`` equals ``match_table`` of the
+    detections ``keep`` selects, field for field (a subset keeps the set's order, pairs and IoUs);
+    ``cuts(keep)`` gives the same subset's :class:`CutAccumulator`."""
+
+    def __init__(
+        self,
+        detections: pd.DataFrame | dict[str, np.ndarray],
+        gt: Any,
+        image_ids: Sequence[int],
+        iou_thresholds: np.ndarray = IOU_THRESHOLDS,
+    ) -> None:
+        d = detection_arrays(detections) if isinstance(detections, pd.DataFrame) else detections
+        g = gt if isinstance(gt, GroundTruthArrays) else gt.arrays()
+        images = np.unique(np.asarray(image_ids, np.int64))
+        cats = g.category_ids
+        on_frame = np.isin(d["image_id"], images)
+        sel = np.flatnonzero(on_frame & np.isin(d["category_id"], cats))
+        gsel = np.flatnonzero(np.isin(g.image_id, images) & np.isin(g.category_id, cats))
+        # group key (image, category) -> one int; dets by key, descending score, input order
+        dkey = d["image_id"][sel] * len(cats) + np.searchsorted(cats, d["category_id"][sel])
+        score = d["score"][sel]
+        order = np.lexsort((sel, -score, dkey))
+        sel, dkey, score = sel[order], dkey[order], score[order]
+        # ground truth by key, regular before ignored (stable)
+        area = g.area[gsel]
+        g_ig = (g.iscrowd[gsel] != 0) | (area < AREA_RANGE[0]) | (area > AREA_RANGE[1])
+        gkey = g.image_id[gsel] * len(cats) + np.searchsorted(cats, g.category_id[gsel])
+        gorder = np.lexsort((gsel, g_ig, gkey))
+        gsel, gkey, g_ig = gsel[gorder], gkey[gorder], g_ig[gorder]
+        dbox, gbox = d["bbox"][sel], g.bbox[gsel]
+        crowd = g.iscrowd[gsel] != 0
+        # every (detection, ground truth) pair of the same key
+        lo, hi = np.searchsorted(gkey, dkey, "left"), np.searchsorted(gkey, dkey, "right")
+        n_pairs = hi - lo
+        pd_ = np.repeat(np.arange(len(sel)), n_pairs)
+        pg = np.arange(len(pd_)) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs) + lo[pd_]
+        dbox_area = dbox[:, 2] * dbox[:, 3]
+        self.image_ids, self.category_ids = images, cats
+        self.iou_thresholds = np.asarray(iou_thresholds, np.float64)
+        self.sel, self.dkey, self.score = sel, dkey, score
+        self.image_id, self.category_id = d["image_id"][sel], d["category_id"][sel]
+        self.area_out = (dbox_area < AREA_RANGE[0]) | (dbox_area > AREA_RANGE[1])
+        self.pd, self.pg, self.piou = pd_, pg, coco_iou(dbox[pd_], gbox[pg], crowd[pg])
+        self.gkey, self.g_ig, self.crowd, self.ann_id = gkey, g_ig, crowd, g.ann_id[gsel]
+        self.num_gt = np.bincount(
+            np.searchsorted(cats, g.category_id[gsel][~g_ig]), minlength=len(cats)
+        ).astype(np.int64)
+        self.frame_rows = np.flatnonzero(on_frame)
+        self.num_inputs = len(on_frame)
+        self.all_scores, self.all_classes = d["score"], d["category_id"]
+        self._acc: tuple[np.ndarray, ...] | None = None  # accumulate's order (cuts)
+
+    def match(self, keep: np.ndarray | None = None) -> _Matched:
+        """COCO's greedy matching of the detections ``keep`` selects (a mask over the input rows;
+        None: all), as :func:`match_table` would match them alone."""
+        k = np.ones(len(self.sel), bool) if keep is None else np.asarray(keep, bool)[self.sel]
+        rows = np.flatnonzero(k)
+        dkey = self.dkey[rows]
+        starts = np.flatnonzero(np.r_[True, dkey[1:] != dkey[:-1]]) if len(dkey) else dkey
+        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        pairs = np.flatnonzero(k[self.pd]) if keep is not None else np.arange(len(self.pd))
+        pos = np.cumsum(k) - 1  # plan row -> position among the kept
+        det = pos[self.pd[pairs]]  # ascending
+        new = np.r_[True, det[1:] != det[:-1]] if len(det) else np.zeros(0, bool)
+        paired = det[new]  # detections without pairs are left out (they match nothing)
+        pd_ = np.cumsum(new) - 1
+        pg, piou = self.pg[pairs], self.piou[pairs]
+        pkey = dkey[paired]
+        thr = np.minimum(self.iou_thresholds, 1 - 1e-10)
+        choice = np.full((len(thr), len(paired)), -1, np.int64)
+        bad = ~np.isfinite(piou)
+        loop_keys = np.unique(pkey[pd_[bad]])
+        cand = ~(piou < thr.min())
+        if len(loop_keys):
+            cand &= ~np.isin(pkey[pd_], loop_keys)
+        _greedy(pd_, pg, piou, cand, pkey, self.g_ig, self.crowd, thr, choice)
+        for key in loop_keys:
+            _greedy_loop(key, pkey, self.gkey, pd_, pg, piou, self.g_ig, self.crowd, thr, choice)
+        return _Matched(rows, rank, paired, choice, pairs)
+
+    def flags(self, m: _Matched) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(tp, ignored, gt_id, iou)`` ``(T, n)`` of a :meth:`match` (gt_id / iou only over
+        ``m.paired``: the others matched nothing)."""
+        T, n = len(self.iou_thresholds), len(m.rows)
+        matched = m.choice >= 0
+        safe = np.where(matched, m.choice, 0)
+        pair_gt = self.pg[m.pairs][safe] if len(m.pairs) else np.zeros_like(safe)
+        gt_id = np.where(matched, self.ann_id[pair_gt] if len(self.ann_id) else -1, -1)
+        iou = np.where(matched, self.piou[m.pairs][safe] if len(m.pairs) else 0.0, 0.0)
+        area_out = self.area_out[m.rows]
+        none = ~matched | (gt_id == 0)  # COCO's dtMatches == 0
+        ign_p = (matched & (self.g_ig[pair_gt] if len(self.g_ig) else False)) | (
+            none & area_out[m.paired]
+        )
+        ignored = np.broadcast_to(area_out, (T, n)).copy()  # unpaired: no match
+        ignored[:, m.paired] = ign_p
+        tp = np.zeros((T, n), bool)
+        tp[:, m.paired] = ~none & ~ign_p
+        return tp, ignored, gt_id, iou
+
+    def _inputs(self, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(input row -> row of the subset, the subset's frame rows, its length)."""
+        if keep is None:
+            return np.arange(self.num_inputs), self.frame_rows, self.num_inputs
+        keep = np.asarray(keep, bool)
+        pos = np.cumsum(keep) - 1
+        return pos, pos[self.frame_rows[keep[self.frame_rows]]], int(keep.sum())
+
+    def table(self, keep: np.ndarray | None = None) -> MatchTable:
+        """:func:`match_table` of the detections ``keep`` selects (a mask over the input rows)."""
+        m = self.match(keep)
+        tp, ignored, gt_p, iou_p = self.flags(m)
+        T, n = tp.shape
+        gt_id = np.full((T, n), -1, np.int64)
+        gt_id[:, m.paired] = gt_p
+        iou = np.zeros((T, n))
+        iou[:, m.paired] = iou_p
+        pos, frame_rows, num_inputs = self._inputs(keep)
+        r = m.rows
+        return MatchTable(
+            self.image_ids,
+            self.category_ids,
+            self.iou_thresholds,
+            pos[self.sel[r]],
+            self.image_id[r],
+            self.category_id[r],
+            self.score[r],
+            m.rank,
+            gt_id,
+            iou,
+            tp,
+            ignored,
+            self.num_gt,
+            frame_rows,
+            num_inputs,
+        )
+
+    def cuts(self, keep: np.ndarray | None = None, max_det: int = 1000) -> CutAccumulator:
+        """The :class:`CutAccumulator` of the detections ``keep`` selects (a mask over the input
+        rows): matched as :meth:`match`, in accumulate's order, which for a subset is the whole
+        set's order restricted (sorted once)."""
+        if self._acc is None:
+            # plan rows are by (image, class, rank): two stable sorts give (class, -score, image,
+            # rank), np.lexsort((rank, image, -score, class))'s order at a fraction of its cost
+            by_score = np.argsort(-self.score, kind="stable")
+            k_of = np.searchsorted(self.category_ids, self.category_id)
+            order = by_score[np.argsort(k_of[by_score], kind="stable")]
+            at = np.empty(len(order), np.int64)
+            at[order] = np.arange(len(order))
+            outside = np.ones(self.num_inputs, bool)
+            outside[self.sel] = False
+            self._acc = (order, at, k_of[order], self.score[order], self.sel[order])
+            self._outside = self.frame_rows[outside[self.frame_rows]]
+            self._area_out_rows = np.flatnonzero(self.area_out)
+        order, at_full, k_acc, score_acc, input_acc = self._acc
+        m = self.match(keep)
+        k = np.ones(len(self.sel), bool) if keep is None else np.asarray(keep, bool)[self.sel]
+        in_acc = k[order]
+        acc_pos = np.cumsum(in_acc) - 1  # accumulate-order position of each kept plan row
+
+        def at(plan_rows: np.ndarray) -> np.ndarray:
+            return np.sort(acc_pos[at_full[plan_rows]])
+
+        use = np.ones(len(m.rows), bool)
+        if len(m.rank) and m.rank.max() >= max_det:
+            use = np.zeros(len(m.rows), bool)
+            use[acc_pos[at_full[m.rows]]] = m.rank < max_det
+        # true positives and ignored detections (sparse): per IoU threshold, positions ascending
+        matched = m.choice >= 0
+        safe = np.where(matched, m.choice, 0)
+        pair_gt = self.pg[m.pairs][safe] if len(m.pairs) else np.zeros_like(safe)
+        none = ~matched | ((self.ann_id[pair_gt] if len(self.ann_id) else -1) == 0)
+        area_out = self.area_out[m.rows[m.paired]]
+        ign_p = (matched & (self.g_ig[pair_gt] if len(self.g_ig) else False)) | (none & area_out)
+        tp_p = ~none & ~ign_p
+        paired_rows = m.rows[m.paired]  # plan rows
+        out = self._area_out_rows[k[self._area_out_rows]]  # no match: ignored when out of range
+        out = out[~np.isin(out, paired_rows)]
+        tp_pos, ign_pos = [], []
+        for t in range(len(self.iou_thresholds)):
+            p = at(paired_rows[tp_p[t]])
+            tp_pos.append(p[use[p]])
+            q = at(np.r_[paired_rows[ign_p[t]], out])
+            ign_pos.append(q[use[q]])
+        outside = self._outside
+        if keep is not None:
+            outside = outside[np.asarray(keep, bool)[outside]]
+
+        def index() -> tuple[np.ndarray, np.ndarray]:
+            inputs, frame_rows, _ = self._inputs(keep)
+            return inputs[input_acc[in_acc]], frame_rows
+
+        return CutAccumulator(
+            self.category_ids,
+            self.iou_thresholds,
+            self.num_gt,
+            len(self.image_ids),
+            k_acc[in_acc],
+            use,
+            tp_pos,
+            ign_pos,
+            score_acc[in_acc],
+            index,
+            (self.all_scores[outside], self.all_classes[outside]),
+        )
+
+
+class CutAccumulator:
+    """COCO's ``accumulate`` of many cuts of one matched detection set, each equal to
+    ``accumulate(table.subset(keep))`` without matching or sorting again: a cut that keeps, in every
+    class, a prefix of the class's detections in accumulate's order (descending score, then image,
+    then rank) keeps every match (COCO matches in that order) and its cumulative TP / FP counts are
+    a prefix of the set's. Only the true positives matter for the precision at each recall
+    threshold: precision falls at every other detection, so the running maximum from the right,
+    read at the first detection reaching a recall, is the maximum over the true positives from
+    there on. Same float64 operations on the same whole counts, same numbers.
+
+    Rows are in accumulate's order: ``k`` (category index), ``use`` (rank < max_det), per IoU
+    threshold the positions of the true positives and of the ignored detections (``use`` ones),
+    ``score``; ``index()``: (the input row of each, the input rows on the frames scored);
+    ``outside``: scores and class ids of input rows on the frames that are not rows (classes the
+    ground truth does not list)."""
+
+    def __init__(
+        self,
+        category_ids: np.ndarray,
+        iou_thresholds: np.ndarray,
+        num_gt: np.ndarray,
+        num_images: int,
+        k: np.ndarray,
+        use: np.ndarray,
+        tp_pos: Sequence[np.ndarray],
+        ign_pos: Sequence[np.ndarray],
+        score: np.ndarray,
+        index: Callable[[], tuple[np.ndarray, np.ndarray]],
+        outside: tuple[np.ndarray, np.ndarray],
+    ) -> None:
+        self.category_ids, self.iou_thresholds = category_ids, iou_thresholds
+        self.num_gt, self.num_images = num_gt, num_images
+        self._index_of, self._index = index, None
+        self.outside = outside
+        K, T = len(category_ids), len(iou_thresholds)
+        self.k = k
+        self.bounds = np.searchsorted(k, np.arange(K + 1))
+        self.neg_score = -score  # ascending within each class
+        self.use = use
+        self.cum_use = np.r_[0, np.cumsum(use)]
+        self.events: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # class -> (positions, pr)
+        for kk in np.flatnonzero(num_gt > 0):
+            a, b = self.bounds[kk], self.bounds[kk + 1]
+            per_t = []
+            for p_all, q_all in zip(tp_pos, ign_pos):
+                p = p_all[np.searchsorted(p_all, a) : np.searchsorted(p_all, b)]
+                j = np.arange(1, len(p) + 1, dtype=np.int64)
+                ign = np.searchsorted(q_all, p, side="right") - np.searchsorted(q_all, a)
+                fp = (self.cum_use[p + 1] - self.cum_use[a]) - j - ign  # use rows = tp + ign + fp
+                jf = j.astype(np.float64)
+                per_t.append((p, jf / (fp.astype(np.float64) + jf + np.spacing(1))))
+            width = max((len(p) for p, _ in per_t), default=0)
+            pos = np.full((T, width), len(k), np.int64)
+            pr = np.zeros((T, width))
+            for t, (p, v) in enumerate(per_t):
+                pos[t, : len(p)] = p
+                pr[t, : len(p)] = v
+            self.events[int(kk)] = (pos, pr)
+        self.first_tp = {  # the TP count that first reaches each recall threshold (1-based)
+            int(kk): np.searchsorted(
+                np.arange(1, n + 1, dtype=np.float64) / int(n), RECALL_THRESHOLDS, side="left"
+            )
+            + 1
+            for kk, n in enumerate(num_gt)
+            if n > 0
+        }
+
+    def accumulate(self, keep: np.ndarray) -> Accumulated | None:
+        """``accumulate(table.subset(keep))`` (``keep``: a mask over the input rows), or None when
+        ``keep`` is not a prefix of every class in accumulate's order."""
+        if self._index is None:
+            self._index = self._index_of()
+        index, frame_rows = self._index
+        ks = np.asarray(keep, bool)[index]
+        if np.any(ks[1:] & ~ks[:-1] & (self.k[1:] == self.k[:-1])):
+            return None
+        c = np.r_[0, np.cumsum(ks)]
+        kept = c[self.bounds[1:]] - c[self.bounds[:-1]]
+        n_det = int(np.count_nonzero(np.asarray(keep, bool)[frame_rows]))
+        return self._prefixes(self.bounds[:-1] + kept, n_det)
+
+    def accumulate_scores(self, pre: np.ndarray, post: np.ndarray) -> Accumulated:
+        """``accumulate`` of the detections whose score is ``>= pre[class id]`` and ``> post[class
+        id]`` (float32 arrays indexed by class id, long enough for every class present): per class
+        a prefix, found by bisection."""
+        ends = self.bounds[:-1].copy()
+        n_det = 0
+        for kk in range(len(self.category_ids)):
+            a, b = self.bounds[kk], self.bounds[kk + 1]
+            if a == b:
+                continue
+            c = int(self.category_ids[kk])
+            neg = self.neg_score[a:b]
+            ge = np.searchsorted(neg, -np.float64(pre[c]), side="right")
+            gt = np.searchsorted(neg, -np.float64(post[c]), side="left")
+            ends[kk] = a + min(ge, gt)
+            n_det += min(ge, gt)
+        s, c = self.outside
+        if len(s):
+            n_det += int(np.count_nonzero((s >= pre[c]) & (s > post[c])))
+        return self._prefixes(ends, n_det)
+
+    def _prefixes(self, ends: np.ndarray, num_detections: int) -> Accumulated:
+        """Accumulated of the prefixes ``[bounds[k], ends[k])`` of every class."""
+        T, K, R = len(self.iou_thresholds), len(self.category_ids), len(RECALL_THRESHOLDS)
+        precision = -np.ones((T, R, K))
+        recall = -np.ones((T, K))
+        for kk, (pos, pr) in self.events.items():
+            a, end = self.bounds[kk], ends[kk]
+            if self.cum_use[end] == self.cum_use[a]:
+                precision[:, :, kk] = 0.0
+                recall[:, kk] = 0.0
+                continue
+            m = (pos < end).sum(axis=1)  # TPs in the prefix, per IoU threshold
+            recall[:, kk] = m.astype(np.float64) / int(self.num_gt[kk])
+            if not pr.shape[1]:
+                precision[:, :, kk] = 0.0
+                continue
+            vals = np.where(np.arange(pr.shape[1]) < m[:, None], pr, 0.0)
+            best = np.maximum.accumulate(vals[:, ::-1], axis=1)[:, ::-1]
+            j = self.first_tp[kk]
+            at = best[:, np.minimum(j, pr.shape[1]) - 1]
+            precision[:, :, kk] = np.where(j[None, :] <= m[:, None], at, 0.0)
+        return Accumulated(
+            precision,
+            recall,
+            self.category_ids,
+            self.iou_thresholds,
+            self.num_images,
+            num_detections,
+        )
 
 
 def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:

@@ -35,10 +35,12 @@ from dsprobe.analysis.evaluate import (
     evaluate,
     frame_image_id,
 )
-from dsprobe.analysis.matching import accumulate, detection_arrays, match_table
+from dsprobe.analysis.floor import FloorCandidates, Scaled
+from dsprobe.analysis.matching import MatchPlan, accumulate, match_table
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.gpu.backend import resolve_device
+from dsprobe.postprocess.gpu.recluster import LazyRows
 from dsprobe.postprocess.params import plain
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError
 from dsprobe.postprocess.registry import one_line
@@ -61,15 +63,18 @@ _MASKABLE_CLUSTERS = ("nms", "none")
 @dataclass
 class _Clustered:
     """Every frame clustered with a pre-cluster threshold of ``floor``, no top-k, no post-cluster
-    threshold: boxes in network pixels, flat over frames in cluster output order."""
+    threshold: boxes in network pixels, flat over frames in cluster output order. ``source``: the
+    floor candidates and the mask of those kept (CPU); ``per_row`` / ``offsets``: per frame (the
+    per-frame path)."""
 
     floor: float
-    per_row: dict[int, Detections]
-    offsets: dict[int, int]
+    per_row: Mapping[int, Detections] | None
+    offsets: dict[int, int] | None
     scores: np.ndarray
     class_ids: np.ndarray
     group_start: np.ndarray  # flat index of the first box of each box's (frame, class) run
     on_device: Any = None  # the clustered boxes on the GPU (device="cuda")
+    source: tuple[FloorCandidates, np.ndarray] | None = None
 
 
 @dataclass
@@ -82,9 +87,10 @@ class Selection:
     boxes: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
-    per_row: dict[int, tuple[Detections, np.ndarray]]
+    per_row: Mapping[int, tuple[Detections, np.ndarray]]
     keep: np.ndarray
     key: str = ""
+    base: tuple[Scaled, np.ndarray] | None = None  # these boxes are base[0]'s rows base[1]
 
     def detections(self) -> dict[int, Detections]:
         return {r: d[self.keep[idx]] for r, (d, idx) in self.per_row.items()}
@@ -102,6 +108,9 @@ class Reclusterer:
     (lower requests re-cluster; default: the requested threshold). ``max_cached`` clusterings are kept.
     ``device="cuda"``: clustering and scaling run on the GPU for all frames at once
     (:mod:`dsprobe.postprocess.gpu.recluster`, same results; CPU with one warning when no GPU).
+    On the CPU every frame is clustered at once from flat arrays (:mod:`dsprobe.analysis.floor`);
+    ``per_frame=True`` runs the steps frame by frame instead (the slow reference the flat path is
+    tested and benchmarked against; :func:`search` then also scores every cut by matching).
     """
 
     def __init__(
@@ -110,10 +119,12 @@ class Reclusterer:
         floor: float | None = None,
         max_cached: int = 8,
         device: str = "cpu",
+        per_frame: bool = False,
     ) -> None:
         self.decoded = decoded
         self.floor = floor
         self.max_cached = max_cached
+        self.per_frame = per_frame
         self.device = resolve_device(device)
         self._gpu = None
         if self.device == "cuda":
@@ -121,7 +132,10 @@ class Reclusterer:
 
             self._gpu = GpuCandidates(decoded)
         self._clustered: dict[str, _Clustered] = {}
-        self._scaled: dict[str, tuple[np.ndarray, ...]] = {}
+        self._scaled: dict[str, tuple[Any, ...]] = {}
+        self._floors: tuple[str, FloorCandidates] | None = None
+        #: keep NMS pairs for IoU thresholds down to this (a search sets its lowest)
+        self.iou_floor: float | None = None
         self.cluster_runs = (
             0  # how many whole-recording clusterings were computed (for tests / benchmarks)
         )
@@ -169,7 +183,7 @@ class Reclusterer:
         thr = pp.resolved_params(1)["pre_cluster_threshold"]
         cl = self._clustering(pp, float(np.min(thr)))
         key = self._post_key(pp, cl)
-        rows, boxes, scores, classes, tags, per_row = self._scaled.get(key) or self._scale(
+        rows, boxes, scores, classes, tags, per_row, base = self._scaled.get(key) or self._scale(
             pp, cl, key
         )
         cparams = pp.steps[2].params
@@ -184,7 +198,34 @@ class Reclusterer:
                 csum[cl.group_start] - mask[cl.group_start]
             )  # 1-based rank among kept in run
             mask &= (topk < 0) | (rank <= topk)
-        return Selection(rows, boxes, scores, classes, per_row, mask[tags], key)
+        return Selection(rows, boxes, scores, classes, per_row, mask[tags], key, base)
+
+    def selection_key(self, pp: Postprocess) -> str:
+        """``select(pp).key`` without selecting: settings with the same key select from the same
+        boxes (fast path only)."""
+        thr = pp.resolved_params(1)["pre_cluster_threshold"]
+        return self._post_key(pp, self._clustering(pp, float(np.min(thr))))
+
+    def score_cut(self, pp: Postprocess) -> tuple[np.ndarray, np.ndarray] | None:
+        """When all that ``select(pp).keep`` applies is a score cut (no top-k): the float32
+        thresholds per class id, ``(pre, post)``, that it keeps boxes at (``score >= pre`` and
+        ``score > post``), covering every class clustered; else None."""
+        if not self.fast_path(pp):
+            return None
+        thr = pp.resolved_params(1)["pre_cluster_threshold"]
+        cl = self._clustering(pp, float(np.min(thr)))
+        n = int(cl.class_ids.max()) + 1 if len(cl.class_ids) else 1
+        cparams = pp.steps[2].params
+        topk = _class_table(cparams.get("topk", -1), n, np.int64)
+        if topk is None or np.any(topk >= 0):
+            return None
+        pre = _class_table(thr, n)
+        post = (
+            _class_table(cparams.get("post_cluster_threshold", 0.0), n)
+            if pp.steps[2].name == "nms"
+            else np.full(n, -np.inf, np.float32)
+        )
+        return None if pre is None or post is None else (pre, post)
 
     def detections_frame(self, pp: Postprocess, labels: Sequence[str] = ()) -> pd.DataFrame:
         """Like ``Postprocess.run_recording``: one row per detection (row, source_id, frame_num, x1..y2,
@@ -239,6 +280,18 @@ class Reclusterer:
                 floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a), kept
             )
             return self._remember(key, cl)
+        iou = pp.steps[2].params.get("iou_threshold", 0.3)
+        if not self.per_frame:
+            fc = self._floor_candidates(pp, floor)
+            if pp.steps[2].name == "none" or fc.covers(iou):
+                kept = fc.nms(iou) if pp.steps[2].name == "nms" else np.ones(len(fc), bool)
+                idx = np.flatnonzero(kept)
+                classes_a = fc.dets.class_ids[idx]
+                starts = _run_starts(fc.rows[idx], classes_a)
+                cl = _Clustered(
+                    floor, None, None, fc.dets.scores[idx], classes_a, starts, source=(fc, kept)
+                )
+                return self._remember(key, cl)
         per_row, offsets, scores, classes = {}, {}, [], []
         n = 0
         for r in self.rows:
@@ -255,6 +308,15 @@ class Reclusterer:
         cl = _Clustered(floor, per_row, offsets, scores_a, classes_a, _run_starts(row_a, classes_a))
         return self._remember(key, cl)
 
+    def _floor_candidates(self, pp: Postprocess, floor: float) -> FloorCandidates:
+        """The flat candidates at ``floor`` of ``pp``'s decoder and threshold step (the latest kept)."""
+        thr = {k: v for k, v in pp.steps[1].params.items() if k != "pre_cluster_threshold"}
+        key = _key([pp.steps[0].to_dict(), thr, floor])
+        if self._floors is None or self._floors[0] != key:
+            self._floors = (key, FloorCandidates(self.decoded, pp, floor))
+        self._floors[1].iou_floor = self.iou_floor
+        return self._floors[1]
+
     def _remember(self, key: str, cl: _Clustered) -> _Clustered:
         self.cluster_runs += 1
         if key in self._clustered:
@@ -267,11 +329,18 @@ class Reclusterer:
     def _scale(self, pp: Postprocess, cl: _Clustered, key: str) -> tuple:
         """Run the steps after clustering on every clustered box, tagged to follow survivors."""
         if self._gpu is not None and cl.on_device is not None and self._gpu.can_scale(pp):
-            value = self._gpu.scale(pp, cl.on_device)
+            value = (*self._gpu.scale(pp, cl.on_device), None)
             self._scaled[key] = value
             while len(self._scaled) > self.max_cached:
                 del self._scaled[next(iter(self._scaled))]
             return value
+        if cl.source is not None:
+            value = self._scale_floor(pp, cl)
+            self._scaled[key] = value
+            while len(self._scaled) > self.max_cached:
+                del self._scaled[next(iter(self._scaled))]
+            return value
+        assert cl.per_row is not None and cl.offsets is not None
         rows, boxes, scores, classes, tags, per_row = [], [], [], [], [], {}
         n = 0
         for r, d in cl.per_row.items():
@@ -300,11 +369,35 @@ class Reclusterer:
             cat(classes, 0, np.int32),
             cat(tags, 0, np.int64),
             per_row,
+            None,
         )
         self._scaled[key] = value
         while len(self._scaled) > self.max_cached:
             del self._scaled[next(iter(self._scaled))]
         return value
+
+    def _scale_floor(self, pp: Postprocess, cl: _Clustered) -> tuple:
+        """:meth:`_scale` from the floor candidates: the per-box steps ran once on all of them;
+        this clustering's boxes are those whose candidate it kept."""
+        assert cl.source is not None
+        fc, kept = cl.source
+        sc = fc.scaled(pp, _key([s.to_dict() for s in pp.steps[3:]]))
+        idx = np.flatnonzero(kept[sc.tags])
+        tags = (np.cumsum(kept) - 1)[sc.tags[idx]]
+        d, rows = sc.dets[idx], sc.rows[idx]
+
+        def make(row: int, a: int, b: int) -> tuple[Detections, np.ndarray]:
+            return d[a:b], np.arange(a, b)
+
+        return (
+            rows,
+            d.boxes,
+            d.scores,
+            d.class_ids,
+            tags,
+            LazyRows(self.rows, rows, make),
+            (sc, idx),
+        )
 
 
 def _per_box(value: Any, classes: np.ndarray, name: str, dtype: type = np.float32) -> Any:
@@ -315,11 +408,29 @@ def _per_box(value: Any, classes: np.ndarray, name: str, dtype: type = np.float3
     return values_per_row(value, classes, name, dtype)
 
 
+def _class_table(value: Any, n: int, dtype: type = np.float32) -> np.ndarray | None:
+    """A scalar-or-per-class param as one ``dtype`` value per class id ``0 .. n-1`` (as ``_per_box``
+    converts it), or None for a list too short for ``n`` classes."""
+    if np.ndim(value) == 0:
+        return np.full(n, dtype(value), dtype)
+    arr = np.asarray(value, dtype)
+    return arr if arr.ndim == 1 and len(arr) >= n else None
+
+
 def _run_starts(row_a: np.ndarray, classes_a: np.ndarray) -> np.ndarray:
     """Flat index of the first box of each box's (frame, class) run."""
     new_run = np.ones(len(classes_a), bool)
     new_run[1:] = (row_a[1:] != row_a[:-1]) | (classes_a[1:] != classes_a[:-1])
     return np.maximum.accumulate(np.where(new_run, np.arange(len(classes_a)), 0))
+
+
+def _frame_ids(rec: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source_id, frame_num) of frame ``rows`` (the row number as frame_num without a recording)."""
+    if rec is not None:
+        src = rec.frames["source_id"].to_numpy()[rows].astype(int)
+        fnum = rec.frames["frame_num"].to_numpy()[rows].astype(int)
+        return src, fnum
+    return np.zeros(len(rows), int), rows.astype(int)
 
 
 def _selection_frame(
@@ -328,11 +439,7 @@ def _selection_frame(
     """A detections DataFrame (as ``detections_frame`` makes) of the selected boxes, built flat."""
     rows = sel.rows[mask]
     b = sel.boxes[mask]
-    if rec is not None:
-        src = rec.frames["source_id"].to_numpy()[rows].astype(int)
-        fnum = rec.frames["frame_num"].to_numpy()[rows].astype(int)
-    else:
-        src, fnum = np.zeros(len(rows), int), rows.astype(int)
+    src, fnum = _frame_ids(rec, rows)
     df = pd.DataFrame(
         {
             "row": rows,
@@ -353,30 +460,103 @@ def _selection_frame(
     return df
 
 
+def _detection_arrays(
+    rec: Any, rows: np.ndarray, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`~dsprobe.analysis.matching.detection_arrays` of these boxes (frame px, float32) without
+    a DataFrame: the same float64 values."""
+    src, fnum = _frame_ids(rec, rows)
+    b = boxes.astype(np.float64)
+    return {
+        "image_id": src.astype(np.int64) * 1_000_000 + fnum.astype(np.int64),
+        "bbox": np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1).reshape(
+            -1, 4
+        ),
+        "score": scores.astype(np.float64),
+        "category_id": class_ids.astype(np.int64),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- scoring
 class _Scorer:
     """COCO mAP of many subsets of one detection set: every box is matched once
-    (:func:`~dsprobe.analysis.matching.match_table`), then each subset is accumulated from the rows
-    it keeps (exact when, per frame and class, it drops a low-score suffix: COCO matches greedily in
-    descending score; any other cut is matched afresh)."""
+    (:class:`~dsprobe.analysis.matching.MatchPlan`), then each subset that keeps a low-score prefix
+    of every class is accumulated from the matches (:class:`~dsprobe.analysis.matching.CutAccumulator`:
+    exact, COCO matches and accumulates in descending score); any other cut is matched afresh.
+
+    ``plans``: a cache shared by the scorers of one search: the clusterings of one floor share the
+    floor's boxes, so the pairs with ground truth and their IoUs are computed once for all of them.
+    """
 
     def __init__(
-        self, rec: Any, sel: Selection, gt: GroundTruth, frames: Sequence[tuple[int, int]]
+        self,
+        rec: Any,
+        sel: Selection,
+        gt: GroundTruth,
+        frames: Sequence[tuple[int, int]],
+        plans: dict[int, tuple[Scaled, MatchPlan]] | None = None,
+        cuts: bool = True,
     ) -> None:
-        self.gt = gt
+        self.gt, self.rec, self.sel = gt, rec, sel
         self.ids = sorted({frame_image_id(s, f) for s, f in frames})
-        self.dets = detection_arrays(_selection_frame(rec, sel, np.ones(len(sel.rows), bool)))
-        self.table = match_table(self.dets, gt, self.ids)
+        plans = {} if plans is None else plans
+        if sel.base is not None:
+            sc, idx = sel.base
+            if id(sc) not in plans or plans[id(sc)][0] is not sc:
+                plans.clear()  # one floor at a time
+                d = sc.dets
+                plans[id(sc)] = (
+                    sc,
+                    MatchPlan(
+                        _detection_arrays(rec, sc.rows, d.boxes, d.scores, d.class_ids),
+                        gt,
+                        self.ids,
+                    ),
+                )
+            self.plan = plans[id(sc)][1]
+            self.subset: np.ndarray | None = np.zeros(len(sc.rows), bool)
+            self.subset[idx] = True
+        else:
+            self.plan = MatchPlan(
+                _detection_arrays(rec, sel.rows, sel.boxes, sel.scores, sel.class_ids),
+                gt,
+                self.ids,
+            )
+            self.subset = None
+        self.cuts = self.plan.cuts(self.subset) if cuts else None
+        self._table: Any = None
         self.rematched = 0  # subsets matched afresh (for tests)
 
+    @property
+    def table(self) -> Any:
+        """The :class:`~dsprobe.analysis.matching.MatchTable` of every box of the selection."""
+        if self._table is None:
+            self._table = self.plan.table(self.subset)
+        return self._table
+
     def score(self, keep: np.ndarray) -> EvalResult:
-        table = self.table.subset(keep)
-        if table is None:
-            self.rematched += 1
-            table = match_table({k: v[keep] for k, v in self.dets.items()}, self.gt, self.ids)
-        if table.num_detections == 0:
+        acc = self.cuts.accumulate(keep) if self.cuts is not None else None
+        if acc is None:
+            table = self.table.subset(keep)
+            if table is None:
+                self.rematched += 1
+                sel, k = self.sel, np.asarray(keep, bool)
+                dets = _detection_arrays(
+                    self.rec, sel.rows[k], sel.boxes[k], sel.scores[k], sel.class_ids[k]
+                )
+                table = match_table(dets, self.gt, self.ids)
+            acc = accumulate(table)
+        if acc.num_detections == 0:
             return empty_result(self.gt, self.ids)
-        return coco_scores(accumulate(table), self.gt)
+        return coco_scores(acc, self.gt)
+
+    def score_cut(self, pre: np.ndarray, post: np.ndarray) -> EvalResult:
+        """:meth:`score` of the boxes scoring ``>= pre[class]`` and ``> post[class]``."""
+        assert self.cuts is not None
+        acc = self.cuts.accumulate_scores(pre, post)
+        if acc.num_detections == 0:
+            return empty_result(self.gt, self.ids)
+        return coco_scores(acc, self.gt)
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -510,7 +690,14 @@ def search(
     if reclusterer is None:
         floors = [float(np.min(v)) for v in grid.get("pre_cluster_threshold", [])]
         floors.append(float(np.min(base.get_param("pre_cluster_threshold"))))
-        reclusterer = Reclusterer(decoded, floor=min(floors), device=device)
+        reclusterer = Reclusterer(decoded, floor=min(floors), max_cached=2, device=device)
+    if "iou_threshold" in grid:  # NMS pairs kept once for every IoU threshold of the grid
+        lowest = min(float(np.min(v)) for v in grid["iou_threshold"])
+        base_iou = base.steps[2].params.get("iou_threshold") if len(base.steps) > 2 else None
+        if base_iou is not None:
+            lowest = min(lowest, float(np.min(base_iou)))
+        if reclusterer.iou_floor is None or lowest < reclusterer.iou_floor:
+            reclusterer.iou_floor = lowest
     settings = [dict(zip(names, (plain(v) for v in combo))) for combo in combos]
     pps, errors = _postprocesses(base, settings)
     decoders = _Decoders(decoded, reclusterer)
@@ -518,6 +705,7 @@ def search(
     group = {i: decoders.group(pp, errors, i) for i, pp in pps.items()}
     order = sorted((i for i in pps if i not in errors), key=lambda i: group[i])
     scorer: tuple[str, _Scorer] | None = None
+    plans: dict = {}  # the floor's match plan, shared by the clusterings of a floor
     results: dict[int, EvalResult] = {}
     it: Iterable = order
     if progress:
@@ -531,10 +719,16 @@ def search(
         pp, rc = pps[i], decoders.of(pps[i])
         try:
             if group[i][1]:
-                sel = rc.select(pp)
-                if scorer is None or scorer[0] != group[i][0] + sel.key:
-                    scorer = (group[i][0] + sel.key, _Scorer(rec, sel, gt, frames))
-                r = scorer[1].score(sel.keep)
+                key = group[i][0] + rc.selection_key(pp)
+                if scorer is None or scorer[0] != key:
+                    cuts = not rc.per_frame  # per_frame: the reference, every cut matched
+                    scorer = (key, _Scorer(rec, rc.select(pp), gt, frames, plans, cuts))
+                cut = rc.score_cut(pp) if scorer[1].cuts is not None else None
+                r = (
+                    scorer[1].score_cut(*cut)
+                    if cut is not None
+                    else scorer[1].score(rc.select(pp).keep)
+                )
             else:
                 r = evaluate(rc.detections_frame(pp), gt, frames)
         except PostprocessError as exc:  # the user's step failed for this setting: go on

@@ -223,3 +223,97 @@ def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndar
             if alive[i]:
                 alive[cols[bounds[k] : bounds[k + 1]]] = False
     return np.flatnonzero(alive)
+
+
+def suppression_pairs(
+    boxes: np.ndarray, group: np.ndarray, floor: float, max_pairs: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of boxes that greedy NMS at any IoU threshold ``>= floor`` could suppress, with
+    their IoU: every ``(i, j)``, ``i < j``, of the same group (``group``: ascending, e.g. frame and
+    class; the boxes of a group in greedy order) whose nvinfer IoU (float32, as :func:`iou_matrix`)
+    is not ``<= floor`` (NaN included: it suppresses at every threshold). Returns ``src`` (the
+    earlier box), ``dst`` (int64 indices) and ``iou`` (float32), in no particular order. Works
+    through at most ``max_pairs`` pairs at a time (memory). With :func:`greedy_graph` this is
+    :func:`greedy_same_class` for many thresholds: a threshold's pairs are ``~(iou <= threshold)``.
+
+    For plain boxes (:func:`plain_edges`) and ``floor >= 0`` only pairs that overlap along x are
+    looked at (a sweep over each group's boxes sorted by left edge): the others have IoU 0."""
+    n = len(group)
+    e, plain = plain_edges(boxes)
+    group = np.asarray(group, np.int64)
+    if plain and floor >= 0 and n and 0 <= group.min() and group.max() < 2**31:
+        # (group, left edge) as one int64, ordered as the pair: float32 -> int32 in float order
+        key = (group << 32) + _ordered(e[0])
+        perm = np.argsort(key)
+        key = key[perm]
+        reach = (group[perm] << 32) + _ordered(e[2][perm])  # (group, right edge)
+        later = np.searchsorted(key, reach, side="left") - np.arange(n) - 1
+        later = np.maximum(later, 0)
+    else:
+        perm = None
+        later = np.searchsorted(group, group, side="right") - np.arange(n) - 1
+    ends = np.cumsum(later)
+    iou_of = iou_plain if plain else iou_edges
+    thr = np.float32(floor)
+    src, dst, ious = [], [], []
+    a = 0
+    while a < n:
+        done = int(ends[a - 1]) if a else 0
+        b = max(int(np.searchsorted(ends, done + max_pairs, side="right")), a + 1)
+        cnt = later[a:b]
+        rows = np.repeat(np.arange(a, b), cnt)
+        if len(rows):
+            first = np.cumsum(cnt) - cnt
+            cols = rows + 1 + (np.arange(len(rows)) - np.repeat(first, cnt))
+            if perm is not None:  # overlapping along x: keep those overlapping along y too
+                rows, cols = perm[rows], perm[cols]
+                rows, cols = np.minimum(rows, cols), np.maximum(rows, cols)
+                top, bottom = e[1], e[3]
+                y = (top[rows] < bottom[cols]) & (top[cols] < bottom[rows])
+                rows, cols = rows[y], cols[y]
+            with quiet():
+                iou = iou_of(e.take(rows, axis=1), e.take(cols, axis=1))
+            hit = ~(iou <= thr)
+            src.append(rows[hit])
+            dst.append(cols[hit])
+            ious.append(iou[hit])
+        a = b
+    if not src:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(src), np.concatenate(dst), np.concatenate(ious).astype(np.float32)
+
+
+def _ordered(v: np.ndarray) -> np.ndarray:
+    """Finite float32 values as int64 in ``[0, 2**32)``, in the same order (-0.0 == 0.0)."""
+    bits = (np.asarray(v, np.float32) + np.float32(0)).view(np.int32)
+    mono = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return mono.astype(np.int64) + 2**31
+
+
+def greedy_graph(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Greedy NMS from its suppression pairs: boxes ``0 .. n-1`` in greedy order (each group's boxes
+    by descending score), ``src[k] < dst[k]``: box ``src[k]`` suppresses ``dst[k]`` when kept.
+    Returns the kept mask, exactly the box-by-box loop's: a box is kept when none of the kept boxes
+    before it suppresses it.
+
+    Decided in rounds, all groups at once: a box whose suppressors were all dropped is kept, a box
+    with a kept suppressor is dropped; each round decides at least the first undecided box of every
+    group, so the rounds are as many as the longest chain of boxes suppressing each other."""
+    state = np.zeros(n, np.int8)  # 0 undecided, 1 kept, 2 dropped
+    blocked = np.zeros(n, bool)
+    blocked[dst] = True
+    undecided = np.flatnonzero(blocked)
+    state[~blocked] = 1
+    blocked[dst] = False
+    src, dst = np.asarray(src), np.asarray(dst)
+    while len(undecided):
+        state[dst[state[src] == 1]] = 2
+        live = (state[src] != 2) & (state[dst] == 0)
+        src, dst = src[live], dst[live]
+        undecided = undecided[state[undecided] == 0]
+        blocked[dst] = True
+        free = undecided[~blocked[undecided]]
+        blocked[dst] = False
+        state[free] = 1
+        undecided = undecided[state[undecided] == 0]
+    return state == 1
