@@ -121,6 +121,7 @@ class Recording:
         frames.index.name = "row"
         self.frames: pd.DataFrame = frames
         self._seg_of = frames["segment"].to_numpy()
+        self._columns: dict[tuple[str, str], np.ndarray] = {}  # object_columns, read once
         self._local = frames["local_row"].to_numpy()
         self._frame_uid = frames["unique_id"].to_numpy()
         self._frame_layer_row = frames["layer_row"].to_numpy()
@@ -374,11 +375,14 @@ class Recording:
 
         Rows are read by HDF5 straight into the result (one read per run of consecutive rows, the
         usual replay: one per segment), with no copy after it; repeated rows, or rows of several
-        segments interleaved, are read once each and then placed. ``out``: a C-contiguous array of that shape and dtype to fill and return instead
-        of a new one (a buffer reused across blocks saves allocating and touching fresh memory).
+        segments interleaved, are read once each and then placed. ``out``: a C-contiguous array of
+        that shape and dtype to fill and return instead of a new one (a buffer reused across blocks
+        saves allocating and touching fresh memory).
         """
         info = self.layer(name, unique_id)
-        uid_col, layer_rows, seg_col, n_table = self._layer_table(info)
+        uid_col, layer_rows, segment = (
+            self._object_index if info.per_object else self._frame_index()
+        )
         if rows is None:
             rows = np.flatnonzero((uid_col == info.unique_id) & (layer_rows >= 0))
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -403,9 +407,9 @@ class Recording:
             )
         if not len(rows):
             return out
-        if rows.min() < 0 or rows.max() >= n_table:
+        if rows.min() < 0 or rows.max() >= len(layer_rows):
             raise IndexError(
-                f"{self.paths[0]}: rows out of range 0..{n_table - 1} for layer {name!r}"
+                f"{self.paths[0]}: rows out of range 0..{len(layer_rows) - 1} for layer {name!r}"
             )
         local = layer_rows[rows]
         bad = (local < 0) | (uid_col[rows] != info.unique_id)
@@ -415,7 +419,7 @@ class Recording:
                 f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
                 f"{name!r} of GIE {info.unique_id}"
             )
-        seg_idx = seg_col[rows]
+        seg_idx = segment[rows]
         group = "object_layers" if info.per_object else "layers"
         what = f"layer {name!r}"
         if out.size == 0:  # rows of an empty layer shape: nothing to read
@@ -448,14 +452,17 @@ class Recording:
             out[sel] = block[inverse.reshape(-1)]
         return out
 
-    def _layer_table(self, info: LayerInfo) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """For the table ``read_layer`` indexes (frames, or objects for a per-object layer): each
-        row's GIE unique_id, layer row (-1: none) and segment, and the table's length."""
-        if not info.per_object:
-            return self._frame_uid, self._frame_layer_row, self._seg_of, len(self._seg_of)
-        table = self.object_table("objects")
-        uid_col = self._frame_uid[table["row"].to_numpy()] if len(table) else np.zeros(0, np.int64)
-        return uid_col, table["layer_row"].to_numpy(), table["segment"].to_numpy(), len(table)
+    def _frame_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every frame row (columns of :attr:`frames`)."""
+        return self._frame_uid, self._frame_layer_row, self._seg_of
+
+    @cached_property
+    def _object_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every row of ``object_table("objects")``, taken
+        once as numpy (a block read must not copy the whole table)."""
+        t = self.object_columns("objects", ["row", "layer_row", "segment"])
+        uid = self._frame_index()[0][t["row"]] if len(t["row"]) else np.zeros(0, np.int64)
+        return uid, t["layer_row"], t["segment"]
 
     def object_table(self, kind: str = "objects") -> pd.DataFrame:
         """All ``"objects"`` (SGIE inputs, with ``layer_row``) or ``"detections"`` (pipeline objects);
@@ -464,31 +471,68 @@ class Recording:
             raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
         return self._object_tables[kind].copy()
 
+    def object_columns(
+        self, kind: str = "objects", columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Columns of :meth:`object_table` as numpy arrays, each read once and then shared
+        (read-only): the stored columns (``rect`` ``(N, 4)`` left, top, width, height in frame
+        pixels, ``label`` as UTF-8 bytes, ...) with ``row`` (frame row) for ``frame_row``, and
+        ``segment``; ``columns``: those only (default all). For code that needs a few columns of many
+        objects (SGIE replay) without building the DataFrame."""
+        if kind not in ("objects", "detections"):
+            raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
+        names = [*OBJECT_COLUMNS, "row", "segment"]
+        names.remove("frame_row")
+        if columns is not None:
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise KeyError(f"no object column {unknown[0]!r}; columns: {', '.join(names)}")
+            names = list(columns)
+        return {c: self._object_column(kind, c) for c in names}
+
+    def _object_column(self, kind: str, name: str) -> np.ndarray:
+        key = (kind, name)
+        cached = self._columns.get(key)
+        if cached is not None:
+            return cached
+        parts = []
+        for i, seg in enumerate(self._segs):
+            fr = seg.frames
+            prefix = "object" if kind == "objects" else "detection"
+            n = (
+                int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
+                if len(fr["source_id"])
+                else 0
+            )
+            if name == "segment":
+                parts.append(np.full(n, i, np.int64))
+                continue
+            stored = "frame_row" if name == "row" else name
+            a = seg.read(f"/{kind}", seg.f[f"{kind}/{stored}"], slice(0, n))
+            parts.append(a + int(self._row_offsets[i]) if name == "row" else a)
+        out = np.concatenate(parts)
+        out.setflags(write=False)
+        self._columns[key] = out
+        return out
+
+    @cached_property
+    def _row_offsets(self) -> np.ndarray:
+        """The global frame row of each segment's first frame."""
+        return np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
+
     @cached_property
     def _object_tables(self) -> dict[str, pd.DataFrame]:
         out = {}
-        offsets = np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
         for kind in ("objects", "detections"):
-            parts = []
-            prefix = "object" if kind == "objects" else "detection"
-            for i, seg in enumerate(self._segs):
-                fr = seg.frames
-                n = (
-                    int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
-                    if len(fr["source_id"])
-                    else 0
-                )
-                cols = {
-                    c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n))
-                    for c in OBJECT_COLUMNS
-                }
-                df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
-                df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
-                df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
-                df["row"] = df.pop("frame_row") + offsets[i]
-                df["segment"] = i
-                parts.append(df)
-            out[kind] = pd.concat(parts, ignore_index=True)
+            cols = self.object_columns(kind)
+            df = pd.DataFrame(
+                {c: v for c, v in cols.items() if v.ndim == 1 and c not in ("row", "segment")}
+            )
+            df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
+            df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
+            df["row"] = cols["row"]
+            df["segment"] = cols["segment"]
+            out[kind] = df
         return out
 
     def close(self) -> None:
