@@ -10,6 +10,8 @@ from dsprobe import FrameRecord, ObjectRecord, Recorder, open_recording
 #: row sizes that take each read strategy: small rows with small gaps are read as one span and
 #: picked out; big rows run by run; one frame per chunk and many frames per chunk
 SIZES = {"tiny": 24, "mid": 20_000, "big": 300_000}
+#: floats of the per-object layer (120 KB: segments rotate within a few frames)
+EMB = 30_000
 
 
 def value(n: int, size: int, uid: int = 1) -> np.ndarray:
@@ -107,12 +109,14 @@ def test_out_must_fit_and_rows_must_have_the_layer(segmented):
 
 def test_per_object_layers_read_in_blocks_equal_each_object(tmp_path):
     path = tmp_path / "sgie.h5"
-    with Recorder(path, images=False, segment_max_bytes=200_000, flush_interval_s=0.01) as rec:
+    with Recorder(
+        path, images=False, segment_max_bytes=400_000, flush_interval_s=0.01, block_frames=1
+    ) as rec:
         for n in range(30):
             objs = [
                 ObjectRecord(
                     rect=(k, n, 10, 10),
-                    layers={} if (n + k) % 4 == 0 else {"emb": value(n * 10 + k, 3000)},
+                    layers={} if (n + k) % 4 == 0 else {"emb": value(n * 10 + k, EMB)},
                 )
                 for k in range(n % 4)
             ]
@@ -122,12 +126,12 @@ def test_per_object_layers_read_in_blocks_equal_each_object(tmp_path):
         objs = r.object_table("objects")
         have = np.flatnonzero(objs["layer_row"].to_numpy() >= 0)
         expect = {
-            int(j): value(int(objs["row"].iloc[j]) * 10 + int(objs["left"].iloc[j]), 3000)
+            int(j): value(int(objs["row"].iloc[j]) * 10 + int(objs["left"].iloc[j]), EMB)
             for j in have
         }
         rng = np.random.default_rng(1)
         for what, sub in orders(have, rng).items():
             got = r.read_layer("emb", sub)
-            want = np.array([expect[int(j)] for j in sub], np.float32).reshape(-1, 3000)
+            want = np.array([expect[int(j)] for j in sub], np.float32).reshape(-1, EMB)
             np.testing.assert_array_equal(got, want, err_msg=what)
         np.testing.assert_array_equal(r.read_layer("emb"), np.stack([expect[int(j)] for j in have]))
