@@ -18,7 +18,8 @@ PostprocessLike = Any
 
 #: layer bytes read per block of PGIE frames (at most ``batch`` frames, at least one): a few frames
 #: of a big layer stay in the CPU caches between the read and the postprocess, and the reused block
-#: buffer is not fresh memory to fault in (blocks of 90 MB ran ~1.5x slower than of 3-6 MB here)
+#: buffer is not fresh memory to fault in (reading into a 90 MB block ran ~1.7x slower a frame
+#: than into 3-6 MB ones)
 BLOCK_BYTES = 4 << 20
 
 #: Detections fields that may view a layer buffer (a decoder may return slices of its input)
