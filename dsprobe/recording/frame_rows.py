@@ -248,17 +248,17 @@ class FrameRows:
                 )
 
     # ------------------------------------------------------------------ block writes
-    def write_pending(self, tables: bool = True) -> int:
+    def write_pending(self, tables: bool = True, hold: bool = True) -> int:
         """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
         :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
-        written in bigger blocks; a flush always writes them). Without the tables, rows of small
-        layers past their last whole chunk wait for the next block (see ``LayerSet.write``); with
-        them everything is written, so a frame's table rows never reach the file before its layer
+        written in bigger blocks; a flush always writes them). Without the tables and with ``hold``,
+        rows of small layers past their last whole chunk wait for the next block (see
+        ``LayerSet.write``); with the tables everything is written, so a frame's table rows never reach the file before its layer
         rows. Returns the number of frames whose rows are now all in the file."""
         tables = tables or self.frames_pending >= TABLE_BLOCK_FRAMES
         held = 0  # bytes of layer rows kept for the next block (never when the tables are written)
         for ls in self.layer_sets.values():
-            ls.write(whole_chunks_only=not tables)
+            ls.write(whole_chunks_only=hold and not tables)
             held += len(ls.pending) * ls.row_bytes
         if self.pending_images:
             self.image_data.extend(self.pending_images)

@@ -89,8 +89,8 @@ class Segment:
     def pending_bytes(self) -> int:
         return self.rows.pending_bytes
 
-    def write_pending(self, tables: bool = True) -> int:
-        return self.rows.write_pending(tables)
+    def write_pending(self, tables: bool = True, hold: bool = True) -> int:
+        return self.rows.write_pending(tables, hold)
 
     def discard_pending(self) -> int:
         return self.rows.discard_pending()

@@ -149,7 +149,8 @@ class WriteLoop:
 
     def _write_block(self, segment: Segment, tables: bool = False) -> None:
         check_space(segment.path, segment.pending_bytes, segment.flush_bytes())
-        n = segment.write_pending(tables)
+        # a segment rotated by size is judged on its file's size after each block: nothing held back
+        n = segment.write_pending(tables, hold=not self.options.segment_max_bytes)
         if n:
             self.uncommitted += n
             with self.stats.lock:
