@@ -419,22 +419,28 @@ class MatchPlan:
         if len(m.rank) and m.rank.max() >= max_det:
             use = np.zeros(len(m.rows), bool)
             use[acc_pos[at_full[m.rows]]] = m.rank < max_det
-        # true positives and ignored detections (sparse): per IoU threshold, positions ascending
-        matched = m.choice >= 0
-        safe = np.where(matched, m.choice, 0)
-        pair_gt = self.pg[m.pairs][safe] if len(m.pairs) else np.zeros_like(safe)
-        none = ~matched | ((self.ann_id[pair_gt] if len(self.ann_id) else -1) == 0)
-        area_out = self.area_out[m.rows[m.paired]]
-        ign_p = (matched & (self.g_ig[pair_gt] if len(self.g_ig) else False)) | (none & area_out)
-        tp_p = ~none & ~ign_p
+        # true positives and ignored detections (sparse): per IoU threshold, positions ascending.
+        # Only matched (threshold, detection) entries can be either, besides unmatched detections
+        # with an area out of range (ignored): the same flags as flags() gives, entry by entry.
         paired_rows = m.rows[m.paired]  # plan rows
+        ti, pi = np.nonzero(m.choice >= 0)  # by threshold, then detection
+        pair_gt = self.pg[m.pairs[m.choice[ti, pi]]]
+        ann0 = self.ann_id[pair_gt] == 0  # COCO's dtMatches == 0: no match
+        g_ig = self.g_ig[pair_gt]
+        rows_m = paired_rows[pi]
+        tp_m = ~ann0 & ~g_ig
+        ign_m = (~ann0 & g_ig) | (ann0 & (g_ig | self.area_out[rows_m]))
+        t_bounds = np.searchsorted(ti, np.arange(len(self.iou_thresholds) + 1))
+        out_p = np.flatnonzero(self.area_out[paired_rows])  # paired, out of range
         out = self._area_out_rows[k[self._area_out_rows]]  # no match: ignored when out of range
-        out = out[~np.isin(out, paired_rows)]
+        out = out[~np.isin(out, paired_rows[out_p])]
         tp_pos, ign_pos = [], []
         for t in range(len(self.iou_thresholds)):
-            p = at(paired_rows[tp_p[t]])
+            a, b = t_bounds[t], t_bounds[t + 1]
+            p = at(rows_m[a:b][tp_m[a:b]])
             tp_pos.append(p[use[p]])
-            q = at(np.r_[paired_rows[ign_p[t]], out])
+            unmatched_out = paired_rows[out_p[m.choice[t, out_p] < 0]]
+            q = at(np.r_[rows_m[a:b][ign_m[a:b]], unmatched_out, out])
             ign_pos.append(q[use[q]])
         outside = self._outside
         if keep is not None:
