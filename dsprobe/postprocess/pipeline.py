@@ -12,6 +12,7 @@ function's signature (names, annotations, defaults) when the Postprocess is buil
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -22,9 +23,11 @@ from dsprobe.postprocess.filters import object_filters
 from dsprobe.postprocess.params import check_params
 from dsprobe.postprocess.registry import (
     STEP_KINDS,
+    ObjectBatch,
     PostprocessError,
     Step,
     StepContext,
+    batch_variant,
     check_output,
     get_step,
     is_builtin,
@@ -37,7 +40,7 @@ from dsprobe.postprocess.replay import (
     detections_frame,
     tag_parent,
 )
-from dsprobe.postprocess.scale import nvinfer_attach, scale_nvinfer
+from dsprobe.postprocess.scale import nvinfer_attach, nvinfer_attach_objects, scale_nvinfer
 from dsprobe.postprocess.spec import SpecFiles
 from dsprobe.postprocess.tunable import TunableParams
 
@@ -296,6 +299,128 @@ class Postprocess(SpecFiles, TunableParams):
             self.run({n: np.asarray(a[i]) for n, a in host.items()}, ctx, stop=stop)
             for i, ctx in enumerate(contexts)
         ]
+
+    @property
+    def batches_objects(self) -> bool:
+        """Whether the decode step has an object-batched variant
+        (:func:`~dsprobe.postprocess.registry.batch_over_objects`): SGIE replay then decodes a block
+        of objects at once (:meth:`run_objects`)."""
+        return batch_variant(self._fns[0]) is not None
+
+    def run_objects(
+        self,
+        layers: Mapping[str, np.ndarray],
+        objects: ObjectBatch,
+        *,
+        stop: int | None = None,
+    ) -> tuple[Detections, np.ndarray]:
+        """Steps ``[0, stop)`` on N objects of one SGIE: ``layers`` maps each layer name to an array
+        with the objects on its first axis, ``objects`` gives the shared context and each object's
+        rect. Returns ``(Detections, owner)``: the rows of object ``k`` (``owner == k``) are, in order,
+        ``run({n: a[k] ...}, objects.object_context(k), stop=stop)``, bit for bit.
+
+        The decode step and the steps after it that have an object-batched variant
+        (:func:`~dsprobe.postprocess.registry.batch_over_objects`; ``scale:nvinfer`` followed by
+        ``filter:objects`` runs fused, as in :meth:`run`) run once for the block; from the first step
+        without one, the rest runs per object. Without a variant for the decode step (or when a
+        variant raises: then a RuntimeWarning tells if the per-object run succeeds) every object runs
+        on its own; a failing object raises its per-object PostprocessError."""
+        n = len(objects)
+        end = len(self.steps) if stop is None else stop
+        if n and end > 0 and self.batches_objects:
+            try:
+                dets, owner, i = self._run_batched(layers, objects, end)
+            except Exception as exc:  # run per object: the per-object error, or a warning
+                result = self._run_each(layers, objects, stop)
+                warnings.warn(
+                    f"{self._where(0)}: the object-batched path failed ({type(exc).__name__}: "
+                    f"{one_line(exc)}); this block of {n} objects ran per object",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return result
+            if i >= end:
+                return dets, owner
+            bounds = np.searchsorted(owner, np.arange(n + 1))
+            parts = [
+                self.run(
+                    {},
+                    objects.object_context(k),
+                    start=i,
+                    stop=stop,
+                    dets=dets[int(bounds[k]) : int(bounds[k + 1])],
+                )
+                for k in range(n)
+            ]
+            return self._joined(parts)
+        return self._run_each(layers, objects, stop)
+
+    def _run_each(
+        self, layers: Mapping[str, np.ndarray], objects: ObjectBatch, stop: int | None
+    ) -> tuple[Detections, np.ndarray]:
+        parts = [
+            self.run(
+                {name: a[k] for name, a in layers.items()}, objects.object_context(k), stop=stop
+            )
+            for k in range(len(objects))
+        ]
+        return self._joined(parts)
+
+    @staticmethod
+    def _joined(parts: list[Detections]) -> tuple[Detections, np.ndarray]:
+        owner = np.repeat(np.arange(len(parts)), [len(d) for d in parts])
+        return (Detections.concatenate(parts) if parts else Detections.empty()), owner
+
+    def _run_batched(
+        self, layers: Mapping[str, np.ndarray], objects: ObjectBatch, end: int
+    ) -> tuple[Detections, np.ndarray, int]:
+        """The batched steps from the decode on: (dets, owner, index of the first step not run)."""
+        fn = batch_variant(self._fns[0])
+        assert fn is not None
+        dets, owner = self._batch_output(0, fn(layers, objects, **self.steps[0].params), objects)
+        i = 1
+        while i < end:
+            s, fn = self.steps[i], self._fns[i]
+            fused = fn is scale_nvinfer and i + 1 < end and self._fns[i + 1] is object_filters
+            if fused:
+                filters = self.steps[i + 1].params
+                out = nvinfer_attach_objects(dets, owner, objects, **s.params, filters=filters)
+            else:
+                batch = batch_variant(fn)
+                if batch is None:
+                    break
+                out = batch(dets, owner, objects, **s.params)
+            dets, owner = self._batch_output(i, out, objects)
+            i += 2 if fused else 1
+        return dets, owner, i
+
+    def _batch_output(
+        self, i: int, out: Any, objects: ObjectBatch
+    ) -> tuple[Detections, np.ndarray]:
+        """A batched step's ``(Detections, owner)`` checked (and stably sorted by owner)."""
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Detections)):
+            raise PostprocessError(
+                f"{self._where(i)}: the object-batched variant returned {type(out).__name__}, "
+                "expected (Detections, owner)"
+            )
+        dets, owner = out
+        owner = np.asarray(owner)
+        if (
+            owner.shape != (len(dets),)
+            or owner.dtype.kind not in "iu"
+            or (len(owner) and (owner.min() < 0 or owner.max() >= len(objects)))
+        ):
+            raise PostprocessError(
+                f"{self._where(i)}: the object-batched variant's owner must be {len(dets)} object "
+                f"indices in 0..{len(objects) - 1}"
+            )
+        owner = owner.astype(np.int64, copy=False)
+        if len(owner) > 1 and (np.diff(owner) < 0).any():
+            order = np.argsort(owner, kind="stable")
+            dets, owner = dets[order], owner[order]
+        if self._user[i]:
+            check_output(self._where(i), dets)
+        return dets, owner
 
     def __call__(self, frame: Any) -> Detections:
         """Detections in frame pixels for a recording frame view (``rec[i]``) or a FrameRecord.

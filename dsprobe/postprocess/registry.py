@@ -10,12 +10,17 @@ Step kinds and their call signatures (all pure functions on numpy data):
 
 A user's own function is referenced as ``"package.module:function"`` and imported only when the
 caller passes ``allow_import=True``.
+
+Batched over objects (SGIE replay): a step may declare an *object-batched variant* with
+:func:`batch_over_objects`; replaying a recording then runs it once per block of objects instead of
+once per object, with the same result (see :class:`ObjectBatch` for the signatures). A step without
+one runs per object, as always.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -45,6 +50,70 @@ class StepContext:
     num_classes: int = 0
     labels: tuple[str, ...] = ()
     geometry: object | None = None
+
+
+@dataclass(frozen=True)
+class ObjectBatch:
+    """N objects of one SGIE that share a frame context, as an object-batched step variant sees them.
+
+    * ``context``: what every object's :class:`StepContext` shares (network and frame size, classes,
+      labels, geometry); its ``crop_rect`` is None: the objects' rects are in ``crop_rects``.
+    * ``crop_rects``: ``(N, 4)`` float64 ``left, top, width, height`` in frame pixels, unrounded: the
+      rect nvinfer cropped for each object (its ``StepContext.crop_rect`` on the per-object path).
+
+    Signatures of the variants declared with :func:`batch_over_objects` (``params`` as the step's):
+
+    * decode: ``batch(layers, objects, **params) -> (Detections, owner)``: ``layers`` maps each layer
+      name to an array with the N objects on its first axis (``layers[name][k]`` is what the
+      per-object call gets for object ``k``);
+    * filter / cluster / scale: ``batch(dets, owner, objects, **params) -> (Detections, owner)``.
+
+    ``owner``: ``(M,)`` integer array, the object (0 .. N-1) each row of ``dets`` belongs to. The rows of
+    object ``k``, in order, must equal the per-object call ``fn(..., objects.object_context(k))``
+    bit for bit; rows are grouped by object in ascending order (they are stably sorted by owner
+    otherwise)."""
+
+    context: StepContext
+    crop_rects: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.crop_rects.shape[0])
+
+    def object_context(self, k: int) -> StepContext:
+        """The StepContext the per-object path gives object ``k`` (its rect as ``crop_rect``)."""
+        return replace(self.context, crop_rect=tuple(self.crop_rects[k]))
+
+
+#: the attribute :func:`batch_over_objects` sets on a step function
+BATCH_ATTRIBUTE = "batch_over_objects"
+
+
+def batch_over_objects(batch: Callable) -> Callable[[Callable], Callable]:
+    """Decorator: declare ``batch`` the object-batched variant of the decorated step (signatures:
+    :class:`ObjectBatch`). The step function itself is returned unchanged (it stays the per-object
+    path: the live probe, ``pp(frame)``, exported bundles)::
+
+        def my_head_batch(layers, objects, *, scale: float = 1.0): ...  # -> (Detections, owner)
+
+        @batch_over_objects(my_head_batch)
+        def my_head(layers, ctx, *, scale: float = 1.0): ...  # -> Detections
+
+    When the variant raises, the block of objects runs per object instead (errors then name the
+    object's step as usual)."""
+    if not callable(batch):
+        raise TypeError(f"batch_over_objects: {batch!r} is not callable")
+
+    def deco(fn: Callable) -> Callable:
+        setattr(fn, BATCH_ATTRIBUTE, batch)
+        return fn
+
+    return deco
+
+
+def batch_variant(fn: Callable) -> Callable | None:
+    """The object-batched variant declared for step function ``fn``, or None."""
+    batch = getattr(fn, BATCH_ATTRIBUTE, None)
+    return batch if callable(batch) else None
 
 
 @dataclass

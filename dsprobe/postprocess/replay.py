@@ -4,13 +4,13 @@ never frame by frame, with the same result as ``pp(rec[row])`` per row; and the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from dsprobe.detections import Detections
-from dsprobe.postprocess.registry import PostprocessError, StepContext
+from dsprobe.postprocess.registry import ObjectBatch, PostprocessError, StepContext
 
 #: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
 PostprocessLike = Any
@@ -69,6 +69,12 @@ def detections_by_row(
     return {int(r): out[int(r)] for r in rows}
 
 
+#: bytes of per-object layers read (and batched) per block of SGIE objects
+OBJECT_BLOCK_BYTES = 16 << 20
+#: most objects per block
+OBJECT_BLOCK_MAX = 65536
+
+
 def _object_rows(
     pp: PostprocessLike,
     rec: Any,
@@ -79,33 +85,123 @@ def _object_rows(
     stop: int | None,
     progress: bool,
 ) -> dict[int, Detections]:
-    """SGIE frames: every object with tensors runs with its rect as the crop; one read per layer
-    per chunk of objects."""
-    objs = rec.object_table("objects")
-    objs["parent_index"] = objs.groupby("row").cumcount().to_numpy() if len(objs) else []
-    objs = objs[np.isin(objs["row"].to_numpy(), object_rows) & (objs["layer_row"].to_numpy() >= 0)]
+    """SGIE frames: every object with tensors runs with its rect as the crop. Objects are taken in
+    blocks (at least ``chunk`` objects, about :data:`OBJECT_BLOCK_BYTES` of layers) sharing the GIE and
+    the frame sizes; each layer is read once per block. A decode step with an object-batched variant
+    runs once per block (:meth:`Postprocess.run_objects`), any other per object (``ctx`` is unused:
+    the contexts are built per block)."""
+    objs = rec.object_columns("objects", ["row", "layer_row", "rect"])  # numpy, read once
+    frame_all = objs["row"]
+    keep = np.isin(frame_all, object_rows) & (objs["layer_row"] >= 0)
+    table_rows = np.flatnonzero(keep)
+    frame_of = frame_all[table_rows]
+    parent = position_in_frame(frame_all)[table_rows]
+    rects = objs["rect"].reshape(-1, 4)[table_rows].astype(np.float64)  # left, top, width, height
     parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
-    uids = col["unique_id"][objs["row"].to_numpy()] if len(objs) else np.zeros(0, np.int64)
-    chunks = [
-        (int(u), sel)
-        for u in dict.fromkeys(uids.tolist())
-        for idx in [np.flatnonzero(uids == u)]
-        for sel in np.array_split(idx, -(-len(idx) // chunk))
-    ]
-    rect_cols = objs[["left", "top", "width", "height"]].to_numpy(np.float64)
-    frame_of, parent = objs["row"].to_numpy(), objs["parent_index"].to_numpy()
-    table_rows = objs.index.to_numpy()
-    for uid, sel in _progress(chunks, progress):
+    for uid, sizes, sel in _progress(_object_blocks(rec, col, frame_of, chunk), progress):
         names = [i.name for i in rec.layers.values() if i.unique_id == uid and i.per_object]
         arrays = {n: rec.read_layer(n, table_rows[sel], unique_id=uid) for n in names}
-        for k, j in enumerate(sel):
-            r = int(frame_of[j])
-            d = pp.run({n: a[k] for n, a in arrays.items()}, ctx(r, tuple(rect_cols[j])), stop=stop)
-            parts[r].append(tag_parent(d, int(parent[j])))
+        if not pp.batches_objects:
+            for k, j in enumerate(sel):
+                r = int(frame_of[j])
+                d = pp.run(
+                    {n: a[k] for n, a in arrays.items()},
+                    pp.context(sizes, tuple(rects[j])),
+                    stop=stop,
+                )
+                parts[r].append(tag_parent(d, int(parent[j])))
+            continue
+        objects = ObjectBatch(replace(pp.context(sizes), crop_rect=None), rects[sel])
+        dets, owner = pp.run_objects(arrays, objects, stop=stop)
+        _split_by_frame(dets, sel[owner], sel, frame_of, parent, parts)
     space = "frame" if stop is None or stop >= len(pp.steps) else "network"
     return {
-        r: Detections.concatenate(p) if p else Detections.empty(space) for r, p in parts.items()
+        r: (p[0] if len(p) == 1 else Detections.concatenate(p)) if p else Detections.empty(space)
+        for r, p in parts.items()
     }
+
+
+def _object_blocks(
+    rec: Any, col: Mapping[str, np.ndarray], frame_of: np.ndarray, chunk: int
+) -> list[tuple[int, FrameSizes, np.ndarray]]:
+    """``(unique_id, frame sizes, indices into frame_of)`` per block of objects, in table order within
+    each (GIE, sizes) group."""
+    if not len(frame_of):
+        return []
+    keys = np.stack(
+        [
+            col[c][frame_of]
+            for c in (
+                "unique_id",
+                "network_width",
+                "network_height",
+                "frame_width",
+                "frame_height",
+            )
+        ],
+        axis=1,
+    ).astype(np.int64)
+    if (keys == keys[0]).all():
+        groups = [(keys[0], np.arange(len(keys)))]
+    else:
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        groups = [(u, np.flatnonzero(inverse == g)) for g, u in enumerate(uniq)]
+    blocks = []
+    for (uid, nw, nh, fw, fh), idx in groups:
+        per_object = sum(
+            i.dtype.itemsize * int(np.prod(i.shape))
+            for i in rec.layers.values()
+            if i.unique_id == uid and i.per_object
+        )
+        size = max(chunk, min(OBJECT_BLOCK_MAX, OBJECT_BLOCK_BYTES // max(per_object, 1)))
+        sizes = FrameSizes((int(nw), int(nh)), (int(fw), int(fh)))
+        blocks += [(int(uid), sizes, idx[a : a + size]) for a in range(0, len(idx), size)]
+    return blocks
+
+
+def _split_by_frame(
+    dets: Detections,
+    row_object: np.ndarray,
+    block: np.ndarray,
+    frame_of: np.ndarray,
+    parent: np.ndarray,
+    parts: dict[int, list[Detections]],
+) -> None:
+    """Append to ``parts[frame]`` the rows of ``dets`` (row i from object ``row_object[i]``) of each
+    frame with objects in ``block``, tagged with their parent index, in object order (an empty part
+    for a frame whose objects gave no rows: what concatenating its per-object results gives)."""
+    frames = frame_of[row_object]
+    tagged = Detections(
+        dets.boxes,
+        dets.scores,
+        dets.class_ids,
+        dets.space,
+        keypoints=dets.keypoints,
+        vectors=dets.vectors,
+        masks=dets.masks,
+        object_ids=parent[row_object].astype(np.uint64),
+    )
+    if len(frames) > 1 and (np.diff(frames) < 0).any():
+        order = np.argsort(frames, kind="stable")
+        tagged, frames = tagged[order], frames[order]
+    present = np.unique(frame_of[block])
+    lo = np.searchsorted(frames, present, "left").tolist()
+    hi = np.searchsorted(frames, present, "right").tolist()
+    for r, a, b in zip(present.tolist(), lo, hi):
+        parts[r].append(tagged[a:b])
+
+
+def position_in_frame(frame_of: np.ndarray) -> np.ndarray:
+    """Each object's position among the objects of its frame, in table order (``frame_of``: the frame
+    row of each row of ``Recording.object_table("objects")``): the SGIE parent index."""
+    order = np.argsort(frame_of, kind="stable")
+    f = frame_of[order]
+    starts = np.flatnonzero(np.r_[True, f[1:] != f[:-1]]) if len(f) else np.zeros(0, np.int64)
+    first = np.repeat(starts, np.diff(np.r_[starts, len(f)]))
+    out = np.empty(len(f), np.int64)
+    out[order] = np.arange(len(f)) - first
+    return out
 
 
 def decode_recording(

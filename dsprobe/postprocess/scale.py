@@ -18,7 +18,7 @@ import numpy as np
 from dsprobe.detections import Detections
 from dsprobe.nvinfer.geometry import CropTransform, nvinfer_transform
 from dsprobe.postprocess.filters import nvinfer_object_filter, rects_to_boxes
-from dsprobe.postprocess.registry import StepContext, register
+from dsprobe.postprocess.registry import ObjectBatch, StepContext, batch_over_objects, register
 
 #: first DeepStream version whose nvinfer clamps negative left/top to 0 (DS 6.2 does not; DS 9.1 does)
 CLAMP_NEGATIVE_SINCE = 9.0
@@ -125,6 +125,115 @@ def nvinfer_attach(
     return _with_boxes(d, rects_to_boxes(rects, m.origin), kp, "frame")
 
 
+class CropMappings(NamedTuple):
+    """:class:`CropMapping` of N crops as arrays, one row per crop (what the object-batched scale uses)."""
+
+    offset: np.ndarray  # (N, 2) float32 left/top padding offset, network pixels
+    ratio: np.ndarray  # (N, 2) float64 network pixels per frame pixel (x, y)
+    origin: np.ndarray  # (N, 2) float32 crop left/top (SGIE parent rect, unrounded), frame pixels
+    rect_origin: np.ndarray  # (N, 2) float64 crop left/top as given, frame pixels
+
+
+def crop_mappings(
+    crop_rects: np.ndarray,
+    network_size: tuple[int, int],
+    maintain_aspect_ratio: bool,
+    symmetric_padding: bool,
+) -> CropMappings:
+    """:func:`dsprobe.nvinfer.geometry.nvinfer_transform` for ``(N, 4)`` float64 crop rects ``left,
+    top, width, height`` (frame pixels) at once, in its integer and float64 arithmetic (C truncation,
+    even rounding, truncated letterbox size, ``dst / src`` ratios). ValueError for a rect it rejects
+    (not finite, smaller than 2x2 after the rounding) or a network size that is not positive."""
+    r = np.asarray(crop_rects, np.float64).reshape(-1, 4)
+    if not np.isfinite(r).all() or (np.abs(r) >= 2.0**52).any():
+        raise ValueError("crop rects must be finite numbers below 2**52")
+    width, height = np.maximum(np.trunc(r[:, 2:]).astype(np.int64), 0).T
+    # the even-rounded crop origin is not added back (nvinfer): only its size counts here
+    src_w, src_h = width & ~1, height & ~1
+    if (src_w <= 0).any() or (src_h <= 0).any():
+        raise ValueError("a crop rect is smaller than 2x2 pixels after nvinfer's even rounding")
+    net_w, net_h = int(network_size[0]), int(network_size[1])
+    if net_w <= 0 or net_h <= 0:
+        raise ValueError(f"network size {network_size} must be positive (width, height)")
+    if maintain_aspect_ratio:
+        hdest = net_w * src_h / src_w  # exact integers, one correctly rounded division: as Python
+        fits = hdest <= net_h
+        dw = np.where(fits, net_w, np.trunc(net_h * src_w / src_h).astype(np.int64))
+        dh = np.where(fits, np.trunc(hdest).astype(np.int64), net_h)
+    else:
+        dw, dh = np.full(len(r), net_w, np.int64), np.full(len(r), net_h, np.int64)
+    offset = np.zeros((len(r), 2), np.float32)
+    if maintain_aspect_ratio and symmetric_padding:
+        offset[:, 0], offset[:, 1] = (net_w - dw) // 2, (net_h - dh) // 2
+    ratio = np.stack([dw / src_w, dh / src_h], axis=1)
+    return CropMappings(offset, ratio, r[:, :2].astype(np.float32), r[:, :2].copy())
+
+
+def nvinfer_attach_objects(
+    dets: Detections,
+    owner: np.ndarray,
+    objects: ObjectBatch,
+    *,
+    maintain_aspect_ratio: bool | None = None,
+    symmetric_padding: bool | None = None,
+    deepstream_version: float = 7.1,
+    filters: Mapping[str, Any] | None = None,
+) -> tuple[Detections, np.ndarray]:
+    """:func:`nvinfer_attach` for the rows of N SGIE objects at once (row ``i`` belongs to object
+    ``owner[i]`` with crop ``objects.crop_rects[owner[i]]``): ``(Detections in frame pixels, owner)``,
+    each object's rows bit for bit its per-object call (the same float32 / float64 operations per row;
+    the object filters are row-wise)."""
+    if dets.space != "network":
+        raise ValueError(f"scale nvinfer: expects detections in network pixels, got {dets.space!r}")
+    ctx = objects.context
+    m = crop_mappings(
+        objects.crop_rects,
+        ctx.network_size,
+        _geometry_flag(maintain_aspect_ratio, ctx, "maintain_aspect_ratio"),
+        _geometry_flag(symmetric_padding, ctx, "symmetric_padding"),
+    )
+    owner = np.asarray(owner, np.int64)
+    offset, ratio = m.offset[owner], m.ratio[owner]
+    b = dets.boxes
+    rects = np.empty_like(b)
+    np.divide(b[:, :2] - offset, ratio, out=rects[:, :2], casting="unsafe")
+    np.divide(b[:, 2:] - b[:, :2], ratio, out=rects[:, 2:], casting="unsafe")
+    if deepstream_version >= CLAMP_NEGATIVE_SINCE:
+        rects[:, :2] = np.where(rects[:, :2] < 0, np.float32(0), rects[:, :2])
+    d = dets
+    if filters is not None:
+        keep, rects = nvinfer_object_filter(rects, dets.class_ids, ctx.frame_size, **filters)
+        d, owner = dets[keep], owner[keep]
+        offset, ratio = offset[keep], ratio[keep]
+    kp = None
+    if d.keypoints is not None:
+        o, ro = offset.astype(np.float64), m.rect_origin[owner]
+        kp = d.keypoints.astype(np.float64)
+        kp[..., 0] = (kp[..., 0] - o[:, :1]) / ratio[:, :1] + ro[:, :1]
+        kp[..., 1] = (kp[..., 1] - o[:, 1:]) / ratio[:, 1:] + ro[:, 1:]
+    return _with_boxes(d, rects_to_boxes(rects, m.origin[owner]), kp, "frame"), owner
+
+
+def _scale_nvinfer_objects(
+    dets: Detections,
+    owner: np.ndarray,
+    objects: ObjectBatch,
+    *,
+    maintain_aspect_ratio: bool | None = None,
+    symmetric_padding: bool | None = None,
+    deepstream_version: float = 7.1,
+) -> tuple[Detections, np.ndarray]:
+    """``scale:nvinfer`` batched over objects: :func:`nvinfer_attach_objects` without filters."""
+    return nvinfer_attach_objects(
+        dets,
+        owner,
+        objects,
+        maintain_aspect_ratio=maintain_aspect_ratio,
+        symmetric_padding=symmetric_padding,
+        deepstream_version=deepstream_version,
+    )
+
+
 def _with_boxes(
     d: Detections, boxes: np.ndarray, keypoints: np.ndarray | None, space: str
 ) -> Detections:
@@ -140,6 +249,7 @@ def _with_boxes(
     )
 
 
+@batch_over_objects(_scale_nvinfer_objects)
 @register("scale", "nvinfer")
 def scale_nvinfer(
     dets: Detections,
@@ -214,6 +324,13 @@ def scale_ultralytics(
     return _with_boxes(dets, b.astype(np.float32), kp, "frame")
 
 
+def _scale_none_objects(
+    dets: Detections, owner: np.ndarray, objects: ObjectBatch
+) -> tuple[Detections, np.ndarray]:
+    return dets, owner
+
+
+@batch_over_objects(_scale_none_objects)
 @register("scale", "none")
 def scale_none(dets: Detections, ctx: StepContext) -> Detections:
     """Keep network pixels (for inspecting raw decoder output)."""

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 from dsprobe.recording.schema import (
     IMAGE_CHUNK_BYTES,
@@ -16,6 +17,17 @@ from dsprobe.recording.schema import (
     layer_chunks,
     table_chunks,
 )
+
+
+def write_rows(ds: h5py.Dataset, start: int, block: np.ndarray) -> None:
+    """Write ``block`` (rows, *row shape; C-contiguous, the dataset's dtype) at row ``start`` of
+    ``ds`` (already long enough), through h5py's low-level calls: its slicing costs ~3x as much per
+    call (measured ~110 us against ~40 us with the resize), and a block write makes one call per
+    dataset."""
+    dsid = ds.id
+    space = dsid.get_space()
+    space.select_hyperslab((start,) + (0,) * (block.ndim - 1), block.shape)
+    dsid.write(h5s.create_simple(block.shape), space, block)
 
 
 class RowBuffer:
@@ -42,7 +54,9 @@ class RowBuffer:
 
 
 class Table(RowBuffer):
-    """A group of equal-length column datasets, appended in blocks."""
+    """A group of equal-length column datasets, appended in blocks. A row is a tuple of the column
+    values in the order of ``columns`` (the schema's order); a block write turns the pending rows
+    into one structured array at C speed and writes each column once."""
 
     def __init__(
         self, f: h5py.File, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]
@@ -58,15 +72,17 @@ class Table(RowBuffer):
             )
             for c, (dtype, shape) in columns.items()
         }
+        self.row_dtype = np.dtype([(c, dtype, shape) for c, (dtype, shape) in columns.items()])
         super().__init__()
 
     def write(self) -> None:
         n0, rows = self.take()
         if not rows:
             return
+        block = np.array(rows, dtype=self.row_dtype)
         for c, ds in self.ds.items():
-            ds.resize((self.count, *ds.shape[1:]))
-            ds[n0 : self.count] = np.array([r[c] for r in rows], dtype=ds.dtype)
+            ds.id.set_extent((self.count, *ds.shape[1:]))
+            write_rows(ds, n0, np.ascontiguousarray(block[c]))
 
 
 class ByteStore:
@@ -138,25 +154,44 @@ class LayerSet(RowBuffer):
         self.ds.attrs["layer_name"] = name
         self.ds.attrs["unique_id"] = uid
         self.rows_per_chunk = chunks[0] if chunks else 1
-        # one row per chunk and no filters: write chunks directly (as fast as a plain file write)
-        self.direct = bool(chunks) and self.rows_per_chunk == 1 and not opts
+        self.row_bytes = first.nbytes
+        # no filters: whole chunks are written directly (as fast as a plain file write, no cache copy)
+        self.unfiltered = bool(chunks) and not opts
+        # one row per chunk and no filters: every row is written directly, nothing goes through the cache
+        self.direct = self.unfiltered and self.rows_per_chunk == 1
         super().__init__()
 
-    def write(self) -> None:
-        n0, rows = self.take()
-        if not rows:
+    def write(self, whole_chunks_only: bool = False) -> None:
+        """Write the pending rows; with ``whole_chunks_only`` (a block between flushes) the rows past
+        the last whole chunk of an unfiltered multi-row-chunk dataset stay pending, so the next
+        block starts on a chunk boundary and its chunks go to the file directly."""
+        n0, end, r = self.count - len(self.pending), self.count, self.rows_per_chunk
+        if whole_chunks_only and self.unfiltered and r > 1:
+            end = end // r * r
+        if end <= n0:
             return
-        self.ds.resize((self.count, *self.shape))
+        rows, self.pending = self.pending[: end - n0], self.pending[end - n0 :]
+        dsid, zeros = self.ds.id, (0,) * len(self.shape)
+        dsid.set_extent((end, *self.shape))
         if (
             self.direct
-        ):  # big uncompressed frames: each row is one whole chunk, handed to HDF5 as it is
-            zeros = (0,) * len(self.shape)
+        ):  # big uncompressed frames: each row is one whole chunk, handed over as it is
             for i, arr in enumerate(rows):
-                self.ds.id.write_direct_chunk(
+                dsid.write_direct_chunk(
                     (n0 + i, *zeros), np.ascontiguousarray(arr, dtype=self.dtype)
                 )
-        elif self.rows_per_chunk == 1:  # big compressed frames: one chunk per row, no stacking copy
+        elif r == 1:  # big compressed frames: one chunk per row, no stacking copy
             for i, arr in enumerate(rows):
-                self.ds[n0 + i] = arr
+                write_rows(self.ds, n0 + i, np.ascontiguousarray(arr, dtype=self.dtype)[None])
         else:
-            self.ds[n0 : self.count] = np.stack(rows)
+            block = np.stack(rows).astype(self.dtype, copy=False)
+            first, last = -(-n0 // r) * r, end // r * r  # the whole chunks in the block
+            if not self.unfiltered or last <= first:
+                write_rows(self.ds, n0, block)
+                return
+            if first > n0:  # the rest of a chunk begun by the last block: through the cache
+                write_rows(self.ds, n0, block[: first - n0])
+            for c in range(first, last, r):
+                dsid.write_direct_chunk((c, *zeros), block[c - n0 : c - n0 + r])
+            if end > last:  # a chunk begun (at a flush): through the cache, a later block ends it
+                write_rows(self.ds, last, block[last - n0 :])

@@ -24,7 +24,12 @@ from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
 _INT64_MAX = (1 << 63) - 1
 #: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
-TABLE_BLOCK_FRAMES = 256
+TABLE_BLOCK_FRAMES = 1024
+#: a block of small frames is written once it holds this many bytes (or BLOCK_MAX_FRAMES frames), not
+#: every ``block_frames``: each dataset costs one HDF5 call per block, whatever the block's size
+BLOCK_MIN_BYTES = 1 << 20
+#: ... and at most this many frames wait for their tensors to be written
+BLOCK_MAX_FRAMES = 256
 #: tables in the order a block writes them: frames last, they point at the rest
 WRITE_ORDER = ("objects", "detections", "images", "classifications", "frames")
 #: bytes of HDF5 metadata (object headers, B-tree nodes, attributes) a flush may write, at most
@@ -57,92 +62,119 @@ class FrameRows:
         self.pending_images: list[np.ndarray] = []
         self.pending_frames = 0
         self.pending_bytes = 0
-        self._cached, self._cached_for = 0, -1  # flush_bytes' cache part, for this many layer sets
+        self._cached, self._cached_for = 0, ()  # flush_bytes' cache part, for the datasets in use
+        self._all: list[RowBuffer] = []  # tables and layer sets, in the order rollback marks them
 
     @property
     def frames_pending(self) -> int:
         """Frames whose rows are buffered, not yet in the file."""
         return len(self.tables["frames"].pending)
 
+    def block_due(self, block_frames: int, min_bytes: int = BLOCK_MIN_BYTES) -> bool:
+        """True when the buffered frames make a block: ``block_frames`` of them, and at least
+        ``min_bytes`` (:data:`BLOCK_MIN_BYTES`) or :data:`BLOCK_MAX_FRAMES` frames."""
+        n = self.pending_frames
+        return n >= block_frames and (self.pending_bytes >= min_bytes or n >= BLOCK_MAX_FRAMES)
+
     def _buffers(self) -> list[RowBuffer]:
-        return [*self.tables.values(), *self.layer_sets.values()]
+        if len(self._all) != len(self.tables) + len(self.layer_sets):
+            self._all = [*self.tables.values(), *self.layer_sets.values()]
+        return self._all
 
     # ------------------------------------------------------------------ adding a frame
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
         """Buffer one checked frame's rows; InvalidFrame when its layers do not match the recording's
         (then nothing of it is buffered)."""
-        names = dict(self.layer_names)  # committed only once the frame is in
-        self._check_layers(names, "layers", frame.unique_id, frame.layers, frame)
-        for o in frame.objects:
-            self._check_layers(names, "object_layers", frame.unique_id, o.layers, frame)
-        images = [_image_payload(frame.image)] + [_image_payload(o.image) for o in frame.objects]
-        mark = (
-            {id(b): len(b.pending) for b in self._buffers()},
-            len(self.pending_images),
-            self.image_bytes,
-        )
+        new_names: dict[tuple[str, int], frozenset] = {}  # kept only once the frame is in
+        objects = frame.objects
+        self._check_layers(new_names, "layers", frame.unique_id, frame.layers, frame)
+        for o in objects:
+            self._check_layers(new_names, "object_layers", frame.unique_id, o.layers, frame)
+        images = [_image_payload(frame.image)]
+        if objects:
+            images += [_image_payload(o.image) for o in objects]
+        buffers = self._buffers()
+        mark = [len(b.pending) for b in buffers], len(self.pending_images), self.image_bytes
         try:
             self._add_rows(frame, recv_ns, images)
         except BaseException:
-            self._rollback(*mark)
+            self._rollback(buffers, *mark)
             raise
-        self.layer_names = names
+        if new_names:
+            self.layer_names = {**self.layer_names, **new_names}
         self.pending_frames += 1
-        self.pending_bytes += (
-            256 * (1 + len(frame.objects) + len(frame.detections))
-            + sum(a.nbytes for a in frame.layers.values())
-            + sum(a.nbytes for o in frame.objects for a in o.layers.values())
-            + sum(p[0].size for p in images if p is not None)
-        )
+        nbytes = 256 * (1 + len(objects) + len(frame.detections))
+        for a in frame.layers.values():
+            nbytes += a.nbytes
+        for o in objects:
+            for a in o.layers.values():
+                nbytes += a.nbytes
+        for p in images:
+            if p is not None:
+                nbytes += p[0].size
+        self.pending_bytes += nbytes
 
-    def _rollback(self, pending: dict[int, int], n_images: int, image_bytes: int) -> None:
-        for b in self._buffers():
-            b.discard(keep=pending.get(id(b), 0))
+    def _rollback(
+        self, buffers: list[RowBuffer], pending: list[int], n_images: int, image_bytes: int
+    ) -> None:
+        for b, keep in zip(buffers, pending):
+            b.discard(keep=keep)
+        for b in self._buffers()[len(buffers) :]:  # layer sets the failed frame made
+            b.discard()
         self.pending_images = self.pending_images[:n_images]
         self.image_bytes = image_bytes
 
     def _add_rows(self, frame: FrameRecord, recv_ns: int, images: list) -> None:
-        frame_row = self.tables["frames"].count
-        layer_row = self._add_layers("layers", frame.unique_id, frame.layers)
+        """The frame's rows: tuples in the schema's column order (FRAME_COLUMNS, OBJECT_COLUMNS,
+        IMAGE_COLUMNS, CLASSIFICATION_COLUMNS)."""
+        tables = self.tables
+        frame_row = tables["frames"].count
+        layer_row = (
+            self._add_layers("layers", frame.unique_id, frame.layers) if frame.layers else -1
+        )
         image_row = self._add_image(frame_row, frame.image, images[0])
-        obj_start = self.tables["objects"].count
+        objects = tables["objects"]
+        obj_start = objects.count
         for o, payload in zip(frame.objects, images[1:]):
-            self._add_object(
-                "objects",
-                frame_row,
-                o,
-                self._add_layers("object_layers", frame.unique_id, o.layers),
-                self._add_image(frame_row, o.image, payload),
+            objects.append(
+                _object_row(
+                    frame_row,
+                    o,
+                    self._add_layers("object_layers", frame.unique_id, o.layers),
+                    self._add_image(frame_row, o.image, payload),
+                )
             )
-        det_start = self.tables["detections"].count
+        detections = tables["detections"]
+        det_start = detections.count
         for d in frame.detections:
-            self._add_object("detections", frame_row, d, -1, -1)
-        for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
-            self._add_classifications(frame_row, table, objs)
-        self.tables["frames"].append(
-            {
-                "source_id": frame.source_id,
-                "frame_num": frame.frame_num,
-                "pts_ns": _int64(frame.pts_ns),
-                "ntp_timestamp": _int64(frame.ntp_timestamp),
-                "unique_id": frame.unique_id,
-                "batch_id": frame.batch_id,
-                "pad_index": frame.pad_index,
-                "network_size": tuple(frame.network_size),
-                "frame_size": tuple(frame.frame_size),
-                "recv_time_ns": recv_ns,
-                "layer_row": layer_row,
-                "image_row": image_row,
-                "object_start": obj_start,
-                "object_count": len(frame.objects),
-                "detection_start": det_start,
-                "detection_count": len(frame.detections),
-            }
+            detections.append(_object_row(frame_row, d, -1, -1))
+        if frame.objects or frame.detections:
+            for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
+                self._add_classifications(frame_row, table, objs)
+        tables["frames"].append(
+            (
+                frame.source_id,
+                frame.frame_num,
+                _int64(frame.pts_ns),
+                _int64(frame.ntp_timestamp),
+                frame.unique_id,
+                frame.batch_id,
+                frame.pad_index,
+                tuple(frame.network_size),
+                tuple(frame.frame_size),
+                recv_ns,
+                layer_row,
+                image_row,
+                obj_start,
+                len(frame.objects),
+                det_start,
+                len(frame.detections),
+            )
         )
 
     def _check_layers(
         self,
-        names: dict[tuple[str, int], frozenset],
+        new_names: dict[tuple[str, int], frozenset],
         group: str,
         uid: int,
         layers: Mapping[str, np.ndarray],
@@ -150,9 +182,12 @@ class FrameRows:
     ) -> None:
         if not layers:
             return
-        where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
-        known = names.setdefault((group, uid), frozenset(layers))
-        if frozenset(layers) != known:
+        key = (group, uid)
+        known = self.layer_names.get(key) or new_names.get(key)
+        if known is None:
+            known = new_names[key] = frozenset(layers)
+        elif known != layers.keys():
+            where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
             raise InvalidFrame(
                 f"{where}: layers {sorted(layers)} differ from the recording's {sorted(known)}; "
                 "record a fixed set of layers per GIE (Recorder(layers=...)); frame dropped"
@@ -160,6 +195,7 @@ class FrameRows:
         for name, arr in layers.items():
             ls = self.layer_sets.get((group, uid, name))
             if ls is not None and (arr.shape != ls.shape or arr.dtype != ls.dtype):
+                where = f"GIE {uid}, source {frame.source_id}, frame {frame.frame_num}"
                 raise InvalidFrame(
                     f"{where}: layer {name!r} changed from {ls.dtype}{list(ls.shape)} to "
                     f"{arr.dtype}{list(arr.shape)}; frame dropped"
@@ -184,64 +220,51 @@ class FrameRows:
         self.pending_images.append(data)
         offset, self.image_bytes = self.image_bytes, self.image_bytes + data.size
         return self.tables["images"].append(
-            {
-                "frame_row": frame_row,
-                "offset": offset,
-                "nbytes": data.size,
-                "rect": tuple(image.rect),
-                "shape": shape,
-                "encoding": IMAGE_ENCODINGS.index(image.encoding),
-            }
-        )
-
-    def _add_object(
-        self, table: str, frame_row: int, o: ObjectRecord, layer_row: int, image_row: int
-    ) -> None:
-        self.tables[table].append(
-            {
-                "frame_row": frame_row,
-                "rect": tuple(o.rect),
-                "class_id": o.class_id,
-                "confidence": o.confidence,
-                "object_id": o.object_id,
-                "unique_component_id": o.unique_component_id,
-                "parent_index": o.parent_index,
-                "parent_object_id": o.parent_object_id,
-                "label": _label_bytes(o.label),
-                "layer_row": layer_row,
-                "image_row": image_row,
-            }
+            (
+                frame_row,
+                offset,
+                data.size,
+                tuple(image.rect),
+                shape,
+                IMAGE_ENCODINGS.index(image.encoding),
+            )
         )
 
     def _add_classifications(self, frame_row: int, table: str, objs: list[ObjectRecord]) -> None:
+        rows = self.tables["classifications"]
         for k, o in enumerate(objs):
             for c in o.classifications:
-                self.tables["classifications"].append(
-                    {
-                        "frame_row": frame_row,
-                        "table": CLASSIFICATION_TABLES.index(table),
-                        "object_index": k,
-                        "unique_component_id": c.unique_component_id,
-                        "attribute": c.attribute,
-                        "class_id": c.class_id,
-                        "confidence": c.confidence,
-                        "label": _label_bytes(c.label),
-                    }
+                rows.append(
+                    (
+                        frame_row,
+                        CLASSIFICATION_TABLES.index(table),
+                        k,
+                        c.unique_component_id,
+                        c.attribute,
+                        c.class_id,
+                        c.confidence,
+                        _label_bytes(c.label),
+                    )
                 )
 
     # ------------------------------------------------------------------ block writes
     def write_pending(self, tables: bool = True) -> int:
         """Write the buffered tensors and images (one block per dataset) and, with ``tables`` or once
         :data:`TABLE_BLOCK_FRAMES` frames wait, the table rows (frames, objects, images: small, so
-        written in bigger blocks; a flush always writes them). Returns the number of frames whose rows
-        are now all in the file."""
+        written in bigger blocks; a flush always writes them). Without the tables, rows of small
+        layers past their last whole chunk wait for the next block (see ``LayerSet.write``); with
+        them everything is written, so a frame's table rows never reach the file before its layer
+        rows. Returns the number of frames whose rows are now all in the file."""
+        tables = tables or self.frames_pending >= TABLE_BLOCK_FRAMES
+        held = 0  # bytes of layer rows kept for the next block (never when the tables are written)
         for ls in self.layer_sets.values():
-            ls.write()
+            ls.write(whole_chunks_only=not tables)
+            held += len(ls.pending) * ls.row_bytes
         if self.pending_images:
             self.image_data.extend(self.pending_images)
             self.pending_images = []
-        self.pending_frames, self.pending_bytes = 0, 0
-        if not (tables or self.frames_pending >= TABLE_BLOCK_FRAMES):
+        self.pending_frames, self.pending_bytes = 0, held
+        if not tables:
             return 0
         n = self.frames_pending
         for name in WRITE_ORDER:
@@ -260,18 +283,24 @@ class FrameRows:
 
     def flush_bytes(self) -> int:
         """At most how many bytes the next flush writes besides the pending block: what HDF5's chunk
-        cache may hold dirty for every dataset (two chunks of it at most, appending), the table rows
-        of the frames not yet in the tables, and the metadata."""
-        n_sets = len(self.layer_sets)
-        if self._cached_for != n_sets:  # h5py property reads are slow: once per new dataset
-            chunked = [ds for t in self.tables.values() for ds in t.ds.values()]
+        cache may hold dirty for every dataset that has rows (two chunks of it at most, appending; a
+        dataset never written to has no chunk), the table rows of the frames not yet in the
+        tables, and the metadata."""
+        key = (
+            len(self.layer_sets),
+            tuple(t.count > 0 for t in self.tables.values()),
+            self.image_bytes > 0,
+        )
+        if self._cached_for != key:  # h5py property reads are slow: once per new dataset in use
+            chunked = [ds for t in self.tables.values() if t.count for ds in t.ds.values()]
             chunked += [ls.ds for ls in self.layer_sets.values() if not ls.direct and ls.ds.chunks]
-            chunked.append(self.image_data.ds)
+            if self.image_bytes:
+                chunked.append(self.image_data.ds)
             self._cached = sum(
                 min(CHUNK_CACHE_BYTES, 2 * int(np.prod(ds.chunks)) * ds.dtype.itemsize)
                 for ds in chunked
             )
-            self._cached_for = n_sets
+            self._cached_for = key
         return self._cached + 1024 * self.frames_pending + FLUSH_METADATA_BYTES
 
 
@@ -297,6 +326,23 @@ def _encoded_shape(data: bytes) -> tuple[int, int, int]:
             return (im.height, im.width, len(im.getbands()))
     except Exception:
         return (0, 0, 0)
+
+
+def _object_row(frame_row: int, o: ObjectRecord, layer_row: int, image_row: int) -> tuple:
+    """One row of /objects or /detections (OBJECT_COLUMNS' order)."""
+    return (
+        frame_row,
+        tuple(o.rect),
+        o.class_id,
+        o.confidence,
+        o.object_id,
+        o.unique_component_id,
+        o.parent_index,
+        o.parent_object_id,
+        _label_bytes(o.label),
+        layer_row,
+        image_row,
+    )
 
 
 def _label_bytes(label: str) -> bytes:

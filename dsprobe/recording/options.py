@@ -8,6 +8,9 @@ from typing import Any
 
 from dsprobe.recording.schema import IMAGE_ENCODINGS, compression_options
 
+#: where the Recorder's writer runs
+WRITERS = ("thread", "process")
+
 
 @dataclass(frozen=True)
 class RecorderOptions:
@@ -21,11 +24,15 @@ class RecorderOptions:
       encoded are stored as they are.
     * ``segment_max_bytes`` / ``segment_max_seconds``: rotate into numbered segment files.
     * ``flush_interval_s``: longest time (seconds) an accepted frame waits before it is on disk.
-    * ``block_frames``: frames buffered per block write; ``queue_size``: frames the queue holds.
+    * ``block_frames``: frames buffered per block write (small frames: until the block holds 1 MiB
+      or 256 frames); ``queue_size``: frames the queue holds.
     * ``drop_when_full``: True (live pipelines): a full queue drops the frame; False (offline
       recorders that must keep every frame): ``record()`` waits for room.
     * ``compression``: None (default), "lzf", "gzip", "gzip-N", "blosc-lz4", "blosc-zstd" for tensor
       datasets (see docs/recording-format.md for measurements and why None is the default).
+    * ``writer``: "thread" (default) writes on a thread of the caller's process; "process" writes
+      in a child process fed through a pipe, so HDF5 and JPEG work never holds the caller's GIL (a
+      live pipeline's probe never waits on it); see docs/reliability.md for what its death costs.
     * ``overwrite``: replace an existing recording (the file or its segment series) at the path;
       without it the Recorder refuses to start there.
     """
@@ -45,6 +52,7 @@ class RecorderOptions:
     drop_when_full: bool = True
     compression: str | None = None
     overwrite: bool = False
+    writer: str = "thread"
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -55,6 +63,8 @@ class RecorderOptions:
             raise ValueError(
                 f"image_format must be one of {IMAGE_ENCODINGS}, got {self.image_format!r}"
             )
+        if self.writer not in WRITERS:
+            raise ValueError(f"writer must be one of {WRITERS}, got {self.writer!r}")
         compression_options(self.compression)  # the name (and hdf5plugin where it is needed)
         _positive(
             self, "flush_interval_s", "image_max_size", "every_n", "block_frames", "queue_size"

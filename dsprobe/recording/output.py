@@ -77,6 +77,7 @@ class OutputLock:
         self.path = path
         check_not_input(path, inputs)
         self.lock_file = lock_path(path)
+        self.owner = True  # removes the lock file when it lets go
         self.fd = self._acquire()
         try:
             existing = series_files(path)
@@ -91,6 +92,16 @@ class OutputLock:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def inherited(cls, path: Path, fd: int, head_len: int) -> "OutputLock":
+        """The lock as a writer process holds it: the caller's locked descriptor, inherited. Its
+        ``release_reserve`` frees the reserve; its ``close`` only closes the descriptor (the caller
+        removes the lock file once the writer has ended)."""
+        lock = cls.__new__(cls)
+        lock.path, lock.lock_file, lock.fd, lock.head_len = path, lock_path(path), fd, head_len
+        lock.owner = False
+        return lock
 
     def _acquire(self) -> int:
         import fcntl
@@ -150,10 +161,11 @@ class OutputLock:
     def close(self) -> None:
         if self.fd < 0:
             return
-        try:
-            self.lock_file.unlink()
-        except OSError:
-            pass
+        if self.owner:
+            try:
+                self.lock_file.unlink()
+            except OSError:
+                pass
         os.close(self.fd)
         self.fd = -1
 

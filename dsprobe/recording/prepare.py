@@ -25,6 +25,8 @@ class FramePreparer:
         self.pillow_missing = False
 
     def __call__(self, frame: FrameRecord) -> FrameRecord:
+        if self._unchanged(frame):
+            return frame
         objects = [
             replace(o, layers=self._select(o.layers), image=self._image(o.image))
             for o in frame.objects
@@ -35,6 +37,17 @@ class FramePreparer:
             objects=objects,
             image=self._image(frame.image),
         )
+
+    def _unchanged(self, frame: FrameRecord) -> bool:
+        """True when the policy leaves ``frame`` as it is (all layers kept, no image to encode or
+        drop): the common case of small frames, handed on without copying the record."""
+        keep = self.keep
+        if frame.image is not None or keep is not None and not keep.issuperset(frame.layers):
+            return False
+        for o in frame.objects:
+            if o.image is not None or keep is not None and not keep.issuperset(o.layers):
+                return False
+        return True
 
     def _select(self, layers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.keep is None:

@@ -96,6 +96,7 @@ class Recording:
         frames.index.name = "row"
         self.frames: pd.DataFrame = frames
         self._seg_of = frames["segment"].to_numpy()
+        self._columns: dict[tuple[str, str], np.ndarray] = {}  # object_columns, read once
         self._local = frames["local_row"].to_numpy()
 
     def _check_one_recording(self) -> None:
@@ -344,25 +345,18 @@ class Recording:
         with tensors of that GIE).
         """
         info = self.layer(name, unique_id)
-        table = self.object_table("objects") if info.per_object else self.frames
-        if info.per_object:
-            uid_col = (
-                self.frames["unique_id"].to_numpy()[table["row"].to_numpy()]
-                if len(table)
-                else np.zeros(0, int)
-            )
-        else:
-            uid_col = table["unique_id"].to_numpy()
-        layer_rows = table["layer_row"].to_numpy()
+        uid_col, layer_rows, segment = (
+            self._object_index if info.per_object else self._frame_index()
+        )
         if rows is None:
             rows = np.flatnonzero((uid_col == info.unique_id) & (layer_rows >= 0))
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((len(rows), *info.shape), dtype=info.dtype)
         if not len(rows):
             return out
-        if rows.min() < 0 or rows.max() >= len(table):
+        if rows.min() < 0 or rows.max() >= len(layer_rows):
             raise IndexError(
-                f"{self.paths[0]}: rows out of range 0..{len(table) - 1} for layer {name!r}"
+                f"{self.paths[0]}: rows out of range 0..{len(layer_rows) - 1} for layer {name!r}"
             )
         bad = (layer_rows[rows] < 0) | (uid_col[rows] != info.unique_id)
         if bad.any():
@@ -371,7 +365,7 @@ class Recording:
                 f"{self.paths[0]}: {'object' if info.per_object else 'frame'} row {r} has no layer "
                 f"{name!r} of GIE {info.unique_id}"
             )
-        seg_idx = table["segment"].to_numpy()[rows]
+        seg_idx = segment[rows]
         local = layer_rows[rows]
         group = "object_layers" if info.per_object else "layers"
         for s in np.unique(seg_idx):
@@ -403,6 +397,19 @@ class Recording:
             out[sel] = block[inverse.reshape(-1)]
         return out
 
+    def _frame_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every frame row (columns of :attr:`frames`)."""
+        f = self.frames
+        return f["unique_id"].to_numpy(), f["layer_row"].to_numpy(), f["segment"].to_numpy()
+
+    @cached_property
+    def _object_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(unique_id, layer_row, segment)`` of every row of ``object_table("objects")``, taken
+        once as numpy (a block read must not copy the whole table)."""
+        t = self.object_columns("objects", ["row", "layer_row", "segment"])
+        uid = self._frame_index()[0][t["row"]] if len(t["row"]) else np.zeros(0, np.int64)
+        return uid, t["layer_row"], t["segment"]
+
     def object_table(self, kind: str = "objects") -> pd.DataFrame:
         """All ``"objects"`` (SGIE inputs, with ``layer_row``) or ``"detections"`` (pipeline objects);
         ``row`` is the frame row, ``left, top, width, height`` frame pixels."""
@@ -410,31 +417,68 @@ class Recording:
             raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
         return self._object_tables[kind].copy()
 
+    def object_columns(
+        self, kind: str = "objects", columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Columns of :meth:`object_table` as numpy arrays, each read once and then shared
+        (read-only): the stored columns (``rect`` ``(N, 4)`` left, top, width, height in frame
+        pixels, ``label`` as UTF-8 bytes, ...) with ``row`` (frame row) for ``frame_row``, and
+        ``segment``; ``columns``: those only (default all). For code that needs a few columns of many
+        objects (SGIE replay) without building the DataFrame."""
+        if kind not in ("objects", "detections"):
+            raise ValueError(f"kind must be 'objects' or 'detections', got {kind!r}")
+        names = [*OBJECT_COLUMNS, "row", "segment"]
+        names.remove("frame_row")
+        if columns is not None:
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise KeyError(f"no object column {unknown[0]!r}; columns: {', '.join(names)}")
+            names = list(columns)
+        return {c: self._object_column(kind, c) for c in names}
+
+    def _object_column(self, kind: str, name: str) -> np.ndarray:
+        key = (kind, name)
+        cached = self._columns.get(key)
+        if cached is not None:
+            return cached
+        parts = []
+        for i, seg in enumerate(self._segs):
+            fr = seg.frames
+            prefix = "object" if kind == "objects" else "detection"
+            n = (
+                int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
+                if len(fr["source_id"])
+                else 0
+            )
+            if name == "segment":
+                parts.append(np.full(n, i, np.int64))
+                continue
+            stored = "frame_row" if name == "row" else name
+            a = seg.read(f"/{kind}", seg.f[f"{kind}/{stored}"], slice(0, n))
+            parts.append(a + int(self._row_offsets[i]) if name == "row" else a)
+        out = np.concatenate(parts)
+        out.setflags(write=False)
+        self._columns[key] = out
+        return out
+
+    @cached_property
+    def _row_offsets(self) -> np.ndarray:
+        """The global frame row of each segment's first frame."""
+        return np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
+
     @cached_property
     def _object_tables(self) -> dict[str, pd.DataFrame]:
         out = {}
-        offsets = np.concatenate([[0], np.cumsum([len(s.frames["source_id"]) for s in self._segs])])
         for kind in ("objects", "detections"):
-            parts = []
-            prefix = "object" if kind == "objects" else "detection"
-            for i, seg in enumerate(self._segs):
-                fr = seg.frames
-                n = (
-                    int(fr[f"{prefix}_start"][-1] + fr[f"{prefix}_count"][-1])
-                    if len(fr["source_id"])
-                    else 0
-                )
-                cols = {
-                    c: seg.read(f"/{kind}", seg.f[f"{kind}/{c}"], slice(0, n))
-                    for c in OBJECT_COLUMNS
-                }
-                df = pd.DataFrame({c: v for c, v in cols.items() if v.ndim == 1})
-                df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
-                df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
-                df["row"] = df.pop("frame_row") + offsets[i]
-                df["segment"] = i
-                parts.append(df)
-            out[kind] = pd.concat(parts, ignore_index=True)
+            cols = self.object_columns(kind)
+            df = pd.DataFrame(
+                {c: v for c, v in cols.items() if v.ndim == 1 and c not in ("row", "segment")}
+            )
+            df[["left", "top", "width", "height"]] = cols["rect"].reshape(-1, 4)
+            df["label"] = [b.decode("utf-8", "replace") for b in cols["label"]]
+            df["row"] = cols["row"]
+            df["segment"] = cols["segment"]
+            out[kind] = df
         return out
 
     def close(self) -> None:

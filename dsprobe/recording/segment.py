@@ -82,9 +82,8 @@ class Segment:
         self.rows.add(frame, recv_ns)
         self.dirty = True
 
-    @property
-    def pending_frames(self) -> int:
-        return self.rows.pending_frames
+    def block_due(self, block_frames: int, min_bytes: int) -> bool:
+        return self.rows.block_due(block_frames, min_bytes)
 
     @property
     def pending_bytes(self) -> int:

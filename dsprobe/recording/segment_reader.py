@@ -205,6 +205,17 @@ def _int_attr(path: Path, attrs: dict, name: str, default: int) -> int:
     return int(value)
 
 
+def per_uid_value(per_uid: dict[int, tuple[int, int]], uids: np.ndarray) -> np.ndarray:
+    """``per_uid[u][1]`` (per-object layer rows of GIE ``u``; 0 for a GIE not listed) for each of
+    ``uids``, without a Python loop over them (one per object)."""
+    keys = np.array(sorted(per_uid), dtype=np.int64)
+    if not len(keys):
+        return np.zeros(len(uids), np.int64)
+    values = np.array([per_uid[int(k)][1] for k in keys], dtype=np.int64)
+    pos = np.minimum(np.searchsorted(keys, uids), len(keys) - 1)
+    return np.where(keys[pos] == uids, values[pos], 0)
+
+
 def frames_ok(
     frames: dict[str, np.ndarray],
     objects: dict[str, np.ndarray],
@@ -241,7 +252,7 @@ def frames_ok(
         fr = objects["frame_row"]
         valid = (fr >= 0) & (fr < len(uids))
         obj_uid = np.where(valid, uids[np.clip(fr, 0, len(uids) - 1)], 0)
-        obj_layers = np.array([per_uid.get(int(u), (0, 0))[1] for u in obj_uid], dtype=np.int64)
+        obj_layers = per_uid_value(per_uid, obj_uid)
         bad = ~valid | (objects["layer_row"] >= obj_layers) | (objects["image_row"] >= n_img)
         bad_before = np.concatenate([[0], np.cumsum(bad)])
         start = np.clip(frames["object_start"], 0, n_obj)

@@ -35,8 +35,10 @@ class RecorderStats:
         self.path = path
         self.lock = threading.Lock()
         self.values: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
-        self.values.update(failed_reason=None, last_error=None)
+        self.values.update(failed_reason=None, last_error=None, writer_cpu_s=0.0)
         self.sections: dict[str, dict] = {}
+        #: counters kept elsewhere and added to a snapshot (a writer process gets the caller's)
+        self.base: dict[str, int] = {}
         self._error_kinds: set[str] = set()
 
     def count(self, *keys: str, n: int = 1) -> None:
@@ -66,6 +68,8 @@ class RecorderStats:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             out = dict(self.values)
+            for k, v in self.base.items():
+                out[k] += v
             out.update({k: dict(v) for k, v in self.sections.items()})
             return out
 

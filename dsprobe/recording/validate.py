@@ -35,21 +35,25 @@ def check_frame(frame: Any) -> FrameRecord:
     """``frame`` checked field by field; returns it with its layers in native byte order.
 
     Raises InvalidFrame naming the field (``source 0, frame 12: objects[3].label: ...``)."""
+    if (
+        type(frame) is FrameRecord
+        and _plain_frame_ok(frame)
+        and frame.image is None
+        and type(frame.objects) is list
+        and not frame.objects
+        and type(frame.detections) is list
+        and _plain_layers_ok(frame.layers)
+        and all(map(_plain_object, frame.detections))
+    ):
+        return frame  # the common case of a small frame, checked at C speed
     if not isinstance(frame, FrameRecord):
         raise InvalidFrame(f"not a FrameRecord: {type(frame).__name__}")
     where = _where(frame)
-    for name, lo_hi in (
-        ("source_id", UINT31),
-        ("frame_num", INT64),
-        ("pts_ns", TIME_NS),
-        ("ntp_timestamp", TIME_NS),
-        ("unique_id", INT32),
-        ("batch_id", INT32),
-        ("pad_index", INT32),
-    ):
-        _int(where, name, getattr(frame, name), lo_hi)
-    _ints(where, "network_size", frame.network_size, 3)
-    _ints(where, "frame_size", frame.frame_size, 2)
+    if not _plain_frame_ok(frame):
+        for name, lo_hi in _FRAME_INTS:
+            _int(where, name, getattr(frame, name), lo_hi)
+        _ints(where, "network_size", frame.network_size, 3)
+        _ints(where, "frame_size", frame.frame_size, 2)
     layers = check_layers(where, "layers", frame.layers)
     objects = _objects(where, "objects", frame.objects, with_layers=True)
     detections = _objects(where, "detections", frame.detections, with_layers=False)
@@ -57,6 +61,82 @@ def check_frame(frame: Any) -> FrameRecord:
     if layers is frame.layers and objects is frame.objects and detections is frame.detections:
         return frame
     return replace(frame, layers=layers, objects=objects, detections=detections)
+
+
+_FRAME_INTS = (
+    ("source_id", UINT31),
+    ("frame_num", INT64),
+    ("pts_ns", TIME_NS),
+    ("ntp_timestamp", TIME_NS),
+    ("unique_id", INT32),
+    ("batch_id", INT32),
+    ("pad_index", INT32),
+)
+
+
+def _plain_frame_ok(f: FrameRecord) -> bool:
+    """The common case of the frame's own fields, checked at C speed: plain ints in range, sizes as
+    tuples of plain ints (anything else goes through the field-by-field checks that name the field)."""
+    n, s = f.network_size, f.frame_size
+    return (
+        type(f.source_id) is int
+        and 0 <= f.source_id <= UINT31[1]
+        and type(f.frame_num) is int
+        and INT64[0] <= f.frame_num <= INT64[1]
+        and type(f.pts_ns) is int
+        and TIME_NS[0] <= f.pts_ns <= TIME_NS[1]
+        and type(f.ntp_timestamp) is int
+        and TIME_NS[0] <= f.ntp_timestamp <= TIME_NS[1]
+        and type(f.unique_id) is int
+        and INT32[0] <= f.unique_id <= INT32[1]
+        and type(f.batch_id) is int
+        and INT32[0] <= f.batch_id <= INT32[1]
+        and type(f.pad_index) is int
+        and INT32[0] <= f.pad_index <= INT32[1]
+        and type(n) is tuple
+        and len(n) == 3
+        and type(n[0]) is int
+        and type(n[1]) is int
+        and type(n[2]) is int
+        and 0 <= n[0] <= UINT31[1]
+        and 0 <= n[1] <= UINT31[1]
+        and 0 <= n[2] <= UINT31[1]
+        and type(s) is tuple
+        and len(s) == 2
+        and type(s[0]) is int
+        and type(s[1]) is int
+        and 0 <= s[0] <= UINT31[1]
+        and 0 <= s[1] <= UINT31[1]
+    )
+
+
+def _plain_layers_ok(layers: Any) -> bool:
+    """The common case of a layer dict: short text names, native numeric arrays within bounds."""
+    if type(layers) is not dict:
+        return False
+    for name, arr in layers.items():
+        if type(name) is not str or len(name) > _PLAIN_NAME_CHARS or "\0" in name:
+            return False
+        if type(arr) is not np.ndarray:
+            return False
+        dt = arr.dtype
+        if (
+            dt.kind not in "fiub"
+            or dt.itemsize > 8
+            or not dt.isnative
+            or arr.ndim > MAX_LAYER_RANK
+            or arr.nbytes > MAX_LAYER_BYTES
+        ):
+            return False
+    return True
+
+
+#: names this short fit MAX_LAYER_NAME_BYTES whatever their characters (4 UTF-8 bytes at most each)
+_PLAIN_NAME_CHARS = MAX_LAYER_NAME_BYTES // 4
+
+
+def _plain_object(o: Any) -> bool:
+    return type(o) is ObjectRecord and _plain_ok(o)
 
 
 def _where(frame: FrameRecord) -> str:

@@ -8,10 +8,12 @@ written or dropped)."""
 
 from __future__ import annotations
 
-import queue
 import time
 from pathlib import Path
+from typing import Callable
 
+from dsprobe.recording.frame_queue import FrameQueue
+from dsprobe.recording.frame_rows import BLOCK_MIN_BYTES
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputLock
 from dsprobe.recording.prepare import FramePreparer
@@ -25,6 +27,13 @@ from dsprobe.records import FrameRecord
 STOP = object()
 
 
+def segment_path(path: Path, options: RecorderOptions, index: int) -> Path:
+    """The file of segment ``index`` (the recording's own path when it is not rotating)."""
+    if not options.rotating:
+        return path
+    return path.with_name(f"{path.stem}-{index:05d}{path.suffix or '.h5'}")
+
+
 class WriteLoop:
     """The body of the writer thread of one Recorder (``run``); ``open`` makes the first segment on
     the caller's thread, so a path that cannot be written fails at once."""
@@ -34,7 +43,7 @@ class WriteLoop:
         path: Path,
         options: RecorderOptions,
         header: SegmentHeader,
-        frames: queue.Queue,
+        frames: FrameQueue,
         stats: RecorderStats,
         lock: OutputLock,
     ) -> None:
@@ -49,6 +58,14 @@ class WriteLoop:
         self.segment: Segment | None = None
         self.last_flush = time.monotonic()
         self.uncommitted = 0  # frames counted as written since the last commit
+        # blocks of small frames gather up to 1 MiB, but no more than a quarter of a size-rotated
+        # segment: a segment passes its size by less than that (rotation is judged per block)
+        self.block_bytes = min(
+            BLOCK_MIN_BYTES, (options.segment_max_bytes or BLOCK_MIN_BYTES * 4) // 4
+        )
+        #: called (on the writer's thread) after every commit, failure and at the end: a writer
+        #: process reports its counters to the caller there
+        self.report: Callable[[], None] | None = None
 
     def open(self) -> None:
         self.segment = self._open_segment()
@@ -70,16 +87,20 @@ class WriteLoop:
             self._finish()
 
     def _step(self) -> bool:
-        """Handle one queue item (or a flush timeout); False once the stop marker came."""
-        wait = max(0.0, self.options.flush_interval_s - (time.monotonic() - self.last_flush))
-        try:
-            item = self.queue.get(timeout=wait)
-        except queue.Empty:
-            item = None
-        stop = item is STOP
-        if item is not None and not stop:
+        """Handle the queued items (waiting for one up to the next flush), then flush if it is due;
+        False once the stop marker came."""
+        interval = self.options.flush_interval_s
+        item = self.queue.get(timeout=max(0.0, interval - (time.monotonic() - self.last_flush)))
+        stop = False
+        while item is not None:
+            if item is STOP:
+                stop = True
+                break
             self._take(*item)
-        if stop or time.monotonic() - self.last_flush >= self.options.flush_interval_s:
+            if time.monotonic() - self.last_flush >= interval:
+                break
+            item = self.queue.pop()
+        if stop or time.monotonic() - self.last_flush >= interval:
             self.last_flush = time.monotonic()
             seg = self.segment
             if seg is not None and seg.dirty:
@@ -93,7 +114,7 @@ class WriteLoop:
             self.segment = self._open_segment()
         seg = self.segment
         self._add(seg, frame, recv_ns)
-        if seg.pending_frames >= self.options.block_frames:
+        if seg.block_due(self.options.block_frames, self.block_bytes):
             self._write_block(seg)
             if self._rotate_due(seg):
                 self._flush(seg)
@@ -115,6 +136,7 @@ class WriteLoop:
         finally:
             self.drain()
             self.lock.close()
+            self._report()
 
     # ------------------------------------------------------------------ frames and blocks
     def _add(self, segment: Segment, frame: FrameRecord, recv_ns: int) -> None:
@@ -137,12 +159,18 @@ class WriteLoop:
     def _flush(self, segment: Segment) -> None:
         self._write_block(segment, tables=True)
         self.stats.count("flushes")
+        self.stats.set(writer_cpu_s=time.thread_time())
         segment.commit(self.stats.snapshot())
         self.uncommitted = 0
         self.stats.set(
             frames_flushed=self.stats.get("written"),
             bytes_written=segment.closed_bytes + segment.size(),
         )
+        self._report()
+
+    def _report(self) -> None:
+        if self.report is not None:
+            self.report()
 
     def _close_after_no_space(self) -> None:
         """The own space check said no: forget what is buffered, commit what is written (the room
@@ -203,10 +231,7 @@ class WriteLoop:
         )
 
     def segment_path(self, index: int) -> Path:
-        """The file of segment ``index`` (the recording's own path when it is not rotating)."""
-        if not self.options.rotating:
-            return self.path
-        return self.path.with_name(f"{self.path.stem}-{index:05d}{self.path.suffix or '.h5'}")
+        return segment_path(self.path, self.options, index)
 
     def _open_segment(self) -> Segment:
         index = self.stats.get("segments")
@@ -227,12 +252,13 @@ class WriteLoop:
         self.stats.fail(exc)
         self.failed = True
         self.drain()  # so producers never wait on us
+        self._report()
 
     def drain(self) -> None:
         """Count the frames still queued (the writer has stopped) as dropped_stopped."""
         while True:
-            try:
-                if self.queue.get_nowait() is not STOP:
-                    self._lost(1, written=0)
-            except queue.Empty:
+            item = self.queue.pop()
+            if item is None:
                 break
+            if item is not STOP:
+                self._lost(1, written=0)

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dsprobe.nvinfer.config import NvinferConfig, NvinferConfigError, configs_by_unique_id
+from dsprobe.recording.frame_queue import FrameQueue
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputError, OutputLock, config_inputs
 from dsprobe.recording.rate_limiter import RateLimiter
 from dsprobe.recording.schema import jsonable
 from dsprobe.recording.segment import SegmentHeader
 from dsprobe.recording.stats import RecorderStats, log
-from dsprobe.recording.write_loop import STOP, WriteLoop
+from dsprobe.recording.write_loop import STOP, WriteLoop, segment_path
+from dsprobe.recording.writer_process import WriterProcess
 from dsprobe.records import FrameRecord
 
 
@@ -64,7 +66,9 @@ class Recorder:
         self.notes = notes
         self.recording_id = uuid.uuid4().hex
         self.limiter = RateLimiter(opts.every_n, opts.max_fps)
-        self._queue: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+        self._queue = FrameQueue(
+            opts.queue_size, wake_at=min(opts.block_frames, opts.queue_size // 2)
+        )
         self._stats = RecorderStats(self.path)
         header = SegmentHeader(
             recording_id=self.recording_id,
@@ -79,17 +83,29 @@ class Recorder:
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create its folder: {exc}") from None
         lock = OutputLock(self.path, opts.overwrite, config_inputs(self.configs))
-        self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats, lock)
+        self._process: WriterProcess | None = None
         try:
-            self._loop.open()
+            if opts.writer == "process":
+                self._process = WriterProcess(
+                    self.path, opts, header, self._queue, self._stats, lock
+                )
+            else:
+                self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats, lock)
+                self._loop.open()
+        except OutputError:
+            lock.close()
+            raise
         except OSError as exc:
             lock.close()
             raise OutputError(f"{self.path}: cannot start the recording: {exc}") from None
         except BaseException:
             lock.close()
             raise
-        self._thread = threading.Thread(target=self._loop.run, name="dsprobe-recorder", daemon=True)
-        self._thread.start()
+        if self._process is None:
+            self._thread = threading.Thread(
+                target=self._loop.run, name="dsprobe-recorder", daemon=True
+            )
+            self._thread.start()
         self._closed = False
         _OPEN.add(self)
 
@@ -117,7 +133,7 @@ class Recorder:
                 self._stats.count("received", "dropped_invalid")
                 self._stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
                 return False
-            if self._closed or self._loop.failed:
+            if self._closed or self.failed:
                 self._stats.count("received", "dropped_stopped")
                 return False
             if not admitted and not self.admit(frame.source_id, frame.pts_ns, frame.unique_id):
@@ -135,7 +151,7 @@ class Recorder:
                 self._queue.put_nowait(item)
             else:
                 while not self._put_waiting(item):
-                    if self._loop.failed or not self._thread.is_alive():
+                    if self.failed or not self._writer_alive():
                         self._stats.move("queued", "dropped_stopped")
                         return False
             return True
@@ -156,6 +172,9 @@ class Recorder:
         except queue.Full:
             return False
 
+    def _writer_alive(self) -> bool:
+        return self._process.is_alive() if self._process else self._thread.is_alive()
+
     def update_stats(self, section: str, values: Mapping[str, Any]) -> None:
         """Merge ``values`` into stats section ``section`` (stored in the recording at each flush)."""
         self._stats.update_section(section, values)
@@ -163,9 +182,12 @@ class Recorder:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters (received, queued, written, frames_flushed (safe on disk), dropped_*, errors,
-        flushes, segments, bytes_written, failed_reason, last_error), ``queue_depth`` and the
-        sections given to :meth:`update_stats`."""
+        flushes, segments, bytes_written, failed_reason, last_error), ``writer_cpu_s`` (CPU seconds
+        the writer has used, as of its last flush), ``queue_depth`` and the sections given to
+        :meth:`update_stats`."""
         out = self._stats.snapshot()
+        if self._process is not None:
+            out = self._process.merged_stats(out)
         out["queue_depth"] = self._queue.qsize()
         return out
 
@@ -187,32 +209,42 @@ class Recorder:
 
     @property
     def failed(self) -> bool:
-        """True once an I/O error stopped the recorder (reason in ``stats['failed_reason']``)."""
-        return self._loop.failed
+        """True once an I/O error (or the writer process's death) stopped the recorder (reason in
+        ``stats['failed_reason']``)."""
+        return self._process.failed if self._process else self._loop.failed
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id (``writer="process"``), None when the writer is a thread."""
+        return self._process.proc.pid if self._process else None
 
     @property
     def paths(self) -> list[Path]:
         """The files written so far (one, or the segments)."""
-        n = max(1, self._stats.get("segments"))
-        return (
-            [self._loop.segment_path(i) for i in range(n)] if self.options.rotating else [self.path]
-        )
+        n = max(1, self.stats["segments"])
+        return [segment_path(self.path, self.options, i) for i in range(n)]
 
     def close(self, timeout: float | None = None) -> None:
         """Write and flush everything queued, then close the file(s). Safe to call twice."""
         if self._closed:
-            self._thread.join(timeout)
+            self._join(timeout)
             return
         self._closed = True
-        while self._thread.is_alive():  # the stop marker must get in even if the queue is full
+        while self._writer_alive():  # the stop marker must get in even if the queue is full
             try:
                 self._queue.put(STOP, timeout=0.1)
                 break
             except queue.Full:
                 continue
-        self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._loop.drain()  # a frame put while the writer stopped: counted, never left queued
+        self._join(timeout)
+        if not self._writer_alive():  # a frame put while the writer stopped: counted, never left
+            (self._process or self._loop).drain()
+
+    def _join(self, timeout: float | None) -> None:
+        if self._process is not None:
+            self._process.join(timeout)
+        else:
+            self._thread.join(timeout)
 
     def __enter__(self) -> "Recorder":
         return self

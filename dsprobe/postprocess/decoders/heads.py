@@ -25,7 +25,7 @@ from dsprobe.postprocess.decoders.base import (
     whole_input,
 )
 from dsprobe.postprocess.layers import find_layer
-from dsprobe.postprocess.registry import StepContext, register
+from dsprobe.postprocess.registry import ObjectBatch, StepContext, batch_over_objects, register
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,26 @@ def _attribute_labels(
     return line.split(";") if isinstance(line, str) else line
 
 
+def _classifier_params(
+    layers: Layers,
+    layer_names: Sequence[str] | None,
+    classifier_threshold: float,
+    softmax: bool,
+    step: str,
+) -> tuple[np.float32, list[str]]:
+    """The checked threshold (float32) and the attribute layers' names, in attribute order."""
+    thr = np.float32(check_number(step, "classifier_threshold", classifier_threshold))
+    check_bool(step, "softmax", softmax)
+    if layer_names is not None and (
+        isinstance(layer_names, str) or not all(isinstance(n, str) for n in layer_names)
+    ):
+        raise ValueError(
+            f"{step}: param 'layer_names' = {layer_names!r} is not valid; expected a list of layer "
+            "names"
+        )
+    return thr, list(layer_names) if layer_names is not None else list(layers)
+
+
 def classify(
     layers: Layers,
     *,
@@ -77,16 +97,7 @@ def classify(
 
     ``layer_names``: the output layers in engine order (default: every layer, in recorded order).
     ``labels``: the labels file lines (``"red;green;blue"``) or lists, one per attribute."""
-    thr = np.float32(check_number(step, "classifier_threshold", classifier_threshold))
-    check_bool(step, "softmax", softmax)
-    if layer_names is not None and (
-        isinstance(layer_names, str) or not all(isinstance(n, str) for n in layer_names)
-    ):
-        raise ValueError(
-            f"{step}: param 'layer_names' = {layer_names!r} is not valid; expected a list of layer "
-            "names"
-        )
-    names = list(layer_names) if layer_names is not None else list(layers)
+    thr, names = _classifier_params(layers, layer_names, classifier_threshold, softmax, step)
     out = []
     for index, name in enumerate(names):
         lname, arr = find_layer(layers, name, step=step)
@@ -107,6 +118,52 @@ def classify(
     return out
 
 
+def decode_classifier_objects(
+    layers: Layers,
+    objects: ObjectBatch,
+    *,
+    layer_names: Sequence[str] | None = None,
+    classifier_threshold: float = 0.0,
+    softmax: bool = False,
+) -> tuple[Detections, np.ndarray]:
+    """:func:`decode_classifier` for N objects at once (``layers``: the objects on the first axis):
+    ``(Detections, owner)``, the rows of object ``k`` equal to its per-object call bit for bit (the
+    same float32 / float64 arithmetic per row, the same first-maximum rule)."""
+    step = "decode classifier"
+    thr, names = _classifier_params(layers, layer_names, classifier_threshold, softmax, step)
+    n = len(objects)
+    index, best, conf = [], [], []
+    for i, name in enumerate(names):
+        _, arr = find_layer(layers, name, step=step)
+        p = np.asarray(arr, np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+        if softmax:
+            with np.errstate(over="ignore", invalid="ignore"):
+                e = np.exp(p.astype(np.float64))
+                # e.sum() of one row is numpy's pairwise sum of that row: the same along axis 1
+                total = e.sum(axis=1).astype(np.float32).astype(np.float64)
+                p = (e / total[:, None]).astype(np.float32)
+        if not p.shape[1]:
+            continue  # an empty layer: no attribute, as per object
+        b = p.argmax(axis=1)  # the first maximum of each row
+        index.append(i)
+        best.append(b)
+        conf.append(p[np.arange(n), b])
+    if not index:
+        return empty(vectors=np.zeros((0, 1), np.float32)), np.zeros(0, np.int64)
+    c = np.stack(conf, axis=1)  # (N, attributes): row-major order = each object's attribute order
+    owner, col = np.nonzero((c > thr) & (c > 0))
+    if not len(owner):
+        return empty(vectors=np.zeros((0, 1), np.float32)), owner
+    return Detections(
+        whole_input(objects.context.network_size, len(owner)),
+        c[owner, col],
+        np.stack(best, axis=1)[owner, col],
+        "network",
+        vectors=np.asarray(index, np.float32)[col].reshape(-1, 1),
+    ), owner
+
+
+@batch_over_objects(decode_classifier_objects)
 @register("decode", "classifier")
 def decode_classifier(
     layers: Layers,
@@ -137,6 +194,43 @@ def decode_classifier(
     )
 
 
+def row_norms(v: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of a 2-D float64 array, each one the BLAS dot product of its row (what
+    ``np.linalg.norm`` computes for one vector), so a row's norm is the same in a block of any size."""
+    return np.sqrt(np.matmul(v[:, None, :], v[:, :, None])[:, 0, 0])
+
+
+def decode_embedding_objects(
+    layers: Layers, objects: ObjectBatch, *, layer: str | None = None, l2_normalize: bool = True
+) -> tuple[Detections, np.ndarray]:
+    """:func:`decode_embedding` for N objects at once (``layers``: the objects on the first axis):
+    one row per object, ``(Detections, owner = 0 .. N-1)``, bit for bit the per-object rows."""
+    step = "decode embedding"
+    check_layer_name(step, "layer", layer)
+    check_bool(step, "l2_normalize", l2_normalize)
+    _, arr = find_layer(layers, layer, step=step)
+    n = len(objects)
+    v = np.asarray(arr, np.float32).reshape(n, -1)
+    if l2_normalize and n:
+        norm = np.empty(n, np.float32)
+        rows = max(1, (1 << 20) // max(v.shape[1], 1))  # float64 copies of about 8 MB, reused
+        buf = np.empty((min(n, rows), v.shape[1]), np.float64)
+        for a in range(0, n, rows):
+            b = buf[: min(rows, n - a)]
+            np.copyto(b, v[a : a + len(b)])
+            norm[a : a + len(b)] = row_norms(b)
+        # x / 1 is x: a zero (or NaN) row is kept as it is, as per object
+        v = v / np.where(norm > 0, norm, np.float32(1))[:, None]
+    return Detections(
+        whole_input(objects.context.network_size, n),
+        np.ones(n, np.float32),
+        np.zeros(n, np.int32),
+        "network",
+        vectors=v,
+    ), np.arange(n)
+
+
+@batch_over_objects(decode_embedding_objects)
 @register("decode", "embedding")
 def decode_embedding(
     layers: Layers, ctx: StepContext, *, layer: str | None = None, l2_normalize: bool = True
@@ -151,6 +245,6 @@ def decode_embedding(
     _, arr = find_layer(layers, layer, step=step)
     v = np.asarray(arr, np.float32).reshape(1, -1)
     if l2_normalize:
-        n = np.float32(np.linalg.norm(v.astype(np.float64)))
+        n = row_norms(v.astype(np.float64)).astype(np.float32)[0]
         v = v / n if n > 0 else v
     return Detections(whole_input(ctx.network_size, 1), [1.0], [0], "network", vectors=v)
