@@ -53,6 +53,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+def __dir__() -> list[str]:
+    """The lazy exports too, so ``dir(dsprobe)`` and tab completion list them."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:

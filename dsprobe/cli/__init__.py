@@ -7,9 +7,21 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help)
+DESCRIPTION = (
+    "Record DeepStream tensor output, replay and tune its postprocess, export it back live."
+)
+
+# name -> (module, one-line help), in the order of a first session (README.md, Commands)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": (
+        "dsprobe.cli.doctor",
+        "check GIE configs (and the device's Python) for settings that break recording",
+    ),
     "inspect": ("dsprobe.cli.inspect", "print what a recording holds"),
+    "record-onnx": (
+        "dsprobe.cli.record_onnx",
+        "record videos through an ONNX model as nvinfer would",
+    ),
     "compare": (
         "dsprobe.cli.compare",
         "drift between two recordings, layer by layer and box by box",
@@ -18,19 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dsprobe.cli.export_nvinfer",
         "print the nvinfer [class-attrs-*] keys of a postprocess spec",
     ),
-    "doctor": (
-        "dsprobe.cli.doctor",
-        "check GIE configs (and the device's Python) for settings that break recording",
-    ),
-    "record-onnx": (
-        "dsprobe.cli.record_onnx",
-        "record videos through an ONNX model as nvinfer would",
-    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dsprobe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="dsprobe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dsprobe {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
