@@ -73,6 +73,9 @@ class Segment:
             g.attrs["labels_json"] = json.dumps(list(header.labels.get(uid, ())))
         self.rows = FrameRows(self.f, header.compression)
         self.dirty = False
+        #: bytes handed to HDF5 since the last commit (they may still sit in its chunk cache, not
+        #: yet in the file's size)
+        self.uncommitted_bytes = 0
         self.f.flush()
         os.replace(creating, path)
 
@@ -90,7 +93,10 @@ class Segment:
         return self.rows.pending_bytes
 
     def write_pending(self, tables: bool = True, hold: bool = True) -> int:
-        return self.rows.write_pending(tables, hold)
+        before = self.rows.pending_bytes
+        n = self.rows.write_pending(tables, hold)
+        self.uncommitted_bytes += before - self.rows.pending_bytes
+        return n
 
     def discard_pending(self) -> int:
         return self.rows.discard_pending()
@@ -111,6 +117,7 @@ class Segment:
         self.f.flush()
         self._fsync()
         self.dirty = False
+        self.uncommitted_bytes = 0
 
     def _fsync(self) -> None:
         os.fsync(self.f.id.get_vfd_handle())

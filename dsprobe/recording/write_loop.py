@@ -224,7 +224,10 @@ class WriteLoop:
     # ------------------------------------------------------------------ segments
     def _rotate_due(self, segment: Segment) -> bool:
         opts = self.options
-        if opts.segment_max_bytes and segment.size() >= opts.segment_max_bytes:
+        if (
+            opts.segment_max_bytes
+            and segment.size() + segment.uncommitted_bytes >= opts.segment_max_bytes
+        ):
             return True
         return bool(
             opts.segment_max_seconds
