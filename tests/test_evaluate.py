@@ -182,7 +182,10 @@ def test_misses_on_frames_without_detections_count(tmp_path):
         )
     )
     d = dets([(0, 0, 0, 0, 10, 10, 0.9, 0)])
-    assert evaluate(d, gt).map50 == pytest.approx(1.0)  # frames default to those with detections
+    with pytest.warns(UserWarning, match="boxes on 1 other frames"):  # and say so
+        assert evaluate(d, gt).map50 == pytest.approx(
+            1.0
+        )  # frames default to those with detections
     # recall stops at 0.5 when frame 1 (no detection) is evaluated too: 51 of 101 recall points
     assert evaluate(d, gt, [(0, 0), (0, 1)]).map50 == pytest.approx(51 / 101)
     empty = evaluate(d.iloc[:0], gt, [(0, 0)])
@@ -232,3 +235,33 @@ def test_box_iou_and_greedy_match_by_hand():
     half = Detections([[0, 0, 10, 5]], [0.5], [0], "frame")
     assert len(match(half, b, 0.5).pairs) == 1 and len(match(half, b, 0.51).pairs) == 0
     assert len(match(Detections.empty("frame"), b).unmatched_b) == 2
+
+
+def test_frames_rec_scores_every_recorded_frame_and_scales_the_ground_truth(sample_videos):
+    """evaluate(df, path, frames=rec): every recorded frame is scored (as the explicit pairs are) and
+    the ground truth is scaled to the recording's frame size (the sample: 960x540 video, 1280x720
+    muxer); unscaled ground truth of another size is refused with the fix; frames left out warn."""
+    import dsprobe
+
+    rec = dsprobe.open_recording("recordings/sample.h5")
+    pp = dsprobe.Postprocess.from_nvinfer_config(rec.config())
+    df = pp.run_recording(rec)
+    gt_path = "recordings/sample_gt.json"
+    size = rec[0].frame_size
+    gt = load_ground_truth(gt_path, frame_size=size)
+    pairs = sorted(set(zip(rec.frames["source_id"].tolist(), rec.frames["frame_num"].tolist())))
+    explicit = evaluate(df, gt, pairs)
+    by_rec = evaluate(df, gt_path, frames=rec)
+    assert by_rec.num_images == len(pairs) == explicit.num_images
+    assert (by_rec.map50, by_rec.map50_95) == (explicit.map50, explicit.map50_95)
+    assert evaluate(df, gt, frames=rec).map50_95 == explicit.map50_95
+
+    with pytest.raises(ValueError, match=r"frame_size=\(1280, 720\)"):
+        evaluate(df, load_ground_truth(gt_path), frames=rec)  # boxes left in video pixels
+    with pytest.raises(ValueError, match="scaled to 640x360"):
+        evaluate(df, load_ground_truth(gt_path, frame_size=(640, 360)), frames=rec)
+
+    few = df[df["frame_num"] < 3]
+    with pytest.warns(UserWarning, match="only the .* frames with a detection are scored"):
+        partial = evaluate(few, gt)
+    assert partial.num_images < explicit.num_images

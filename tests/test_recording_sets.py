@@ -294,3 +294,30 @@ def test_a_set_refuses_recordings_of_incompatible_nvinfer_configs(tmp_path):
         RecordingError, match=r"'a' and 'b' were recorded with incompatible nvinfer"
     ):
         dsprobe.open_recordings(tmp_path)
+
+
+def test_a_script_without_the_main_guard_is_told_why_the_cluster_did_not_start(tmp_path):
+    """Dask's worker processes re-import a script; without `if __name__ == "__main__":` the cluster
+    fails with "Nanny failed to start" alone: the error says what to do."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import dsprobe\n"
+        f"rset = dsprobe.open_recordings([{str(root / 'recordings' / 'sample.h5')!r}])\n"
+        "pp = dsprobe.Postprocess.from_nvinfer_config(rset.config())\n"
+        "dsprobe.replay_set(rset, pp, workers=2)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert res.returncode != 0
+    assert "if __name__ == '__main__':" in res.stderr and "client='sync'" in res.stderr

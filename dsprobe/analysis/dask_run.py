@@ -114,9 +114,16 @@ def local_client(workers: int | None = None) -> Any:
             from distributed import Client, LocalCluster
         except ImportError as exc:  # pragma: no cover
             raise ImportError("recording sets run on Dask: pip install 'dsprobe[dask]'") from exc
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
-        )
+        try:
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+            )
+        except RuntimeError as exc:  # "Nanny failed to start": nothing says why
+            raise RuntimeError(
+                f"the local Dask cluster ({n} worker processes) did not start: {str(exc).rstrip('.')}. In a script, "
+                "Dask's worker processes import the script again, so the call must sit under "
+                "`if __name__ == '__main__':`; or pass client='sync' to run in this process"
+            ) from exc
         _LOCAL[n] = Client(cluster)
         atexit.register(_close_local, n)
     return _LOCAL[n]

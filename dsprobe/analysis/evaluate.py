@@ -38,6 +38,11 @@ class GroundTruth:
     coco: dict
     boxes: pd.DataFrame
     categories: list[str]
+    #: the (width, height) the boxes were scaled to (``load_ground_truth(frame_size=)``); None: left
+    #: in the source video's pixels
+    frame_size: tuple[int, int] | None = None
+    #: each image's own (width, height) from the COCO file, by (source_id, frame_num), where given
+    image_sizes: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     _arrays: Any = field(default=None, init=False, repr=False, compare=False)
 
     def arrays(self) -> GroundTruthArrays:
@@ -85,9 +90,12 @@ def load_ground_truth(
         if not isinstance(coco.get(key), list):
             raise ValueError(f"{p}: not COCO ground truth (no {key!r} list)")
     imgs = {}
+    sizes: dict[tuple[int, int], tuple[int, int]] = {}
     for im in coco["images"]:
         src = im.get("source_id", im["id"] // 1_000_000)
         fn = im.get("frame_num", im["id"] % 1_000_000)
+        if im.get("width") and im.get("height"):
+            sizes[(int(src), int(fn))] = (int(im["width"]), int(im["height"]))
         if frame_size:
             if not im.get("width") or not im.get("height"):
                 raise ValueError(
@@ -146,7 +154,8 @@ def load_ground_truth(
         rows, columns=["image_id", "source_id", "frame_num", "x1", "y1", "x2", "y2", "class_id"]
     )
     cats = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
-    return GroundTruth(scaled, df, cats)
+    size = (int(frame_size[0]), int(frame_size[1])) if frame_size else None
+    return GroundTruth(scaled, df, cats, size, sizes)
 
 
 @dataclass
@@ -177,24 +186,97 @@ class EvalResult:
 
 
 def evaluate(
-    detections: pd.DataFrame, gt: GroundTruth, frames: Sequence[tuple[int, int]] | None = None
+    detections: pd.DataFrame,
+    gt: GroundTruth | str | Path,
+    frames: Any = None,
 ) -> EvalResult:
     """COCO mAP of a detections DataFrame (``source_id, frame_num, x1..y2, score, class_id`` in frame
-    pixels, as ``Postprocess.run_recording`` returns) against ``gt``, over ``frames`` ((source_id,
-    frame_num) pairs; default: the frames present in ``detections`` plus those with no detection are
-    not known, so pass the recorded frames to count misses on empty frames).
+    pixels, as ``Postprocess.run_recording`` returns) against ``gt``, over ``frames``.
+
+    ``frames``: the Recording the detections came from (its frames are scored, and its frame size is
+    checked against the ground truth's), or (source_id, frame_num) pairs. Ground truth on a scored
+    frame without detections counts as missed. Left out, only the frames that have a detection can be
+    known: a warning says so when the ground truth has boxes on other frames.
+
+    ``gt``: a :class:`GroundTruth`, or the path of a COCO JSON file (loaded with ``frame_size`` =
+    the Recording's frame size when ``frames`` is one, stretched as nvstreammux does by default).
 
     The numbers are pycocotools' ``COCOeval`` (bbox, area all, 1000 detections per frame) to the last
     bit, computed by :mod:`dsprobe.analysis.matching` (tested against pycocotools)."""
+    recorded = getattr(frames, "frames", None)
+    if isinstance(recorded, pd.DataFrame):  # a Recording
+        size = recorded_frame_size(recorded, frames)
+        if isinstance(gt, (str, Path)):
+            gt = load_ground_truth(gt, frame_size=size)
+        check_frame_size(gt, size, frames)
+        pairs = recorded[["source_id", "frame_num"]].to_numpy()
+        frames = sorted({(int(s), int(f)) for s, f in pairs})
+    elif isinstance(gt, (str, Path)):
+        gt = load_ground_truth(gt)
     if frames is None:
         frames = sorted(
             {(int(s), int(f)) for s, f in zip(detections["source_id"], detections["frame_num"])}
         )
+        warn_unscored_ground_truth(gt, frames)
     ids = sorted({frame_image_id(s, f) for s, f in frames})
     table = match_table(detections, gt, ids)
     if table.num_detections == 0:
         return empty_result(gt, ids)
     return coco_scores(accumulate(table), gt)
+
+
+def recorded_frame_size(frames: pd.DataFrame, rec: Any) -> tuple[int, int] | None:
+    """The one (width, height) of a recording's frames (nvstreammux output); None when they differ."""
+    sizes = set(zip(frames["frame_width"].tolist(), frames["frame_height"].tolist()))
+    if len(sizes) == 1:
+        w, h = sizes.pop()
+        return int(w), int(h)
+    return None
+
+
+def check_frame_size(gt: GroundTruth, size: tuple[int, int] | None, rec: Any) -> None:
+    """A ValueError when ``gt``'s boxes are not in ``rec``'s frame pixels: left in source-video
+    pixels of another size (``load_ground_truth`` without ``frame_size``), or scaled to another size."""
+    if size is None:
+        return
+    where = getattr(rec, "paths", [rec])[0]
+    fix = f"load_ground_truth(path, frame_size={size})"
+    if gt.frame_size is not None:
+        if tuple(gt.frame_size) != size:
+            raise ValueError(
+                f"ground truth scaled to {gt.frame_size[0]}x{gt.frame_size[1]}, but {where} has "
+                f"{size[0]}x{size[1]} frames: load it with {fix}"
+            )
+        return
+    other = sorted({s for s in gt.image_sizes.values() if s != size})
+    if other:
+        w, h = other[0]
+        raise ValueError(
+            f"ground truth boxes are in {w}x{h} source-video pixels, but {where} has "
+            f"{size[0]}x{size[1]} frames (nvstreammux output), where detections live: load it with "
+            f"{fix} (add muxer_keep_aspect=True for enable-padding=1), or pass the path to evaluate()"
+        )
+
+
+def warn_unscored_ground_truth(gt: GroundTruth, frames: Sequence[tuple[int, int]]) -> None:
+    """Warn when ``gt`` has boxes on frames outside ``frames`` (evaluate's default frame set)."""
+    import warnings
+
+    b = gt.boxes
+    if not len(b) or "source_id" not in b:
+        return
+    have = {frame_image_id(s, f) for s, f in frames}
+    ids = np.unique(
+        b["source_id"].to_numpy(np.int64) * 1_000_000 + b["frame_num"].to_numpy(np.int64)
+    )
+    missing = int((~np.isin(ids, np.fromiter(have, np.int64, len(have)))).sum())
+    if missing:
+        warnings.warn(
+            f"evaluate: frames= not given, so only the {len(have)} frames with a detection are "
+            f"scored; the ground truth has boxes on {missing} other frames, not counted as misses: "
+            "pass frames=rec (the Recording) or its (source_id, frame_num) pairs",
+            stacklevel=3,
+        )
 
 
 def empty_result(gt: GroundTruth, image_ids: Sequence[int]) -> EvalResult:
