@@ -793,3 +793,23 @@ def test_params_of_the_wrong_type_fail_when_the_spec_is_built():
         ]
     )
     assert pp.steps[0].params["pre_cluster_threshold"] == {"0": 0.3, "default": 0.5}
+
+
+def test_a_head_read_with_the_wrong_decoder_warns_about_the_class_count():
+    """A YOLOv8 head (4 + 4 classes, 2100 anchors) read as YOLOv5 gives no boxes; the class count
+    against num-detected-classes says why (a warning, as nvinfer parsers print one)."""
+    from dsprobe.postprocess.decoders.yolo import decode_yolov5, decode_yolov8
+    from dsprobe.postprocess.registry import StepContext
+
+    head = {"output0": np.random.default_rng(0).random((8, 2100), np.float32)}
+    ctx = StepContext((640, 384), num_classes=4)
+    with pytest.warns(
+        UserWarning, match=r"8 channels, 5 \+ classes = 3 classes, .*num-detected-classes=4"
+    ):
+        decode_yolov5(head, ctx)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decode_yolov8(head, ctx)  # the right decoder: silent
+        decode_yolov5(head, StepContext((640, 384)))  # unknown class count: silent

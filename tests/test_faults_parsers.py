@@ -282,6 +282,12 @@ def test_fuzzed_specs_load_or_give_one_postprocess_error(d):
         pass
 
 
+def test_spec_with_null_labels_loads_without_labels():
+    """Found by the fuzz test above: "labels": null passed the spec check, then raised TypeError."""
+    d = {"format": "dsprobe-postprocess", "steps": [{"kind": "decode", "name": "yolov8"}]}
+    assert list(Postprocess.from_dict({**d, "labels": None}).labels) == []
+
+
 def test_export_refuses_values_nvinfer_rejects():
     pp = Postprocess.from_dict(GOOD_SPEC)
     assert "nms-iou-threshold=0.45" in to_nvinfer(pp).text()

@@ -110,7 +110,7 @@ class SpecFiles:
         g = d.get("geometry")
         return cls(
             d["steps"],
-            labels=d.get("labels", ()),
+            labels=d.get("labels") or (),  # null: no labels (spec_check allows it)
             num_classes=int(d.get("num_classes", 0)),
             geometry=Preprocessing(**g) if g else None,
             allow_import=allow_import,

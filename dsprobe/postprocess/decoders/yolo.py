@@ -9,6 +9,7 @@ below the pre-cluster threshold of the ``filter`` step, which applies nvinfer's 
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,20 @@ Layout = Literal["auto", "channels_first", "channels_last"]
 BoxFormat = Literal["cxcywh", "xyxy"]
 
 
+def warn_class_count(
+    step: str, layer: str, channels: int, layout: str, classes: int, configured: int
+) -> None:
+    """Warn (as nvinfer parsers do, e.g. DeepStream-Yolo's "Num classes mismatch") when a head's
+    channels give another class count than the config's ``num-detected-classes`` (0: unknown): the
+    usual sign of the wrong decoder for the head (a YOLOv8 head read as YOLOv5 gives no boxes)."""
+    if configured > 0 and classes != configured:
+        warnings.warn(
+            f"{step}: layer {layer!r} has {channels} channels, {layout} = {classes} classes, but the "
+            f"config says num-detected-classes={configured}: is this the decoder for this head?",
+            stacklevel=4,
+        )
+
+
 def _ultralytics_head(
     layers: Layers,
     step: str,
@@ -45,6 +60,7 @@ def _ultralytics_head(
     multi_label: bool,
     layout: str,
     box_format: str,
+    num_classes: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Boxes, scores, class ids and the ``extra`` trailing channels (None when ``extra`` is 0) of the
     candidates of an Ultralytics head ``(4 + nc + extra, anchors)`` (or transposed)."""
@@ -57,6 +73,7 @@ def _ultralytics_head(
         a, layout, step, name, what, min_channels=5 + extra, native="channels_first"
     )  # (anchors, channels)
     nc = v.shape[1] - 4 - extra
+    warn_class_count(step, name, v.shape[1], f"4 + classes{extra_what}", nc, num_classes)
     rows, cls, conf = best_class(v[:, 4 : 4 + nc], score_threshold, multi_label)
     raw = candidate_channels(v, rows, 0, 4)
     boxes = cxcywh_to_xyxy(raw) if box_format == "cxcywh" else to_xyxy(raw, box_format, step)
@@ -84,7 +101,16 @@ def decode_yolov8(
     axis as the channels."""
     step = "decode yolov8"
     boxes, conf, cls, _ = _ultralytics_head(
-        layers, step, layer, 0, "", score_threshold, multi_label, layout, box_format
+        layers,
+        step,
+        layer,
+        0,
+        "",
+        score_threshold,
+        multi_label,
+        layout,
+        box_format,
+        ctx.num_classes,
     )
     return Detections(boxes, conf, cls, "network")
 
@@ -120,6 +146,7 @@ def decode_yolov8_pose(
         False,
         layout,
         box_format,
+        ctx.num_classes,
     )
     kp = kp.reshape(-1, k, dims)
     if dims == 2:
@@ -165,6 +192,7 @@ def decode_yolov8_seg(
         multi_label,
         layout,
         box_format,
+        ctx.num_classes,
     )
     return Detections(boxes, conf, cls, "network", vectors=coef)
 
@@ -195,6 +223,7 @@ def decode_yolov5(
     what = "(anchors, 5 + classes) or its transpose"
     name, a = layer_2d(layers, layer, step, "layer", what)
     v = orient(a, layout, step, name, what, min_channels=6)
+    warn_class_count(step, name, v.shape[1], "5 + classes", v.shape[1] - 5, ctx.num_classes)
     keep = np.flatnonzero(v[:, 4] >= np.float32(score_threshold))
     c = v[keep]
     if score == "objectness":
