@@ -38,6 +38,7 @@ from dsprobe.postprocess.replay import (
     decode_recording,
     detections_by_row,
     detections_frame,
+    run_recording,
     tag_parent,
 )
 from dsprobe.postprocess.scale import nvinfer_attach, nvinfer_attach_objects, scale_nvinfer
@@ -454,7 +455,12 @@ class Postprocess(SpecFiles, TunableParams):
         the frame ``row`` (index of ``rec.frames``), ``source_id``, ``frame_num``, ``x1 .. y2`` (frame
         pixels), ``width``, ``height``, ``score``, ``class_id`` (+ ``label``; ``object_id`` = parent
         index for SGIE frames). Default rows: every frame with tensors (of ``unique_id`` if given).
-        Per-frame Detections: :meth:`detections_by_row` (same arguments)."""
+        Per-frame Detections: :meth:`detections_by_row` (same arguments); the DataFrame is built
+        once from flat arrays as the blocks run (:class:`~dsprobe.postprocess.replay.DetectionTable`)."""
+        if self._gpu_plan() is None:
+            return run_recording(
+                self, rec, rows, unique_id=unique_id, progress=progress, batch=batch
+            )
         per_frame = self.detections_by_row(
             rec, rows, unique_id=unique_id, progress=progress, batch=batch
         )

@@ -5,7 +5,7 @@ never frame by frame, with the same result as ``pp(rec[row])`` per row; and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -14,6 +14,16 @@ from dsprobe.postprocess.registry import ObjectBatch, PostprocessError, StepCont
 
 #: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
 PostprocessLike = Any
+
+
+#: layer bytes read per block of PGIE frames (at most ``batch`` frames, at least one): a few frames
+#: of a big layer stay in the CPU caches between the read and the postprocess, and the reused block
+#: buffer is not fresh memory to fault in (reading into a 90 MB block ran ~1.7x slower a frame
+#: than into 3-6 MB ones)
+BLOCK_BYTES = 4 << 20
+
+#: Detections fields that may view a layer buffer (a decoder may return slices of its input)
+_ARRAY_FIELDS = ("boxes", "scores", "class_ids", "keypoints", "vectors", "masks", "object_ids")
 
 
 def detections_by_row(
@@ -27,9 +37,51 @@ def detections_by_row(
     stop: int | None = None,
 ) -> dict[int, Detections]:
     """``{frame row: Detections}`` for a Recording, identical to ``pp(rec[row])`` per row; ``stop``
-    runs only steps ``[0, stop)``. Fast path: each layer is read once per block of ``batch`` frames
-    (SGIE: ``8 * batch`` objects) with ``rec.read_layer``; no frame is opened on its own."""
+    runs only steps ``[0, stop)``. Fast path: each layer is read once per block of frames
+    (:func:`replay_rows`); no frame is opened on its own."""
     rows = frame_rows(rec, rows, unique_id)
+    out = dict(replay_rows(pp, rec, rows, progress=progress, batch=batch, stop=stop))
+    return {int(r): out[int(r)] for r in rows}
+
+
+def run_recording(
+    pp: PostprocessLike,
+    rec: Any,
+    rows: Iterable[int] | None = None,
+    *,
+    unique_id: int | None = None,
+    progress: bool = False,
+    batch: int = 32,
+) -> Any:
+    """``Postprocess.run_recording`` on the CPU: the DataFrame :func:`detections_frame` makes of
+    :func:`detections_by_row`, built once from flat arrays as the blocks run (no Detections kept
+    per frame, no DataFrame per frame)."""
+    rows = frame_rows(rec, rows, unique_id)
+    table = DetectionTable(rec, getattr(pp, "labels", ()), order=rows)
+    for r, d in replay_rows(pp, rec, rows, progress=progress, batch=batch):
+        table.add(r, d)
+    return table.frame()
+
+
+def replay_rows(
+    pp: PostprocessLike,
+    rec: Any,
+    rows: np.ndarray,
+    *,
+    progress: bool = False,
+    batch: int = 32,
+    stop: int | None = None,
+) -> Iterator[tuple[int, Detections]]:
+    """``(row, pp(rec[row]))`` for each distinct frame row of ``rows`` (PGIE blocks first, then
+    SGIE frames), steps ``[0, stop)``.
+
+    PGIE frames run in blocks of one GIE's frames: up to ``batch`` frames and about
+    :data:`BLOCK_BYTES` of layer data, each layer read once per block with ``rec.read_layer`` into a
+    buffer reused from block to block (a new one after any result that views it). SGIE frames:
+    ``8 * batch`` objects per read."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if len(rows) > 1 and not (np.diff(rows) > 0).all():
+        rows = np.asarray(list(dict.fromkeys(rows.tolist())), dtype=np.int64)
     f = rec.frames
     col = {
         c: f[c].to_numpy()
@@ -42,31 +94,58 @@ def detections_by_row(
             "frame_height",
         )
     }
+    contexts: dict[tuple[int, int, int, int], StepContext] = {}
 
     def ctx(r: int, crop: tuple[float, float, float, float] | None = None) -> StepContext:
-        size = FrameSizes(
-            (int(col["network_width"][r]), int(col["network_height"][r])),
-            (int(col["frame_width"][r]), int(col["frame_height"][r])),
+        sizes = (
+            int(col["network_width"][r]),
+            int(col["network_height"][r]),
+            int(col["frame_width"][r]),
+            int(col["frame_height"][r]),
         )
-        return pp.context(size, crop)
+        if crop is not None:
+            return pp.context(FrameSizes(sizes[:2], sizes[2:]), crop)
+        c = contexts.get(sizes)
+        if c is None:  # one StepContext (frozen) per distinct frame geometry
+            c = contexts[sizes] = pp.context(FrameSizes(sizes[:2], sizes[2:]))
+        return c
 
-    out: dict[int, Detections] = {}
     layered = col["layer_row"][rows] >= 0
     layer_rows, object_rows = rows[layered], rows[~layered]
-    blocks = [
-        (int(u), blk)
-        for u in dict.fromkeys(col["unique_id"][layer_rows].tolist())
-        for rs in [layer_rows[col["unique_id"][layer_rows] == u]]
-        for blk in np.array_split(rs, -(-len(rs) // batch))
-    ]
-    for uid, block in _progress(blocks, progress):
-        names = [i.name for i in rec.layers.values() if i.unique_id == uid and not i.per_object]
-        arrays = {n: rec.read_layer(n, block, unique_id=uid) for n in names}
-        for k, r in enumerate(block):
-            out[int(r)] = pp.run({n: a[k] for n, a in arrays.items()}, ctx(int(r)), stop=stop)
+    uids = col["unique_id"][layer_rows]
+    blocks = []
+    for u in dict.fromkeys(uids.tolist()):
+        infos = [i for i in rec.layers.values() if i.unique_id == u and not i.per_object]
+        frame_bytes = sum(int(np.prod(i.shape, dtype=np.int64)) * i.dtype.itemsize for i in infos)
+        per_block = max(1, min(batch, BLOCK_BYTES // max(frame_bytes, 1)))
+        rs = layer_rows[uids == u]
+        blocks += [(int(u), infos, blk) for blk in np.array_split(rs, -(-len(rs) // per_block))]
+    buffers: dict[tuple[int, str], np.ndarray] = {}
+    for uid, infos, block in _progress(blocks, progress):
+        arrays = {}
+        for i in infos:
+            buf = buffers.get((uid, i.name))
+            if buf is None or len(buf) < len(block):
+                buf = buffers[(uid, i.name)] = np.empty((len(block), *i.shape), i.dtype)
+            arrays[i.name] = rec.read_layer(i.name, block, unique_id=uid, out=buf[: len(block)])
+        for k, r in enumerate(block.tolist()):
+            d = pp.run({n: a[k] for n, a in arrays.items()}, ctx(r), stop=stop)
+            if _views_any(d, arrays.values()):  # keep that block's data: read the next elsewhere
+                for i in infos:
+                    buffers.pop((uid, i.name), None)
+            yield r, d
     if len(object_rows):
-        out.update(_object_rows(pp, rec, object_rows, col, ctx, 8 * batch, stop, progress))
-    return {int(r): out[int(r)] for r in rows}
+        yield from _object_rows(pp, rec, object_rows, col, ctx, 8 * batch, stop, progress).items()
+
+
+def _views_any(d: Detections, buffers: Iterable[np.ndarray]) -> bool:
+    """Whether an array of ``d`` may share memory with one of ``buffers``."""
+    bufs = list(buffers)
+    for name in _ARRAY_FIELDS:
+        a = getattr(d, name)
+        if a is not None and any(np.may_share_memory(a, b) for b in bufs):
+            return True
+    return False
 
 
 #: bytes of per-object layers read (and batched) per block of SGIE objects
@@ -276,34 +355,124 @@ def frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> n
 def detections_frame(
     rec: Any, per_frame: Mapping[int, Detections], labels: Sequence[str] = ()
 ) -> Any:
-    """One DataFrame row per detection with the frame ``row``, ``source_id``, ``frame_num``."""
-    import pandas as pd
-
-    parts = []
-    f = rec.frames
+    """One DataFrame row per detection with the frame ``row``, ``source_id``, ``frame_num``, then
+    :meth:`Detections.to_dataframe`'s columns, frames in ``per_frame``'s order (what concatenating
+    each frame's ``to_dataframe`` would give, built from flat arrays: :class:`DetectionTable`)."""
+    table = DetectionTable(rec, labels)
     for r, d in per_frame.items():
-        df = d.to_dataframe(labels or None)
-        df.insert(0, "row", r)
-        df.insert(1, "source_id", int(f["source_id"].iloc[r]))
-        df.insert(2, "frame_num", int(f["frame_num"].iloc[r]))
-        parts.append(df)
+        table.add(int(r), d)
+    return table.frame()
+
+
+#: the columns of a detections DataFrame of no frames
+FRAME_COLUMNS = (
+    "row",
+    "source_id",
+    "frame_num",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "width",
+    "height",
+    "score",
+    "class_id",
+)
+
+
+class DetectionTable:
+    """Detections of many frames gathered into flat arrays, then one DataFrame (:meth:`frame`):
+    memory O(detections), one ``to_dataframe`` per kind of frame rather than per frame.
+
+    Frames whose DataFrames would differ in columns or dtypes (empty or not, with or without
+    ``object_ids``, keypoint count, space) are kept apart and concatenated once, so the result equals
+    ``pd.concat`` of the per-frame DataFrames, dtypes included. Rows come in ``order`` (frame rows;
+    default: the order frames were added)."""
+
+    #: frames gathered before a kind's per-frame arrays are joined into one
+    COMPACT = 256
+
+    def __init__(
+        self, rec: Any, labels: Sequence[str] = (), order: np.ndarray | None = None
+    ) -> None:
+        f = rec.frames
+        self.labels = list(labels)
+        self._source = f["source_id"].to_numpy()
+        self._frame_num = f["frame_num"].to_numpy()
+        self._rank: np.ndarray | None = None
+        if order is not None:
+            order = np.asarray(order, dtype=np.int64)
+            self._rank = np.full(len(f), -1, np.int64)
+            self._rank[order[::-1]] = np.arange(len(order) - 1, -1, -1)  # first occurrence
+        self._kinds: dict[tuple, dict[str, list]] = {}
+        self._added = 0
+
+    def add(self, row: int, d: Detections) -> None:
+        """Gather frame ``row``'s detections (a row added twice keeps both)."""
+        kps = None if d.keypoints is None else int(d.keypoints.shape[1])
+        kind = (d.space, len(d) == 0, d.object_ids is not None, kps)
+        g = self._kinds.get(kind)
+        if g is None:
+            g = self._kinds[kind] = {
+                k: [] for k in ("rows", "pos", "counts", "boxes", "scores", "classes", "ids")
+            }
+        pos = self._added if self._rank is None else int(self._rank[row])
+        self._added += 1
+        g["rows"].append(row)
+        g["pos"].append(pos)
+        g["counts"].append(len(d))
+        if len(d):
+            g["boxes"].append(d.boxes)
+            g["scores"].append(d.scores)
+            g["classes"].append(d.class_ids)
+            if d.object_ids is not None:
+                g["ids"].append(d.object_ids)
+            if len(g["boxes"]) >= self.COMPACT:
+                for k in ("boxes", "scores", "classes", "ids"):
+                    if g[k]:
+                        g[k] = [np.concatenate(g[k])]
+
+    def frame(self) -> Any:
+        """The DataFrame: ``row``, ``source_id``, ``frame_num``, ``x1 .. y2``, ``width``,
+        ``height``, ``score``, ``class_id`` (+ ``label``, ``object_id``, ``num_keypoints``)."""
+        import pandas as pd
+
+        if not self._kinds:
+            return pd.DataFrame(columns=list(FRAME_COLUMNS))
+        parts, positions = [], []
+        # kinds in the order their first frame comes: pandas joins columns in order of appearance
+        for (space, _, has_ids, kps), g in sorted(
+            self._kinds.items(), key=lambda kv: min(kv[1]["pos"])
+        ):
+            d = Detections(
+                _joined(g["boxes"], np.float32, (0, 4)),
+                _joined(g["scores"], np.float32),
+                _joined(g["classes"], np.int32),
+                space,
+                object_ids=_joined(g["ids"], np.uint64) if has_ids else None,
+            )
+            df = d.to_dataframe(self.labels or None)
+            if kps is not None:
+                df["num_keypoints"] = kps
+            counts = np.asarray(g["counts"], np.int64)
+            rows = np.repeat(np.asarray(g["rows"], np.int64), counts)
+            df.insert(0, "row", rows)
+            df.insert(1, "source_id", self._source[rows].astype(np.int64))
+            df.insert(2, "frame_num", self._frame_num[rows].astype(np.int64))
+            parts.append(df)
+            positions.append(np.repeat(np.asarray(g["pos"], np.int64), counts))
+        out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        pos = np.concatenate(positions)
+        if len(pos) > 1 and (np.diff(pos) < 0).any():
+            out = out.take(np.argsort(pos, kind="stable"))
+            out.index = pd.RangeIndex(len(out))
+        return out
+
+
+def _joined(parts: list[np.ndarray], dtype: type, empty: tuple[int, ...] = (0,)) -> np.ndarray:
     if not parts:
-        return pd.DataFrame(
-            columns=[
-                "row",
-                "source_id",
-                "frame_num",
-                "x1",
-                "y1",
-                "x2",
-                "y2",
-                "width",
-                "height",
-                "score",
-                "class_id",
-            ]
-        )
-    return pd.concat(parts, ignore_index=True)
+        return np.zeros(empty, dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _progress(it: Sequence, enabled: bool) -> Iterable:

@@ -165,6 +165,17 @@ class SegmentReader:
         with read_guard(self.path, what):
             return ds[sel]
 
+    def read_into(self, what: str, ds: h5py.Dataset, rows: slice, dest: np.ndarray) -> None:
+        """``dest[...] = ds[rows]`` with no array in between: one HDF5 read of the rows
+        ``rows.start`` .. ``rows.stop - 1`` straight into ``dest`` (C-contiguous, as many rows, the
+        dataset's dtype and row shape)."""
+        with read_guard(self.path, what):
+            fspace = ds.id.get_space()
+            fspace.select_hyperslab(
+                (rows.start,) + (0,) * (dest.ndim - 1), (rows.stop - rows.start, *dest.shape[1:])
+            )
+            ds.id.read(h5py.h5s.create_simple(dest.shape), fspace, dest)
+
 
 def _open(path: Path) -> h5py.File:
     try:
