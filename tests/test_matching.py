@@ -247,3 +247,51 @@ def test_cut_accumulator_equals_accumulating_each_cut(seed):
             keep[idx[np.argmax(s[idx])]] = False
             assert cuts.accumulate(keep) is None
             break
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matcher_on_detections_already_in_coco_order_equals_pycocotools(seed):
+    """Detections sorted by frame, class and descending score (as a search's are) skip the sort."""
+    df, gt, frames = random_case(np.random.default_rng(500 + seed))
+    df = df.assign(image_id=df["source_id"] * 1_000_000 + df["frame_num"])
+    df = df.sort_values(
+        ["image_id", "class_id", "score"], ascending=[True, True, False], kind="stable"
+    )
+    df = df.drop(columns="image_id").reset_index(drop=True)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    prec, rec, per_det = reference(df, gt, ids, 1000)
+    table = match_table(df, gt, ids)
+    assert np.all(np.diff(table.index) > 0)  # already in COCO's order: the rows as given
+    acc = accumulate(table)
+    assert_table_equals(table, per_det, 1000)
+    assert np.array_equal(prec, acc.precision) and np.array_equal(rec, acc.recall)
+
+
+def test_coco_scores_equals_the_class_by_class_means():
+    """coco_scores takes every class's mean in one call; each equals the mean of that class's
+    valid values on its own, bit for bit (classes without ground truth, partly -1 classes too)."""
+    from dsprobe.analysis.evaluate import coco_scores
+    from dsprobe.analysis.matching import IOU_THRESHOLDS, Accumulated
+
+    rng = np.random.default_rng(8)
+    for it in range(40):
+        K = int(rng.integers(1, 90))
+        prec = rng.random((10, 101, K)) ** rng.integers(1, 6)
+        prec[:, :, rng.random(K) < 0.2] = -1  # no ground truth
+        if it % 4 == 0:  # partly -1 (not made by accumulate, but allowed)
+            prec[rng.integers(0, 10), rng.integers(0, 101, 30), rng.integers(0, K)] = -1
+        cats = [{"id": c, "name": f"c{c}"} for c in range(K)]
+        gt = GroundTruth(
+            {"images": [], "annotations": [], "categories": cats},
+            pd.DataFrame(),
+            [c["name"] for c in cats],
+        )
+        acc = Accumulated(prec, prec[:, 0, :], np.arange(K), IOU_THRESHOLDS, 5, 9)
+        res = coco_scores(acc, gt)
+        for k in range(K):
+            p, pk = prec[0, :, k], prec[:, :, k]
+            want = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
+            want_all = float(pk[pk > -1].mean()) if (pk > -1).any() else float("nan")
+            got, got_all = res.per_class_ap50[f"c{k}"], res.per_class_ap50_95[f"c{k}"]
+            assert got == want or (got != got and want != want)
+            assert got_all == want_all or (got_all != got_all and want_all != want_all)

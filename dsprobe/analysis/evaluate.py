@@ -292,13 +292,26 @@ def coco_scores(acc: Accumulated, gt: GroundTruth) -> EvalResult:
     """EvalResult from COCO precision (``acc.precision`` ``(T, R, K)``, -1 where a class is absent)."""
     names = {c["id"]: c["name"] for c in gt.coco["categories"]}
     prec = acc.precision
+    T, R, K = prec.shape
+    # each class's mean over all its values at once where none is -1 (the usual case): numpy sums
+    # a contiguous row as it sums the same values as a 1-D array (pairwise), so the bits agree
+    valid0, valid_all = prec[0] > -1, (prec > -1).reshape(T * R, K)
+    full0, full_all = valid0.all(axis=0), valid_all.all(axis=0)
+    mean0 = np.ascontiguousarray(prec[0].T).mean(axis=1)
+    mean_all = np.ascontiguousarray(prec.transpose(2, 0, 1)).reshape(K, T * R).mean(axis=1)
+    any0, any_all = valid0.any(axis=0), valid_all.any(axis=0)
+    nan = float("nan")
     per_class, per_class_all, curves = {}, {}, {}
     for k, cid in enumerate(acc.category_ids):
         p = prec[0, :, k]
-        valid = p > -1
-        per_class[names[cid]] = float(p[valid].mean()) if valid.any() else float("nan")
+        valid = valid0[:, k]
+        per_class[names[cid]] = (
+            float(mean0[k]) if full0[k] else float(p[valid].mean()) if any0[k] else nan
+        )
         pk = prec[:, :, k]
-        per_class_all[names[cid]] = float(pk[pk > -1].mean()) if (pk > -1).any() else float("nan")
+        per_class_all[names[cid]] = (
+            float(mean_all[k]) if full_all[k] else float(pk[pk > -1].mean()) if any_all[k] else nan
+        )
         curves[names[cid]] = (RECALL_THRESHOLDS[valid], p[valid])
     p50 = prec[0]
     return EvalResult(

@@ -272,8 +272,9 @@ class MatchPlan:
         # group key (image, category) -> one int; dets by key, descending score, input order
         dkey = d["image_id"][sel] * len(cats) + np.searchsorted(cats, d["category_id"][sel])
         score = d["score"][sel]
-        order = np.lexsort((sel, -score, dkey))
-        sel, dkey, score = sel[order], dkey[order], score[order]
+        if not _in_order(dkey, score):  # (a search's detections come in this order already)
+            order = np.lexsort((sel, -score, dkey))
+            sel, dkey, score = sel[order], dkey[order], score[order]
         # ground truth by key, regular before ignored (stable)
         area = g.area[gsel]
         g_ig = (g.iscrowd[gsel] != 0) | (area < AREA_RANGE[0]) | (area > AREA_RANGE[1])
@@ -418,22 +419,28 @@ class MatchPlan:
         if len(m.rank) and m.rank.max() >= max_det:
             use = np.zeros(len(m.rows), bool)
             use[acc_pos[at_full[m.rows]]] = m.rank < max_det
-        # true positives and ignored detections (sparse): per IoU threshold, positions ascending
-        matched = m.choice >= 0
-        safe = np.where(matched, m.choice, 0)
-        pair_gt = self.pg[m.pairs][safe] if len(m.pairs) else np.zeros_like(safe)
-        none = ~matched | ((self.ann_id[pair_gt] if len(self.ann_id) else -1) == 0)
-        area_out = self.area_out[m.rows[m.paired]]
-        ign_p = (matched & (self.g_ig[pair_gt] if len(self.g_ig) else False)) | (none & area_out)
-        tp_p = ~none & ~ign_p
+        # true positives and ignored detections (sparse): per IoU threshold, positions ascending.
+        # Only matched (threshold, detection) entries can be either, besides unmatched detections
+        # with an area out of range (ignored): the same flags as flags() gives, entry by entry.
         paired_rows = m.rows[m.paired]  # plan rows
+        ti, pi = np.nonzero(m.choice >= 0)  # by threshold, then detection
+        pair_gt = self.pg[m.pairs[m.choice[ti, pi]]]
+        ann0 = self.ann_id[pair_gt] == 0  # COCO's dtMatches == 0: no match
+        g_ig = self.g_ig[pair_gt]
+        rows_m = paired_rows[pi]
+        tp_m = ~ann0 & ~g_ig
+        ign_m = (~ann0 & g_ig) | (ann0 & (g_ig | self.area_out[rows_m]))
+        t_bounds = np.searchsorted(ti, np.arange(len(self.iou_thresholds) + 1))
+        out_p = np.flatnonzero(self.area_out[paired_rows])  # paired, out of range
         out = self._area_out_rows[k[self._area_out_rows]]  # no match: ignored when out of range
-        out = out[~np.isin(out, paired_rows)]
+        out = out[~np.isin(out, paired_rows[out_p])]
         tp_pos, ign_pos = [], []
         for t in range(len(self.iou_thresholds)):
-            p = at(paired_rows[tp_p[t]])
+            a, b = t_bounds[t], t_bounds[t + 1]
+            p = at(rows_m[a:b][tp_m[a:b]])
             tp_pos.append(p[use[p]])
-            q = at(np.r_[paired_rows[ign_p[t]], out])
+            unmatched_out = paired_rows[out_p[m.choice[t, out_p] < 0]]
+            q = at(np.r_[rows_m[a:b][ign_m[a:b]], unmatched_out, out])
             ign_pos.append(q[use[q]])
         outside = self._outside
         if keep is not None:
@@ -498,32 +505,43 @@ class CutAccumulator:
         self.neg_score = -score  # ascending within each class
         self.use = use
         self.cum_use = np.r_[0, np.cumsum(use)]
-        self.events: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # class -> (positions, pr)
-        for kk in np.flatnonzero(num_gt > 0):
-            a, b = self.bounds[kk], self.bounds[kk + 1]
-            per_t = []
-            for p_all, q_all in zip(tp_pos, ign_pos):
-                p = p_all[np.searchsorted(p_all, a) : np.searchsorted(p_all, b)]
-                j = np.arange(1, len(p) + 1, dtype=np.int64)
-                ign = np.searchsorted(q_all, p, side="right") - np.searchsorted(q_all, a)
-                fp = (self.cum_use[p + 1] - self.cum_use[a]) - j - ign  # use rows = tp + ign + fp
-                jf = j.astype(np.float64)
-                per_t.append((p, jf / (fp.astype(np.float64) + jf + np.spacing(1))))
-            width = max((len(p) for p, _ in per_t), default=0)
-            pos = np.full((T, width), len(k), np.int64)
-            pr = np.zeros((T, width))
-            for t, (p, v) in enumerate(per_t):
-                pos[t, : len(p)] = p
-                pr[t, : len(p)] = v
-            self.events[int(kk)] = (pos, pr)
-        self.first_tp = {  # the TP count that first reaches each recall threshold (1-based)
-            int(kk): np.searchsorted(
-                np.arange(1, n + 1, dtype=np.float64) / int(n), RECALL_THRESHOLDS, side="left"
-            )
-            + 1
-            for kk, n in enumerate(num_gt)
-            if n > 0
-        }
+        # every true positive of every (class, IoU threshold) "segment", flat: segments in order,
+        # inside one by position; j = its TP count, pr = the precision there (accumulate's float64)
+        segs, poss, prs = [], [], []
+        for t, (p, q) in enumerate(zip(tp_pos, ign_pos)):
+            kk = np.searchsorted(self.bounds, p, side="right") - 1
+            a = self.bounds[kk]
+            first = np.searchsorted(p, self.bounds[:-1])  # each class's first TP in p
+            j = np.arange(1, len(p) + 1) - first[kk]
+            ign = np.searchsorted(q, p, side="right") - np.searchsorted(q, a)
+            fp = (self.cum_use[p + 1] - self.cum_use[a]) - j - ign  # use rows = tp + ign + fp
+            jf = j.astype(np.float64)
+            segs.append(kk * T + t)
+            poss.append(p)
+            prs.append(jf / (fp.astype(np.float64) + jf + np.spacing(1)))
+        seg = np.concatenate(segs) if segs else np.zeros(0, np.int64)
+        by_seg = np.argsort(seg, kind="stable")
+        self.seg = seg[by_seg]
+        self.pos = np.concatenate(poss)[by_seg] if segs else np.zeros(0, np.int64)
+        pr = np.concatenate(prs)[by_seg] if segs else np.zeros(0)
+        self.seg_start = np.searchsorted(self.seg, np.arange(K * T + 1))
+        self.local = np.arange(len(self.seg)) - self.seg_start[self.seg]  # j - 1
+        self.seg_key = self.seg * (len(k) + 1) + self.pos  # ascending
+        # precisions as ranks among their distinct values: a segmented running maximum of ints
+        self.values, rank = np.unique(pr, return_inverse=True)
+        self.rank = rank.reshape(-1) + 1  # 0: left out
+        self.gt_classes = np.flatnonzero(num_gt > 0)
+        # per class, the TP count that first reaches each recall threshold (1-based)
+        self.first_tp = np.array(
+            [
+                np.searchsorted(
+                    np.arange(1, n + 1, dtype=np.float64) / int(n), RECALL_THRESHOLDS, side="left"
+                )
+                + 1
+                for n in num_gt[self.gt_classes]
+            ],
+            np.int64,
+        ).reshape(len(self.gt_classes), len(RECALL_THRESHOLDS))
 
     def accumulate(self, keep: np.ndarray) -> Accumulated | None:
         """``accumulate(table.subset(keep))`` (``keep``: a mask over the input rows), or None when
@@ -565,22 +583,34 @@ class CutAccumulator:
         T, K, R = len(self.iou_thresholds), len(self.category_ids), len(RECALL_THRESHOLDS)
         precision = -np.ones((T, R, K))
         recall = -np.ones((T, K))
-        for kk, (pos, pr) in self.events.items():
-            a, end = self.bounds[kk], ends[kk]
-            if self.cum_use[end] == self.cum_use[a]:
-                precision[:, :, kk] = 0.0
-                recall[:, kk] = 0.0
-                continue
-            m = (pos < end).sum(axis=1)  # TPs in the prefix, per IoU threshold
-            recall[:, kk] = m.astype(np.float64) / int(self.num_gt[kk])
-            if not pr.shape[1]:
-                precision[:, :, kk] = 0.0
-                continue
-            vals = np.where(np.arange(pr.shape[1]) < m[:, None], pr, 0.0)
-            best = np.maximum.accumulate(vals[:, ::-1], axis=1)[:, ::-1]
-            j = self.first_tp[kk]
-            at = best[:, np.minimum(j, pr.shape[1]) - 1]
-            precision[:, :, kk] = np.where(j[None, :] <= m[:, None], at, 0.0)
+        S = K * T
+        seg_ids = np.arange(S)
+        n = len(self.k)
+        # TPs of each segment in its class's prefix
+        m = (
+            np.searchsorted(self.seg_key, seg_ids * (n + 1) + ends[seg_ids // T])
+            - (self.seg_start[:-1])
+        )
+        # running maximum from the right of the precisions in the prefix, segment by segment
+        r = np.where(self.local < m[self.seg], self.rank, 0)
+        width = len(self.values) + 1
+        offset = (S - 1 - self.seg) * width  # larger for earlier segments: no carry backwards
+        best = (np.maximum.accumulate((r + offset)[::-1])[::-1] - offset) if len(r) else r
+        best_value = np.where(best > 0, self.values[np.maximum(best, 1) - 1], 0.0)
+        g = self.gt_classes
+        if len(g):
+            sg = g[:, None] * T + np.arange(T)[None, :]  # (G, T) segments
+            j = self.first_tp[:, None, :]  # (G, 1, R)
+            at = self.seg_start[sg][:, :, None] + j - 1
+            valid = j <= m[sg][:, :, None]
+            p = np.where(valid, best_value[np.minimum(at, max(len(best_value) - 1, 0))], 0.0)
+            if not len(best_value):
+                p = np.zeros(valid.shape)
+            precision[:, :, g] = p.transpose(1, 2, 0)
+            recall[:, g] = (m[sg].astype(np.float64) / self.num_gt[g][:, None]).T
+            empty = g[self.cum_use[ends[g]] == self.cum_use[self.bounds[g]]]
+            precision[:, :, empty] = 0.0
+            recall[:, empty] = 0.0
         return Accumulated(
             precision,
             recall,
@@ -589,6 +619,15 @@ class CutAccumulator:
             self.num_images,
             num_detections,
         )
+
+
+def _in_order(key: np.ndarray, score: np.ndarray) -> bool:
+    """Whether rows are sorted by ``key``, then descending ``score`` (then by row: what
+    ``np.lexsort((rows, -score, key))`` gives is then the identity). NaN scores answer False."""
+    if len(key) < 2:
+        return True
+    same = key[1:] == key[:-1]
+    return bool(np.all((key[1:] > key[:-1]) | (same & (score[1:] <= score[:-1]))))
 
 
 def coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:

@@ -5,16 +5,22 @@ scaling for many settings and score each against ground truth (or a reference se
 output and returns exactly what ``DecodedRecording.run`` returns, faster. For the usual nvinfer chain
 ``decode -> filter:threshold -> cluster:nms|none -> per-box steps`` it clusters every frame once per
 clustering setting at the lowest threshold asked for, and gets each pre-cluster threshold, post-cluster
-threshold and top-k from that by masking. That is exact because greedy NMS visits boxes by descending
-score: a box's fate depends only on higher-scoring boxes, so dropping every box below a threshold
-never changes the fate of the others; top-k and the post-cluster threshold also only cut each
-class's score-ordered list. Any other chain falls back to running the steps.
+threshold and top-k from that by masking. That is exact because the threshold step comes first and
+greedy NMS visits boxes by descending score: a box's fate depends only on higher-scoring boxes, so
+dropping every box below a threshold never changes the fate of the others; top-k and the
+post-cluster threshold also only cut each class's score-ordered list. Any other chain falls back to
+running the steps. On the CPU all frames are clustered at once from flat arrays, every IoU setting
+from one set of overlapping pairs, and the per-box steps run once for all settings
+(:mod:`dsprobe.analysis.floor`); ``per_frame=True`` keeps the frame-by-frame steps as a reference.
 
 :func:`search` scores each setting with COCO mAP (pycocotools' numbers, computed by
-:mod:`dsprobe.analysis.matching`): per clustering setting it matches every box once and accumulates
-each threshold / top-k from the rows it keeps (exact for the same reason: COCO matches detections
-greedily in descending score order; when a cut is not a low-score suffix it matches that subset
-afresh).
+:mod:`dsprobe.analysis.matching`): the boxes of every clustering at the floor share one
+:class:`~dsprobe.analysis.matching.MatchPlan` (COCO order, pairs with ground truth, IoUs), each
+clustering is matched once, and each threshold cut is accumulated from prefix sums
+(:class:`~dsprobe.analysis.matching.CutAccumulator`; exact for the same reason: COCO matches and
+accumulates detections in descending score order). A cut that is not a low-score prefix of every
+class (top-k) is accumulated from the clustering's match table, or matched afresh when it is not a
+low-score suffix of every (frame, class).
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def greedy_pairs(boxes: np.ndarray, cls: np.ndarray, thr: np.ndarray) -> np.ndar
 
 
 def suppression_pairs(
-    boxes: np.ndarray, group: np.ndarray, floor: float, max_pairs: int = 1 << 22
+    boxes: np.ndarray, group: np.ndarray, floor: float, max_pairs: int = 1 << 20
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pairs of boxes that greedy NMS at any IoU threshold ``>= floor`` could suppress, with
     their IoU: every ``(i, j)``, ``i < j``, of the same group (``group``: ascending, e.g. frame and
