@@ -2,7 +2,16 @@
 (``docs/postprocess.md``)."""
 
 from dsprobe.postprocess.pipeline import Postprocess, PostprocessError, Step
-from dsprobe.postprocess.registry import StepContext, register
+from dsprobe.postprocess.registry import ObjectBatch, StepContext, batch_over_objects, register
 from dsprobe.postprocess.replay import DecodedRecording
 
-__all__ = ["DecodedRecording", "Postprocess", "PostprocessError", "Step", "StepContext", "register"]
+__all__ = [
+    "DecodedRecording",
+    "ObjectBatch",
+    "Postprocess",
+    "PostprocessError",
+    "Step",
+    "StepContext",
+    "batch_over_objects",
+    "register",
+]

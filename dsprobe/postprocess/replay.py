@@ -166,7 +166,8 @@ def _object_rows(
 ) -> dict[int, Detections]:
     """SGIE frames: every object with tensors runs with its rect as the crop. Objects are taken in
     blocks (at least ``chunk`` objects, about :data:`OBJECT_BLOCK_BYTES` of layers) sharing the GIE and
-    the frame sizes; each layer is read once per block. A decode step with an object-batched variant
+    the frame sizes; each layer is read once per block (into a buffer reused from block to block while
+    no result views it). A decode step with an object-batched variant
     runs once per block (:meth:`Postprocess.run_objects`), any other per object (``ctx`` is unused:
     the contexts are built per block)."""
     objs = rec.object_columns("objects", ["row", "layer_row", "rect"])  # numpy, read once
@@ -177,10 +178,21 @@ def _object_rows(
     parent = position_in_frame(frame_all)[table_rows]
     rects = objs["rect"].reshape(-1, 4)[table_rows].astype(np.float64)  # left, top, width, height
     parts: dict[int, list[Detections]] = {int(r): [] for r in object_rows}
+    buffers: dict[tuple[int, str], np.ndarray] = {}  # reused while no result views them
+    batched = pp.batches_objects
     for uid, sizes, sel in _progress(_object_blocks(rec, col, frame_of, chunk), progress):
-        names = [i.name for i in rec.layers.values() if i.unique_id == uid and i.per_object]
-        arrays = {n: rec.read_layer(n, table_rows[sel], unique_id=uid) for n in names}
-        if not pp.batches_objects:
+        infos = [i for i in rec.layers.values() if i.unique_id == uid and i.per_object]
+        arrays = {}
+        for i in infos:
+            buf = buffers.get((uid, i.name)) if batched else None
+            if buf is None or len(buf) < len(sel):
+                buf = np.empty((len(sel), *i.shape), i.dtype)
+                if batched:
+                    buffers[(uid, i.name)] = buf
+            arrays[i.name] = rec.read_layer(
+                i.name, table_rows[sel], unique_id=uid, out=buf[: len(sel)]
+            )
+        if not batched:
             for k, j in enumerate(sel):
                 r = int(frame_of[j])
                 d = pp.run(
@@ -192,6 +204,9 @@ def _object_rows(
             continue
         objects = ObjectBatch(replace(pp.context(sizes), crop_rect=None), rects[sel])
         dets, owner = pp.run_objects(arrays, objects, stop=stop)
+        if _views_any(dets, arrays.values()):  # results keep this block: the next goes elsewhere
+            for i in infos:
+                buffers.pop((uid, i.name), None)
         _split_by_frame(dets, sel[owner], sel, frame_of, parent, parts)
     space = "frame" if stop is None or stop >= len(pp.steps) else "network"
     return {
