@@ -242,10 +242,20 @@ class _Matched:
     """The result of matching a subset of a :class:`MatchPlan`'s detections (see ``MatchPlan.match``)."""
 
     rows: np.ndarray  # the plan's rows kept (table order)
-    rank: np.ndarray
+    starts: np.ndarray  # where each (image, class) run of ``rows`` starts
+    kept: np.ndarray  # the mask of the plan's rows kept
     paired: np.ndarray  # positions (among ``rows``) of the detections with candidate pairs
     choice: np.ndarray  # (T, len(paired)) the chosen pair (index into ``pairs``), -1 none
     pairs: np.ndarray  # the plan's pairs kept
+
+    @property
+    def rank(self) -> np.ndarray:
+        """Each kept row's rank inside its (image, class)."""
+        n, s = len(self.rows), self.starts
+        return np.arange(n) - np.repeat(s, np.diff(np.r_[s, n]))
+
+    def max_rank(self) -> int:
+        return int(np.diff(np.r_[self.starts, len(self.rows)]).max()) - 1 if len(self.rows) else -1
 
 
 class MatchPlan:
@@ -311,7 +321,6 @@ class MatchPlan:
         rows = np.flatnonzero(k)
         dkey = self.dkey[rows]
         starts = np.flatnonzero(np.r_[True, dkey[1:] != dkey[:-1]]) if len(dkey) else dkey
-        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
         pairs = np.flatnonzero(k[self.pd]) if keep is not None else np.arange(len(self.pd))
         pos = np.cumsum(k) - 1  # plan row -> position among the kept
         det = pos[self.pd[pairs]]  # ascending
@@ -330,7 +339,7 @@ class MatchPlan:
         _greedy(pd_, pg, piou, cand, pkey, self.g_ig, self.crowd, thr, choice)
         for key in loop_keys:
             _greedy_loop(key, pkey, self.gkey, pd_, pg, piou, self.g_ig, self.crowd, thr, choice)
-        return _Matched(rows, rank, paired, choice, pairs)
+        return _Matched(rows, starts, k, paired, choice, pairs)
 
     def flags(self, m: _Matched) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(tp, ignored, gt_id, iou)`` ``(T, n)`` of a :meth:`match` (gt_id / iou only over
@@ -408,15 +417,15 @@ class MatchPlan:
             self._area_out_rows = np.flatnonzero(self.area_out)
         order, at_full, k_acc, score_acc, input_acc = self._acc
         m = self.match(keep)
-        k = np.ones(len(self.sel), bool) if keep is None else np.asarray(keep, bool)[self.sel]
+        k = m.kept
         in_acc = k[order]
         acc_pos = np.cumsum(in_acc) - 1  # accumulate-order position of each kept plan row
 
         def at(plan_rows: np.ndarray) -> np.ndarray:
             return np.sort(acc_pos[at_full[plan_rows]])
 
-        use = np.ones(len(m.rows), bool)
-        if len(m.rank) and m.rank.max() >= max_det:
+        use = None  # every row counts (rank < max_det)
+        if m.max_rank() >= max_det:
             use = np.zeros(len(m.rows), bool)
             use[acc_pos[at_full[m.rows]]] = m.rank < max_det
         # true positives and ignored detections (sparse): per IoU threshold, positions ascending.
@@ -438,10 +447,10 @@ class MatchPlan:
         for t in range(len(self.iou_thresholds)):
             a, b = t_bounds[t], t_bounds[t + 1]
             p = at(rows_m[a:b][tp_m[a:b]])
-            tp_pos.append(p[use[p]])
+            tp_pos.append(p if use is None else p[use[p]])
             unmatched_out = paired_rows[out_p[m.choice[t, out_p] < 0]]
             q = at(np.r_[rows_m[a:b][ign_m[a:b]], unmatched_out, out])
-            ign_pos.append(q[use[q]])
+            ign_pos.append(q if use is None else q[use[q]])
         outside = self._outside
         if keep is not None:
             outside = outside[np.asarray(keep, bool)[outside]]
@@ -488,7 +497,7 @@ class CutAccumulator:
         num_gt: np.ndarray,
         num_images: int,
         k: np.ndarray,
-        use: np.ndarray,
+        use: np.ndarray | None,
         tp_pos: Sequence[np.ndarray],
         ign_pos: Sequence[np.ndarray],
         score: np.ndarray,
@@ -503,8 +512,8 @@ class CutAccumulator:
         self.k = k
         self.bounds = np.searchsorted(k, np.arange(K + 1))
         self.neg_score = -score  # ascending within each class
-        self.use = use
-        self.cum_use = np.r_[0, np.cumsum(use)]
+        # rows counted before each position (use: rank < max_det; None: all)
+        self.cum_use = None if use is None else np.r_[0, np.cumsum(use)]
         # every true positive of every (class, IoU threshold) "segment", flat: segments in order,
         # inside one by position; j = its TP count, pr = the precision there (accumulate's float64)
         segs, poss, prs = [], [], []
@@ -514,7 +523,7 @@ class CutAccumulator:
             first = np.searchsorted(p, self.bounds[:-1])  # each class's first TP in p
             j = np.arange(1, len(p) + 1) - first[kk]
             ign = np.searchsorted(q, p, side="right") - np.searchsorted(q, a)
-            fp = (self.cum_use[p + 1] - self.cum_use[a]) - j - ign  # use rows = tp + ign + fp
+            fp = (self._used(p + 1) - self._used(a)) - j - ign  # use rows = tp + ign + fp
             jf = j.astype(np.float64)
             segs.append(kk * T + t)
             poss.append(p)
@@ -542,6 +551,10 @@ class CutAccumulator:
             ],
             np.int64,
         ).reshape(len(self.gt_classes), len(RECALL_THRESHOLDS))
+
+    def _used(self, i: np.ndarray) -> np.ndarray:
+        """How many counted rows come before positions ``i``."""
+        return i if self.cum_use is None else self.cum_use[i]
 
     def accumulate(self, keep: np.ndarray) -> Accumulated | None:
         """``accumulate(table.subset(keep))`` (``keep``: a mask over the input rows), or None when
@@ -608,7 +621,7 @@ class CutAccumulator:
                 p = np.zeros(valid.shape)
             precision[:, :, g] = p.transpose(1, 2, 0)
             recall[:, g] = (m[sg].astype(np.float64) / self.num_gt[g][:, None]).T
-            empty = g[self.cum_use[ends[g]] == self.cum_use[self.bounds[g]]]
+            empty = g[self._used(ends[g]) == self._used(self.bounds[g])]
             precision[:, :, empty] = 0.0
             recall[:, empty] = 0.0
         return Accumulated(
