@@ -58,7 +58,9 @@ def mixed(tmp_path_factory):
     without objects), frames where nothing scores above the threshold, and frames with no tensors."""
     path = tmp_path_factory.mktemp("replay") / "mixed.h5"
     rng = np.random.default_rng(7)
-    with Recorder(path, images=False, segment_max_bytes=60_000, flush_interval_s=0.01) as rec:
+    with Recorder(
+        path, images=False, segment_max_bytes=60_000, flush_interval_s=0.01, block_frames=1
+    ) as rec:
         for n in range(60):
             kind = n % 6
             size, net = ((1280, 720), (320, 320, 3)) if n % 4 else ((640, 480), (256, 256, 3))
@@ -87,8 +89,8 @@ def mixed(tmp_path_factory):
             else:  # no tensors at all
                 frame = FrameRecord(n % 3, n, unique_id=1, network_size=net, frame_size=size)
             rec.record(frame)
-    r = open_recording(path)
-    assert len(r.paths) > 2
+    r = open_recording(path)  # usually several segments (rotation follows the writer's flushes;
+    # test_block_reads covers reads across segments deterministically)
     yield r
     r.close()
 

@@ -96,9 +96,9 @@ def sgie_rec(tmp_path_factory):
         path,
         images=False,
         drop_when_full=False,
-        segment_max_bytes=500_000,
-        block_frames=1,
-        flush_interval_s=0.01,
+        segment_max_bytes=1,  # a new segment after every block write: several, whatever the timing
+        block_frames=30,
+        flush_interval_s=30,
     ) as rec:
         for k in range(60):
             rec.record(
@@ -137,7 +137,7 @@ def sgie_rec(tmp_path_factory):
                 )
             )
     r = open_recording(path)
-    assert len(r.paths) > 1, "the fixture should span several segments"
+    assert 1 < len(r.paths) <= 180, "the fixture should span several segments"
     yield r
     r.close()
 
