@@ -318,7 +318,12 @@ def test_unwritable_output_fails_at_once(tmp_path):
 
 # ------------------------------------------------------------------ exit and signals
 EXIT_CHILD = textwrap.dedent("""
-    import sys, time
+    import faulthandler, signal, sys, time
+    # Ctrl-C as a script started from a shell gets it: a harness that ignores or blocks SIGINT
+    # (ipykernel sets SIG_IGN; both are inherited across exec) must not change what is tested
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # run_child's stack dump on a hang
     import numpy as np
     from dsprobe import FrameRecord, Recorder
     rec = Recorder(sys.argv[1], images=False, drop_when_full=False, flush_interval_s=0.2)
@@ -338,14 +343,27 @@ def run_child(tmp_path, mode, sig=None, after=0.0):
     script.write_text(EXIT_CHILD)
     path = tmp_path / f"{mode}.h5"
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(path), mode], stdout=subprocess.PIPE, text=True, env=env
-    )
+    err = tmp_path / "child_stderr.txt"
+    with open(err, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), mode],
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+            env=env,
+        )
     assert proc.stdout.readline().strip() == "GO"
     if sig is not None:
         time.sleep(after)
         proc.send_signal(sig)
-    proc.wait(timeout=60)  # a hang at exit fails here
+    try:
+        proc.wait(timeout=60)  # a hang at exit fails here, with every thread's stack
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the child hung after {sig!r}; its threads:\n{err.read_text()[-8000:]}")
     return proc, path
 
 
