@@ -126,7 +126,10 @@ def test_sigkill_of_the_writer_process_keeps_committed_frames_and_counts_the_res
 
 
 CALLER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as a script started from a shell gets it (a background job of a non-interactive shell
+    # inherits SIGINT ignored, and so would this script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     from dsprobe import FrameRecord, Recorder
     rec = Recorder(sys.argv[1], writer="process", images=False, drop_when_full=False,
