@@ -9,6 +9,7 @@ the rect ``x1, y1, float32(x2 - x1), float32(y2 - y1)`` and a rect becomes the b
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -167,13 +168,4 @@ def object_filters(
     )  # only clipped boxes are rebuilt (no re-rounding)
     boxes = d.boxes.copy()
     boxes[changed] = rects_to_boxes(rects[changed])
-    return Detections(
-        boxes,
-        d.scores,
-        d.class_ids,
-        d.space,
-        keypoints=d.keypoints,
-        vectors=d.vectors,
-        masks=d.masks,
-        object_ids=d.object_ids,
-    )
+    return replace(d, boxes=boxes)

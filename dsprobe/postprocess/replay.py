@@ -266,16 +266,7 @@ def _split_by_frame(
     frame with objects in ``block``, tagged with their parent index, in object order (an empty part
     for a frame whose objects gave no rows: what concatenating its per-object results gives)."""
     frames = frame_of[row_object]
-    tagged = Detections(
-        dets.boxes,
-        dets.scores,
-        dets.class_ids,
-        dets.space,
-        keypoints=dets.keypoints,
-        vectors=dets.vectors,
-        masks=dets.masks,
-        object_ids=parent[row_object].astype(np.uint64),
-    )
+    tagged = replace(dets, object_ids=parent[row_object].astype(np.uint64))
     if len(frames) > 1 and (np.diff(frames) < 0).any():
         order = np.argsort(frames, kind="stable")
         tagged, frames = tagged[order], frames[order]

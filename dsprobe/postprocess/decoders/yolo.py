@@ -10,6 +10,7 @@ below the pre-cluster threshold of the ``filter`` step, which applies nvinfer's 
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -454,13 +455,4 @@ def attach_masks(
     masks = _sigmoid(wy @ logits @ wx.transpose(0, 2, 1))
     if threshold is not None:
         masks = (masks > np.float32(threshold)).astype(np.float32)
-    return Detections(
-        dets.boxes,
-        dets.scores,
-        dets.class_ids,
-        dets.space,
-        keypoints=dets.keypoints,
-        vectors=dets.vectors,
-        masks=masks,
-        object_ids=dets.object_ids,
-    )
+    return replace(dets, masks=masks)
