@@ -675,16 +675,14 @@ class CutAccumulator:
             poss.append(p)
             prs.append(jf / (fp.astype(np.float64) + jf + np.spacing(1)))
         seg = np.concatenate(segs) if segs else np.zeros(0, np.int64)
-        by_seg = np.argsort(seg, kind="stable")
+        small = seg.astype(np.int16) if K * T < 2**15 else seg  # few keys: a radix sort
+        by_seg = np.argsort(small, kind="stable")
         self.seg = seg[by_seg]
         self.pos = np.concatenate(poss)[by_seg] if segs else np.zeros(0, np.int64)
         pr = np.concatenate(prs)[by_seg] if segs else np.zeros(0)
         self.seg_start = np.searchsorted(self.seg, np.arange(K * T + 1))
-        self.local = np.arange(len(self.seg)) - self.seg_start[self.seg]  # j - 1
         self.seg_key = self.seg * (len(k) + 1) + self.pos  # ascending
-        # precisions as ranks among their distinct values: a segmented running maximum of ints
-        self.values, rank = np.unique(pr, return_inverse=True)
-        self.rank = rank.reshape(-1) + 1  # 0: left out
+        self.precision = np.r_[pr, 0.0]  # one more: a reduceat may start at the end
         self.gt_classes = np.flatnonzero(num_gt > 0)
         # per class, the TP count that first reaches each recall threshold (1-based)
         self.first_tp = np.array(
@@ -754,22 +752,21 @@ class CutAccumulator:
             np.searchsorted(self.seg_key, seg_ids * (n + 1) + ends[seg_ids // T])
             - (self.seg_start[:-1])
         )
-        # running maximum from the right of the precisions in the prefix, segment by segment
-        r = np.where(self.local < m[self.seg], self.rank, 0)
-        width = len(self.values) + 1
-        offset = (S - 1 - self.seg) * width  # larger for earlier segments: no carry backwards
-        best = (np.maximum.accumulate((r + offset)[::-1])[::-1] - offset) if len(r) else r
-        best_value = np.where(best > 0, self.values[np.maximum(best, 1) - 1], 0.0)
         g = self.gt_classes
         if len(g):
+            # the precision at recall threshold i is the maximum over the prefix's true positives
+            # from the one that first reaches it on: the maximum of each stretch between two
+            # thresholds' first true positives (one reduceat over the prefixes), then a running
+            # maximum from the right over the stretches
             sg = g[:, None] * T + np.arange(T)[None, :]  # (G, T) segments
             j = self.first_tp[:, None, :]  # (G, 1, R)
-            at = self.seg_start[sg][:, :, None] + j - 1
-            valid = j <= m[sg][:, :, None]
-            if len(best_value):
-                p = np.where(valid, best_value[np.minimum(at, len(best_value) - 1)], 0.0)
-            else:  # no true positive anywhere
-                p = np.zeros(valid.shape)
+            end = (self.seg_start[sg] + m[sg])[:, :, None]  # past the prefix's last true positive
+            at = np.minimum(self.seg_start[sg][:, :, None] + j - 1, end)  # (G, T, R)
+            stops = np.concatenate([at, end], axis=2)  # (G, T, R + 1), ascending when flat
+            stretch = np.maximum.reduceat(self.precision, stops.reshape(-1)).reshape(stops.shape)
+            stretch = np.where(np.diff(stops, axis=2) > 0, stretch[:, :, :R], 0.0)
+            # 0 where no true positive of the prefix reaches the recall threshold
+            p = np.maximum.accumulate(stretch[:, :, ::-1], axis=2)[:, :, ::-1]
             precision[:, :, g] = p.transpose(1, 2, 0)
             recall[:, g] = (m[sg].astype(np.float64) / self.num_gt[g][:, None]).T
             empty = g[self._used(ends[g]) == self._used(self.bounds[g])]
