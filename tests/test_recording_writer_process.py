@@ -148,6 +148,7 @@ CALLER = textwrap.dedent("""
 def run_caller(tmp_path, mode: str, sig=None, after: float = 0.0):
     script = tmp_path / "caller.py"
     script.write_text(CALLER)
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     path = tmp_path / f"{mode}.h5"
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     proc = subprocess.Popen(
@@ -169,6 +170,9 @@ def run_caller(tmp_path, mode: str, sig=None, after: float = 0.0):
         time.sleep(0.02)
     else:
         pytest.fail("the writer process outlived its caller by 30 s")
+    if os.path.isdir("/dev/shm"):  # the ring (a memfd) leaves nothing behind, whoever dies
+        new = set(os.listdir("/dev/shm")) - shm_before
+        assert not [n for n in new if "dsprobe" in n], new
     return proc, path
 
 

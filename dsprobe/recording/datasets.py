@@ -184,7 +184,8 @@ class LayerSet(RowBuffer):
             for i, arr in enumerate(rows):
                 write_rows(self.ds, n0 + i, np.ascontiguousarray(arr, dtype=self.dtype)[None])
         else:
-            block = np.stack(rows).astype(self.dtype, copy=False)
+            # C order whatever the rows' (np.stack keeps a Fortran layout; h5py needs C)
+            block = np.ascontiguousarray(np.stack(rows), dtype=self.dtype)
             first, last = -(-n0 // r) * r, end // r * r  # the whole chunks in the block
             if not self.unfiltered or last <= first:
                 write_rows(self.ds, n0, block)

@@ -13,7 +13,22 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
+
+
+class FrameSource(Protocol):
+    """What the writer loop takes frames from: a :class:`FrameQueue` (the writer thread), or the
+    writer process's ring (``writer_process.RingFrames``)."""
+
+    def get(self, timeout: float) -> Any: ...
+
+    def pop(self) -> Any: ...
+
+    def qsize(self) -> int: ...
+
+    def pressed(self) -> bool:
+        """True when the frames taken should be written now (their memory is wanted back)."""
+        ...
 
 
 class FrameQueue:
@@ -29,6 +44,10 @@ class FrameQueue:
 
     def qsize(self) -> int:
         return len(self.items)
+
+    def pressed(self) -> bool:
+        """Never: the frames' memory is the caller's own."""
+        return False
 
     def put_nowait(self, item: Any) -> None:
         """Append ``item``; ``queue.Full`` when ``maxsize`` items wait (concurrent producers may

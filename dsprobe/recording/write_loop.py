@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dsprobe.recording.frame_queue import FrameQueue
+from dsprobe.recording.frame_queue import FrameSource
 from dsprobe.recording.frame_rows import BLOCK_MIN_BYTES
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputLock
@@ -43,7 +43,7 @@ class WriteLoop:
         path: Path,
         options: RecorderOptions,
         header: SegmentHeader,
-        frames: FrameQueue,
+        frames: FrameSource,
         stats: RecorderStats,
         lock: OutputLock,
     ) -> None:
@@ -114,8 +114,9 @@ class WriteLoop:
             self.segment = self._open_segment()
         seg = self.segment
         self._add(seg, frame, recv_ns)
-        if seg.block_due(self.options.block_frames, self.block_bytes):
-            self._write_block(seg)
+        pressed = self.queue.pressed()  # the ring wants its memory back: write all, hold nothing
+        if pressed or seg.block_due(self.options.block_frames, self.block_bytes):
+            self._write_block(seg, hold=not pressed)
             if self._rotate_due(seg):
                 self._flush(seg)
                 self._close_segment(seg)
@@ -147,10 +148,10 @@ class WriteLoop:
             self.stats.count("queued", n=-1)
             self.stats.error("invalid-frame", exc)
 
-    def _write_block(self, segment: Segment, tables: bool = False) -> None:
+    def _write_block(self, segment: Segment, tables: bool = False, hold: bool = True) -> None:
         check_space(segment.path, segment.pending_bytes, segment.flush_bytes())
         # a segment rotated by size is judged on its file's size after each block: nothing held back
-        n = segment.write_pending(tables, hold=not self.options.segment_max_bytes)
+        n = segment.write_pending(tables, hold=hold and not self.options.segment_max_bytes)
         if n:
             self.uncommitted += n
             with self.stats.lock:

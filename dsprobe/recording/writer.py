@@ -19,8 +19,11 @@ import time
 import uuid
 import warnings
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
 
 from dsprobe.nvinfer.config import NvinferConfig, NvinferConfigError, configs_by_unique_id
 from dsprobe.recording.frame_queue import FrameQueue
@@ -86,9 +89,7 @@ class Recorder:
         self._process: WriterProcess | None = None
         try:
             if opts.writer == "process":
-                self._process = WriterProcess(
-                    self.path, opts, header, self._queue, self._stats, lock
-                )
+                self._process = WriterProcess(self.path, opts, header, self._stats, lock)
             else:
                 self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats, lock)
                 self._loop.open()
@@ -146,6 +147,8 @@ class Recorder:
         # counted before the put: a KeyboardInterrupt between the two then leaves a count without a
         # frame, which the writer settles when it closes, never a frame without a count
         self._stats.count("received", "queued")
+        if self._process is not None:
+            return self._put_process(item)
         try:
             if self.options.drop_when_full:
                 self._queue.put_nowait(item)
@@ -156,14 +159,56 @@ class Recorder:
                         return False
             return True
         except queue.Full:
-            self._stats.move("queued", "dropped_queue_full")
-            if self._stats.first("queue-full"):
-                log.warning(
-                    "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
-                    "see stats['dropped_queue_full'])",
-                    self.path,
-                )
-            return False
+            return self._full()
+
+    def _full(self) -> bool:
+        self._stats.move("queued", "dropped_queue_full")
+        if self._stats.first("queue-full"):
+            log.warning(
+                "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
+                "see stats['dropped_queue_full'])",
+                self.path,
+            )
+        return False
+
+    def _put_process(self, item: tuple) -> bool:
+        """``writer="process"``: the frame's arrays copied into the ring (never waits unless
+        ``drop_when_full=False``)."""
+        process = self._process
+        assert process is not None
+        wait = 0.0005
+        while True:
+            try:
+                ok = process.put(*item)
+            except Exception as exc:  # a frame no writer could store (cannot be pickled)
+                self._stats.move("queued", "dropped_invalid")
+                self._stats.error("invalid-frame", exc)
+                return False
+            if ok:
+                return True
+            if ok is None:  # closed meanwhile (another thread)
+                self._stats.move("queued", "dropped_stopped")
+                return False
+            if self.options.drop_when_full:
+                return self._full()
+            if self.failed or not self._writer_alive():
+                self._stats.move("queued", "dropped_stopped")
+                return False
+            time.sleep(wait)  # offline recorders: the writer frees room as it writes
+            wait = min(2 * wait, 0.01)
+
+    @contextmanager
+    def frame_memory(self) -> Iterator[Callable[[tuple, Any], np.ndarray | None] | None]:
+        """For a probe that copies a frame's arrays out of DeepStream's buffers: with
+        ``writer="process"``, ``alloc(shape, dtype)`` gives arrays in the writer's shared memory
+        (None when there is no room: make your own), and a frame recorded inside the block with
+        them goes to the writer without another copy. Use them only in that frame's record; a
+        ``record()`` from another thread waits for the block. With the thread writer: None."""
+        if self._process is None or self._closed:
+            yield None
+            return
+        with self._process.producer.frame_memory() as alloc:
+            yield alloc
 
     def _put_waiting(self, item: tuple) -> bool:
         try:
@@ -188,7 +233,7 @@ class Recorder:
         out = self._stats.snapshot()
         if self._process is not None:
             out = self._process.merged_stats(out)
-        out["queue_depth"] = self._queue.qsize()
+        out["queue_depth"] = (self._process or self._queue).qsize()
         return out
 
     # what a probe asks so it copies no more than the recorder keeps
@@ -230,15 +275,18 @@ class Recorder:
             self._join(timeout)
             return
         self._closed = True
-        while self._writer_alive():  # the stop marker must get in even if the queue is full
+        if self._process is not None:
+            self._process.stop()
+        while self._process is None and self._thread.is_alive():  # the stop marker must get in
+            # even if the queue is full
             try:
                 self._queue.put(STOP, timeout=0.1)
                 break
             except queue.Full:
                 continue
         self._join(timeout)
-        if not self._writer_alive():  # a frame put while the writer stopped: counted, never left
-            (self._process or self._loop).drain()
+        if self._process is None and not self._thread.is_alive():  # a frame put while the writer
+            self._loop.drain()  # stopped: counted, never left (the process: merged_stats)
 
     def _join(self, timeout: float | None) -> None:
         if self._process is not None:
