@@ -147,15 +147,15 @@ class Recorder:
         # frame, which the writer settles when it closes, never a frame without a count
         self._stats.count("received", "queued")
         try:
-            if self.options.drop_when_full:
-                self._queue.put_nowait(item)
-            else:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            if not self.options.drop_when_full:
                 while not self._put_waiting(item):
                     if self.failed or not self._writer_alive():
                         self._stats.move("queued", "dropped_stopped")
                         return False
-            return True
-        except queue.Full:
+                return True
             self._stats.move("queued", "dropped_queue_full")
             if self._stats.first("queue-full"):
                 log.warning(
