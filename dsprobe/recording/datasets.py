@@ -4,6 +4,7 @@ block write (:class:`RowBuffer`), column tables (:class:`Table`), one dataset pe
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import h5py
@@ -86,7 +87,7 @@ class Table(RowBuffer):
         self.spans: list[tuple[str, int, int, np.dtype, tuple[int, ...]]] = []
         at = 0
         for c, (dtype, shape) in columns.items():
-            width = int(np.prod(shape, dtype=np.int64))
+            width = math.prod(shape)
             self.spans.append((c, at, at + width, np.dtype(dtype), shape))
             at += width
         super().__init__()
@@ -166,9 +167,9 @@ class LayerSet(RowBuffer):
         compression: str | None,
     ) -> None:
         self.name = name
-        # the array's own dtype when native (numpy's shared instance: ``is`` compares it fast)
         self.shape = first.shape
-        self.dtype = first.dtype if first.dtype.isnative else first.dtype.newbyteorder("=")
+        # numpy's shared instance of the (native) dtype: the writer's fast path compares with ``is``
+        self.dtype = np.dtype(first.dtype.newbyteorder("=").str)
         chunks = layer_chunks(first.shape, first.dtype)
         opts = compression_options(compression, first.dtype.itemsize) if chunks else {}
         self.ds = f.create_dataset(

@@ -19,7 +19,7 @@ from dsprobe.recording.schema import (
     IMAGE_ENCODINGS,
     OBJECT_COLUMNS,
 )
-from dsprobe.recording.validate import InvalidFrame
+from dsprobe.recording.validate import InvalidFrame, plain_frame
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
 _INT64_MAX = (1 << 63) - 1
@@ -92,24 +92,24 @@ class FrameRows:
             self._add_any(frame, recv_ns)
 
     def add_plain(self, frame: FrameRecord, recv_ns: int) -> bool:
-        """Buffer the common frame fast: frame-level layers only (no objects, detections or picture),
-        of the names, shapes and dtypes the recording already has for its GIE (checked with
-        ``check_frame`` like any frame); False, nothing buffered, for any other frame. The rows are
-        those the general path makes (tests/test_recording_blocks.py compares the files)."""
-        if frame.objects or frame.detections or frame.image is not None:
+        """Buffer the common frame fast, *unchecked*: a frame with frame-level layers only (no
+        objects, detections or picture) whose own fields pass ``check_frame``'s C-speed case
+        (:func:`plain_frame`) and whose layers are exactly the ones the recording has for its GIE:
+        the same names, each a numpy array of the same shape and the very same (checked, native)
+        dtype object. Such a frame passes ``check_frame`` unchanged and the FramePreparer keeps it
+        as it is (its layers are ones kept before; it has no picture), so it is buffered here with
+        the rows the general path makes (tests/test_recording_blocks.py compares the files).
+        False, nothing buffered, for any other frame."""
+        if not plain_frame(frame):
             return False
         layers = frame.layers
         known = self.plain.get(frame.unique_id)
-        if known is None or len(layers) != len(known[0]):
+        if known is None or type(layers) is not dict or len(layers) != len(known[0]):
             return False
         sets, nbytes = known
         for ls in sets:
             arr = layers.get(ls.name)
-            if (
-                arr is None
-                or arr.shape != ls.shape
-                or (arr.dtype is not ls.dtype and arr.dtype != ls.dtype)
-            ):
+            if type(arr) is not np.ndarray or arr.dtype is not ls.dtype or arr.shape != ls.shape:
                 return False
         row = -1
         for ls in sets:
