@@ -205,10 +205,9 @@ def evaluate(
     bit, computed by :mod:`dsprobe.analysis.matching` (tested against pycocotools)."""
     recorded = getattr(frames, "frames", None)
     if isinstance(recorded, pd.DataFrame):  # a Recording
-        size = recorded_frame_size(recorded, frames)
         if isinstance(gt, (str, Path)):
-            gt = load_ground_truth(gt, frame_size=size)
-        check_frame_size(gt, size, frames)
+            gt = load_ground_truth(gt, frame_size=recorded_frame_size(recorded, frames))
+        check_recording_ground_truth(gt, frames)
         pairs = recorded[["source_id", "frame_num"]].to_numpy()
         frames = sorted({(int(s), int(f)) for s, f in pairs})
     elif isinstance(gt, (str, Path)):
@@ -256,6 +255,14 @@ def check_frame_size(gt: GroundTruth, size: tuple[int, int] | None, rec: Any) ->
             f"{size[0]}x{size[1]} frames (nvstreammux output), where detections live: load it with "
             f"{fix} (add muxer_keep_aspect=True for enable-padding=1), or pass the path to evaluate()"
         )
+
+
+def check_recording_ground_truth(gt: GroundTruth, rec: Any) -> None:
+    """:func:`check_frame_size` for a Recording's frames (nothing to check for objects without a
+    frames table with frame sizes, or frames of several sizes)."""
+    f = getattr(rec, "frames", None)
+    if isinstance(f, pd.DataFrame) and {"frame_width", "frame_height"} <= set(f.columns):
+        check_frame_size(gt, recorded_frame_size(f, rec), rec)
 
 
 def warn_unscored_ground_truth(gt: GroundTruth, frames: Sequence[tuple[int, int]]) -> None:

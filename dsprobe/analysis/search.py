@@ -36,6 +36,7 @@ import pandas as pd
 from dsprobe.analysis.evaluate import (
     EvalResult,
     GroundTruth,
+    check_recording_ground_truth,
     coco_scores,
     empty_result,
     evaluate,
@@ -690,6 +691,7 @@ def search(
     for n in names:
         base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
+    check_recording_ground_truth(gt, rec)
     if frames is None:
         f = rec.frames.iloc[sorted(decoded.candidates)]
         frames = list(zip(f["source_id"].astype(int), f["frame_num"].astype(int)))
