@@ -290,9 +290,17 @@ def empty_result(gt: GroundTruth, image_ids: Sequence[int]) -> EvalResult:
     """Nothing detected on ``image_ids``: every class with ground truth there scores 0, others NaN."""
     g = gt.arrays()
     present = set(g.category_id[np.isin(g.image_id, np.asarray(image_ids, np.int64))].tolist())
-    cats = sorted(gt.coco["categories"], key=lambda c: c["id"])
+    return no_detection_result(gt.coco["categories"], present, len(image_ids))
+
+
+def no_detection_result(
+    categories: Sequence[dict], present: set[int], num_images: int
+) -> EvalResult:
+    """Nothing detected on ``num_images`` frames: each COCO category (``{"id", "name"}``) whose id
+    is in ``present`` (it has ground truth there) scores 0, the others NaN."""
+    cats = sorted(categories, key=lambda c: c["id"])
     per = {c["name"]: 0.0 if c["id"] in present else float("nan") for c in cats}
-    return EvalResult(0.0, 0.0, per, {}, len(image_ids), 0, dict(per))
+    return EvalResult(0.0, 0.0, per, {}, num_images, 0, dict(per))
 
 
 def coco_scores(acc: Accumulated, gt: GroundTruth) -> EvalResult:
