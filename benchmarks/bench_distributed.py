@@ -5,7 +5,7 @@ made once with the bundled sample model through the reference recorder into out/
 (:func:`dsprobe.sample.ensure_sample_set`, a few minutes), each with its ``<name>_gt.json``. The search: pre-cluster threshold x NMS IoU, 10 x 10,
 COCO mAP per setting (:func:`dsprobe.search_set`, partitions of ``--block`` frames).
 
-Timed, interleaved, ``--repeat`` times each (median and range printed):
+Timed, interleaved (a random order each round), ``--repeat`` rounds (median and range printed):
 
 * in process: ``search_set(client="sync")``, every task run here one after the other (the baseline);
 * LocalCluster, 1 worker process (1 thread);
@@ -14,9 +14,10 @@ Timed, interleaved, ``--repeat`` times each (median and range printed):
 Clusters start before timing (their start-up is printed apart). Every run's table must equal the
 baseline's exactly. Then the figures the cost model in docs/recording-sets.md uses: per-frame cost of
 the search on one worker, bytes read per frame, scheduler overhead per task, merge cost, and the size
-of the match tables a partition sends.
+of what a partition sends (accumulate rows and score cuts).
 
-Run: ``.venv/bin/python benchmarks/bench_distributed.py`` (``--repeat 1 --frames 200`` for a quick look).
+Run: ``.venv/bin/python benchmarks/bench_distributed.py`` (``--repeat 1 --frames 200`` for a quick look;
+``--out DIR`` for a folder that already holds the set, as ``DIR/8x1000``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import logging
 import os
 import pickle
+import random
 import statistics
 import time
 from pathlib import Path
@@ -57,26 +59,35 @@ def task_overhead(client, n: int = 400) -> float:
 
 
 def cost_model(
-    c: float, merge_per_frame: float, overhead: float, table_per_frame: float, read_per_frame: float
+    c: float,
+    merge_per_frame: float,
+    overhead: float,
+    sent_per_frame: float,
+    read_per_frame: float,
+    clusterings: int,
 ) -> None:
-    """Print what W workers would take for N frames (100 settings, 1,000-frame partitions), from the
-    measured per-frame costs: partitions N*c/W, merges 100*N*m/min(W, 100) (one setting's merge is
-    one task), scheduler overhead per task, bytes read and sent."""
-    print("\ncost model (100 settings, partitions of 1,000 frames, each worker a core of its own):")
+    """Print what W workers would take for N frames (100 settings, ``clusterings`` of them each
+    cut by 100 / clusterings thresholds; 1,000-frame partitions), from the measured per-frame
+    costs: partitions N*c/W, merges 100*N*m/min(W, clusterings) (one clustering's merge is one
+    task), scheduler overhead per task, bytes read and sent."""
+    print(
+        f"\ncost model (100 settings = {clusterings} clusterings x {100 // clusterings} thresholds, "
+        "partitions of 1,000 frames, each worker a core of its own):"
+    )
     print(
         f"  {'frames':>7} {'workers':>7} {'partitions':>11} {'merges':>9} {'scheduler':>10}"
-        f" {'total':>9} {'read/s':>10} {'tables':>9}"
+        f" {'total':>9} {'read/s':>10} {'sent':>9}"
     )
     for n in (1e6, 1e9):
         for w in (10, 100, 1000):
             part = n * c / w
-            merge = 100 * n * merge_per_frame / min(w, 100)
+            merge = 100 * n * merge_per_frame / min(w, clusterings)
             sched = (n / 1000 + 2 * w) * overhead
             read = w * read_per_frame / c
             print(
                 f"  {n:7.0e} {w:7d} {hours(part):>11} {hours(merge):>9} {hours(sched):>10}"
                 f" {hours(part + merge + sched):>9} {read / 1e9:7.1f} GB/s"
-                f" {n * table_per_frame / 1e9:6.0f} GB"
+                f" {n * sent_per_frame / 1e9:6.1f} GB"
             )
 
 
@@ -95,7 +106,8 @@ def main() -> int:
     ap.add_argument("--recordings", type=int, default=8)
     ap.add_argument("--frames", type=int, default=1000, help="frames per recording")
     ap.add_argument("--block", type=int, default=1000, help="frames per partition")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="of the random order of each round")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "sets"))
     args = ap.parse_args()
 
@@ -103,8 +115,8 @@ def main() -> int:
     from distributed import Client, LocalCluster
 
     import dsprobe
-    from dsprobe.analysis.set_tasks import score_partition
-    from dsprobe.analysis.sets import load_set_ground_truth
+    from dsprobe.analysis.match_tables import score_partitions
+    from dsprobe.analysis.set_tasks import GroundTruthFile, score_partition
     from dsprobe.sample import ensure_sample_set
 
     folder = Path(args.out) / f"{args.recordings}x{args.frames}"
@@ -133,8 +145,9 @@ def main() -> int:
     times: dict[str, list[float]] = {k: [] for k in runs}
     busiest: dict[str, list[float]] = {k: [] for k in runs}
     tables = {}
+    rng = random.Random(args.seed)
     for rep in range(args.repeat):
-        order = list(runs)[rep % 3 :] + list(runs)[: rep % 3]  # interleaved, rotating order
+        order = rng.sample(list(runs), len(runs))  # interleaved, a random order each round
         for name in order:
             cpu0 = cpu_seconds(runs[name])
             t0 = time.perf_counter()
@@ -148,7 +161,7 @@ def main() -> int:
             print(
                 f"  run {rep + 1}: {name:<18} {times[name][-1]:7.2f} s wall, CPU "
                 + " + ".join(f"{c:.1f}" for c in cpu)
-                + " s",
+                + f" s, load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
     base = tables["in process (sync)"]
@@ -177,39 +190,41 @@ def main() -> int:
     # ---- figures for the cost model
     client = clusters[1][1]
     overhead = task_overhead(client)
-    gts = load_set_ground_truth(rset)
     part = rset.partitions(args.block)[0]
-    from dsprobe.analysis.match_tables import gt_subset
-
-    f = rset.frames[rset.frames["recording"] == part.recording].set_index("row").loc[part.rows]
-    gt = gt_subset(gts[part.recording], list(zip(f["source_id"], f["frame_num"])))
+    f = rset.frames[rset.frames["recording"] == part.recording]
+    gt = GroundTruthFile(
+        str(rset.ground_truth_paths[part.recording]),
+        (int(f["frame_width"].iloc[0]), int(f["frame_height"].iloc[0])),
+    )
     settings = [
         dict(zip(GRID, (a, b)))
         for a in GRID["pre_cluster_threshold"]
         for b in GRID["iou_threshold"]
     ]
+    gt.load()  # read once per worker process: not part of a partition's cost
     t0 = time.process_time()
     out = score_partition(part, pp, settings, gt, [list(range(len(settings)))])
     t_part = time.process_time() - t0
-    table_bytes = len(pickle.dumps(out, protocol=5))
+    sent = len(pickle.dumps(out, protocol=5))
+    rows = sum(len(r) for r in out[0].sources.values())
     with part.open() as rec:
         layer_bytes = sum(
             np.dtype(i.dtype).itemsize * int(np.prod(i.shape)) for i in rec.layers.values()
         )
-    from dsprobe.analysis.match_tables import score_tables
-
-    parts_tables = [out[0][i][0] for i in range(len(settings))]
     t0 = time.process_time()
-    for tb in parts_tables:
-        score_tables([tb] * args.recordings, gts[part.recording])
+    score_partitions([out[0]] * args.recordings)
     t_merge = (time.process_time() - t0) / len(settings)
+    clusterings = len(out[0].sources)
     print("\ncost model inputs (CPU seconds in one process; the wall clock follows the load):")
     print(
         f"  search of one partition: {t_part:.2f} s for {len(part.rows)} frames x 100 settings "
         f"= {t_part / len(part.rows) * 1e3:.2f} ms per frame ({len(part.rows) / t_part:.0f} frames/s)"
     )
     print(f"  tensor bytes read per frame: {layer_bytes / 1e3:.1f} kB")
-    print(f"  match tables sent per partition: {table_bytes / 1e6:.2f} MB (100 settings)")
+    print(
+        f"  sent per partition: {sent / 1e6:.2f} MB ({clusterings} clusterings' accumulate rows, "
+        f"{rows} rows, and 100 settings' score cuts)"
+    )
     print(
         f"  merge: {t_merge * 1e3:.1f} ms per setting over {args.recordings} partitions of this size"
     )
@@ -219,8 +234,9 @@ def main() -> int:
         t_part / len(part.rows),
         t_merge / frames_merged,
         overhead,
-        table_bytes / len(part.rows),
+        sent / len(part.rows),
         layer_bytes,
+        clusterings,
     )
     for lc, c in clusters.values():
         c.close()

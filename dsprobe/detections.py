@@ -235,3 +235,21 @@ def _column(values: object, dtype: type, n: int, name: str) -> np.ndarray:
     if arr.shape[0] != n:
         raise ValueError(f"Detections.{name} has {arr.shape[0]} values, expected {n} (one per box)")
     return arr
+
+
+def attribute_labels(labels: Sequence[str] | Sequence[Sequence[str]], attribute: int) -> list[str]:
+    """A classifier's class names for output layer ``attribute`` (nvinfer's ``labels[attribute]``):
+    line ``attribute`` of the label file split at ``;`` (or that line given as a list); [] when the
+    labels have no such line."""
+    if not labels or not 0 <= attribute < len(labels):
+        return []
+    line = labels[attribute]
+    return line.split(";") if isinstance(line, str) else [str(x) for x in line]
+
+
+def classifier_label(
+    labels: Sequence[str] | Sequence[Sequence[str]], attribute: int, class_id: int
+) -> str:
+    """nvinfer's ``result_label`` for class ``class_id`` of attribute ``attribute``; "" when unknown."""
+    names = attribute_labels(labels, attribute)
+    return names[class_id] if 0 <= class_id < len(names) else ""

@@ -577,3 +577,34 @@ def test_tuner_device_argument_falls_back_with_one_warning(monkeypatch, tmp_path
     assert len(caught) == 1 and "CuPy is not installed" in str(caught[0].message)
     assert t.device == "cpu" and t.reclusterer.device == "cpu"
     assert t.detections.equals(pp(r[t.row]))
+
+
+@needs_gpu
+def test_gpu_search_table_equals_the_cpu_search():
+    """``search(..., device="cuda")`` (GPU re-clustering and scaling feeding the flat scoring) gives
+    the CPU search's table to the last bit, on 80 classes with post-cluster thresholds and top-k."""
+    from test_search import NC, decoded_many, many_class_candidates, many_class_postprocess
+
+    from dsprobe.analysis.evaluate import ground_truth_from_detections
+    from dsprobe.analysis.search import search
+    from dsprobe.postprocess.replay import detections_frame
+
+    rng = np.random.default_rng(43)
+    cands = many_class_candidates(rng, 40)
+    pp = many_class_postprocess()
+    dec = decoded_many(cands, pp)
+    ref = detections_frame(dec.recording, dec.run(pp.set_params({"iou_threshold": 0.4})))
+    frames = [(i % 2, i // 2) for i in range(len(cands))]
+    gt = ground_truth_from_detections(
+        ref[ref["score"] > 0.55], [f"c{c}" for c in range(NC)], frames
+    )
+    grid = {
+        "pre_cluster_threshold": [0.05, 0.3, 0.55, 0.9],
+        "iou_threshold": [0.3, 0.45, 1.0],
+        "post_cluster_threshold": [0.0, 0.5],
+        "topk": [-1, 3],
+    }
+    cpu = search(dec, gt, grid, frames=frames)
+    gpu = search(dec, gt, grid, frames=frames, device="cuda")
+    assert gpu.table.equals(cpu.table) and gpu.best_params == cpu.best_params
+    assert cpu.table["map50"].nunique() > 5

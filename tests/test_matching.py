@@ -295,3 +295,46 @@ def test_coco_scores_equals_the_class_by_class_means():
             got, got_all = res.per_class_ap50[f"c{k}"], res.per_class_ap50_95[f"c{k}"]
             assert got == want or (got != got and want != want)
             assert got_all == want_all or (got_all != got_all and want_all != want_all)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_accumulate_rows_of_frame_blocks_merge_into_the_whole_sets_accumulate(seed):
+    """A recording set's partitions send AccumulateRows: the rows of consecutive frame blocks,
+    concatenated in block order, are field for field the rows of all frames matched at once, and
+    accumulate to the whole table's precision / recall bit for bit: all rows, every score cut
+    through one CutAccumulator, and each block cut on its own before merging (max-detections 1000,
+    2 and 3; NaN boxes; annotation id 0)."""
+    from dsprobe.analysis.matching import AccumulateRows, MatchPlan
+
+    rng = np.random.default_rng(900 + seed)
+    df, gt, frames = random_case(rng, n_img=25, nan=seed % 4 == 0, zero_id=seed % 6 == 0)
+    ids = sorted(frame_image_id(s, f) for s, f in frames)
+    max_det = [1000, 2, 3][seed % 3]
+    image = df["source_id"].to_numpy() * 1_000_000 + df["frame_num"].to_numpy()
+    blocks = np.array_split(np.array(ids), int(rng.integers(1, 5)))
+    parts = [MatchPlan(df[np.isin(image, b)], gt, list(b)).rows(max_det=max_det) for b in blocks]
+    merged = AccumulateRows.concat(parts)
+    whole = MatchPlan(df, gt, ids).rows(max_det=max_det)
+    for f in ("bounds", "score", "tp", "ignored", "num_gt"):
+        assert np.array_equal(getattr(merged, f), getattr(whole, f)), f
+    assert merged.num_images == whole.num_images == len(ids)
+    table = match_table(df, gt, ids)
+    ref = accumulate(table, max_det=max_det)
+    got = merged.accumulator().accumulate_all(ref.num_detections)
+    assert np.array_equal(got.precision, ref.precision) and np.array_equal(got.recall, ref.recall)
+    s, c = df["score"].to_numpy(np.float32), df["class_id"].to_numpy()
+    n_cls = int(c.max()) + 1 if len(c) else 1
+    acc = merged.accumulator()
+    for t in (0.0, 0.3, 0.5, 0.95):
+        pre = rng.choice([t, t + 0.1], n_cls).astype(np.float32)
+        post = np.full(n_cls, 0.2, np.float32)
+        keep = (s >= pre[c]) & (s > post[c])
+        ref = accumulate(table.subset(keep), max_det=max_det)
+        for got in (
+            acc.accumulate_scores(pre, post),
+            AccumulateRows.concat([p.cut(pre, post) for p in parts])
+            .accumulator()
+            .accumulate_all(0),
+        ):
+            assert np.array_equal(got.precision, ref.precision)
+            assert np.array_equal(got.recall, ref.recall)

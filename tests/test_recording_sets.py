@@ -4,6 +4,8 @@ setting); failures name their partition and keep the rest; sets refuse to mix in
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import warnings
 
@@ -223,39 +225,57 @@ def test_compare_sets_pairs_recordings_by_name(rset, client):
         assert rep.aligned_frames == 30 and rep.layers and all(d.max_abs == 0 for d in rep.layers)
 
 
-def test_masked_match_tables_equal_tables_of_the_subset(rset, pp):
-    """A setting's tables cut from its clustering's evaluation (low-score suffixes) or, when a cut is
-    not a suffix, evaluated afresh: either way equal to evaluating just the kept boxes."""
-    from dsprobe.analysis.match_tables import gt_subset, match_tables, score_tables
-    from dsprobe.analysis.search import Reclusterer
-    from dsprobe.analysis.set_tasks import _GroupScorer, _selection_detections
+def test_what_partitions_send_merges_into_one_evaluation_of_every_frame(rset, pp):
+    """score_partition's rows and score cuts, merged by score_partitions: per setting exactly one
+    evaluation of every frame, for score cuts that share a clustering's rows, a top-k setting (rows
+    of its own), nothing detected, and a mix (one partition sends a cut setting as rows of its own)."""
+    from dsprobe.analysis.match_tables import score_partitions
+    from dsprobe.analysis.set_tasks import GroundTruthFile, score_partition
 
-    part = rset.partitions(BLOCK)[3]
-    gt = load_set_ground_truth(rset)[part.recording]
-    rng = np.random.default_rng(3)
-    with part.open() as rec:
-        frames = list(zip(rec.frames.source_id[part.rows], rec.frames.frame_num[part.rows]))
-        gt = gt_subset(gt, frames)
-        sel = Reclusterer(pp.decode_recording(rec, part.rows)).select(
-            pp.set_params({"pre_cluster_threshold": 0.05})
-        )
-        scorer = _GroupScorer(rec, sel, gt, frames)
-        for cut in ("suffix", "random", "none"):
-            keep = {
-                "suffix": sel.scores >= 0.4,
-                "random": rng.random(len(sel.scores)) < 0.7,
-                "none": np.zeros(len(sel.scores), bool),
-            }[cut]
-            fresh = match_tables(_selection_detections(rec, sel, keep), gt, frames)
-            a, b = score_tables([scorer.tables(keep)], gt), score_tables([fresh], gt)
-            assert (a.map50, a.map50_95, a.num_detections) == (
-                b.map50,
-                b.map50_95,
-                b.num_detections,
-            ), cut
-            np.testing.assert_equal(
-                a.per_class_ap50, b.per_class_ap50
-            )  # NaN: a class not in these frames
+    settings = [
+        {"pre_cluster_threshold": 0.05, "iou_threshold": 0.5},
+        {"pre_cluster_threshold": 0.4, "iou_threshold": 0.5},
+        {"pre_cluster_threshold": 0.2, "iou_threshold": 0.5, "topk": 2},
+        {"pre_cluster_threshold": 1.5, "iou_threshold": 0.5},
+    ]
+    sent = []
+    for part in rset.partitions(BLOCK):
+        gt = GroundTruthFile(str(rset.ground_truth_paths[part.recording]), (1280, 720))
+        (ps,) = score_partition(part, pp, settings, gt, [list(range(len(settings)))])
+        sent.append(ps)
+    first = sent[0].settings
+    assert first[0].source == first[1].source and first[0].cut is not None
+    assert first[2].cut is None and first[2].source not in (first[0].source, first[3].source)
+    assert sum(len(r) for r in sent[0].sources.values()) < 12 * 4 * 40  # compact: rows, not images
+    mixed = sent[4].settings[1]
+    sent[4].sources["own"] = sent[4].sources[mixed.source].cut(*mixed.cut)
+    sent[4].settings[1] = dataclasses.replace(mixed, source="own", cut=None)
+    got = score_partitions(sent)
+    for i, setting in enumerate(settings):
+        ref = single_process_score(rset, with_setting(pp, setting))
+        r = got[i]
+        assert (r.map50, r.map50_95, r.num_images, r.num_detections) == (
+            ref.map50,
+            ref.map50_95,
+            ref.num_images,
+            ref.num_detections,
+        ), setting
+        np.testing.assert_equal(r.per_class_ap50, ref.per_class_ap50)
+        np.testing.assert_equal(r.per_class_ap50_95, ref.per_class_ap50_95)
+    assert got[3].num_detections == 0 and got[0].num_detections > got[1].num_detections > 0
+
+
+def test_ground_truth_of_other_categories_is_refused_by_name(recordings, pp, tmp_path):
+    for f in recordings.glob("cam[01]*"):
+        shutil.copy(f, tmp_path / f.name)
+    gt = json.loads((tmp_path / "cam1_gt.json").read_text())
+    gt["categories"][0]["name"] = "not-" + gt["categories"][0]["name"]
+    (tmp_path / "cam1_gt.json").write_text(json.dumps(gt))
+    other = dsprobe.open_recordings(tmp_path)
+    with pytest.raises(ValueError, match="ground truth of 'cam1' names other categories than"):
+        dsprobe.evaluate_set(other, pp, client="sync", progress=False)
+    with pytest.raises(ValueError, match="ground truth of 'cam1' names other categories than"):
+        load_set_ground_truth(other)
 
 
 def test_a_folder_of_segment_series_and_single_files(tmp_path):

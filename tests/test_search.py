@@ -293,6 +293,19 @@ def test_search_on_the_sample_recording_matches_plain_runs(sample_recording, sam
         assert (row["map50"], row["map50_95"], row["detections"]) == pytest.approx(
             (r.map50, r.map50_95, r.num_detections), abs=1e-12
         )
+    # ground truth left in the 960x540 video's pixels: refused with the fix, not scored as ~0
+    from dsprobe.analysis.operating import search_objectives
+
+    video_px = load_ground_truth(sample_videos.gt_json)
+    scaled_wrong = load_ground_truth(sample_videos.gt_json, frame_size=(960, 540))
+    for bad, what in (
+        (video_px, "960x540 source-video pixels"),
+        (scaled_wrong, "scaled to 960x540"),
+    ):
+        for run in (search, search_objectives):
+            with pytest.raises(ValueError, match=what) as e:
+                run(dec, bad, grid)
+            assert "frame_size=(1280, 720)" in str(e.value) and "sample" in str(e.value)
     rec.close()
 
 

@@ -310,6 +310,58 @@ def test_sgie_outputs_read_the_objects_layers_and_crops(sgie_recording):
             sec.sgie_outputs(rec, unique_id=1)
 
 
+def test_classifier_replay_table_names_each_row_by_its_attribute(sgie_recording):
+    """The replay DataFrame's ``label`` is nvinfer's ``labels[attribute][class_id]`` (what the live
+    probe writes into ``NvDsLabelInfo.result_label``), not the joined label-file line."""
+    from dsprobe import classifier_postprocess, open_recording
+    from dsprobe.deepstream import classifier_results
+
+    pp = classifier_postprocess(SECONDARY_CONFIG_PATH, ["color"], classifier_threshold=0.0)
+    with open_recording(sgie_recording) as rec:
+        df = pp.run_recording(rec, unique_id=2)
+        by_row = pp.detections_by_row(rec, unique_id=2)
+    assert len(df) > 10 and (df["attribute"] == 0).all()
+    assert list(df["label"]) == [SECONDARY_LABELS[c] for c in df["class_id"]]
+    live = [r.label for d in by_row.values() for r in classifier_results(d, pp.labels)]
+    assert list(df["label"]) == live
+
+
+def test_replay_of_mixed_gies_without_unique_id_says_which_gie_has_the_layer(sgie_recording):
+    from dsprobe import classifier_postprocess, open_recording
+    from dsprobe.postprocess import PostprocessError
+
+    pp = classifier_postprocess(SECONDARY_CONFIG_PATH, ["color"])
+    with open_recording(sgie_recording) as rec:
+        for replay in (pp.run_recording, pp.detections_by_row):
+            with pytest.raises(PostprocessError, match=r"could not find layer 'color'") as e:
+                replay(rec)
+            assert "unique_id=2: color (per object)" in str(e.value)
+            assert "unique_id=1: output0 (per frame)" in str(e.value)
+            assert "pass unique_id=" in str(e.value)
+
+
+def test_classifier_labels_per_attribute_for_two_output_layers():
+    from dsprobe.detections import Detections, classifier_label
+    from dsprobe.postprocess.replay import detections_frame
+
+    labels = ["black;blue;red", "sedan;suv"]
+    d = Detections(
+        np.zeros((3, 4), np.float32),
+        [0.9, 0.8, 0.7],
+        [2, 1, 5],
+        "frame",
+        vectors=np.array([[0], [1], [1]], np.float32),
+    )
+
+    class Rec:  # the two frames columns a detections table reads
+        frames = pd.DataFrame({"source_id": [0], "frame_num": [7]})
+
+    df = detections_frame(Rec(), {0: d}, labels, classifier=True)
+    assert list(df["attribute"]) == [0, 1, 1]
+    assert list(df["label"]) == ["red", "suv", ""]  # class 5 of "sedan;suv": unknown, as live
+    assert classifier_label([["a", "b"]], 0, 1) == "b" and classifier_label(labels, 2, 0) == ""
+
+
 def test_compare_reports_drift_per_object(sgie_recording):
     from dsprobe.analysis.compare import compare
 

@@ -23,6 +23,16 @@ def _failure_of(result: Any) -> PartitionFailure | None:
     return result if isinstance(result, PartitionFailure) else None
 
 
+def shared(obj: Any, name: str) -> Any:
+    """``obj`` as one node of a Dask graph (named ``name`` and a fresh token): the tasks given it
+    share one copy, shipped to each worker that needs it once, instead of one copy per task."""
+    try:
+        from dask import delayed
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("recording sets run on Dask: pip install 'dsprobe[dask]'") from exc
+    return delayed(obj, name=f"{name}-{uuid.uuid4().hex[:8]}", traverse=False)
+
+
 def run_partitions(
     parts: Sequence[Partition],
     task: Callable[..., Any],

@@ -205,10 +205,9 @@ def evaluate(
     bit, computed by :mod:`dsprobe.analysis.matching` (tested against pycocotools)."""
     recorded = getattr(frames, "frames", None)
     if isinstance(recorded, pd.DataFrame):  # a Recording
-        size = recorded_frame_size(recorded, frames)
         if isinstance(gt, (str, Path)):
-            gt = load_ground_truth(gt, frame_size=size)
-        check_frame_size(gt, size, frames)
+            gt = load_ground_truth(gt, frame_size=recorded_frame_size(recorded, frames))
+        check_recording_ground_truth(gt, frames)
         pairs = recorded[["source_id", "frame_num"]].to_numpy()
         frames = sorted({(int(s), int(f)) for s, f in pairs})
     elif isinstance(gt, (str, Path)):
@@ -258,6 +257,14 @@ def check_frame_size(gt: GroundTruth, size: tuple[int, int] | None, rec: Any) ->
         )
 
 
+def check_recording_ground_truth(gt: GroundTruth, rec: Any) -> None:
+    """:func:`check_frame_size` for a Recording's frames (nothing to check for objects without a
+    frames table with frame sizes, or frames of several sizes)."""
+    f = getattr(rec, "frames", None)
+    if isinstance(f, pd.DataFrame) and {"frame_width", "frame_height"} <= set(f.columns):
+        check_frame_size(gt, recorded_frame_size(f, rec), rec)
+
+
 def warn_unscored_ground_truth(gt: GroundTruth, frames: Sequence[tuple[int, int]]) -> None:
     """Warn when ``gt`` has boxes on frames outside ``frames`` (evaluate's default frame set)."""
     import warnings
@@ -283,9 +290,17 @@ def empty_result(gt: GroundTruth, image_ids: Sequence[int]) -> EvalResult:
     """Nothing detected on ``image_ids``: every class with ground truth there scores 0, others NaN."""
     g = gt.arrays()
     present = set(g.category_id[np.isin(g.image_id, np.asarray(image_ids, np.int64))].tolist())
-    cats = sorted(gt.coco["categories"], key=lambda c: c["id"])
+    return no_detection_result(gt.coco["categories"], present, len(image_ids))
+
+
+def no_detection_result(
+    categories: Sequence[dict], present: set[int], num_images: int
+) -> EvalResult:
+    """Nothing detected on ``num_images`` frames: each COCO category (``{"id", "name"}``) whose id
+    is in ``present`` (it has ground truth there) scores 0, the others NaN."""
+    cats = sorted(categories, key=lambda c: c["id"])
     per = {c["name"]: 0.0 if c["id"] in present else float("nan") for c in cats}
-    return EvalResult(0.0, 0.0, per, {}, len(image_ids), 0, dict(per))
+    return EvalResult(0.0, 0.0, per, {}, num_images, 0, dict(per))
 
 
 def coco_scores(acc: Accumulated, gt: GroundTruth) -> EvalResult:

@@ -402,6 +402,60 @@ class MatchPlan:
         """The :class:`CutAccumulator` of the detections ``keep`` selects (a mask over the input
         rows): matched as :meth:`match`, in accumulate's order, which for a subset is the whole
         set's order restricted (sorted once)."""
+        k_acc, use, tp_pos, ign_pos, score_acc, input_acc = self._accumulate_order(keep, max_det)
+        outside = self._outside
+        if keep is not None:
+            outside = outside[np.asarray(keep, bool)[outside]]
+
+        def index() -> tuple[np.ndarray, np.ndarray]:
+            inputs, frame_rows, _ = self._inputs(keep)
+            return inputs[input_acc], frame_rows
+
+        return CutAccumulator(
+            self.category_ids,
+            self.iou_thresholds,
+            self.num_gt,
+            len(self.image_ids),
+            k_acc,
+            use,
+            tp_pos,
+            ign_pos,
+            score_acc,
+            index,
+            (self.all_scores[outside], self.all_classes[outside]),
+        )
+
+    def rows(self, keep: np.ndarray | None = None, max_det: int = 1000) -> AccumulateRows:
+        """The :class:`AccumulateRows` of the detections ``keep`` selects (a mask over the input
+        rows): what ``accumulate(table, max_det)`` of their :func:`match_table` reads, compact."""
+        k_acc, use, tp_pos, ign_pos, score_acc, _ = self._accumulate_order(keep, max_det)
+        if use is not None:  # rows past max_det in their (image, class) never count: drop them
+            at = np.cumsum(use) - 1
+            tp_pos, ign_pos = [at[p] for p in tp_pos], [at[q] for q in ign_pos]
+            k_acc, score_acc = k_acc[use], score_acc[use]
+        T, n = len(self.iou_thresholds), len(k_acc)
+        tp, ignored = np.zeros((T, n), bool), np.zeros((T, n), bool)
+        for t in range(T):
+            tp[t, tp_pos[t]] = True
+            ignored[t, ign_pos[t]] = True
+        return AccumulateRows(
+            self.category_ids,
+            self.iou_thresholds,
+            self.num_gt,
+            len(self.image_ids),
+            np.searchsorted(k_acc, np.arange(len(self.category_ids) + 1)),
+            score_acc,
+            np.packbits(tp, axis=0),
+            np.packbits(ignored, axis=0),
+        )
+
+    def _accumulate_order(
+        self, keep: np.ndarray | None, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray | None, list, list, np.ndarray, np.ndarray]:
+        """The detections ``keep`` selects, matched, in accumulate's order: (class index of each,
+        ``use`` (rank < max_det; None: all), per IoU threshold the positions (in that order) of the
+        true positives and of the ignored detections that are ``use`` ones, scores, plan input row
+        of each)."""
         if self._acc is None:
             # plan rows are by (image, class, rank): two stable sorts give (class, -score, image,
             # rank), np.lexsort((rank, image, -score, class))'s order at a fraction of its cost
@@ -451,26 +505,118 @@ class MatchPlan:
             unmatched_out = paired_rows[out_p[m.choice[t, out_p] < 0]]
             q = at(np.r_[rows_m[a:b][ign_m[a:b]], unmatched_out, out])
             ign_pos.append(q if use is None else q[use[q]])
-        outside = self._outside
-        if keep is not None:
-            outside = outside[np.asarray(keep, bool)[outside]]
+        return k_acc[in_acc], use, tp_pos, ign_pos, score_acc[in_acc], input_acc[in_acc]
 
-        def index() -> tuple[np.ndarray, np.ndarray]:
-            inputs, frame_rows, _ = self._inputs(keep)
-            return inputs[input_acc[in_acc]], frame_rows
+
+@dataclass
+class AccumulateRows:
+    """What COCO's ``accumulate`` reads of one matched detection set, compact, so that the sets of
+    disjoint frame blocks (a recording set's partitions) can travel and merge exactly
+    (:meth:`concat`, then :meth:`accumulator`).
+
+    Rows are the detections that count (rank < max_det in their (image, class)) of the ground
+    truth's categories, in accumulate's order: by category (``category_ids`` order; category ``k``
+    holds rows ``bounds[k]:bounds[k + 1]``), then descending score, then image id, then rank.
+    ``score`` (float64); ``tp`` / ``ignored``: ``np.packbits`` of the ``(T, n)`` true-positive /
+    ignored flags along the IoU thresholds (``T`` = len(``iou_thresholds``); :meth:`flags` unpacks);
+    ``num_gt``: per category, the ground truth boxes that count on these frames; ``num_images``:
+    the frames scored."""
+
+    category_ids: np.ndarray
+    iou_thresholds: np.ndarray
+    num_gt: np.ndarray
+    num_images: int
+    bounds: np.ndarray
+    score: np.ndarray
+    tp: np.ndarray
+    ignored: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def flags(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(tp, ignored)``, each ``(T, n)`` bool."""
+        T, n = len(self.iou_thresholds), len(self.score)
+        unpack = lambda a: np.unpackbits(a, axis=0, count=T).astype(bool).reshape(T, n)  # noqa: E731
+        return unpack(self.tp), unpack(self.ignored)
+
+    def cut(self, pre: np.ndarray, post: np.ndarray) -> AccumulateRows:
+        """The rows scoring ``>= pre[class id]`` and ``> post[class id]`` (float32 thresholds per
+        class id): a low-score suffix of each (image, class), so the matches and ranks of the rows
+        kept do not change (COCO matches in descending score); the rows of that cut, exactly."""
+        k = np.repeat(np.arange(len(self.category_ids)), np.diff(self.bounds))
+        cid = self.category_ids[k]
+        rows = np.flatnonzero((self.score >= pre[cid]) & (self.score > post[cid]))
+        return self._take(k, rows, self.num_gt, self.num_images)
+
+    def _take(
+        self, k: np.ndarray, rows: np.ndarray, num_gt: np.ndarray, num_images: int
+    ) -> AccumulateRows:
+        """Rows ``rows`` (in that order, which must keep ``k``, each row's category index, sorted)."""
+        return AccumulateRows(
+            self.category_ids,
+            self.iou_thresholds,
+            num_gt,
+            num_images,
+            np.searchsorted(k[rows], np.arange(len(self.category_ids) + 1)),
+            self.score[rows],
+            self.tp[:, rows],
+            self.ignored[:, rows],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[AccumulateRows]) -> AccumulateRows:
+        """The rows of disjoint frame sets scored as one set whose images are ``parts[0]``'s, then
+        ``parts[1]``'s, ... (each part's in image id order): accumulate's order over all of them
+        (a stable sort by category and descending score keeps, on ties, part order, then each part's
+        own order), ground truth counts and frames added up."""
+        if not parts:
+            raise ValueError("AccumulateRows.concat: no rows")
+        first = parts[0]
+        for p in parts[1:]:
+            if not np.array_equal(p.category_ids, first.category_ids) or not np.array_equal(
+                p.iou_thresholds, first.iou_thresholds
+            ):
+                raise ValueError("AccumulateRows.concat: rows scored against different categories")
+        K = len(first.category_ids)
+        k = np.concatenate([np.repeat(np.arange(K), np.diff(p.bounds)) for p in parts])
+        score = np.concatenate([p.score for p in parts])
+        order = np.lexsort((-score, k))  # stable
+        whole = AccumulateRows(
+            first.category_ids,
+            first.iou_thresholds,
+            first.num_gt,
+            first.num_images,
+            np.r_[0, len(k)],  # not used by _take
+            score,
+            np.concatenate([p.tp for p in parts], axis=1),
+            np.concatenate([p.ignored for p in parts], axis=1),
+        )
+        num_gt = np.sum([p.num_gt for p in parts], axis=0)
+        return whole._take(k, order, num_gt, sum(p.num_images for p in parts))
+
+    def accumulator(self) -> CutAccumulator:
+        """The :class:`CutAccumulator` of these rows (:meth:`CutAccumulator.accumulate_scores`
+        cuts them; ``accumulate_all`` takes them all; ``num_detections`` of its results count only
+        these rows: a caller that knows the set's detections sets it)."""
+        tp, ignored = self.flags()
+        K = len(self.category_ids)
+
+        def no_index() -> tuple[np.ndarray, np.ndarray]:
+            raise ValueError("an accumulator of AccumulateRows cuts by score, not by input rows")
 
         return CutAccumulator(
             self.category_ids,
             self.iou_thresholds,
             self.num_gt,
-            len(self.image_ids),
-            k_acc[in_acc],
-            use,
-            tp_pos,
-            ign_pos,
-            score_acc[in_acc],
-            index,
-            (self.all_scores[outside], self.all_classes[outside]),
+            self.num_images,
+            np.repeat(np.arange(K), np.diff(self.bounds)),
+            None,
+            [np.flatnonzero(f) for f in tp],
+            [np.flatnonzero(f) for f in ignored],
+            self.score,
+            no_index,
+            (np.zeros(0), np.zeros(0, np.int64)),
         )
 
 
@@ -529,16 +675,14 @@ class CutAccumulator:
             poss.append(p)
             prs.append(jf / (fp.astype(np.float64) + jf + np.spacing(1)))
         seg = np.concatenate(segs) if segs else np.zeros(0, np.int64)
-        by_seg = np.argsort(seg, kind="stable")
+        small = seg.astype(np.int16) if K * T < 2**15 else seg  # few keys: a radix sort
+        by_seg = np.argsort(small, kind="stable")
         self.seg = seg[by_seg]
         self.pos = np.concatenate(poss)[by_seg] if segs else np.zeros(0, np.int64)
         pr = np.concatenate(prs)[by_seg] if segs else np.zeros(0)
         self.seg_start = np.searchsorted(self.seg, np.arange(K * T + 1))
-        self.local = np.arange(len(self.seg)) - self.seg_start[self.seg]  # j - 1
         self.seg_key = self.seg * (len(k) + 1) + self.pos  # ascending
-        # precisions as ranks among their distinct values: a segmented running maximum of ints
-        self.values, rank = np.unique(pr, return_inverse=True)
-        self.rank = rank.reshape(-1) + 1  # 0: left out
+        self.precision = np.r_[pr, 0.0]  # one more: a reduceat may start at the end
         self.gt_classes = np.flatnonzero(num_gt > 0)
         # per class, the TP count that first reaches each recall threshold (1-based)
         self.first_tp = np.array(
@@ -569,6 +713,10 @@ class CutAccumulator:
         kept = c[self.bounds[1:]] - c[self.bounds[:-1]]
         n_det = int(np.count_nonzero(np.asarray(keep, bool)[frame_rows]))
         return self._prefixes(self.bounds[:-1] + kept, n_det)
+
+    def accumulate_all(self, num_detections: int) -> Accumulated:
+        """``accumulate`` of every row (``num_detections``: the set's detections, reported as is)."""
+        return self._prefixes(self.bounds[1:].copy(), num_detections)
 
     def accumulate_scores(self, pre: np.ndarray, post: np.ndarray) -> Accumulated:
         """``accumulate`` of the detections whose score is ``>= pre[class id]`` and ``> post[class
@@ -604,21 +752,21 @@ class CutAccumulator:
             np.searchsorted(self.seg_key, seg_ids * (n + 1) + ends[seg_ids // T])
             - (self.seg_start[:-1])
         )
-        # running maximum from the right of the precisions in the prefix, segment by segment
-        r = np.where(self.local < m[self.seg], self.rank, 0)
-        width = len(self.values) + 1
-        offset = (S - 1 - self.seg) * width  # larger for earlier segments: no carry backwards
-        best = (np.maximum.accumulate((r + offset)[::-1])[::-1] - offset) if len(r) else r
-        best_value = np.where(best > 0, self.values[np.maximum(best, 1) - 1], 0.0)
         g = self.gt_classes
         if len(g):
+            # the precision at recall threshold i is the maximum over the prefix's true positives
+            # from the one that first reaches it on: the maximum of each stretch between two
+            # thresholds' first true positives (one reduceat over the prefixes), then a running
+            # maximum from the right over the stretches
             sg = g[:, None] * T + np.arange(T)[None, :]  # (G, T) segments
             j = self.first_tp[:, None, :]  # (G, 1, R)
-            at = self.seg_start[sg][:, :, None] + j - 1
-            valid = j <= m[sg][:, :, None]
-            p = np.where(valid, best_value[np.minimum(at, max(len(best_value) - 1, 0))], 0.0)
-            if not len(best_value):
-                p = np.zeros(valid.shape)
+            end = (self.seg_start[sg] + m[sg])[:, :, None]  # past the prefix's last true positive
+            at = np.minimum(self.seg_start[sg][:, :, None] + j - 1, end)  # (G, T, R)
+            stops = np.concatenate([at, end], axis=2)  # (G, T, R + 1), ascending when flat
+            stretch = np.maximum.reduceat(self.precision, stops.reshape(-1)).reshape(stops.shape)
+            stretch = np.where(np.diff(stops, axis=2) > 0, stretch[:, :, :R], 0.0)
+            # 0 where no true positive of the prefix reaches the recall threshold
+            p = np.maximum.accumulate(stretch[:, :, ::-1], axis=2)[:, :, ::-1]
             precision[:, :, g] = p.transpose(1, 2, 0)
             recall[:, g] = (m[sg].astype(np.float64) / self.num_gt[g][:, None]).T
             empty = g[self._used(ends[g]) == self._used(self.bounds[g])]

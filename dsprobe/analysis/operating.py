@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from dsprobe.analysis.evaluate import GroundTruth
+from dsprobe.analysis.evaluate import GroundTruth, check_recording_ground_truth
 from dsprobe.analysis.objectives import (
     OBJECTIVES,
     ClassThresholds,
@@ -195,6 +195,7 @@ def search_objectives(
             raise ValueError(f"search_objectives: no values given for {n!r}")
         base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
+    check_recording_ground_truth(gt, rec)
     rows = sorted(decoded.candidates)
     if frames is not None:
         want = {(int(s), int(f)) for s, f in frames}

@@ -36,6 +36,7 @@ import pandas as pd
 from dsprobe.analysis.evaluate import (
     EvalResult,
     GroundTruth,
+    check_recording_ground_truth,
     coco_scores,
     empty_result,
     evaluate,
@@ -212,10 +213,13 @@ class Reclusterer:
         thr = pp.resolved_params(1)["pre_cluster_threshold"]
         return self._post_key(pp, self._clustering(pp, float(np.min(thr))))
 
-    def score_cut(self, pp: Postprocess) -> tuple[np.ndarray, np.ndarray] | None:
+    def score_cut(
+        self, pp: Postprocess, ignore_topk: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """When all that ``select(pp).keep`` applies is a score cut (no top-k): the float32
         thresholds per class id, ``(pre, post)``, that it keeps boxes at (``score >= pre`` and
-        ``score > post``), covering every class clustered; else None."""
+        ``score > post``), covering every class clustered; else None. ``ignore_topk``: the
+        thresholds of ``pp`` as if it had no top-k (a caller checks whether its top-k cuts)."""
         if not self.fast_path(pp):
             return None
         thr = pp.resolved_params(1)["pre_cluster_threshold"]
@@ -223,7 +227,7 @@ class Reclusterer:
         n = int(cl.class_ids.max()) + 1 if len(cl.class_ids) else 1
         cparams = pp.steps[2].params
         topk = _class_table(cparams.get("topk", -1), n, np.int64)
-        if topk is None or np.any(topk >= 0):
+        if topk is None or (np.any(topk >= 0) and not ignore_topk):
             return None
         pre = _class_table(thr, n)
         post = (
@@ -483,6 +487,37 @@ def _detection_arrays(
     }
 
 
+def selection_plan(
+    rec: Any,
+    sel: Selection,
+    gt: GroundTruth,
+    image_ids: Sequence[int],
+    plans: dict[int, tuple[Scaled, MatchPlan]] | None = None,
+) -> tuple[MatchPlan, np.ndarray | None]:
+    """The :class:`~dsprobe.analysis.matching.MatchPlan` that matches ``sel``'s boxes against ``gt``
+    on ``image_ids``, and the mask of its inputs that are ``sel``'s boxes (None: all of them, in
+    order). A selection from a floor clustering shares the floor's plan (pairs with ground truth
+    and IoUs computed once), kept in ``plans`` (one floor at a time)."""
+    plans = {} if plans is None else plans
+    if sel.base is None:
+        return MatchPlan(
+            _detection_arrays(rec, sel.rows, sel.boxes, sel.scores, sel.class_ids), gt, image_ids
+        ), None
+    sc, idx = sel.base
+    if id(sc) not in plans or plans[id(sc)][0] is not sc:
+        plans.clear()  # one floor at a time
+        d = sc.dets
+        plans[id(sc)] = (
+            sc,
+            MatchPlan(
+                _detection_arrays(rec, sc.rows, d.boxes, d.scores, d.class_ids), gt, image_ids
+            ),
+        )
+    subset = np.zeros(len(sc.rows), bool)
+    subset[idx] = True
+    return plans[id(sc)][1], subset
+
+
 # ---------------------------------------------------------------------------------------------- scoring
 class _Scorer:
     """COCO mAP of many subsets of one detection set: every box is matched once
@@ -505,30 +540,7 @@ class _Scorer:
     ) -> None:
         self.gt, self.rec, self.sel = gt, rec, sel
         self.ids = sorted({frame_image_id(s, f) for s, f in frames})
-        plans = {} if plans is None else plans
-        if sel.base is not None:
-            sc, idx = sel.base
-            if id(sc) not in plans or plans[id(sc)][0] is not sc:
-                plans.clear()  # one floor at a time
-                d = sc.dets
-                plans[id(sc)] = (
-                    sc,
-                    MatchPlan(
-                        _detection_arrays(rec, sc.rows, d.boxes, d.scores, d.class_ids),
-                        gt,
-                        self.ids,
-                    ),
-                )
-            self.plan = plans[id(sc)][1]
-            self.subset: np.ndarray | None = np.zeros(len(sc.rows), bool)
-            self.subset[idx] = True
-        else:
-            self.plan = MatchPlan(
-                _detection_arrays(rec, sel.rows, sel.boxes, sel.scores, sel.class_ids),
-                gt,
-                self.ids,
-            )
-            self.subset = None
+        self.plan, self.subset = selection_plan(rec, sel, gt, self.ids, plans)
         self.cuts = self.plan.cuts(self.subset) if cuts else None
         self._table: Any = None
         self.rematched = 0  # subsets matched afresh (for tests)
@@ -690,6 +702,7 @@ def search(
     for n in names:
         base.get_param(n)  # fail early on a name no step takes
     rec = decoded.recording
+    check_recording_ground_truth(gt, rec)
     if frames is None:
         f = rec.frames.iloc[sorted(decoded.candidates)]
         frames = list(zip(f["source_id"].astype(int), f["frame_num"].astype(int)))

@@ -1,31 +1,29 @@
 """What a worker runs on one partition of a recording set (:mod:`dsprobe.analysis.sets` schedules it).
 
 Each function opens the partition's files itself, so tensors are read where the work runs and never
-travel; it returns small things: a detections table, or per-setting COCO match tables
-(:mod:`dsprobe.analysis.match_tables`). An error inside becomes a :class:`PartitionFailure` naming the
+travel; it returns small things: a detections table, or what COCO's ``accumulate`` needs of each setting
+(:mod:`dsprobe.analysis.match_tables`). Ground truth given as a file is read by the worker too (once
+per process and file). An error inside becomes a :class:`PartitionFailure` naming the
 recording and frame range, so the other partitions' results are kept.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from dsprobe.analysis.evaluate import GroundTruth
-from dsprobe.analysis.match_tables import (
-    MAX_DETECTIONS,
-    MatchTables,
-    image_evaluation,
-    match_tables,
-    tables_from_images,
-)
-from dsprobe.analysis.objectives import Matches
+from dsprobe.analysis.evaluate import GroundTruth, frame_image_id, load_ground_truth
+from dsprobe.analysis.match_tables import MAX_DETECTIONS, PartitionScores, SettingRows
+from dsprobe.analysis.matching import AccumulateRows, MatchPlan
 from dsprobe.analysis.operating import SettingScorer
-from dsprobe.analysis.search import MASKED_PARAMS, Reclusterer, Selection
+from dsprobe.analysis.search import MASKED_PARAMS, Reclusterer, selection_plan
 from dsprobe.postprocess.pipeline import Postprocess
 from dsprobe.recording.recording_set import Partition
 
@@ -74,83 +72,27 @@ def _frames_of(rec: Any, rows: np.ndarray) -> list[tuple[int, int]]:
     )
 
 
-def _selection_detections(rec: Any, sel: Selection, keep: np.ndarray) -> pd.DataFrame:
-    """The boxes ``keep`` selects as a detections DataFrame (what ``coco_results`` reads)."""
-    rows, b = sel.rows[keep], sel.boxes[keep]
-    f = rec.frames
-    return pd.DataFrame(
-        {
-            "source_id": f["source_id"].to_numpy()[rows].astype(int),
-            "frame_num": f["frame_num"].to_numpy()[rows].astype(int),
-            "x1": b[:, 0],
-            "y1": b[:, 1],
-            "x2": b[:, 2],
-            "y2": b[:, 3],
-            "score": sel.scores[keep],
-            "class_id": sel.class_ids[keep],
-        }
+@dataclass(frozen=True)
+class GroundTruthFile:
+    """A recording's ground truth as a COCO JSON path and how to scale it (what
+    :func:`~dsprobe.analysis.evaluate.load_ground_truth` takes): small, so tasks carry it instead of
+    the boxes, and the worker reads the file itself (:meth:`load`)."""
+
+    path: str
+    frame_size: tuple[int, int]
+    muxer_keep_aspect: bool = False
+
+    def load(self) -> GroundTruth:
+        """The ground truth, read once per process while the file is unchanged."""
+        st = os.stat(self.path)
+        return _load_cached(self, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(source: GroundTruthFile, mtime_ns: int, size: int) -> GroundTruth:
+    return load_ground_truth(
+        Path(source.path), frame_size=source.frame_size, muxer_keep_aspect=source.muxer_keep_aspect
     )
-
-
-@dataclass
-class _CategoryIndex:
-    """Where one category's concatenated detections came from: ``pos`` (index into the evaluated
-    boxes, i.e. into a setting's keep mask), ``rank`` (place in its image's score order), ``start`` /
-    ``length`` of each image's run (images with detections only)."""
-
-    pos: np.ndarray
-    rank: np.ndarray
-    start: np.ndarray
-    length: np.ndarray
-
-
-class _GroupScorer:
-    """COCO tables of many subsets of one clustering's boxes on one partition. The images are
-    evaluated once; a setting that only drops a low-score suffix of each image's detections takes its
-    tables from that evaluation by masking the concatenated arrays (exact: COCO matches detections in
-    descending score order, so dropping the lowest ones never changes the others' matches)."""
-
-    def __init__(self, rec: Any, sel: Selection, gt: GroundTruth, frames: list) -> None:
-        self.rec, self.sel, self.gt, self.frames = rec, sel, gt, frames
-        everything = np.ones(len(sel.rows), bool)
-        ev, n = image_evaluation(_selection_detections(rec, sel, everything), gt, frames)
-        cats, n_img = ev.params.catIds, len(ev.params.imgIds)
-        self.base = tables_from_images(ev.evalImgs, cats, n_img, n)
-        self.index = []
-        for k in range(len(cats)):
-            imgs = [e for e in ev.evalImgs[k * n_img : (k + 1) * n_img] if e is not None]
-            ids = [np.asarray(e["dtIds"], np.int64) - 1 for e in imgs if len(e["dtIds"])]
-            lengths = np.array([len(i) for i in ids], np.int64)
-            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            pos = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-            rank = np.arange(len(pos)) - np.repeat(starts, lengths)
-            self.index.append(_CategoryIndex(pos, rank, starts, lengths))
-
-    def tables(self, keep: np.ndarray) -> MatchTables:
-        entries = []
-        for entry, ix in zip(self.base.entries, self.index):
-            if entry is None or not len(ix.pos):
-                entries.append(entry)
-                continue
-            m = keep[ix.pos]
-            if m.all():
-                entries.append(entry)
-                continue
-            kept = np.add.reduceat(m.astype(np.int64), ix.start)
-            suffix = np.array_equal(m, ix.rank < np.repeat(kept, ix.length))
-            if not suffix or np.any((ix.length >= MAX_DETECTIONS) & (kept < ix.length)):
-                # not a low-score suffix somewhere (or COCO's per-image cut would move): afresh
-                sub = _selection_detections(self.rec, self.sel, keep)
-                return match_tables(sub, self.gt, self.frames)
-            entries.append(
-                {
-                    "dtScores": entry["dtScores"][m],
-                    "dtMatches": entry["dtMatches"][:, m],
-                    "dtIgnore": entry["dtIgnore"][:, m],
-                    "gtIgnore": entry["gtIgnore"],
-                }
-            )
-        return MatchTables(self.base.category_ids, entries, self.base.num_images, int(keep.sum()))
 
 
 def _lowest_threshold(pps: Sequence[Postprocess]) -> float | None:
@@ -162,23 +104,49 @@ def _lowest_threshold(pps: Sequence[Postprocess]) -> float | None:
         return None
 
 
+def _lowest_iou(pps: Sequence[Postprocess]) -> float | None:
+    """The lowest NMS IoU threshold any setting asks for (NMS pairs are then found once for all),
+    or None when no setting runs NMS."""
+    values = [
+        float(np.min(pp.steps[2].params.get("iou_threshold", 0.3)))
+        for pp in pps
+        if len(pp.steps) > 2 and (pp.steps[2].kind, pp.steps[2].name) == ("cluster", "nms")
+    ]
+    return min(values) if values else None
+
+
+def _on_inputs(subset: np.ndarray | None, keep: np.ndarray) -> np.ndarray:
+    """A selection's ``keep`` (over its boxes) as a mask over its plan's inputs (``subset``: which
+    inputs are the selection's boxes, in order; None: all)."""
+    if subset is None:
+        return keep
+    out = np.zeros(len(subset), bool)
+    out[np.flatnonzero(subset)[keep]] = True
+    return out
+
+
 def score_partition(
     part: Partition,
     base: Postprocess,
     settings: Sequence[Mapping[str, Any]],
-    gt: GroundTruth,
+    ground_truth: GroundTruthFile | GroundTruth,
     chunks: Sequence[Sequence[int]],
     objectives: bool = False,
-) -> tuple[dict[int, tuple[MatchTables, Matches | None]], ...]:
+) -> tuple[PartitionScores, ...]:
     """Decode the partition once, run every setting on the cached candidates
-    (:class:`~dsprobe.analysis.search.Reclusterer`) and return each setting's COCO match tables (and,
-    with ``objectives``, its :class:`~dsprobe.analysis.objectives.Matches` for the other objectives),
-    grouped as ``chunks`` (lists of setting indices) so each chunk can be merged on its own."""
+    (:class:`~dsprobe.analysis.search.Reclusterer`), match each clustering once against the ground
+    truth and return, per chunk of settings (lists of setting indices, each merged on its own), the
+    :class:`~dsprobe.analysis.match_tables.PartitionScores` of its settings: the clusterings'
+    accumulate rows, each setting's score cut of them (or, for a setting that is not a score cut,
+    rows of its own) and, with ``objectives``, its
+    :class:`~dsprobe.analysis.objectives.Matches` for the other objectives."""
+    gt = ground_truth.load() if isinstance(ground_truth, GroundTruthFile) else ground_truth
     with part.open() as rec:
         decoded = base.decode_recording(rec, part.rows)
-        frames = _frames_of(rec, part.rows)
+        ids = sorted({frame_image_id(s, f) for s, f in _frames_of(rec, part.rows)})
         pps = [with_setting(base, s) for s in settings]
         rc = Reclusterer(decoded, floor=_lowest_threshold(pps), max_cached=2)
+        rc.iou_floor = _lowest_iou(pps)  # NMS pairs found once for every IoU setting
         # settings that share a clustering back to back (masked params vary fastest)
         order = sorted(
             range(len(pps)),
@@ -186,17 +154,55 @@ def score_partition(
                 [(k, v) for k, v in sorted(settings[i].items()) if k not in MASKED_PARAMS]
             ),
         )
-        out: dict[int, tuple[MatchTables, Matches | None]] = {}
-        scorer: tuple[str, _GroupScorer] | None = None
+        sources: dict[str, AccumulateRows] = {}
+        refs: dict[int, SettingRows] = {}
+        plans: dict = {}  # the floor's match plan, shared by its clusterings
         matcher = SettingScorer(rc, gt, part.rows) if objectives else None
         for i in order:
             pp = pps[i]
+            cut = None
             if rc.fast_path(pp):
                 sel = rc.select(pp)
-                if scorer is None or scorer[0] != sel.key:
-                    scorer = (sel.key, _GroupScorer(rec, sel, gt, frames))
-                tables = scorer[1].tables(sel.keep)
+                plan, subset = selection_plan(rec, sel, gt, ids, plans)
+                n_det = int(np.count_nonzero(sel.keep))
+                cut = rc.score_cut(pp, ignore_topk=True)
+                if cut is not None:  # a top-k that cuts nothing here leaves a score cut
+                    pre, post = cut
+                    c = sel.class_ids
+                    if not np.array_equal(
+                        sel.keep, (sel.scores >= pre[c]) & (sel.scores > post[c])
+                    ):
+                        cut = None
+                if cut is not None:  # the clustering's rows, cut by score in the merge
+                    source = sel.key
+                    if source not in sources:
+                        sources[source] = plan.rows(subset, MAX_DETECTIONS)
+                else:
+                    source = f"setting {i}"
+                    sources[source] = plan.rows(_on_inputs(subset, sel.keep), MAX_DETECTIONS)
             else:
-                tables = match_tables(rc.detections_frame(pp), gt, frames)
-            out[i] = (tables, None if matcher is None else matcher.matches(pp))
-    return tuple({i: out[i] for i in chunk} for chunk in chunks)
+                plan = MatchPlan(rc.detections_frame(pp), gt, ids)
+                n_det, source = len(plan.frame_rows), f"setting {i}"
+                sources[source] = plan.rows(None, MAX_DETECTIONS)
+            refs[i] = SettingRows(
+                source, cut, n_det, None if matcher is None else matcher.matches(pp)
+            )
+    g = gt.arrays()
+    on = np.isin(g.image_id, np.asarray(ids, np.int64))
+    present = np.bincount(
+        np.searchsorted(g.category_ids, g.category_id[on]), minlength=len(g.category_ids)
+    )
+    out = []
+    for chunk in chunks:
+        used = {refs[i].source for i in chunk}
+        out.append(
+            PartitionScores(
+                part.recording,
+                list(gt.coco["categories"]),
+                len(ids),
+                present,
+                {k: v for k, v in sources.items() if k in used},
+                {i: refs[i] for i in chunk},
+            )
+        )
+    return tuple(out)

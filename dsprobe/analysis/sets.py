@@ -3,9 +3,10 @@
 Work is cut into partitions, (recording, block of frames) (:meth:`RecordingSet.partitions`). Each
 partition is one task: the worker opens the HDF5 files by path (so they must be on storage every
 worker sees), decodes and scores its frames, and returns small tables; tensors never leave the worker.
-Search tasks return per-setting COCO match tables; merge tasks, one per chunk of settings, concatenate
-them in partition order and run pycocotools' ``accumulate()`` once per setting, so every number equals
-the single-process one exactly (:mod:`dsprobe.analysis.match_tables`).
+Search tasks return what COCO's ``accumulate`` reads of each clustering (12 bytes a detection) and each
+setting's score cut of it; merge tasks, one per chunk of clusterings, concatenate them in partition
+order and accumulate every setting, so every number equals the single-process one exactly
+(:mod:`dsprobe.analysis.match_tables`). Ground truth files are read by the workers.
 
 Where it runs (``client=``): any ``dask.distributed.Client`` (a LocalCluster, or a scheduler with
 workers on many machines); by default (None) a LocalCluster of ``workers`` processes started for you
@@ -25,12 +26,13 @@ import numpy as np
 import pandas as pd
 
 from dsprobe.analysis.compare import CompareReport, compare
-from dsprobe.analysis.dask_run import run_partitions, worker_count
+from dsprobe.analysis.dask_run import run_partitions, shared, worker_count
 from dsprobe.analysis.evaluate import EvalResult, GroundTruth, load_ground_truth
-from dsprobe.analysis.match_tables import gt_subset, merge_matches, score_tables
+from dsprobe.analysis.match_tables import merge_matches, score_partitions
 from dsprobe.analysis.objectives import Objective, objective, score_all
-from dsprobe.analysis.search import SearchResult, setting_combinations
+from dsprobe.analysis.search import MASKED_PARAMS, SearchResult, setting_combinations
 from dsprobe.analysis.set_tasks import (
+    GroundTruthFile,
     PartitionFailure,
     replay_partition,
     score_partition,
@@ -60,14 +62,9 @@ class SetSearchResult(SearchResult):
 
 
 # ------------------------------------------------------------------------------------ ground truth
-def load_set_ground_truth(
-    rset: RecordingSet,
-    ground_truth: Mapping[str, GroundTruth | str | Path] | None = None,
-    muxer_keep_aspect: bool = False,
-) -> dict[str, GroundTruth]:
-    """Ground truth per recording: ``ground_truth[name]`` (a GroundTruth or a COCO JSON path), or by
-    default the ``<name>_gt.json`` found beside each recording. Paths are scaled to that recording's
-    frame (nvstreammux) size. Every recording needs one, and all must name the same categories."""
+def _given_ground_truth(
+    rset: RecordingSet, ground_truth: Mapping[str, GroundTruth | str | Path] | None
+) -> dict[str, GroundTruth | str | Path]:
     given = dict(ground_truth or rset.ground_truth_paths)
     missing = [n for n in rset.names if n not in given]
     if missing:
@@ -75,13 +72,31 @@ def load_set_ground_truth(
             f"no ground truth for recordings {missing}: pass ground_truth={{name: path}} or put "
             f"<name>_gt.json beside each recording"
         )
+    return given
+
+
+def _frame_size(rset: RecordingSet, k: int) -> tuple[int, int]:
+    f = rset.frames[rset.frames["recording_index"] == k]
+    return (int(f["frame_width"].iloc[0]), int(f["frame_height"].iloc[0]))
+
+
+def load_set_ground_truth(
+    rset: RecordingSet,
+    ground_truth: Mapping[str, GroundTruth | str | Path] | None = None,
+    muxer_keep_aspect: bool = False,
+) -> dict[str, GroundTruth]:
+    """Ground truth per recording: ``ground_truth[name]`` (a GroundTruth or a COCO JSON path), or by
+    default the ``<name>_gt.json`` found beside each recording. Paths are scaled to that recording's
+    frame (nvstreammux) size. Every recording needs one, and all must name the same categories.
+    (The set's scoring functions do not call this: their workers read the files.)"""
+    given = _given_ground_truth(rset, ground_truth)
     out = {}
     for k, name in enumerate(rset.names):
         g = given[name]
         if not isinstance(g, GroundTruth):
-            f = rset.frames[rset.frames["recording_index"] == k]
-            size = (int(f["frame_width"].iloc[0]), int(f["frame_height"].iloc[0]))
-            g = load_ground_truth(g, frame_size=size, muxer_keep_aspect=muxer_keep_aspect)
+            g = load_ground_truth(
+                g, frame_size=_frame_size(rset, k), muxer_keep_aspect=muxer_keep_aspect
+            )
         out[name] = g
     cats = {n: sorted((c["id"], c["name"]) for c in g.coco["categories"]) for n, g in out.items()}
     first = rset.names[0]
@@ -94,10 +109,19 @@ def load_set_ground_truth(
     return out
 
 
-def _partition_frames(rset: RecordingSet, part: Partition) -> list[tuple[int, int]]:
-    f = rset.frames[rset.frames["recording_index"] == part.recording_index]
-    f = f.set_index("row").loc[part.rows]
-    return list(zip(f["source_id"].astype(int), f["frame_num"].astype(int)))
+def _ground_truth_args(
+    rset: RecordingSet, ground_truth: Mapping[str, GroundTruth | str | Path] | None
+) -> dict[str, Any]:
+    """What a partition task gets as its recording's ground truth: the file (read by the worker,
+    scaled to the recording's frame size), or a GroundTruth given in memory, in the graph once per
+    recording (:func:`~dsprobe.analysis.dask_run.shared`)."""
+    given = _given_ground_truth(rset, ground_truth)
+    return {
+        name: shared(given[name], f"ground-truth-{name}")
+        if isinstance(given[name], GroundTruth)
+        else GroundTruthFile(str(given[name]), _frame_size(rset, k))
+        for k, name in enumerate(rset.names)
+    }
 
 
 # ------------------------------------------------------------------------------------ replay
@@ -140,23 +164,34 @@ def replay_set(
 # ------------------------------------------------------------------------------------ scoring
 def _merge_scores(
     _: int,
-    tables: list[Any],
-    settings: Sequence[int],
-    gt: GroundTruth,
+    parts: list[Any],
     recording_of: Sequence[int],
     objectives: Sequence[Objective] | None,
 ) -> dict[int, tuple[EvalResult, dict[str, float]]]:
-    """Per setting of this chunk: the COCO result of the partitions' tables, and (with objectives)
+    """Per setting of this chunk: the COCO result of the partitions' rows, and (with objectives)
     every objective of their merged Matches."""
-    ok = [(k, t) for k, t in zip(recording_of, tables) if not isinstance(t, PartitionFailure)]
+    ok = [(k, t) for k, t in zip(recording_of, parts) if not isinstance(t, PartitionFailure)]
     out = {}
-    for s in settings:
-        coco = score_tables([t[s][0] for _, t in ok], gt)
+    for s, coco in score_partitions([t for _, t in ok]).items():
         extra = {}
         if objectives is not None:
-            extra = score_all(merge_matches([(k, t[s][1]) for k, t in ok]), list(objectives))
+            extra = score_all(
+                merge_matches([(k, t.settings[s].matches) for k, t in ok]), list(objectives)
+            )
         out[s] = (coco, extra)
     return out
+
+
+def _chunk_settings(settings: Sequence[Mapping[str, Any]], chunks: int) -> list[list[int]]:
+    """Setting indices in at most ``chunks`` merge chunks, settings that share a clustering (the
+    same params but the masked ones: thresholds, top-k) in the same chunk."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(settings):
+        key = repr([(k, v) for k, v in sorted(s.items()) if k not in MASKED_PARAMS])
+        groups.setdefault(key, []).append(i)
+    lists = list(groups.values())
+    cuts = np.array_split(np.arange(len(lists)), min(max(chunks, 1), len(lists)))
+    return [[i for g in c for i in lists[g]] for c in cuts]
 
 
 def _score_settings(
@@ -167,20 +202,15 @@ def _score_settings(
     objectives: Sequence[Objective] | None,
     opts: dict[str, Any],
 ) -> tuple[dict[int, tuple[EvalResult, dict[str, float]]], list[PartitionFailure]]:
-    gts = load_set_ground_truth(rset, ground_truth)
+    gts = _ground_truth_args(rset, ground_truth)
     parts = rset.partitions(opts.pop("block_frames"))
     chunks = opts.pop("chunks") or 2 * worker_count(opts["client"], opts["workers"])
-    chunk_lists = [c.tolist() for c in np.array_split(np.arange(len(settings)), chunks) if len(c)]
-    gt_parts = {p.index: gt_subset(gts[p.recording], _partition_frames(rset, p)) for p in parts}
-    any_gt = gts[rset.names[0]]
+    chunk_lists = _chunk_settings(settings, chunks)
     merged, failures = run_partitions(
         parts,
         score_partition,
-        lambda p: (base, settings, gt_parts[p.index], chunk_lists, objectives is not None),
-        [
-            (_merge_scores, (c, any_gt, [p.recording_index for p in parts], objectives))
-            for c in chunk_lists
-        ],
+        lambda p: (base, settings, gts[p.recording], chunk_lists, objectives is not None),
+        [(_merge_scores, ([p.recording_index for p in parts], objectives)) for _ in chunk_lists],
         split=True,
         **opts,
     )
@@ -235,8 +265,9 @@ def search_set(
     progress: bool = True,
 ) -> SetSearchResult:
     """:func:`~dsprobe.analysis.search.search` over a recording set, as Dask tasks: each partition
-    decodes once and scores every setting; ``chunks`` merge tasks (default two per worker) turn the
-    partitions' match tables into one score per setting. Same table, scores and best setting as
+    decodes once and scores every setting; up to ``chunks`` merge tasks (default two per worker;
+    settings that share a clustering merge together) turn what the partitions send into one score
+    per setting. Same table, scores and best setting as
     scoring all frames in one process. ``objectives`` (see :func:`evaluate_set`) add a column each
     (plus precision, recall, f1, tp, fp, fn, fp_per_frame); ``metric`` may name any of them.
     ``map50`` / ``map50_95`` are always pycocotools' numbers."""

@@ -5,7 +5,7 @@ thresholds (see :mod:`dsprobe.analysis.objectives`, :mod:`dsprobe.analysis.error
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 
 def _md_table(df: Any, floatfmt: str = ".3f") -> list[str]:
@@ -25,14 +25,14 @@ def evaluation_section(
     tuned: Any,
     gt: Any,
     frames: Sequence[tuple[int, int]],
-    grid: Mapping[str, Sequence[Any]],
+    found: Any,
     out: Path,
 ) -> list[str]:
-    """Markdown lines (and ``errors_by_type.png`` in ``out`` when matplotlib is there)."""
+    """Markdown lines (and ``errors_by_type.png`` in ``out`` when matplotlib is there); ``found``:
+    the grid scored under every objective (:func:`~dsprobe.analysis.operating.search_objectives`)."""
     import pandas as pd
 
     from dsprobe.analysis.errors import ERROR_TYPES, error_runs, error_table
-    from dsprobe.analysis.operating import search_objectives
     from dsprobe.analysis.search import Reclusterer
 
     decoded = tuned.decode_recording(rec)
@@ -63,7 +63,6 @@ def evaluation_section(
         lines += ["", "![errors by type](errors_by_type.png)"]
     except ImportError:
         pass
-    found = search_objectives(decoded, gt, grid, frames=frames)
     best = found.best_table().drop(columns=["detections"])
     lines += [
         "",

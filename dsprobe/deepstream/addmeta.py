@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from dsprobe.detections import classifier_label
 from dsprobe.records import UNTRACKED_OBJECT_ID
 
 log = logging.getLogger("dsprobe.deepstream")
@@ -130,11 +131,8 @@ def classifier_results(dets: Any, labels: Sequence[str] = ()) -> list[Classifier
     for i in range(len(dets)):
         attr = int(dets.vectors[i, 0]) if dets.vectors is not None and dets.vectors.size else i
         cid = int(dets.class_ids[i])
-        names = labels[attr].split(";") if attr < len(labels) else []
         out.append(
-            ClassifierResult(
-                attr, cid, float(dets.scores[i]), names[cid] if cid < len(names) else ""
-            )
+            ClassifierResult(attr, cid, float(dets.scores[i]), classifier_label(labels, attr, cid))
         )
     return out
 

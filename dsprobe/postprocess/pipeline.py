@@ -38,6 +38,7 @@ from dsprobe.postprocess.replay import (
     decode_recording,
     detections_by_row,
     detections_frame,
+    is_classifier,
     run_recording,
     tag_parent,
 )
@@ -464,7 +465,7 @@ class Postprocess(SpecFiles, TunableParams):
         per_frame = self.detections_by_row(
             rec, rows, unique_id=unique_id, progress=progress, batch=batch
         )
-        return detections_frame(rec, per_frame, self.labels)
+        return detections_frame(rec, per_frame, self.labels, is_classifier(self))
 
     def detections_by_row(
         self,

@@ -4,12 +4,13 @@ never frame by frame, with the same result as ``pp(rec[row])`` per row; and the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from dsprobe.detections import Detections
+from dsprobe.detections import Detections, classifier_label
 from dsprobe.postprocess.registry import ObjectBatch, PostprocessError, StepContext
 
 #: a :class:`dsprobe.postprocess.pipeline.Postprocess` (pipeline imports this module, never the other way)
@@ -40,7 +41,8 @@ def detections_by_row(
     runs only steps ``[0, stop)``. Fast path: each layer is read once per block of frames
     (:func:`replay_rows`); no frame is opened on its own."""
     rows = frame_rows(rec, rows, unique_id)
-    out = dict(replay_rows(pp, rec, rows, progress=progress, batch=batch, stop=stop))
+    with gie_hint(rec, rows, unique_id):
+        out = dict(replay_rows(pp, rec, rows, progress=progress, batch=batch, stop=stop))
     return {int(r): out[int(r)] for r in rows}
 
 
@@ -57,9 +59,10 @@ def run_recording(
     :func:`detections_by_row`, built once from flat arrays as the blocks run (no Detections kept
     per frame, no DataFrame per frame)."""
     rows = frame_rows(rec, rows, unique_id)
-    table = DetectionTable(rec, getattr(pp, "labels", ()), order=rows)
-    for r, d in replay_rows(pp, rec, rows, progress=progress, batch=batch):
-        table.add(r, d)
+    table = DetectionTable(rec, getattr(pp, "labels", ()), order=rows, classifier=is_classifier(pp))
+    with gie_hint(rec, rows, unique_id):
+        for r, d in replay_rows(pp, rec, rows, progress=progress, batch=batch):
+            table.add(r, d)
     return table.frame()
 
 
@@ -358,13 +361,41 @@ def frame_rows(rec: Any, rows: Iterable[int] | None, unique_id: int | None) -> n
     return np.asarray(list(rows), dtype=np.int64)
 
 
+@contextmanager
+def gie_hint(rec: Any, rows: np.ndarray, unique_id: int | None) -> Iterator[None]:
+    """A PostprocessError raised while replaying frames of several GIEs (no ``unique_id`` given)
+    gets which GIE recorded which layers, and the ``unique_id=`` to pass."""
+    try:
+        yield
+    except PostprocessError as e:
+        uids = np.unique(rec.frames["unique_id"].to_numpy()[rows]) if len(rows) else []
+        if unique_id is not None or len(uids) < 2:
+            raise
+        by_gie: dict[int, list[str]] = {}
+        for info in rec.layers.values():
+            where = "per object" if info.per_object else "per frame"
+            by_gie.setdefault(info.unique_id, []).append(f"{info.name} ({where})")
+        gies = "; ".join(
+            f"unique_id={u}: " + (", ".join(by_gie.get(int(u), [])) or "no layers") for u in uids
+        )
+        raise PostprocessError(
+            f"{e}\nThese frames come from {len(uids)} GIEs ({gies}): pass unique_id= to replay "
+            "one of them."
+        ) from e
+
+
 def detections_frame(
-    rec: Any, per_frame: Mapping[int, Detections], labels: Sequence[str] = ()
+    rec: Any,
+    per_frame: Mapping[int, Detections],
+    labels: Sequence[str] = (),
+    classifier: bool = False,
 ) -> Any:
     """One DataFrame row per detection with the frame ``row``, ``source_id``, ``frame_num``, then
     :meth:`Detections.to_dataframe`'s columns, frames in ``per_frame``'s order (what concatenating
-    each frame's ``to_dataframe`` would give, built from flat arrays: :class:`DetectionTable`)."""
-    table = DetectionTable(rec, labels)
+    each frame's ``to_dataframe`` would give, built from flat arrays: :class:`DetectionTable`).
+    ``classifier``: rows of ``decode:classifier`` (an ``attribute`` column, and ``label`` =
+    ``labels[attribute][class_id]`` with ``labels`` the label file's ``;``-separated lines)."""
+    table = DetectionTable(rec, labels, classifier=classifier)
     for r, d in per_frame.items():
         table.add(int(r), d)
     return table.frame()
@@ -399,10 +430,15 @@ class DetectionTable:
     COMPACT = 256
 
     def __init__(
-        self, rec: Any, labels: Sequence[str] = (), order: np.ndarray | None = None
+        self,
+        rec: Any,
+        labels: Sequence[str] = (),
+        order: np.ndarray | None = None,
+        classifier: bool = False,
     ) -> None:
         f = rec.frames
         self.labels = list(labels)
+        self.classifier = classifier
         self._source = f["source_id"].to_numpy()
         self._frame_num = f["frame_num"].to_numpy()
         self._rank: np.ndarray | None = None
@@ -420,7 +456,8 @@ class DetectionTable:
         g = self._kinds.get(kind)
         if g is None:
             g = self._kinds[kind] = {
-                k: [] for k in ("rows", "pos", "counts", "boxes", "scores", "classes", "ids")
+                k: []
+                for k in ("rows", "pos", "counts", "boxes", "scores", "classes", "ids", "attrs")
             }
         pos = self._added if self._rank is None else int(self._rank[row])
         self._added += 1
@@ -433,8 +470,10 @@ class DetectionTable:
             g["classes"].append(d.class_ids)
             if d.object_ids is not None:
                 g["ids"].append(d.object_ids)
+            if self.classifier:
+                g["attrs"].append(attribute_indices(d))
             if len(g["boxes"]) >= self.COMPACT:
-                for k in ("boxes", "scores", "classes", "ids"):
+                for k in ("boxes", "scores", "classes", "ids", "attrs"):
                     if g[k]:
                         g[k] = [np.concatenate(g[k])]
 
@@ -457,7 +496,19 @@ class DetectionTable:
                 space,
                 object_ids=_joined(g["ids"], np.uint64) if has_ids else None,
             )
-            df = d.to_dataframe(self.labels or None)
+            if self.classifier:
+                df = d.to_dataframe()
+                at = df.columns.get_loc("class_id") + 1
+                attrs = _joined(g["attrs"], np.int64)
+                df.insert(at, "attribute", attrs)
+                if self.labels:
+                    names = [
+                        classifier_label(self.labels, int(a), int(c))
+                        for a, c in zip(attrs, d.class_ids)
+                    ]
+                    df.insert(at + 1, "label", names)
+            else:
+                df = d.to_dataframe(self.labels or None)
             if kps is not None:
                 df["num_keypoints"] = kps
             counts = np.asarray(g["counts"], np.int64)
@@ -473,6 +524,21 @@ class DetectionTable:
             out = out.take(np.argsort(pos, kind="stable"))
             out.index = pd.RangeIndex(len(out))
         return out
+
+
+def attribute_indices(d: Detections) -> np.ndarray:
+    """A classifier's rows' attribute (output layer) indices: ``vectors[:, 0]`` as
+    ``decode:classifier`` sets it, else the row index (one attribute per row, in layer order)."""
+    if d.vectors is not None and d.vectors.ndim == 2 and d.vectors.shape[1] >= 1:
+        return d.vectors[:, 0].astype(np.int64)
+    return np.arange(len(d), dtype=np.int64)
+
+
+def is_classifier(pp: Any) -> bool:
+    """Whether ``pp`` decodes with the built-in ``decode:classifier`` (its label column is then
+    per attribute, nvinfer's ``labels[attribute][class_id]``)."""
+    steps = getattr(pp, "steps", None) or ()
+    return bool(steps) and steps[0].kind == "decode" and steps[0].name == "classifier"
 
 
 def _joined(parts: list[np.ndarray], dtype: type, empty: tuple[int, ...] = (0,)) -> np.ndarray:

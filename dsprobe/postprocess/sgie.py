@@ -19,23 +19,6 @@ from dsprobe.nvinfer.config import NvinferConfig, as_nvinfer_config
 from dsprobe.postprocess.pipeline import Postprocess, Step
 
 
-def classifier_labels(cfg: NvinferConfig) -> list[list[str]]:
-    """nvinfer classifier labels: one line of the labels file per attribute (output layer), values
-    separated by ``;``. [] when the config names no readable labels file."""
-    if not cfg.labelfile_path:
-        return []
-    from pathlib import Path
-
-    p = Path(cfg.labelfile_path)
-    if not p.is_absolute() and cfg.path:
-        p = Path(cfg.path).parent / p
-    if not p.exists():
-        return []
-    return [
-        [v.strip() for v in line.split(";")] for line in p.read_text().splitlines() if line.strip()
-    ]
-
-
 def _scale(cfg: NvinferConfig) -> Step:
     pre = cfg.preprocessing
     return Step(
@@ -64,7 +47,7 @@ def classifier_postprocess(
     params: dict = {"classifier_threshold": float(thr), "softmax": softmax}
     if layer_names is not None:
         params["layer_names"] = list(layer_names)
-    labels = classifier_labels(cfg)
+    labels = cfg.classifier_labels()
     return Postprocess(
         [Step("decode", "classifier", params), _scale(cfg)],
         labels=[";".join(values) for values in labels],

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -77,6 +77,7 @@ class Segment:
         #: yet in the file's size)
         self.uncommitted_bytes = 0
         self.f.flush()
+        self.fd = self.f.id.get_vfd_handle()
         os.replace(creating, path)
 
     # ------------------------------------------------------------------ rows
@@ -84,6 +85,14 @@ class Segment:
         """Buffer one checked frame (all or nothing; InvalidFrame when its layers do not fit)."""
         self.rows.add(frame, recv_ns)
         self.dirty = True
+
+    def add_plain(self, frame: FrameRecord, recv_ns: int) -> bool:
+        """Buffer a plain frame of known layers, unchecked (``FrameRows.add_plain``); False,
+        nothing buffered, for any other frame (then ``check_frame`` and :meth:`add`)."""
+        if self.rows.add_plain(frame, recv_ns):
+            self.dirty = True
+            return True
+        return False
 
     def block_due(self, block_frames: int, min_bytes: int) -> bool:
         return self.rows.block_due(block_frames, min_bytes)
@@ -96,6 +105,8 @@ class Segment:
         before = self.rows.pending_bytes
         n = self.rows.write_pending(tables, hold)
         self.uncommitted_bytes += before - self.rows.pending_bytes
+        if _WRITEBACK is not None and before:
+            _WRITEBACK(self.fd, 0, 0, SYNC_FILE_RANGE_WRITE)
         return n
 
     def discard_pending(self) -> int:
@@ -154,3 +165,26 @@ class Segment:
             self.f.close()
         except Exception:
             pass
+
+
+#: sync_file_range(2)'s flag: start writing the range's dirty pages to the disk, do not wait for it
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_function() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` (Linux), None where there is none."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+#: after each block write the file's dirty pages start going to the disk (ctypes releases the GIL),
+#: so a commit's fsync waits only for the last block, not for everything written since the last
+#: commit (a second of recording); errors are left to that fsync to report
+_WRITEBACK = _writeback_function()

@@ -129,36 +129,45 @@ class Recorder:
         Never raises. Never blocks unless the recorder was made with ``drop_when_full=False``.
         The recorder keeps the arrays of ``frame`` (no copy): hand over arrays you no longer change.
         """
+        stats = self._stats
         try:
             if not isinstance(frame, FrameRecord):  # the only check on the caller's thread
-                self._stats.count("received", "dropped_invalid")
-                self._stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
+                stats.count("received", "dropped_invalid")
+                stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
                 return False
             if self._closed or self.failed:
-                self._stats.count("received", "dropped_stopped")
+                stats.count("received", "dropped_stopped")
                 return False
-            if not admitted and not self.admit(frame.source_id, frame.pts_ns, frame.unique_id):
-                return False
+            with stats.lock:  # one lock for the rate limit and the counts (as admit() takes it)
+                values = stats.values
+                if not admitted and not self.limiter.admit(
+                    frame.source_id, frame.pts_ns, frame.unique_id
+                ):
+                    values["received"] += 1
+                    values["dropped_rate_limited"] += 1
+                    return False
+                # counted before the put: a KeyboardInterrupt between the two then leaves a count
+                # without a frame, which the writer settles when it closes, never a frame without
+                # a count
+                values["received"] += 1
+                values["queued"] += 1
             item = (frame, time.time_ns())
         except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
-            self._stats.count("received", "dropped_invalid")
-            self._stats.error("record", exc)
+            stats.count("received", "dropped_invalid")
+            stats.error("record", exc)
             return False
-        # counted before the put: a KeyboardInterrupt between the two then leaves a count without a
-        # frame, which the writer settles when it closes, never a frame without a count
-        self._stats.count("received", "queued")
         if self._process is not None:
             return self._put_process(item)
         try:
-            if self.options.drop_when_full:
-                self._queue.put_nowait(item)
-            else:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            if not self.options.drop_when_full:
                 while not self._put_waiting(item):
                     if self.failed or not self._writer_alive():
                         self._stats.move("queued", "dropped_stopped")
                         return False
-            return True
-        except queue.Full:
+                return True
             return self._full()
 
     def _full(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dsprobe.detections import Detections
+from dsprobe.detections import Detections, classifier_label
 from dsprobe.postprocess.decoders.base import (
     Layers,
     check_bool,
@@ -48,16 +48,6 @@ def _softmax_no_shift(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         e = np.exp(x.astype(np.float64))
         return (e / np.float32(e.sum())).astype(np.float32)
-
-
-def _attribute_labels(
-    labels: Sequence[str] | Sequence[Sequence[str]] | None, index: int
-) -> Sequence[str]:
-    """nvinfer classifier labels: line ``index`` of the labels file, split on ``;``."""
-    if not labels or index >= len(labels):
-        return ()
-    line = labels[index]
-    return line.split(";") if isinstance(line, str) else line
 
 
 def _classifier_params(
@@ -109,10 +99,13 @@ def classify(
         best = int(np.argmax(p))  # first maximum, like the strict '>' running max
         conf = p[best]
         if conf > thr and conf > 0:
-            names_ = _attribute_labels(labels, index)
             out.append(
                 Attribute(
-                    index, lname, best, float(conf), names_[best] if best < len(names_) else None
+                    index,
+                    lname,
+                    best,
+                    float(conf),
+                    classifier_label(labels or (), index, best) or None,
                 )
             )
     return out
