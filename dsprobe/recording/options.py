@@ -60,7 +60,7 @@ class RecorderOptions:
     compression: str | None = None
     overwrite: bool = False
     writer: str = "thread"
-    ring_mib: int = 128
+    ring_mib: int = 256
 
     def __post_init__(self) -> None:
         if self.layers is not None:
