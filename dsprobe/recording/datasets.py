@@ -166,7 +166,9 @@ class LayerSet(RowBuffer):
         self.name = name
         self.shape = first.shape
         # numpy's shared instance of the (native) dtype: the writer's fast path compares with ``is``
-        self.dtype = np.dtype(first.dtype.newbyteorder("=").str)
+        # (a dtype with metadata, e.g. h5py's enum, is kept as it is: the file stores what it says)
+        native = first.dtype.newbyteorder("=")
+        self.dtype = np.dtype(native.str) if native.metadata is None else native
         chunks = layer_chunks(first.shape, first.dtype)
         opts = compression_options(compression, first.dtype.itemsize) if chunks else {}
         self.ds = f.create_dataset(
