@@ -190,7 +190,8 @@ def _writeback_function() -> Callable[[int, int, int, int], int] | None:
     return fn
 
 
-#: after each block write the file's dirty pages start going to the disk (ctypes releases the GIL),
-#: so a commit's fsync waits only for the last block, not for everything written since the last
-#: commit (a second of recording); errors are left to that fsync to report
+#: once WRITEBACK_BYTES were written since the last start, a block write starts the file's dirty
+#: pages going to the disk (ctypes releases the GIL), so a commit's fsync waits for the last blocks
+#: only, not for everything written since the last commit (a second of recording); errors are left
+#: to that fsync to report
 _WRITEBACK = _writeback_function()
