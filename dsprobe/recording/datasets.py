@@ -19,9 +19,6 @@ from dsprobe.recording.schema import (
     table_chunks,
 )
 
-#: blocks of layer rows up to this size are stacked into a buffer each layer keeps (LayerSet._stack)
-STACK_BUFFER_BYTES = 4 << 20
-
 
 def write_rows(ds: h5py.Dataset, start: int, block: np.ndarray) -> None:
     """Write ``block`` (rows, *row shape; C-contiguous, the dataset's dtype) at row ``start`` of
@@ -169,7 +166,9 @@ class LayerSet(RowBuffer):
         self.name = name
         self.shape = first.shape
         # numpy's shared instance of the (native) dtype: the writer's fast path compares with ``is``
-        self.dtype = np.dtype(first.dtype.newbyteorder("=").str)
+        # (a dtype with metadata, e.g. h5py's enum, is kept as it is: the file stores what it says)
+        native = first.dtype.newbyteorder("=")
+        self.dtype = np.dtype(native.str) if native.metadata is None else native
         chunks = layer_chunks(first.shape, first.dtype)
         opts = compression_options(compression, first.dtype.itemsize) if chunks else {}
         self.ds = f.create_dataset(
@@ -188,7 +187,6 @@ class LayerSet(RowBuffer):
         self.unfiltered = bool(chunks) and not opts
         # one row per chunk and no filters: every row is written directly, nothing goes through the cache
         self.direct = self.unfiltered and self.rows_per_chunk == 1
-        self.buffer: np.ndarray | None = None  # reused by _stack
         super().__init__()
 
     def write(self, whole_chunks_only: bool = False) -> None:
@@ -227,18 +225,11 @@ class LayerSet(RowBuffer):
                 write_rows(self.ds, last, block[last - n0 :])
 
     def _stack(self, rows: list[np.ndarray]) -> np.ndarray:
-        """``rows`` stacked into one C-contiguous block of the dataset's dtype: into a buffer reused
-        from block to block (HDF5 has copied the last block out of it when its write returned) up to
-        :data:`STACK_BUFFER_BYTES`, so small-layer blocks touch no fresh memory."""
-        n = len(rows)
-        if n * self.row_bytes > STACK_BUFFER_BYTES:  # C order whatever the rows' (np.stack keeps
-            return np.ascontiguousarray(np.stack(rows), dtype=self.dtype)  # a Fortran layout)
-        if self.buffer is None or len(self.buffer) < n:
-            keep = max(n, min(2 * self.rows_per_chunk, STACK_BUFFER_BYTES // self.row_bytes))
-            self.buffer = np.empty((keep, *self.shape), self.dtype)
-        block = self.buffer[:n]
-        if self.shape:  # rows end to end along their first axis: no per-row Python (np.stack has)
+        """``rows`` stacked into one C-contiguous block of the dataset's dtype, end to end along
+        their first axis (``np.stack`` costs ~1 us of Python per row, which tiny rows feel)."""
+        block = np.empty((len(rows), *self.shape), self.dtype)
+        if self.shape:
             np.concatenate(rows, out=block.reshape(-1, *self.shape[1:]), casting="unsafe")
-        else:
+        else:  # 0-d rows
             np.stack(rows, out=block, casting="unsafe")
         return block

@@ -24,7 +24,7 @@ from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
 _INT64_MAX = (1 << 63) - 1
 #: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
-TABLE_BLOCK_FRAMES = 4096
+TABLE_BLOCK_FRAMES = 8192
 #: a block of small frames is written once it holds this many bytes (or BLOCK_MAX_FRAMES frames), not
 #: every ``block_frames``: each dataset costs one HDF5 call per block, whatever the block's size
 BLOCK_MIN_BYTES = 1 << 20

@@ -76,6 +76,7 @@ class Segment:
         #: bytes handed to HDF5 since the last commit (they may still sit in its chunk cache, not
         #: yet in the file's size)
         self.uncommitted_bytes = 0
+        self.unsynced_bytes = 0  # handed to HDF5 since the last writeback was started
         self.f.flush()
         self.fd = self.f.id.get_vfd_handle()
         os.replace(creating, path)
@@ -104,9 +105,12 @@ class Segment:
     def write_pending(self, tables: bool = True, hold: bool = True) -> int:
         before = self.rows.pending_bytes
         n = self.rows.write_pending(tables, hold)
-        self.uncommitted_bytes += before - self.rows.pending_bytes
-        if _WRITEBACK is not None and before:
+        written = before - self.rows.pending_bytes
+        self.uncommitted_bytes += written
+        self.unsynced_bytes += written
+        if _WRITEBACK is not None and self.unsynced_bytes >= WRITEBACK_BYTES:
             _WRITEBACK(self.fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+            self.unsynced_bytes = 0
         return n
 
     def discard_pending(self) -> int:
@@ -167,6 +171,8 @@ class Segment:
             pass
 
 
+#: the writeback is started once this many bytes were written since the last start
+WRITEBACK_BYTES = 512 << 10
 #: sync_file_range(2)'s flag: start writing the range's dirty pages to the disk, do not wait for it
 SYNC_FILE_RANGE_WRITE = 2
 
@@ -184,7 +190,8 @@ def _writeback_function() -> Callable[[int, int, int, int], int] | None:
     return fn
 
 
-#: after each block write the file's dirty pages start going to the disk (ctypes releases the GIL),
-#: so a commit's fsync waits only for the last block, not for everything written since the last
-#: commit (a second of recording); errors are left to that fsync to report
+#: once WRITEBACK_BYTES were written since the last start, a block write starts the file's dirty
+#: pages going to the disk (ctypes releases the GIL), so a commit's fsync waits for the last blocks
+#: only, not for everything written since the last commit (a second of recording); errors are left
+#: to that fsync to report
 _WRITEBACK = _writeback_function()

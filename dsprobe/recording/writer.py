@@ -140,8 +140,11 @@ class Recorder:
                 return False
             with stats.lock:  # one lock for the rate limit and the counts (as admit() takes it)
                 values = stats.values
-                if not admitted and not self.limiter.admit(
-                    frame.source_id, frame.pts_ns, frame.unique_id
+                limiter = self.limiter
+                if not (
+                    admitted
+                    or limiter.admits_all
+                    or limiter.admit(frame.source_id, frame.pts_ns, frame.unique_id)
                 ):
                     values["received"] += 1
                     values["dropped_rate_limited"] += 1
