@@ -231,3 +231,71 @@ def test_the_probe_copies_into_the_ring_and_writes_what_the_thread_writes(tmp_pa
     assert counters_add_up(st) and st["queued"] == 0
     assert ring._process.producer.in_place > 40  # most frames went without a second copy
     assert_same(contents(tmp_path / "thread.h5"), contents(tmp_path / "ring.h5"))
+
+
+def test_a_probe_into_a_full_ring_drops_counts_and_never_raises(tmp_path):
+    """The ring (4 MiB) holds one frame (2.8 MB + image) and batches of two come as fast as the
+    loop goes: the probe's copies fall back to its own memory when the ring is full, those frames
+    are dropped as a full queue, counted, nothing raises, and every frame written is right."""
+    import pyds_double as pyds
+
+    from dsprobe.deepstream import attach_recorder
+
+    mux = (320, 180)
+    gie = pyds.GieOutput(1, {"out": (0, (84, 8400))})
+    with pyds.installed():
+        pipe = pyds.Pipeline(mux)
+        rec = Recorder(tmp_path / "f.h5", writer="process", ring_mib=4)
+        handle = attach_recorder(pipe.pad, rec, muxer_size=mux, jetson=False)
+        img = np.zeros((mux[1], mux[0], 3), np.uint8)
+        for k in range(30):
+            frames = []
+            for b in range(2):
+                fm = pipe.frame(b, k, b, mux)
+                out = np.full((84, 8400), 2 * k + b, np.float32)
+                fm._user.append(pipe.tensor_meta(gie, {"out": out}))
+                frames.append(fm)
+            pipe.push(frames, {0: img, 1: img})
+        rec.close()
+    st, probe = rec.stats, handle.stats
+    assert st["received"] == 60 and st["written"] + st["dropped_queue_full"] == 60, st
+    assert st["written"] > 0 and st["dropped_queue_full"] > 0, st
+    assert counters_add_up(st) and st["queued"] == 0, st
+    assert probe["frames"] == 60 and probe["error_count"] == 0, probe
+    assert probe["frames_recorded"] == st["written"]
+    with open_recording(tmp_path / "f.h5") as r:
+        got = r.read_layer("out")
+        for i in range(len(r)):
+            f = r[i]
+            assert (got[i] == 2 * f.frame_num + f.source_id).all()
+
+
+def test_a_frame_bigger_than_the_ring_is_refused_by_name_even_when_waiting(tmp_path):
+    """drop_when_full=False waits for room; a frame bigger than the whole ring never fits, so it
+    is dropped at once, counted, and the error names ring_mib (no endless wait)."""
+    rec = Recorder(
+        tmp_path / "b.h5", writer="process", images=False, ring_mib=1, drop_when_full=False
+    )
+    assert rec.record(FrameRecord(0, 0, layers={"x": np.zeros(100_000, np.float32)}))
+    assert not rec.record(FrameRecord(0, 1, layers={"x": np.zeros(400_000, np.float32)}))
+    rec.close()
+    st = rec.stats
+    assert st["dropped_invalid"] == 1 and st["written"] == 1 and counters_add_up(st), st
+    assert "ring_mib" in st["last_error"]
+    # the same through the probe: its copies fall back to its own memory, nothing raises
+    import pyds_double as pyds
+
+    from dsprobe.deepstream import attach_recorder
+
+    mux = (320, 180)
+    gie = pyds.GieOutput(1, {"out": (0, (84, 8400))})
+    with pyds.installed():
+        pipe = pyds.Pipeline(mux)
+        rec = Recorder(tmp_path / "p.h5", writer="process", ring_mib=1)
+        handle = attach_recorder(pipe.pad, rec, muxer_size=mux, jetson=False)
+        fm = pipe.frame(0, 0, 0, mux)
+        fm._user.append(pipe.tensor_meta(gie, {"out": np.zeros((84, 8400), np.float32)}))
+        pipe.push([fm], {0: np.zeros((mux[1], mux[0], 3), np.uint8)})
+        rec.close()
+    assert rec.stats["dropped_invalid"] == 1 and "ring_mib" in rec.stats["last_error"]
+    assert handle.stats["error_count"] == 0

@@ -38,8 +38,9 @@ class RecorderOptions:
     * ``ring_mib``: ``writer="process"`` only: MiB of shared memory between ``record()`` and the
       writer process (allocated when the Recorder starts, so no copy into it pays for a page
       fault); a frame that does not fit is dropped and counted as ``dropped_queue_full``, as one
-      over ``queue_size`` frames is. Frames wait in it until their block is written: make it
-      hold at least ``block_frames`` frames (a ring half full has its frames written at once).
+      over ``queue_size`` frames is; one bigger than the whole ring is dropped as
+      ``dropped_invalid``, the error naming ``ring_mib``. Frames wait in it until their block is
+      written (a ring half full has its blocks written at once).
     * ``overwrite``: replace an existing recording (the file or its segment series) at the path;
       without it the Recorder refuses to start there.
     """

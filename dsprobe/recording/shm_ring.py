@@ -6,11 +6,13 @@ the FrameRecord from **views** of the ring, and a message's bytes are given back
 index advances) once nothing in the writer refers to them any more: the views die when their block
 is written or the frame is dropped. No numpy array is pickled: what travels besides the bytes is a
 small tuple (the record's fields, each array as offset, shape and dtype) pickled into the message.
+A probe can copy a frame's data straight into the message being built
+(:meth:`Producer.frame_memory`): those arrays are not copied again.
 
 Memory: an anonymous ``memfd`` (Linux) handed to the child as a file descriptor, so there is no
 name in ``/dev/shm`` to leak, whatever kills whom; elsewhere a file in ``/dev/shm`` (or the temp
-folder) unlinked at once. Its pages are allocated when first written (the ring's whole size, once
-it has gone round).
+folder) unlinked at once. The caller maps it populated (every page allocated when the Recorder
+starts: no copy into the ring pays for a page fault).
 
 Layout: :data:`CTL_BYTES` of control words (uint64: the producer's write index, the consumer's
 free index, frames sent, frames taken, the consumer's "sleeping" flag), then the data area.
@@ -140,7 +142,7 @@ class Encoder:
         self.inplace = message.arrays if message is not None else {}
         self.used_inplace = False
         #: bytes of the message used so far (the header first, then what was allocated in it)
-        self.end = message.end if message is not None else HEAD.size
+        self.end = self.first = message.end if message is not None else HEAD.size
 
     def place(self, value: Any) -> tuple:
         got = self.inplace.get(id(value))
@@ -190,7 +192,7 @@ class Encoder:
             d["image"] = self.image(d["image"])
             return pickle.dumps((FIELDS, tuple(d.values()), recv_ns), protocol=5)
         except TypeError:  # an odd record (a subclass, fields of other types): pickled whole
-            self.arrays, self.end, self.inplace = [], HEAD.size, {}
+            self.arrays, self.end, self.used_inplace = [], self.first, False
         return pickle.dumps((PICKLED, self._pickled(f), recv_ns), protocol=5)
 
     def _pickled(self, f: Any) -> bytes:
@@ -211,6 +213,10 @@ class Encoder:
 
 N_FRAME = len(FrameRecord(0, 0).__dict__)
 N_OBJECT = len(ObjectRecord((0.0, 0.0, 0.0, 0.0)).__dict__)
+
+
+class TooBig(ValueError):
+    """A frame bigger than the whole ring: no wait makes room for it."""
 
 
 class OpenMessage:
@@ -243,8 +249,8 @@ class Producer:
 
     def put(self, frame: FrameRecord, recv_ns: int) -> bool | None:
         """Copy ``frame`` into the ring and publish it; False when there is no room (frames or
-        bytes), None once :meth:`stop` was called. Raises what pickling the skeleton raises (the
-        frame is then not sent)."""
+        bytes), None once :meth:`stop` was called. Raises :class:`TooBig` for a frame bigger
+        than the ring, and what pickling the skeleton raises (the frame is then not sent)."""
         ring = self.ring
         size = ring.size
         with self.lock:
@@ -270,6 +276,11 @@ class Producer:
                 skeleton = enc.frame(frame, recv_ns)
                 skel_at = aligned(enc.end)
                 length = aligned(skel_at + len(skeleton))
+            if length > size:
+                raise TooBig(
+                    f"a frame of {length / 2**20:.1f} MiB does not fit the writer process's "
+                    f"shared memory ({size / 2**20:.0f} MiB): raise ring_mib"
+                )
             if start + skip + length - ring.word(FREE) > size:
                 return False
             fence()  # the consumer's reads of the bytes it freed come before our writes

@@ -192,7 +192,8 @@ class Recorder:
         while True:
             try:
                 ok = process.put(*item)
-            except Exception as exc:  # a frame no writer could store (cannot be pickled)
+            except Exception as exc:  # a frame no writer could store (cannot be pickled, or
+                # bigger than the whole ring: TooBig names ring_mib)
                 self._stats.move("queued", "dropped_invalid")
                 self._stats.error("invalid-frame", exc)
                 return False
