@@ -56,7 +56,7 @@ def assert_same(a: dict, b: dict) -> None:
 def odd_frames() -> list[FrameRecord]:
     """varied_frames plus what takes other paths through the ring: big-endian, Fortran-order and
     non-contiguous arrays, RGBA images, records with an attribute of their own (pickled whole,
-    arrays still placed in the ring)."""
+    arrays still placed in the ring), records whose fields were deleted and set again."""
     frames = varied_frames(150)
     for i in range(0, 150, 7):
         f = frames[i]
@@ -69,6 +69,11 @@ def odd_frames() -> list[FrameRecord]:
             f.image = ImageRecord(rgba, f.image.rect)
     for i in range(1, 150, 11):
         frames[i].note = "extra"
+    for i in range(2, 150, 13):  # fields set again after a del: __dict__ in another order
+        f = frames[i]
+        layers, image = f.layers, f.image
+        del f.layers, f.image
+        f.image, f.layers = image, layers
     return frames
 
 

@@ -28,6 +28,7 @@ Jetsons run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import mmap
 import os
@@ -168,30 +169,37 @@ class Encoder:
     def image(self, image: Any) -> Any:
         if image is None:
             return None
-        if type(image) is not ImageRecord or len(image.__dict__) != 3:
+        if type(image) is not ImageRecord or len(image.__dict__) != 3:  # data, rect, encoding
             raise TypeError("not an ImageRecord")
         return (self.place(image.data), image.rect, image.encoding)
 
-    def obj(self, o: Any) -> tuple:
-        if type(o) is not ObjectRecord or len(o.__dict__) != N_OBJECT:
+    def obj(self, o: Any) -> list:
+        d = o.__dict__
+        if type(o) is not ObjectRecord or len(d) != len(OBJECT_FIELDS):
             raise TypeError("not an ObjectRecord")
-        d = dict(o.__dict__)
-        d["layers"] = self.layers(d["layers"])
-        d["image"] = self.image(d["image"])
-        return tuple(d.values())
+        v = [d[k] for k in OBJECT_FIELDS]  # by name: an attribute deleted and set again moves
+        v[J_LAYERS] = self.layers(v[J_LAYERS])  # in __dict__
+        if v[J_IMAGE] is not None:
+            v[J_IMAGE] = self.image(v[J_IMAGE])
+        return v
 
     def frame(self, f: FrameRecord, recv_ns: int) -> bytes:
         """The pickled skeleton of ``f``; its arrays wait in :attr:`arrays`."""
         try:
-            if type(f) is not FrameRecord or len(f.__dict__) != N_FRAME:
+            d = f.__dict__
+            if type(f) is not FrameRecord or len(d) != len(FRAME_FIELDS):
                 raise TypeError("not a FrameRecord")
-            d = dict(f.__dict__)
-            d["layers"] = self.layers(d["layers"])
-            d["objects"] = [self.obj(o) for o in d["objects"]]
-            d["detections"] = [self.obj(o) for o in d["detections"]]
-            d["image"] = self.image(d["image"])
-            return pickle.dumps((FIELDS, tuple(d.values()), recv_ns), protocol=5)
-        except TypeError:  # an odd record (a subclass, fields of other types): pickled whole
+            v = [d[k] for k in FRAME_FIELDS]
+            v[I_LAYERS] = self.layers(v[I_LAYERS])
+            if v[I_OBJECTS]:
+                v[I_OBJECTS] = [self.obj(o) for o in v[I_OBJECTS]]
+            if v[I_DETECTIONS]:
+                v[I_DETECTIONS] = [self.obj(o) for o in v[I_DETECTIONS]]
+            if v[I_IMAGE] is not None:
+                v[I_IMAGE] = self.image(v[I_IMAGE])
+            return pickle.dumps((FIELDS, v, recv_ns), protocol=5)
+        except (TypeError, KeyError, AttributeError):  # an odd record (a subclass, fields of
+            # other types, a field deleted): pickled whole
             self.arrays, self.end, self.used_inplace = [], self.first, False
         return pickle.dumps((PICKLED, self._pickled(f), recv_ns), protocol=5)
 
@@ -211,8 +219,13 @@ class Encoder:
         return buf.getvalue()
 
 
-N_FRAME = len(FrameRecord(0, 0).__dict__)
-N_OBJECT = len(ObjectRecord((0.0, 0.0, 0.0, 0.0)).__dict__)
+#: the records' fields, in the order their skeletons list them
+FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(FrameRecord))
+OBJECT_FIELDS = tuple(f.name for f in dataclasses.fields(ObjectRecord))
+I_LAYERS, I_OBJECTS, I_DETECTIONS, I_IMAGE = (
+    FRAME_FIELDS.index(k) for k in ("layers", "objects", "detections", "image")
+)
+J_LAYERS, J_IMAGE = OBJECT_FIELDS.index("layers"), OBJECT_FIELDS.index("image")
 
 
 class TooBig(ValueError):
@@ -485,7 +498,12 @@ def value_of(payload: tuple, base: np.ndarray) -> Any:
     if payload[0] == VALUE:
         return payload[1]
     _, at, shape, dtype = payload
-    return np.ndarray(shape, dtype, buffer=base, offset=at)  # its .base: ``base``
+    dt = np.dtype(dtype)
+    n = dt.itemsize * math.prod(shape)
+    # a view of ``base`` (its .base: ``base``, which numpy does not look past: base's own base is
+    # the mapping); slicing, not np.ndarray(buffer=base), which formats a buffer description for
+    # every new base (~9 us)
+    return base[at : at + n].view(dt).reshape(shape)
 
 
 def layers_of(items: list, base: np.ndarray) -> dict:
@@ -520,11 +538,3 @@ class Placed(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         return value_of(pid, self.base)
-
-
-_F = list(FrameRecord(0, 0).__dict__)
-_O = list(ObjectRecord((0.0, 0.0, 0.0, 0.0)).__dict__)
-I_LAYERS, I_OBJECTS, I_DETECTIONS, I_IMAGE = (
-    _F.index(k) for k in ("layers", "objects", "detections", "image")
-)
-J_LAYERS, J_IMAGE = _O.index("layers"), _O.index("image")
