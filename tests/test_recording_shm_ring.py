@@ -304,3 +304,48 @@ def test_a_frame_bigger_than_the_ring_is_refused_by_name_even_when_waiting(tmp_p
         rec.close()
     assert rec.stats["dropped_invalid"] == 1 and "ring_mib" in rec.stats["last_error"]
     assert handle.stats["error_count"] == 0
+
+
+def test_threads_recording_at_once_through_a_small_ring(tmp_path):
+    """Two threads call record() while a third copies into ring memory as a probe does
+    (frame_memory): every frame arrives, each with its own bytes, through a ring that goes round
+    many times."""
+    import threading
+
+    path = tmp_path / "t.h5"
+    rec = Recorder(path, writer="process", images=False, drop_when_full=False, ring_mib=2)
+
+    def plain(source: int) -> None:
+        for n in range(150):
+            rec.record(
+                FrameRecord(source, n, layers={"x": np.full(30_000, source * 1000 + n, np.int32)})
+            )
+
+    def probe_like() -> None:
+        for n in range(150):
+            with rec.frame_memory() as alloc:
+                x = alloc((30_000,), np.int32)
+                if x is None:  # no room now: its own memory, as the probe does
+                    x = np.empty(30_000, np.int32)
+                x[:] = 2000 + n
+                rec.record(FrameRecord(2, n, layers={"x": x}))
+
+    threads = [threading.Thread(target=plain, args=(s,)) for s in (0, 1)]
+    threads.append(threading.Thread(target=probe_like))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    in_place = rec._process.producer.in_place
+    rec.close()
+    st = rec.stats
+    assert st["written"] == 450 and counters_add_up(st) and st["queued"] == 0, st
+    assert in_place > 0
+    with open_recording(path) as r:
+        got = r.read_layer("x")
+        seen = set()
+        for i in range(len(r)):
+            f = r[i]
+            assert (got[i] == f.source_id * 1000 + f.frame_num).all(), (f.source_id, f.frame_num)
+            seen.add((f.source_id, f.frame_num))
+        assert len(seen) == 450
