@@ -32,6 +32,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -308,12 +309,16 @@ def under_load(rounds: int, batches: int, contenders: str, pipe_rev: str) -> Non
     got: dict[str, list[dict]] = {c: [] for c in names}
     loads = []
     order_rng = random.Random(0)
-    for _ in range(rounds):
-        order = list(names)
-        order_rng.shuffle(order)
-        for name in order:
-            got[name].append(one_round(writers[name], batches, trees[name]))
-        loads.append(os.getloadavg()[0])
+    try:
+        for _ in range(rounds):
+            order = list(names)
+            order_rng.shuffle(order)
+            for name in order:
+                got[name].append(one_round(writers[name], batches, trees[name]))
+            loads.append(os.getloadavg()[0])
+    finally:
+        if "pipe" in trees:
+            shutil.rmtree(trees["pipe"], ignore_errors=True)
     print(
         f"\nprobe under a writer at full load: batches of {BATCH} x (YOLOv8 84x8400 + 640x360 image) at "
         f"30 fps, {batches} batches per round ({batches - 10} timed), {rounds} interleaved rounds, "
