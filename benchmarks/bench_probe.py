@@ -11,20 +11,30 @@ buffers; the figures are medians over batches, side by side in one run.
 
 Then (issue 20, item 6) the probe's tail latency under a writer at full load: batches at 30 fps into a
 Recorder whose writer cannot keep up (JPEG + HDF5 of 4 x 3.7 MB per batch on this machine), with the
-writer on a thread of this process or in a writer process, interleaved rounds in random order.
-Target: the probe's p99 per batch <= 2x its median and <= 5 ms.
+writer on a thread of this process ("thread"), in a writer process fed through the shared-memory ring
+("ring", the probe copying into it), in the writer process of an earlier commit fed through a pipe
+("pipe", ``--pipe-rev``, extracted with ``git archive``), and no recorder at all, the same bytes
+copied plainly ("copy": what the machine itself does to a copy's tail). Each contender's round runs
+in a fresh interpreter, the rounds interleaved in random order. Per batch: wall time, the probe
+thread's CPU time, and its wait for a CPU (``/proc/thread-self/schedstat``): wall - CPU - that
+wait is time blocked (the GIL, a lock). Target: the probe's p99 per batch <= 2x its median and
+<= 5 ms.
 
     .venv/bin/python benchmarks/bench_probe.py [--batches 40] [--load-rounds 5] [--load-batches 90]
+        [--pipe-rev 84bc5d6] [--contenders thread,ring,pipe,copy]
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import random
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,14 +110,25 @@ def main() -> None:
     ap.add_argument("--load-rounds", type=int, default=5, help="interleaved rounds under load")
     ap.add_argument("--load-batches", type=int, default=90, help="batches per round (30 fps)")
     ap.add_argument("--gil-rounds", type=int, default=3, help="rounds of the GIL-wait measurement")
+    ap.add_argument(
+        "--pipe-rev",
+        default="84bc5d6",
+        help="commit whose writer='process' is the pipe one ('' to leave it out)",
+    )
+    ap.add_argument("--contenders", default="thread,ring,pipe,copy")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a round, in a fresh process
     args = ap.parse_args()
+    if args.one:
+        with pyds.installed(), tempfile.TemporaryDirectory(dir=out_dir()) as tmp:
+            print(json.dumps(probe_times(args.one, args.load_batches, Path(tmp), load_data())))
+        return
     with pyds.installed():
         if args.batches:
             run(args.batches)
         if args.gil_rounds:
             gil_waits(args.gil_rounds)
         if args.load_rounds:
-            under_load(args.load_rounds, args.load_batches)
+            under_load(args.load_rounds, args.load_batches, args.contenders, args.pipe_rev)
 
 
 def gil_waits(rounds: int, seconds: float = 1.0) -> None:
@@ -184,79 +205,162 @@ def gil_waits(rounds: int, seconds: float = 1.0) -> None:
 P99_RATIO_TARGET, P99_MS_TARGET = 2.0, 5.0
 
 
-def probe_times(writer: str, batches: int, tmp: Path, data: tuple) -> dict:
-    """Per-batch probe seconds over ``batches`` batches at 30 fps into a Recorder (``writer``)."""
-    out, img, gie, pipe = data
-    rec = Recorder(tmp / f"load_{writer}.h5", image_max_size=640, writer=writer, overwrite=True)
-    probe = RecorderProbe(rec, muxer_size=MUX, jetson=False)
-    times = []
-    t_next = time.perf_counter()
-    for k in range(batches):
-        info, _, _ = make_batch(pipe, gie, out, img, k)
-        t0 = time.perf_counter()
-        probe(pipe.pad, info)
-        times.append(time.perf_counter() - t0)
-        pipe._live = []
-        t_next += 1 / 30
-        time.sleep(max(0.0, t_next - time.perf_counter()))
-    rec.close()
-    st = rec.stats
-    warm = np.array(times[10:])  # the first batches also pay for first touches of the memory
-    return {
-        "median": float(np.median(warm)),
-        "p99": float(np.percentile(warm, 99)),
-        "max": float(warm.max()),
-        "written": st["written"],
-        "dropped": st["dropped_queue_full"],
-        "writer_cpu": st["writer_cpu_s"],
-    }
+def out_dir() -> Path | None:
+    return ROOT / "out" if (ROOT / "out").is_dir() else None
 
 
-def under_load(rounds: int, batches: int) -> None:
+def load_data() -> tuple:
     rng = np.random.default_rng(1)
     out = rng.random(LAYER, dtype=np.float32)
     img = rng.integers(0, 255, (MUX[1], MUX[0], 3), dtype=np.uint8)
     gie = pyds.GieOutput(1, {"output0": (0, LAYER)}, pyds.NvDsInferNetworkInfo(640, 640, 3))
-    data = (out, img, gie, pyds.Pipeline(MUX))
-    got: dict[str, list[dict]] = {"thread": [], "process": []}
+    return out, img, gie, pyds.Pipeline(MUX)
+
+
+def schedstat() -> tuple[int, int]:
+    """(ns on a CPU, ns runnable but waiting for one) of this thread so far (0, 0 if unknown)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def probe_times(writer: str, batches: int, tmp: Path, data: tuple) -> dict:
+    """Per-batch probe wall, CPU and CPU-wait seconds over ``batches`` batches at 30 fps into a
+    Recorder (``writer`` "thread" or "process"), or plain copies of the same bytes ("copy")."""
+    out, img, gie, pipe = data
+    rec = probe = None
+    if writer != "copy":
+        rec = Recorder(tmp / f"load_{writer}.h5", image_max_size=640, writer=writer, overwrite=True)
+        probe = RecorderProbe(rec, muxer_size=MUX, jetson=False)
+    wall, cpu, waits = [], [], []
+    kept: list = []
+    t_next = time.perf_counter()
+    for k in range(batches):
+        info, views, surfaces = make_batch(pipe, gie, out, img, k)
+        s0, c0 = schedstat(), time.thread_time()
+        t0 = time.perf_counter()
+        if probe is not None:
+            probe(pipe.pad, info)
+        else:
+            kept = [plain_copy(views, surfaces)]  # held until the next batch, as records are
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+        waits.append((schedstat()[1] - s0[1]) * 1e-9)
+        pipe._live = []
+        t_next += 1 / 30
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+    del kept
+    st: dict = {"written": 0, "dropped_queue_full": 0, "writer_cpu_s": 0.0}
+    in_place = 0
+    if rec is not None:
+        process = getattr(rec, "_process", None)
+        in_place = getattr(getattr(process, "producer", None), "in_place", 0)
+        rec.close()
+        st = rec.stats
+    w, c, q = (np.array(v[10:]) for v in (wall, cpu, waits))  # the first batches: warm-up
+    return {
+        "median": float(np.median(w)),
+        "p99": float(np.percentile(w, 99)),
+        "max": float(w.max()),
+        "cpu_median": float(np.median(c)),
+        "cpu_p99": float(np.percentile(c, 99)),
+        "wait_p99": float(np.percentile(q, 99)),
+        "blocked_p99": float(np.percentile(np.maximum(0.0, w - c - q), 99)),
+        "written": st["written"],
+        "dropped": st["dropped_queue_full"],
+        "writer_cpu": st["writer_cpu_s"],
+        "in_place": in_place,
+    }
+
+
+def extract(rev: str) -> Path:
+    """The dsprobe package of commit ``rev`` in a temporary folder (``git archive``)."""
+    dest = Path(tempfile.mkdtemp(prefix="bench_probe_rev_", dir=out_dir()))
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "dsprobe"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest
+
+
+def one_round(writer: str, batches: int, tree: Path) -> dict:
+    """One contender's round in a fresh interpreter importing dsprobe from ``tree``."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    cmd = [sys.executable, __file__, "--one", writer, "--load-batches", str(batches)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if res.returncode:
+        raise RuntimeError(f"{writer} round failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def under_load(rounds: int, batches: int, contenders: str, pipe_rev: str) -> None:
+    names = [c for c in contenders.split(",") if c and (c != "pipe" or pipe_rev)]
+    trees = {"thread": ROOT, "ring": ROOT, "copy": ROOT}
+    writers = {"thread": "thread", "ring": "process", "pipe": "process", "copy": "copy"}
+    if "pipe" in names:
+        try:
+            trees["pipe"] = extract(pipe_rev)
+        except (OSError, subprocess.CalledProcessError) as exc:  # no git, or not that history
+            print(f"pipe writer of {pipe_rev} left out: cannot extract it ({exc})")
+            names.remove("pipe")
+    got: dict[str, list[dict]] = {c: [] for c in names}
     loads = []
     order_rng = random.Random(0)
-    with tempfile.TemporaryDirectory(dir=ROOT / "out" if (ROOT / "out").is_dir() else None) as tmp:
+    try:
         for _ in range(rounds):
-            order = list(got)
+            order = list(names)
             order_rng.shuffle(order)
-            for writer in order:
-                got[writer].append(probe_times(writer, batches, Path(tmp), data))
+            for name in order:
+                got[name].append(one_round(writers[name], batches, trees[name]))
             loads.append(os.getloadavg()[0])
+    finally:
+        if "pipe" in trees:
+            shutil.rmtree(trees["pipe"], ignore_errors=True)
     print(
         f"\nprobe under a writer at full load: batches of {BATCH} x (YOLOv8 84x8400 + 640x360 image) at "
-        f"30 fps, {batches} batches per round ({batches - 10} timed), {rounds} interleaved rounds; "
-        f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
+        f"30 fps, {batches} batches per round ({batches - 10} timed), {rounds} interleaved rounds, "
+        f"each in a fresh interpreter; load average {min(loads):.1f}-{max(loads):.1f} on "
+        f"{os.cpu_count()} CPUs"
+        + (f"; pipe = writer='process' of {pipe_rev}" if "pipe" in names else "")
     )
     print(
-        f"  {'writer':<8} {'median ms':>16} {'p99 ms':>18} {'p99/median':>18} {'max ms':>16}"
-        f" {'written/dropped':>16}"
+        f"  {'writer':<7} {'median ms':>17} {'p99 ms':>19} {'p99/median':>17} {'max ms':>18}"
+        f" {'CPU med/p99':>12} {'wait/blocked p99':>17} {'written/dropped':>16}"
     )
-    for writer, res in got.items():
+    for name, res in got.items():
 
-        def col(key: str, scale: float = 1e3, r: list = res) -> str:
-            v = [x[key] * scale for x in r]
+        def col(key: str, r: list = res) -> str:
+            v = [x[key] * 1e3 for x in r]
             return f"{np.median(v):6.2f} [{min(v):.2f}-{max(v):.2f}]"
 
+        def med(key: str, r: list = res) -> float:
+            return float(np.median([x[key] for x in r])) * 1e3
+
         ratios = [x["p99"] / x["median"] for x in res]
-        p99 = float(np.median([x["p99"] for x in res])) * 1e3
-        ratio = float(np.median(ratios))
+        p99, ratio = med("p99"), float(np.median(ratios))
         ok = ratio <= P99_RATIO_TARGET and p99 <= P99_MS_TARGET
         print(
-            f"  {writer:<8} {col('median'):>16} {col('p99'):>18} "
-            f"{np.median(ratios):6.2f} [{min(ratios):.2f}-{max(ratios):.2f}] {col('max'):>16} "
-            f"{sum(x['written'] for x in res):>7}/{sum(x['dropped'] for x in res):<7}"
+            f"  {name:<7} {col('median'):>17} {col('p99'):>19} "
+            f"{ratio:5.2f} [{min(ratios):.2f}-{max(ratios):.2f}] {col('max'):>18} "
+            f"{med('cpu_median'):5.2f}/{med('cpu_p99'):5.2f} "
+            f"{med('wait_p99'):7.2f}/{med('blocked_p99'):6.2f}    "
+            f"{sum(x['written'] for x in res):>6}/{sum(x['dropped'] for x in res):<6}"
         )
+        extra = ""
+        if name == "ring":
+            extra = f"; {sum(x['in_place'] for x in res)} frames copied by the probe straight into the ring"
         print(
-            f"           p99/median {ratio:.2f} vs target {P99_RATIO_TARGET:.0f}x "
+            f"          p99/median {ratio:.2f} vs target {P99_RATIO_TARGET:.0f}x "
             f"(measured/target {ratio / P99_RATIO_TARGET:.2f}); p99 {p99:.2f} ms vs {P99_MS_TARGET:.0f} ms "
-            f"(measured/target {p99 / P99_MS_TARGET:.2f}): {'OK' if ok else 'MISSED'}"
+            f"(measured/target {p99 / P99_MS_TARGET:.2f}): {'OK' if ok else 'MISSED'}{extra}"
         )
+    print(
+        "  (CPU: the probe thread's own CPU time per batch; wait: runnable, waiting for a CPU; "
+        "blocked: wall - CPU - wait, i.e. waiting for the GIL or a lock)"
+    )
 
 
 def run(batches: int) -> None:

@@ -157,17 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{spread([n / r['wall'] for r in got['small']], fmt='.0f')}"
     )
     pratios = [raw["wall"] / r["wall"] for raw, r in zip(got["raw"], got["small-process"])]
+    pvs = [r["wall"] / p["wall"] for r, p in zip(got["small"], got["small-process"])]
     pfixed = [r["writer_cpu"] / n * 1e6 for r in got["tiny-process"]]
     print(
         f"   writer='process': ratio raw/Recorder {spread(pratios)}x; writer process CPU "
-        f"{spread(pfixed, fmt='.1f')} us/frame on tiny frames (the pipe's copies and pickling "
-        "included), record() "
-        f"{spread([r['record'] / n * 1e6 for r in got['tiny-process']], fmt='.1f')} us"
+        f"{spread(pfixed, fmt='.1f')} us/frame on tiny frames (taking them out of the shared-memory "
+        "ring included), record() "
+        f"{spread([r['record'] / n * 1e6 for r in got['tiny-process']], fmt='.1f')} us; "
+        f"wall thread/process {spread(pvs)}x (the writer process's start, ~0.3 s, included)"
     )
     print(
         f"   CPU per frame, all threads: raw {spread([r['cpu'] for r in got['raw']], 1e6 / n)} us, "
-        f"Recorder {spread([r['cpu'] for r in got['small']], 1e6 / n)} us (the Recorder's wall time "
-        "above its CPU time is waiting: for the GIL between caller and writer, and for the CPUs)"
+        f"Recorder {spread([r['cpu'] for r in got['small']], 1e6 / n)} us, of which its writer "
+        f"thread {spread([r['writer_cpu'] for r in got['small']], 1e6 / n)} us (the Recorder's wall "
+        "time above its CPU time is waiting: for the GIL between caller and writer, for the CPUs "
+        "and for the disk)"
     )
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -335,11 +336,215 @@ def test_frame_queue_order_bound_and_wakeups():
     assert woke.wait(2.0) and got == ["a"]
     t.join()
     assert q.get(timeout=0.01) == "b" and q.pop() == "c" and q.get(timeout=0.01) is None
-    # put() waits for room and always wakes the consumer
+    # put() waits for room and always wakes the consumer; a waiting producer is woken once the
+    # queue is half empty (not at each item taken), or when the consumer goes to sleep
     for i in range(4):
         q.put_nowait(i)
     with pytest.raises(queue.Full):
         q.put("x", timeout=0.05)
-    threading.Timer(0.05, q.pop).start()
-    q.put("y", timeout=2.0)
-    assert [q.pop() for _ in range(4)] == [1, 2, 3, "y"]
+    t0 = time.monotonic()
+    threading.Timer(0.05, lambda: (q.pop(), q.pop())).start()
+    q.put("y", timeout=5.0)
+    assert time.monotonic() - t0 < 2.0  # woken, not timed out
+    assert [q.pop() for _ in range(3)] == [2, 3, "y"]
+    for i in range(4):
+        q.put_nowait(i)
+    woken = []
+    producer = threading.Thread(target=lambda: woken.append(q.put("z", timeout=5.0)))
+    producer.start()
+    time.sleep(0.05)
+    assert q.pop() == 0 and producer.is_alive()  # 3 left: above half, the producer sleeps on
+    assert [q.pop() for _ in range(3)] == [1, 2, 3]
+    producer.join(2.0)
+    assert woken == [None] and q.pop() == "z"
+    for i in range(4):
+        q.put_nowait(i)
+    producer = threading.Thread(target=lambda: q.put("w", timeout=5.0))
+    producer.start()
+    time.sleep(0.05)
+    assert [q.get(timeout=1.0) for _ in range(4)] == [0, 1, 2, 3]
+    assert q.get(timeout=2.0) == "w"  # the sleeping consumer woke the producer, then got its item
+    producer.join(2.0)
+
+
+def plain_mix(n: int, seed: int = 5) -> list[FrameRecord]:
+    """Frames the writer's fast path takes (frame-level layers only, of shapes and dtypes already
+    seen) mixed with frames it must hand to the general path: a GIE's first frame, frames with
+    detections, objects or a picture, frames without layers, layers that change shape, dtype or
+    names (rejected), big-endian arrays, 0-d, bool and int64 layers, times past int64."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        uid = (1, 1, 1, 2, 1, 3)[i % 6]
+        if uid == 1:
+            layers = {
+                "emb": rng.random(40, dtype=np.float32),
+                "score": np.array(i / 7, np.float16),  # 0-d
+                "mask": rng.random((3, 5)) > 0.5,
+            }
+            if i % 11 == 4:
+                layers["emb"] = layers["emb"].astype(">f4")  # converted by check_frame
+        elif uid == 2:
+            layers = {"ids": rng.integers(-(2**62), 2**62, 6, dtype=np.int64)}
+            if i % 4 == 3:
+                layers = {}  # a frame of GIE 2 without layers
+        else:
+            layers = {"big": np.full((300, 300), i, np.float32)}  # one chunk per row
+        detections = [ObjectRecord((1.0, 2.0, 3.0, 4.0), 2, 0.5)] if i % 13 == 6 else []
+        image = ImageRecord(np.zeros((2, 3, 3), np.uint8), (0, 0, 3, 2)) if i % 17 == 8 else None
+        if i % 23 == 10 and layers:  # a changed shape, dtype or name set: rejected either way
+            bad = dict(layers)
+            key = next(iter(bad))
+            bad[key] = (
+                np.zeros(41, np.float32)
+                if i % 3 == 0
+                else bad[key].astype(np.float64)
+                if i % 3 == 1
+                else bad[key]
+            )
+            if i % 3 == 2:
+                bad["extra"] = np.zeros(2, np.float32)
+            layers = bad
+        if uid == 1 and i % 9 == 1:  # a strided view: valid, written as its values
+            layers["emb"] = rng.random(80, dtype=np.float32)[::2]
+        fields: dict = {}
+        if i % 37 == 20:  # fields check_frame rejects (the unchecked fast path must not take them)
+            fields = [
+                {"source_id": -1},
+                {"batch_id": 2**31},
+                {"frame_num": 1.5},
+                {"network_size": (640, 640)},
+                {"pts_ns": True},
+                {"layers": {**layers, next(iter(layers or {"x": 0})): [1.0, 2.0]}},
+                {"layers": {k: np.float16(1) for k in layers or ("x",)}},
+                {"unique_id": 2**40},
+            ][(i // 37) % 8]
+        out.append(
+            FrameRecord(
+                i % 4,
+                i,
+                pts_ns=2**64 - 1 if i % 19 == 7 else i * 40_000_000,
+                unique_id=uid,
+                network_size=(640, 640, 3) if uid == 1 else (224, 224, 3),
+                frame_size=[1920, 1080] if i % 29 == 9 else (1280, 720),  # a list: general checks
+                layers=layers,
+                detections=detections,
+                image=image,
+                ntp_timestamp=2**63 + i if i % 31 == 5 else i,
+                batch_id=i % 8,
+                pad_index=i % 3,
+            )
+        )
+        if fields:
+            out[-1] = replace(out[-1], **fields)
+    return out
+
+
+def write_segment(path, frames: list[FrameRecord], cuts: set[int]) -> list[int]:
+    """``frames`` added to one segment as the writer thread does (the fast path, else checked and
+    added; recv_ns = 1000 + i),
+    block writes after the frames in ``cuts`` (a flush after every third cut); the indices of the
+    rejected frames."""
+    from dsprobe.recording.validate import check_frame
+
+    seg = Segment(path, SegmentHeader("t", "", "{}", {}, {}, None), 0, 0)
+    rejected = []
+    for i, f in enumerate(frames):
+        try:
+            if not seg.add_plain(f, 1000 + i):  # as WriteLoop._take does
+                seg.add(check_frame(f), 1000 + i)
+        except InvalidFrame:
+            rejected.append(i)
+        if i in cuts:
+            seg.write_pending(tables=i % 3 == 0)
+            if i % 3 == 0:
+                seg.commit({})
+    seg.write_pending(True)
+    seg.commit({})
+    seg.close()
+    return rejected
+
+
+def test_fast_path_writes_what_the_general_path_writes(tmp_path, monkeypatch):
+    """The writer's fast path for plain frames (FrameRows.add_plain) against the general path
+    alone, on the same frames: every dataset of the two files is equal (names, dtypes, shapes,
+    chunks, values), the same frames are rejected, and the frames table holds exactly the frames'
+    fields; the fast path did take most frames."""
+    from dsprobe.recording.frame_rows import FrameRows
+
+    frames = plain_mix(700)
+    cuts = set(np.random.default_rng(1).choice(700, 60, replace=False).tolist())
+    taken = []
+    real = FrameRows.add_plain
+
+    def counting(self, frame, recv_ns):
+        ok = real(self, frame, recv_ns)
+        taken.append(ok)
+        return ok
+
+    monkeypatch.setattr(FrameRows, "add_plain", counting)
+    fast = write_segment(tmp_path / "fast.h5", frames, cuts)
+    assert sum(taken) > 400  # most frames went the fast way (439 of 700)
+    monkeypatch.setattr(FrameRows, "add_plain", lambda self, frame, recv_ns: False)
+    general = write_segment(tmp_path / "general.h5", frames, cuts)
+    assert fast == general and 30 < len(fast) < 80
+    assert {i for i in range(700) if i % 37 == 20} <= set(fast)  # the bad fields: all rejected
+
+    def datasets_of(path) -> dict:
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda name, obj: (
+                    out.__setitem__(
+                        name,
+                        (obj.dtype, obj.shape, obj.chunks, obj[()], dict(obj.attrs)),
+                    )
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
+        return out
+
+    a, b = datasets_of(tmp_path / "fast.h5"), datasets_of(tmp_path / "general.h5")
+    assert a.keys() == b.keys() and "layers/1/score" in a and "layers/3/big" in a
+    for name in a:
+        (dt, shape, chunks, values, attrs), (dt2, shape2, chunks2, values2, attrs2) = (
+            a[name],
+            b[name],
+        )
+        assert (dt, shape, chunks, attrs.keys()) == (dt2, shape2, chunks2, attrs2.keys()), name
+        np.testing.assert_array_equal(values, values2, err_msg=name)
+        assert values.tobytes() == values2.tobytes(), name
+    kept = [f for i, f in enumerate(frames) if i not in set(fast)]
+    t = {k[len("frames/") :]: v[3] for k, v in a.items() if k.startswith("frames/")}
+    assert len(t["frame_num"]) == len(kept)
+    expect = {
+        "source_id": [f.source_id for f in kept],
+        "frame_num": [f.frame_num for f in kept],
+        "pts_ns": [f.pts_ns if f.pts_ns < 2**63 else -1 for f in kept],
+        "ntp_timestamp": [f.ntp_timestamp if f.ntp_timestamp < 2**63 else -1 for f in kept],
+        "unique_id": [f.unique_id for f in kept],
+        "batch_id": [f.batch_id for f in kept],
+        "pad_index": [f.pad_index for f in kept],
+        "network_size": [list(f.network_size) for f in kept],
+        "frame_size": [list(f.frame_size) for f in kept],
+        "recv_time_ns": [1000 + i for i in range(len(frames)) if i not in set(fast)],
+        "object_count": [0] * len(kept),
+        "detection_count": [len(f.detections) for f in kept],
+        "detection_start": np.cumsum([0] + [len(f.detections) for f in kept])[:-1].tolist(),
+    }
+    for col, values in expect.items():
+        assert t[col].tolist() == values, col
+    rows = {}
+    layer_rows = []
+    for f in kept:
+        if f.layers:
+            rows[f.unique_id] = rows.get(f.unique_id, -1) + 1
+        layer_rows.append(rows[f.unique_id] if f.layers else -1)
+    assert t["layer_row"].tolist() == layer_rows
+    for uid in (1, 2, 3):
+        for name in {n for f in kept if f.unique_id == uid for n in f.layers}:
+            arrs = [f.layers[name] for f in kept if f.unique_id == uid and f.layers]
+            got = a[f"layers/{uid}/{name}"][3]
+            assert got.dtype == arrs[0].dtype.newbyteorder("=")
+            np.testing.assert_array_equal(got, np.stack(arrs))

@@ -86,13 +86,15 @@ def read_tensor_meta(
     tensor_meta: Any,
     names: Collection[str] | None = None,
     check: Callable[[int, str, int], bool] | None = None,
+    alloc: Callable[[tuple, Any], np.ndarray | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Copies of every output layer (name -> array with its true dtype and per-frame shape).
 
     Reads the host pointer array ``out_buf_ptrs_host`` (one capsule holding a ``void*[]``) directly,
     not ``get_nvds_LayerInfo``, which writes into nvinfer's layer-info array (shared by all frames
     before DeepStream 6.2). ``check(unique_id, layer, dtype code)`` may veto a layer before its bytes
-    are touched (returns False: the layer is left out).
+    are touched (returns False: the layer is left out). ``alloc(shape, dtype)`` (a recorder's
+    ``frame_memory``) gives where to copy each layer (None: a fresh array).
     """
     n = int(tensor_meta.num_output_layers)
     ptrs = (ctypes.c_void_p * n).from_address(pyds.get_ptr(tensor_meta.out_buf_ptrs_host))
@@ -114,7 +116,13 @@ def read_tensor_meta(
             raise MetaError(f"layer {name!r}: host buffer pointer is NULL")
         count = int(np.prod(shape)) if shape else 1
         raw = (ctypes.c_char * (count * dtype.itemsize)).from_address(addr)
-        out[name] = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape).copy()
+        src = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        dst = alloc(src.shape, dtype) if alloc is not None else None
+        if dst is None:
+            out[name] = src.copy()
+        else:
+            np.copyto(dst, src)
+            out[name] = dst
     return out
 
 

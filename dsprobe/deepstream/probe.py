@@ -99,6 +99,7 @@ class _FrameWork:
     image: ImageRecord | None = None
     crop_surface: np.ndarray | None = None
     frame_size: tuple[int, int] = (0, 0)
+    alloc: Any = None  # the recorder's frame_memory allocator (writer="process"), or None
 
 
 class RecorderProbe(PadProbe):
@@ -183,11 +184,26 @@ class RecorderProbe(PadProbe):
                 f"{int(batch_meta.num_frames_in_batch)}: not reading surfaces (probe before the tiler)",
             )
         mapped = self.surfaces.mapped(pyds, buf_hash, int(fm.batch_id))
+        memory = getattr(self.recorder, "frame_memory", None)  # copies straight into the
+        with memory() if memory is not None else nullcontext() as alloc:  # writer's memory
+            work.alloc = alloc
+            self._copy_and_record(pyds, work, admitted, want_surface, mapped, crops)
+
+    def _copy_and_record(
+        self,
+        pyds: Any,
+        work: _FrameWork,
+        admitted: list[int],
+        want_surface: bool,
+        mapped: Any,
+        crops: bool,
+    ) -> None:
+        fm = work.fm
         with mapped if want_surface else nullcontext() as surface:
             work.frame_size = self.sizes.frame_size(fm, surface)
             if self.images and surface is not None:
                 work.image = ImageRecord(
-                    downscaled_copy(surface, self.image_max_size),
+                    downscaled_copy(surface, self.image_max_size, work.alloc),
                     (0.0, 0.0, float(work.frame_size[0]), float(work.frame_size[1])),
                 )
             work.crop_surface = surface if crops else None
@@ -209,7 +225,7 @@ class RecorderProbe(PadProbe):
         for tm in work.frame_level:
             if int(tm.unique_id) == uid:
                 self.stats.tensor_metas += 1
-                layers = self._read(pyds, tm)
+                layers = self._read(pyds, tm, work.alloc)
                 net = network_size(tm)
         objs = []
         for k, tm in work.per_object.get(uid, ()):
@@ -219,11 +235,13 @@ class RecorderProbe(PadProbe):
             if work.crop_surface is not None:
                 om = work.objects[k]
                 got = crop_copy(
-                    work.crop_surface, rect_of(om), work.frame_size, self.image_max_size
+                    work.crop_surface, rect_of(om), work.frame_size, self.image_max_size, work.alloc
                 )
                 crop = None if got is None else ImageRecord(*got)
             objs.append(
-                self._object(pyds, work.objects[k], work.parents[k], self._read(pyds, tm), crop)
+                self._object(
+                    pyds, work.objects[k], work.parents[k], self._read(pyds, tm, work.alloc), crop
+                )
             )
         fm = work.fm
         record = FrameRecord(
@@ -244,8 +262,8 @@ class RecorderProbe(PadProbe):
         if self.recorder.record(record, admitted=True):
             self.stats.frames_recorded += 1
 
-    def _read(self, pyds: Any, tm: Any) -> dict[str, np.ndarray]:
-        return read_tensor_meta(pyds, tm, self.layers, check=self.tensors.check)
+    def _read(self, pyds: Any, tm: Any, alloc: Any = None) -> dict[str, np.ndarray]:
+        return read_tensor_meta(pyds, tm, self.layers, check=self.tensors.check, alloc=alloc)
 
     def _warn_no_tensor_meta(self, pyds: Any, batch_meta: Any) -> None:
         others: set[int] = set()

@@ -3,8 +3,8 @@ docs/reliability.md).
 
 Writing: the Recorder (writer.py) and its options (options.py); the output path made safe (output.py:
 one writer per path, no overwrite, the lock file with the space reserve); frames reach the writer
-through a bounded queue (frame_queue.py); the writer, a thread or a child process fed through a pipe
-(writer_process.py), runs write_loop.py, which checks frames (validate.py), prepares them (prepare.py: layer selection, image policy),
+through a bounded queue (frame_queue.py); the writer, a thread or a child process fed through a
+shared-memory ring (writer_process.py, shm_ring.py), runs write_loop.py, which checks frames (validate.py), prepares them (prepare.py: layer selection, image policy),
 checks the free space (space.py) and writes one file at a time (segment.py: header, commit, close)
 through its rows (frame_rows.py) and block-written datasets (datasets.py); counters in stats.py, which
 frames to keep in rate_limiter.py. Reading: Recording (reader.py), one file opened and checked

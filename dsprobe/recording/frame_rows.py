@@ -19,12 +19,12 @@ from dsprobe.recording.schema import (
     IMAGE_ENCODINGS,
     OBJECT_COLUMNS,
 )
-from dsprobe.recording.validate import InvalidFrame
+from dsprobe.recording.validate import InvalidFrame, plain_frame
 from dsprobe.records import FrameRecord, ImageRecord, ObjectRecord
 
 _INT64_MAX = (1 << 63) - 1
 #: table rows (frames, objects, detections, images) are written once this many frames wait, or at a flush
-TABLE_BLOCK_FRAMES = 1024
+TABLE_BLOCK_FRAMES = 8192
 #: a block of small frames is written once it holds this many bytes (or BLOCK_MAX_FRAMES frames), not
 #: every ``block_frames``: each dataset costs one HDF5 call per block, whatever the block's size
 BLOCK_MIN_BYTES = 1 << 20
@@ -59,6 +59,9 @@ class FrameRows:
         self.image_bytes = 0
         self.layer_sets: dict[tuple[str, int, str], LayerSet] = {}
         self.layer_names: dict[tuple[str, int], frozenset] = {}
+        #: GIE -> (its frame-level layer sets, bytes a frame adds to a block): what ``add_plain``
+        #: knows after the GIE's first frame without objects, detections or picture
+        self.plain: dict[int, tuple[tuple[LayerSet, ...], int]] = {}
         self.pending_images: list[np.ndarray] = []
         self.pending_frames = 0
         self.pending_bytes = 0
@@ -85,6 +88,51 @@ class FrameRows:
     def add(self, frame: FrameRecord, recv_ns: int) -> None:
         """Buffer one checked frame's rows; InvalidFrame when its layers do not match the recording's
         (then nothing of it is buffered)."""
+        if not self.add_plain(frame, recv_ns):
+            self._add_any(frame, recv_ns)
+
+    def add_plain(self, frame: FrameRecord, recv_ns: int) -> bool:
+        """Buffer the common frame fast, *unchecked*: a frame with frame-level layers only (no
+        objects, detections or picture) whose own fields pass ``check_frame``'s C-speed case
+        (:func:`plain_frame`) and whose layers are exactly the ones the recording has for its GIE:
+        the same names, each a numpy array of the same shape and the very same (checked, native)
+        dtype object. Such a frame passes ``check_frame`` unchanged and the FramePreparer keeps it
+        as it is (its layers are ones kept before; it has no picture), so it is buffered here with
+        the rows the general path makes (tests/test_recording_blocks.py compares the files).
+        False, nothing buffered, for any other frame."""
+        if not plain_frame(frame):
+            return False
+        layers = frame.layers
+        known = self.plain.get(frame.unique_id)
+        if known is None or type(layers) is not dict or len(layers) != len(known[0]):
+            return False
+        sets, nbytes = known
+        for ls in sets:
+            arr = layers.get(ls.name)
+            if type(arr) is not np.ndarray or arr.dtype is not ls.dtype or arr.shape != ls.shape:
+                return False
+        row = -1
+        for ls in sets:
+            row = ls.count
+            ls.pending.append(layers[ls.name])
+            ls.count = row + 1
+        frames = self.tables["frames"]
+        frames.pending.append(
+            _frame_row(
+                frame,
+                recv_ns,
+                row,
+                -1,
+                self.tables["objects"].count,
+                self.tables["detections"].count,
+            )
+        )
+        frames.count += 1
+        self.pending_frames += 1
+        self.pending_bytes += nbytes
+        return True
+
+    def _add_any(self, frame: FrameRecord, recv_ns: int) -> None:
         new_names: dict[tuple[str, int], frozenset] = {}  # kept only once the frame is in
         objects = frame.objects
         self._check_layers(new_names, "layers", frame.unique_id, frame.layers, frame)
@@ -102,6 +150,10 @@ class FrameRows:
             raise
         if new_names:
             self.layer_names = {**self.layer_names, **new_names}
+        if not (objects or frame.detections or frame.image is not None):
+            uid = frame.unique_id
+            sets = tuple(self.layer_sets["layers", uid, name] for name in frame.layers)
+            self.plain[uid] = sets, 256 + sum(ls.row_bytes for ls in sets)
         self.pending_frames += 1
         nbytes = 256 * (1 + len(objects) + len(frame.detections))
         for a in frame.layers.values():
@@ -152,24 +204,7 @@ class FrameRows:
             for table, objs in zip(CLASSIFICATION_TABLES, (frame.objects, frame.detections)):
                 self._add_classifications(frame_row, table, objs)
         tables["frames"].append(
-            (
-                frame.source_id,
-                frame.frame_num,
-                _int64(frame.pts_ns),
-                _int64(frame.ntp_timestamp),
-                frame.unique_id,
-                frame.batch_id,
-                frame.pad_index,
-                tuple(frame.network_size),
-                tuple(frame.frame_size),
-                recv_ns,
-                layer_row,
-                image_row,
-                obj_start,
-                len(frame.objects),
-                det_start,
-                len(frame.detections),
-            )
+            _frame_row(frame, recv_ns, layer_row, image_row, obj_start, det_start)
         )
 
     def _check_layers(
@@ -328,6 +363,32 @@ def _encoded_shape(data: bytes) -> tuple[int, int, int]:
         return (0, 0, 0)
 
 
+def _frame_row(
+    frame: FrameRecord, recv_ns: int, layer_row: int, image_row: int, obj_start: int, det_start: int
+) -> tuple:
+    """One row of /frames, flat (FRAME_COLUMNS' order, ``network_size`` and ``frame_size`` spread
+    out: the table takes flat rows, see ``Table``)."""
+    pts, ntp = frame.pts_ns, frame.ntp_timestamp
+    return (
+        frame.source_id,
+        frame.frame_num,
+        pts if pts <= _INT64_MAX else -1,
+        ntp if ntp <= _INT64_MAX else -1,
+        frame.unique_id,
+        frame.batch_id,
+        frame.pad_index,
+        *frame.network_size,
+        *frame.frame_size,
+        recv_ns,
+        layer_row,
+        image_row,
+        obj_start,
+        len(frame.objects),
+        det_start,
+        len(frame.detections),
+    )
+
+
 def _object_row(frame_row: int, o: ObjectRecord, layer_row: int, image_row: int) -> tuple:
     """One row of /objects or /detections (OBJECT_COLUMNS' order)."""
     return (
@@ -348,8 +409,3 @@ def _object_row(frame_row: int, o: ObjectRecord, layer_row: int, image_row: int)
 def _label_bytes(label: str) -> bytes:
     b = label.encode("utf-8")[:128]
     return b.decode("utf-8", "ignore").encode("utf-8")  # never cut a character in half
-
-
-def _int64(v: int) -> int:
-    """uint64 times (GST_CLOCK_TIME_NONE...) that do not fit int64 are stored as -1."""
-    return int(v) if int(v) <= _INT64_MAX else -1

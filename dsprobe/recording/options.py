@@ -31,10 +31,16 @@ class RecorderOptions:
     * ``compression``: None (default), "lzf", "gzip", "gzip-N", "blosc-lz4", "blosc-zstd" for tensor
       datasets (see docs/recording-format.md for measurements and why None is the default).
     * ``writer``: "thread" (default) writes on a thread of the caller's process; "process" writes
-      in a child process fed through a pipe, so HDF5 and JPEG work never holds the caller's GIL (a
-      live pipeline's probe does not wait on it; ~45 us of pickling per frame, so not for many
-      small frames); see docs/performance.md for measurements, docs/reliability.md for what its
-      death costs.
+      in a child process fed through a shared-memory ring of ``ring_mib`` MiB, so HDF5 and JPEG
+      work never holds the caller's GIL (a live pipeline's probe does not wait on it; ``record()``
+      copies the frame's arrays into the ring); see docs/performance.md for measurements,
+      docs/reliability.md for what its death costs.
+    * ``ring_mib``: ``writer="process"`` only: MiB of shared memory between ``record()`` and the
+      writer process (allocated when the Recorder starts, so no copy into it pays for a page
+      fault); a frame that does not fit is dropped and counted as ``dropped_queue_full``, as one
+      over ``queue_size`` frames is; one bigger than the whole ring is dropped as
+      ``dropped_invalid``, the error naming ``ring_mib``. Frames wait in it until their block is
+      written (a ring half full has its blocks written at once).
     * ``overwrite``: replace an existing recording (the file or its segment series) at the path;
       without it the Recorder refuses to start there.
     """
@@ -55,6 +61,7 @@ class RecorderOptions:
     compression: str | None = None
     overwrite: bool = False
     writer: str = "thread"
+    ring_mib: int = 256
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -69,7 +76,13 @@ class RecorderOptions:
             raise ValueError(f"writer must be one of {WRITERS}, got {self.writer!r}")
         compression_options(self.compression)  # the name (and hdf5plugin where it is needed)
         _positive(
-            self, "flush_interval_s", "image_max_size", "every_n", "block_frames", "queue_size"
+            self,
+            "flush_interval_s",
+            "image_max_size",
+            "every_n",
+            "block_frames",
+            "queue_size",
+            "ring_mib",
         )
         _positive(self, "max_fps", "segment_max_bytes", "segment_max_seconds", optional=True)
         if not 1 <= self.image_quality <= 100:

@@ -21,6 +21,8 @@ class RateLimiter:
             raise ValueError(f"max_fps must be > 0, got {max_fps}")
         self.every_n = every_n
         self.min_interval_ns = int(1e9 / max_fps) if max_fps else 0
+        #: every frame is admitted (every_n=1, no max_fps): callers may skip ``admit``
+        self.admits_all = every_n == 1 and not self.min_interval_ns
         self._seen: dict[tuple[int, int], int] = {}
         self._last: dict[
             tuple[int, int], tuple[int, int]

@@ -8,6 +8,7 @@ true name is the dataset's ``layer_name`` attribute.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
@@ -143,7 +144,7 @@ def compression_options(compression: str | None, itemsize: int = 4) -> dict[str,
 def layer_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | None:
     """Chunk shape for a ``(rows, *shape)`` layer dataset: whole frames, about :data:`CHUNK_BYTES` per chunk
     (at most 256 frames, so a recording of a few frames of a tiny layer stays small)."""
-    row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    row_bytes = math.prod(shape) * np.dtype(dtype).itemsize
     if row_bytes == 0:
         return None
     return (int(min(256, max(1, CHUNK_BYTES // row_bytes))), *shape)
@@ -151,7 +152,7 @@ def layer_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...] | N
 
 def table_chunks(dtype: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Chunk shape for a table column: about 16 KiB (16..1024 rows), so a short segment stays small."""
-    row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    row_bytes = math.prod(shape) * np.dtype(dtype).itemsize
     return (int(min(1024, max(16, (16 << 10) // row_bytes))), *shape)
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -76,7 +76,9 @@ class Segment:
         #: bytes handed to HDF5 since the last commit (they may still sit in its chunk cache, not
         #: yet in the file's size)
         self.uncommitted_bytes = 0
+        self.unsynced_bytes = 0  # handed to HDF5 since the last writeback was started
         self.f.flush()
+        self.fd = self.f.id.get_vfd_handle()
         os.replace(creating, path)
 
     # ------------------------------------------------------------------ rows
@@ -84,6 +86,14 @@ class Segment:
         """Buffer one checked frame (all or nothing; InvalidFrame when its layers do not fit)."""
         self.rows.add(frame, recv_ns)
         self.dirty = True
+
+    def add_plain(self, frame: FrameRecord, recv_ns: int) -> bool:
+        """Buffer a plain frame of known layers, unchecked (``FrameRows.add_plain``); False,
+        nothing buffered, for any other frame (then ``check_frame`` and :meth:`add`)."""
+        if self.rows.add_plain(frame, recv_ns):
+            self.dirty = True
+            return True
+        return False
 
     def block_due(self, block_frames: int, min_bytes: int) -> bool:
         return self.rows.block_due(block_frames, min_bytes)
@@ -95,7 +105,12 @@ class Segment:
     def write_pending(self, tables: bool = True, hold: bool = True) -> int:
         before = self.rows.pending_bytes
         n = self.rows.write_pending(tables, hold)
-        self.uncommitted_bytes += before - self.rows.pending_bytes
+        written = before - self.rows.pending_bytes
+        self.uncommitted_bytes += written
+        self.unsynced_bytes += written
+        if _WRITEBACK is not None and self.unsynced_bytes >= WRITEBACK_BYTES:
+            _WRITEBACK(self.fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+            self.unsynced_bytes = 0
         return n
 
     def discard_pending(self) -> int:
@@ -154,3 +169,29 @@ class Segment:
             self.f.close()
         except Exception:
             pass
+
+
+#: the writeback is started once this many bytes were written since the last start
+WRITEBACK_BYTES = 512 << 10
+#: sync_file_range(2)'s flag: start writing the range's dirty pages to the disk, do not wait for it
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_function() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` (Linux), None where there is none."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+#: once WRITEBACK_BYTES were written since the last start, a block write starts the file's dirty
+#: pages going to the disk (ctypes releases the GIL), so a commit's fsync waits for the last blocks
+#: only, not for everything written since the last commit (a second of recording); errors are left
+#: to that fsync to report
+_WRITEBACK = _writeback_function()

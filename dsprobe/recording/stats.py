@@ -90,7 +90,7 @@ class RecorderStats:
                 "dsprobe recorder (%s): %s: %s (further errors of this kind are only counted)",
                 self.path,
                 kind,
-                exc,
+                str(exc),  # not the exception: a log record kept (a capture) would keep its frames
             )
 
     def fail(self, exc: BaseException) -> None:

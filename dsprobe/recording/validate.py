@@ -63,6 +63,22 @@ def check_frame(frame: Any) -> FrameRecord:
     return replace(frame, layers=layers, objects=objects, detections=detections)
 
 
+def plain_frame(frame: Any) -> bool:
+    """True for a FrameRecord whose own fields pass :func:`check_frame` at C speed (plain ints in
+    range, sizes as tuples of plain ints) and that has no picture, objects or detections (empty
+    lists); its layers are not looked at (the writer's fast path checks them against the layers it
+    already has, see ``FrameRows.add_plain``)."""
+    return (
+        type(frame) is FrameRecord
+        and frame.image is None
+        and type(frame.objects) is list
+        and not frame.objects
+        and type(frame.detections) is list
+        and not frame.detections
+        and _plain_frame_ok(frame)
+    )
+
+
 _FRAME_INTS = (
     ("source_id", UINT31),
     ("frame_num", INT64),

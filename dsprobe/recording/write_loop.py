@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dsprobe.recording.frame_queue import FrameQueue
+from dsprobe.recording.frame_queue import FrameSource
 from dsprobe.recording.frame_rows import BLOCK_MIN_BYTES
 from dsprobe.recording.options import RecorderOptions
 from dsprobe.recording.output import OutputLock
@@ -43,7 +43,7 @@ class WriteLoop:
         path: Path,
         options: RecorderOptions,
         header: SegmentHeader,
-        frames: FrameQueue,
+        frames: FrameSource,
         stats: RecorderStats,
         lock: OutputLock,
     ) -> None:
@@ -58,6 +58,7 @@ class WriteLoop:
         self.segment: Segment | None = None
         self.last_flush = time.monotonic()
         self.uncommitted = 0  # frames counted as written since the last commit
+        self.block_frames = options.block_frames
         # blocks of small frames gather up to 1 MiB, but no more than a quarter of a size-rotated
         # segment: a segment passes its size by less than that (rotation is judged per block)
         self.block_bytes = min(
@@ -92,14 +93,20 @@ class WriteLoop:
         interval = self.options.flush_interval_s
         item = self.queue.get(timeout=max(0.0, interval - (time.monotonic() - self.last_flush)))
         stop = False
+        take, pop, clock, due = (
+            self._take,
+            self.queue.pop,
+            time.monotonic,
+            self.last_flush + interval,
+        )
         while item is not None:
             if item is STOP:
                 stop = True
                 break
-            self._take(*item)
-            if time.monotonic() - self.last_flush >= interval:
+            take(*item)
+            if clock() >= due:
                 break
-            item = self.queue.pop()
+            item = pop()
         if stop or time.monotonic() - self.last_flush >= interval:
             self.last_flush = time.monotonic()
             seg = self.segment
@@ -110,12 +117,18 @@ class WriteLoop:
         return not stop
 
     def _take(self, frame: FrameRecord, recv_ns: int) -> None:
-        if self.segment is None:
-            self.segment = self._open_segment()
         seg = self.segment
-        self._add(seg, frame, recv_ns)
-        if seg.block_due(self.options.block_frames, self.block_bytes):
-            self._write_block(seg)
+        if seg is None:
+            seg = self.segment = self._open_segment()
+        try:
+            if not seg.add_plain(frame, recv_ns):  # the common frame, checked as it is buffered
+                seg.add(self.prepare(check_frame(frame)), recv_ns)
+        except Exception as exc:  # InvalidFrame, or an image Pillow cannot encode: this frame only
+            self._invalid(exc)
+            return
+        pressed = self.queue.pressed()  # the ring wants its memory back: write all, hold nothing
+        if pressed or seg.block_due(self.block_frames, self.block_bytes):
+            self._write_block(seg, hold=not pressed)
             if self._rotate_due(seg):
                 self._flush(seg)
                 self._close_segment(seg)
@@ -139,18 +152,15 @@ class WriteLoop:
             self._report()
 
     # ------------------------------------------------------------------ frames and blocks
-    def _add(self, segment: Segment, frame: FrameRecord, recv_ns: int) -> None:
-        try:
-            segment.add(self.prepare(check_frame(frame)), recv_ns)
-        except Exception as exc:  # InvalidFrame, or an image Pillow cannot encode: this frame only
-            self.stats.count("dropped_invalid")
-            self.stats.count("queued", n=-1)
-            self.stats.error("invalid-frame", exc)
+    def _invalid(self, exc: Exception) -> None:
+        self.stats.count("dropped_invalid")
+        self.stats.count("queued", n=-1)
+        self.stats.error("invalid-frame", exc)
 
-    def _write_block(self, segment: Segment, tables: bool = False) -> None:
+    def _write_block(self, segment: Segment, tables: bool = False, hold: bool = True) -> None:
         check_space(segment.path, segment.pending_bytes, segment.flush_bytes())
         # a segment rotated by size is judged on its file's size after each block: nothing held back
-        n = segment.write_pending(tables, hold=not self.options.segment_max_bytes)
+        n = segment.write_pending(tables, hold=hold and not self.options.segment_max_bytes)
         if n:
             self.uncommitted += n
             with self.stats.lock:

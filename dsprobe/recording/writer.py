@@ -19,8 +19,11 @@ import time
 import uuid
 import warnings
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
 
 from dsprobe.nvinfer.config import NvinferConfig, NvinferConfigError, configs_by_unique_id
 from dsprobe.recording.frame_queue import FrameQueue
@@ -86,9 +89,7 @@ class Recorder:
         self._process: WriterProcess | None = None
         try:
             if opts.writer == "process":
-                self._process = WriterProcess(
-                    self.path, opts, header, self._queue, self._stats, lock
-                )
+                self._process = WriterProcess(self.path, opts, header, self._stats, lock)
             else:
                 self._loop = WriteLoop(self.path, opts, header, self._queue, self._stats, lock)
                 self._loop.open()
@@ -128,42 +129,99 @@ class Recorder:
         Never raises. Never blocks unless the recorder was made with ``drop_when_full=False``.
         The recorder keeps the arrays of ``frame`` (no copy): hand over arrays you no longer change.
         """
+        stats = self._stats
         try:
             if not isinstance(frame, FrameRecord):  # the only check on the caller's thread
-                self._stats.count("received", "dropped_invalid")
-                self._stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
+                stats.count("received", "dropped_invalid")
+                stats.error("not-a-frame", TypeError(f"not a FrameRecord: {frame!r:.80}"))
                 return False
             if self._closed or self.failed:
-                self._stats.count("received", "dropped_stopped")
+                stats.count("received", "dropped_stopped")
                 return False
-            if not admitted and not self.admit(frame.source_id, frame.pts_ns, frame.unique_id):
-                return False
+            with stats.lock:  # one lock for the rate limit and the counts (as admit() takes it)
+                values = stats.values
+                limiter = self.limiter
+                if not (
+                    admitted
+                    or limiter.admits_all
+                    or limiter.admit(frame.source_id, frame.pts_ns, frame.unique_id)
+                ):
+                    values["received"] += 1
+                    values["dropped_rate_limited"] += 1
+                    return False
+                # counted before the put: a KeyboardInterrupt between the two then leaves a count
+                # without a frame, which the writer settles when it closes, never a frame without
+                # a count
+                values["received"] += 1
+                values["queued"] += 1
             item = (frame, time.time_ns())
         except Exception as exc:  # never into the caller (fields the rate limiter cannot use)
-            self._stats.count("received", "dropped_invalid")
-            self._stats.error("record", exc)
+            stats.count("received", "dropped_invalid")
+            stats.error("record", exc)
             return False
-        # counted before the put: a KeyboardInterrupt between the two then leaves a count without a
-        # frame, which the writer settles when it closes, never a frame without a count
-        self._stats.count("received", "queued")
+        if self._process is not None:
+            return self._put_process(item)
         try:
-            if self.options.drop_when_full:
-                self._queue.put_nowait(item)
-            else:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            if not self.options.drop_when_full:
                 while not self._put_waiting(item):
                     if self.failed or not self._writer_alive():
                         self._stats.move("queued", "dropped_stopped")
                         return False
-            return True
-        except queue.Full:
-            self._stats.move("queued", "dropped_queue_full")
-            if self._stats.first("queue-full"):
-                log.warning(
-                    "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
-                    "see stats['dropped_queue_full'])",
-                    self.path,
-                )
-            return False
+                return True
+            return self._full()
+
+    def _full(self) -> bool:
+        self._stats.move("queued", "dropped_queue_full")
+        if self._stats.first("queue-full"):
+            log.warning(
+                "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
+                "see stats['dropped_queue_full'])",
+                self.path,
+            )
+        return False
+
+    def _put_process(self, item: tuple) -> bool:
+        """``writer="process"``: the frame's arrays copied into the ring (never waits unless
+        ``drop_when_full=False``)."""
+        process = self._process
+        assert process is not None
+        wait = 0.0005
+        while True:
+            try:
+                ok = process.put(*item)
+            except Exception as exc:  # a frame no writer could store (cannot be pickled, or
+                # bigger than the whole ring: TooBig names ring_mib)
+                self._stats.move("queued", "dropped_invalid")
+                self._stats.error("invalid-frame", exc)
+                return False
+            if ok:
+                return True
+            if ok is None:  # closed meanwhile (another thread)
+                self._stats.move("queued", "dropped_stopped")
+                return False
+            if self.options.drop_when_full:
+                return self._full()
+            if self.failed or not self._writer_alive():
+                self._stats.move("queued", "dropped_stopped")
+                return False
+            time.sleep(wait)  # offline recorders: the writer frees room as it writes
+            wait = min(2 * wait, 0.01)
+
+    @contextmanager
+    def frame_memory(self) -> Iterator[Callable[[tuple, Any], np.ndarray | None] | None]:
+        """For a probe that copies a frame's arrays out of DeepStream's buffers: with
+        ``writer="process"``, ``alloc(shape, dtype)`` gives arrays in the writer's shared memory
+        (None when there is no room: make your own), and a frame recorded inside the block with
+        them goes to the writer without another copy. Use them only in that frame's record; a
+        ``record()`` from another thread waits for the block. With the thread writer: None."""
+        if self._process is None or self._closed:
+            yield None
+            return
+        with self._process.producer.frame_memory() as alloc:
+            yield alloc
 
     def _put_waiting(self, item: tuple) -> bool:
         try:
@@ -188,7 +246,7 @@ class Recorder:
         out = self._stats.snapshot()
         if self._process is not None:
             out = self._process.merged_stats(out)
-        out["queue_depth"] = self._queue.qsize()
+        out["queue_depth"] = (self._process or self._queue).qsize()
         return out
 
     # what a probe asks so it copies no more than the recorder keeps
@@ -230,15 +288,18 @@ class Recorder:
             self._join(timeout)
             return
         self._closed = True
-        while self._writer_alive():  # the stop marker must get in even if the queue is full
+        if self._process is not None:
+            self._process.stop()
+        while self._process is None and self._thread.is_alive():  # the stop marker must get in
+            # even if the queue is full
             try:
                 self._queue.put(STOP, timeout=0.1)
                 break
             except queue.Full:
                 continue
         self._join(timeout)
-        if not self._writer_alive():  # a frame put while the writer stopped: counted, never left
-            (self._process or self._loop).drain()
+        if self._process is None and not self._thread.is_alive():  # a frame put while the writer
+            self._loop.drain()  # stopped: counted, never left (the process: merged_stats)
 
     def _join(self, timeout: float | None) -> None:
         if self._process is not None:
