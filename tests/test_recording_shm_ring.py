@@ -100,7 +100,7 @@ def test_ring_writes_the_same_file_as_the_thread(tmp_path):
         np.testing.assert_array_equal(r[7].image, frames[7].image.data[:, :, :3])
 
 
-def test_a_full_ring_drops_and_counts_never_waits(tmp_path):
+def test_a_full_ring_drops_and_counts_never_waits(tmp_path, caplog):
     path = tmp_path / "full.h5"
     rec = Recorder(path, writer="process", images=False, ring_mib=1, flush_interval_s=0.05)
     kept = []
@@ -113,6 +113,9 @@ def test_a_full_ring_drops_and_counts_never_waits(tmp_path):
     assert st["written"] == len(kept) > 0 and counters_add_up(st) and st["queued"] == 0, st
     with open_recording(path) as r:
         np.testing.assert_array_equal(r.read_layer("x")[:, 0], kept)
+    # one warning, naming both limits a frame can hit and the one to raise for big frames
+    (msg,) = [r.getMessage() for r in caplog.records if "dropping frames" in r.getMessage()]
+    assert "ring_mib=1" in msg and "queue_size=64" in msg and "raise ring_mib" in msg, msg
 
 
 def test_frames_beyond_queue_size_are_dropped_as_a_full_queue(tmp_path):

@@ -69,6 +69,10 @@ def evaluation_section(
         "## Best settings per objective (same grid; each row: that objective's best setting)",
         "",
         *_md_table(best),
+        "",
+        "`value` is the objective's own score; for a target objective (precision at a recall, recall "
+        "at a precision, F1 within a false-positive budget) a negative value means no setting of the "
+        "grid reached the target, and is by how much the best one fell short.",
     ]
     per_class, pp = found.per_class("f1")
     thr = ", ".join(f"{r.label} {r.threshold:g}" for r in per_class.table.itertuples())

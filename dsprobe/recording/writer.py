@@ -176,10 +176,17 @@ class Recorder:
     def _full(self) -> bool:
         self._stats.move("queued", "dropped_queue_full")
         if self._stats.first("queue-full"):
+            where = (
+                f"queue_size={self.options.queue_size} frames or the shared-memory ring "
+                f"(ring_mib={self.options.ring_mib}) full: raise ring_mib for big frames"
+                if self._process is not None
+                else f"queue full (queue_size={self.options.queue_size})"
+            )
             log.warning(
-                "dsprobe recorder (%s): queue full, dropping frames (the writer cannot keep up; "
+                "dsprobe recorder (%s): %s, dropping frames (the writer cannot keep up; "
                 "see stats['dropped_queue_full'])",
                 self.path,
+                where,
             )
         return False
 
