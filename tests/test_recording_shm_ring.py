@@ -241,20 +241,30 @@ def test_the_probe_copies_into_the_ring_and_writes_what_the_thread_writes(tmp_pa
     assert_same(contents(tmp_path / "thread.h5"), contents(tmp_path / "ring.h5"))
 
 
+#: the muxer size of the probe tests' pipelines
+MUX = (320, 180)
+
+
+def ring_probe(pyds, path: Path, ring_mib: int):
+    """A pyds-double pipeline of one GIE (layer ``out``, 84x8400 float32) with a probe recording
+    into a process writer with a ``ring_mib`` ring: (pipeline, GIE, Recorder, probe handle)."""
+    from dsprobe.deepstream import attach_recorder
+
+    gie = pyds.GieOutput(1, {"out": (0, (84, 8400))})
+    pipe = pyds.Pipeline(MUX)
+    rec = Recorder(path, writer="process", ring_mib=ring_mib)
+    return pipe, gie, rec, attach_recorder(pipe.pad, rec, muxer_size=MUX, jetson=False)
+
+
 def test_a_probe_into_a_full_ring_drops_counts_and_never_raises(tmp_path):
     """The ring (4 MiB) holds one frame (2.8 MB + image) and batches of two come as fast as the
     loop goes: the probe's copies fall back to its own memory when the ring is full, those frames
     are dropped as a full queue, counted, nothing raises, and every frame written is right."""
     import pyds_double as pyds
 
-    from dsprobe.deepstream import attach_recorder
-
-    mux = (320, 180)
-    gie = pyds.GieOutput(1, {"out": (0, (84, 8400))})
     with pyds.installed():
-        pipe = pyds.Pipeline(mux)
-        rec = Recorder(tmp_path / "f.h5", writer="process", ring_mib=4)
-        handle = attach_recorder(pipe.pad, rec, muxer_size=mux, jetson=False)
+        pipe, gie, rec, handle = ring_probe(pyds, tmp_path / "f.h5", ring_mib=4)
+        mux = MUX
         img = np.zeros((mux[1], mux[0], 3), np.uint8)
         for k in range(30):
             frames = []
@@ -293,14 +303,9 @@ def test_a_frame_bigger_than_the_ring_is_refused_by_name_even_when_waiting(tmp_p
     # the same through the probe: its copies fall back to its own memory, nothing raises
     import pyds_double as pyds
 
-    from dsprobe.deepstream import attach_recorder
-
-    mux = (320, 180)
-    gie = pyds.GieOutput(1, {"out": (0, (84, 8400))})
     with pyds.installed():
-        pipe = pyds.Pipeline(mux)
-        rec = Recorder(tmp_path / "p.h5", writer="process", ring_mib=1)
-        handle = attach_recorder(pipe.pad, rec, muxer_size=mux, jetson=False)
+        pipe, gie, rec, handle = ring_probe(pyds, tmp_path / "p.h5", ring_mib=1)
+        mux = MUX
         fm = pipe.frame(0, 0, 0, mux)
         fm._user.append(pipe.tensor_meta(gie, {"out": np.zeros((84, 8400), np.float32)}))
         pipe.push([fm], {0: np.zeros((mux[1], mux[0], 3), np.uint8)})

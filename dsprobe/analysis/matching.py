@@ -173,14 +173,7 @@ class MatchTable:
     def concat(tables: Sequence[MatchTable]) -> MatchTable:
         """One table from tables of disjoint frame sets (e.g. partitions); ``index`` is offset so it
         counts rows of the inputs concatenated in the given order."""
-        if not tables:
-            raise ValueError("MatchTable.concat: no tables")
-        first = tables[0]
-        for t in tables[1:]:
-            if not np.array_equal(t.category_ids, first.category_ids) or not np.array_equal(
-                t.iou_thresholds, first.iou_thresholds
-            ):
-                raise ValueError("MatchTable.concat: tables scored against different categories")
+        first = same_scoring(tables, "MatchTable.concat")
         images = np.concatenate([t.image_ids for t in tables])
         if len(np.unique(images)) != len(images):
             raise ValueError("MatchTable.concat: tables share frames (partitions must be disjoint)")
@@ -570,14 +563,7 @@ class AccumulateRows:
         ``parts[1]``'s, ... (each part's in image id order): accumulate's order over all of them
         (a stable sort by category and descending score keeps, on ties, part order, then each part's
         own order), ground truth counts and frames added up."""
-        if not parts:
-            raise ValueError("AccumulateRows.concat: no rows")
-        first = parts[0]
-        for p in parts[1:]:
-            if not np.array_equal(p.category_ids, first.category_ids) or not np.array_equal(
-                p.iou_thresholds, first.iou_thresholds
-            ):
-                raise ValueError("AccumulateRows.concat: rows scored against different categories")
+        first = same_scoring(parts, "AccumulateRows.concat")
         K = len(first.category_ids)
         k = np.concatenate([np.repeat(np.arange(K), np.diff(p.bounds)) for p in parts])
         score = np.concatenate([p.score for p in parts])
@@ -780,6 +766,21 @@ class CutAccumulator:
             self.num_images,
             num_detections,
         )
+
+
+def same_scoring(parts: Sequence[Any], what: str) -> Any:
+    """The first of ``parts`` (match tables or accumulate rows of disjoint frame sets), after checking
+    that all were scored against the same categories and IoU thresholds (a ValueError naming
+    ``what`` otherwise, or when there are none)."""
+    if not parts:
+        raise ValueError(f"{what}: nothing to concatenate")
+    first = parts[0]
+    for p in parts[1:]:
+        if not np.array_equal(p.category_ids, first.category_ids) or not np.array_equal(
+            p.iou_thresholds, first.iou_thresholds
+        ):
+            raise ValueError(f"{what}: parts scored against different categories")
+    return first
 
 
 def _in_order(key: np.ndarray, score: np.ndarray) -> bool:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
+from dsprobe.deepstream.surface import Alloc
 from dsprobe.records import Classification
 
 #: NvDsInferDataType integer -> numpy dtype. 0-3 are pyds' enum members; INT64=4 (DeepStream 7.1
@@ -86,7 +87,7 @@ def read_tensor_meta(
     tensor_meta: Any,
     names: Collection[str] | None = None,
     check: Callable[[int, str, int], bool] | None = None,
-    alloc: Callable[[tuple, Any], np.ndarray | None] | None = None,
+    alloc: Alloc | None = None,
 ) -> dict[str, np.ndarray]:
     """Copies of every output layer (name -> array with its true dtype and per-frame shape).
 
