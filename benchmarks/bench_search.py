@@ -128,9 +128,9 @@ def faster_coco_eval_scorer():
         from faster_coco_eval import COCO, COCOeval_faster
     except ImportError:
         return None
+    from dsprobe.analysis.accumulation import Accumulated
     from dsprobe.analysis.cocoeval import coco_results
     from dsprobe.analysis.evaluate import coco_scores, frame_image_id
-    from dsprobe.analysis.matching import Accumulated
 
     def score(df, gt, frames):
         ids = sorted({frame_image_id(s, f) for s, f in frames})

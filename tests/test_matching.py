@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dsprobe.analysis.accumulation import accumulate
 from dsprobe.analysis.evaluate import GroundTruth, evaluate, frame_image_id
-from dsprobe.analysis.matching import MatchTable, accumulate, match_table
+from dsprobe.analysis.matching import MatchTable, match_table
 
 pytest.importorskip(
     "pycocotools", reason="pycocotools is the reference the matcher is tested against"
@@ -270,8 +271,9 @@ def test_matcher_on_detections_already_in_coco_order_equals_pycocotools(seed):
 def test_coco_scores_equals_the_class_by_class_means():
     """coco_scores takes every class's mean in one call; each equals the mean of that class's
     valid values on its own, bit for bit (classes without ground truth, partly -1 classes too)."""
+    from dsprobe.analysis.accumulation import Accumulated
     from dsprobe.analysis.evaluate import coco_scores
-    from dsprobe.analysis.matching import IOU_THRESHOLDS, Accumulated
+    from dsprobe.analysis.matching import IOU_THRESHOLDS
 
     rng = np.random.default_rng(8)
     for it in range(40):
@@ -304,7 +306,8 @@ def test_accumulate_rows_of_frame_blocks_merge_into_the_whole_sets_accumulate(se
     accumulate to the whole table's precision / recall bit for bit: all rows, every score cut
     through one CutAccumulator, and each block cut on its own before merging (max-detections 1000,
     2 and 3; NaN boxes; annotation id 0)."""
-    from dsprobe.analysis.matching import AccumulateRows, MatchPlan
+    from dsprobe.analysis.accumulation import AccumulateRows
+    from dsprobe.analysis.matching import MatchPlan
 
     rng = np.random.default_rng(900 + seed)
     df, gt, frames = random_case(rng, n_img=25, nan=seed % 4 == 0, zero_id=seed % 6 == 0)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.accumulation import Accumulated
 from dsprobe.analysis.evaluate import (
     EvalResult,
     GroundTruth,
@@ -21,7 +22,6 @@ from dsprobe.analysis.evaluate import (
     empty_result,
     frame_image_id,
 )
-from dsprobe.analysis.matching import Accumulated
 
 
 def coco_ground_truth(gt: GroundTruth, image_ids: Sequence[int]) -> Any:

@@ -15,13 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from dsprobe.analysis.matching import (
-    RECALL_THRESHOLDS,
-    Accumulated,
-    GroundTruthArrays,
-    accumulate,
-    match_table,
-)
+from dsprobe.analysis.accumulation import RECALL_THRESHOLDS, Accumulated, accumulate
+from dsprobe.analysis.matching import GroundTruthArrays, match_table
 from dsprobe.detections import Detections
 from dsprobe.nvinfer.geometry import muxer_content_size
 

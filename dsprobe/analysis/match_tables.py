@@ -6,14 +6,14 @@ precision / recall. So the first stage can run anywhere: a partition (a block of
 matches its frames (:class:`~dsprobe.analysis.matching.MatchPlan`, pycocotools' numbers bit for bit)
 and sends what ``accumulate`` reads, compact: per detection that counts, its class, score and
 true-positive / ignored flags at each IoU threshold, in accumulate's order
-(:class:`~dsprobe.analysis.matching.AccumulateRows`, 12 bytes a detection). Concatenating the
+(:class:`~dsprobe.analysis.accumulation.AccumulateRows`, 12 bytes a detection). Concatenating the
 partitions' rows in partition order and sorting them stably by class and descending score gives
 exactly the order ``accumulate`` builds over all frames at once, so the mAP is the single-process
 one, bit for bit.
 
 A setting that only cuts its clustering's boxes by score (pre- / post-cluster threshold) sends no
 rows of its own: it names the clustering's rows and its thresholds, and the merge accumulates every
-such cut from one :class:`~dsprobe.analysis.matching.CutAccumulator` of the merged rows (a score cut
+such cut from one :class:`~dsprobe.analysis.accumulation.CutAccumulator` of the merged rows (a score cut
 drops a low-score suffix of every (frame, class), which leaves every other match as it was).
 """
 
@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.accumulation import AccumulateRows, CutAccumulator
 from dsprobe.analysis.evaluate import EvalResult, GroundTruth, coco_scores, no_detection_result
-from dsprobe.analysis.matching import AccumulateRows, CutAccumulator
 from dsprobe.analysis.objectives import Matches
 
 MAX_DETECTIONS = 1000  # per image, evaluate()'s last maxDets

@@ -17,7 +17,7 @@ from one set of overlapping pairs, and the per-box steps run once for all settin
 :mod:`dsprobe.analysis.matching`): the boxes of every clustering at the floor share one
 :class:`~dsprobe.analysis.matching.MatchPlan` (COCO order, pairs with ground truth, IoUs), each
 clustering is matched once, and each threshold cut is accumulated from prefix sums
-(:class:`~dsprobe.analysis.matching.CutAccumulator`; exact for the same reason: COCO matches and
+(:class:`~dsprobe.analysis.accumulation.CutAccumulator`; exact for the same reason: COCO matches and
 accumulates detections in descending score order). A cut that is not a low-score prefix of every
 class (top-k) is accumulated from the clustering's match table, or matched afresh when it is not a
 low-score suffix of every (frame, class).
@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.accumulation import accumulate
 from dsprobe.analysis.evaluate import (
     EvalResult,
     GroundTruth,
@@ -43,7 +44,7 @@ from dsprobe.analysis.evaluate import (
     frame_image_id,
 )
 from dsprobe.analysis.floor import FloorCandidates, Scaled
-from dsprobe.analysis.matching import MatchPlan, accumulate, match_table
+from dsprobe.analysis.matching import MatchPlan, match_table
 from dsprobe.detections import Detections
 from dsprobe.postprocess.cluster import per_row as values_per_row
 from dsprobe.postprocess.gpu.backend import resolve_device
@@ -522,7 +523,7 @@ def selection_plan(
 class _Scorer:
     """COCO mAP of many subsets of one detection set: every box is matched once
     (:class:`~dsprobe.analysis.matching.MatchPlan`), then each subset that keeps a low-score prefix
-    of every class is accumulated from the matches (:class:`~dsprobe.analysis.matching.CutAccumulator`:
+    of every class is accumulated from the matches (:class:`~dsprobe.analysis.accumulation.CutAccumulator`:
     exact, COCO matches and accumulates in descending score); any other cut is matched afresh.
 
     ``plans``: a cache shared by the scorers of one search: the clusterings of one floor share the

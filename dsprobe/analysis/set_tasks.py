@@ -19,9 +19,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dsprobe.analysis.accumulation import AccumulateRows
 from dsprobe.analysis.evaluate import GroundTruth, frame_image_id, load_ground_truth
 from dsprobe.analysis.match_tables import MAX_DETECTIONS, PartitionScores, SettingRows
-from dsprobe.analysis.matching import AccumulateRows, MatchPlan
+from dsprobe.analysis.matching import MatchPlan
 from dsprobe.analysis.operating import SettingScorer
 from dsprobe.analysis.search import MASKED_PARAMS, Reclusterer, selection_plan
 from dsprobe.postprocess.pipeline import Postprocess
